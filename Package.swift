@@ -1,0 +1,152 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// Settings shared by every Swift target: Swift 6 language mode (strict concurrency) and
+/// explicit `any` for existentials.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+/// Developers working on one module in parallel can build and test it alone, without the other
+/// modules having to compile at that moment: `INTERCLOUD_ONLY=Catalog swift test --scratch-path
+/// .build-catalog`. Unset (as in CI), the whole package is built.
+let localTargetDependencies: [String: [String]] = [
+    "XMPP": ["CStrophe"], "Storage": [], "Trust": ["Storage"], "Catalog": ["CRaptor"],
+    "Providers": ["CLibvirt", "Storage"],
+    "Broker": ["XMPP", "Storage", "Trust", "Catalog", "Providers"],
+    "intercloud": ["Broker"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
+    "XMPPTests": ["XMPP"], "StorageTests": ["Storage"], "TrustTests": ["Trust"],
+    "CatalogTests": ["Catalog"], "ProvidersTests": ["Providers"], "BrokerTests": ["Broker", "XMPP"],
+]
+
+func selectedTargets() -> Set<String>? {
+    guard let only = Context.environment["INTERCLOUD_ONLY"], !only.isEmpty else { return nil }
+    var selected = Set<String>()
+    var pending = only.split(separator: ",").flatMap { name in [String(name), "\(name)Tests"] }
+    while let name = pending.popLast() {
+        guard localTargetDependencies[name] != nil || name.hasPrefix("C"), !selected.contains(name) else { continue }
+        selected.insert(name)
+        pending += localTargetDependencies[name] ?? []
+    }
+    return selected
+}
+
+let package = Package(
+    name: "Intercloud",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "intercloud", targets: ["intercloud"]),
+        .executable(name: "sparql-conformance", targets: ["sparql-conformance"]),
+        .executable(name: "bench-xmpp", targets: ["bench-xmpp"]),
+        .library(name: "XMPP", targets: ["XMPP"]),
+        .library(name: "Catalog", targets: ["Catalog"]),
+        .library(name: "Providers", targets: ["Providers"]),
+        .library(name: "Trust", targets: ["Trust"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+    ],
+    targets: [
+        // C libraries: one thin system-library target each (modulemap + shim.h only).
+        .systemLibrary(name: "CStrophe", pkgConfig: "libstrophe", providers: [.apt(["libstrophe-dev"])]),
+        .systemLibrary(name: "CRaptor", pkgConfig: "raptor2", providers: [.apt(["libraptor2-dev"])]),
+        .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
+
+        .target(
+            name: "XMPP",
+            dependencies: [
+                "CStrophe",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Storage",
+            dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Trust",
+            dependencies: [
+                "Storage",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Catalog",
+            dependencies: [
+                "CRaptor",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Providers",
+            dependencies: [
+                "CLibvirt",
+                "Storage",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Broker",
+            dependencies: [
+                "XMPP", "Storage", "Trust", "Catalog", "Providers",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "intercloud",
+            dependencies: [
+                "Broker",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "sparql-conformance",
+            dependencies: ["Catalog"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "bench-xmpp",
+            dependencies: [
+                "Broker", "XMPP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "bench/XMPPBench",
+            swiftSettings: swiftSettings
+        ),
+
+        .testTarget(name: "XMPPTests", dependencies: ["XMPP"], swiftSettings: swiftSettings),
+        .testTarget(name: "StorageTests", dependencies: ["Storage"], swiftSettings: swiftSettings),
+        .testTarget(name: "TrustTests", dependencies: ["Trust"], swiftSettings: swiftSettings),
+        .testTarget(name: "CatalogTests", dependencies: ["Catalog"], swiftSettings: swiftSettings),
+        .testTarget(name: "ProvidersTests", dependencies: ["Providers"], swiftSettings: swiftSettings),
+        .testTarget(name: "BrokerTests", dependencies: ["Broker", "XMPP"], swiftSettings: swiftSettings),
+    ]
+)
+
+if let selected = selectedTargets() {
+    package.targets = package.targets.filter { selected.contains($0.name) }
+    package.products = package.products.filter { selected.contains($0.name) }
+}

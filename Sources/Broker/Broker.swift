@@ -1,0 +1,1 @@
+// The Broker module. See README.md and DESIGN for its role.

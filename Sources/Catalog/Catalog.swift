@@ -1,0 +1,1 @@
+// The Catalog module. See README.md and DESIGN for its role.

@@ -1,0 +1,1 @@
+// The Providers module. See README.md and DESIGN for its role.

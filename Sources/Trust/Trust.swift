@@ -1,0 +1,1 @@
+// The Trust module. See README.md and DESIGN for its role.

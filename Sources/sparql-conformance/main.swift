@@ -1,0 +1,1 @@
+print("sparql-conformance: not yet implemented")

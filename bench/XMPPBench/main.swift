@@ -1,0 +1,1 @@
+// bench-xmpp: see bench/README.md
