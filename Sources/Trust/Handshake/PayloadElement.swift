@@ -1,0 +1,108 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+
+/// A minimal XML element for the payloads of this module (`<hello/>`, `<signed/>`, ...).
+///
+/// Trust must not depend on the XMPP module, so payloads cross the boundary as XML strings: the
+/// broker puts the string inside an IQ and hands us the inner payload back. Only what our own
+/// formats use is supported: one default namespace, attributes, child elements, text. Parsing goes
+/// through Foundation's XMLParser (libxml2), which rejects malformed input and, since the DTD and
+/// external entities are not resolved (`shouldResolveExternalEntities` is false), is not exposed to
+/// entity expansion tricks from a peer.
+public struct PayloadElement: Sendable, Hashable {
+    public var name: String
+    public var namespace: String?
+    public var attributes: [String: String]
+    public var children: [PayloadElement]
+    public var text: String
+
+    public init(
+        name: String, namespace: String? = nil, attributes: [String: String] = [:],
+        children: [PayloadElement] = [], text: String = ""
+    ) {
+        self.name = name
+        self.namespace = namespace
+        self.attributes = attributes
+        self.children = children
+        self.text = text
+    }
+
+    public func child(named name: String) -> PayloadElement? { children.first { $0.name == name } }
+    public func children(named name: String) -> [PayloadElement] { children.filter { $0.name == name } }
+
+    /// Serialisation with attributes in sorted order (stable output for tests and logs).
+    public var xml: String {
+        var out = "<" + name
+        if let namespace { out += " xmlns='\(Self.escape(namespace))'" }
+        for key in attributes.keys.sorted() { out += " \(key)='\(Self.escape(attributes[key]!))'" }
+        if children.isEmpty && text.isEmpty { return out + "/>" }
+        out += ">" + Self.escape(text)
+        for child in children { out += child.xml }
+        return out + "</\(name)>"
+    }
+
+    static func escape(_ string: String) -> String {
+        var out = ""
+        out.reserveCapacity(string.utf8.count)
+        for character in string {
+            switch character {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "'": out += "&apos;"
+            case "\"": out += "&quot;"
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+
+    public struct ParseError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Parses one element (the payload's root). Inputs above `maxBytes` are refused before parsing.
+    public static func parse(_ xml: String, maxBytes: Int = 1 << 20) throws -> PayloadElement {
+        guard xml.utf8.count <= maxBytes else { throw ParseError(description: "payload larger than \(maxBytes) bytes") }
+        let builder = Builder()
+        let parser = XMLParser(data: Data(xml.utf8))
+        parser.shouldProcessNamespaces = true
+        parser.shouldResolveExternalEntities = false
+        parser.delegate = builder
+        guard parser.parse(), let root = builder.root else {
+            throw ParseError(description: parser.parserError.map { "\($0)" } ?? builder.error ?? "no element")
+        }
+        return root
+    }
+
+    /// XMLParser delegate building the tree; lives only for one `parse` call on one thread.
+    private final class Builder: NSObject, XMLParserDelegate {
+        var stack: [PayloadElement] = []
+        var root: PayloadElement?
+        var error: String?
+
+        func parser(
+            _ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?,
+            qualifiedName: String?, attributes: [String: String] = [:]
+        ) {
+            guard stack.count < 16 else { error = "nesting too deep"; parser.abortParsing(); return }
+            let namespace = namespaceURI.flatMap { $0.isEmpty ? nil : $0 }
+            stack.append(PayloadElement(name: elementName, namespace: namespace, attributes: attributes))
+        }
+
+        func parser(_ parser: XMLParser, foundCharacters string: String) {
+            guard !stack.isEmpty else { return }
+            stack[stack.count - 1].text += string
+        }
+
+        func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName: String?) {
+            guard var element = stack.popLast() else { return }
+            element.text = element.text.trimmingCharacters(in: .whitespacesAndNewlines)
+            // Children inherit the default namespace; keep the field only where it is declared.
+            if let parent = stack.last, parent.namespace == element.namespace { element.namespace = nil }
+            if stack.isEmpty { root = element } else { stack[stack.count - 1].children.append(element) }
+        }
+    }
+}

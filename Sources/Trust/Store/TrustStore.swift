@@ -1,0 +1,179 @@
+import Foundation
+import GRDB
+import SwiftASN1
+import X509
+
+/// What the broker knows and the operator decided about one peer JID.
+public enum PinState: String, Sendable, Codable, CaseIterable {
+    /// A handshake succeeded (or the operator re-allowed a pinned key): envelopes are accepted.
+    case trusted
+    /// The operator revoked the pin: envelopes and new handshakes are refused until `allow`.
+    case revoked
+    /// The operator refuses this JID altogether, pinned or not, until `allow`.
+    case distrusted
+}
+
+/// A pinned peer.
+public struct PeerPin: Sendable, Codable, Hashable {
+    public var jid: String
+    public var state: PinState
+    public var fingerprint: String?
+    public var leafDER: [UInt8]?
+    public var notBefore: Date?
+    public var notAfter: Date?
+    public var firstTrusted: Date?
+    public var lastVerified: Date?
+    public var updatedAt: Date
+    public var note: String
+
+    /// The pinned leaf, parsed.
+    public func leaf() throws -> Certificate? {
+        try leafDER.map { try Certificate(derEncoded: $0) }
+    }
+
+    init(row: Row) {
+        jid = row["jid"]
+        state = PinState(rawValue: row["state"]) ?? .distrusted
+        fingerprint = row["fingerprint"]
+        leafDER = (row["leaf_der"] as Data?).map { Array($0) }
+        notBefore = (row["not_before"] as Double?).map(Date.init(timeIntervalSince1970:))
+        notAfter = (row["not_after"] as Double?).map(Date.init(timeIntervalSince1970:))
+        firstTrusted = (row["first_trusted"] as Double?).map(Date.init(timeIntervalSince1970:))
+        lastVerified = (row["last_verified"] as Double?).map(Date.init(timeIntervalSince1970:))
+        updatedAt = Date(timeIntervalSince1970: row["updated_at"])
+        note = row["note"]
+    }
+}
+
+/// Pinned peers and operator decisions, in the broker database (tables of `TrustSchema`).
+///
+/// The CLI (`intercloud trust revoke …`) writes the same database while the broker runs, so the
+/// broker reads the pin on every check instead of caching decisions in memory; WAL keeps those
+/// reads cheap and never blocked by the CLI's write.
+public struct TrustStore: Sendable {
+    public let database: DatabasePool
+
+    public init(database: DatabasePool) { self.database = database }
+
+    public func pin(for jid: String) throws -> PeerPin? {
+        let bare = XmppAddr.bare(jid)
+        return try database.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM trust_pin WHERE jid = ?", arguments: [bare]).map(PeerPin.init(row:))
+        }
+    }
+
+    public func pins(state: PinState? = nil) throws -> [PeerPin] {
+        try database.read { db in
+            if let state {
+                return try Row.fetchAll(db, sql: "SELECT * FROM trust_pin WHERE state = ? ORDER BY jid", arguments: [state.rawValue])
+                    .map(PeerPin.init(row:))
+            }
+            return try Row.fetchAll(db, sql: "SELECT * FROM trust_pin ORDER BY jid").map(PeerPin.init(row:))
+        }
+    }
+
+    /// Refusal if the operator blocked this JID (revoked pin or distrust); checked before a
+    /// handshake starts and again when its result is recorded.
+    public func operatorRefusal(for jid: String) throws -> TrustRefusal? {
+        guard let pin = try pin(for: jid) else { return nil }
+        switch pin.state {
+        case .trusted: return nil
+        case .revoked: return TrustRefusal(.pinRevoked, "operator revoked the pin of \(pin.jid)")
+        case .distrusted: return TrustRefusal(.distrusted, "operator distrusts \(pin.jid)")
+        }
+    }
+
+    /// Pins a peer after a successful handshake. `firstTrusted` is kept while the fingerprint stays
+    /// the same and restarts when the peer presents a new (validated) leaf. Refuses, without
+    /// writing, if the operator blocked the JID meanwhile (checked in the same transaction).
+    @discardableResult
+    public func recordTrusted(_ peer: VerifiedPeer, at now: Date) throws -> PeerPin {
+        let der = Array(try peer.leaf.derBytes())
+        let fingerprint = peer.fingerprint
+        return try database.write { db in
+            let existing = try Row.fetchOne(db, sql: "SELECT * FROM trust_pin WHERE jid = ?", arguments: [peer.jid])
+                .map(PeerPin.init(row:))
+            if let existing, existing.state != .trusted {
+                throw TrustRefusal(existing.state == .revoked ? .pinRevoked : .distrusted,
+                                   "operator decision on \(peer.jid) is \(existing.state.rawValue)")
+            }
+            let firstTrusted = existing?.fingerprint == fingerprint ? (existing?.firstTrusted ?? now) : now
+            try db.execute(
+                sql: """
+                    INSERT INTO trust_pin (jid, state, fingerprint, leaf_der, not_before, not_after,
+                                           first_trusted, last_verified, updated_at, note)
+                    VALUES (?, 'trusted', ?, ?, ?, ?, ?, ?, ?, '')
+                    ON CONFLICT(jid) DO UPDATE SET state = 'trusted', fingerprint = excluded.fingerprint,
+                        leaf_der = excluded.leaf_der, not_before = excluded.not_before,
+                        not_after = excluded.not_after, first_trusted = excluded.first_trusted,
+                        last_verified = excluded.last_verified, updated_at = excluded.updated_at
+                    """,
+                arguments: [
+                    peer.jid, fingerprint, Data(der), peer.leaf.notValidBefore.timeIntervalSince1970,
+                    peer.leaf.notValidAfter.timeIntervalSince1970, firstTrusted.timeIntervalSince1970,
+                    now.timeIntervalSince1970, now.timeIntervalSince1970,
+                ])
+            return try Row.fetchOne(db, sql: "SELECT * FROM trust_pin WHERE jid = ?", arguments: [peer.jid])
+                .map(PeerPin.init(row:))!
+        }
+    }
+
+    // MARK: Operator decisions
+
+    /// Revokes the pin: envelopes from this JID are refused (`pinRevoked`), and so are new
+    /// handshakes until `allow`. Returns false if there is no pin for the JID.
+    @discardableResult
+    public func revoke(_ jid: String, at now: Date, note: String = "") throws -> Bool {
+        try database.write { db in
+            try db.execute(
+                sql: "UPDATE trust_pin SET state = 'revoked', updated_at = ?, note = ? WHERE jid = ?",
+                arguments: [now.timeIntervalSince1970, note, XmppAddr.bare(jid)])
+            return db.changesCount > 0
+        }
+    }
+
+    /// Refuses a JID whether or not it is pinned (e.g. before it ever handshakes).
+    public func distrust(_ jid: String, at now: Date, note: String = "") throws {
+        try database.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO trust_pin (jid, state, updated_at, note) VALUES (?, 'distrusted', ?, ?)
+                    ON CONFLICT(jid) DO UPDATE SET state = 'distrusted', updated_at = excluded.updated_at,
+                        note = excluded.note
+                    """,
+                arguments: [XmppAddr.bare(jid), now.timeIntervalSince1970, note])
+        }
+    }
+
+    /// Lifts a revoke or distrust. A JID with a pinned leaf goes back to `trusted` (that key); one
+    /// without is forgotten, so its next handshake decides. Returns the resulting pin, if any.
+    @discardableResult
+    public func allow(_ jid: String, at now: Date, note: String = "") throws -> PeerPin? {
+        let bare = XmppAddr.bare(jid)
+        return try database.write { db in
+            try db.execute(sql: "DELETE FROM trust_pin WHERE jid = ? AND fingerprint IS NULL", arguments: [bare])
+            try db.execute(
+                sql: "UPDATE trust_pin SET state = 'trusted', updated_at = ?, note = ? WHERE jid = ?",
+                arguments: [now.timeIntervalSince1970, note, bare])
+            return try Row.fetchOne(db, sql: "SELECT * FROM trust_pin WHERE jid = ?", arguments: [bare])
+                .map(PeerPin.init(row:))
+        }
+    }
+
+    /// Removes the pin entirely (e.g. a peer that left the federation).
+    @discardableResult
+    public func forget(_ jid: String) throws -> Bool {
+        try database.write { db in
+            try db.execute(sql: "DELETE FROM trust_pin WHERE jid = ?", arguments: [XmppAddr.bare(jid)])
+            return db.changesCount > 0
+        }
+    }
+}
+
+extension Certificate {
+    func derBytes() throws -> [UInt8] {
+        var serializer = DER.Serializer()
+        try serializer.serialize(self)
+        return serializer.serializedBytes
+    }
+}
