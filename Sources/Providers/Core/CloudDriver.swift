@@ -1,0 +1,102 @@
+import Foundation
+
+/// A cloud backend: SimCloud, libvirt, an EC2-compatible cloud.
+///
+/// Every method throws `ProviderError` naming this driver, the verb and the cause. Verbs that change
+/// state return as soon as the backend accepted them and report the instance as the backend now sees
+/// it (often a transitional state such as `.pending`); use `waitFor(instance:state:timeout:)` to wait.
+/// Long operations take a `ProgressHandler` and honour task cancellation, undoing partial work.
+public protocol CloudDriver: Sendable {
+    /// The driver kind (`simcloud`, `libvirt`, `ec2`), used in errors and logs.
+    var driverName: String { get }
+    var capabilities: DriverCapabilities { get }
+
+    func listSizes() async throws -> [InstanceSize]
+    func listInstances() async throws -> [Instance]
+    func describe(instance id: String) async throws -> Instance
+    func capacity() async throws -> Capacity
+
+    func create(_ request: CreateInstanceRequest, progress: ProgressHandler?) async throws -> Instance
+    /// start, shutdown, destroy, reboot, suspend, resume, save, restore.
+    func perform(_ verb: Verb, instance id: String) async throws -> Instance
+    func terminate(instance id: String) async throws
+    /// Captures the instance's disk as a new image.
+    func snapshot(instance id: String, name: String, progress: ProgressHandler?) async throws -> Image
+
+    func listImages() async throws -> [Image]
+    /// Registers an image that already exists in the backend's storage (EC2 RegisterImage with a
+    /// snapshot or S3 location; libvirt a volume path), described by `options`.
+    func registerImage(name: String, options: [String: String]) async throws -> Image
+    func deregisterImage(id: String) async throws
+    /// Writes the image to `destination` in `format`. A partial file is removed on failure or cancellation.
+    func exportImage(
+        id: String, to destination: URL, format: ImageFormat, progress: ProgressHandler?
+    ) async throws -> ImageFile
+    /// Imports a local image file. If `expectedSHA256` is given, the file is checked against it first and
+    /// nothing is created on mismatch.
+    func importImage(
+        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, progress: ProgressHandler?
+    ) async throws -> Image
+}
+
+/// The verbs `perform(_:instance:)` accepts.
+public let instanceActionVerbs: Set<Verb> = [.start, .shutdown, .destroy, .reboot, .suspend, .resume, .save, .restore]
+
+extension CloudDriver {
+    /// The error every undeclared verb throws.
+    public func unsupported(_ verb: Verb, _ detail: String? = nil) -> ProviderError {
+        ProviderError.unsupported(driver: driverName, verb: verb, detail: detail)
+    }
+
+    /// Convenience wrappers that read like the lifecycle table.
+    public func start(_ id: String) async throws -> Instance { try await perform(.start, instance: id) }
+    public func shutdown(_ id: String) async throws -> Instance { try await perform(.shutdown, instance: id) }
+    public func destroy(_ id: String) async throws -> Instance { try await perform(.destroy, instance: id) }
+    public func reboot(_ id: String) async throws -> Instance { try await perform(.reboot, instance: id) }
+    public func suspend(_ id: String) async throws -> Instance { try await perform(.suspend, instance: id) }
+    public func resume(_ id: String) async throws -> Instance { try await perform(.resume, instance: id) }
+    public func save(_ id: String) async throws -> Instance { try await perform(.save, instance: id) }
+    public func restore(_ id: String) async throws -> Instance { try await perform(.restore, instance: id) }
+
+    /// Polls until the instance reaches one of `states`, failing with `.timeout` after `timeout`, with
+    /// `.invalidState` if it settles in `.error`, and with `.notFound` if it disappears (unless
+    /// `.terminated` was asked for, in which case disappearing counts as reaching it).
+    @discardableResult
+    public func waitFor(
+        instance id: String, state states: Set<InstanceState>, timeout: Duration = .seconds(60),
+        pollInterval: Duration = .milliseconds(100)
+    ) async throws -> Instance {
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: timeout)
+        var last: Instance?
+        while true {
+            do {
+                let instance = try await describe(instance: id)
+                last = instance
+                if states.contains(instance.state) { return instance }
+                if instance.state == .error && !states.contains(.error) {
+                    throw ProviderError.invalidState(
+                        driver: driverName, verb: .describe,
+                        "instance \(id) went to error (\(instance.rawState)) while waiting for \(states.map(\.rawValue).sorted())")
+                }
+            } catch let error as ProviderError where error.code == .notFound && states.contains(.terminated) {
+                return Instance(id: id, name: last?.name ?? id, state: .terminated, rawState: "gone")
+            }
+            if clock.now >= deadline {
+                throw ProviderError(
+                    driver: driverName, verb: .describe, code: .timeout,
+                    message: "instance \(id) still \(last.map { "\($0.state) (\($0.rawState))" } ?? "unknown") after \(timeout); wanted \(states.map(\.rawValue).sorted())")
+            }
+            do { try await Task.sleep(for: pollInterval) } catch {
+                throw ProviderError.wrap(error, driver: driverName, verb: .describe)
+            }
+        }
+    }
+
+    public func waitFor(
+        instance id: String, state: InstanceState, timeout: Duration = .seconds(60),
+        pollInterval: Duration = .milliseconds(100)
+    ) async throws -> Instance {
+        try await waitFor(instance: id, state: [state], timeout: timeout, pollInterval: pollInterval)
+    }
+}

@@ -1,0 +1,115 @@
+import Foundation
+
+/// Runs `qemu-img` (Debian `qemu-utils`) for disk format conversion.
+///
+/// Converting between raw, qcow2, vmdk, vdi and vhdx keeps the raw content byte-identical, so the
+/// SHA-256 of the raw content is the image's identity across formats. VHD (`vpc`) rounds the disk size
+/// to its CHS geometry unless `-o force_size=on` is given, so we always pass it.
+enum QemuImg {
+    static var executable: String {
+        ProcessInfo.processInfo.environment["QEMU_IMG"] ?? "/usr/bin/qemu-img"
+    }
+
+    static var isAvailable: Bool { FileManager.default.isExecutableFile(atPath: executable) }
+
+    /// Converts `source` (in `from`) to `destination` (in `to`), through a temporary file renamed into place.
+    static func convert(
+        _ source: URL, from: ImageFormat, to destination: URL, format: ImageFormat,
+        progress: (@Sendable (Double) -> Void)? = nil
+    ) async throws {
+        let temporary = destination.deletingLastPathComponent()
+            .appendingPathComponent(".\(destination.lastPathComponent).partial-\(UUID().uuidString.prefix(8))")
+        var arguments = ["convert", "-p", "-f", from.rawValue, "-O", format.rawValue]
+        if format == .vpc { arguments += ["-o", "subformat=fixed,force_size=on"] }
+        arguments += [source.path, temporary.path]
+        do {
+            try await run(arguments, onOutput: { text in
+                // `-p` prints "    (12.50/100%)" updates separated by carriage returns.
+                for piece in text.split(whereSeparator: { $0 == "\r" || $0 == "\n" }) {
+                    let trimmed = piece.trimmingCharacters(in: CharacterSet(charactersIn: " ()%"))
+                    if let slash = trimmed.firstIndex(of: "/"), let value = Double(trimmed[..<slash]) {
+                        progress?(value / 100)
+                    }
+                }
+            })
+            try FileManager.default.moveItemReplacing(temporary, with: destination)
+        } catch {
+            try? FileManager.default.removeItem(at: temporary)
+            throw error
+        }
+    }
+
+    /// The format `qemu-img info` detects and the virtual size.
+    static func info(_ url: URL) async throws -> (format: String, virtualSize: Int64) {
+        let output = try await run(["info", "--output=json", url.path])
+        guard let object = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any],
+              let format = object["format"] as? String,
+              let size = (object["virtual-size"] as? NSNumber)?.int64Value
+        else { throw QemuImgError(arguments: ["info"], status: 0, output: "unparsable output: \(output)") }
+        return (format, size)
+    }
+
+    /// Runs qemu-img, terminating it if the task is cancelled.
+    @discardableResult
+    static func run(_ arguments: [String], onOutput: (@Sendable (String) -> Void)? = nil) async throws -> String {
+        guard isAvailable else {
+            throw QemuImgError(arguments: arguments, status: -1, output: "\(executable) not found (install qemu-utils)")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        let collected = OutputBuffer()
+        pipe.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            guard !data.isEmpty else { return }
+            let text = String(decoding: data, as: UTF8.self)
+            collected.append(text)
+            onOutput?(text)
+        }
+        let status: Int32 = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                process.terminationHandler = { process in continuation.resume(returning: process.terminationStatus) }
+                do { try process.run() } catch {
+                    process.terminationHandler = nil
+                    continuation.resume(throwing: error)
+                }
+            }
+        } onCancel: {
+            if process.isRunning { process.terminate() }
+        }
+        pipe.fileHandleForReading.readabilityHandler = nil
+        if let rest = try? pipe.fileHandleForReading.readToEnd() { collected.append(String(decoding: rest, as: UTF8.self)) }
+        try Task.checkCancellation()
+        guard status == 0 else { throw QemuImgError(arguments: arguments, status: status, output: collected.text) }
+        return collected.text
+    }
+}
+
+struct QemuImgError: Error, CustomStringConvertible {
+    var arguments: [String]
+    var status: Int32
+    var output: String
+    var description: String {
+        "qemu-img \(arguments.first ?? "") exited \(status): \(output.trimmingCharacters(in: .whitespacesAndNewlines).suffix(400))"
+    }
+}
+
+/// Collects a child's output from the pipe's handler thread.
+/// `@unchecked Sendable`: every access to `storage` holds `lock`.
+final class OutputBuffer: @unchecked Sendable {
+    private let lock = NSLock()
+    private var storage = ""
+    func append(_ text: String) { lock.withLock { storage += text } }
+    var text: String { lock.withLock { storage } }
+}
+
+extension FileManager {
+    /// Moves `source` over `destination`, replacing it (rename(2) semantics on one file system).
+    func moveItemReplacing(_ source: URL, with destination: URL) throws {
+        if fileExists(atPath: destination.path) { try removeItem(at: destination) }
+        try moveItem(at: source, to: destination)
+    }
+}

@@ -1,0 +1,117 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The S3 calls image upload needs: bucket, multipart upload, delete, list. Path-style addressing,
+/// which moto and most S3-compatible stores accept.
+struct S3Storage: Sendable {
+    var client: AWSClient
+    var driver: String
+
+    func ensureBucket(_ bucket: String, region: String, verb: Verb) async throws {
+        do {
+            _ = try await client.rest(method: "HEAD", path: "/\(bucket)", verb: verb, action: "HeadBucket")
+            return
+        } catch let error as ProviderError where error.code == .notFound || error.backendCode == "HTTP404" {}
+        let body = region == "us-east-1" ? Data() : Data(
+            "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>\(region)</LocationConstraint></CreateBucketConfiguration>".utf8)
+        _ = try await client.rest(method: "PUT", path: "/\(bucket)", body: body, verb: verb, action: "CreateBucket")
+    }
+
+    /// Uploads `file` in parts, hashing each part for its signed payload; aborts the upload (so no
+    /// parts linger) on any failure or cancellation. Returns the object's ETag.
+    func uploadMultipart(
+        file: URL, bucket: String, key: String, partSize: Int, verb: Verb, progress: ProgressHandler?
+    ) async throws -> String {
+        let created = try await client.rest(
+            method: "POST", path: "/\(bucket)/\(key)", query: [("uploads", nil)], verb: verb, action: "CreateMultipartUpload")
+        guard let uploadID = try XMLElement.parse(created.0).string("UploadId") else {
+            throw ProviderError(driver: driver, verb: verb, code: .backend, message: "CreateMultipartUpload returned no UploadId")
+        }
+        do {
+            let handle = try FileHandle(forReadingFrom: file)
+            defer { try? handle.close() }
+            let total = Int64((try? FileManager.default.attributesOfItem(atPath: file.path)[.size] as? NSNumber)??.int64Value ?? 0)
+            var parts: [(Int, String)] = []
+            var sent: Int64 = 0
+            var number = 1
+            while true {
+                try Task.checkCancellation()
+                guard let chunk = try handle.read(upToCount: partSize), !chunk.isEmpty else { break }
+                let (_, response) = try await client.rest(
+                    method: "PUT", path: "/\(bucket)/\(key)",
+                    query: [("partNumber", String(number)), ("uploadId", uploadID)], body: chunk, verb: verb,
+                    action: "UploadPart")
+                let etag = response.value(forHTTPHeaderField: "ETag") ?? ""
+                parts.append((number, etag))
+                sent += Int64(chunk.count)
+                progress?(ProgressEvent(driver: driver, verb: verb, completed: sent, total: total, message: "uploaded part \(number)"))
+                number += 1
+            }
+            let manifest = "<CompleteMultipartUpload>" + parts.map {
+                "<Part><PartNumber>\($0.0)</PartNumber><ETag>\($0.1)</ETag></Part>"
+            }.joined() + "</CompleteMultipartUpload>"
+            let (data, _) = try await client.rest(
+                method: "POST", path: "/\(bucket)/\(key)", query: [("uploadId", uploadID)], body: Data(manifest.utf8),
+                verb: verb, action: "CompleteMultipartUpload")
+            return (try? XMLElement.parse(data).string("ETag")) ?? ""
+        } catch {
+            _ = try? await client.rest(
+                method: "DELETE", path: "/\(bucket)/\(key)", query: [("uploadId", uploadID)], verb: verb,
+                action: "AbortMultipartUpload")
+            if let error = error as? ProviderError { throw error }
+            throw ProviderError.wrap(error, driver: driver, verb: verb)
+        }
+    }
+
+    func deleteObject(bucket: String, key: String, verb: Verb) async throws {
+        _ = try await client.rest(method: "DELETE", path: "/\(bucket)/\(key)", verb: verb, action: "DeleteObject")
+    }
+
+    /// Keys and sizes under `prefix`.
+    func listObjects(bucket: String, prefix: String = "", verb: Verb) async throws -> [(key: String, size: Int64)] {
+        let (data, _) = try await client.rest(
+            method: "GET", path: "/\(bucket)", query: [("list-type", "2"), ("prefix", prefix)], verb: verb,
+            action: "ListObjectsV2")
+        return try XMLElement.parse(data).children.filter { $0.name == "Contents" }.map {
+            ($0.string("Key") ?? "", Int64($0.string("Size") ?? "0") ?? 0)
+        }
+    }
+
+    /// In-progress multipart uploads (to check that aborted ones are gone).
+    func listMultipartUploads(bucket: String, verb: Verb) async throws -> [String] {
+        let (data, _) = try await client.rest(
+            method: "GET", path: "/\(bucket)", query: [("uploads", nil)], verb: verb, action: "ListMultipartUploads")
+        return try XMLElement.parse(data).children.filter { $0.name == "Upload" }.compactMap { $0.string("UploadId") }
+    }
+
+    func getObject(bucket: String, key: String, verb: Verb) async throws -> Data {
+        try await client.rest(method: "GET", path: "/\(bucket)/\(key)", verb: verb, action: "GetObject").0
+    }
+}
+
+extension EC2Driver {
+    /// Uploads a file to S3 by multipart upload (exposed for image staging and tests).
+    public func uploadToS3(file: URL, bucket: String, key: String, progress: ProgressHandler? = nil) async throws -> String {
+        let storage = S3Storage(client: s3, driver: driverName)
+        try await storage.ensureBucket(bucket, region: configuration.region, verb: .importImage)
+        return try await storage.uploadMultipart(
+            file: file, bucket: bucket, key: key, partSize: configuration.partSize, verb: .importImage, progress: progress)
+    }
+
+    public func listS3Objects(bucket: String, prefix: String = "") async throws -> [(key: String, size: Int64)] {
+        try await S3Storage(client: s3, driver: driverName).listObjects(bucket: bucket, prefix: prefix, verb: .listImages)
+    }
+
+    public func downloadS3Object(bucket: String, key: String) async throws -> Data {
+        try await S3Storage(client: s3, driver: driverName).getObject(bucket: bucket, key: key, verb: .exportImage)
+    }
+
+    public func listS3MultipartUploads(bucket: String) async throws -> [String] {
+        try await S3Storage(client: s3, driver: driverName).listMultipartUploads(bucket: bucket, verb: .listImages)
+    }
+}

@@ -1,1 +1,0 @@
-// The Providers module. See README.md and DESIGN for its role.

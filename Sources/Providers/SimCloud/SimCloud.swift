@@ -1,0 +1,428 @@
+import Foundation
+import GRDB
+import Storage
+
+/// The embedded default provider: a demo needs nothing installed.
+///
+/// Instances and images live in SQLite (tables of `SimCloudSchema`) and as real files under the data
+/// directory, with real SHA-256 checksums. Transitions take the configured `Delays`: a verb records the
+/// target state and when it is due, and any later read settles it, so state survives a restart and
+/// nothing runs in the background.
+public actor SimCloud: CloudDriver {
+    public nonisolated let driverName = "simcloud"
+    public nonisolated let capabilities: DriverCapabilities
+    public let configuration: Configuration
+    let database: DatabasePool
+    let files: LocalImageFiles
+    private var pendingFailures: [Verb: Int] = [:]
+    private var pendingLateFailures: [Verb: Int] = [:]
+    private var exportCrashAfter: Int64?
+
+    static let seedImageID = "sim-img-seed"
+
+    /// Opens (or creates) `simcloud.sqlite` in the data directory.
+    public init(configuration: Configuration) throws {
+        let path = configuration.dataDirectory.appendingPathComponent("simcloud.sqlite").path
+        let database = try IntercloudDatabase.open(path: path, schema: [SimCloudSchema.self])
+        try self.init(configuration: configuration, database: database)
+    }
+
+    /// Uses a database the caller opened with `SimCloudSchema` among its contributors (the broker's own).
+    public init(configuration: Configuration, database: DatabasePool) throws {
+        self.configuration = configuration
+        self.database = database
+        self.files = LocalImageFiles(driver: "simcloud")
+        let formats = LocalImageFiles.formats
+        self.capabilities = DriverCapabilities(
+            verbs: Set(Verb.allCases), exportFormats: formats, importFormats: formats)
+        let fileManager = FileManager.default
+        for folder in ["images", "disks"] {
+            try fileManager.createDirectory(
+                at: configuration.dataDirectory.appendingPathComponent(folder), withIntermediateDirectories: true)
+        }
+        if configuration.seedImage { try Self.createSeedImage(configuration: configuration, database: database) }
+    }
+
+    // MARK: Faults
+
+    public func inject(_ fault: Fault) {
+        switch fault {
+        case .fail(let verb, let times): pendingFailures[verb, default: 0] += times
+        case .failAfterWork(let verb, let times): pendingLateFailures[verb, default: 0] += times
+        case .crashExport(let bytes): exportCrashAfter = bytes
+        }
+    }
+
+    public func clearFaults() {
+        pendingFailures = [:]
+        pendingLateFailures = [:]
+        exportCrashAfter = nil
+    }
+
+    private func consumeFault(_ verb: Verb, late: Bool = false) throws {
+        if late {
+            guard let count = pendingLateFailures[verb], count > 0 else { return }
+            pendingLateFailures[verb] = count - 1
+        } else {
+            guard let count = pendingFailures[verb], count > 0 else { return }
+            pendingFailures[verb] = count - 1
+        }
+        throw ProviderError(
+            driver: driverName, verb: verb, code: .injectedFault,
+            message: late ? "injected failure after the work was done" : "injected failure")
+    }
+
+    // MARK: Reads
+
+    public func listSizes() async throws -> [InstanceSize] {
+        try consumeFault(.listSizes)
+        return configuration.sizes
+    }
+
+    public func listInstances() async throws -> [Instance] {
+        try consumeFault(.listInstances)
+        return try guarded(.listInstances) {
+            let records = try database.read { db in try SimInstanceRecord.order(Column("created_at")).fetchAll(db) }
+            return try records.compactMap { try settle($0) }.map(instance)
+        }
+    }
+
+    public func describe(instance id: String) async throws -> Instance {
+        try consumeFault(.describe)
+        return try guarded(.describe) { instance(try settledRecord(id, verb: .describe)) }
+    }
+
+    public func capacity() async throws -> Capacity {
+        try consumeFault(.capacity)
+        return try guarded(.capacity) { try currentCapacity() }
+    }
+
+    private func currentCapacity() throws -> Capacity {
+        let records = try database.read { db in try SimInstanceRecord.fetchAll(db) }.compactMap { try settle($0) }
+        let sizes = Dictionary(configuration.sizes.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        let live = records.filter { $0.rawState != "terminating" }
+        return Capacity(
+            maxInstances: configuration.limits.maxInstances, usedInstances: live.count,
+            maxVCPU: configuration.limits.maxVCPU, usedVCPU: live.reduce(0) { $0 + (sizes[$1.sizeID]?.vCPU ?? 0) },
+            maxMemoryMiB: configuration.limits.maxMemoryMiB,
+            usedMemoryMiB: live.reduce(0) { $0 + (sizes[$1.sizeID]?.memoryMiB ?? 0) })
+    }
+
+    public func listImages() async throws -> [Image] {
+        try consumeFault(.listImages)
+        return try guarded(.listImages) {
+            try database.read { db in try SimImageRecord.order(Column("created_at")).fetchAll(db) }.map(image)
+        }
+    }
+
+    // MARK: Lifecycle
+
+    public func create(_ request: CreateInstanceRequest, progress: ProgressHandler?) async throws -> Instance {
+        let verb = Verb.create
+        try consumeFault(verb)
+        guard let size = configuration.sizes.first(where: { $0.id == request.sizeID }) else {
+            throw ProviderError(
+                driver: driverName, verb: verb, code: .invalidInput,
+                message: "unknown size \(request.sizeID); sizes: \(configuration.sizes.map(\.id).joined(separator: ", "))")
+        }
+        guard !request.name.isEmpty else {
+            throw ProviderError(driver: driverName, verb: verb, code: .invalidInput, message: "instance name is empty")
+        }
+        let imageRecord = try guarded(verb) {
+            try database.read { db in try SimImageRecord.fetchOne(db, key: request.imageID) }
+        }
+        guard let imageRecord else { throw ProviderError.notFound(driver: driverName, verb: verb, "image \(request.imageID)") }
+        let capacity = try guarded(verb) { try currentCapacity() }
+        guard capacity.admits(size) else {
+            throw ProviderError(
+                driver: driverName, verb: verb, code: .capacityExceeded,
+                message: "\(size.id) does not fit: \(capacity.usedInstances)/\(capacity.maxInstances.map(String.init) ?? "∞") instances, \(capacity.usedVCPU)/\(capacity.maxVCPU.map(String.init) ?? "∞") vCPU, \(capacity.usedMemoryMiB)/\(capacity.maxMemoryMiB.map(String.init) ?? "∞") MiB in use")
+        }
+        let id = "sim-i-" + Self.randomHex(12)
+        let disk = "disks/\(id).raw"
+        let diskURL = configuration.dataDirectory.appendingPathComponent(disk)
+        let now = Date()
+        let record = SimInstanceRecord(
+            id: id, name: request.name, sizeID: size.id, imageID: imageRecord.id, rawState: "booting",
+            targetRawState: "running", transitionDue: now.adding(configuration.delays.boot), diskFile: disk,
+            address: Self.address(for: id), createdAt: now)
+        // Undo everything on any failure, cancellation included: no disk without a row, no row without a disk.
+        do {
+            let driver = driverName
+            _ = try FileCopy.copy(
+                from: configuration.dataDirectory.appendingPathComponent(imageRecord.file), to: diskURL
+            ) { done, total in
+                progress?(ProgressEvent(driver: driver, verb: verb, completed: done, total: total, message: "cloning disk"))
+            }
+            try write { db in try record.insert(db) }
+            try consumeFault(verb, late: true)
+        } catch {
+            _ = try? write { db in try SimInstanceRecord.deleteOne(db, key: id) }
+            try? FileManager.default.removeItem(at: diskURL)
+            throw files.mapError(error, verb: verb)
+        }
+        progress?(ProgressEvent(driver: driverName, verb: verb, completed: 1, total: 1, message: "booting"))
+        return instance(record)
+    }
+
+    public func perform(_ verb: Verb, instance id: String) async throws -> Instance {
+        guard instanceActionVerbs.contains(verb) else {
+            throw ProviderError(driver: driverName, verb: verb, code: .invalidInput, message: "\(verb) is not an instance action")
+        }
+        try consumeFault(verb)
+        return try guarded(verb) {
+            var record = try settledRecord(id, verb: verb)
+            let delays = configuration.delays
+            let now = Date()
+            func transition(_ through: String, _ to: String, _ delay: Duration) {
+                record.rawState = through
+                record.targetRawState = to
+                record.transitionDue = now.adding(delay)
+            }
+            func set(_ state: String) {
+                record.rawState = state
+                record.targetRawState = nil
+                record.transitionDue = nil
+            }
+            let state = record.rawState
+            switch (verb, state) {
+            case (.start, "stopped"), (.start, "stopped:destroyed"): transition("booting", "running", delays.boot)
+            case (.start, "saved"), (.restore, "saved"): transition("restoring", "running", delays.save)
+            case (.shutdown, "running"): transition("shutting-down", "stopped", delays.shutdown)
+            case (.destroy, "running"), (.destroy, "booting"), (.destroy, "rebooting"), (.destroy, "suspended"),
+                (.destroy, "shutting-down"), (.destroy, "restoring"), (.destroy, "saving"):
+                set("stopped:destroyed")
+            case (.reboot, "running"): transition("rebooting", "running", delays.reboot)
+            case (.suspend, "running"): set("suspended")
+            case (.resume, "suspended"): set("running")
+            case (.save, "running"), (.save, "suspended"): transition("saving", "saved", delays.save)
+            default:
+                throw ProviderError.invalidState(
+                    driver: driverName, verb: verb, "instance \(id) is \(state); cannot \(verb) it")
+            }
+            try database.write { db in try record.update(db) }
+            try consumeFault(verb, late: true)
+            return instance(record)
+        }
+    }
+
+    public func terminate(instance id: String) async throws {
+        let verb = Verb.terminate
+        try consumeFault(verb)
+        try guarded(verb) {
+            var record = try settledRecord(id, verb: verb)
+            guard record.rawState != "terminating" else { return }
+            record.rawState = "terminating"
+            record.targetRawState = "terminated"
+            record.transitionDue = Date().adding(configuration.delays.terminate)
+            try database.write { db in try record.update(db) }
+            _ = try settle(record)
+        }
+    }
+
+    public func snapshot(instance id: String, name: String, progress: ProgressHandler?) async throws -> Image {
+        let verb = Verb.snapshot
+        try consumeFault(verb)
+        let record = try guarded(verb) { try settledRecord(id, verb: verb) }
+        guard record.rawState != "terminating" else {
+            throw ProviderError.invalidState(driver: driverName, verb: verb, "instance \(id) is terminating")
+        }
+        return try await addImage(
+            name: name, from: configuration.dataDirectory.appendingPathComponent(record.diskFile), format: .raw,
+            expectedSHA256: nil, verb: verb, progress: progress)
+    }
+
+    // MARK: Images
+
+    public func registerImage(name: String, options: [String: String]) async throws -> Image {
+        let verb = Verb.registerImage
+        try consumeFault(verb)
+        guard let path = options["path"] else {
+            throw ProviderError(
+                driver: driverName, verb: verb, code: .invalidInput,
+                message: "options must name the image file as \"path\" (and optionally \"format\", \"sha256\")")
+        }
+        guard let format = ImageFormat(name: options["format"] ?? "raw") else {
+            throw ProviderError(
+                driver: driverName, verb: verb, code: .unsupportedFormat, message: "unknown format \(options["format"] ?? "")")
+        }
+        return try await addImage(
+            name: name, from: URL(fileURLWithPath: path), format: format, expectedSHA256: options["sha256"], verb: verb,
+            progress: nil)
+    }
+
+    public func deregisterImage(id: String) async throws {
+        let verb = Verb.deregisterImage
+        try consumeFault(verb)
+        try guarded(verb) {
+            guard let record = try database.read({ db in try SimImageRecord.fetchOne(db, key: id) }) else {
+                throw ProviderError.notFound(driver: driverName, verb: verb, "image \(id)")
+            }
+            _ = try database.write { db in try SimImageRecord.deleteOne(db, key: id) }
+            try? FileManager.default.removeItem(at: configuration.dataDirectory.appendingPathComponent(record.file))
+        }
+    }
+
+    public func exportImage(
+        id: String, to destination: URL, format: ImageFormat, progress: ProgressHandler?
+    ) async throws -> ImageFile {
+        let verb = Verb.exportImage
+        try consumeFault(verb)
+        guard let record = try guarded(verb, { try database.read { db in try SimImageRecord.fetchOne(db, key: id) } }) else {
+            throw ProviderError.notFound(driver: driverName, verb: verb, "image \(id)")
+        }
+        let crashAfter = exportCrashAfter
+        exportCrashAfter = nil
+        let stored = configuration.dataDirectory.appendingPathComponent(record.file)
+        let file = try await files.export(
+            stored: stored, storedFormat: ImageFormat(name: record.format) ?? .raw, contentSHA256: record.sha256,
+            to: destination, format: format, failAfter: crashAfter, progress: progress)
+        do { try consumeFault(verb, late: true) } catch {
+            try? FileManager.default.removeItem(at: destination)
+            throw error
+        }
+        return file
+    }
+
+    public func importImage(
+        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, progress: ProgressHandler?
+    ) async throws -> Image {
+        try consumeFault(.importImage)
+        return try await addImage(
+            name: name, from: source, format: format, expectedSHA256: expectedSHA256, verb: .importImage, progress: progress)
+    }
+
+    /// Copies or converts a file into `images/` as raw and records it; on failure removes both.
+    private func addImage(
+        name: String, from source: URL, format: ImageFormat, expectedSHA256: String?, verb: Verb,
+        progress: ProgressHandler?
+    ) async throws -> Image {
+        let id = "sim-img-" + Self.randomHex(12)
+        let file = "images/\(id).raw"
+        let stored = configuration.dataDirectory.appendingPathComponent(file)
+        do {
+            let result = try await files.importFile(
+                from: source, format: format, expectedSHA256: expectedSHA256, into: stored, storedFormat: .raw,
+                progress: progress)
+            let record = SimImageRecord(
+                id: id, name: name, format: ImageFormat.raw.rawValue, sizeBytes: result.sizeBytes,
+                sha256: result.contentSHA256, file: file, createdAt: Date())
+            try write { db in try record.insert(db) }
+            try consumeFault(verb, late: true)
+            return image(record)
+        } catch {
+            _ = try? write { db in try SimImageRecord.deleteOne(db, key: id) }
+            try? FileManager.default.removeItem(at: stored)
+            var mapped = files.mapError(error, verb: verb)
+            mapped.verb = verb
+            throw mapped
+        }
+    }
+
+    // MARK: Helpers
+
+    /// Synchronous database access: SimCloud's writes are tiny, and staying synchronous inside the actor
+    /// keeps each verb atomic with respect to other calls on this driver.
+    private func write<T>(_ body: (Database) throws -> T) throws -> T { try database.write(body) }
+
+    /// Runs `body`, turning database and file errors into `ProviderError`s for `verb`.
+    private func guarded<T>(_ verb: Verb, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch { throw files.mapError(error, verb: verb) }
+    }
+
+    private func settledRecord(_ id: String, verb: Verb) throws -> SimInstanceRecord {
+        guard let record = try database.read({ db in try SimInstanceRecord.fetchOne(db, key: id) }),
+              let settled = try settle(record)
+        else { throw ProviderError.notFound(driver: driverName, verb: verb, "instance \(id)") }
+        return settled
+    }
+
+    /// Applies a transition that has come due. Returns nil when the instance is now gone.
+    private func settle(_ record: SimInstanceRecord) throws -> SimInstanceRecord? {
+        guard let target = record.targetRawState, let due = record.transitionDue, due <= Date() else { return record }
+        if target == "terminated" {
+            try database.write { db in _ = try SimInstanceRecord.deleteOne(db, key: record.id) }
+            try? FileManager.default.removeItem(at: configuration.dataDirectory.appendingPathComponent(record.diskFile))
+            return nil
+        }
+        var settled = record
+        settled.rawState = target
+        settled.targetRawState = nil
+        settled.transitionDue = nil
+        try database.write { db in try settled.update(db) }
+        return settled
+    }
+
+    static func state(forRaw raw: String) -> InstanceState {
+        switch raw {
+        case "booting", "restoring": .pending
+        case "running": .running
+        case "rebooting": .rebooting
+        case "shutting-down", "saving": .stopping
+        case "stopped", "stopped:destroyed": .stopped
+        case "suspended": .paused
+        case "saved": .saved
+        case "terminating": .terminating
+        default: .unknown
+        }
+    }
+
+    private func instance(_ record: SimInstanceRecord) -> Instance {
+        Instance(
+            id: record.id, name: record.name, sizeID: record.sizeID, imageID: record.imageID,
+            state: Self.state(forRaw: record.rawState), rawState: record.rawState,
+            addresses: record.rawState == "running" ? [record.address] : [], createdAt: record.createdAt,
+            extra: ["disk": record.diskFile])
+    }
+
+    private func image(_ record: SimImageRecord) -> Image {
+        Image(
+            id: record.id, name: record.name, format: ImageFormat(name: record.format), sizeBytes: record.sizeBytes,
+            sha256: record.sha256, rawState: "available", extra: ["file": record.file])
+    }
+
+    static func randomHex(_ count: Int) -> String {
+        (0..<count).map { _ in String(UInt8.random(in: 0..<16), radix: 16) }.joined()
+    }
+
+    /// A stable private address per instance (198.51.100.0/24 is TEST-NET-2: never routable).
+    static func address(for id: String) -> String {
+        "198.51.100.\(abs(id.hashValue % 250) + 2)"
+    }
+
+    /// A deterministic 8 MiB raw disk so its checksum is the same everywhere.
+    static func createSeedImage(configuration: Configuration, database: DatabasePool) throws {
+        let exists = try database.read { db in try SimImageRecord.fetchCount(db) > 0 }
+        guard !exists else { return }
+        let file = "images/\(seedImageID).raw"
+        let url = configuration.dataDirectory.appendingPathComponent(file)
+        var data = Data(count: 8 << 20)
+        let banner = Array("INTERCLOUD SIMCLOUD SEED IMAGE v1\n".utf8)
+        data.withUnsafeMutableBytes { buffer in
+            var state: UInt32 = 0x1234_5678
+            for offset in stride(from: 0, to: buffer.count, by: 4096) {
+                for (i, byte) in banner.enumerated() { buffer[offset + i] = byte }
+                // xorshift32: cheap deterministic filler so the disk is not all zeros.
+                for i in stride(from: offset + 64, to: offset + 4096, by: 4) {
+                    state ^= state << 13
+                    state ^= state >> 17
+                    state ^= state << 5
+                    buffer.storeBytes(of: state.littleEndian, toByteOffset: i, as: UInt32.self)
+                }
+            }
+        }
+        try data.write(to: url, options: .atomic)
+        let digest = try FileCopy.digest(of: url)
+        let record = SimImageRecord(
+            id: seedImageID, name: "seed-linux", format: "raw", sizeBytes: digest.bytes, sha256: digest.sha256,
+            file: file, createdAt: Date(timeIntervalSince1970: 0))
+        try database.write { db in try record.insert(db) }
+    }
+}
+
+extension Date {
+    func adding(_ duration: Duration) -> Date {
+        let (seconds, attoseconds) = duration.components
+        return addingTimeInterval(Double(seconds) + Double(attoseconds) / 1e18)
+    }
+}
