@@ -48,7 +48,7 @@ public struct TrustHandshake: Sendable {
     public let identity: BrokerIdentity
     public let nonce: [UInt8]
     public let deadline: Date
-    public private(set) var state: State = .idle
+    public internal(set) var state: State = .idle
 
     /// - Parameters:
     ///   - myJID / peerJID: the bare JIDs as routed by the XMPP server (never taken from payloads).

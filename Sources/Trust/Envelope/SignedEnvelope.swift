@@ -1,0 +1,164 @@
+import Foundation
+
+/// A federation payload (catalog query, negotiation, migration, metering, ...) signed by the
+/// sender broker's leaf key.
+///
+/// Wire form, the whole IQ/message payload:
+/// ```
+/// <signed xmlns='urn:intercloud:envelope:0' ns='urn:intercloud:catalog:0' ts='1700000000123'
+///         nonce='base64(16 bytes)' sig='base64'>base64(payload bytes)</signed>
+/// ```
+///
+/// What is signed (`signedBytes`), and why: the *exact payload bytes*, carried base64, plus context,
+/// each field length-prefixed (4-byte big-endian length, then bytes):
+/// `urn:intercloud:envelope:0` label · sender bare JID · recipient bare JID · payload namespace ·
+/// timestamp (Unix ms, 8 bytes big-endian) · nonce · payload.
+/// - Exact bytes rather than a canonical XML form: XML canonicalisation (C14N) is complex and
+///   fragile across libstrophe, Prosody and Foundation, which re-serialise attributes, prefixes and
+///   whitespace freely. Base64 is opaque to every XML layer, so the bytes verified are the bytes
+///   signed, and any payload format (XML, SPARQL results, JSON, binary chunks) works the same.
+/// - Sender and recipient JIDs are the ones the XMPP server routed the stanza between, not claims
+///   in the payload: an envelope cannot be re-sent from or redirected to another broker.
+/// - The namespace binds the payload to its protocol part: a signed catalog query cannot be replayed
+///   as a migration request.
+/// - Timestamp + nonce give the replay window: outside ±skew it is `stale`, inside it the nonce
+///   must be new (seen-set persisted in SQLite).
+/// - The label separates these signatures from the handshake's proof-of-possession signatures made
+///   with the same key. Length prefixes make field boundaries unambiguous.
+public struct SignedEnvelope: Sendable, Hashable {
+    public var namespace: String
+    /// Milliseconds since 1970 (UTC), as signed.
+    public var timestampMilliseconds: Int64
+    public var nonce: [UInt8]
+    public var payload: [UInt8]
+    public var signature: [UInt8]
+
+    public var timestamp: Date { Date(timeIntervalSince1970: Double(timestampMilliseconds) / 1000) }
+
+    public static let label = "urn:intercloud:envelope:0"
+
+    public static func signedBytes(
+        sender: String, recipient: String, namespace: String, timestampMilliseconds: Int64, nonce: [UInt8],
+        payload: [UInt8]
+    ) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(payload.count + 160)
+        func field(_ bytes: some Collection<UInt8>) {
+            let count = UInt32(bytes.count)
+            out += [UInt8(count >> 24), UInt8(count >> 16 & 0xff), UInt8(count >> 8 & 0xff), UInt8(count & 0xff)]
+            out += bytes
+        }
+        field(Array(label.utf8))
+        field(Array(XmppAddr.bare(sender).utf8))
+        field(Array(XmppAddr.bare(recipient).utf8))
+        field(Array(namespace.utf8))
+        field((0..<8).reversed().map { UInt8(truncatingIfNeeded: timestampMilliseconds >> ($0 * 8)) })
+        field(nonce)
+        field(payload)
+        return out
+    }
+
+    public func signedBytes(sender: String, recipient: String) -> [UInt8] {
+        Self.signedBytes(
+            sender: sender, recipient: recipient, namespace: namespace, timestampMilliseconds: timestampMilliseconds,
+            nonce: nonce, payload: payload)
+    }
+
+    /// Signs `payload` from `sender` (our JID) to `recipient` with our identity.
+    public static func seal(
+        _ payload: [UInt8], namespace: String, from sender: String, to recipient: String, identity: BrokerIdentity,
+        now: Date, nonce: [UInt8] = EnvelopeNonce.make()
+    ) throws -> SignedEnvelope {
+        let milliseconds = Int64((now.timeIntervalSince1970 * 1000).rounded())
+        let bytes = signedBytes(
+            sender: sender, recipient: recipient, namespace: namespace, timestampMilliseconds: milliseconds,
+            nonce: nonce, payload: payload)
+        return SignedEnvelope(
+            namespace: namespace, timestampMilliseconds: milliseconds, nonce: nonce, payload: payload,
+            signature: try identity.sign(bytes))
+    }
+
+    // MARK: Wire
+
+    public var element: PayloadElement {
+        PayloadElement(
+            name: "signed", namespace: TrustNamespace.envelope,
+            attributes: [
+                "ns": namespace, "ts": String(timestampMilliseconds), "nonce": TrustWire.b64(nonce),
+                "sig": TrustWire.b64(signature),
+            ],
+            text: TrustWire.b64(payload))
+    }
+
+    public var xml: String { element.xml }
+
+    /// Whether a payload is an envelope at all (cheap check before full decoding).
+    public static func looksSigned(_ xml: String) -> Bool {
+        xml.contains(TrustNamespace.envelope)
+    }
+
+    /// Decodes the wire form. Anything that is not a `<signed/>` element of our namespace is
+    /// `unsigned`; a `<signed/>` element with missing or bad fields is `malformed`.
+    public static func decode(xml: String, maxBytes: Int = 16 << 20) throws(EnvelopeError) -> SignedEnvelope {
+        let element: PayloadElement
+        do { element = try PayloadElement.parse(xml, maxBytes: maxBytes) } catch {
+            throw EnvelopeError(.malformed, "\(error)")
+        }
+        return try decode(element)
+    }
+
+    public static func decode(_ element: PayloadElement) throws(EnvelopeError) -> SignedEnvelope {
+        guard element.name == "signed", element.namespace == TrustNamespace.envelope else {
+            throw EnvelopeError(.unsigned, "payload <\(element.name)> in \(element.namespace ?? "no namespace") is not signed")
+        }
+        guard let namespace = element.attributes["ns"], !namespace.isEmpty,
+            let timestamp = element.attributes["ts"].flatMap({ Int64($0) }),
+            let nonce = element.attributes["nonce"].flatMap(TrustWire.unb64), (8...64).contains(nonce.count),
+            let signature = element.attributes["sig"].flatMap(TrustWire.unb64), !signature.isEmpty,
+            let payload = TrustWire.unb64(element.text)
+        else { throw EnvelopeError(.malformed, "envelope lacks ns, ts, nonce, sig or payload") }
+        return SignedEnvelope(
+            namespace: namespace, timestampMilliseconds: timestamp, nonce: nonce, payload: payload, signature: signature)
+    }
+}
+
+public enum EnvelopeNonce {
+    /// 16 random bytes: collisions within a replay window are negligible.
+    public static func make() -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    }
+}
+
+/// Why an envelope was refused. Every code maps to the XMPP stanza error `not-authorized`.
+public struct EnvelopeError: Error, Sendable, Hashable, CustomStringConvertible {
+    public enum Code: String, Sendable, Codable, CaseIterable {
+        /// A request in a federation namespace without an envelope.
+        case unsigned
+        case malformed
+        case badSignature
+        /// No trusted pin for the sender (never handshaken, distrusted, or pinned leaf expired).
+        case untrustedSender
+        /// The operator revoked the sender's pin.
+        case pinRevoked
+        /// Nonce already seen inside the window.
+        case replayed
+        /// Timestamp outside the allowed skew.
+        case stale
+        /// The envelope is for another namespace than the one it arrived on.
+        case wrongNamespace
+    }
+
+    public var code: Code
+    public var detail: String
+
+    public init(_ code: Code, _ detail: String = "") {
+        self.code = code
+        self.detail = detail
+    }
+
+    /// RFC 6120 stanza error condition to answer with.
+    public var stanzaErrorCondition: String { "not-authorized" }
+
+    public var description: String { detail.isEmpty ? code.rawValue : "\(code.rawValue): \(detail)" }
+}

@@ -1,0 +1,277 @@
+import Foundation
+import GRDB
+import Logging
+
+/// How the responder answers an inbound trust IQ (type `set`, payload in `urn:intercloud:trust:0`).
+public enum TrustIQResponse: Sendable, Hashable {
+    /// IQ `result`, with this payload as its child (none if nil).
+    case result(payload: String?)
+    /// IQ `error` of `type='auth'` with the defined condition (`not-authorized`) and this payload as
+    /// the application-specific child (`<refused xmlns='urn:intercloud:trust:0' reason='…'/>`).
+    case error(condition: String, payload: String)
+}
+
+/// Runs trust handshakes (`TrustHandshake` machines) over a transport the broker supplies, pins
+/// trusted peers, audits every decision, and seals/opens envelopes. This is the object the broker
+/// wires to XMPP; it never touches the network itself.
+///
+/// - Initiator: `handshake(with:exchange:)`, where `exchange` sends one IQ set carrying the payload
+///   to the peer and returns the payload of its answer (see the method).
+/// - Responder: route every inbound IQ set whose child is in `urn:intercloud:trust:0` to
+///   `handleRequest(from:payload:)` and answer as the returned `TrustIQResponse` says.
+public actor TrustService {
+    public nonisolated let myJID: String
+    public nonisolated let identity: BrokerIdentity
+    public nonisolated let store: TrustStore
+    public nonisolated let audit: AuditLog
+    public nonisolated let envelopes: EnvelopeVerifier
+    public private(set) var verifier: PeerVerifier
+    public let handshakeTimeout: TimeInterval
+    private let clock: @Sendable () -> Date
+    private let logger: Logger
+    /// Responder sessions by peer JID and initiator nonce, kept between the two IQs.
+    private var sessions: [SessionKey: TrustHandshake] = [:]
+
+    struct SessionKey: Hashable {
+        var peer: String
+        var session: [UInt8]
+    }
+
+    /// - Parameters:
+    ///   - database: the broker database opened with `TrustSchema` and `AuditSchema` among its
+    ///     schema contributors.
+    ///   - clock: source of time for machines and checks (tests pass a fixed clock).
+    public init(
+        myJID: String, identity: BrokerIdentity, anchors: TrustAnchors, database: DatabasePool,
+        replaySkew: TimeInterval = 120, handshakeTimeout: TimeInterval = 30,
+        clock: @escaping @Sendable () -> Date = { Date() },
+        logger: Logger = Logger(label: "intercloud.trust")
+    ) {
+        self.myJID = XmppAddr.bare(myJID)
+        self.identity = identity
+        self.store = TrustStore(database: database)
+        self.audit = AuditLog(database: database)
+        self.envelopes = EnvelopeVerifier(
+            store: store, replay: ReplayGuard(database: database, skew: replaySkew), audit: audit)
+        self.verifier = PeerVerifier(configuration: anchors)
+        self.handshakeTimeout = handshakeTimeout
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// Replaces anchors and CRLs (e.g. after the operator updated `certs/`). Pins made earlier stay;
+    /// the next handshake with each peer uses the new set.
+    public func reloadAnchors(_ anchors: TrustAnchors) {
+        verifier = PeerVerifier(configuration: anchors)
+    }
+
+    /// Whether a peer needs a (new) handshake: never pinned, not trusted, its pinned leaf expired,
+    /// or the fingerprint in its presence announcement differs from the pin.
+    public nonisolated func needsHandshake(with peerJID: String, announcedFingerprint: String?) -> Bool {
+        guard let pin = try? store.pin(for: peerJID), pin.state == .trusted else { return true }
+        if let notAfter = pin.notAfter, clock() > notAfter { return true }
+        if let announcedFingerprint, announcedFingerprint.lowercased() != pin.fingerprint { return true }
+        return false
+    }
+
+    // MARK: Initiator
+
+    /// Runs a complete handshake as initiator.
+    ///
+    /// `exchange` sends an IQ `set` to `peerJID` with the given payload as its child and returns
+    /// the child of the answer: for `type='result'` its payload (or "" if empty); for
+    /// `type='error'` the `<refused xmlns='urn:intercloud:trust:0'/>` child of `<error/>` if there is
+    /// one. It throws when there is no usable answer (timeout, error without `<refused/>`,
+    /// disconnect); that ends the handshake as `.timeout`.
+    ///
+    /// Returns the new pin, or the refusal (already audited; nothing pinned).
+    public func handshake(
+        with peerJID: String, exchange: @Sendable (String) async throws -> String
+    ) async -> Result<PeerPin, TrustRefusal> {
+        let peer = XmppAddr.bare(peerJID)
+        do {
+            if let refusal = try store.operatorRefusal(for: peer) {
+                recordRefusal(refusal, peer: peer, action: "initiate")
+                return .failure(refusal)
+            }
+        } catch {
+            return .failure(TrustRefusal(.unexpectedMessage, "trust store: \(error)"))
+        }
+        var machine = TrustHandshake(
+            role: .initiator, myJID: myJID, peerJID: peer, identity: identity, now: clock(), timeout: handshakeTimeout)
+        var action = machine.start(now: clock())
+        while true {
+            switch action {
+            case .send(let message):
+                let answer: String
+                do {
+                    answer = try await exchange(TrustWire.encode(message))
+                } catch {
+                    action = machine.timedOut(now: clock())
+                    continue
+                }
+                do {
+                    action = machine.received(try TrustWire.decode(xml: answer), now: clock())
+                } catch {
+                    action = machine.abort(error as? TrustRefusal ?? TrustRefusal(.malformed, "\(error)"))
+                }
+            case .verifyChain(let chain, let jid, let at):
+                let verdict = await verifier.verify(chain: chain, peerJID: jid, at: at)
+                action = machine.chainVerified(verdict, now: clock())
+            case .trust(let verified, _):
+                do {
+                    let pin = try store.recordTrusted(verified, at: clock())
+                    recordAccepted(pin, action: "initiate")
+                    return .success(pin)
+                } catch {
+                    let refusal = error as? TrustRefusal ?? TrustRefusal(.unexpectedMessage, "trust store: \(error)")
+                    recordRefusal(refusal, peer: peer, action: "initiate")
+                    return .failure(refusal)
+                }
+            case .refuse(let refusal, let reply):
+                recordRefusal(refusal, peer: peer, action: "initiate")
+                if let reply {
+                    // Best effort: lets the responder end its session now instead of at its timeout.
+                    _ = try? await exchange(TrustWire.encode(reply))
+                }
+                return .failure(refusal)
+            case .none:
+                let refusal = TrustRefusal(.unexpectedMessage, "handshake stalled")
+                recordRefusal(refusal, peer: peer, action: "initiate")
+                return .failure(refusal)
+            }
+        }
+    }
+
+    // MARK: Responder
+
+    /// Handles one inbound trust IQ set from `peerJID` (the stanza's routed `from`).
+    public func handleRequest(from peerJID: String, payload: String) async -> TrustIQResponse {
+        let peer = XmppAddr.bare(peerJID)
+        let now = clock()
+        sessions = sessions.filter { $0.value.deadline >= now }
+        let message: TrustMessage
+        do {
+            message = try TrustWire.decode(xml: payload)
+        } catch {
+            let refusal = error as? TrustRefusal ?? TrustRefusal(.malformed, "\(error)")
+            recordRefusal(refusal, peer: peer, action: "respond")
+            return Self.errorResponse(.refused(.init(reason: refusal.reason, detail: refusal.detail, session: nil)))
+        }
+
+        var machine: TrustHandshake
+        if case .hello = message {
+            do {
+                if let refusal = try store.operatorRefusal(for: peer) {
+                    recordRefusal(refusal, peer: peer, action: "respond")
+                    return Self.errorResponse(.refused(.init(
+                        reason: refusal.reason, detail: refusal.detail, session: message.session)))
+                }
+            } catch {
+                return Self.errorResponse(.refused(.init(reason: .unexpectedMessage, detail: "\(error)", session: nil)))
+            }
+            machine = TrustHandshake(
+                role: .responder, myJID: myJID, peerJID: peer, identity: identity, now: now, timeout: handshakeTimeout)
+        } else if let session = message.session, let existing = sessions.removeValue(forKey: SessionKey(peer: peer, session: session)) {
+            machine = existing
+        } else if case .refused = message {
+            return .result(payload: nil)  // a refusal for a session we no longer hold: nothing to end
+        } else {
+            let refusal = TrustRefusal(.unexpectedMessage, "no handshake in progress with \(peer)")
+            recordRefusal(refusal, peer: peer, action: "respond")
+            return Self.errorResponse(.refused(.init(reason: refusal.reason, detail: refusal.detail, session: message.session)))
+        }
+
+        var action = machine.received(message, now: now)
+        while true {
+            switch action {
+            case .verifyChain(let chain, let jid, let at):
+                let verdict = await verifier.verify(chain: chain, peerJID: jid, at: at)
+                action = machine.chainVerified(verdict, now: clock())
+            case .send(let reply):
+                if let session = machine.sessionID { sessions[SessionKey(peer: peer, session: session)] = machine }
+                return .result(payload: TrustWire.encode(reply))
+            case .trust(let verified, let reply):
+                do {
+                    let pin = try store.recordTrusted(verified, at: clock())
+                    recordAccepted(pin, action: "respond")
+                    return .result(payload: reply.map(TrustWire.encode))
+                } catch {
+                    let refusal = error as? TrustRefusal ?? TrustRefusal(.unexpectedMessage, "trust store: \(error)")
+                    recordRefusal(refusal, peer: peer, action: "respond")
+                    return Self.errorResponse(.refused(.init(
+                        reason: refusal.reason, detail: refusal.detail, session: machine.sessionID)))
+                }
+            case .refuse(let refusal, let reply):
+                recordRefusal(refusal, peer: peer, action: "respond")
+                guard let reply else { return .result(payload: nil) }
+                return Self.errorResponse(reply)
+            case .none:
+                return .result(payload: nil)
+            }
+        }
+    }
+
+    static func errorResponse(_ message: TrustMessage) -> TrustIQResponse {
+        .error(condition: "not-authorized", payload: TrustWire.encode(message))
+    }
+
+    /// Number of responder handshakes waiting for their `finish` (diagnostics, tests).
+    public var pendingSessions: Int { sessions.count }
+
+    // MARK: Envelopes
+
+    /// Signs `payload` for `recipient` (bare JID) and returns the `<signed/>` payload XML.
+    public nonisolated func seal(_ payload: [UInt8], namespace: String, to recipient: String) throws -> String {
+        try SignedEnvelope.seal(
+            payload, namespace: namespace, from: myJID, to: recipient, identity: identity, now: clock()
+        ).xml
+    }
+
+    /// Verifies an inbound `<signed/>` payload from `sender` (routed `from`) and returns it; the
+    /// payload bytes are `envelope.payload`. Refusals are audited; answer them with
+    /// `error.stanzaErrorCondition` (`not-authorized`).
+    public nonisolated func open(xml: String, from sender: String, namespace: String? = nil) throws(EnvelopeError) -> SignedEnvelope {
+        try envelopes.open(xml: xml, from: sender, to: myJID, namespace: namespace, now: clock())
+    }
+
+    // MARK: Operator decisions (CLI and admin commands), audited
+
+    @discardableResult
+    public nonisolated func revoke(_ jid: String, note: String = "") throws -> Bool {
+        try TrustOperator(store: store, audit: audit).revoke(jid, note: note, at: clock())
+    }
+
+    // MARK: Audit
+
+    private func recordAccepted(_ pin: PeerPin, action: String) {
+        logger.info("trusted peer", metadata: ["peer": "\(pin.jid)", "fingerprint": "\(pin.fingerprint ?? "")"])
+        do {
+            try audit.record(AuditEvent(
+                at: clock(), module: "trust", kind: "trust.handshake", peer: pin.jid, action: action,
+                outcome: .accepted, reason: "trusted", detail: "fingerprint \(pin.fingerprint ?? "")"))
+        } catch {
+            logger.error("audit write failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func recordRefusal(_ refusal: TrustRefusal, peer: String, action: String) {
+        logger.notice("trust refused", metadata: ["peer": "\(peer)", "reason": "\(refusal.reason.rawValue)", "detail": "\(refusal.detail)"])
+        do {
+            try audit.refused(
+                module: "trust", kind: "trust.handshake", peer: peer, action: action, reason: refusal.reason.rawValue,
+                detail: refusal.detail, at: clock())
+        } catch {
+            logger.error("audit write failed", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+extension TrustHandshake {
+    /// Ends the handshake because of a problem found outside the machine (an undecodable answer).
+    public mutating func abort(_ refusal: TrustRefusal) -> Action {
+        let session = sessionID
+        state = .refused(refusal)
+        return .refuse(refusal, reply: .refused(.init(reason: refusal.reason, detail: refusal.detail, session: session)))
+    }
+}
