@@ -1,0 +1,144 @@
+import Foundation
+import Storage
+import Testing
+
+@testable import Trust
+
+@Suite struct EnvelopeTests {
+    let cloud1: TestPKI.Cloud
+    let cloud2: TestPKI.Cloud
+    static let catalog = "urn:intercloud:catalog:0"
+    let payload = Array("<query xmlns='urn:intercloud:catalog:0'>SELECT * WHERE { ?s ?p ?o }</query>".utf8)
+
+    init() throws {
+        cloud1 = try TestPKI.cloud("cloud1")
+        cloud2 = try TestPKI.cloud("cloud2")
+    }
+
+    /// Two brokers that completed the handshake.
+    func trustedPair() async throws -> (TestBroker, TestBroker) {
+        let a = try TestBroker(jid: cloud1.jid, identity: cloud1.identity, anchors: [cloud2.root.certificate])
+        let b = try TestBroker(jid: cloud2.jid, identity: cloud2.identity, anchors: [cloud1.root.certificate])
+        _ = try await runHandshake(a, b).get()
+        return (a, b)
+    }
+
+    func expectRefused(
+        _ code: EnvelopeError.Code, at broker: TestBroker, _ body: () throws -> Void,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
+        do {
+            try body()
+            Issue.record("envelope accepted", sourceLocation: sourceLocation)
+        } catch let error as EnvelopeError {
+            #expect(error.code == code, sourceLocation: sourceLocation)
+            #expect(error.stanzaErrorCondition == "not-authorized", sourceLocation: sourceLocation)
+        }
+        let audited = try broker.auditEvents(AuditQuery(kind: "trust.envelope"))
+        #expect(audited.first?.reason == code.rawValue, sourceLocation: sourceLocation)
+        #expect(audited.first?.outcome == .refused, sourceLocation: sourceLocation)
+    }
+
+    @Test func signedEnvelopeIsAccepted() async throws {
+        let (a, b) = try await trustedPair()
+        defer { a.remove(); b.remove() }
+        let xml = try a.service.seal(payload, namespace: Self.catalog, to: b.jid)
+        #expect(xml.hasPrefix("<signed xmlns='urn:intercloud:envelope:0'"))
+        let envelope = try b.service.open(xml: xml, from: a.jid + "/broker", namespace: Self.catalog)
+        #expect(envelope.payload == payload)
+        #expect(envelope.namespace == Self.catalog)
+        #expect(try b.auditEvents(AuditQuery(kind: "trust.envelope")).isEmpty)
+    }
+
+    @Test func tamperedEnvelope() async throws {
+        let (a, b) = try await trustedPair()
+        defer { a.remove(); b.remove() }
+        var envelope = try SignedEnvelope.decode(xml: try a.service.seal(payload, namespace: Self.catalog, to: b.jid))
+        envelope.payload[envelope.payload.count - 10] ^= 0x01
+        try expectRefused(.badSignature, at: b) { _ = try b.service.open(xml: envelope.xml, from: a.jid) }
+    }
+
+    @Test func envelopeForAnotherRecipientOrNamespace() async throws {
+        let (a, b) = try await trustedPair()
+        defer { a.remove(); b.remove() }
+        // Signed for broker@cloud3.test, delivered to B: the routed recipient is part of what is signed.
+        let xml = try a.service.seal(payload, namespace: Self.catalog, to: "broker@cloud3.test")
+        try expectRefused(.badSignature, at: b) { _ = try b.service.open(xml: xml, from: a.jid) }
+        let other = try a.service.seal(payload, namespace: Self.catalog, to: b.jid)
+        try expectRefused(.wrongNamespace, at: b) { _ = try b.service.open(xml: other, from: a.jid, namespace: "urn:intercloud:migration:0") }
+    }
+
+    @Test func replayedEnvelope() async throws {
+        let (a, b) = try await trustedPair()
+        defer { a.remove(); b.remove() }
+        let xml = try a.service.seal(payload, namespace: Self.catalog, to: b.jid)
+        _ = try b.service.open(xml: xml, from: a.jid)
+        try expectRefused(.replayed, at: b) { _ = try b.service.open(xml: xml, from: a.jid) }
+    }
+
+    @Test func replayedEnvelopeAfterReopeningTheDatabase() async throws {
+        let (a, b) = try await trustedPair()
+        defer { a.remove(); b.remove() }
+        let xml = try a.service.seal(payload, namespace: Self.catalog, to: b.jid)
+        _ = try b.service.open(xml: xml, from: a.jid)
+        let path = b.database.path
+        try b.database.close()
+
+        // "Restart": a new database pool and a new service over the same file.
+        let reopened = try IntercloudDatabase.open(path: path, schema: [TrustSchema.self, AuditSchema.self])
+        let restarted = TrustService(
+            myJID: b.jid, identity: cloud2.identity, anchors: TrustAnchors(anchors: [cloud1.root.certificate]),
+            database: reopened, clock: { TestPKI.now + 5 })
+        #expect(try ReplayGuard(database: reopened).rememberedCount() == 1)
+        do {
+            _ = try restarted.open(xml: xml, from: a.jid)
+            Issue.record("replay accepted after restart")
+        } catch {
+            #expect(error.code == .replayed)
+        }
+        #expect(try AuditLog(database: reopened).events(matching: AuditQuery(kind: "trust.envelope")).first?.reason == "replayed")
+    }
+
+    @Test func staleEnvelope() async throws {
+        let (a, b) = try await trustedPair()
+        defer { a.remove(); b.remove() }
+        let old = try SignedEnvelope.seal(
+            payload, namespace: Self.catalog, from: a.jid, to: b.jid, identity: cloud1.identity, now: TestPKI.now - 600)
+        try expectRefused(.stale, at: b) { _ = try b.service.open(xml: old.xml, from: a.jid) }
+    }
+
+    @Test func envelopeFromUntrustedJID() async throws {
+        let (a, b) = try await trustedPair()
+        defer { a.remove(); b.remove() }
+        // A broker B never handshook with, even with a certificate from a CA B trusts.
+        let mallory = try cloud1.ca.issueBrokerIdentity(jid: "mallory@cloud1.test", notBefore: TestPKI.now - 60)
+        let fromMallory = try SignedEnvelope.seal(
+            payload, namespace: Self.catalog, from: "mallory@cloud1.test", to: b.jid, identity: mallory, now: TestPKI.now)
+        try expectRefused(.untrustedSender, at: b) { _ = try b.service.open(xml: fromMallory.xml, from: "mallory@cloud1.test") }
+        #expect(try b.auditEvents(AuditQuery(peer: "mallory@cloud1.test")).count == 1)
+    }
+
+    @Test func envelopeAfterOperatorRevokedThePin() async throws {
+        let (a, b) = try await trustedPair()
+        defer { a.remove(); b.remove() }
+        let first = try a.service.seal(payload, namespace: Self.catalog, to: b.jid)
+        _ = try b.service.open(xml: first, from: a.jid)
+        // The CLI revokes through its own connection to the same database file.
+        let cli = try IntercloudDatabase.open(path: b.database.path, schema: [TrustSchema.self, AuditSchema.self])
+        #expect(try TrustOperator(store: TrustStore(database: cli), audit: AuditLog(database: cli)).revoke(a.jid, note: "key leaked", at: TestPKI.now))
+        let second = try a.service.seal(payload, namespace: Self.catalog, to: b.jid)
+        try expectRefused(.pinRevoked, at: b) { _ = try b.service.open(xml: second, from: a.jid) }
+        #expect(try b.auditEvents(AuditQuery(kind: "trust.operator")).map(\.action) == ["revoke"])
+        // New handshakes are refused too until the operator allows the peer again.
+        guard case .failure = await runHandshake(a, b) else { Issue.record("re-trusted a revoked pin"); return }
+        #expect(try b.store.pin(for: a.jid)?.state == .revoked)
+    }
+
+    @Test func unsignedRequest() async throws {
+        let (a, b) = try await trustedPair()
+        defer { a.remove(); b.remove() }
+        try expectRefused(.unsigned, at: b) {
+            _ = try b.service.open(xml: String(decoding: payload, as: UTF8.self), from: a.jid)
+        }
+    }
+}
