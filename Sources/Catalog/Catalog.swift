@@ -1,1 +1,0 @@
-// The Catalog module. See README.md and DESIGN for its role.
