@@ -43,7 +43,7 @@ struct LocalImageFiles: Sendable {
     /// nothing is left at `stored`.
     func importFile(
         from source: URL, format: ImageFormat, expectedSHA256: String?, into stored: URL, storedFormat: ImageFormat,
-        progress: ProgressHandler?
+        shareLock: Bool = false, progress: ProgressHandler?
     ) async throws -> (sizeBytes: Int64, contentSHA256: String) {
         let verb = Verb.importImage
         let driver = self.driver
@@ -69,13 +69,13 @@ struct LocalImageFiles: Sendable {
                     throw checksumMismatch(source, expected: expectedSHA256, actual: digest.sha256)
                 }
             }
-            let detected = try await QemuImg.info(source)
+            let detected = try await QemuImg.info(source, shareLock: shareLock)
             guard ImageFormat(name: detected.format) == format || (format == .vpc && detected.format == "vpc") else {
                 throw ProviderError(
                     driver: driver, verb: verb, code: .unsupportedFormat,
                     message: "\(source.lastPathComponent) is \(detected.format), not \(format)")
             }
-            try await QemuImg.convert(source, from: format, to: stored, format: storedFormat) { fraction in
+            try await QemuImg.convert(source, from: format, to: stored, format: storedFormat, shareLock: shareLock) { fraction in
                 progress?(ProgressEvent(
                     driver: driver, verb: verb, completed: Int64(fraction * 1000), total: 1000, message: "converting"))
             }

@@ -14,12 +14,13 @@ enum QemuImg {
 
     /// Converts `source` (in `from`) to `destination` (in `to`), through a temporary file renamed into place.
     static func convert(
-        _ source: URL, from: ImageFormat, to destination: URL, format: ImageFormat,
+        _ source: URL, from: ImageFormat, to destination: URL, format: ImageFormat, shareLock: Bool = false,
         progress: (@Sendable (Double) -> Void)? = nil
     ) async throws {
         let temporary = destination.deletingLastPathComponent()
             .appendingPathComponent(".\(destination.lastPathComponent).partial-\(UUID().uuidString.prefix(8))")
-        var arguments = ["convert", "-p", "-f", from.rawValue, "-O", format.rawValue]
+        // `-U` reads a disk a running QEMU holds open (crash-consistent copy) instead of failing on its lock.
+        var arguments = ["convert", "-p"] + (shareLock ? ["-U"] : []) + ["-f", from.rawValue, "-O", format.rawValue]
         if format == .vpc { arguments += ["-o", "subformat=fixed,force_size=on"] }
         arguments += [source.path, temporary.path]
         do {
@@ -40,8 +41,8 @@ enum QemuImg {
     }
 
     /// The format `qemu-img info` detects and the virtual size.
-    static func info(_ url: URL) async throws -> (format: String, virtualSize: Int64) {
-        let output = try await run(["info", "--output=json", url.path])
+    static func info(_ url: URL, shareLock: Bool = false) async throws -> (format: String, virtualSize: Int64) {
+        let output = try await run(["info", "--output=json"] + (shareLock ? ["-U"] : []) + [url.path])
         guard let object = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any],
               let format = object["format"] as? String,
               let size = (object["virtual-size"] as? NSNumber)?.int64Value

@@ -6,7 +6,9 @@ import FoundationXML
 /// A minimal element tree for EC2 and S3 responses: small documents, read once, so a tree is simpler
 /// than a streaming state machine and the mapping code reads like the API reference.
 struct XMLElement: Sendable {
+    /// Local name (namespace prefix dropped: libvirt keeps our metadata prefix, EC2 uses none).
     var name: String
+    var attributes: [String: String] = [:]
     var text: String
     var children: [XMLElement]
 
@@ -65,7 +67,8 @@ private final class TreeBuilder: NSObject, XMLParserDelegate {
 
     func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?,
                 attributes: [String: String] = [:]) {
-        stack.append(XMLElement(name: name, text: "", children: []))
+        let local = name.split(separator: ":").last.map(String.init) ?? name
+        stack.append(XMLElement(name: local, attributes: attributes, text: "", children: []))
     }
 
     func parser(_ parser: XMLParser, foundCharacters string: String) {

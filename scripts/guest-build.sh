@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds the tiny test guest used by the libvirt QEMU tests: Debian's cloud kernel and a busybox
+# initramfs whose init prints a marker, loads the ACPI power-button modules and runs acpid, so a
+# graceful shutdown (ACPI) really powers the guest off.
+#
+#   scripts/guest-build.sh OUT_DIR      -> OUT_DIR/vmlinuz, OUT_DIR/initrd.gz, OUT_DIR/disk.qcow2
+#
+# Needs: apt-get, dpkg-deb, gzip, xz-utils, qemu-img (qemu-utils); cpio comes from busybox itself.
+# Idempotent: does nothing if OUT_DIR already holds all three files.
+set -euo pipefail
+out=${1:?usage: guest-build.sh OUT_DIR}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+if [[ -s $out/vmlinuz && -s $out/initrd.gz && -s $out/disk.qcow2 ]]; then exit 0; fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+chmod 0777 "$work"  # apt-get download drops privileges to _apt when it can
+cd "$work"
+kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+if [[ -z $kernel_pkg ]]; then
+    apt-get update -qq >/dev/null
+    kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+fi
+apt-get download -qq "$kernel_pkg" busybox-static >/dev/null
+mkdir kernel bb root
+dpkg-deb -x "$kernel_pkg"_*.deb kernel
+dpkg-deb -x busybox-static_*.deb bb
+version=${kernel_pkg#linux-image-}
+cp kernel/boot/vmlinuz-"$version" "$out/vmlinuz.partial"
+
+mkdir -p root/{bin,sbin,proc,sys,dev,etc/acpi,lib/modules,tmp,run}
+cp bb/bin/busybox root/bin/busybox
+# The power button needs button.ko and evdev.ko when they are modules (they are in the cloud flavour).
+for module in drivers/acpi/button.ko drivers/input/evdev.ko; do
+    for candidate in kernel/lib/modules/"$version"/kernel/$module kernel/lib/modules/"$version"/kernel/$module.xz; do
+        if [[ -f $candidate ]]; then
+            if [[ $candidate == *.xz ]]; then xz -dc "$candidate" > root/lib/modules/$(basename "$module"); else cp "$candidate" root/lib/modules/; fi
+        fi
+    done
+done
+cat > root/etc/acpid.conf <<'CONF'
+PWRF power
+CONF
+cat > root/etc/acpi/power <<'SH'
+#!/bin/sh
+echo "INTERCLOUD-GUEST-POWEROFF" > /dev/console
+poweroff -f
+SH
+chmod +x root/etc/acpi/power
+cat > root/init <<'SH'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+for m in /lib/modules/*.ko; do [ -f "$m" ] && insmod "$m" 2>/dev/null; done
+acpid -c /etc/acpi -a /etc/acpid.conf
+echo "INTERCLOUD-GUEST-READY" > /dev/console
+while true; do sleep 3600; done
+SH
+chmod +x root/init
+(cd root && find . | ../bb/bin/busybox cpio -o -H newc 2>/dev/null | gzip -1) > "$out/initrd.gz.partial"
+# A small disk so the guest has a real block device to export and import.
+qemu-img create -q -f qcow2 "$out/disk.qcow2.partial" 64M
+mv "$out/vmlinuz.partial" "$out/vmlinuz"
+mv "$out/initrd.gz.partial" "$out/initrd.gz"
+mv "$out/disk.qcow2.partial" "$out/disk.qcow2"
+chmod 0644 "$out"/vmlinuz "$out"/initrd.gz "$out"/disk.qcow2
