@@ -207,6 +207,10 @@ public enum RDFLoader {
     /// entities such as `<!ENTITY rdf "http://...">` stay allowed.
     static func screenXMLEntities(_ data: Data, limits: LoadLimits) throws(RDFLoadError) {
         let bytes = [UInt8](data)
+        // rdf:aboutEach / rdf:aboutEachPrefix were removed from RDF; Raptor still accepts them.
+        if let text = String(data: data, encoding: .utf8), text.contains(":aboutEach=") || text.contains(":aboutEachPrefix=") {
+            throw .syntax(message: "rdf:aboutEach is not RDF/XML", line: nil, column: nil)
+        }
         let marker = Array("<!ENTITY".utf8)
         var declarations = 0
         var index = 0

@@ -104,6 +104,7 @@ public struct SPARQLEngine: Sendable {
         let deadline = ContinuousClock.now.advanced(by: limits.timeout)
         let parsed = try SPARQLParser.parse(query, baseIRI: baseIRI)
         let evaluator = Evaluator(snapshot: snapshot, variableNames: parsed.variableNames, limits: limits, deadline: deadline)
+        evaluator.baseIRI = parsed.baseIRI ?? baseIRI
         return try evaluator.run(parsed.query)
     }
 }

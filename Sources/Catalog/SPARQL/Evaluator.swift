@@ -57,6 +57,8 @@ final class Evaluator {
     let width: Int
     let limits: QueryLimits
     let deadline: ContinuousClock.Instant
+    /// Base IRI of the query, for IRI() on relative strings.
+    var baseIRI: String?
     private var ticks = 0
 
     /// Terms created during evaluation (BIND, aggregates...) that the store does not know.
@@ -634,8 +636,11 @@ final class Evaluator {
     func group(_ input: Solutions, _ query: Query) throws(QueryError) -> Solutions {
         var groupOrder: [[Int]] = []
         var members: [[Int]: [Int]] = [:]
-        if query.groupBy.isEmpty {
-            groupOrder = [[]]
+        if query.groupBy.isEmpty || input.isEmpty {
+            // No GROUP BY: one group, even when empty. With GROUP BY over no solutions the W3C
+            // suite (agg-empty-group) also expects one solution, with the keys unbound.
+            groupOrder = [query.groupBy.isEmpty ? [] : Array(repeating: 0, count: query.groupBy.count)]
+            members[groupOrder[0]] = Array(0..<input.count)
             members[[]] = Array(0..<input.count)
         } else {
             for index in 0..<input.count {

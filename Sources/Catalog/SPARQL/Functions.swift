@@ -200,7 +200,8 @@ extension Evaluator {
             switch first {
             case .iri?: return first
             case .literal(let literal)? where literal.datatype == Vocabulary.xsdString:
-                return .iri(literal.lexical.contains(":") ? literal.lexical : resolveIRI(literal.lexical, against: "urn:x-base:"))
+                if let baseIRI, !literal.lexical.contains(":") { return .iri(resolveIRI(literal.lexical, against: baseIRI)) }
+                return .iri(literal.lexical)
             default: return nil
             }
         case "ISIRI": return .boolean(first?.isIRI ?? false)

@@ -30,6 +30,7 @@ final class VariableTable {
 struct ParsedQuery: Sendable {
     var query: Query
     var variableNames: [String]
+    var baseIRI: String?
 }
 
 /// Recursive-descent parser for SPARQL 1.1 Query, producing the algebra directly
@@ -50,7 +51,7 @@ struct SPARQLParser {
     static func parse(_ text: String, baseIRI: String? = nil) throws(QueryError) -> ParsedQuery {
         var parser = SPARQLParser(tokens: try Lexer.tokenize(text), baseIRI: baseIRI)
         let query = try parser.parseQueryUnit()
-        return ParsedQuery(query: query, variableNames: parser.variables.names)
+        return ParsedQuery(query: query, variableNames: parser.variables.names, baseIRI: parser.baseIRI)
     }
 
     private init(tokens: [Token], baseIRI: String?) {

@@ -167,3 +167,44 @@ func serializeRDFXML(_ triples: [Triple]) -> String {
     out += ">\n" + body + "</rdf:RDF>\n"
     return out
 }
+
+extension QueryResult {
+    /// SPARQL 1.1 Query Results CSV (values only, no types); booleans as `true`/`false`.
+    public func serializedCSV() -> String {
+        guard case .solutions(let table) = self else {
+            if case .boolean(let value) = self { return "\(value)\r\n" }
+            return serializedNTriples()
+        }
+        func field(_ text: String) -> String {
+            if text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) {
+                return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+            }
+            return text
+        }
+        var out = table.variables.map(field).joined(separator: ",") + "\r\n"
+        for row in table.rows {
+            out += row.map { term -> String in
+                switch term {
+                case nil: return ""
+                case .iri(let iri)?: return field(iri.value)
+                case .blank(let node)?: return "_:" + node.label
+                case .literal(let literal)?: return field(literal.lexical)
+                }
+            }.joined(separator: ",") + "\r\n"
+        }
+        return out
+    }
+
+    /// SPARQL 1.1 Query Results TSV: terms in N-Triples syntax.
+    public func serializedTSV() -> String {
+        guard case .solutions(let table) = self else {
+            if case .boolean(let value) = self { return "\(value)\n" }
+            return serializedNTriples()
+        }
+        var out = table.variables.map { "?" + $0 }.joined(separator: "\t") + "\n"
+        for row in table.rows {
+            out += row.map { $0?.nTriples.replacingOccurrences(of: "\t", with: "\\t") ?? "" }.joined(separator: "\t") + "\n"
+        }
+        return out
+    }
+}
