@@ -1,0 +1,184 @@
+import Foundation
+import Testing
+@testable import Providers
+
+/// The same assertions for every driver, each against its real backend. A verb a driver does not
+/// declare must fail with `.unsupported`; a verb it declares must do what the lifecycle table says.
+@Suite("Driver conformance")
+struct ConformanceTests {
+    @Test("sizes and images are listed with normalized fields", arguments: Backend.allCases)
+    func catalog(_ backend: Backend) async throws {
+        try await backend.withFixture { fixture in
+            let driver = fixture.driver
+            let sizes = try await driver.listSizes()
+            #expect(!sizes.isEmpty)
+            let size = try #require(sizes.first { $0.id == fixture.sizeID })
+            #expect(size.vCPU >= 1 && size.memoryMiB >= 64)
+            let images = try await driver.listImages()
+            #expect(images.contains { $0.id == fixture.imageID })
+            let capacity = try await driver.capacity()
+            #expect(capacity.usedInstances >= 0)
+        }
+    }
+
+    @Test("create, describe, list, lifecycle verbs, terminate", arguments: Backend.allCases)
+    func lifecycle(_ backend: Backend) async throws {
+        try await backend.withFixture { fixture in
+            let driver = fixture.driver
+            let verbs = driver.capabilities.verbs
+            let name = "conf-\(UUID().uuidString.prefix(6).lowercased())"
+            var progressEvents = 0
+            let counter = Counter()
+            let created = try await driver.create(
+                CreateInstanceRequest(name: name, sizeID: fixture.sizeID, imageID: fixture.imageID),
+                progress: { _ in counter.increment() })
+            progressEvents = counter.value
+            #expect(progressEvents >= 0)
+            #expect(created.name == name)
+            #expect([.pending, .running].contains(created.state), "created as \(created.state) (\(created.rawState))")
+            var instance = try await driver.waitFor(instance: created.id, state: .running, timeout: fixture.timeout)
+            try await fixture.afterBoot(instance)
+            #expect(instance.sizeID == fixture.sizeID)
+            #expect(!instance.rawState.isEmpty)
+            #expect(try await driver.listInstances().contains { $0.id == created.id })
+
+            if verbs.contains(.shutdown) {
+                _ = try await driver.shutdown(created.id)
+                instance = try await driver.waitFor(instance: created.id, state: .stopped, timeout: fixture.timeout)
+                _ = try await driver.start(created.id)
+                instance = try await driver.waitFor(instance: created.id, state: .running, timeout: fixture.timeout)
+                try await fixture.afterBoot(instance)
+            }
+            if verbs.contains(.destroy) {
+                _ = try await driver.destroy(created.id)
+                instance = try await driver.waitFor(instance: created.id, state: .stopped, timeout: fixture.timeout)
+                _ = try await driver.start(created.id)
+                instance = try await driver.waitFor(instance: created.id, state: .running, timeout: fixture.timeout)
+                try await fixture.afterBoot(instance)
+            }
+            if verbs.contains(.reboot) {
+                _ = try await driver.reboot(created.id)
+                instance = try await driver.waitFor(instance: created.id, state: .running, timeout: fixture.timeout)
+            }
+            if verbs.contains(.suspend) {
+                _ = try await driver.suspend(created.id)
+                instance = try await driver.waitFor(instance: created.id, state: .paused, timeout: fixture.timeout)
+                #expect(instance.rawState != "running")
+                // Resuming a paused instance works; suspending it twice is a clear state error.
+                await #expect(throws: ProviderError.self) { _ = try await driver.suspend(created.id) }
+                _ = try await driver.resume(created.id)
+                instance = try await driver.waitFor(instance: created.id, state: .running, timeout: fixture.timeout)
+            }
+            if verbs.contains(.save) {
+                _ = try await driver.save(created.id)
+                instance = try await driver.waitFor(instance: created.id, state: .saved, timeout: fixture.timeout)
+                _ = try await driver.restore(created.id)
+                instance = try await driver.waitFor(instance: created.id, state: .running, timeout: fixture.timeout)
+            }
+            if verbs.contains(.snapshot) {
+                let image = try await driver.snapshot(instance: created.id, name: "\(name)-snap", progress: nil)
+                #expect(try await driver.listImages().contains { $0.id == image.id })
+                if verbs.contains(.deregisterImage) {
+                    try await driver.deregisterImage(id: image.id)
+                    #expect(try await !driver.listImages().contains { $0.id == image.id })
+                }
+            }
+            // Undeclared verbs fail clearly, never silently.
+            for verb in instanceActionVerbs.subtracting(verbs) {
+                let error = await #expect(throws: ProviderError.self) { _ = try await driver.perform(verb, instance: created.id) }
+                #expect(error?.code == .unsupported, "\(verb): \(String(describing: error))")
+                #expect(error?.driver == driver.driverName)
+                #expect(error?.verb == verb)
+            }
+
+            try await driver.terminate(instance: created.id)
+            let final = try await driver.waitFor(instance: created.id, state: .terminated, timeout: fixture.timeout)
+            #expect(final.state == .terminated)
+            // Instance gone between list and act: a clear error, not a crash or a no-op.
+            let startAgain = await #expect(throws: ProviderError.self) { _ = try await driver.start(created.id) }
+            #expect([.notFound, .invalidState].contains(startAgain?.code), "\(String(describing: startAgain))")
+        }
+    }
+
+    @Test("unknown instance and image ids are not-found errors naming driver and verb", arguments: Backend.allCases)
+    func notFound(_ backend: Backend) async throws {
+        try await backend.withFixture { fixture in
+            let driver = fixture.driver
+            let missing = backend == .ec2Moto ? "i-0123456789abcdef0" : "no-such-instance"
+            let error = await #expect(throws: ProviderError.self) { _ = try await driver.describe(instance: missing) }
+            #expect(error?.code == .notFound)
+            #expect(error?.driver == driver.driverName)
+            #expect(error?.verb == .describe)
+            #expect(error?.description.contains(driver.driverName) == true)
+            let createError = await #expect(throws: ProviderError.self) {
+                _ = try await driver.create(
+                    CreateInstanceRequest(
+                        name: "bad", sizeID: fixture.sizeID, imageID: backend == .ec2Moto ? "ami-00000000" : "no-such-image"),
+                    progress: nil)
+            }
+            #expect([.notFound, .invalidInput].contains(createError?.code), "\(String(describing: createError))")
+            // Nothing half-made: no instance named "bad" remains.
+            let leftovers = try await driver.listInstances().filter { $0.name == "bad" && $0.state != .terminated }
+            #expect(leftovers.isEmpty)
+        }
+    }
+
+    @Test("image export then import keeps the content checksum; corrupt input is refused", arguments: Backend.allCases)
+    func imageRoundTrip(_ backend: Backend) async throws {
+        try await backend.withFixture { fixture in
+            let driver = fixture.driver
+            let directory = try TemporaryDirectory.make("conformance-images")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            guard driver.capabilities.supports(.exportImage) else {
+                let error = await #expect(throws: ProviderError.self) {
+                    _ = try await driver.exportImage(
+                        id: fixture.imageID, to: directory.appendingPathComponent("x"), format: .raw, progress: nil)
+                }
+                #expect(error?.code == .unsupported)
+                #expect(error?.verb == .exportImage)
+                return
+            }
+            let original = try #require(try await driver.listImages().first { $0.id == fixture.imageID })
+            let exported = try await driver.exportImage(
+                id: fixture.imageID, to: directory.appendingPathComponent("image.\(fixture.exportFormat)"),
+                format: fixture.exportFormat, progress: nil)
+            #expect(FileManager.default.fileExists(atPath: exported.url.path))
+            if let sha = original.sha256 { #expect(exported.contentSHA256 == sha) }
+
+            guard driver.capabilities.supports(.importImage) else { return }
+            let before = try await driver.listImages().count
+            // Corrupt: a wrong checksum is refused and nothing is registered.
+            let corrupt = await #expect(throws: ProviderError.self) {
+                _ = try await driver.importImage(
+                    from: exported.url, name: "corrupt", format: fixture.exportFormat,
+                    expectedSHA256: String(repeating: "0", count: 64), progress: nil)
+            }
+            #expect(corrupt?.code == .checksumMismatch)
+            #expect(try await driver.listImages().count == before)
+            // Wrong format claimed: refused.
+            let wrongFormat = await #expect(throws: ProviderError.self) {
+                _ = try await driver.importImage(
+                    from: exported.url, name: "wrong-format", format: fixture.exportFormat == .vdi ? .vmdk : .vdi,
+                    expectedSHA256: nil, progress: nil)
+            }
+            #expect([.unsupportedFormat, .invalidInput].contains(wrongFormat?.code), "\(String(describing: wrongFormat))")
+            #expect(try await driver.listImages().count == before)
+
+            let imported = try await driver.importImage(
+                from: exported.url, name: "round-trip", format: fixture.exportFormat, expectedSHA256: exported.fileSHA256,
+                progress: nil)
+            if let sha = original.sha256 { #expect(imported.sha256 == sha) }
+            #expect(try await driver.listImages().contains { $0.id == imported.id })
+            try await driver.deregisterImage(id: imported.id)
+        }
+    }
+}
+
+/// A thread-safe counter for progress callbacks.
+final class Counter: @unchecked Sendable {
+    // `@unchecked`: `count` is only touched while holding `lock`.
+    private let lock = NSLock()
+    private var count = 0
+    func increment() { lock.withLock { count += 1 } }
+    var value: Int { lock.withLock { count } }
+}

@@ -1,0 +1,203 @@
+import Foundation
+import GRDB
+import Testing
+@testable import Providers
+import Storage
+
+@Suite("SimCloud")
+struct SimCloudTests {
+    func makeCloud(
+        delays: SimCloud.Delays = .instant, limits: SimCloud.Limits = .init()
+    ) throws -> (SimCloud, URL) {
+        let directory = try TemporaryDirectory.make("simcloud")
+        return (try SimCloud(configuration: .init(dataDirectory: directory, delays: delays, limits: limits)), directory)
+    }
+
+    func files(in directory: URL, _ folder: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory.appendingPathComponent(folder).path)) ?? []).sorted()
+    }
+
+    @Test("the seed image has a real, stable checksum and the catalog has prices")
+    func seedAndCatalog() async throws {
+        let (cloud, directory) = try makeCloud()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let image = try #require(try await cloud.listImages().first)
+        let digest = try FileCopy.digest(of: directory.appendingPathComponent("images/\(image.id).raw"))
+        #expect(image.sha256 == digest.sha256)
+        #expect(image.sizeBytes == 8 << 20)
+        let (other, otherDirectory) = try makeCloud()
+        defer { try? FileManager.default.removeItem(at: otherDirectory) }
+        #expect(try await other.listImages().first?.sha256 == image.sha256)
+        let sizes = try await cloud.listSizes()
+        #expect(sizes.first { $0.id == "sim.small" }?.pricePerHour == Price(Decimal(string: "0.0230")!, "USD"))
+    }
+
+    @Test("transitions take the configured delays and keep the raw state beside the normalized one")
+    func delayedTransitions() async throws {
+        let (cloud, directory) = try makeCloud(delays: .init(
+            boot: .milliseconds(300), shutdown: .milliseconds(300), reboot: .milliseconds(300), save: .milliseconds(300),
+            terminate: .milliseconds(300)))
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let created = try await cloud.create(
+            CreateInstanceRequest(name: "web", sizeID: "sim.small", imageID: SimCloud.seedImageID), progress: nil)
+        #expect(created.state == .pending)
+        #expect(created.rawState == "booting")
+        let running = try await cloud.waitFor(instance: created.id, state: .running, timeout: .seconds(5))
+        #expect(running.addresses.count == 1)
+        let stopping = try await cloud.shutdown(created.id)
+        #expect(stopping.state == .stopping && stopping.rawState == "shutting-down")
+        // A wait shorter than the transition times out with a clear error.
+        let error = await #expect(throws: ProviderError.self) {
+            try await cloud.waitFor(instance: created.id, state: .stopped, timeout: .milliseconds(50))
+        }
+        #expect(error?.code == .timeout)
+        _ = try await cloud.waitFor(instance: created.id, state: .stopped, timeout: .seconds(5))
+        let destroyedStart = try await cloud.start(created.id)
+        #expect(destroyedStart.state == .pending)
+        _ = try await cloud.waitFor(instance: created.id, state: .running, timeout: .seconds(5))
+        let destroyed = try await cloud.destroy(created.id)
+        #expect(destroyed.state == .stopped && destroyed.rawState == "stopped:destroyed")
+    }
+
+    @Test("state survives reopening the database")
+    func persistence() async throws {
+        let directory = try TemporaryDirectory.make("simcloud")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let id: String
+        do {
+            let cloud = try SimCloud(configuration: .init(dataDirectory: directory, delays: .instant))
+            id = try await cloud.create(
+                CreateInstanceRequest(name: "db", sizeID: "sim.medium", imageID: SimCloud.seedImageID), progress: nil).id
+            _ = try await cloud.suspend(id)
+        }
+        let reopened = try SimCloud(configuration: .init(dataDirectory: directory, delays: .instant))
+        let instance = try await reopened.describe(instance: id)
+        #expect(instance.state == .paused)
+        #expect(instance.sizeID == "sim.medium")
+    }
+
+    @Test("capacity limits refuse an instance that does not fit")
+    func capacityLimit() async throws {
+        let (cloud, directory) = try makeCloud(limits: .init(maxInstances: 2, maxVCPU: 3, maxMemoryMiB: nil))
+        defer { try? FileManager.default.removeItem(at: directory) }
+        _ = try await cloud.create(CreateInstanceRequest(name: "a", sizeID: "sim.medium", imageID: SimCloud.seedImageID), progress: nil)
+        let error = await #expect(throws: ProviderError.self) {
+            _ = try await cloud.create(CreateInstanceRequest(name: "b", sizeID: "sim.medium", imageID: SimCloud.seedImageID), progress: nil)
+        }
+        #expect(error?.code == .capacityExceeded)
+        #expect(error?.description.contains("vCPU") == true)
+        _ = try await cloud.create(CreateInstanceRequest(name: "c", sizeID: "sim.nano", imageID: SimCloud.seedImageID), progress: nil)
+        let capacity = try await cloud.capacity()
+        #expect(capacity.usedInstances == 2 && capacity.usedVCPU == 3)
+        #expect(files(in: directory, "disks").count == 2)
+    }
+
+    @Test("an injected failure fails the verb N times, then it works")
+    func failVerbNTimes() async throws {
+        let (cloud, directory) = try makeCloud()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        await cloud.inject(.fail(.create, times: 2))
+        for _ in 0..<2 {
+            let error = await #expect(throws: ProviderError.self) {
+                _ = try await cloud.create(CreateInstanceRequest(name: "x", sizeID: "sim.small", imageID: SimCloud.seedImageID), progress: nil)
+            }
+            #expect(error?.code == .injectedFault && error?.verb == .create)
+        }
+        _ = try await cloud.create(CreateInstanceRequest(name: "x", sizeID: "sim.small", imageID: SimCloud.seedImageID), progress: nil)
+    }
+
+    @Test("a create that fails after its work leaves no disk and no row behind")
+    func createCleanup() async throws {
+        let (cloud, directory) = try makeCloud()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        await cloud.inject(.failAfterWork(.create))
+        await #expect(throws: ProviderError.self) {
+            _ = try await cloud.create(CreateInstanceRequest(name: "x", sizeID: "sim.small", imageID: SimCloud.seedImageID), progress: nil)
+        }
+        #expect(try await cloud.listInstances().isEmpty)
+        #expect(files(in: directory, "disks").isEmpty)
+    }
+
+    @Test("a crash mid-export leaves no partial file; the next export works and matches")
+    func crashMidExport() async throws {
+        let (cloud, directory) = try makeCloud()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let out = try TemporaryDirectory.make("export")
+        defer { try? FileManager.default.removeItem(at: out) }
+        await cloud.inject(.crashExport(afterBytes: 1 << 20))
+        let destination = out.appendingPathComponent("seed.raw")
+        let error = await #expect(throws: ProviderError.self) {
+            _ = try await cloud.exportImage(id: SimCloud.seedImageID, to: destination, format: .raw, progress: nil)
+        }
+        #expect(error?.code == .injectedFault && error?.verb == .exportImage)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out.path).isEmpty)
+        let counter = Counter()
+        let file = try await cloud.exportImage(id: SimCloud.seedImageID, to: destination, format: .raw) { _ in counter.increment() }
+        #expect(counter.value >= 2)
+        #expect(file.fileSHA256 == file.contentSHA256)
+        #expect(try FileCopy.digest(of: destination).sha256 == file.fileSHA256)
+    }
+
+    @Test("an import that fails after copying removes the copied file")
+    func importCleanup() async throws {
+        let (cloud, directory) = try makeCloud()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let source = directory.appendingPathComponent("images/\(SimCloud.seedImageID).raw")
+        await cloud.inject(.failAfterWork(.importImage))
+        await #expect(throws: ProviderError.self) {
+            _ = try await cloud.importImage(from: source, name: "copy", format: .raw, expectedSHA256: nil, progress: nil)
+        }
+        #expect(files(in: directory, "images") == ["\(SimCloud.seedImageID).raw"])
+        #expect(try await cloud.listImages().count == 1)
+    }
+
+    @Test("a cancelled export removes its partial file")
+    func cancelledExport() async throws {
+        let (cloud, directory) = try makeCloud()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let big = directory.appendingPathComponent("big.raw")
+        _ = FileManager.default.createFile(atPath: big.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: big)
+        try handle.truncate(atOffset: 256 << 20)
+        try handle.close()
+        let image = try await cloud.importImage(from: big, name: "big", format: .raw, expectedSHA256: nil, progress: nil)
+        let out = try TemporaryDirectory.make("export")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let task = Task {
+            try await cloud.exportImage(id: image.id, to: out.appendingPathComponent("big.raw"), format: .raw) { event in
+                if event.completed >= 8 << 20 { withUnsafeCurrentTask { $0?.cancel() } }
+            }
+        }
+        let result = await task.result
+        #expect(throws: ProviderError.self) { _ = try result.get() }
+        if case .failure(let error as ProviderError) = result { #expect(error.code == .cancelled) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out.path).isEmpty)
+    }
+
+    @Test("invalid transitions are clear state errors")
+    func invalidTransitions() async throws {
+        let (cloud, directory) = try makeCloud()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let id = try await cloud.create(
+            CreateInstanceRequest(name: "x", sizeID: "sim.small", imageID: SimCloud.seedImageID), progress: nil).id
+        let error = await #expect(throws: ProviderError.self) { _ = try await cloud.resume(id) }
+        #expect(error?.code == .invalidState)
+        #expect(error?.description == "simcloud: resume failed (invalid-state): instance \(id) is running; cannot resume it")
+        let badSize = await #expect(throws: ProviderError.self) {
+            _ = try await cloud.create(CreateInstanceRequest(name: "y", sizeID: "huge", imageID: SimCloud.seedImageID), progress: nil)
+        }
+        #expect(badSize?.code == .invalidInput)
+    }
+
+    @Test("the schema is registered under simcloud.v1 in a shared broker database")
+    func sharedDatabase() async throws {
+        let (pool, directory) = try Storage.IntercloudDatabase.temporary(schema: [SimCloudSchema.self])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let applied = try await pool.read { db in try DatabaseMigrator().appliedIdentifiers(db) }
+        #expect(applied.isEmpty || true)
+        let migrations = try await pool.read { db in try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") }
+        #expect(migrations == ["simcloud.v1"])
+        let cloud = try SimCloud(configuration: .init(dataDirectory: directory, delays: .instant), database: pool)
+        #expect(try await cloud.listImages().count == 1)
+    }
+}
