@@ -95,6 +95,9 @@ import X509
         let decoded = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]]
         #expect(decoded?.count == 2)
         #expect(AuditReport.table(try log.events()).split(separator: "\n").count == 5)
+        #expect(AuditQuery.parseTime("2h", now: t0) == t0 - 7200)
+        #expect(AuditQuery.parseTime("1970-01-01T00:01:00Z", now: t0) == Date(timeIntervalSince1970: 60))
+        #expect(AuditQuery.parseTime("yesterday", now: t0) == nil)
     }
 
     @Test func operatorTableListsPins() async throws {

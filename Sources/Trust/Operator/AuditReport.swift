@@ -22,3 +22,16 @@ public enum AuditReport {
         return String(decoding: try encoder.encode(events), as: UTF8.self) + "\n"
     }
 }
+
+extension AuditQuery {
+    /// Parses a `--since` value: an ISO 8601 time (`2026-11-22T03:00:00Z`) or an age relative to
+    /// `now` (`90s`, `15m`, `2h`, `7d`).
+    public static func parseTime(_ text: String, now: Date) -> Date? {
+        if let date = ISO8601DateFormatter().date(from: text) { return date }
+        let units: [Character: TimeInterval] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
+        guard let unit = text.last.flatMap({ units[$0] }), let amount = Double(text.dropLast()), amount >= 0 else {
+            return nil
+        }
+        return now - amount * unit
+    }
+}

@@ -1,0 +1,171 @@
+import Crypto
+import Foundation
+import GRDB
+import Logging
+import Storage
+import X509
+
+/// CPU cost of trust operations, measured in one process with a baseline of raw P-256
+/// sign + verify from the same run, so results are comparable across machines.
+///
+/// Run it from a release build (`bench/trust`, see its README); debug builds are ~10× slower.
+/// Each figure is the median (and p90) over `iterations` runs after a warm-up.
+public enum TrustBenchmark {
+    public struct Figure: Sendable {
+        public var name: String
+        public var median: Duration
+        public var p90: Duration
+    }
+
+    public static func run(iterations: Int = 500) async throws -> String {
+        let figures = try await measureAll(iterations: iterations)
+        let baseline = figures.first { $0.name == "raw P-256 sign+verify" }!.median
+        var lines = ["| operation | median µs | p90 µs | × raw sign+verify |", "|---|---:|---:|---:|"]
+        for figure in figures {
+            let ratio = microseconds(figure.median) / microseconds(baseline)
+            lines.append(
+                "| \(figure.name) | \(micros(figure.median)) | \(micros(figure.p90)) | \(String(format: "%.2f", ratio)) |")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    public static func measureAll(iterations: Int) async throws -> [Figure] {
+        var figures: [Figure] = []
+        let now = Date()
+        let root1 = try CertificateAuthority.makeRoot(commonName: "bench root 1", notBefore: now - 3600)
+        let root2 = try CertificateAuthority.makeRoot(commonName: "bench root 2", notBefore: now - 3600)
+        let ca1 = try root1.makeIntermediate(commonName: "cloud1 CA", notBefore: now - 3600)
+        let ca2 = try root2.makeIntermediate(commonName: "cloud2 CA", notBefore: now - 3600)
+        let id1 = try ca1.issueBrokerIdentity(jid: "broker@cloud1.test", notBefore: now - 3600)
+        let id2 = try ca2.issueBrokerIdentity(jid: "broker@cloud2.test", notBefore: now - 3600)
+        let verifier1 = PeerVerifier(anchors: [root2.certificate])
+        let verifier2 = PeerVerifier(anchors: [root1.certificate])
+
+        // Baseline: raw P-256 (swift-crypto) over a 32-byte message.
+        let key = P256.Signing.PrivateKey()
+        let message = Data((0..<32).map { UInt8($0) })
+        figures.append(try measure("raw P-256 sign", iterations) { _ = try key.signature(for: message) })
+        let signature = try key.signature(for: message)
+        figures.append(measure("raw P-256 verify", iterations) { precondition(key.publicKey.isValidSignature(signature, for: message)) })
+        figures.append(try measure("raw P-256 sign+verify", iterations) {
+            let signature = try key.signature(for: message)
+            precondition(key.publicKey.isValidSignature(signature, for: message))
+        })
+
+        figures.append(await measureAsync("chain validation (leaf+intermediate→root, all policies)", iterations) {
+            _ = try! await verifier2.verify(chain: id1.chain, peerJID: "broker@cloud1.test", at: now).get()
+        })
+
+        // Whole handshake, both machines in memory, no database: 2 chain validations, 2 signatures,
+        // 2 signature verifications, wire encode/decode of all four messages.
+        figures.append(await measureAsync("handshake, both sides in memory (machines + wire + verify)", iterations) {
+            try! await handshakeInMemory(id1, id2, verifier1, verifier2, now: now)
+        })
+
+        // Same through TrustService with SQLite (pins and audit written durably, both sides).
+        let (pool1, dir1) = try IntercloudDatabase.temporary(schema: [TrustSchema.self, AuditSchema.self])
+        let (pool2, dir2) = try IntercloudDatabase.temporary(schema: [TrustSchema.self, AuditSchema.self])
+        defer {
+            try? FileManager.default.removeItem(at: dir1)
+            try? FileManager.default.removeItem(at: dir2)
+        }
+        let service1 = TrustService(
+            myJID: "broker@cloud1.test", identity: id1, anchors: TrustAnchors(anchors: [root2.certificate]), database: pool1,
+            logger: .init(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let service2 = TrustService(
+            myJID: "broker@cloud2.test", identity: id2, anchors: TrustAnchors(anchors: [root1.certificate]), database: pool2,
+            logger: .init(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() }))
+        figures.append(await measureAsync("handshake via TrustService + SQLite (pin, audit)", max(50, iterations / 5)) {
+            _ = try! await service1.handshake(with: "broker@cloud2.test") { payload in
+                switch await service2.handleRequest(from: "broker@cloud1.test", payload: payload) {
+                case .result(let reply): return reply ?? ""
+                case .error(_, let reply): return reply
+                }
+            }.get()
+        })
+
+        // Envelopes over a 1 KiB payload.
+        let payload = [UInt8](repeating: 0x61, count: 1024)
+        let namespace = "urn:intercloud:catalog:0"
+        figures.append(try measure("envelope seal (sign + XML)", iterations) {
+            _ = try service1.seal(payload, namespace: namespace, to: "broker@cloud2.test")
+        })
+        let sealed = try SignedEnvelope.seal(
+            payload, namespace: namespace, from: "broker@cloud1.test", to: "broker@cloud2.test", identity: id1, now: now)
+        let xml = sealed.xml
+        figures.append(try measure("envelope decode (XML only)", iterations) { _ = try SignedEnvelope.decode(xml: xml) })
+        let leafKey = id1.leaf.publicKey
+        figures.append(try measure("envelope decode + signature verify (no DB)", iterations) {
+            let envelope = try SignedEnvelope.decode(xml: xml)
+            precondition(SignatureScheme.isValid(
+                signature: envelope.signature,
+                for: envelope.signedBytes(sender: "broker@cloud1.test", recipient: "broker@cloud2.test"), key: leafKey))
+        })
+        figures.append(try measure("envelope seal + decode + verify (no DB)", iterations) {
+            let envelope = try SignedEnvelope.decode(xml: try service1.seal(payload, namespace: namespace, to: "broker@cloud2.test"))
+            precondition(SignatureScheme.isValid(
+                signature: envelope.signature,
+                for: envelope.signedBytes(sender: "broker@cloud1.test", recipient: "broker@cloud2.test"), key: leafKey))
+        })
+        figures.append(try measure("envelope open, full (pin read + verify + durable nonce insert)", iterations) {
+            _ = try service2.open(xml: try service1.seal(payload, namespace: namespace, to: "broker@cloud2.test"), from: "broker@cloud1.test")
+        })
+        return figures
+    }
+
+    static func handshakeInMemory(
+        _ id1: BrokerIdentity, _ id2: BrokerIdentity, _ verifier1: PeerVerifier, _ verifier2: PeerVerifier, now: Date
+    ) async throws {
+        var a = TrustHandshake(role: .initiator, myJID: "broker@cloud1.test", peerJID: "broker@cloud2.test", identity: id1, now: now)
+        var b = TrustHandshake(role: .responder, myJID: "broker@cloud2.test", peerJID: "broker@cloud1.test", identity: id2, now: now)
+        // Messages go through the wire format as they would over XMPP.
+        func wire(_ message: TrustMessage) throws -> TrustMessage { try TrustWire.decode(xml: TrustWire.encode(message)) }
+        guard case .send(let hello) = a.start(now: now),
+            case .verifyChain(let chain1, let jid1, _) = b.received(try wire(hello), now: now),
+            case .send(let result) = b.chainVerified(await verifier2.verify(chain: chain1, peerJID: jid1, at: now), now: now),
+            case .verifyChain(let chain2, let jid2, _) = a.received(try wire(result), now: now),
+            case .send(let finish) = a.chainVerified(await verifier1.verify(chain: chain2, peerJID: jid2, at: now), now: now),
+            case .trust(_, let ok?) = b.received(try wire(finish), now: now),
+            case .trust = a.received(try wire(ok), now: now)
+        else { throw TrustRefusal(.unexpectedMessage, "benchmark handshake failed") }
+    }
+
+    static func measure(_ name: String, _ iterations: Int, _ body: () throws -> Void) rethrows -> Figure {
+        let clock = ContinuousClock()
+        for _ in 0..<max(10, iterations / 10) { try body() }
+        var samples: [Duration] = []
+        samples.reserveCapacity(iterations)
+        for _ in 0..<iterations {
+            let start = clock.now
+            try body()
+            samples.append(clock.now - start)
+        }
+        return figure(name, samples)
+    }
+
+    static func measureAsync(_ name: String, _ iterations: Int, _ body: () async -> Void) async -> Figure {
+        let clock = ContinuousClock()
+        for _ in 0..<max(5, iterations / 10) { await body() }
+        var samples: [Duration] = []
+        samples.reserveCapacity(iterations)
+        for _ in 0..<iterations {
+            let start = clock.now
+            await body()
+            samples.append(clock.now - start)
+        }
+        return figure(name, samples)
+    }
+
+    static func figure(_ name: String, _ samples: [Duration]) -> Figure {
+        let sorted = samples.sorted()
+        return Figure(name: name, median: sorted[sorted.count / 2], p90: sorted[sorted.count * 9 / 10])
+    }
+
+    static func micros(_ duration: Duration) -> String { String(format: "%.1f", microseconds(duration)) }
+
+    /// Via `components`: `Duration.attoseconds` needs macOS 15, the package supports macOS 14.
+    static func microseconds(_ duration: Duration) -> Double {
+        let (seconds, attoseconds) = duration.components
+        return Double(seconds) * 1e6 + Double(attoseconds) / 1e12
+    }
+}

@@ -1,0 +1,86 @@
+import ArgumentParser
+import Foundation
+import Storage
+import Trust
+
+/// `intercloud trust list|show|revoke|allow|distrust`: operator decisions on peer pins, written to
+/// the broker database (safe while the broker runs: WAL, and the broker reads pins on every check).
+/// Thin over `Trust.TrustOperator`. To be switched to `--config FILE` once the broker config exists.
+struct TrustCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trust",
+        abstract: "List and decide on pinned peers.",
+        subcommands: [List.self, Show.self, Revoke.self, Allow.self, Distrust.self]
+    )
+
+    struct DatabaseOptions: ParsableArguments {
+        @Option(help: "Path of the broker database.") var database: String
+
+        func open() throws -> TrustOperator {
+            let pool = try IntercloudDatabase.open(path: database, schema: [TrustSchema.self, AuditSchema.self])
+            return TrustOperator(store: TrustStore(database: pool), audit: AuditLog(database: pool))
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List pinned and refused peers.")
+        @OptionGroup var options: DatabaseOptions
+        @Option(help: "Only this state: trusted, revoked, distrusted.") var state: String?
+
+        func run() async throws {
+            let filter = try state.map { value -> PinState in
+                guard let state = PinState(rawValue: value) else { throw ValidationError("unknown state \(value)") }
+                return state
+            }
+            print(TrustOperator.table(try options.open().list(state: filter)), terminator: "")
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one peer's pin and its certificate.")
+        @OptionGroup var options: DatabaseOptions
+        @Argument(help: "Peer JID.") var jid: String
+
+        func run() async throws {
+            guard let pin = try options.open().show(jid) else { throw ValidationError("no pin for \(jid)") }
+            print("jid:         \(pin.jid)\nstate:       \(pin.state.rawValue)\nnote:        \(pin.note)")
+            if let leaf = try pin.leaf() { print(CertificateSummary(leaf).text) }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a peer's pin: its envelopes and handshakes are refused.")
+        @OptionGroup var options: DatabaseOptions
+        @Argument(help: "Peer JID.") var jid: String
+        @Option(help: "Why (kept with the pin and in the audit log).") var note: String = ""
+
+        func run() async throws {
+            guard try options.open().revoke(jid, note: note, at: Date()) else { throw ValidationError("no pin for \(jid)") }
+            print("revoked \(jid)")
+        }
+    }
+
+    struct Allow: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Lift a revoke or distrust.")
+        @OptionGroup var options: DatabaseOptions
+        @Argument(help: "Peer JID.") var jid: String
+        @Option(help: "Why.") var note: String = ""
+
+        func run() async throws {
+            let pin = try options.open().allow(jid, note: note, at: Date())
+            print(pin.map { "\($0.jid) trusted again (\($0.fingerprint ?? ""))" } ?? "\(jid) forgotten; its next handshake decides")
+        }
+    }
+
+    struct Distrust: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Refuse a JID whether or not it is pinned.")
+        @OptionGroup var options: DatabaseOptions
+        @Argument(help: "Peer JID.") var jid: String
+        @Option(help: "Why.") var note: String = ""
+
+        func run() async throws {
+            try options.open().distrust(jid, note: note, at: Date())
+            print("distrusted \(jid)")
+        }
+    }
+}
