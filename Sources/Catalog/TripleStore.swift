@@ -266,9 +266,23 @@ public final class TripleStore: @unchecked Sendable {
         let graphID = graph.map { dictionary.intern(.iri($0)) } ?? 0
         var set = graphTriples[graphID] ?? []
         graphTriples[graphID] = nil  // keep the set uniquely referenced while mutating it
+        // Documents repeat subjects on consecutive lines and use few predicates: remembering the
+        // last subject and recent predicates skips most dictionary hashing during bulk loads.
+        var lastSubject: (Term, Int)? = nil
+        var recentPredicates: [(Term, Int)] = []
         for triple in triples {
-            let s = dictionary.intern(map(triple.subject))
-            let p = dictionary.intern(map(triple.predicate))
+            let subjectTerm = map(triple.subject)
+            let s: Int
+            if let last = lastSubject, last.0 == subjectTerm { s = last.1 } else {
+                s = dictionary.intern(subjectTerm)
+                lastSubject = (subjectTerm, s)
+            }
+            let predicateTerm = triple.predicate
+            let p: Int
+            if let hit = recentPredicates.first(where: { $0.0 == predicateTerm }) { p = hit.1 } else {
+                p = dictionary.intern(predicateTerm)
+                if recentPredicates.count < 32 { recentPredicates.append((predicateTerm, p)) }
+            }
             let o = dictionary.intern(map(triple.object))
             set.insert(IndexKey(first: Int32(s), second: Int32(p), third: Int32(o)))
         }

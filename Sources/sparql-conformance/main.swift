@@ -263,9 +263,69 @@ func runQueryCommand(_ arguments: [String]) -> Int32 {
     }
 }
 
+/// `bench --data FILE --query NAME=@FILE... [--runs N]`: load time and median query times (ms) as JSON.
+func runBenchCommand(_ arguments: [String]) -> Int32 {
+    var dataFile = ""
+    var queries: [(String, String)] = []
+    var runs = 7
+    var index = 0
+    while index + 1 < arguments.count {
+        let value = arguments[index + 1]
+        switch arguments[index] {
+        case "--data": dataFile = value
+        case "--runs": runs = Int(value) ?? runs
+        case "--query":
+            let parts = value.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { return 2 }
+            let text = parts[1].hasPrefix("@") ? ((try? String(contentsOfFile: String(parts[1].dropFirst()), encoding: .utf8)) ?? "") : parts[1]
+            queries.append((parts[0], text))
+        default: return 2
+        }
+        index += 2
+    }
+    func milliseconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+    }
+    let clock = ContinuousClock()
+    var loadTimes: [Double] = []
+    var store = TripleStore()
+    for _ in 0..<max(1, runs / 2) {
+        store = TripleStore()
+        let start = clock.now
+        do { try load(URL(fileURLWithPath: dataFile), into: store) } catch { print("error: \(error)"); return 1 }
+        _ = store.snapshot()  // indexes are built lazily: include them in the load time
+        loadTimes.append(milliseconds(clock.now - start))
+    }
+    let engine = SPARQLEngine(store)
+    var parts: [String] = []
+    for (name, text) in queries {
+        var times: [Double] = []
+        var rows = 0
+        for _ in 0..<runs {
+            let start = clock.now
+            do {
+                let result = try engine.execute(query: text, limits: .unlimited)
+                if case .solutions(let table) = result { rows = table.rows.count }
+            } catch {
+                print("error in \(name): \(error)")
+                return 1
+            }
+            times.append(milliseconds(clock.now - start))
+        }
+        times.sort()
+        parts.append("\"\(name)\":{\"median_ms\":\(times[times.count / 2]),\"rows\":\(rows)}")
+    }
+    loadTimes.sort()
+    print("{\"triples\":\(store.count),\"load_ms\":\(loadTimes[loadTimes.count / 2]),\"queries\":{\(parts.joined(separator: ","))}}")
+    return 0
+}
+
 var arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.first == "query" {
     exit(runQueryCommand(Array(arguments.dropFirst())))
+}
+if arguments.first == "bench" {
+    exit(runBenchCommand(Array(arguments.dropFirst())))
 }
 let verbose = arguments.contains("-v")
 arguments.removeAll { $0 == "-v" }

@@ -102,6 +102,38 @@ final class Evaluator {
         return id
     }
 
+    /// Parsed numeric values of store terms, by id, filled on first use: filters and ORDER BY
+    /// over numbers would otherwise re-parse the same lexical forms for every row.
+    private enum CachedNumeric { case unknown, notNumeric, value(Numeric) }
+    // Plain stored arrays, allocated on first use: a `lazy var` would copy the array on every write.
+    private var numericCache: [CachedNumeric] = []
+
+    func numeric(id: Int) -> Numeric? {
+        if id >= localBase { return term(id).literal.flatMap(Numeric.init) }
+        if numericCache.isEmpty { numericCache = Array(repeating: .unknown, count: localBase) }
+        switch numericCache[id] {
+        case .value(let value): return value
+        case .notNumeric: return nil
+        case .unknown:
+            let value = dictionary.term(id).literal.flatMap(Numeric.init)
+            numericCache[id] = value.map(CachedNumeric.value) ?? .notNumeric
+            return value
+        }
+    }
+
+    /// Sort keys by id, for ORDER BY / MIN / MAX over store terms.
+    private var sortKeyCache: [SortKey?] = []
+
+    func sortKey(id: Int) -> SortKey {
+        if id == 0 { return .unbound }
+        if id >= localBase { return SortKey(term(id)) }
+        if sortKeyCache.isEmpty { sortKeyCache = Array(repeating: nil, count: localBase) }
+        if let cached = sortKeyCache[id] { return cached }
+        let key = SortKey(dictionary.term(id))
+        sortKeyCache[id] = key
+        return key
+    }
+
     // MARK: Limits
 
     @inline(__always) func tick() throws(QueryError) {
@@ -732,16 +764,23 @@ final class Evaluator {
     // MARK: ORDER BY
 
     func order(_ solutions: Solutions, _ conditions: [OrderCondition], limit: Int?) throws(QueryError) -> Solutions {
-        var keys: [[SortKey]] = []
-        keys.reserveCapacity(solutions.count)
-        for index in 0..<solutions.count {
-            try tick()
-            let view = RowRef(data: solutions.data, base: index * width)
-            keys.append(conditions.map { SortKey(evaluate($0.expression, view)) })
+        // Keys are computed once per row, stored condition-major (keys[c * n + row]).
+        let n = solutions.count
+        var keys: [SortKey] = []
+        keys.reserveCapacity(n * conditions.count)
+        for condition in conditions {
+            for index in 0..<n {
+                try tick()
+                if case .variable(let slot) = condition.expression {
+                    keys.append(sortKey(id: solutions.value(index, slot)))
+                } else {
+                    keys.append(SortKey(evaluate(condition.expression, RowRef(data: solutions.data, base: index * width))))
+                }
+            }
         }
         func less(_ a: Int, _ b: Int) -> Bool {
             for (position, condition) in conditions.enumerated() {
-                let x = keys[a][position], y = keys[b][position]
+                let x = keys[position * n + a], y = keys[position * n + b]
                 if x == y { continue }
                 return condition.ascending ? x < y : y < x
             }

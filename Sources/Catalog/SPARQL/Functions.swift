@@ -58,10 +58,22 @@ extension Evaluator {
             guard let value = evaluate(a, row).flatMap(Self.booleanValue) else { return nil }
             return .boolean(!value)
         case .compare(let op, let a, let b):
+            // Fast path: both sides numeric (the common catalog filter), using cached values.
+            if let x = numericOperand(a, row), let y = numericOperand(b, row) {
+                guard let order = Numeric.compare(x, y) else { return op == .notEqual ? .boolean(true) : (op == .equal ? .boolean(false) : nil) }
+                switch op {
+                case .equal: return .boolean(order == 0)
+                case .notEqual: return .boolean(order != 0)
+                case .less: return .boolean(order < 0)
+                case .greater: return .boolean(order > 0)
+                case .lessOrEqual: return .boolean(order <= 0)
+                case .greaterOrEqual: return .boolean(order >= 0)
+                }
+            }
             guard let x = evaluate(a, row), let y = evaluate(b, row) else { return nil }
             return compare(op, x, y).map(Term.boolean)
         case .arithmetic(let op, let a, let b):
-            guard let x = evaluate(a, row)?.literal.flatMap(Numeric.init), let y = evaluate(b, row)?.literal.flatMap(Numeric.init) else { return nil }
+            guard let x = numericOperand(a, row), let y = numericOperand(b, row) else { return nil }
             return Numeric.arithmetic(op, x, y)?.term
         case .negate(let a):
             guard let x = evaluate(a, row)?.literal.flatMap(Numeric.init) else { return nil }
@@ -88,6 +100,19 @@ extension Evaluator {
             return .boolean(exists(pattern, row) != negated)
         case .call(let name, let args):
             return call(name, args, row)
+        }
+    }
+
+    /// The numeric value of an operand, if it is a number; uses the per-id cache for variables.
+    @inline(__always) func numericOperand(_ expression: Expression, _ row: RowRef) -> Numeric? {
+        switch expression {
+        case .variable(let slot):
+            let value = row[slot]
+            return value == 0 ? nil : numeric(id: value)
+        case .constant(.literal(let literal)):
+            return Numeric(literal)
+        default:
+            return evaluate(expression, row)?.literal.flatMap(Numeric.init)
         }
     }
 

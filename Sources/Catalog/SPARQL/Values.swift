@@ -42,12 +42,12 @@ enum Numeric {
     init?(_ literal: Literal) {
         let datatype = literal.datatype
         guard datatype.hasPrefix(Vocabulary.xsd) else { return nil }
-        let text = literal.lexical.trimmingCharacters(in: .whitespaces)
+        let text = literal.lexical.utf8.contains(0x20) ? literal.lexical.trimmingCharacters(in: .whitespaces) : literal.lexical
         if datatype == Vocabulary.xsdInteger || Numeric.integerTypes.contains(datatype) {
             guard Numeric.isIntegerLexical(text), let value = Int(text.hasPrefix("+") ? String(text.dropFirst()) : text) else { return nil }
             self = .integer(value)
         } else if datatype == Vocabulary.xsdDecimal {
-            guard Numeric.isDecimalLexical(text), let value = Decimal(string: text, locale: Locale(identifier: "en_US_POSIX")) else { return nil }
+            guard let value = Numeric.parseDecimal(text) else { return nil }
             self = .decimal(value)
         } else if datatype == Vocabulary.xsdDouble || datatype == Vocabulary.xsdFloat {
             let value: Double
@@ -63,6 +63,36 @@ enum Numeric {
         } else {
             return nil
         }
+    }
+
+    /// xsd:decimal lexical form to Decimal. Builds the value from an integer mantissa and a scale,
+    /// which is far cheaper than Foundation's locale-aware string parsing (this runs per row).
+    static func parseDecimal(_ text: String) -> Decimal? {
+        var mantissa: UInt64 = 0
+        var scale: Int16 = 0
+        var digits = 0
+        var negative = false
+        var seenDot = false
+        var index = 0
+        for byte in text.utf8 {
+            defer { index += 1 }
+            switch byte {
+            case 0x2B where index == 0: continue
+            case 0x2D where index == 0: negative = true
+            case 0x2E where !seenDot: seenDot = true
+            case 0x30...0x39:
+                if digits >= 18 {
+                    guard isDecimalLexical(text) else { return nil }
+                    return Decimal(string: text, locale: Locale(identifier: "en_US_POSIX"))
+                }
+                mantissa = mantissa * 10 + UInt64(byte - 0x30)
+                if mantissa != 0 || seenDot { digits += mantissa == 0 ? 0 : 1 }
+                if seenDot { scale += 1 }
+            default: return nil
+            }
+        }
+        guard index > (negative || text.hasPrefix("+") ? 1 : 0), text != "." , text != "-.", text != "+." else { return nil }
+        return Decimal(sign: negative ? .minus : .plus, exponent: -Int(scale), significand: Decimal(mantissa))
     }
 
     static func isIntegerLexical(_ text: String) -> Bool {
