@@ -65,6 +65,7 @@ def bench_oxigraph(path, runs):
 
 def bench_rdflib(path, runs):
     import rdflib
+    from rdflib.plugins.sparql import prepareQuery
 
     def load():
         graph = rdflib.Graph()
@@ -74,7 +75,7 @@ def bench_rdflib(path, runs):
     load_ms, graph = timed(load, 1)
     results = {}
     for shape in SHAPES:
-        prepared = rdflib.plugins.sparql.prepareQuery(query_text(shape))
+        prepared = prepareQuery(query_text(shape))
         ms, rows = timed(lambda: len(list(graph.query(prepared))), runs)
         results[shape] = (ms, rows)
     return load_ms, results

@@ -141,6 +141,14 @@ final class Evaluator {
         if ticks & 0x3FF == 0 { try checkLimits() }
     }
 
+    /// For loops inside non-throwing index callbacks: the error to stop with, checked every 4096 calls.
+    @inline(__always) func pendingStop() -> QueryError? {
+        ticks &+= 1
+        guard ticks & 0xFFF == 0 else { return nil }
+        do { try checkLimits() } catch { return error }
+        return nil
+    }
+
     func checkLimits() throws(QueryError) {
         if Task.isCancelled { throw .cancelled }
         if ContinuousClock.now > deadline { throw .limitExceeded("query ran longer than \(limits.timeout)") }
@@ -411,6 +419,7 @@ final class Evaluator {
                 if s >= localBase || p >= localBase || o >= localBase { continue }
                 var failure: QueryError?
                 activeGraph.match(s, p, o) { ts, tp, to in
+                    if let stop = self.pendingStop() { failure = stop; return false }
                     // Repeated variables within the pattern must bind the same term.
                     if s == 0 && p == 0 && ss == ps && ts != tp { return true }
                     if s == 0 && o == 0 && ss == os && ts != to { return true }
@@ -543,6 +552,7 @@ final class Evaluator {
             try tick()
             guard let matches = table[hashKey(left.data, l * width, plan.keySlots)] else { continue }
             for r in matches where compatible(left.data, l * width, right.data, r * width, plan.checkSlots) {
+                try tick()
                 appendMerged(&output, left, l, right, r)
             }
             if output.count > limits.maxIntermediateRows { try checkSize(output) }
@@ -561,6 +571,7 @@ final class Evaluator {
             let candidates = table.map { $0[hashKey(left.data, l * width, plan.keySlots)] ?? [] } ?? allRight
             var matched = false
             for r in candidates where compatible(left.data, l * width, right.data, r * width, plan.checkSlots) {
+                try tick()
                 appendMerged(&output, left, l, right, r)
                 if let condition, !passes([condition], output.data, output.data.count - width) {
                     output.data.removeLast(width)
