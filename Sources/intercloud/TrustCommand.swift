@@ -42,7 +42,7 @@ struct TrustCommand: AsyncParsableCommand {
         @Argument(help: "Peer JID.") var jid: String
 
         func run() async throws {
-            guard let pin = try options.open().show(jid) else { throw ValidationError("no pin for \(jid)") }
+            guard let pin = try options.open().show(jid) else { throw TrustCommandFailure("no pin for \(jid)") }
             print("jid:         \(pin.jid)\nstate:       \(pin.state.rawValue)\nnote:        \(pin.note)")
             if let leaf = try pin.leaf() { print(CertificateSummary(leaf).text) }
         }
@@ -55,7 +55,7 @@ struct TrustCommand: AsyncParsableCommand {
         @Option(help: "Why (kept with the pin and in the audit log).") var note: String = ""
 
         func run() async throws {
-            guard try options.open().revoke(jid, note: note, at: Date()) else { throw ValidationError("no pin for \(jid)") }
+            guard try options.open().revoke(jid, note: note, at: Date()) else { throw TrustCommandFailure("no pin for \(jid)") }
             print("revoked \(jid)")
         }
     }
@@ -83,4 +83,10 @@ struct TrustCommand: AsyncParsableCommand {
             print("distrusted \(jid)")
         }
     }
+}
+
+/// A failure reported without the usage text (the arguments were fine; the state was not).
+struct TrustCommandFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }

@@ -44,6 +44,14 @@ public struct PayloadElement: Sendable, Hashable {
     }
 
     static func escape(_ string: String) -> String {
+        // Fast path: base64 and most attribute values need no escaping.
+        let needsEscaping = string.utf8.contains { byte in
+            switch byte {
+            case UInt8(ascii: "&"), UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "'"), UInt8(ascii: "\""): true
+            default: false
+            }
+        }
+        if !needsEscaping { return string }
         var out = ""
         out.reserveCapacity(string.utf8.count)
         for character in string {
@@ -66,15 +74,33 @@ public struct PayloadElement: Sendable, Hashable {
     /// Parses one element (the payload's root). Inputs above `maxBytes` are refused before parsing.
     public static func parse(_ xml: String, maxBytes: Int = 1 << 20) throws -> PayloadElement {
         guard xml.utf8.count <= maxBytes else { throw ParseError(description: "payload larger than \(maxBytes) bytes") }
+        if let element = PayloadParser.parse(xml) { return element }
+        return try parseWithXMLParser(xml)
+    }
+
+    /// Foundation's parser: the reference for everything `PayloadParser` declines.
+    static func parseWithXMLParser(_ xml: String) throws -> PayloadElement {
+        // libxml2 stops quietly after the first root element, so trailing content would pass
+        // unnoticed. Wrapping the document in an element of our own makes everything inside count:
+        // exactly one child element and no text are then required. A leading XML declaration has
+        // to go first (it is only legal at the very start).
+        var body = Substring(xml).drop(while: { $0.isWhitespace })
+        if body.hasPrefix("<?xml") {
+            guard let end = body.range(of: "?>") else { throw ParseError(description: "unterminated XML declaration") }
+            body = body[end.upperBound...]
+        }
         let builder = Builder()
-        let parser = XMLParser(data: Data(xml.utf8))
+        let parser = XMLParser(data: Data(("<payload-wrapper>" + body + "</payload-wrapper>").utf8))
         parser.shouldProcessNamespaces = true
         parser.shouldResolveExternalEntities = false
         parser.delegate = builder
-        guard parser.parse(), let root = builder.root else {
+        guard parser.parse(), builder.error == nil, let wrapper = builder.root else {
             throw ParseError(description: parser.parserError.map { "\($0)" } ?? builder.error ?? "no element")
         }
-        return root
+        guard wrapper.children.count == 1, wrapper.text.isEmpty else {
+            throw ParseError(description: "expected exactly one root element")
+        }
+        return wrapper.children[0]
     }
 
     /// XMLParser delegate building the tree; lives only for one `parse` call on one thread.
@@ -87,7 +113,7 @@ public struct PayloadElement: Sendable, Hashable {
             _ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?,
             qualifiedName: String?, attributes: [String: String] = [:]
         ) {
-            guard stack.count < 16 else { error = "nesting too deep"; parser.abortParsing(); return }
+            guard stack.count < 17 else { error = "nesting too deep"; parser.abortParsing(); return }
             let namespace = namespaceURI.flatMap { $0.isEmpty ? nil : $0 }
             stack.append(PayloadElement(name: elementName, namespace: namespace, attributes: attributes))
         }

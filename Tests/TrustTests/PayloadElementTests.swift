@@ -1,0 +1,44 @@
+import Foundation
+import Testing
+
+@testable import Trust
+
+/// The fast payload parser must agree with Foundation's XMLParser on everything it accepts, and
+/// decline (so XMLParser decides) everything outside its subset.
+@Suite struct PayloadElementTests {
+    @Test(arguments: [
+        "<ok xmlns='urn:intercloud:trust:0' session='AAAA'/>",
+        "<?xml version='1.0'?>\n<a xmlns=\"urn:x\" k=\"v&amp;w\"> <b>t&lt;1&#65;&#x42;</b><c xmlns='urn:y'/> tail </a>",
+        "<signed xmlns='urn:intercloud:envelope:0' ns='urn:intercloud:catalog:0' ts='1' nonce='AAAAAAAAAAA=' sig='AQ=='>QUJD</signed>",
+        "<a><b><c>deep</c></b><b/></a>",
+        "<a x='1'   y = '2'/>".replacingOccurrences(of: " = ", with: "="),
+    ])
+    func agreesWithXMLParser(_ xml: String) throws {
+        let fast = try #require(PayloadParser.parse(xml))
+        #expect(fast == (try PayloadElement.parseWithXMLParser(xml)))
+    }
+
+    @Test(arguments: [
+        "<a><!-- comment --></a>",
+        "<a><![CDATA[x]]></a>",
+        "<p:a xmlns:p='urn:x'/>",
+        "<a>&nbsp;</a>",
+        "<a></b>",
+        "<a x='1' x='2'/>",
+        "<a>",
+        "<a/><b/>",
+        "<!DOCTYPE a [<!ENTITY e 'x'>]><a>&e;</a>",
+    ])
+    func declinesOutsideItsSubset(_ xml: String) {
+        #expect(PayloadParser.parse(xml) == nil)
+    }
+
+    @Test func fallbackStillParsesValidXML() throws {
+        let element = try PayloadElement.parse("<a xmlns='urn:x'><!-- note --><b>1</b></a>")
+        #expect(element.namespace == "urn:x" && element.child(named: "b")?.text == "1")
+        let prefixed = try PayloadElement.parse("<p:a xmlns:p='urn:x' k='v'/>")
+        #expect(prefixed.name == "a" && prefixed.namespace == "urn:x")
+        #expect(throws: (any Error).self) { try PayloadElement.parse("<a></b>") }
+        #expect(throws: (any Error).self) { try PayloadElement.parse("<a/><b/>") }
+    }
+}
