@@ -15,8 +15,8 @@ let localTargetDependencies: [String: [String]] = [
     "Providers": ["CLibvirt", "Storage"],
     "Broker": ["XMPP", "Storage", "Trust", "Catalog", "Providers"],
     "intercloud": ["Broker"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
-    "XMPPTests": ["XMPP"], "StorageTests": ["Storage"], "TrustTests": ["Trust"],
-    "CatalogTests": ["Catalog"], "ProvidersTests": ["Providers"], "BrokerTests": ["Broker", "XMPP"],
+    "TestSupport": [], "XMPPTests": ["XMPP", "TestSupport"], "StorageTests": ["Storage"], "TrustTests": ["Trust"],
+    "CatalogTests": ["Catalog"], "ProvidersTests": ["Providers"], "BrokerTests": ["Broker", "XMPP", "TestSupport"],
 ]
 
 func selectedTargets() -> Set<String>? {
@@ -33,7 +33,7 @@ func selectedTargets() -> Set<String>? {
 
 let package = Package(
     name: "Intercloud",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "intercloud", targets: ["intercloud"]),
         .executable(name: "sparql-conformance", targets: ["sparql-conformance"]),
@@ -63,6 +63,7 @@ let package = Package(
             name: "XMPP",
             dependencies: [
                 "CStrophe",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -137,12 +138,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        .testTarget(name: "XMPPTests", dependencies: ["XMPP"], swiftSettings: swiftSettings),
+        // Starts the real services tests talk to (Prosody), shared by the integration tests.
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: swiftSettings),
+        .testTarget(name: "XMPPTests", dependencies: ["XMPP", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "StorageTests", dependencies: ["Storage"], swiftSettings: swiftSettings),
         .testTarget(name: "TrustTests", dependencies: ["Trust"], swiftSettings: swiftSettings),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog"], swiftSettings: swiftSettings),
         .testTarget(name: "ProvidersTests", dependencies: ["Providers"], swiftSettings: swiftSettings),
-        .testTarget(name: "BrokerTests", dependencies: ["Broker", "XMPP"], swiftSettings: swiftSettings),
+        .testTarget(name: "BrokerTests", dependencies: ["Broker", "XMPP", "TestSupport"], swiftSettings: swiftSettings),
     ]
 )
 

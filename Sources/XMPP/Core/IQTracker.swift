@@ -1,0 +1,81 @@
+/// Tracks IQ requests awaiting a result, with per-request deadlines.
+///
+/// A value-type state machine: it stores request ids, expected responders and deadlines, never
+/// continuations; the runtime keeps the continuations keyed by id and performs the returned actions.
+/// Time is passed in.
+public struct IQTracker<Instant: Comparable & Sendable>: Sendable {
+    struct Pending: Sendable {
+        var expectedFrom: String?
+        var deadline: Instant
+        var sessionEpoch: Int
+    }
+
+    public enum Outcome: Equatable, Sendable {
+        /// Deliver the response to the waiting request.
+        case deliver(id: String)
+        /// The response did not come from the entity the request was sent to (RFC 6120 §8.1.2.1):
+        /// ignore it; a spoofed result must not complete the request.
+        case ignoreSpoofed(id: String, from: String?)
+        /// No request with this id is pending (late, duplicate or unsolicited): drop it.
+        case ignoreUnknown(id: String)
+    }
+
+    private var pending: [String: Pending] = [:]
+
+    public init() {}
+
+    public var count: Int { pending.count }
+    public func isPending(_ id: String) -> Bool { pending[id] != nil }
+
+    /// Registers a request sent to `to` (nil: our own server/account) during session `epoch`.
+    public mutating func sent(id: String, to: String?, deadline: Instant, sessionEpoch: Int) {
+        pending[id] = Pending(expectedFrom: to, deadline: deadline, sessionEpoch: sessionEpoch)
+    }
+
+    /// A result or error arrived. `ownBareJID` and `ownDomain` are accepted as responders for requests
+    /// sent without a `to` (addressed to our own account or server).
+    public mutating func received(id: String, from: String?, ownBareJID: String, ownDomain: String) -> Outcome {
+        guard let request = pending[id] else { return .ignoreUnknown(id: id) }
+        let acceptable: Bool
+        switch request.expectedFrom {
+        case nil:
+            acceptable = from == nil || from == ownBareJID || from == ownDomain
+        case let expected?:
+            // A request to a bare JID may be answered by the bare JID; to a full JID, by that full JID.
+            acceptable = from == expected || (from == nil && expected == ownBareJID)
+        }
+        guard acceptable else { return .ignoreSpoofed(id: id, from: from) }
+        pending[id] = nil
+        return .deliver(id: id)
+    }
+
+    /// The caller gave up (task cancelled): forget the request.
+    public mutating func cancelled(id: String) -> Bool {
+        pending.removeValue(forKey: id) != nil
+    }
+
+    /// Requests whose deadline has passed, removed from the tracker.
+    public mutating func expire(now: Instant) -> [String] {
+        let expired = pending.filter { $0.value.deadline <= now }.map(\.key).sorted()
+        for id in expired { pending[id] = nil }
+        return expired
+    }
+
+    /// A new session began that did not resume the old one: requests sent in earlier sessions can
+    /// never be answered, so they fail now rather than at their deadline.
+    public mutating func sessionReplaced(newEpoch: Int) -> [String] {
+        let lost = pending.filter { $0.value.sessionEpoch < newEpoch }.map(\.key).sorted()
+        for id in lost { pending[id] = nil }
+        return lost
+    }
+
+    /// The earliest deadline, so the event loop knows how long it may sleep.
+    public var nextDeadline: Instant? { pending.values.map(\.deadline).min() }
+
+    /// Every pending request, removed (shutdown).
+    public mutating func removeAll() -> [String] {
+        let all = pending.keys.sorted()
+        pending.removeAll()
+        return all
+    }
+}

@@ -1,0 +1,116 @@
+/// A Jabber ID (RFC 7622): `localpart@domainpart/resourcepart`.
+///
+/// Parsing is strict because JIDs arrive from the network: each part is bounded to 1023 bytes,
+/// the domain must be non-empty and free of characters no domain can hold, and the localpart may
+/// not contain the characters RFC 7622 §3.3.1 forbids. Comparison is on the normalized form
+/// (lower-cased local and domain parts; full Unicode PRECIS mapping is not attempted).
+public struct JID: Sendable, Hashable, Comparable, CustomStringConvertible, Codable {
+    public let localpart: String?
+    public let domainpart: String
+    public let resourcepart: String?
+
+    public enum ParseError: Error, Equatable, CustomStringConvertible {
+        case empty
+        case emptyPart(String)
+        case tooLong(String)
+        case forbiddenCharacter(Character, part: String)
+
+        public var description: String {
+            switch self {
+            case .empty: "empty JID"
+            case .emptyPart(let part): "empty \(part) in JID"
+            case .tooLong(let part): "JID \(part) longer than 1023 bytes"
+            case .forbiddenCharacter(let character, let part): "character '\(character)' not allowed in JID \(part)"
+            }
+        }
+    }
+
+    public init(_ string: String) throws(ParseError) {
+        guard !string.isEmpty else { throw .empty }
+        var rest = Substring(string)
+        var resource: String?
+        if let slash = rest.firstIndex(of: "/") {
+            resource = String(rest[rest.index(after: slash)...])
+            rest = rest[..<slash]
+            guard !(resource ?? "").isEmpty else { throw .emptyPart("resourcepart") }
+        }
+        var local: String?
+        if let at = rest.firstIndex(of: "@") {
+            local = String(rest[..<at])
+            rest = rest[rest.index(after: at)...]
+            guard !(local ?? "").isEmpty else { throw .emptyPart("localpart") }
+        }
+        var domain = String(rest)
+        if domain.hasSuffix(".") { domain.removeLast() }
+        guard !domain.isEmpty else { throw .emptyPart("domainpart") }
+        try JID.validate(local: local, domain: domain, resource: resource)
+        self.localpart = local?.lowercased()
+        self.domainpart = domain.lowercased()
+        self.resourcepart = resource
+    }
+
+    public init(localpart: String?, domainpart: String, resourcepart: String? = nil) throws(ParseError) {
+        guard !domainpart.isEmpty else { throw .emptyPart("domainpart") }
+        try JID.validate(local: localpart, domain: domainpart, resource: resourcepart)
+        self.localpart = localpart?.lowercased()
+        self.domainpart = domainpart.lowercased()
+        self.resourcepart = resourcepart
+    }
+
+    private static func validate(local: String?, domain: String, resource: String?) throws(ParseError) {
+        for (part, value) in [("localpart", local), ("domainpart", domain), ("resourcepart", resource)] {
+            guard let value else { continue }
+            if value.utf8.count > 1023 { throw .tooLong(part) }
+            for character in value where character.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+                throw .forbiddenCharacter(character, part: part)
+            }
+        }
+        if let local {
+            for character in local where "\"&'/:<>@ ".contains(character) {
+                throw .forbiddenCharacter(character, part: "localpart")
+            }
+        }
+        for character in domain where "@/ <>'\"&\\".contains(character) {
+            throw .forbiddenCharacter(character, part: "domainpart")
+        }
+    }
+
+    public var bare: JID {
+        JID(uncheckedLocal: localpart, domain: domainpart, resource: nil)
+    }
+
+    public var isBare: Bool { resourcepart == nil }
+
+    public func with(resource: String) throws(ParseError) -> JID {
+        try JID(localpart: localpart, domainpart: domainpart, resourcepart: resource)
+    }
+
+    private init(uncheckedLocal: String?, domain: String, resource: String?) {
+        self.localpart = uncheckedLocal
+        self.domainpart = domain
+        self.resourcepart = resource
+    }
+
+    public var description: String {
+        var result = ""
+        if let localpart { result += localpart + "@" }
+        result += domainpart
+        if let resourcepart { result += "/" + resourcepart }
+        return result
+    }
+
+    public static func < (lhs: JID, rhs: JID) -> Bool { lhs.description < rhs.description }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        let string = try container.decode(String.self)
+        do { self = try JID(string) } catch {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: error.description)
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}

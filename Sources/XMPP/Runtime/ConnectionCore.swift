@@ -1,0 +1,331 @@
+import CStrophe
+import Foundation
+import Logging
+
+/// The loop-thread side of one client connection: owns the `xmpp_conn_t`, runs the lifecycle and
+/// IQ-tracking state machines, and performs their actions.
+final class ConnectionCore: @unchecked Sendable {
+    // @unchecked Sendable: created on any thread but, after `attach()`, every mutable property is
+    // read and written only on the XMPPRuntime loop thread (all entry points go through
+    // `runtime.submit` or libstrophe callbacks, which run on that thread).
+
+    typealias Instant = ContinuousClock.Instant
+
+    let configuration: XMPPClientConfiguration
+    let runtime: XMPPRuntime
+    let logger: Logger
+    private(set) var connection: OpaquePointer?
+
+    var descriptor: Int32 = -1
+    var sawResumed = false
+    private var connectPending = false
+    private var releasePending = false
+    private var lifecycle: ConnectionLifecycle<Instant>
+    private var tracker = IQTracker<Instant>()
+    private var continuations: [String: CheckedContinuation<Stanza, any Error>] = [:]
+    private var stopWaiters: [CheckedContinuation<Void, Never>] = []
+    private var onlineWaiters: [UUID: CheckedContinuation<Void, any Error>] = [:]
+    var iqHandlers: [String: RegisteredIQHandler] = [:]
+    var observers: [UUID: @Sendable (XMPPClient.Event) -> Void] = [:]
+    private var nextRequestNumber: UInt64 = 0
+    private(set) var boundJID: String = ""
+
+    init(configuration: XMPPClientConfiguration, runtime: XMPPRuntime, logger: Logger) {
+        self.configuration = configuration
+        self.runtime = runtime
+        self.logger = logger
+        self.lifecycle = ConnectionLifecycle(backoff: configuration.backoff)
+    }
+
+    var isSecured: Bool { connection.map { xmpp_conn_is_secured($0) != 0 } ?? false }
+    var isConnecting: Bool { if case .connecting = lifecycle.state { true } else { false } }
+    var wantsSocketPolling: Bool {
+        switch lifecycle.state {
+        case .connecting, .online, .stopping: true
+        default: false
+        }
+    }
+    var wantsWritable: Bool {
+        guard let connection else { return false }
+        return xmpp_conn_is_connecting(connection) != 0 || xmpp_conn_send_queue_len(connection) > 0
+    }
+
+    var nextDeadline: Instant? {
+        [tracker.nextDeadline, lifecycle.reconnectDeadline].compactMap { $0 }.min()
+    }
+
+    var ownBareJID: String { configuration.jid.bare.description }
+
+    // MARK: Lifecycle
+
+    func start() {
+        let conn = xmpp_conn_new(runtime.context)!
+        connection = conn
+        runtime.cores[conn] = self
+        xmpp_conn_set_jid(conn, configuration.jid.description)
+        xmpp_conn_set_pass(conn, configuration.password)
+        var flags: Int = 0
+        switch configuration.tls {
+        case .required(let caFile):
+            flags |= intercloud_flag_mandatory_tls
+            xmpp_conn_set_cafile(conn, caFile)
+            xmpp_conn_set_certfail_handler(conn, stropheCertificateFailure)
+        case .disabledForTesting:
+            flags |= intercloud_flag_disable_tls
+        case .trustAnyCertificateForTesting:
+            flags |= intercloud_flag_trust_tls
+        }
+        if !configuration.streamManagement { flags |= intercloud_flag_disable_sm }
+        xmpp_conn_set_flags(conn, flags)
+        xmpp_conn_set_sockopt_callback(conn, stropheSocketOptions)
+        xmpp_handler_add(conn, stropheStanzaHandler, nil, nil, nil, Unmanaged.passUnretained(self).toOpaque())
+        perform(lifecycle.start())
+    }
+
+    private func connect() {
+        guard let connection else { return }
+        descriptor = -1
+        sawResumed = false
+        connectPending = false
+        let result = xmpp_connect_client(
+            connection, configuration.host, configuration.port ?? 0, stropheConnectionHandler,
+            Unmanaged.passUnretained(self).toOpaque())
+        if result != 0 {
+            logger.warning("connect to \(configuration.host ?? configuration.jid.domainpart) failed to start (\(result))")
+            perform(lifecycle.disconnected(now: .now, jitter: Double.random(in: 0..<1), add: +))
+        }
+    }
+
+    func connectionEstablished() {
+        // Whether the session was resumed is only known once the whole `<resumed/>` element has
+        // been processed, so the decision waits until the end of this loop iteration.
+        connectPending = true
+        if let bound = connection.flatMap({ xmpp_conn_get_bound_jid($0) }) { boundJID = String(cString: bound) }
+    }
+
+    func connectionLost(reason: String) {
+        descriptor = -1
+        connectPending = false
+        let wasOnline = lifecycle.isOnline
+        let action = lifecycle.disconnected(now: .now, jitter: Double.random(in: 0..<1), add: +)
+        if wasOnline { logger.warning("connection lost: \(reason)") }
+        notify(.disconnected(reason: reason))
+        perform(action)
+    }
+
+    func afterIteration(now: Instant) {
+        if releasePending {
+            releasePending = false
+            if let connection {
+                runtime.cores[connection] = nil
+                xmpp_conn_release(connection)
+                self.connection = nil
+            }
+            let waiters = stopWaiters
+            stopWaiters.removeAll()
+            for waiter in waiters { waiter.resume() }
+            return
+        }
+        if connectPending {
+            connectPending = false
+            perform(lifecycle.connected(resumed: sawResumed))
+        }
+        for id in tracker.expire(now: now) {
+            continuations.removeValue(forKey: id)?.resume(throwing: XMPPError.timeout(requestID: id))
+        }
+        perform(lifecycle.tick(now: now))
+    }
+
+    func stop(_ waiter: CheckedContinuation<Void, Never>) {
+        stopWaiters.append(waiter)
+        perform(lifecycle.stop())
+    }
+
+    private func perform(_ action: ConnectionLifecycle<Instant>.Action) {
+        switch action {
+        case .startConnecting:
+            connect()
+        case .sessionStarted(let epoch, let failBefore):
+            for id in tracker.sessionReplaced(newEpoch: failBefore) {
+                continuations.removeValue(forKey: id)?.resume(throwing: XMPPError.sessionLost)
+            }
+            logger.info("session started as \(boundJID) (session \(epoch))")
+            resumeOnlineWaiters()
+            notify(.sessionStarted(epoch: epoch))
+        case .sessionResumed(let epoch):
+            logger.info("session resumed (XEP-0198) as \(boundJID) (session \(epoch))")
+            resumeOnlineWaiters()
+            notify(.sessionResumed(epoch: epoch))
+        case .scheduleReconnect(let at, let attempt):
+            let delay = at - .now
+            logger.info("reconnecting in \(delay) (attempt \(attempt + 1))")
+        case .sendUnavailableAndDisconnect:
+            if let connection {
+                if xmpp_conn_is_connected(connection) != 0 {
+                    send(Stanza.presence(type: "unavailable"))
+                }
+                xmpp_disconnect(connection)
+            }
+        case .finished:
+            for id in tracker.removeAll() {
+                continuations.removeValue(forKey: id)?.resume(throwing: XMPPError.stopped)
+            }
+            for (_, waiter) in onlineWaiters { waiter.resume(throwing: XMPPError.stopped) }
+            onlineWaiters.removeAll()
+            notify(.stopped)
+            // This runs inside libstrophe's disconnect callback: releasing the connection here would
+            // free memory libstrophe is still using. Release it after the loop iteration instead.
+            releasePending = true
+        case .none:
+            break
+        }
+    }
+
+    private func resumeOnlineWaiters() {
+        for (_, waiter) in onlineWaiters { waiter.resume() }
+        onlineWaiters.removeAll()
+    }
+
+    func waitUntilOnline(id: UUID, _ waiter: CheckedContinuation<Void, any Error>) {
+        if lifecycle.isOnline { waiter.resume() } else if case .stopped = lifecycle.state {
+            waiter.resume(throwing: XMPPError.stopped)
+        } else { onlineWaiters[id] = waiter }
+    }
+
+    func cancelOnlineWait(id: UUID) {
+        onlineWaiters.removeValue(forKey: id)?.resume(throwing: CancellationError())
+    }
+
+    private func notify(_ event: XMPPClient.Event) {
+        for observer in observers.values { observer(event) }
+    }
+
+    // MARK: Sending
+
+    func send(_ stanza: Stanza) {
+        guard let connection else { return }
+        let built = StropheBridge.stanza(from: stanza.element, context: runtime.context, parentNamespace: "jabber:client")
+        xmpp_send(connection, built)
+        xmpp_stanza_release(built)
+        runtime.activity = true
+    }
+
+    func makeRequestID() -> String {
+        nextRequestNumber += 1
+        return "ic\(nextRequestNumber)"
+    }
+
+    func sendRequest(
+        _ type: Stanza.IQType, to: JID?, payload: XMLElement, timeout: Duration, id: String,
+        continuation: CheckedContinuation<Stanza, any Error>
+    ) {
+        guard lifecycle.isOnline, connection != nil else {
+            continuation.resume(throwing: XMPPError.notConnected)
+            return
+        }
+        tracker.sent(id: id, to: to?.description, deadline: .now + timeout, sessionEpoch: lifecycle.currentEpoch)
+        continuations[id] = continuation
+        send(Stanza.iq(type, id: id, to: to, payload: payload))
+    }
+
+    func cancelRequest(id: String) {
+        if tracker.cancelled(id: id) {
+            continuations.removeValue(forKey: id)?.resume(throwing: CancellationError())
+        }
+    }
+
+    // MARK: Receiving
+
+    func received(_ raw: OpaquePointer) {
+        guard let name = xmpp_stanza_get_name(raw) else { return }
+        let isIQ = strcmp(name, "iq") == 0
+        guard isIQ || strcmp(name, "presence") == 0 || strcmp(name, "message") == 0 else { return }
+        let element: XMLElement
+        do {
+            element = try StropheBridge.element(from: raw, limit: configuration.maxInboundStanzaBytes)
+        } catch {
+            refuseOversized(raw, limit: error.limit)
+            return
+        }
+        let stanza = Stanza(element)
+        if isIQ { receivedIQ(stanza) } else { notify(.stanza(stanza)) }
+    }
+
+    private func refuseOversized(_ raw: OpaquePointer, limit: Int) {
+        let from = xmpp_stanza_get_from(raw).map { String(cString: $0) } ?? "?"
+        let type = xmpp_stanza_get_type(raw).map { String(cString: $0) }
+        let id = xmpp_stanza_get_id(raw).map { String(cString: $0) }
+        logger.warning("refused oversized stanza from \(from): over \(limit) bytes")
+        notify(.refused(from: from, reason: "stanza over \(limit) bytes"))
+        if xmpp_stanza_get_name(raw).map({ strcmp($0, "iq") == 0 }) == true, type == "get" || type == "set" {
+            var attributes: [(String, String)] = []
+            if let id { attributes.append(("id", id)) }
+            attributes.append(("from", from))
+            let stub = Stanza(XMLElement("iq", attributes: attributes))
+            send(stub.errorReply(.policyViolation("stanza larger than \(limit) bytes")))
+        }
+    }
+
+    private func receivedIQ(_ stanza: Stanza) {
+        switch stanza.type {
+        case "result", "error":
+            guard let id = stanza.id else { return }
+            switch tracker.received(
+                id: id, from: stanza.fromString, ownBareJID: ownBareJID, ownDomain: configuration.jid.domainpart)
+            {
+            case .deliver(let id):
+                let continuation = continuations.removeValue(forKey: id)
+                if let error = stanza.stanzaError {
+                    continuation?.resume(throwing: XMPPError.stanza(error))
+                } else {
+                    continuation?.resume(returning: stanza)
+                }
+            case .ignoreSpoofed(let id, let from):
+                logger.warning("ignored IQ response \(id) from \(from ?? "(none)"): not the addressee")
+            case .ignoreUnknown:
+                break
+            }
+        case "get", "set":
+            dispatchRequest(stanza)
+        default:
+            send(stanza.errorReply(.badRequest("IQ type must be get, set, result or error")))
+        }
+    }
+
+    private func dispatchRequest(_ stanza: Stanza) {
+        let payloads = stanza.element.elements
+        guard payloads.count == 1, let payload = payloads.first else {
+            // RFC 6120 §8.2.3: an IQ get or set carries exactly one payload element.
+            logger.notice("bad-request to \(stanza.fromString ?? "?"): IQ with \(payloads.count) payload elements")
+            notify(.refused(from: stanza.fromString ?? "?", reason: "IQ with \(payloads.count) payloads"))
+            send(stanza.errorReply(.badRequest("an IQ get or set carries exactly one payload element")))
+            return
+        }
+        guard let namespace = payload.namespace, let handler = iqHandlers[namespace] else {
+            send(stanza.errorReply(.serviceUnavailable()))
+            return
+        }
+        if let limit = handler.maxPayloadBytes, payload.serializedByteCount > limit {
+            notify(.refused(from: stanza.fromString ?? "?", reason: "\(namespace) payload over \(limit) bytes"))
+            send(stanza.errorReply(.policyViolation("payload larger than \(limit) bytes")))
+            return
+        }
+        switch handler.handler {
+        case .immediate(let respond):
+            do {
+                let result = try respond(stanza)
+                send(stanza.result(payload: result))
+            } catch {
+                send(stanza.errorReply(error))
+            }
+        case .deferred(let accept):
+            let responder = IQResponder(request: stanza, runtime: runtime, core: self)
+            accept(stanza, responder)
+        }
+    }
+}
+
+struct RegisteredIQHandler {
+    var handler: IQHandler
+    var maxPayloadBytes: Int?
+}

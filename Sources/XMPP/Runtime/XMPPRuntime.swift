@@ -1,0 +1,215 @@
+import CStrophe
+import Foundation
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The process-wide owner of libstrophe: ONE context on ONE dedicated thread for every connection.
+///
+/// libstrophe is not thread-safe even across separate contexts (its SHA-1 code keeps a static
+/// buffer, so concurrent SCRAM logins on two threads corrupt each other), so every call into it
+/// happens on `loopThread`. Other threads talk to the loop by enqueuing closures in `inbox` and
+/// writing a byte to a wake-up pipe.
+///
+/// Waking without a fixed tick: libstrophe has no wake-up call and `xmpp_run_once` sleeps in
+/// `select()` on its own sockets only. So the loop never sleeps inside libstrophe: it calls
+/// `xmpp_run_once(ctx, 0)` (flush queued writes, read what is ready, fire handlers) and then sleeps
+/// in its own `poll()` over the wake-up pipe plus every connection's socket (captured through the
+/// sockopt callback), with a timeout equal to the next IQ deadline or reconnect time. A request
+/// from another thread therefore costs one pipe write and one loop iteration, not a tick.
+/// TLS can hold decrypted bytes that `poll()` cannot see; after activity on a TLS connection the
+/// loop runs a few extra zero-timeout iterations (a 16 KiB TLS record is read in 4 KiB chunks).
+public final class XMPPRuntime: @unchecked Sendable {
+    // @unchecked Sendable: every stored property below except `inbox`, the wake-up descriptors
+    // and `threadStarted` is touched only on the loop thread; those are a Mutex, immutable fds and
+    // an atomic.
+
+    public static let shared = XMPPRuntime()
+
+    let context: OpaquePointer
+    private let inbox = Mutex<[@Sendable () -> Void]>([])
+    /// Read and write ends of the wake-up pipe (non-blocking; a full pipe already means "awake").
+    private let wakeDescriptor: Int32
+    private let wakeWriteDescriptor: Int32
+    private let threadStarted = Atomic<Bool>(false)
+    private let logger = Logger(label: "intercloud.xmpp.runtime")
+
+    // Loop-confined state.
+    var cores: [OpaquePointer: ConnectionCore] = [:]
+    var activity = false
+    private let logHandler: UnsafeMutablePointer<xmpp_log_t>
+
+    private init() {
+        signal(SIGPIPE, SIG_IGN)  // a TLS write to a closed socket must not kill the broker
+        xmpp_initialize()
+        logHandler = UnsafeMutablePointer<xmpp_log_t>.allocate(capacity: 1)
+        logHandler.initialize(to: xmpp_log_t(handler: stropheLog, userdata: nil))
+        context = xmpp_ctx_new(nil, logHandler)!
+        var ends: [Int32] = [-1, -1]
+        precondition(pipe(&ends) == 0, "cannot create the XMPP wake-up pipe")
+        for end in ends {
+            _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+        }
+        wakeDescriptor = ends[0]
+        wakeWriteDescriptor = ends[1]
+        // Only now may the log handler reach back to this runtime (it must not touch `shared`
+        // while `shared` is being initialized).
+        logHandler.pointee.userdata = Unmanaged.passUnretained(self).toOpaque()
+    }
+
+    /// Runs `work` on the loop thread, waking the loop if it sleeps.
+    func submit(_ work: @escaping @Sendable () -> Void) {
+        startThreadIfNeeded()
+        inbox.withLock { $0.append(work) }
+        var one: UInt8 = 1
+        _ = write(wakeWriteDescriptor, &one, 1)
+    }
+
+    private func startThreadIfNeeded() {
+        guard threadStarted.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
+        else { return }
+        let thread = Thread { [self] in runLoop() }
+        thread.name = "intercloud-xmpp"
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    private func drainInbox() -> Bool {
+        let work = inbox.withLock { pending -> [@Sendable () -> Void] in
+            let taken = pending
+            pending.removeAll(keepingCapacity: true)
+            return taken
+        }
+        for item in work { item() }
+        return !work.isEmpty
+    }
+
+    private func runLoop() {
+        var quietIterations = 0
+        while true {
+            let hadWork = drainInbox()
+            activity = false
+            xmpp_run_once(context, 0)
+            let now = ContinuousClock.now
+            for core in Array(cores.values) { core.afterIteration(now: now) }
+            if hadWork || activity {
+                quietIterations = 0
+                continue
+            }
+            let anyTLS = cores.values.contains { $0.isSecured }
+            if anyTLS && quietIterations < 4 {
+                quietIterations += 1
+                continue
+            }
+            quietIterations = 0
+            sleepUntilReady(now: now)
+        }
+    }
+
+    private func sleepUntilReady(now: ContinuousClock.Instant) {
+        var descriptors = [pollfd(fd: wakeDescriptor, events: Int16(POLLIN), revents: 0)]
+        // libstrophe runs its own timed handlers (connect and disconnect timeouts, keepalives) only
+        // inside xmpp_run_once: cap the sleep so they are never late by more than this.
+        var timeout: Duration = .milliseconds(250)
+        for core in cores.values {
+            if let deadline = core.nextDeadline {
+                timeout = min(timeout, max(.zero, deadline - now))
+            }
+            if core.descriptor >= 0 && core.wantsSocketPolling {
+                var events = Int16(POLLIN)
+                if core.wantsWritable { events |= Int16(POLLOUT) }
+                descriptors.append(pollfd(fd: core.descriptor, events: events, revents: 0))
+            } else if core.isConnecting {
+                timeout = min(timeout, .milliseconds(2))
+            }
+        }
+        let milliseconds = Int32(clamping: Int((timeout / .milliseconds(1)).rounded(.up)))
+        let ready = poll(&descriptors, nfds_t(descriptors.count), milliseconds)
+        if ready > 0 && descriptors[0].revents != 0 {
+            var buffer = [UInt8](repeating: 0, count: 256)
+            while read(wakeDescriptor, &buffer, buffer.count) > 0 {}
+        }
+    }
+}
+
+// MARK: - C callbacks (no captures: context is recovered from the connection pointer or userdata)
+
+private func stropheLog(
+    _ userdata: UnsafeMutableRawPointer?, _ level: xmpp_log_level_t,
+    _ area: UnsafePointer<CChar>?, _ message: UnsafePointer<CChar>?
+) {
+    guard let message else { return }
+    // libstrophe offers no API to tell a resumed stream-management session from a fresh one; its
+    // debug log line is the only signal. Only messages from the "xmpp" area are inspected, and only
+    // with a byte comparison, so the stanza dumps of the "conn" area cost nothing here.
+    if level == XMPP_LEVEL_DEBUG {
+        if let userdata, let area, strcmp(area, "xmpp") == 0, strstr(message, "Session resumed successfully") != nil {
+            Unmanaged<XMPPRuntime>.fromOpaque(userdata).takeUnretainedValue().noteSessionResumed()
+        }
+        return
+    }
+    let text = String(cString: message)
+    let areaName = area.map { String(cString: $0) } ?? "strophe"
+    let logger = Logger(label: "intercloud.xmpp.strophe")
+    switch level {
+    case XMPP_LEVEL_ERROR: logger.error("\(areaName): \(text)")
+    case XMPP_LEVEL_WARN: logger.warning("\(areaName): \(text)")
+    default: logger.trace("\(areaName): \(text)")
+    }
+}
+
+extension XMPPRuntime {
+    /// Called from the log handler on the loop thread while a `<resumed/>` is being processed: the
+    /// connection that is currently connecting and authenticating is the one that resumed.
+    fileprivate func noteSessionResumed() {
+        for core in cores.values where core.isConnecting { core.sawResumed = true }
+    }
+}
+
+func stropheConnectionHandler(
+    _ connection: OpaquePointer?, _ event: xmpp_conn_event_t, _ error: Int32,
+    _ streamError: UnsafeMutablePointer<xmpp_stream_error_t>?, _ userdata: UnsafeMutableRawPointer?
+) {
+    guard let userdata else { return }
+    let core = Unmanaged<ConnectionCore>.fromOpaque(userdata).takeUnretainedValue()
+    XMPPRuntime.shared.activity = true
+    var reason = "error \(error)"
+    if let streamError, let text = streamError.pointee.text { reason += ": " + String(cString: text) }
+    switch event {
+    case XMPP_CONN_CONNECT: core.connectionEstablished()
+    case XMPP_CONN_DISCONNECT, XMPP_CONN_FAIL: core.connectionLost(reason: reason)
+    default: break
+    }
+}
+
+func stropheStanzaHandler(
+    _ connection: OpaquePointer?, _ stanza: OpaquePointer?, _ userdata: UnsafeMutableRawPointer?
+) -> Int32 {
+    guard let userdata, let stanza else { return 1 }
+    let core = Unmanaged<ConnectionCore>.fromOpaque(userdata).takeUnretainedValue()
+    XMPPRuntime.shared.activity = true
+    core.received(stanza)
+    return 1
+}
+
+func stropheSocketOptions(_ connection: OpaquePointer?, _ socket: UnsafeMutableRawPointer?) -> Int32 {
+    guard let connection, let socket else { return 0 }
+    let descriptor = socket.load(as: Int32.self)
+    var one: Int32 = 1
+    // Request/response latency matters more than segment count: disable Nagle.
+    _ = setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    XMPPRuntime.shared.cores[connection]?.descriptor = descriptor
+    return xmpp_sockopt_cb_keepalive(connection, socket)
+}
+
+func stropheCertificateFailure(_ certificate: OpaquePointer?, _ message: UnsafePointer<CChar>?) -> Int32 {
+    // Called only when OpenSSL could not verify the server against the configured CA. We never
+    // override that decision: log it and refuse the connection.
+    let text = message.map { String(cString: $0) } ?? "unknown reason"
+    Logger(label: "intercloud.xmpp.tls").error("refusing server certificate: \(text)")
+    return 0
+}

@@ -1,0 +1,125 @@
+import Foundation
+
+/// A real Prosody server on loopback, started by the test process itself through
+/// `scripts/prosody.sh` (so a test that needs XMPP never depends on something started by hand).
+public final class TestProsody: Sendable {
+    public let directory: URL
+    public let port: UInt16
+    public var caFile: String { directory.appendingPathComponent("certs/ca.crt").path }
+
+    /// One server shared by every test in the process; stopped when the process exits.
+    public static let shared: TestProsody = {
+        let server = try! TestProsody.start()
+        atexit { TestProsody.shared.stop() }
+        return server
+    }()
+
+    public static var repositoryRoot: URL {
+        var url = URL(fileURLWithPath: #filePath)
+        while url.path != "/" {
+            url.deleteLastPathComponent()
+            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
+        }
+        fatalError("repository root not found above \(#filePath)")
+    }
+
+    private init(directory: URL, port: UInt16) {
+        self.directory = directory
+        self.port = port
+    }
+
+    /// Starts a fresh server in a new temporary directory on free loopback ports.
+    public static func start() throws -> TestProsody {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("intercloud-prosody-\(UUID().uuidString.prefix(8))")
+        let port = try freePortTriple()
+        let server = TestProsody(directory: directory, port: port)
+        try server.script("start", directory.path, String(port))
+        return server
+    }
+
+    /// Creates an account; returns the bare JID string.
+    @discardableResult
+    public func register(_ user: String, host: String, password: String) throws -> String {
+        try script("register", directory.path, user, host, password)
+        return "\(user)@\(host)"
+    }
+
+    /// A new account with a unique name, so parallel tests never share one.
+    public func freshAccount(prefix: String, host: String, password: String = "pw-\(UUID().uuidString.prefix(6))") throws -> (jid: String, password: String) {
+        let user = "\(prefix)-\(UUID().uuidString.prefix(8).lowercased())"
+        return (try register(user, host: host, password: password), password)
+    }
+
+    public func stop() { try? script("stop", directory.path) }
+    public func kill() { try? script("kill", directory.path) }
+    /// Starts the server again on the same ports with the same data (accounts survive).
+    public func restart() throws { try script("start", directory.path, String(port)) }
+
+    private func script(_ arguments: String...) throws {
+        let script = TestProsody.repositoryRoot.appendingPathComponent("scripts/prosody.sh").path
+        try runShell(([script] + arguments).map(shellQuoted).joined(separator: " "))
+    }
+
+    /// Three consecutive free TCP ports on loopback (c2s, s2s, proxy65).
+    static func freePortTriple() throws -> UInt16 {
+        for _ in 0..<200 {
+            let base = UInt16.random(in: 30000...45000)
+            if (0..<3).allSatisfy({ isFree(base + $0) }) { return base }
+        }
+        throw TestServiceError(message: "no free loopback ports")
+    }
+
+    static func isFree(_ port: UInt16) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+}
+
+public struct TestServiceError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+public func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return try await condition()
+}
+
+public func shellQuoted(_ argument: String) -> String {
+    "'" + argument.replacingOccurrences(of: "'", with: "'\\''") + "'"
+}
+
+/// Runs a shell command to completion and throws with its output when it fails.
+///
+/// Uses posix_spawn and waitpid directly: Foundation's `Process.waitUntilExit` was seen to hang
+/// here when the command leaves a background daemon behind (Prosody).
+public func runShell(_ command: String) throws {
+    let log = FileManager.default.temporaryDirectory.appendingPathComponent("intercloud-shell-\(UUID().uuidString).log")
+    defer { try? FileManager.default.removeItem(at: log) }
+    let full = "exec > \(shellQuoted(log.path)) 2>&1 < /dev/null; \(command)"
+    var pid: pid_t = 0
+    let arguments: [String] = ["/bin/bash", "-c", full]
+    let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+    defer { for pointer in argv { free(pointer) } }
+    let spawned = posix_spawn(&pid, "/bin/bash", nil, nil, argv, environ)
+    guard spawned == 0 else { throw TestServiceError(message: "cannot run \(command): error \(spawned)") }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+    let exitCode = (status >> 8) & 0xFF
+    guard status & 0x7F == 0, exitCode == 0 else {
+        let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+        throw TestServiceError(message: "`\(command)` failed (status \(status)): \(output)")
+    }
+}

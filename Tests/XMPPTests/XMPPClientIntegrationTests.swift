@@ -1,0 +1,130 @@
+import Foundation
+import Synchronization
+import TestSupport
+import Testing
+import XMPP
+
+/// Against a real Prosody started by the test process (scripts/prosody.sh), over STARTTLS with the
+/// server certificate verified against the test CA.
+@Suite(.timeLimit(.minutes(2))) struct XMPPClientIntegrationTests {
+    let server = TestProsody.shared
+
+    func client(host: String, maxInbound: Int = 512 * 1024, tls: XMPPClientConfiguration.TLSMode? = nil) throws -> XMPPClient {
+        let account = try server.freshAccount(prefix: "x", host: host)
+        return XMPPClient(configuration: .init(
+            jid: try JID(account.jid + "/test"), password: account.password, host: "127.0.0.1", port: server.port,
+            tls: tls ?? .required(caFile: server.caFile), maxInboundStanzaBytes: maxInbound))
+    }
+
+    func online(_ clients: XMPPClient...) async throws {
+        for client in clients {
+            client.start()
+            try await client.waitUntilOnline()
+        }
+    }
+
+    @Test func pingAcrossVirtualHostsOverVerifiedTLS() async throws {
+        let a = try client(host: "cloud1.test")
+        let b = try client(host: "cloud2.test")
+        b.servePing()
+        try await online(a, b)
+        let rtt = try await a.ping(b.jid)
+        #expect(rtt < .seconds(5))
+        await a.stop()
+        await b.stop()
+    }
+
+    @Test func unknownNamespaceIsServiceUnavailable() async throws {
+        let a = try client(host: "cloud1.test")
+        let b = try client(host: "cloud1.test")
+        try await online(a, b)
+        await #expect(throws: XMPPError.stanza(.serviceUnavailable())) {
+            try await a.iq(.get, to: b.jid, payload: XMLElement("query", namespace: "urn:nobody:0"))
+        }
+        await a.stop()
+        await b.stop()
+    }
+
+    @Test func handlerErrorsReachTheRequester() async throws {
+        let a = try client(host: "cloud1.test")
+        let b = try client(host: "cloud1.test")
+        b.setIQHandler(namespace: "urn:test:strict:0", .immediate { request throws(StanzaError) in
+            guard request.payload?.child(named: "ok") != nil else { throw .badRequest("missing <ok/>") }
+            return XMLElement("done", namespace: "urn:test:strict:0")
+        })
+        try await online(a, b)
+        await #expect(throws: XMPPError.stanza(.badRequest("missing <ok/>"))) {
+            try await a.iq(.set, to: b.jid, payload: XMLElement("q", namespace: "urn:test:strict:0"))
+        }
+        var good = XMLElement("q", namespace: "urn:test:strict:0")
+        good.append(XMLElement("ok"))
+        let answer = try await a.iq(.set, to: b.jid, payload: good)
+        #expect(answer.payload?.name == "done")
+        await a.stop()
+        await b.stop()
+    }
+
+    @Test func oversizedStanzaIsRefusedWithPolicyViolation() async throws {
+        let a = try client(host: "cloud1.test")
+        let b = try client(host: "cloud1.test", maxInbound: 4096)
+        let refusals = Mutex<[String]>([])
+        b.observe { event in if case .refused(_, let reason) = event { refusals.withLock { $0.append(reason) } } }
+        b.setIQHandler(namespace: "urn:test:echo:0", .immediate { _ in nil })
+        try await online(a, b)
+        let big = XMLElement("q", namespace: "urn:test:echo:0", text: String(repeating: "x", count: 20_000))
+        await #expect(throws: XMPPError.stanza(.policyViolation("stanza larger than 4096 bytes"))) {
+            try await a.iq(.set, to: b.jid, payload: big)
+        }
+        #expect(refusals.withLock { $0.count } == 1)
+        // The connection survives and still answers normal requests.
+        _ = try await a.iq(.set, to: b.jid, payload: XMLElement("q", namespace: "urn:test:echo:0"))
+        await a.stop()
+        await b.stop()
+    }
+
+    @Test func unansweredRequestTimesOut() async throws {
+        let a = try client(host: "cloud1.test")
+        let b = try client(host: "cloud1.test")
+        b.setIQHandler(namespace: "urn:test:silent:0", .deferred { _, _ in })
+        try await online(a, b)
+        let start = ContinuousClock.now
+        await #expect(throws: XMPPError.self) {
+            try await a.iq(.get, to: b.jid, payload: XMLElement("q", namespace: "urn:test:silent:0"), timeout: .milliseconds(300))
+        }
+        #expect(ContinuousClock.now - start < .seconds(3))
+        await a.stop()
+        await b.stop()
+    }
+
+    @Test func deferredHandlerAnswersFromAnotherTask() async throws {
+        let a = try client(host: "cloud1.test")
+        let b = try client(host: "cloud2.test")
+        b.setIQHandler(namespace: "urn:test:later:0", .deferred { _, responder in
+            Task {
+                try await Task.sleep(for: .milliseconds(20))
+                responder.respond(XMLElement("later", namespace: "urn:test:later:0", text: "ok"))
+            }
+        })
+        try await online(a, b)
+        let answer = try await a.iq(.get, to: b.jid, payload: XMLElement("q", namespace: "urn:test:later:0"))
+        #expect(answer.payload?.text == "ok")
+        await a.stop()
+        await b.stop()
+    }
+
+    @Test func serverCertificateFromAnotherCAIsRefused() async throws {
+        // A CA that did not sign the server certificate: the client must not go online.
+        let otherCA = FileManager.default.temporaryDirectory.appendingPathComponent("other-ca-\(UUID().uuidString.prefix(6)).pem")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        process.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+                             "-subj", "/CN=Other CA", "-keyout", "/dev/null", "-out", otherCA.path]
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        let a = try client(host: "cloud1.test", tls: .required(caFile: otherCA.path))
+        a.start()
+        await #expect(throws: XMPPError.self) { try await a.waitUntilOnline(timeout: .seconds(2)) }
+        await a.stop()
+    }
+}
