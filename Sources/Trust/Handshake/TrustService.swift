@@ -59,10 +59,40 @@ public actor TrustService {
         self.logger = logger
     }
 
-    /// Replaces anchors and CRLs (e.g. after the operator updated `certs/`). Pins made earlier stay;
-    /// the next handshake with each peer uses the new set.
-    public func reloadAnchors(_ anchors: TrustAnchors) {
+    /// Replaces anchors and CRLs (e.g. after the operator updated `certs/` or a new CRL arrived)
+    /// and re-verifies every trusted pin against them (`revalidatePins`).
+    @discardableResult
+    public func reloadAnchors(_ anchors: TrustAnchors) async -> [TrustRefusal] {
         verifier = PeerVerifier(configuration: anchors)
+        return await revalidatePins()
+    }
+
+    /// Re-verifies each trusted pin's stored chain with the current anchors, CRLs and clock. A pin
+    /// that no longer validates (now revoked by a CRL, expired, anchor removed) is removed and the
+    /// removal audited, so its envelopes are refused (`untrustedSender`) and only a new, valid
+    /// handshake can trust the peer again. Call it periodically (e.g. hourly) and after reloads.
+    @discardableResult
+    public func revalidatePins() async -> [TrustRefusal] {
+        guard let pins = try? store.pins(state: .trusted) else { return [] }
+        var removed: [TrustRefusal] = []
+        for pin in pins {
+            let now = clock()
+            let verdict: Result<VerifiedPeer, TrustRefusal>
+            do {
+                verdict = await verifier.verify(chain: try pin.chain(), peerJID: pin.jid, at: now)
+            } catch {
+                verdict = .failure(TrustRefusal(.malformed, "stored chain unreadable: \(error)"))
+            }
+            guard case .failure(let refusal) = verdict else { continue }
+            // Only the pin that was checked goes: a concurrent handshake may have replaced it.
+            guard (try? store.forget(pin.jid, fingerprint: pin.fingerprint)) == true else { continue }
+            removed.append(refusal)
+            logger.notice("pin no longer valid", metadata: ["peer": "\(pin.jid)", "reason": "\(refusal.reason.rawValue)"])
+            _ = try? audit.refused(
+                module: "trust", kind: "trust.revalidate", peer: pin.jid, action: "revalidate",
+                reason: refusal.reason.rawValue, detail: refusal.detail, at: now)
+        }
+        return removed
     }
 
     /// Whether a peer needs a (new) handshake: never pinned, not trusted, its pinned leaf expired,
@@ -120,8 +150,8 @@ public actor TrustService {
                 action = machine.chainVerified(verdict, now: clock())
             case .trust(let verified, _):
                 do {
-                    let pin = try store.recordTrusted(verified, at: clock())
-                    recordAccepted(pin, action: "initiate")
+                    let (pin, replaced) = try store.recordTrusted(verified, at: clock())
+                    recordAccepted(pin, replaced: replaced, action: "initiate")
                     return .success(pin)
                 } catch {
                     let refusal = error as? TrustRefusal ?? TrustRefusal(.unexpectedMessage, "trust store: \(error)")
@@ -189,12 +219,17 @@ public actor TrustService {
                 let verdict = await verifier.verify(chain: chain, peerJID: jid, at: at)
                 action = machine.chainVerified(verdict, now: clock())
             case .send(let reply):
-                if let session = machine.sessionID { sessions[SessionKey(peer: peer, session: session)] = machine }
+                if let session = machine.sessionID {
+                    // Bound what one peer can make us hold: keep its newest few pending handshakes.
+                    let pending = sessions.filter { $0.key.peer == peer }.sorted { $0.value.deadline < $1.value.deadline }
+                    for (key, _) in pending.dropLast(Self.maxPendingPerPeer - 1) { sessions[key] = nil }
+                    sessions[SessionKey(peer: peer, session: session)] = machine
+                }
                 return .result(payload: TrustWire.encode(reply))
             case .trust(let verified, let reply):
                 do {
-                    let pin = try store.recordTrusted(verified, at: clock())
-                    recordAccepted(pin, action: "respond")
+                    let (pin, replaced) = try store.recordTrusted(verified, at: clock())
+                    recordAccepted(pin, replaced: replaced, action: "respond")
                     return .result(payload: reply.map(TrustWire.encode))
                 } catch {
                     let refusal = error as? TrustRefusal ?? TrustRefusal(.unexpectedMessage, "trust store: \(error)")
@@ -215,6 +250,8 @@ public actor TrustService {
     static func errorResponse(_ message: TrustMessage) -> TrustIQResponse {
         .error(condition: "not-authorized", payload: TrustWire.encode(message))
     }
+
+    static let maxPendingPerPeer = 4
 
     /// Number of responder handshakes waiting for their `finish` (diagnostics, tests).
     public var pendingSessions: Int { sessions.count }
@@ -244,12 +281,14 @@ public actor TrustService {
 
     // MARK: Audit
 
-    private func recordAccepted(_ pin: PeerPin, action: String) {
+    private func recordAccepted(_ pin: PeerPin, replaced: String?, action: String) {
         logger.info("trusted peer", metadata: ["peer": "\(pin.jid)", "fingerprint": "\(pin.fingerprint ?? "")"])
+        // A changed key is accepted only because the new chain validated; say so in the record.
+        let detail = "fingerprint \(pin.fingerprint ?? "")" + (replaced.map { " (key changed, was \($0))" } ?? "")
         do {
             try audit.record(AuditEvent(
                 at: clock(), module: "trust", kind: "trust.handshake", peer: pin.jid, action: action,
-                outcome: .accepted, reason: "trusted", detail: "fingerprint \(pin.fingerprint ?? "")"))
+                outcome: .accepted, reason: replaced == nil ? "trusted" : "trustedNewKey", detail: detail))
         } catch {
             logger.error("audit write failed", metadata: ["error": "\(error)"])
         }

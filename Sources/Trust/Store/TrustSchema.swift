@@ -14,6 +14,7 @@ public enum TrustSchema: SchemaContributor {
                     state TEXT NOT NULL,            -- trusted | revoked | distrusted
                     fingerprint TEXT,               -- SHA-256 of leaf DER, hex; NULL for a bare distrust
                     leaf_der BLOB,
+                    chain_der BLOB,                 -- presented chain (leaf first), DER SEQUENCE OF Certificate
                     not_before REAL,
                     not_after REAL,
                     first_trusted REAL,

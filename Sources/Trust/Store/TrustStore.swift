@@ -19,6 +19,8 @@ public struct PeerPin: Sendable, Codable, Hashable {
     public var state: PinState
     public var fingerprint: String?
     public var leafDER: [UInt8]?
+    /// The chain the peer presented (leaf first), as a DER SEQUENCE OF Certificate.
+    public var chainDER: [UInt8]?
     public var notBefore: Date?
     public var notAfter: Date?
     public var firstTrusted: Date?
@@ -31,11 +33,20 @@ public struct PeerPin: Sendable, Codable, Hashable {
         try leafDER.map { try Certificate(derEncoded: $0) }
     }
 
+    /// The presented chain, parsed (leaf first).
+    public func chain() throws -> [Certificate] {
+        guard let chainDER else { return try leaf().map { [$0] } ?? [] }
+        let root = try DER.parse(chainDER)
+        guard case .constructed(let nodes) = root.content else { throw TrustSetupError.emptyChain }
+        return try nodes.map { try Certificate(derEncoded: $0) }
+    }
+
     init(row: Row) {
         jid = row["jid"]
         state = PinState(rawValue: row["state"]) ?? .distrusted
         fingerprint = row["fingerprint"]
         leafDER = (row["leaf_der"] as Data?).map { Array($0) }
+        chainDER = (row["chain_der"] as Data?).map { Array($0) }
         notBefore = (row["not_before"] as Double?).map(Date.init(timeIntervalSince1970:))
         notAfter = (row["not_after"] as Double?).map(Date.init(timeIntervalSince1970:))
         firstTrusted = (row["first_trusted"] as Double?).map(Date.init(timeIntervalSince1970:))
@@ -86,9 +97,17 @@ public struct TrustStore: Sendable {
     /// Pins a peer after a successful handshake. `firstTrusted` is kept while the fingerprint stays
     /// the same and restarts when the peer presents a new (validated) leaf. Refuses, without
     /// writing, if the operator blocked the JID meanwhile (checked in the same transaction).
+    /// Returns the new pin and the fingerprint it replaced, if the key changed.
     @discardableResult
-    public func recordTrusted(_ peer: VerifiedPeer, at now: Date) throws -> PeerPin {
+    public func recordTrusted(_ peer: VerifiedPeer, at now: Date) throws -> (pin: PeerPin, replacedFingerprint: String?) {
         let der = Array(try peer.leaf.derBytes())
+        // The chain as presented, without the anchor (which is ours): enough to re-verify later.
+        let presented = peer.chain.count > 1 ? Array(peer.chain.dropLast()) : peer.chain
+        var chainSerializer = DER.Serializer()
+        try chainSerializer.appendConstructedNode(identifier: .sequence) { coder in
+            for certificate in presented { try coder.serialize(certificate) }
+        }
+        let chainDER = chainSerializer.serializedBytes
         let fingerprint = peer.fingerprint
         return try database.write { db in
             let existing = try Row.fetchOne(db, sql: "SELECT * FROM trust_pin WHERE jid = ?", arguments: [peer.jid])
@@ -100,21 +119,23 @@ public struct TrustStore: Sendable {
             let firstTrusted = existing?.fingerprint == fingerprint ? (existing?.firstTrusted ?? now) : now
             try db.execute(
                 sql: """
-                    INSERT INTO trust_pin (jid, state, fingerprint, leaf_der, not_before, not_after,
+                    INSERT INTO trust_pin (jid, state, fingerprint, leaf_der, chain_der, not_before, not_after,
                                            first_trusted, last_verified, updated_at, note)
-                    VALUES (?, 'trusted', ?, ?, ?, ?, ?, ?, ?, '')
+                    VALUES (?, 'trusted', ?, ?, ?, ?, ?, ?, ?, ?, '')
                     ON CONFLICT(jid) DO UPDATE SET state = 'trusted', fingerprint = excluded.fingerprint,
-                        leaf_der = excluded.leaf_der, not_before = excluded.not_before,
+                        leaf_der = excluded.leaf_der, chain_der = excluded.chain_der, not_before = excluded.not_before,
                         not_after = excluded.not_after, first_trusted = excluded.first_trusted,
                         last_verified = excluded.last_verified, updated_at = excluded.updated_at
                     """,
                 arguments: [
-                    peer.jid, fingerprint, Data(der), peer.leaf.notValidBefore.timeIntervalSince1970,
+                    peer.jid, fingerprint, Data(der), Data(chainDER), peer.leaf.notValidBefore.timeIntervalSince1970,
                     peer.leaf.notValidAfter.timeIntervalSince1970, firstTrusted.timeIntervalSince1970,
                     now.timeIntervalSince1970, now.timeIntervalSince1970,
                 ])
-            return try Row.fetchOne(db, sql: "SELECT * FROM trust_pin WHERE jid = ?", arguments: [peer.jid])
+            let pin = try Row.fetchOne(db, sql: "SELECT * FROM trust_pin WHERE jid = ?", arguments: [peer.jid])
                 .map(PeerPin.init(row:))!
+            let replaced = existing?.fingerprint.flatMap { $0 == fingerprint ? nil : $0 }
+            return (pin, replaced)
         }
     }
 
@@ -160,11 +181,18 @@ public struct TrustStore: Sendable {
         }
     }
 
-    /// Removes the pin entirely (e.g. a peer that left the federation).
+    /// Removes the pin entirely (e.g. a peer that left the federation). With `fingerprint`, only
+    /// if the pin still has that fingerprint and is trusted (used by revalidation).
     @discardableResult
-    public func forget(_ jid: String) throws -> Bool {
+    public func forget(_ jid: String, fingerprint: String? = nil) throws -> Bool {
         try database.write { db in
-            try db.execute(sql: "DELETE FROM trust_pin WHERE jid = ?", arguments: [XmppAddr.bare(jid)])
+            if let fingerprint {
+                try db.execute(
+                    sql: "DELETE FROM trust_pin WHERE jid = ? AND fingerprint = ? AND state = 'trusted'",
+                    arguments: [XmppAddr.bare(jid), fingerprint])
+            } else {
+                try db.execute(sql: "DELETE FROM trust_pin WHERE jid = ?", arguments: [XmppAddr.bare(jid)])
+            }
             return db.changesCount > 0
         }
     }

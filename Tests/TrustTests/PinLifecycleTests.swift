@@ -1,0 +1,80 @@
+import Foundation
+import Testing
+import X509
+
+@testable import Trust
+
+@Suite struct PinLifecycleTests {
+    let cloud1: TestPKI.Cloud
+    let cloud2: TestPKI.Cloud
+
+    init() throws {
+        cloud1 = try TestPKI.cloud("cloud1")
+        cloud2 = try TestPKI.cloud("cloud2")
+    }
+
+    /// A peer that changed its key is re-trusted only through a handshake whose new chain
+    /// validates; the audit record says the key changed.
+    @Test func changedKeyIsAuditedAndRepinned() async throws {
+        let a = try TestBroker(jid: cloud1.jid, identity: cloud1.identity, anchors: [cloud2.root.certificate])
+        let b = try TestBroker(jid: cloud2.jid, identity: cloud2.identity, anchors: [cloud1.root.certificate])
+        defer { a.remove(); b.remove() }
+        _ = try await runHandshake(a, b).get()
+        let oldFingerprint = cloud1.identity.fingerprint
+
+        let renewed = try cloud1.ca.issueBrokerIdentity(jid: cloud1.jid, notBefore: TestPKI.now - 60)
+        let a2 = try TestBroker(jid: cloud1.jid, identity: renewed, anchors: [cloud2.root.certificate])
+        defer { a2.remove() }
+        #expect(a2.service.needsHandshake(with: b.jid, announcedFingerprint: cloud2.identity.fingerprint))
+        _ = try await runHandshake(a2, b).get()
+        let pin = try #require(try b.store.pin(for: cloud1.jid))
+        #expect(pin.fingerprint == renewed.fingerprint)
+        let latest = try #require(try b.auditEvents(AuditQuery(outcome: .accepted)).first)
+        #expect(latest.reason == "trustedNewKey")
+        #expect(latest.detail.contains(oldFingerprint))
+
+        // A changed key whose chain does not validate leaves the old pin untouched.
+        let stranger = try TestPKI.cloud("stranger", jid: cloud1.jid)
+        let a3 = try TestBroker(jid: cloud1.jid, identity: stranger.identity, anchors: [cloud2.root.certificate])
+        defer { a3.remove() }
+        guard case .failure = await runHandshake(a3, b) else { Issue.record("unanchored key accepted"); return }
+        #expect(try b.store.pin(for: cloud1.jid)?.fingerprint == renewed.fingerprint)
+    }
+
+    /// A CRL published after the handshake: reloading anchors re-verifies pins, removes the revoked
+    /// one (audited), and its envelopes are refused from then on.
+    @Test func newCRLRemovesExistingPin() async throws {
+        let a = try TestBroker(jid: cloud1.jid, identity: cloud1.identity, anchors: [cloud2.root.certificate])
+        let b = try TestBroker(jid: cloud2.jid, identity: cloud2.identity, anchors: [cloud1.root.certificate])
+        defer { a.remove(); b.remove() }
+        _ = try await runHandshake(a, b).get()
+        #expect(try b.store.pin(for: a.jid)?.chain().count == 2)  // leaf + intermediate stored
+        #expect(await b.service.revalidatePins().isEmpty)
+
+        let crl = try CertificateRevocationList.make(
+            issuer: cloud1.ca, revoked: [(cloud1.identity.leaf.serialNumber, TestPKI.now)], thisUpdate: TestPKI.now,
+            nextUpdate: TestPKI.now + TestPKI.day)
+        let removed = await b.service.reloadAnchors(TrustAnchors(anchors: [cloud1.root.certificate], crls: [crl]))
+        #expect(removed.map(\.reason) == [.revoked])
+        #expect(try b.store.pin(for: a.jid) == nil)
+        #expect(try b.auditEvents(AuditQuery(kind: "trust.revalidate")).map(\.reason) == ["revoked"])
+
+        let xml = try a.service.seal(Array("usage".utf8), namespace: "urn:intercloud:metering:0", to: b.jid)
+        #expect(throws: EnvelopeError(.untrustedSender, "broker@cloud1.test is not pinned")) {
+            _ = try b.service.open(xml: xml, from: a.jid)
+        }
+    }
+
+    @Test func pendingHandshakesPerPeerAreBounded() async throws {
+        let b = try TestBroker(jid: cloud2.jid, identity: cloud2.identity, anchors: [cloud1.root.certificate])
+        defer { b.remove() }
+        for _ in 0..<10 {
+            let hello = TrustWire.encode(.hello(.init(chain: cloud1.identity.chain, nonce: TrustHandshake.makeNonce())))
+            guard case .result = await b.service.handleRequest(from: cloud1.jid, payload: hello) else {
+                Issue.record("hello refused"); return
+            }
+        }
+        #expect(await b.service.pendingSessions == TrustService.maxPendingPerPeer)
+        #expect(try b.store.pins().isEmpty)
+    }
+}
