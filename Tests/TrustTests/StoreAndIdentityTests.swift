@@ -12,7 +12,7 @@ import X509
         let signature = try cloud.identity.sign(Array("hello".utf8))
         #expect(SignatureScheme.isValid(signature: signature, for: Array("hello".utf8), key: cloud.identity.leaf.publicKey))
         #expect(!SignatureScheme.isValid(signature: signature, for: Array("hellO".utf8), key: cloud.identity.leaf.publicKey))
-        #expect(XmppAddr.bare("Broker@Cloud1.TEST/res") == "Broker@cloud1.test")
+        #expect(XmppAddr.bare("Broker@Cloud1.TEST/res") == "broker@cloud1.test")
     }
 
     @Test func filesRoundTripWithPrivateKeyMode0600() throws {

@@ -107,7 +107,17 @@ public enum TrustBenchmark {
                 signature: envelope.signature,
                 for: envelope.signedBytes(sender: "broker@cloud1.test", recipient: "broker@cloud2.test"), key: leafKey))
         })
-        figures.append(try measure("envelope open, full (pin read + verify + durable nonce insert)", iterations) {
+        let store = TrustStore(database: pool2)
+        figures.append(try measure("pin read (SQLite, WAL)", iterations) {
+            let pin = try store.pin(for: "broker@cloud1.test")
+            precondition(pin != nil)
+        })
+        let replay = ReplayGuard(database: pool2)
+        figures.append(try measure("nonce admit (SQLite write, synchronous=FULL)", iterations) {
+            let verdict = try replay.admit(sender: "broker@cloud1.test", nonce: EnvelopeNonce.make(), sentAt: Date(), now: Date())
+            precondition(verdict == nil)
+        })
+        figures.append(try measure("envelope seal + open, full (pin read + verify + durable nonce insert)", iterations) {
             _ = try service2.open(xml: try service1.seal(payload, namespace: namespace, to: "broker@cloud2.test"), from: "broker@cloud1.test")
         })
         return figures

@@ -25,17 +25,16 @@ public enum XmppAddr {
         }
     }
 
-    /// The bare form of a JID (`local@domain`), lowercased in the domain part.
+    /// The bare form of a JID (`local@domain`), lowercased.
     ///
-    /// Full stringprep/PRECIS is not applied: the XMPP server has already normalised the routed JID,
-    /// and certificates are issued by our own tooling from the configured JID. Domains are
-    /// case-insensitive (DNS), so both sides are compared with a lowercased domain.
+    /// Full PRECIS (RFC 7622) is not applied: the XMPP server has already normalised the JIDs it
+    /// routes, and certificates are issued by our tooling from the configured JID. Domains are
+    /// case-insensitive, and the localpart profile (UsernameCaseMapped, nodeprep before it) maps
+    /// case too, so lowercasing both sides makes `Broker@Cloud1.test` in a certificate match the
+    /// routed `broker@cloud1.test`.
     public static func bare(_ jid: String) -> String {
         var jid = Substring(jid)
         if let slash = jid.firstIndex(of: "/") { jid = jid[..<slash] }
-        if let at = jid.firstIndex(of: "@") {
-            return String(jid[..<at]) + "@" + jid[jid.index(after: at)...].lowercased()
-        }
         return jid.lowercased()
     }
 }
