@@ -108,8 +108,8 @@ public enum TrustBenchmark {
                 for: envelope.signedBytes(sender: "broker@cloud1.test", recipient: "broker@cloud2.test"), key: leafKey))
         })
         let store = TrustStore(database: pool2)
-        figures.append(try measure("pin read (SQLite, WAL)", iterations) {
-            let pin = try store.pin(for: "broker@cloud1.test")
+        figures.append(try measure("pin status read (SQLite, WAL)", iterations) {
+            let pin = try store.status(for: "broker@cloud1.test")
             precondition(pin != nil)
         })
         let replay = ReplayGuard(database: pool2)

@@ -52,8 +52,8 @@ public struct EnvelopeVerifier: Sendable {
         if let namespace, namespace != envelope.namespace {
             throw EnvelopeError(.wrongNamespace, "envelope for \(envelope.namespace) arrived on \(namespace)")
         }
-        let pin: PeerPin?
-        do { pin = try store.pin(for: sender) } catch { throw EnvelopeError(.untrustedSender, "trust store: \(error)") }
+        let pin: TrustStore.PinStatus?
+        do { pin = try store.status(for: sender) } catch { throw EnvelopeError(.untrustedSender, "trust store: \(error)") }
         guard let pin else { throw EnvelopeError(.untrustedSender, "\(XmppAddr.bare(sender)) is not pinned") }
         switch pin.state {
         case .trusted: break
@@ -63,7 +63,7 @@ public struct EnvelopeVerifier: Sendable {
         if let notAfter = pin.notAfter, now > notAfter {
             throw EnvelopeError(.untrustedSender, "pinned certificate of \(pin.jid) expired at \(notAfter); re-handshake")
         }
-        guard let key = keys.key(for: pin) else {
+        guard let key = keys.key(for: pin, store: store) else {
             throw EnvelopeError(.untrustedSender, "pinned certificate of \(pin.jid) is unreadable")
         }
         let bytes = envelope.signedBytes(sender: sender, recipient: recipient)
@@ -96,10 +96,12 @@ final class PinnedKeyCache: @unchecked Sendable {
     private let lock = NSLock()
     private var keys: [String: Certificate.PublicKey] = [:]
 
-    func key(for pin: PeerPin) -> Certificate.PublicKey? {
+    func key(for pin: TrustStore.PinStatus, store: TrustStore) -> Certificate.PublicKey? {
         guard let fingerprint = pin.fingerprint else { return nil }
         if let key = lock.withLock({ keys[fingerprint] }) { return key }
-        guard let leaf = try? pin.leaf(), CertificateFingerprint.sha256(leaf) == fingerprint else { return nil }
+        guard let full = try? store.pin(for: pin.jid), let leaf = try? full.leaf(),
+            CertificateFingerprint.sha256(leaf) == fingerprint
+        else { return nil }
         lock.withLock {
             if keys.count > 4096 { keys.removeAll() }
             keys[fingerprint] = leaf.publicKey

@@ -73,6 +73,27 @@ public struct TrustStore: Sendable {
         }
     }
 
+    /// The fields an envelope check needs, without the certificate blobs (read per message).
+    public struct PinStatus: Sendable, Hashable {
+        public var jid: String
+        public var state: PinState
+        public var fingerprint: String?
+        public var notAfter: Date?
+    }
+
+    public func status(for jid: String) throws -> PinStatus? {
+        let bare = XmppAddr.bare(jid)
+        return try database.read { db in
+            try Row.fetchOne(
+                db, sql: "SELECT state, fingerprint, not_after FROM trust_pin WHERE jid = ?", arguments: [bare]
+            ).map { row in
+                PinStatus(
+                    jid: bare, state: PinState(rawValue: row[0]) ?? .distrusted, fingerprint: row[1],
+                    notAfter: (row[2] as Double?).map(Date.init(timeIntervalSince1970:)))
+            }
+        }
+    }
+
     public func pins(state: PinState? = nil) throws -> [PeerPin] {
         try database.read { db in
             if let state {
