@@ -21,6 +21,8 @@ import X509
         defer { a.remove(); b.remove() }
         _ = try await runHandshake(a, b).get()
         let oldFingerprint = cloud1.identity.fingerprint
+        let ns = "urn:intercloud:catalog:0"
+        _ = try b.service.open(xml: try a.service.seal([1], namespace: ns, to: b.jid), from: a.jid)  // caches the old key
 
         let renewed = try cloud1.ca.issueBrokerIdentity(jid: cloud1.jid, notBefore: TestPKI.now - 60)
         let a2 = try TestBroker(jid: cloud1.jid, identity: renewed, anchors: [cloud2.root.certificate])
@@ -32,6 +34,12 @@ import X509
         let latest = try #require(try b.auditEvents(AuditQuery(outcome: .accepted)).first)
         #expect(latest.reason == "trustedNewKey")
         #expect(latest.detail.contains(oldFingerprint))
+        // Envelopes follow the new pin at once: new key accepted, old key refused.
+        _ = try b.service.open(xml: try a2.service.seal([2], namespace: ns, to: b.jid), from: a.jid)
+        #expect(throws: EnvelopeError.self) {
+            _ = try b.service.open(xml: try a.service.seal([3], namespace: ns, to: b.jid), from: a.jid)
+        }
+        #expect(try b.auditEvents(AuditQuery(kind: "trust.envelope")).first?.reason == "badSignature")
 
         // A changed key whose chain does not validate leaves the old pin untouched.
         let stranger = try TestPKI.cloud("stranger", jid: cloud1.jid)

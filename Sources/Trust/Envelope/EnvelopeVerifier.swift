@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import X509
 
 /// Checks envelopes from peers against their pins: the sender must be pinned and `trusted`, the
@@ -46,38 +47,81 @@ public struct EnvelopeVerifier: Sendable {
         }
     }
 
+    /// Fast path (the usual case): verify with the key of the fingerprint last seen for this
+    /// sender, then one write transaction re-reads the pin (state, fingerprint, expiry) and records
+    /// the nonce, so decisions made meanwhile (CLI revoke, re-handshake) still apply. Slow path
+    /// (first envelope, or the pin changed): read the pin status first, then the same.
     private func check(
         _ envelope: SignedEnvelope, from sender: String, to recipient: String, namespace: String?, now: Date
     ) throws(EnvelopeError) {
         if let namespace, namespace != envelope.namespace {
             throw EnvelopeError(.wrongNamespace, "envelope for \(envelope.namespace) arrived on \(namespace)")
         }
+        let bare = XmppAddr.bare(sender)
+        let bytes = envelope.signedBytes(sender: sender, recipient: recipient)
+        if let cached = keys.lastKey(for: bare),
+            SignatureScheme.isValid(signature: envelope.signature, for: bytes, key: cached.key),
+            try admit(envelope, sender: bare, fingerprint: cached.fingerprint, now: now)
+        {
+            return
+        }
+
         let pin: TrustStore.PinStatus?
-        do { pin = try store.status(for: sender) } catch { throw EnvelopeError(.untrustedSender, "trust store: \(error)") }
-        guard let pin else { throw EnvelopeError(.untrustedSender, "\(XmppAddr.bare(sender)) is not pinned") }
-        switch pin.state {
-        case .trusted: break
-        case .revoked: throw EnvelopeError(.pinRevoked, "operator revoked the pin of \(pin.jid)")
-        case .distrusted: throw EnvelopeError(.untrustedSender, "operator distrusts \(pin.jid)")
+        do { pin = try store.status(for: bare) } catch { throw EnvelopeError(.untrustedSender, "trust store: \(error)") }
+        guard let pin, let fingerprint = pin.fingerprint else {
+            if pin?.state == .distrusted { throw EnvelopeError(.untrustedSender, "operator distrusts \(bare)") }
+            throw EnvelopeError(.untrustedSender, "\(bare) is not pinned")
         }
-        if let notAfter = pin.notAfter, now > notAfter {
-            throw EnvelopeError(.untrustedSender, "pinned certificate of \(pin.jid) expired at \(notAfter); re-handshake")
-        }
+        try Self.checkUsable(state: pin.state, notAfter: pin.notAfter, jid: bare, now: now)
         guard let key = keys.key(for: pin, store: store) else {
             throw EnvelopeError(.untrustedSender, "pinned certificate of \(pin.jid) is unreadable")
         }
-        let bytes = envelope.signedBytes(sender: sender, recipient: recipient)
         guard SignatureScheme.isValid(signature: envelope.signature, for: bytes, key: key) else {
-            throw EnvelopeError(.badSignature, "signature does not verify with the pinned key \(pin.fingerprint ?? "")")
+            throw EnvelopeError(.badSignature, "signature does not verify with the pinned key \(fingerprint)")
         }
-        let verdict: EnvelopeError?
+        guard try admit(envelope, sender: bare, fingerprint: fingerprint, now: now) else {
+            throw EnvelopeError(.untrustedSender, "pin of \(bare) changed during the check")
+        }
+    }
+
+    static func checkUsable(state: PinState, notAfter: Date?, jid: String, now: Date) throws(EnvelopeError) {
+        switch state {
+        case .trusted: break
+        case .revoked: throw EnvelopeError(.pinRevoked, "operator revoked the pin of \(jid)")
+        case .distrusted: throw EnvelopeError(.untrustedSender, "operator distrusts \(jid)")
+        }
+        if let notAfter, now > notAfter {
+            throw EnvelopeError(.untrustedSender, "pinned certificate of \(jid) expired at \(notAfter); re-handshake")
+        }
+    }
+
+    /// Timestamp window, then in one write transaction: the pin must still be trusted, unexpired
+    /// and have `fingerprint` (else false, nothing written), and the nonce must be new.
+    private func admit(_ envelope: SignedEnvelope, sender: String, fingerprint: String, now: Date) throws(EnvelopeError) -> Bool {
+        if abs(envelope.timestamp.timeIntervalSince(now)) > replay.skew {
+            throw EnvelopeError(.stale, "timestamp \(envelope.timestamp) is more than \(Int(replay.skew)) s from \(now)")
+        }
         do {
-            verdict = try replay.admit(sender: sender, nonce: envelope.nonce, sentAt: envelope.timestamp, now: now)
+            return try replay.database.write { db -> Bool in
+                guard let row = try Row.fetchOne(
+                    db, sql: "SELECT state, fingerprint, not_after FROM trust_pin WHERE jid = ?", arguments: [sender])
+                else { throw EnvelopeError(.untrustedSender, "\(sender) is not pinned") }
+                let current: String? = row[1]
+                guard current == fingerprint else { return false }
+                try Self.checkUsable(
+                    state: PinState(rawValue: row[0]) ?? .distrusted,
+                    notAfter: (row[2] as Double?).map(Date.init(timeIntervalSince1970:)), jid: sender, now: now)
+                if let verdict = try replay.admit(db, sender: sender, nonce: envelope.nonce, sentAt: envelope.timestamp, now: now) {
+                    throw verdict
+                }
+                return true
+            }
+        } catch let error as EnvelopeError {
+            throw error
         } catch {
             // Fail closed: without a durable nonce record we cannot exclude a replay.
             throw EnvelopeError(.replayed, "cannot record nonce: \(error)")
         }
-        if let verdict { throw verdict }
     }
 
     private func record(_ error: EnvelopeError, sender: String, namespace: String?, now: Date) {
@@ -92,19 +136,33 @@ public struct EnvelopeVerifier: Sendable {
 /// Parsed pinned public keys by fingerprint. A fingerprint names one certificate forever, so the
 /// cache can never be stale; decisions (revoked, distrusted) are always read from the database.
 final class PinnedKeyCache: @unchecked Sendable {
-    // @unchecked: all access to `keys` goes through `lock`.
+    // @unchecked: all access to `keys` and `lastFingerprint` goes through `lock`.
     private let lock = NSLock()
     private var keys: [String: Certificate.PublicKey] = [:]
 
+    /// JID → fingerprint last used; only a hint (the write transaction re-checks the pin).
+    private var lastFingerprint: [String: String] = [:]
+
+    func lastKey(for jid: String) -> (fingerprint: String, key: Certificate.PublicKey)? {
+        lock.withLock {
+            guard let fingerprint = lastFingerprint[jid], let key = keys[fingerprint] else { return nil }
+            return (fingerprint, key)
+        }
+    }
+
     func key(for pin: TrustStore.PinStatus, store: TrustStore) -> Certificate.PublicKey? {
         guard let fingerprint = pin.fingerprint else { return nil }
-        if let key = lock.withLock({ keys[fingerprint] }) { return key }
+        if let key = lock.withLock({ () -> Certificate.PublicKey? in
+            lastFingerprint[pin.jid] = fingerprint
+            return keys[fingerprint]
+        }) { return key }
         guard let full = try? store.pin(for: pin.jid), let leaf = try? full.leaf(),
             CertificateFingerprint.sha256(leaf) == fingerprint
         else { return nil }
         lock.withLock {
-            if keys.count > 4096 { keys.removeAll() }
+            if keys.count > 4096 { keys.removeAll(); lastFingerprint.removeAll() }
             keys[fingerprint] = leaf.publicKey
+            lastFingerprint[pin.jid] = fingerprint
         }
         return leaf.publicKey
     }

@@ -20,16 +20,20 @@ public struct ReplayGuard: Sendable {
         if abs(sentAt.timeIntervalSince(now)) > skew {
             return EnvelopeError(.stale, "timestamp \(sentAt) is more than \(Int(skew)) s from \(now)")
         }
+        return try database.write { db in try admit(db, sender: sender, nonce: nonce, sentAt: sentAt, now: now) }
+    }
+
+    /// The nonce part of `admit`, inside a caller's write transaction (the timestamp must have
+    /// been checked by the caller).
+    func admit(_ db: Database, sender: String, nonce: [UInt8], sentAt: Date, now: Date) throws -> EnvelopeError? {
         let bare = XmppAddr.bare(sender)
-        return try database.write { db in
-            try db.execute(
-                sql: "DELETE FROM trust_nonce WHERE sent_at < ?",
-                arguments: [now.timeIntervalSince1970 - 2 * skew])
-            try db.execute(
-                sql: "INSERT OR IGNORE INTO trust_nonce (sender, nonce, sent_at) VALUES (?, ?, ?)",
-                arguments: [bare, Data(nonce), sentAt.timeIntervalSince1970])
-            return db.changesCount == 0 ? EnvelopeError(.replayed, "nonce already seen from \(bare)") : nil
-        }
+        try db.execute(
+            sql: "DELETE FROM trust_nonce WHERE sent_at < ?",
+            arguments: [now.timeIntervalSince1970 - 2 * skew])
+        try db.execute(
+            sql: "INSERT OR IGNORE INTO trust_nonce (sender, nonce, sent_at) VALUES (?, ?, ?)",
+            arguments: [bare, Data(nonce), sentAt.timeIntervalSince1970])
+        return db.changesCount == 0 ? EnvelopeError(.replayed, "nonce already seen from \(bare)") : nil
     }
 
     /// Number of nonces currently remembered (diagnostics, tests).
