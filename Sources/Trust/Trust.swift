@@ -1,4 +1,4 @@
-// The Trust module: broker identity (key + X.509 chain carrying an XmppAddr), trust store (anchors,
+// The Trust module (guide: Docs.docc/Trust.md): broker identity (key + X.509 chain carrying an XmppAddr), trust store (anchors,
 // CRLs, pinned peers), chain verification with composable policies, the mutual trust handshake
 // (`urn:intercloud:trust:0`) as a pure state machine plus an orchestrator, signed envelopes with a
 // persisted replay window, and the audit log every module writes its refusals to.
