@@ -96,9 +96,10 @@ public struct TrustHandshake: Sendable {
         if now > deadline { return refuse(.timeout, "handshake deadline passed", notify: true) }
         switch (role, state, message) {
         case (_, _, .refused(let refused)):
-            state = .refused(TrustRefusal(.peerRefused, "\(refused.reason.rawValue): \(refused.detail)"))
-            if case .refused(let refusal) = state { return .refuse(refusal, reply: nil) }
-            return .none
+            // The peer ended the handshake; nothing to answer.
+            let refusal = TrustRefusal(.peerRefused, "\(refused.reason.rawValue): \(refused.detail)")
+            state = .refused(refusal)
+            return .refuse(refusal, reply: nil)
 
         case (.responder, .idle, .hello(let hello)):
             state = .verifyingInitiator(hello)
