@@ -129,3 +129,55 @@ import X509
         #expect(throws: (any Error).self) { try TrustWire.decode(xml: "<hello xmlns='urn:intercloud:trust:0'") }
     }
 }
+
+@Suite struct HandshakeOrchestrationTests {
+    /// Both brokers see each other's presence and initiate at the same time: two independent
+    /// handshakes, both succeed, one pin per side.
+    @Test func simultaneousHandshakesBothSucceed() async throws {
+        let cloud1 = try TestPKI.cloud("cloud1")
+        let cloud2 = try TestPKI.cloud("cloud2")
+        let a = try TestBroker(jid: cloud1.jid, identity: cloud1.identity, anchors: [cloud2.root.certificate])
+        let b = try TestBroker(jid: cloud2.jid, identity: cloud2.identity, anchors: [cloud1.root.certificate])
+        defer { a.remove(); b.remove() }
+        async let fromA = runHandshake(a, b)
+        async let fromB = runHandshake(b, a)
+        let (resultA, resultB) = await (fromA, fromB)
+        _ = try resultA.get()
+        _ = try resultB.get()
+        #expect(try a.store.pins().map(\.jid) == [cloud2.jid])
+        #expect(try b.store.pins().map(\.jid) == [cloud1.jid])
+        #expect(await a.service.pendingSessions == 0)
+        #expect(await b.service.pendingSessions == 0)
+    }
+
+    struct Unreachable: Error {}
+
+    @Test func unreachablePeerTimesOutWithoutState() async throws {
+        let cloud1 = try TestPKI.cloud("cloud1")
+        let a = try TestBroker(jid: cloud1.jid, identity: cloud1.identity, anchors: [])
+        defer { a.remove() }
+        let result = await a.service.handshake(with: "broker@cloud2.test") { _ in throw Unreachable() }
+        guard case .failure(let refusal) = result else { Issue.record("trusted"); return }
+        #expect(refusal.reason == .timeout)
+        #expect(try a.store.pins().isEmpty)
+        #expect(try a.auditEvents().map(\.reason) == ["timeout"])
+    }
+
+    @Test func anchorsLoadFromFilesAndDirectories() throws {
+        let cloud1 = try TestPKI.cloud("cloud1")
+        let cloud2 = try TestPKI.cloud("cloud2")
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let anchorsDir = directory.appendingPathComponent("anchors")
+        try PEMFiles.writeCertificates([cloud1.root.certificate], toPath: anchorsDir.appendingPathComponent("cloud1.pem").path)
+        try Data(try cloud2.root.certificate.derBytes()).write(to: anchorsDir.appendingPathComponent("cloud2.der"))
+        try Data("not a certificate".utf8).write(to: anchorsDir.appendingPathComponent("notes.txt"))
+        let crl = try CertificateRevocationList.make(
+            issuer: cloud1.ca, revoked: [], thisUpdate: TestPKI.now, nextUpdate: TestPKI.now + TestPKI.day)
+        try Data(crl.derBytes).write(to: directory.appendingPathComponent("cloud1.crl"))
+        let loaded = try TrustAnchors.load(
+            anchorPaths: [anchorsDir.path], crlPaths: [directory.appendingPathComponent("cloud1.crl").path])
+        #expect(Set(loaded.anchors) == [cloud1.root.certificate, cloud2.root.certificate])
+        #expect(loaded.crls == [crl])
+    }
+}
