@@ -120,6 +120,13 @@ public enum TrustBenchmark {
         figures.append(try measure("envelope seal + open, full (pin read + verify + durable nonce insert)", iterations) {
             _ = try service2.open(xml: try service1.seal(payload, namespace: namespace, to: "broker@cloud2.test"), from: "broker@cloud1.test")
         })
+        // Receiver side alone: envelopes sealed beforehand, each opened once.
+        var sealedEnvelopes = try (0..<(iterations + max(10, iterations / 10))).map { _ in
+            try service1.seal(payload, namespace: namespace, to: "broker@cloud2.test")
+        }
+        figures.append(try measure("envelope open only, full (receiver side)", iterations) {
+            _ = try service2.open(xml: sealedEnvelopes.removeLast(), from: "broker@cloud1.test")
+        })
         return figures
     }
 
