@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Testing
 import X509
@@ -84,5 +85,23 @@ import X509
         }
         #expect(await b.service.pendingSessions == TrustService.maxPendingPerPeer)
         #expect(try b.store.pins().isEmpty)
+    }
+}
+
+@Suite struct KeyTypeTests {
+    /// Ed25519 (and P-384) broker keys under a P-256 CA: handshake and envelopes work the same.
+    @Test(arguments: ["ed25519", "p384"])
+    func otherLeafKeyTypes(_ type: String) async throws {
+        let cloud1 = try TestPKI.cloud("cloud1")
+        let cloud2 = try TestPKI.cloud("cloud2")
+        let key: Certificate.PrivateKey =
+            type == "ed25519" ? Certificate.PrivateKey(Curve25519.Signing.PrivateKey()) : Certificate.PrivateKey(P384.Signing.PrivateKey())
+        let identity = try cloud1.ca.issueBrokerIdentity(jid: cloud1.jid, notBefore: TestPKI.now - 60, privateKey: key)
+        let a = try TestBroker(jid: cloud1.jid, identity: identity, anchors: [cloud2.root.certificate])
+        let b = try TestBroker(jid: cloud2.jid, identity: cloud2.identity, anchors: [cloud1.root.certificate])
+        defer { a.remove(); b.remove() }
+        _ = try await runHandshake(a, b).get()
+        let envelope = try b.service.open(xml: try a.service.seal([42], namespace: "urn:intercloud:metering:0", to: b.jid), from: a.jid)
+        #expect(envelope.payload == [42])
     }
 }

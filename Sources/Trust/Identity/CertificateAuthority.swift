@@ -101,8 +101,19 @@ public struct CertificateAuthority: Sendable {
         options: LeafOptions = LeafOptions(),
         key: P256.Signing.PrivateKey = P256.Signing.PrivateKey()
     ) throws -> BrokerIdentity {
+        try issueBrokerIdentity(
+            jid: jid, notBefore: notBefore, validity: validity, options: options, privateKey: Certificate.PrivateKey(key))
+    }
+
+    /// Same, with a key of another type (P-384, P-521, Ed25519; RSA leaves are refused by peers).
+    public func issueBrokerIdentity(
+        jid: String,
+        notBefore: Date,
+        validity: TimeInterval = 365 * 86_400,
+        options: LeafOptions = LeafOptions(),
+        privateKey: Certificate.PrivateKey
+    ) throws -> BrokerIdentity {
         let bareJID = XmppAddr.bare(jid)
-        let privateKey = Certificate.PrivateKey(key)
         let addresses = options.xmppAddrs ?? [bareJID]
         let issuerPublicKey = certificate.publicKey
         let extensions = try Certificate.Extensions {
