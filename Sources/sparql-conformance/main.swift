@@ -169,6 +169,8 @@ struct Totals {
     var passed = 0
     var failed = 0
     var skipped = 0
+    /// Per kind of test ("query evaluation", "query syntax", "RDF syntax"): passed, failed.
+    var byKind: [String: (Int, Int)] = [:]
 }
 
 func runManifest(_ url: URL, verbose: Bool, totals: inout Totals) {
@@ -209,9 +211,13 @@ func runManifest(_ url: URL, verbose: Bool, totals: inout Totals) {
         case _ where type.hasPrefix(rdft): outcome = runRDFTest(graph, test, kind: String(type.dropFirst(rdft.count)), suite: suite)
         default: outcome = .skipped(type.replacingOccurrences(of: mf, with: "mf:"))
         }
+        let kind = type.hasPrefix(rdft) ? "RDF parser tests" : (type.contains("Syntax") ? "SPARQL 1.1 query syntax tests" : "SPARQL 1.1 query evaluation tests")
         switch outcome {
-        case .passed: local.passed += 1
-        case .failed(let reason): local.failed += 1; failures.append("  FAIL \(name): \(reason)")
+        case .passed: local.passed += 1; totals.byKind[kind, default: (0, 0)].0 += 1
+        case .failed(let reason):
+            local.failed += 1
+            totals.byKind[kind, default: (0, 0)].1 += 1
+            failures.append("  FAIL \(name): \(reason)")
         case .skipped: local.skipped += 1
         }
     }
@@ -342,5 +348,10 @@ for directory in arguments {
     }
     runManifest(url.standardizedFileURL, verbose: verbose, totals: &totals)
 }
+for (kind, counts) in totals.byKind.sorted(by: { $0.key < $1.key }) {
+    let percent = Double(counts.0) * 100 / Double(max(1, counts.0 + counts.1))
+    print("\(kind): \(counts.0) passed, \(counts.1) failed (\(String(format: "%.1f", percent))%)")
+}
+if totals.skipped > 0 { print("\(totals.skipped) tests skipped as not applicable (SPARQL Update, protocol, entailment regimes, SERVICE)") }
 print("\(totals.passed) passed, \(totals.failed) failed")
 exit(totals.failed == 0 ? 0 : 1)

@@ -33,7 +33,7 @@ public struct QueryLimits: Sendable, Equatable {
     public var maxQueryBytes: Int
 
     public init(timeout: Duration = .seconds(10), maxResults: Int = 100_000,
-                maxIntermediateRows: Int = 10_000_000, maxQueryBytes: Int = 256 * 1024) {
+                maxIntermediateRows: Int = 2_000_000, maxQueryBytes: Int = 256 * 1024) {
         self.timeout = timeout
         self.maxResults = maxResults
         self.maxIntermediateRows = maxIntermediateRows

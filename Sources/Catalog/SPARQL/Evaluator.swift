@@ -70,6 +70,7 @@ final class Evaluator {
     var defaultGraph: IndexedGraph
     var namedGraphs: [Int: IndexedGraph]
     var blankNodeCounter = 0
+    var regexCache: [String: NSRegularExpression?] = [:]
     lazy var now: Term = .typed(ISO8601DateFormatter().string(from: Date()), Vocabulary.xsdDateTime)
 
     init(snapshot: StoreSnapshot, variableNames: [String], limits: QueryLimits, deadline: ContinuousClock.Instant) {

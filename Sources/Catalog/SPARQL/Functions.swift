@@ -376,6 +376,11 @@ extension Evaluator {
     }
 
     private func regex(_ pattern: String, flags: String) -> NSRegularExpression? {
+        // Patterns come from peers: bound their size (backtracking cost grows with it) and
+        // compile each distinct pattern once per query rather than once per row.
+        guard pattern.utf8.count <= 1024 else { return nil }
+        let key = flags + "\u{0}" + pattern
+        if let cached = regexCache[key] { return cached }
         var options: NSRegularExpression.Options = []
         for flag in flags {
             switch flag {
@@ -387,7 +392,9 @@ extension Evaluator {
             default: return nil
             }
         }
-        return try? NSRegularExpression(pattern: pattern, options: options)
+        let compiled = try? NSRegularExpression(pattern: pattern, options: options)
+        if regexCache.count < 256 { regexCache[key] = compiled }
+        return compiled
     }
 
     /// XSD constructor functions (casts), e.g. `xsd:integer(?x)`.
