@@ -5,6 +5,7 @@ import Foundation
 //                               manifest.ttl; manifests that only include others are followed).
 //                               Prints one line per suite and a closing "N passed, M failed".
 //   -v                         — also print each failing test with the reason.
+// (query --format plan prints the optimized algebra with the planned BGP order instead.)
 // sparql-conformance query --data FILE [--data FILE...] --query TEXT|@FILE [--format json|xml|tsv|csv|nt]
 //                             — runs one query (used by the differential tests against pyoxigraph).
 
@@ -248,12 +249,16 @@ func runQueryCommand(_ arguments: [String]) -> Int32 {
         }
     }
     guard let queryText else {
-        FileHandle.standardError.write(Data("usage: sparql-conformance query --data FILE --query TEXT|@FILE [--format json|xml|tsv|csv|nt]\n".utf8))
+        FileHandle.standardError.write(Data("usage: sparql-conformance query --data FILE --query TEXT|@FILE [--format json|xml|tsv|csv|nt|plan]\n".utf8))
         return 2
     }
     let store = TripleStore()
     do {
         for file in dataFiles { try load(URL(fileURLWithPath: file), into: store) }
+        if format == "plan" {
+            print(try SPARQLEngine(store).explain(query: queryText))
+            return 0
+        }
         let result = try SPARQLEngine(store).execute(query: queryText, limits: .unlimited)
         switch format {
         case "xml": print(result.serializedXML(), terminator: "")

@@ -96,6 +96,15 @@ public struct SPARQLEngine: Sendable {
         _ = try SPARQLParser.parse(query)
     }
 
+    /// The plan for `query`: the algebra after filter push-down, with each basic graph pattern's
+    /// triples in the order the planner runs them and their estimated cardinalities.
+    public func explain(query: String) throws(QueryError) -> String {
+        let parsed = try SPARQLParser.parse(query, baseIRI: baseIRI)
+        let evaluator = Evaluator(snapshot: snapshot, variableNames: parsed.variableNames, limits: .unlimited,
+                                  deadline: ContinuousClock.now.advanced(by: .seconds(60)))
+        return evaluator.explain(parsed.query)
+    }
+
     /// Parses and evaluates `query` within `limits`.
     public func execute(query: String, limits: QueryLimits = QueryLimits()) throws(QueryError) -> QueryResult {
         guard query.utf8.count <= limits.maxQueryBytes else {

@@ -214,7 +214,7 @@ final class Evaluator {
     /// Evaluates a SELECT-shaped query: pattern, grouping, HAVING, VALUES, select expressions,
     /// ORDER BY, projection, DISTINCT/REDUCED, OFFSET/LIMIT. Returns rows and the projected slots.
     func evaluateQuery(_ query: Query) throws(QueryError) -> (Solutions, [Int]) {
-        var solutions = try evaluate(query.pattern)
+        var solutions = try evaluate(Planner.optimize(query.pattern))
         if query.isGrouped { solutions = try group(solutions, query) }
         if !query.having.isEmpty { solutions = try filter(solutions, query.having) }
         if let values = query.trailingValues { solutions = try join(solutions, try evaluate(values)) }
@@ -280,6 +280,11 @@ final class Evaluator {
             return try evaluatePath(subject, path, object)
         case .join(let left, .bgp(let patterns)):
             return try evaluateBGP(patterns, input: try evaluate(left), filters: [])
+        case .join(let left, .filter(let conditions, .bgp(let patterns)))
+            where !conditions.contains(where: \.containsExists) && conditions.allSatisfy({ $0.variables.isSubset(of: Set(patterns.flatMap(\.variables))) }):
+            // The filter only sees the BGP's own variables (all bound by it), so feeding the
+            // left rows into the BGP cannot change its outcome.
+            return try evaluateBGP(patterns, input: try evaluate(left), filters: conditions)
         case .join(let left, let right):
             return try join(try evaluate(left), try evaluate(right))
         case .leftJoin(let left, let right, let condition):
@@ -373,16 +378,7 @@ final class Evaluator {
             var best = 0
             var bestScore = Double.infinity
             for (position, index) in remaining.enumerated() {
-                let pattern = encoded[index]
-                let count = Double(activeGraph.count(max(0, pattern.ids[0]), max(0, pattern.ids[1]), max(0, pattern.ids[2])))
-                var boundPositions = 0
-                var freeSlots = 0
-                for slot in pattern.slots where slot >= 0 {
-                    if bound.contains(slot) { boundPositions += 1 } else { freeSlots += 1 }
-                }
-                var score = count
-                if boundPositions > 0 { score = count / pow(50, Double(boundPositions)) }
-                if boundPositions == 0 && !bound.isEmpty && freeSlots > 0 { score *= 1000 }  // avoid cross products
+                let score = patternScore(ids: encoded[index].ids, slots: encoded[index].slots, bound: bound)
                 if score < bestScore { bestScore = score; best = position }
             }
             let chosen = encoded[remaining.remove(at: best)]
@@ -455,6 +451,23 @@ final class Evaluator {
         let view = RowRef(data: data, base: base)
         for condition in conditions where !effectiveBooleanValue(condition, view) { return false }
         return true
+    }
+
+    /// Planner estimate for one triple pattern given the variables already bound: the exact index
+    /// count for its constants, divided by 50 per position bound by earlier patterns (a bound
+    /// subject or object is very selective), and heavily penalised when it shares no variable
+    /// with what is bound (a cross product).
+    func patternScore(ids: [Int], slots: [Int], bound: Set<Int>) -> Double {
+        let count = Double(activeGraph.count(max(0, ids[0]), max(0, ids[1]), max(0, ids[2])))
+        var boundPositions = 0
+        var freeSlots = 0
+        for slot in slots where slot >= 0 {
+            if bound.contains(slot) { boundPositions += 1 } else { freeSlots += 1 }
+        }
+        var score = count
+        if boundPositions > 0 { score = count / pow(50, Double(boundPositions)) }
+        if boundPositions == 0 && !bound.isEmpty && freeSlots > 0 { score *= 1000 }
+        return score
     }
 
     func filter(_ solutions: Solutions, _ conditions: [Expression]) throws(QueryError) -> Solutions {
