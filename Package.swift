@@ -13,8 +13,8 @@ let swiftSettings: [SwiftSetting] = [
 let localTargetDependencies: [String: [String]] = [
     "XMPP": ["CStrophe"], "Storage": [], "Trust": ["Storage"], "Catalog": ["CRaptor"],
     "Providers": ["CLibvirt", "Storage"],
-    "Broker": ["XMPP", "Storage", "Trust", "Catalog", "Providers"],
-    "intercloud": ["Broker"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
+    "Broker": ["XMPP", "Storage"],
+    "intercloud": ["Broker", "Trust", "Providers", "Catalog"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
     "TestSupport": [], "XMPPTests": ["XMPP", "TestSupport"], "StorageTests": ["Storage"], "TrustTests": ["Trust"],
     "CatalogTests": ["Catalog"], "ProvidersTests": ["Providers"], "BrokerTests": ["Broker", "XMPP", "TestSupport"],
 ]
@@ -107,7 +107,7 @@ let package = Package(
         .target(
             name: "Broker",
             dependencies: [
-                "XMPP", "Storage", "Trust", "Catalog", "Providers",
+                "XMPP", "Storage",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Logging", package: "swift-log"),
@@ -118,7 +118,7 @@ let package = Package(
         .executableTarget(
             name: "intercloud",
             dependencies: [
-                "Broker",
+                "Broker", "Trust", "Providers", "Catalog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

@@ -1,1 +1,0 @@
-// The Broker module. See README.md and DESIGN for its role.

@@ -1,0 +1,165 @@
+import Foundation
+import TOMLKit
+import XMPP
+
+/// A broker's configuration, read from a TOML file (see `examples/` and README).
+///
+/// Relative paths are resolved against the directory of the configuration file, so a config and
+/// its state can move together.
+public struct BrokerConfiguration: Sendable {
+    public struct Broker: Sendable, Codable {
+        /// The cloud this broker speaks for (its XMPP domain names it on the wire too).
+        public var cloud: String
+        public var regions: [String]
+        /// SQLite database holding the peer registry and every journal of this broker.
+        public var database: String
+        /// Announced load (0...1) until provider drivers report a measured one.
+        public var load: Double?
+    }
+
+    public struct XMPPSection: Sendable, Codable {
+        public var jid: String
+        public var password: String?
+        public var password_file: String?
+        public var host: String?
+        public var port: Int?
+        /// `required` (default) or `disabled-for-testing`.
+        public var tls: String?
+        public var ca_file: String?
+        public var stream_management: Bool?
+        public var max_stanza_bytes: Int?
+    }
+
+    public struct Discovery: Sendable, Codable {
+        /// MUC rooms acting as Intercloud exchanges.
+        public var rooms: [String]?
+        /// Brokers we ask to peer with directly (roster subscription).
+        public var peers: [String]?
+        /// Subscription requests from JIDs matching one of these patterns are approved at once
+        /// (`*@cloud2.test`, `broker@cloud3.test`, `*`); others wait for `intercloud peers approve`.
+        public var approve: [String]?
+        /// Room nickname; defaults to the cloud name.
+        public var nickname: String?
+    }
+
+    struct File: Codable {
+        var broker: Broker
+        var xmpp: XMPPSection
+        var discovery: Discovery?
+    }
+
+    public var broker: Broker
+    public var xmpp: XMPPClientConfiguration
+    public var rooms: [JID]
+    public var directPeers: [JID]
+    public var approvalPatterns: [String]
+    public var nickname: String
+    public var databasePath: String
+    public var sourcePath: String
+
+    public struct Error: Swift.Error, CustomStringConvertible {
+        public var path: String
+        public var message: String
+        public var description: String { "\(path): \(message)" }
+    }
+
+    public static func load(path: String) throws -> BrokerConfiguration {
+        let url = URL(fileURLWithPath: path)
+        let text: String
+        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
+            throw Error(path: path, message: "cannot read configuration: \(error.localizedDescription)")
+        }
+        return try parse(text, path: url.path)
+    }
+
+    public static func parse(_ text: String, path: String) throws -> BrokerConfiguration {
+        let base = URL(fileURLWithPath: path).deletingLastPathComponent()
+        func resolve(_ value: String) -> String {
+            value.hasPrefix("/") ? value : base.appendingPathComponent(value).standardizedFileURL.path
+        }
+        let file: File
+        do {
+            file = try TOMLDecoder().decode(File.self, from: text)
+        } catch let error as TOMLParseError {
+            throw Error(path: "\(path):\(error.source.begin.line):\(error.source.begin.column)", message: "invalid TOML")
+        } catch let error as DecodingError {
+            throw Error(path: path, message: Self.describe(error))
+        }
+        let jid: JID
+        do { jid = try JID(file.xmpp.jid) } catch {
+            throw Error(path: path, message: "xmpp.jid: \(error)")
+        }
+        guard jid.localpart != nil else { throw Error(path: path, message: "xmpp.jid must be an account JID (user@domain[/resource])") }
+        let fullJID = jid.isBare ? (try? jid.with(resource: "broker")) ?? jid : jid
+        var password = file.xmpp.password
+        if let passwordFile = file.xmpp.password_file {
+            do {
+                password = try String(contentsOfFile: resolve(passwordFile), encoding: .utf8)
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+            } catch { throw Error(path: path, message: "xmpp.password_file: cannot read \(resolve(passwordFile))") }
+        }
+        guard let password, !password.isEmpty else {
+            throw Error(path: path, message: "xmpp.password or xmpp.password_file is required")
+        }
+        let tls: XMPPClientConfiguration.TLSMode
+        switch file.xmpp.tls ?? "required" {
+        case "required":
+            guard let caFile = file.xmpp.ca_file else {
+                throw Error(path: path, message: "xmpp.ca_file is required when xmpp.tls = \"required\"")
+            }
+            tls = .required(caFile: resolve(caFile))
+        case "disabled-for-testing":
+            tls = .disabledForTesting
+        case let other:
+            throw Error(path: path, message: "xmpp.tls must be \"required\" or \"disabled-for-testing\", not \"\(other)\"")
+        }
+        if let port = file.xmpp.port, !(1...65535).contains(port) {
+            throw Error(path: path, message: "xmpp.port \(port) is not a TCP port")
+        }
+        guard !file.broker.cloud.isEmpty, Announcement.isValidName(file.broker.cloud) else {
+            throw Error(path: path, message: "broker.cloud must be 1-64 letters, digits, '.', '_' or '-'")
+        }
+        func jids(_ values: [String]?, field: String) throws -> [JID] {
+            try (values ?? []).map { value in
+                do { return try JID(value) } catch { throw Error(path: path, message: "\(field): \(value): \(error)") }
+            }
+        }
+        let client = XMPPClientConfiguration(
+            jid: fullJID, password: password, host: file.xmpp.host, port: file.xmpp.port.map { UInt16($0) },
+            tls: tls, streamManagement: file.xmpp.stream_management ?? true,
+            maxInboundStanzaBytes: file.xmpp.max_stanza_bytes ?? 512 * 1024)
+        return BrokerConfiguration(
+            broker: file.broker, xmpp: client,
+            rooms: try jids(file.discovery?.rooms, field: "discovery.rooms"),
+            directPeers: try jids(file.discovery?.peers, field: "discovery.peers").map(\.bare),
+            approvalPatterns: file.discovery?.approve ?? [],
+            nickname: file.discovery?.nickname ?? file.broker.cloud,
+            databasePath: resolve(file.broker.database),
+            sourcePath: path)
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        func pathString(_ path: [any CodingKey]) -> String { path.map(\.stringValue).joined(separator: ".") }
+        switch error {
+        case .keyNotFound(let key, let context): return "missing \(pathString(context.codingPath + [key]))"
+        case .typeMismatch(_, let context): return "wrong type for \(pathString(context.codingPath))"
+        case .valueNotFound(_, let context): return "missing value for \(pathString(context.codingPath))"
+        case .dataCorrupted(let context): return "invalid \(pathString(context.codingPath)): \(context.debugDescription)"
+        @unknown default: return "\(error)"
+        }
+    }
+}
+
+/// Operator approval rules for direct peering requests.
+public enum ApprovalRule {
+    /// `*` matches any JID, `*@domain` any account of that domain, otherwise the bare JID exactly.
+    public static func matches(_ jid: JID, patterns: [String]) -> Bool {
+        let bare = jid.bare.description
+        return patterns.contains { pattern in
+            let pattern = pattern.lowercased()
+            if pattern == "*" { return true }
+            if pattern.hasPrefix("*@") { return jid.domainpart == String(pattern.dropFirst(2)) }
+            return pattern == bare
+        }
+    }
+}

@@ -1,0 +1,186 @@
+import Foundation
+import GRDB
+import Logging
+import ServiceLifecycle
+import Storage
+import Synchronization
+import XMPP
+
+/// One cloud's broker: an XMPP client that announces the cloud, finds peers in exchange rooms and
+/// through direct peering, keeps the peer registry, and answers federation requests.
+///
+/// The discovery logic lives in `PeerDiscovery` (a pure state machine); this type performs its
+/// actions: sending presence, writing the registry, asking peers for their features.
+public final class BrokerNode: Service, Sendable {
+    public static let capsNode = "urn:intercloud:broker"
+    public static let statusNamespace = Announcement.namespace
+
+    public let configuration: BrokerConfiguration
+    public let client: XMPPClient
+    public let registry: PeerRegistry
+    public let database: DatabasePool
+    let logger: Logger
+    private let discovery: Mutex<PeerDiscovery>
+    /// Peers currently known to be brokers (bare JIDs), read on the loop thread by hot-path handlers.
+    private let knownPeers = Mutex<Set<String>>([])
+    private let inputs: AsyncStream<PeerDiscovery.Event>
+    private let inputContinuation: AsyncStream<PeerDiscovery.Event>.Continuation
+    private let announcement: Mutex<Announcement>
+
+    public static var schema: [any SchemaContributor.Type] { [PeerRegistry.Schema.self] }
+
+    public init(configuration: BrokerConfiguration, logger: Logger = Logger(label: "intercloud.broker")) throws {
+        var logger = logger
+        logger[metadataKey: "cloud"] = "\(configuration.broker.cloud)"
+        self.configuration = configuration
+        self.logger = logger
+        self.database = try IntercloudDatabase.open(path: configuration.databasePath, schema: Self.schema)
+        self.registry = PeerRegistry(database: database)
+        self.client = XMPPClient(configuration: configuration.xmpp, logger: logger)
+        self.discovery = Mutex(PeerDiscovery(settings: .init(
+            ownJID: configuration.xmpp.jid, rooms: configuration.rooms, directPeers: configuration.directPeers,
+            approvalPatterns: configuration.approvalPatterns)))
+        (inputs, inputContinuation) = AsyncStream<PeerDiscovery.Event>.makeStream()
+        announcement = Mutex(Announcement(
+            cloud: configuration.broker.cloud, regions: configuration.broker.regions,
+            load: configuration.broker.load ?? 0, fingerprint: ""))
+        if let known = try? registry.all() { knownPeers.withLock { $0 = Set(known.map(\.jid)) } }
+    }
+
+    /// What this broker says about itself in disco#info (XEP-0030) and caps (XEP-0115).
+    public var discoInfo: DiscoInfo {
+        DiscoInfo(
+            identities: [.init(category: "automation", type: "intercloud-broker", name: configuration.broker.cloud)],
+            features: [
+                DiscoInfo.infoNamespace, DiscoInfo.itemsNamespace, EntityCapabilities.namespace, Ping.namespace,
+                MultiUserChat.namespace, Announcement.namespace,
+            ])
+    }
+
+    public var currentAnnouncement: Announcement { announcement.withLock { $0 } }
+
+    public func updateFingerprint(_ fingerprint: String) {
+        announcement.withLock { $0.fingerprint = fingerprint }
+    }
+
+    private func installHandlers() {
+        let info = discoInfo
+        client.serveServiceDiscovery({ info }, capsNode: Self.capsNode)
+        client.servePing()
+        let ownBare = configuration.xmpp.jid.bare.description
+        client.setIQHandler(namespace: Self.statusNamespace, maxPayloadBytes: 1024, .immediate { [weak self] request throws(StanzaError) in
+            guard let self else { throw .serviceUnavailable() }
+            // Structure first: a malformed request is bad-request whoever sends it.
+            guard request.type == "get" else { throw .badRequest("status is an IQ get") }
+            guard let payload = request.payload, payload.name == "status", payload.elements.isEmpty, payload.attributes.isEmpty else {
+                self.logger.notice("bad-request to status from \(request.fromString ?? "?"): malformed payload")
+                throw .badRequest("expected an empty <status xmlns='\(Announcement.namespace)'/>")
+            }
+            guard let from = request.from else { throw .jidMalformed("invalid sender JID") }
+            let sender = from.bare.description
+            guard sender == ownBare || self.knownPeers.withLock({ $0.contains(sender) }) else {
+                self.logger.notice("forbidden status request from unknown sender \(sender)")
+                throw .forbidden("\(sender) is not a known peer broker")
+            }
+            return self.announcement.withLock { $0.element }
+        })
+    }
+
+    public func run() async throws {
+        installHandlers()
+        let observer = client.observe { [inputContinuation] event in
+            switch event {
+            case .sessionStarted: inputContinuation.yield(.sessionStarted)
+            case .disconnected: inputContinuation.yield(.sessionLost)
+            case .stanza(let stanza) where stanza.kind == .presence: inputContinuation.yield(.presence(stanza))
+            default: break
+            }
+        }
+        client.start()
+        logger.info("broker for cloud \(configuration.broker.cloud) starting as \(configuration.xmpp.jid)")
+        let approvals = Task { [registry, inputContinuation, logger] in
+            while !Task.isCancelled {
+                do {
+                    for jid in try registry.takePendingApprovals() {
+                        logger.info("operator approved peering with \(jid)")
+                        inputContinuation.yield(.operatorApproved(jid))
+                    }
+                } catch { logger.error("cannot read approvals: \(error)") }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        for await input in inputs.cancelOnGracefulShutdown() {
+            let actions = discovery.withLock { $0.handle(input) }
+            for action in actions { perform(action) }
+        }
+        approvals.cancel()
+        client.removeObserver(observer)
+        await shutdown()
+    }
+
+    /// Leaves the rooms, sends unavailable presence, closes the database.
+    private func shutdown() async {
+        logger.info("shutting down: leaving rooms and going offline")
+        for room in configuration.rooms {
+            if let leave = try? MultiUserChat.leavePresence(room: room, nickname: configuration.nickname) { client.send(leave) }
+        }
+        await client.stop()
+        try? registry.allOffline()
+        try? database.close()
+        logger.info("stopped")
+    }
+
+    private func presenceExtensions() -> [XMLElement] {
+        [EntityCapabilities.element(node: Self.capsNode, info: discoInfo), announcement.withLock { $0.element }]
+    }
+
+    private func perform(_ action: PeerDiscovery.Action) {
+        let now = Date()
+        do {
+            switch action {
+            case .announce:
+                client.send(Stanza.presence(children: presenceExtensions()))
+            case .joinRoom(let room):
+                logger.info("joining exchange room \(room)")
+                client.send(try MultiUserChat.joinPresence(room: room, nickname: configuration.nickname, extensions: presenceExtensions()))
+            case .subscribe(let jid):
+                client.send(Stanza.presence(type: "subscribe", to: jid))
+            case .approveSubscription(let jid):
+                logger.info("approving peering request from \(jid)")
+                try registry.setSubscription(jid, "approved", now: now)
+                client.send(Stanza.presence(type: "subscribed", to: jid))
+            case .peerSeen(let observation):
+                let isNew = try registry.peer(observation.jid)?.online != true
+                try registry.seen(observation, now: now)
+                knownPeers.withLock { _ = $0.insert(observation.jid.description) }
+                if isNew {
+                    logger.info("peer \(observation.jid) (cloud \(observation.announcement.cloud)) online via \(observation.via)")
+                }
+            case .peerOffline(let jid):
+                try registry.offline(jid, now: now)
+                logger.info("peer \(jid) offline")
+            case .allPeersOffline:
+                try registry.allOffline()
+            case .recordPendingApproval(let jid):
+                logger.notice("peering request from \(jid) waits for approval: intercloud peers approve \(jid) --config \(configuration.sourcePath)")
+                try registry.setSubscription(jid, "pending-approval", now: now)
+            case .queryFeatures(let full):
+                Task { [client, inputContinuation, logger] in
+                    do {
+                        let info = try await client.discoverInfo(of: full)
+                        let ver = EntityCapabilities.verificationString(for: info)
+                        inputContinuation.yield(.featuresDiscovered(capsVer: ver, peer: full, features: info.features))
+                    } catch {
+                        logger.warning("disco#info to \(full) failed: \(error)")
+                    }
+                }
+            case .storeFeatures(let jid, let features):
+                try registry.storeFeatures(jid, features: features)
+            case .refused(let from, let reason):
+                logger.warning("ignored presence from \(from): \(reason)")
+            }
+        } catch {
+            logger.error("registry write failed for \(action): \(error)")
+        }
+    }
+}

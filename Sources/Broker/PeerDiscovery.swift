@@ -1,0 +1,145 @@
+import XMPP
+
+/// Finding peers: exchange rooms, direct (roster) peering and operator approval, as a value-type
+/// state machine. Inputs are presence stanzas and session events; outputs are actions the broker
+/// node performs (send presence, write the registry). No IO, no clock.
+public struct PeerDiscovery: Sendable {
+    public struct Settings: Sendable {
+        public var ownJID: JID
+        public var rooms: Set<JID>
+        public var directPeers: Set<JID>
+        public var approvalPatterns: [String]
+        public init(ownJID: JID, rooms: [JID], directPeers: [JID], approvalPatterns: [String]) {
+            self.ownJID = ownJID
+            self.rooms = Set(rooms.map(\.bare))
+            self.directPeers = Set(directPeers.map(\.bare))
+            self.approvalPatterns = approvalPatterns
+        }
+    }
+
+    /// What a presence told us about a peer.
+    public struct Observation: Sendable, Equatable {
+        public var jid: JID
+        public var fullJID: JID
+        public var announcement: Announcement
+        public var via: String
+        public var capsVer: String?
+    }
+
+    public enum Event: Sendable {
+        case sessionStarted
+        case sessionLost
+        case presence(Stanza)
+        case operatorApproved(JID)
+        case featuresDiscovered(capsVer: String?, peer: JID, features: [String])
+    }
+
+    public enum Action: Sendable, Equatable {
+        case announce
+        case joinRoom(JID)
+        case subscribe(JID)
+        case approveSubscription(JID)
+        case peerSeen(Observation)
+        case peerOffline(JID)
+        case allPeersOffline
+        case recordPendingApproval(JID)
+        case queryFeatures(JID)
+        case storeFeatures(JID, [String])
+        case refused(from: String, reason: String)
+    }
+
+    public let settings: Settings
+    /// For each online peer, the places its presence came from ("room:JID", "direct").
+    private var sources: [JID: Set<String>] = [:]
+    private var featuresByCaps: [String: [String]] = [:]
+    private var capsQueried: Set<String> = []
+
+    public init(settings: Settings) { self.settings = settings }
+
+    public func onlinePeers() -> [JID] { sources.keys.sorted() }
+
+    public mutating func handle(_ event: Event) -> [Action] {
+        switch event {
+        case .sessionStarted:
+            sources.removeAll()
+            capsQueried.removeAll()
+            return [.allPeersOffline, .announce]
+                + settings.rooms.sorted().map { .joinRoom($0) }
+                + settings.directPeers.sorted().map { .subscribe($0) }
+        case .sessionLost:
+            sources.removeAll()
+            return [.allPeersOffline]
+        case .operatorApproved(let jid):
+            return [.approveSubscription(jid.bare), .subscribe(jid.bare)]
+        case .featuresDiscovered(let ver, let peer, let features):
+            if let ver { featuresByCaps[ver] = features }
+            return [.storeFeatures(peer.bare, features)]
+        case .presence(let stanza):
+            return presence(stanza)
+        }
+    }
+
+    private mutating func presence(_ stanza: Stanza) -> [Action] {
+        guard let fromString = stanza.fromString else { return [] }
+        guard let from = try? JID(fromString) else {
+            return [.refused(from: fromString, reason: "presence from an invalid JID")]
+        }
+        if settings.rooms.contains(from.bare) { return roomPresence(stanza, from: from) }
+        if from.bare == settings.ownJID.bare { return [] }
+        switch stanza.type {
+        case "subscribe":
+            if settings.directPeers.contains(from.bare) || ApprovalRule.matches(from, patterns: settings.approvalPatterns) {
+                var actions: [Action] = [.approveSubscription(from.bare)]
+                if !settings.directPeers.contains(from.bare) { actions.append(.subscribe(from.bare)) }
+                return actions
+            }
+            return [.recordPendingApproval(from.bare)]
+        case "subscribed", "unsubscribe", "unsubscribed", "probe", "error":
+            return []
+        case nil, "unavailable":
+            return peerPresence(stanza, peer: from.bare, fullJID: from, source: "direct")
+        default:
+            return [.refused(from: fromString, reason: "unknown presence type \(stanza.type ?? "")")]
+        }
+    }
+
+    private mutating func roomPresence(_ stanza: Stanza, from: JID) -> [Action] {
+        if stanza.type == "error" { return [.refused(from: from.description, reason: "room refused us: \(stanza.stanzaError?.description ?? "error")")] }
+        guard let occupant = MultiUserChat.occupantPresence(stanza), !occupant.isSelf else { return [] }
+        guard let real = occupant.realJID else {
+            // Semi-anonymous room: without the real JID there is nobody to peer with.
+            return [.refused(from: from.description, reason: "occupant without real JID (room is anonymous)")]
+        }
+        if real.bare == settings.ownJID.bare { return [] }
+        return peerPresence(stanza, peer: real.bare, fullJID: real, source: "room:\(occupant.room)")
+    }
+
+    private mutating func peerPresence(_ stanza: Stanza, peer: JID, fullJID: JID, source: String) -> [Action] {
+        if stanza.type == "unavailable" {
+            guard var peerSources = sources[peer] else { return [] }
+            peerSources.remove(source)
+            if peerSources.isEmpty {
+                sources[peer] = nil
+                return [.peerOffline(peer)]
+            }
+            sources[peer] = peerSources
+            return []
+        }
+        guard let parsed = Announcement.find(in: stanza) else { return [] }  // not a broker
+        switch parsed {
+        case .failure(let error):
+            return [.refused(from: fullJID.description, reason: error.description)]
+        case .success(let announcement):
+            sources[peer, default: []].insert(source)
+            let caps = EntityCapabilities.parse(presence: stanza)
+            var actions: [Action] = [.peerSeen(Observation(jid: peer, fullJID: fullJID, announcement: announcement, via: source, capsVer: caps?.ver))]
+            if let ver = caps?.ver, let known = featuresByCaps[ver] {
+                actions.append(.storeFeatures(peer, known))
+            } else if !capsQueried.contains(caps?.ver ?? fullJID.description) {
+                capsQueried.insert(caps?.ver ?? fullJID.description)
+                actions.append(.queryFeatures(fullJID))
+            }
+            return actions
+        }
+    }
+}

@@ -1,0 +1,147 @@
+import Foundation
+import GRDB
+import Storage
+import XMPP
+
+/// A peer broker as the registry knows it.
+public struct PeerRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "peer"
+    public var jid: String
+    public var cloud: String?
+    public var regions: String
+    public var load: Double?
+    public var fingerprint: String?
+    public var features: String
+    public var via: String?
+    public var fullJID: String?
+    /// none, pending-approval (asked us; waits for the operator), approved.
+    public var subscription: String
+    public var online: Bool
+    public var firstSeen: Date
+    public var lastSeen: Date
+
+    enum CodingKeys: String, CodingKey {
+        case jid, cloud, regions, load, fingerprint, features, via, subscription, online
+        case fullJID = "full_jid", firstSeen = "first_seen", lastSeen = "last_seen"
+    }
+
+    public var regionList: [String] { (try? JSONDecoder().decode([String].self, from: Data(regions.utf8))) ?? [] }
+    public var featureList: [String] { (try? JSONDecoder().decode([String].self, from: Data(features.utf8))) ?? [] }
+}
+
+/// The peer registry in SQLite. Every write is its own transaction, durable before the broker acts
+/// on it (see `IntercloudDatabase`).
+public struct PeerRegistry: Sendable {
+    public let database: DatabasePool
+
+    public init(database: DatabasePool) { self.database = database }
+
+    public enum Schema: SchemaContributor {
+        public static func registerMigrations(in migrator: inout DatabaseMigrator) {
+            // Frozen: never edit once shipped; add "peers.v2" instead.
+            migrator.registerMigration("peers.v1") { db in
+                try db.create(table: "peer") { t in
+                    t.column("jid", .text).primaryKey()
+                    t.column("cloud", .text)
+                    t.column("regions", .text).notNull().defaults(to: "[]")
+                    t.column("load", .double)
+                    t.column("fingerprint", .text)
+                    t.column("features", .text).notNull().defaults(to: "[]")
+                    t.column("via", .text)
+                    t.column("full_jid", .text)
+                    t.column("subscription", .text).notNull().defaults(to: "none")
+                    t.column("online", .boolean).notNull().defaults(to: false)
+                    t.column("first_seen", .datetime).notNull()
+                    t.column("last_seen", .datetime).notNull()
+                }
+                try db.create(table: "peer_approval") { t in
+                    t.column("jid", .text).primaryKey()
+                    t.column("approved_at", .datetime).notNull()
+                    t.column("applied", .boolean).notNull().defaults(to: false)
+                }
+            }
+        }
+    }
+
+    static func json(_ values: [String]) -> String {
+        String(decoding: (try? JSONEncoder().encode(values)) ?? Data("[]".utf8), as: UTF8.self)
+    }
+
+    public func seen(_ observation: PeerDiscovery.Observation, now: Date) throws {
+        try database.write { db in
+            let key = observation.jid.description
+            if var record = try PeerRecord.fetchOne(db, key: key) {
+                record.cloud = observation.announcement.cloud
+                record.regions = Self.json(observation.announcement.regions)
+                record.load = observation.announcement.load
+                record.fingerprint = observation.announcement.fingerprint
+                record.via = observation.via
+                record.fullJID = observation.fullJID.description
+                record.online = true
+                record.lastSeen = now
+                try record.update(db)
+            } else {
+                try PeerRecord(
+                    jid: key, cloud: observation.announcement.cloud, regions: Self.json(observation.announcement.regions),
+                    load: observation.announcement.load, fingerprint: observation.announcement.fingerprint,
+                    features: "[]", via: observation.via, fullJID: observation.fullJID.description, subscription: "none",
+                    online: true, firstSeen: now, lastSeen: now
+                ).insert(db)
+            }
+        }
+    }
+
+    public func offline(_ jid: JID, now: Date) throws {
+        try database.write { db in
+            try db.execute(sql: "UPDATE peer SET online = 0, last_seen = ? WHERE jid = ?", arguments: [now, jid.bare.description])
+        }
+    }
+
+    public func allOffline() throws {
+        try database.write { db in try db.execute(sql: "UPDATE peer SET online = 0 WHERE online = 1") }
+    }
+
+    public func storeFeatures(_ jid: JID, features: [String]) throws {
+        try database.write { db in
+            try db.execute(sql: "UPDATE peer SET features = ? WHERE jid = ?", arguments: [Self.json(features.sorted()), jid.bare.description])
+        }
+    }
+
+    public func setSubscription(_ jid: JID, _ state: String, now: Date) throws {
+        try database.write { db in
+            let key = jid.bare.description
+            if try PeerRecord.fetchOne(db, key: key) == nil {
+                try PeerRecord(jid: key, cloud: nil, regions: "[]", load: nil, fingerprint: nil, features: "[]", via: nil,
+                               fullJID: nil, subscription: state, online: false, firstSeen: now, lastSeen: now).insert(db)
+            } else {
+                try db.execute(sql: "UPDATE peer SET subscription = ? WHERE jid = ?", arguments: [state, key])
+            }
+        }
+    }
+
+    public func all() throws -> [PeerRecord] {
+        try database.read { db in try PeerRecord.order(Column("jid")).fetchAll(db) }
+    }
+
+    public func peer(_ jid: JID) throws -> PeerRecord? {
+        try database.read { db in try PeerRecord.fetchOne(db, key: jid.bare.description) }
+    }
+
+    /// Records an operator's approval (from the CLI); the running broker applies it.
+    public func approve(_ jid: JID, now: Date) throws {
+        try database.write { db in
+            try db.execute(
+                sql: "INSERT INTO peer_approval(jid, approved_at, applied) VALUES (?, ?, 0) ON CONFLICT(jid) DO UPDATE SET approved_at = excluded.approved_at, applied = 0",
+                arguments: [jid.bare.description, now])
+        }
+    }
+
+    /// Approvals not yet applied by the broker, marked applied in the same transaction.
+    public func takePendingApprovals() throws -> [JID] {
+        try database.write { db in
+            let jids = try String.fetchAll(db, sql: "SELECT jid FROM peer_approval WHERE applied = 0 ORDER BY approved_at")
+            try db.execute(sql: "UPDATE peer_approval SET applied = 1 WHERE applied = 0")
+            return jids.compactMap { try? JID($0) }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+import ArgumentParser
+import Broker
+import Foundation
+import Logging
+import ServiceLifecycle
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run this cloud's broker until SIGTERM or SIGINT.",
+        discussion: """
+            Connects to the XMPP server named in the configuration (STARTTLS, server certificate
+            verified against xmpp.ca_file), announces the cloud with its regions and load, joins
+            the exchange rooms in discovery.rooms, asks the brokers in discovery.peers to peer, and
+            approves peering requests that match discovery.approve. The peer registry is kept in
+            broker.database (SQLite); `intercloud peers` reads it while the broker runs.
+
+            On SIGTERM the broker leaves its rooms, sends unavailable presence and closes the
+            database. It reconnects with backoff if the server goes away, resuming the stream
+            (XEP-0198) where the server allows it.
+
+            Example configuration (TOML):
+
+              [broker]
+              cloud = "cloud1"
+              regions = ["eu-west"]
+              database = "var/cloud1.sqlite"
+
+              [xmpp]
+              jid = "broker@cloud1.example/broker"
+              password_file = "secrets/cloud1.password"
+              ca_file = "certs/xmpp-ca.pem"
+              # host = "127.0.0.1"   port = 5222   tls = "required"
+
+              [discovery]
+              rooms = ["exchange@conference.cloud1.example"]
+              peers = ["broker@cloud2.example"]
+              approve = ["*@cloud2.example"]
+            """)
+
+    @Option(name: .shortAndLong, help: "Broker configuration file (TOML).")
+    var config: String
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel: Logger.Level = .info
+
+    func run() async throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let configuration = try loadConfiguration(config)
+        let logger = Logger(label: "intercloud.serve")
+        let broker = try BrokerNode(configuration: configuration)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: broker)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+func loadConfiguration(_ path: String) throws -> BrokerConfiguration {
+    do { return try BrokerConfiguration.load(path: path) } catch let error as BrokerConfiguration.Error {
+        throw ValidationError(error.description)
+    }
+}

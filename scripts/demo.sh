@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Two clouds find each other: a private Prosody with cloud1.test and cloud2.test, one broker per
+# cloud, discovery through an exchange room and through direct peering. Prints both peer tables,
+# stops cloud2 and shows cloud1 noticing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+[ "${SKIP_SETUP:-0}" = 1 ] || scripts/setup.sh
+swift build -c release --product intercloud 2>&1 | grep -E "error|warning: unre|Compiling|Build complete" | tail -3
+bin="$root/.build/release/intercloud"
+
+demo="$root/var/demo"
+rm -rf "$demo"; mkdir -p "$demo"
+port=${DEMO_PORT:-25222}
+scripts/prosody.sh start "$demo/prosody" "$port"
+cleanup() {
+    for pidfile in "$demo"/*.pid; do [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true; done
+    scripts/prosody.sh stop "$demo/prosody" || true
+}
+trap cleanup EXIT
+
+for n in 1 2; do
+    password=$(head -c 12 /dev/urandom | base64 | tr -dc 'a-zA-Z0-9')
+    scripts/prosody.sh register "$demo/prosody" broker "cloud$n.test" "$password"
+    echo "$password" > "$demo/cloud$n.password"; chmod 600 "$demo/cloud$n.password"
+    other=$((3 - n))
+    cat > "$demo/cloud$n.toml" <<TOML
+[broker]
+cloud = "cloud$n"
+regions = ["region-$n-a", "region-$n-b"]
+database = "cloud$n.sqlite"
+load = 0.$n
+
+[xmpp]
+jid = "broker@cloud$n.test/broker"
+password_file = "cloud$n.password"
+host = "127.0.0.1"
+port = $port
+tls = "required"
+ca_file = "prosody/certs/ca.crt"
+
+[discovery]
+rooms = ["exchange@conference.cloud1.test"]
+peers = ["broker@cloud$other.test"]
+approve = ["*@cloud$other.test"]
+TOML
+done
+
+for n in 1 2; do
+    "$bin" serve --config "$demo/cloud$n.toml" > "$demo/cloud$n.log" 2>&1 &
+    echo $! > "$demo/cloud$n.pid"
+done
+
+wait_for() {  # wait_for CONFIG PEER ONLINE(true|false)
+    for _ in $(seq 1 100); do
+        if "$bin" peers --config "$1" --output json 2>/dev/null | python3 -c "
+import json, sys
+peers = {p['jid']: p for p in json.load(sys.stdin)}
+sys.exit(0 if peers.get('$2', {}).get('online') == $3 else 1)"; then return 0; fi
+        sleep 0.1
+    done
+    echo "timed out waiting for $2 online=$3 in $1" >&2; return 1
+}
+wait_for "$demo/cloud1.toml" broker@cloud2.test True
+wait_for "$demo/cloud2.toml" broker@cloud1.test True
+sleep 0.5  # let disco#info answers land in the tables
+
+echo; echo "== peers seen by cloud1 =="; "$bin" peers --config "$demo/cloud1.toml"
+echo; echo "== peers seen by cloud2 =="; "$bin" peers --config "$demo/cloud2.toml"
+
+echo; echo "== stopping cloud2 (SIGTERM) =="
+kill -TERM "$(cat "$demo/cloud2.pid")"; wait "$(cat "$demo/cloud2.pid")" 2>/dev/null || true
+wait_for "$demo/cloud1.toml" broker@cloud2.test False
+"$bin" peers --config "$demo/cloud1.toml"
+echo; echo "logs and state: $demo"
