@@ -254,6 +254,17 @@ public final class TripleStore: @unchecked Sendable {
         return removed
     }
 
+    /// Replaces the whole content of one named graph (or of the default graph) in one step, so
+    /// queries see either the old or the new content: used for live inventory refreshed from
+    /// provider drivers, kept in its own graph apart from static descriptions.
+    public func replaceGraph(_ graph: IRI?, with triples: [Triple]) {
+        lock.lock()
+        defer { lock.unlock() }
+        let graphID = graph.map { dictionary.intern(.iri($0)) } ?? 0
+        graphTriples[graphID] = []
+        insertLocked(triples, graph: graph) { $0 }
+    }
+
     /// Empties the default graph and every named graph.
     public func removeAll() {
         lock.lock()

@@ -225,7 +225,9 @@ final class Evaluator {
         if !query.orderBy.isEmpty { solutions = try order(solutions, query.orderBy, limit: query.distinct ? nil : query.limit.map { $0 + query.offset }) }
         var slots: [Int]
         if query.selectAll {
-            slots = query.pattern.inScopeVariables.filter { !VariableTable.isHidden(variableNames[$0]) }
+            var pattern = query.pattern
+            if let values = query.trailingValues { pattern = .join(pattern, values) }
+            slots = pattern.inScopeVariables.filter { !VariableTable.isHidden(variableNames[$0]) }
         } else {
             slots = query.projectedVariables
         }
