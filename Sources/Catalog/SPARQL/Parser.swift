@@ -47,6 +47,8 @@ struct SPARQLParser {
     private var blankNodeVariables: [String: Int] = [:]
     private var depth = 0
     private static let maxDepth = 200
+    /// Where each SELECT item was written, for scope errors found after the WHERE clause.
+    private var projectionTokens: [Int: Token] = [:]
 
     static func parse(_ text: String, baseIRI: String? = nil) throws(QueryError) -> ParsedQuery {
         var parser = SPARQLParser(tokens: try Lexer.tokenize(text), baseIRI: baseIRI)
@@ -210,6 +212,7 @@ struct SPARQLParser {
                     position += 1
                     let slot = variables.slot(name)
                     guard projected.insert(slot).inserted else { throw error("?\(name) is projected twice", at: token) }
+                    projectionTokens[slot] = token
                     query.projection.append((slot, nil))
                 } else if acceptPunct("(") {
                     let expression = try parseExpression()
@@ -220,6 +223,7 @@ struct SPARQLParser {
                     try expectPunct(")")
                     let slot = variables.slot(name)
                     guard projected.insert(slot).inserted else { throw error("?\(name) is projected twice", at: varToken) }
+                    projectionTokens[slot] = varToken
                     query.projection.append((slot, expression))
                 } else {
                     break
@@ -317,7 +321,7 @@ struct SPARQLParser {
         var defined = inScope
         for (slot, expression) in query.projection where expression != nil {
             if defined.contains(slot) {
-                throw error("?\(variables.names[slot]) is already bound and cannot be assigned with AS", at: tokens[0])
+                throw error("?\(variables.names[slot]) is already bound and cannot be assigned with AS", at: projectionTokens[slot] ?? tokens[0])
             }
             defined.insert(slot)
         }
@@ -335,11 +339,11 @@ struct SPARQLParser {
                 if let expression {
                     let free = expression.variables.subtracting(allowed)
                     if let bad = free.first {
-                        throw error("?\(variables.names[bad]) is neither grouped nor aggregated", at: tokens[0])
+                        throw error("?\(variables.names[bad]) is neither grouped nor aggregated", at: projectionTokens[slot] ?? tokens[0])
                     }
                     allowed.insert(slot)
                 } else if !allowed.contains(slot) {
-                    throw error("?\(variables.names[slot]) is neither grouped nor aggregated", at: tokens[0])
+                    throw error("?\(variables.names[slot]) is neither grouped nor aggregated", at: projectionTokens[slot] ?? tokens[0])
                 }
             }
         }
@@ -802,7 +806,10 @@ struct SPARQLParser {
     }
 
     private mutating func parsePathPrimary() throws(QueryError) -> PropertyPath {
-        if acceptWord("a") && tokens[position - 1].kind == .word("a") { return .link(.iri(Vocabulary.rdfType)) }
+        if current.kind == .word("a") {
+            position += 1
+            return .link(.iri(Vocabulary.rdfType))
+        }
         if acceptPunct("(") {
             depth += 1
             defer { depth -= 1 }

@@ -31,6 +31,12 @@ import Testing
         #expect(syntaxError("SELECT * WHERE { ?s ?p ?o ") != nil)
     }
 
+    @Test func scopeErrorsPointAtTheSelectItem() throws {
+        let error = try #require(syntaxError("SELECT ?s\n       ?o (COUNT(*) AS ?n)\nWHERE { ?s ?p ?o } GROUP BY ?s"))
+        #expect(error.0.contains("?o"))
+        #expect(error.1 == 2 && error.2 == 8)
+    }
+
     @Test func rejectsScopeViolations() {
         // Projection of an ungrouped variable.
         #expect(syntaxError("SELECT ?o (COUNT(*) AS ?n) WHERE { ?s ?p ?o } GROUP BY ?s") != nil)
