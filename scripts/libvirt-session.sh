@@ -52,16 +52,17 @@ start)
     done
     [[ -S $socket ]] || { echo "libvirtd session did not start; see $dir/daemon.log" >&2; cat "$dir/daemon.log" >&2; exit 1; }
     if [[ -n ${3:-} ]]; then
-        watch=$3
-        daemon=$(cat "$dir/daemon.pid")
-        (
+        # The watcher runs in its own session so a process-group kill of the caller (timeout, Ctrl-C)
+        # does not take it down before it has cleaned up.
+        setsid bash -c '
+            watch=$1 daemon=$2 socket=$3
             while kill -0 "$watch" 2>/dev/null && kill -0 "$daemon" 2>/dev/null; do sleep 0.5; done
             # Destroy leftover guests before the daemon goes, so no QEMU outlives the run.
             for domain in $(virsh -q -c "qemu+unix:///session?socket=$socket" list --name 2>/dev/null); do
                 virsh -q -c "qemu+unix:///session?socket=$socket" destroy "$domain" >/dev/null 2>&1 || true
             done
             kill "$daemon" 2>/dev/null || true
-        ) >/dev/null 2>&1 &
+        ' watcher "$3" "$(cat "$dir/daemon.pid")" "$socket" </dev/null >/dev/null 2>&1 &
         echo $! > "$dir/watch.pid"
     fi
     echo "$socket"

@@ -7,7 +7,7 @@
 #   scripts/moto.sh user PORT              reset moto, create an IAM user with an access key, print
 #                                          "KEY SECRET"; from then on every request must be signed
 #
-# Needs: pip install "moto[server]" (moto_server on PATH), curl.
+# Needs: pip install "moto[server]" (moto_server on PATH, or its path in MOTO_SERVER), curl.
 # Signature checking: moto only checks signatures after INITIAL_NO_AUTH_ACTION_COUNT unauthenticated
 # requests; `user` resets that counter to exactly the three IAM calls it makes, so anything after is checked.
 set -euo pipefail
@@ -28,7 +28,9 @@ wait_ready() {
 case $cmd in
 run)
     watch=${3:-}
-    INITIAL_NO_AUTH_ACTION_COUNT=1000000 moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+    # AMI validation makes RunInstances refuse unknown images, as AWS does.
+    MOTO_ENABLE_AMI_VALIDATION=true INITIAL_NO_AUTH_ACTION_COUNT=1000000 \
+        "${MOTO_SERVER:-moto_server}" -H 127.0.0.1 -p "$port" >"${MOTO_LOG:-/dev/null}" 2>&1 &
     server=$!
     trap 'kill $server 2>/dev/null' EXIT TERM INT
     if [[ -n $watch ]]; then

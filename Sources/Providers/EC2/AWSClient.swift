@@ -56,14 +56,20 @@ struct AWSClient: Sendable {
 
     /// A Query API call (`Action=...&Version=...`), returning the parsed response root.
     func query(_ action: String, version: String, parameters: [(String, String)], verb: Verb) async throws -> XMLElement {
-        var pairs = [("Action", action), ("Version", version)] + parameters
-        pairs = pairs.map { ($0.0, $0.1) }
-        let body = Data(pairs.map { "\(SigV4Signer.uriEncode($0.0))=\(SigV4Signer.uriEncode($0.1))" }.joined(separator: "&").utf8)
+        let pairs = [("Action", action), ("Version", version)] + parameters
+        let body = Data(pairs.map { "\(Self.formEncode($0.0))=\(Self.formEncode($0.1))" }.joined(separator: "&").utf8)
         var request = URLRequest(url: endpoint)
         request.httpMethod = "POST"
         request.setValue("application/x-www-form-urlencoded; charset=utf-8", forHTTPHeaderField: "content-type")
         let (data, _) = try await send(request, body: body, verb: verb, action: action)
         return try parse(data, verb: verb, action: action)
+    }
+
+    /// `application/x-www-form-urlencoded` as Python's `urlencode` writes it (space as `+`). AWS hashes
+    /// the body as sent, so either form verifies there; moto re-encodes the parsed form this way before
+    /// checking the signature, so this is the form that verifies on both.
+    static func formEncode(_ text: String) -> String {
+        SigV4Signer.uriEncode(text).replacingOccurrences(of: "%20", with: "+")
     }
 
     /// A REST call (S3), signing the payload hash header as S3 requires.

@@ -46,7 +46,9 @@ struct S3Storage: Sendable {
                     method: "PUT", path: "/\(bucket)/\(key)",
                     query: [("partNumber", String(number)), ("uploadId", uploadID)], body: chunk, verb: verb,
                     action: "UploadPart")
-                let etag = response.value(forHTTPHeaderField: "ETag") ?? ""
+                guard let etag = Self.header("ETag", in: response) else {
+                    throw ProviderError(driver: driver, verb: verb, code: .backend, message: "UploadPart \(number) returned no ETag")
+                }
                 parts.append((number, etag))
                 sent += Int64(chunk.count)
                 progress?(ProgressEvent(driver: driver, verb: verb, completed: sent, total: total, message: "uploaded part \(number)"))
@@ -56,7 +58,9 @@ struct S3Storage: Sendable {
                 "<Part><PartNumber>\($0.0)</PartNumber><ETag>\($0.1)</ETag></Part>"
             }.joined() + "</CompleteMultipartUpload>"
             let (data, _) = try await client.rest(
-                method: "POST", path: "/\(bucket)/\(key)", query: [("uploadId", uploadID)], body: Data(manifest.utf8),
+                method: "POST", path: "/\(bucket)/\(key)", query: [("uploadId", uploadID)],
+                // Without an explicit type URLSession labels a POST body as a form, which servers then consume as one.
+                headers: ["Content-Type": "application/xml"], body: Data(manifest.utf8),
                 verb: verb, action: "CompleteMultipartUpload")
             return (try? XMLElement.parse(data).string("ETag")) ?? ""
         } catch {
@@ -66,6 +70,15 @@ struct S3Storage: Sendable {
             if let error = error as? ProviderError { throw error }
             throw ProviderError.wrap(error, driver: driver, verb: verb)
         }
+    }
+
+    /// Header lookup that does not depend on the case the server used.
+    static func header(_ name: String, in response: HTTPURLResponse) -> String? {
+        if let value = response.value(forHTTPHeaderField: name) { return value }
+        for (key, value) in response.allHeaderFields {
+            if (key as? String)?.lowercased() == name.lowercased() { return value as? String }
+        }
+        return nil
     }
 
     func deleteObject(bucket: String, key: String, verb: Verb) async throws {

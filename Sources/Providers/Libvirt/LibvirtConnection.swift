@@ -235,8 +235,8 @@ final class LibvirtConnection: @unchecked Sendable {
             case .managedSave: result = virDomainManagedSave(domain, 0)
             case .managedSaveRemove: result = virDomainManagedSaveRemove(domain, 0)
             case .undefine:
+                // Also drop managed-save images and snapshot metadata, which would otherwise block undefine.
                 let flags = VIR_DOMAIN_UNDEFINE_MANAGED_SAVE.rawValue | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA.rawValue
-                    | VIR_DOMAIN_UNDEFINE_NVRAM.rawValue
                 result = virDomainUndefineFlags(domain, flags)
             }
             if result < 0 { throw Self.lastError("\(action.rawValue) \(uuid)") }

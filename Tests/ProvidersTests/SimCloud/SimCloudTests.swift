@@ -35,7 +35,7 @@ struct SimCloudTests {
     @Test("transitions take the configured delays and keep the raw state beside the normalized one")
     func delayedTransitions() async throws {
         let (cloud, directory) = try makeCloud(delays: .init(
-            boot: .milliseconds(300), shutdown: .milliseconds(300), reboot: .milliseconds(300), save: .milliseconds(300),
+            boot: .milliseconds(300), shutdown: .seconds(3), reboot: .milliseconds(300), save: .milliseconds(300),
             terminate: .milliseconds(300)))
         defer { try? FileManager.default.removeItem(at: directory) }
         let created = try await cloud.create(
@@ -51,7 +51,7 @@ struct SimCloudTests {
             try await cloud.waitFor(instance: created.id, state: .stopped, timeout: .milliseconds(50))
         }
         #expect(error?.code == .timeout)
-        _ = try await cloud.waitFor(instance: created.id, state: .stopped, timeout: .seconds(5))
+        _ = try await cloud.waitFor(instance: created.id, state: .stopped, timeout: .seconds(10))
         let destroyedStart = try await cloud.start(created.id)
         #expect(destroyedStart.state == .pending)
         _ = try await cloud.waitFor(instance: created.id, state: .running, timeout: .seconds(5))

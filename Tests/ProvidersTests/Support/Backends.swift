@@ -39,7 +39,7 @@ actor MotoServer {
 
     private func started() throws -> Int {
         if let port { return port }
-        guard which("moto_server") != nil else {
+        guard let motoServer = which("moto_server") else {
             throw CommandError(command: "moto_server", output: "not installed: pip install \"moto[server]\"")
         }
         let port = try freePort()
@@ -47,6 +47,9 @@ actor MotoServer {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/bash")
         process.arguments = [script("moto.sh"), "run", String(port), String(getpid())]
+        var environment = ProcessInfo.processInfo.environment
+        environment["MOTO_SERVER"] = motoServer
+        process.environment = environment
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -119,7 +122,8 @@ enum LibvirtFixture {
         return DriverFixture(
             driver: driver, imageID: image.id, sizeID: "lv.small", timeout: .seconds(10),
             teardown: {
-                for instance in (try? await driver.listInstances()) ?? [] where instance.name.hasPrefix("conf-") {
+                // test:///default is shared by the whole process: only remove this fixture's instances.
+                for instance in (try? await driver.listInstances()) ?? [] where instance.imageID == image.id {
                     try? await driver.terminate(instance: instance.id)
                 }
                 try? FileManager.default.removeItem(at: root)

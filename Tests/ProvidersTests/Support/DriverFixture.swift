@@ -25,6 +25,13 @@ enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
     var testDescription: String { rawValue }
 
+    /// All backends, or those named in `INTERCLOUD_TEST_BACKENDS` (comma-separated) for a quick local run.
+    /// CI leaves it unset, so every backend runs.
+    static var selected: [Backend] {
+        guard let names = ProcessInfo.processInfo.environment["INTERCLOUD_TEST_BACKENDS"], !names.isEmpty else { return allCases }
+        return names.split(separator: ",").compactMap { Backend(rawValue: String($0)) }
+    }
+
     static func run(_ fixture: DriverFixture, _ body: (DriverFixture) async throws -> Void) async throws {
         do { try await body(fixture) } catch {
             await fixture.teardown()
@@ -119,7 +126,9 @@ struct CommandError: Error, CustomStringConvertible {
 /// Finds an executable on PATH (moto_server and aws live under pyenv shims or /usr/local/bin).
 func which(_ name: String) -> String? {
     let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-    for directory in path.split(separator: ":") + ["/usr/local/bin", "/root/.local/bin"] {
+    // pip-installed tools may live outside the PATH `swift test` passes on (pyenv shims, ~/.local/bin).
+    let home = ProcessInfo.processInfo.environment["HOME"] ?? "/root"
+    for directory in path.split(separator: ":").map(String.init) + ["/usr/local/bin", "\(home)/.local/bin", "\(home)/.pyenv/shims"] {
         let candidate = "\(directory)/\(name)"
         if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
     }
