@@ -287,6 +287,8 @@ final class Evaluator {
             // The filter only sees the BGP's own variables (all bound by it), so feeding the
             // left rows into the BGP cannot change its outcome.
             return try evaluateBGP(patterns, input: try evaluate(left), filters: conditions)
+        case .join(let left, .path(let subject, let path, let object)):
+            return try joinPath(try evaluate(left), subject, path, object)
         case .join(let left, let right):
             return try join(try evaluate(left), try evaluate(right))
         case .leftJoin(let left, let right, let condition):
@@ -620,6 +622,43 @@ final class Evaluator {
                 }
             }
             if !removed { output.append(from: left, row: l) }
+        }
+        return output
+    }
+
+    /// Join with a property path, starting the path from the values the left side already binds
+    /// (one evaluation per distinct start node) instead of from every node of the graph.
+    private func joinPath(_ left: Solutions, _ subject: PatternNode, _ path: PropertyPath, _ object: PatternNode) throws(QueryError) -> Solutions {
+        let (_, all) = left.boundSlots()
+        let forward: Bool
+        if let slot = subject.variable, all[slot] { forward = true } else if let slot = object.variable, all[slot] { forward = false } else {
+            return try join(left, try evaluatePath(subject, path, object))
+        }
+        let startSlot = forward ? subject.variable! : object.variable!
+        let otherNode = forward ? object : subject
+        let otherConstant: Int? = { if case .term(let t) = otherNode { return id(t) } else { return nil } }()
+        var cache: [Int: [Int]] = [:]
+        var output = Solutions(width: width)
+        for index in 0..<left.count {
+            try tick()
+            let start = left.value(index, startSlot)
+            let ends: [Int]
+            if let cached = cache[start] { ends = cached } else {
+                ends = try (forward ? pathPairs(path, from: start, to: otherConstant).map(\.1)
+                                    : pathPairs(path, from: otherConstant, to: start).map(\.0))
+                cache[start] = ends
+            }
+            for end in ends {
+                if let slot = otherNode.variable {
+                    let existing = left.value(index, slot)
+                    if existing != 0 && existing != end { continue }
+                    output.append(from: left, row: index)
+                    output.data[output.data.count - width + slot] = end
+                } else {
+                    output.append(from: left, row: index)
+                }
+            }
+            if output.count > limits.maxIntermediateRows { try checkSize(output) }
         }
         return output
     }
