@@ -32,6 +32,27 @@ import Testing
         #expect(again.count == store.count)
     }
 
+    @Test func survivesARestartWithADatabasePool() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("catalog-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("broker.sqlite").path
+        var migrator = DatabaseMigrator()
+        CatalogStore.registerMigrations(in: &migrator)
+        do {
+            let pool = try DatabasePool(path: path)
+            try migrator.migrate(pool)
+            try CatalogStore(pool).save(try Fixtures.store())
+        }
+        // "Restart": a new pool on the same file, a new empty store.
+        let pool = try DatabasePool(path: path)
+        try migrator.migrate(pool)
+        let store = TripleStore()
+        try CatalogStore(pool).restore(into: store)
+        let cheapest = try Fixtures.select("SELECT ?o WHERE { ?o ic:pricePerHour ?p } ORDER BY ?p LIMIT 1", store: store)
+        #expect(cheapest.first?["o"] == "<https://catalog.example.org/small>")
+    }
+
     @Test func migrationIdentifierIsCatalogV1() throws {
         var migrator = DatabaseMigrator()
         CatalogStore.registerMigrations(in: &migrator)
