@@ -174,10 +174,26 @@ public final class BrokerNode: Service, Sendable {
                         logger.warning("disco#info to \(full) failed: \(error)")
                     }
                 }
+            case .rejoinRoom(let room, let delay, let attempt):
+                let presence = try MultiUserChat.joinPresence(room: room, nickname: configuration.nickname, extensions: presenceExtensions())
+                Task { [client, logger] in
+                    try? await Task.sleep(for: delay)
+                    logger.info("joining exchange room \(room) again (attempt \(attempt + 1))")
+                    client.send(presence)
+                }
+            case .configureRoom(let room):
+                logger.info("created exchange room \(room); configuring it")
+                Task { [client, logger] in
+                    do {
+                        _ = try await client.iq(.set, to: room, payload: MultiUserChat.exchangeRoomConfiguration())
+                    } catch {
+                        logger.warning("configuring room \(room) failed: \(error)")
+                    }
+                }
             case .storeFeatures(let jid, let features):
                 try registry.storeFeatures(jid, features: features)
             case .refused(let from, let reason):
-                logger.warning("ignored presence from \(from): \(reason)")
+                logger.notice("ignored presence from \(from): \(reason)")
             }
         } catch {
             logger.error("registry write failed for \(action): \(error)")

@@ -45,6 +45,11 @@ public struct PeerDiscovery: Sendable {
         case recordPendingApproval(JID)
         case queryFeatures(JID)
         case storeFeatures(JID, [String])
+        /// We created an exchange room: unlock it and make real JIDs visible.
+        case configureRoom(JID)
+        /// The room refused our join (typically still locked by the broker that is creating it):
+        /// join again after a pause.
+        case rejoinRoom(JID, after: Duration, attempt: Int)
         case refused(from: String, reason: String)
     }
 
@@ -53,6 +58,8 @@ public struct PeerDiscovery: Sendable {
     private var sources: [JID: Set<String>] = [:]
     private var featuresByCaps: [String: [String]] = [:]
     private var capsQueried: Set<String> = []
+    private var joinAttempts: [JID: Int] = [:]
+    public static let maxJoinAttempts = 20
 
     public init(settings: Settings) { self.settings = settings }
 
@@ -63,6 +70,7 @@ public struct PeerDiscovery: Sendable {
         case .sessionStarted:
             sources.removeAll()
             capsQueried.removeAll()
+            joinAttempts.removeAll()
             return [.allPeersOffline, .announce]
                 + settings.rooms.sorted().map { .joinRoom($0) }
                 + settings.directPeers.sorted().map { .subscribe($0) }
@@ -104,8 +112,20 @@ public struct PeerDiscovery: Sendable {
     }
 
     private mutating func roomPresence(_ stanza: Stanza, from: JID) -> [Action] {
-        if stanza.type == "error" { return [.refused(from: from.description, reason: "room refused us: \(stanza.stanzaError?.description ?? "error")")] }
-        guard let occupant = MultiUserChat.occupantPresence(stanza), !occupant.isSelf else { return [] }
+        if stanza.type == "error" {
+            let room = from.bare
+            let attempt = joinAttempts[room, default: 0] + 1
+            joinAttempts[room] = attempt
+            let reason = "room refused us: \(stanza.stanzaError?.description ?? "error")"
+            guard attempt <= Self.maxJoinAttempts else { return [.refused(from: from.description, reason: reason + "; giving up")] }
+            return [.refused(from: from.description, reason: reason + "; retrying"),
+                    .rejoinRoom(room, after: .milliseconds(100 * min(attempt, 10)), attempt: attempt)]
+        }
+        guard let occupant = MultiUserChat.occupantPresence(stanza) else { return [] }
+        if occupant.isSelf {
+            joinAttempts[occupant.room] = nil
+            return occupant.createdRoom ? [.configureRoom(occupant.room)] : []
+        }
         guard let real = occupant.realJID else {
             // Semi-anonymous room: without the real JID there is nobody to peer with.
             return [.refused(from: from.description, reason: "occupant without real JID (room is anonymous)")]

@@ -27,6 +27,23 @@ public enum MultiUserChat {
         /// Status code 110: this presence is about ourselves.
         public var isSelf: Bool
         public var role: String?
+        public var statusCodes: [String]
+        /// Status code 201: we just created this room and must configure it before others can join.
+        public var createdRoom: Bool { isSelf && statusCodes.contains("201") }
+    }
+
+    public static let ownerNamespace = "http://jabber.org/protocol/muc#owner"
+
+    /// The owner form that unlocks a room we created (XEP-0045 §10.1.2) and makes occupants' real
+    /// JIDs visible to everyone: an exchange is for brokers that want to be found.
+    public static func exchangeRoomConfiguration() -> XMLElement {
+        func field(_ name: String, _ value: String) -> XMLElement {
+            XMLElement("field", attributes: [("var", name)], children: [.element(XMLElement("value", text: value))])
+        }
+        var form = XMLElement("x", namespace: "jabber:x:data", attributes: [("type", "submit")])
+        form.append(field("FORM_TYPE", "http://jabber.org/protocol/muc#roomconfig"))
+        form.append(field("muc#roomconfig_whois", "anyone"))
+        return XMLElement("query", namespace: ownerNamespace, children: [.element(form)])
     }
 
     /// Parses a presence if it comes from a MUC occupant (carries `muc#user`).
@@ -41,6 +58,7 @@ public enum MultiUserChat {
             realJID: item?[attribute: "jid"].flatMap { try? JID($0) },
             available: presence.type != "unavailable",
             isSelf: statusCodes.contains("110"),
-            role: item?[attribute: "role"])
+            role: item?[attribute: "role"],
+            statusCodes: statusCodes)
     }
 }

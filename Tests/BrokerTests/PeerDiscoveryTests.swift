@@ -1,0 +1,156 @@
+import Broker
+import Testing
+import XMPP
+
+@Suite struct PeerDiscoveryTests {
+    let own = try! JID("broker@cloud1.test/broker")
+    let room = try! JID("exchange@conference.cloud1.test")
+
+    func machine(peers: [String] = [], approve: [String] = []) -> PeerDiscovery {
+        PeerDiscovery(settings: .init(ownJID: own, rooms: [room], directPeers: peers.map { try! JID($0) }, approvalPatterns: approve))
+    }
+
+    func announce(_ cloud: String = "cloud2") -> XMLElement {
+        Announcement(cloud: cloud, regions: ["r1"], load: 0.5, fingerprint: "").element
+    }
+
+    func roomPresence(nick: String, real: String?, type: String? = nil, status: String? = nil, announcement: XMLElement? = nil) -> Stanza {
+        var x = XMLElement("x", namespace: MultiUserChat.userNamespace)
+        var item = XMLElement("item", attributes: [("role", "participant")])
+        if let real { item[attribute: "jid"] = real }
+        x.append(item)
+        if let status { x.append(XMLElement("status", attributes: [("code", status)])) }
+        var attributes = [("from", "\(room)/\(nick)")]
+        if let type { attributes.append(("type", type)) }
+        var children: [XMLNode] = [.element(x)]
+        if let announcement { children.append(.element(announcement)) }
+        return Stanza(XMLElement("presence", attributes: attributes, children: children))
+    }
+
+    @Test func freshSessionAnnouncesJoinsRoomsAndSubscribes() {
+        var discovery = machine(peers: ["broker@cloud2.test"])
+        let actions = discovery.handle(.sessionStarted)
+        #expect(actions == [.allPeersOffline, .announce, .joinRoom(room), .subscribe(try! JID("broker@cloud2.test"))])
+    }
+
+    @Test func roomOccupantWithAnnouncementBecomesPeer() throws {
+        var discovery = machine()
+        let actions = discovery.handle(.presence(roomPresence(nick: "cloud2", real: "broker@cloud2.test/b", announcement: announce())))
+        guard case .peerSeen(let observation) = actions.first else {
+            Issue.record("expected peerSeen, got \(actions)")
+            return
+        }
+        #expect(observation.jid == (try JID("broker@cloud2.test")))
+        #expect(observation.via == "room:\(room)")
+        #expect(actions.contains(.queryFeatures(try JID("broker@cloud2.test/b"))))
+        #expect(discovery.onlinePeers() == [try JID("broker@cloud2.test")])
+    }
+
+    @Test func ourOwnRoomPresenceAndNonBrokersAreIgnored() {
+        var discovery = machine()
+        #expect(discovery.handle(.presence(roomPresence(nick: "cloud1", real: "broker@cloud1.test/broker", status: "110", announcement: announce("cloud1")))) == [])
+        #expect(discovery.handle(.presence(roomPresence(nick: "human", real: "alice@cloud1.test/x"))) == [])
+    }
+
+    @Test func anonymousOccupantIsRefused() {
+        var discovery = machine()
+        let actions = discovery.handle(.presence(roomPresence(nick: "ghost", real: nil, announcement: announce())))
+        guard case .refused = actions.first else {
+            Issue.record("expected refusal, got \(actions)")
+            return
+        }
+    }
+
+    @Test func malformedAnnouncementIsRefusedAndChangesNothing() {
+        var discovery = machine()
+        let bad = XMLElement("announce", namespace: Announcement.namespace, attributes: [("cloud", "<script>")])
+        let actions = discovery.handle(.presence(roomPresence(nick: "x", real: "broker@cloud2.test/b", announcement: bad)))
+        guard case .refused = actions.first else {
+            Issue.record("expected refusal, got \(actions)")
+            return
+        }
+        #expect(discovery.onlinePeers().isEmpty)
+    }
+
+    @Test func peerGoesOfflineOnlyWhenEverySourceIsGone() throws {
+        var discovery = machine(peers: ["broker@cloud2.test"])
+        _ = discovery.handle(.presence(roomPresence(nick: "cloud2", real: "broker@cloud2.test/b", announcement: announce())))
+        let direct = Stanza(XMLElement("presence", attributes: [("from", "broker@cloud2.test/b")], children: [.element(announce())]))
+        _ = discovery.handle(.presence(direct))
+        #expect(discovery.handle(.presence(roomPresence(nick: "cloud2", real: "broker@cloud2.test/b", type: "unavailable"))) == [])
+        let gone = Stanza(XMLElement("presence", attributes: [("from", "broker@cloud2.test/b"), ("type", "unavailable")]))
+        #expect(discovery.handle(.presence(gone)) == [.peerOffline(try JID("broker@cloud2.test"))])
+    }
+
+    @Test func subscriptionRequestsFollowApprovalRules() throws {
+        var discovery = machine(approve: ["*@cloud2.test"])
+        let fromCloud2 = Stanza(XMLElement("presence", attributes: [("from", "broker@cloud2.test"), ("type", "subscribe")]))
+        #expect(discovery.handle(.presence(fromCloud2)) == [.approveSubscription(try JID("broker@cloud2.test")), .subscribe(try JID("broker@cloud2.test"))])
+        let fromStranger = Stanza(XMLElement("presence", attributes: [("from", "broker@evil.test"), ("type", "subscribe")]))
+        #expect(discovery.handle(.presence(fromStranger)) == [.recordPendingApproval(try JID("broker@evil.test"))])
+        #expect(discovery.handle(.operatorApproved(try JID("broker@evil.test"))) == [
+            .approveSubscription(try JID("broker@evil.test")), .subscribe(try JID("broker@evil.test")),
+        ])
+    }
+
+    @Test func knownCapsAreNotQueriedTwice() throws {
+        var discovery = machine()
+        var presence = roomPresence(nick: "cloud2", real: "broker@cloud2.test/b", announcement: announce())
+        presence.element.append(XMLElement("c", namespace: EntityCapabilities.namespace, attributes: [("hash", "sha-1"), ("node", "n"), ("ver", "V1")]))
+        _ = discovery.handle(.presence(presence))
+        _ = discovery.handle(.featuresDiscovered(capsVer: "V1", peer: try JID("broker@cloud2.test/b"), features: ["f"]))
+        let again = discovery.handle(.presence(presence))
+        #expect(again.contains(.storeFeatures(try JID("broker@cloud2.test"), ["f"])))
+        #expect(!again.contains { if case .queryFeatures = $0 { true } else { false } })
+    }
+
+    @Test func sessionLossMarksEveryoneOffline() {
+        var discovery = machine()
+        _ = discovery.handle(.presence(roomPresence(nick: "cloud2", real: "broker@cloud2.test/b", announcement: announce())))
+        #expect(discovery.handle(.sessionLost) == [.allPeersOffline])
+        #expect(discovery.onlinePeers().isEmpty)
+    }
+
+    @Test func presenceFromInvalidJIDIsRefused() {
+        var discovery = machine()
+        let stanza = Stanza(XMLElement("presence", attributes: [("from", "bad jid@@x")], children: [.element(announce())]))
+        guard case .refused = discovery.handle(.presence(stanza)).first else {
+            Issue.record("expected refusal")
+            return
+        }
+    }
+}
+
+@Suite struct ExchangeRoomCreationTests {
+    @Test func creatingARoomConfiguresIt() throws {
+        let room = try JID("exchange@conference.cloud1.test")
+        var discovery = PeerDiscovery(settings: .init(ownJID: try JID("broker@cloud1.test/b"), rooms: [room], directPeers: [], approvalPatterns: []))
+        var x = XMLElement("x", namespace: MultiUserChat.userNamespace)
+        x.append(XMLElement("item", attributes: [("jid", "broker@cloud1.test/b"), ("role", "moderator")]))
+        x.append(XMLElement("status", attributes: [("code", "110")]))
+        x.append(XMLElement("status", attributes: [("code", "201")]))
+        let presence = Stanza(XMLElement("presence", attributes: [("from", "\(room)/cloud1")], children: [.element(x)]))
+        #expect(discovery.handle(.presence(presence)) == [.configureRoom(room)])
+    }
+}
+
+@Suite struct ExchangeRoomJoinRetryTests {
+    @Test func refusedJoinIsRetriedWithGrowingPauseThenAbandoned() throws {
+        let room = try JID("exchange@conference.cloud1.test")
+        var discovery = PeerDiscovery(settings: .init(ownJID: try JID("broker@cloud1.test/b"), rooms: [room], directPeers: [], approvalPatterns: []))
+        let refusal = Stanza(XMLElement("presence", attributes: [("from", "\(room)/cloud1"), ("type", "error")], children: [
+            .element(StanzaError.itemNotFound().element),
+        ]))
+        var pauses: [Duration] = []
+        for _ in 0..<PeerDiscovery.maxJoinAttempts {
+            for action in discovery.handle(.presence(refusal)) {
+                if case .rejoinRoom(_, let after, _) = action { pauses.append(after) }
+            }
+        }
+        #expect(pauses.count == PeerDiscovery.maxJoinAttempts)
+        #expect(pauses.first == .milliseconds(100))
+        #expect(pauses.last == .seconds(1))
+        let final = discovery.handle(.presence(refusal))
+        #expect(!final.contains { if case .rejoinRoom = $0 { true } else { false } })
+    }
+}
