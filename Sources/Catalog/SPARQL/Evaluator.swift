@@ -822,6 +822,7 @@ final class Evaluator {
                 }
             }
             let text = parts.joined(separator: aggregate.separator)
+            guard text.utf8.count <= Evaluator.maxStringBytes else { return nil }
             if case .some(.some(let tag)) = language { return .literal(Literal(text, language: tag)) }
             return .string(text)
         }

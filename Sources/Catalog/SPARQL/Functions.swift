@@ -167,7 +167,8 @@ extension Evaluator {
     }
 
     /// Result literal carrying the language of `like` (string functions preserve tags).
-    private func stringLike(_ text: String, _ like: Literal) -> Term {
+    private func stringLike(_ text: String, _ like: Literal) -> Term? {
+        guard text.utf8.count <= Self.maxStringBytes else { return nil }
         if let language = like.language { return .literal(Literal(text, language: language)) }
         return .string(text)
     }
@@ -288,6 +289,7 @@ extension Evaluator {
                 default: break
                 }
             }
+            guard text.utf8.count <= Self.maxStringBytes else { return nil }
             if case .some(.some(let tag)) = language { return .literal(Literal(text, language: tag)) }
             return .string(text)
         case "SUBSTR":
@@ -329,14 +331,16 @@ extension Evaluator {
             guard let literal = string(values[0]), literal.language == nil, case .iri(let datatype) = values[1] else { return nil }
             return .typed(literal.lexical, datatype.value)
         case "REGEX":
-            guard let literal = string(values[0]), let pattern = string(values[1]), pattern.language == nil else { return nil }
+            guard let literal = string(values[0]), literal.lexical.utf8.count <= Self.maxRegexSubjectBytes,
+                  let pattern = string(values[1]), pattern.language == nil else { return nil }
             var flags = ""
             if values.count > 2 { guard let f = string(values[2]) else { return nil }; flags = f.lexical }
             return regex(pattern.lexical, flags: flags).map { expression in
                 .boolean(expression.firstMatch(in: literal.lexical, range: NSRange(literal.lexical.startIndex..., in: literal.lexical)) != nil)
             }
         case "REPLACE":
-            guard let literal = string(values[0]), let pattern = string(values[1]), pattern.language == nil,
+            guard let literal = string(values[0]), literal.lexical.utf8.count <= Self.maxRegexSubjectBytes,
+                  let pattern = string(values[1]), pattern.language == nil,
                   let replacement = string(values[2]), replacement.language == nil else { return nil }
             var flags = ""
             if values.count > 3 { guard let f = string(values[3]) else { return nil }; flags = f.lexical }
@@ -378,7 +382,7 @@ extension Evaluator {
     private func regex(_ pattern: String, flags: String) -> NSRegularExpression? {
         // Patterns come from peers: bound their size (backtracking cost grows with it) and
         // compile each distinct pattern once per query rather than once per row.
-        guard pattern.utf8.count <= 1024 else { return nil }
+        guard pattern.utf8.count <= 1024, Self.isSafeRegex(pattern) else { return nil }
         let key = flags + "\u{0}" + pattern
         if let cached = regexCache[key] { return cached }
         var options: NSRegularExpression.Options = []
@@ -395,6 +399,54 @@ extension Evaluator {
         let compiled = try? NSRegularExpression(pattern: pattern, options: options)
         if regexCache.count < 256 { regexCache[key] = compiled }
         return compiled
+    }
+
+    /// Longest string a function may build (CONCAT, REPLACE, GROUP_CONCAT...): doubling a string
+    /// through a chain of BINDs would otherwise exhaust memory long before any time limit.
+    static let maxStringBytes = 1 << 20
+    /// Longest text REGEX / REPLACE runs on.
+    static let maxRegexSubjectBytes = 64 * 1024
+
+    /// Refuses patterns that can backtrack exponentially, since a running match cannot be
+    /// interrupted by the query deadline: a repeated group that itself contains a quantifier or an
+    /// alternation (`(a+)+`, `(a|aa)*`), and back-references. Plain catalog patterns
+    /// (`^eu-`, `gpu|tpu`, `[0-9]+x`) stay allowed.
+    static func isSafeRegex(_ pattern: String) -> Bool {
+        var groups: [Bool] = []  // per open group: does it contain a quantifier or '|'?
+        var lastClosedGroupWasRisky = false
+        var escaped = false
+        var inClass = false
+        for c in pattern {
+            if escaped {
+                escaped = false
+                if c.isNumber && c != "0" { return false }
+                lastClosedGroupWasRisky = false
+                continue
+            }
+            if c == "\\" { escaped = true; continue }
+            if inClass { if c == "]" { inClass = false }; continue }
+            switch c {
+            case "[": inClass = true; lastClosedGroupWasRisky = false
+            case "(": groups.append(false); lastClosedGroupWasRisky = false
+            case ")":
+                let risky = groups.popLast() ?? false
+                lastClosedGroupWasRisky = risky
+                if risky, !groups.isEmpty { groups[groups.count - 1] = true }
+            case "*", "+", "{":
+                if lastClosedGroupWasRisky { return false }
+                if !groups.isEmpty { groups[groups.count - 1] = true }
+                lastClosedGroupWasRisky = false
+            case "?":
+                if !groups.isEmpty { groups[groups.count - 1] = true }
+                lastClosedGroupWasRisky = false
+            case "|":
+                if !groups.isEmpty { groups[groups.count - 1] = true }
+                lastClosedGroupWasRisky = false
+            default:
+                lastClosedGroupWasRisky = false
+            }
+        }
+        return true
     }
 
     /// XSD constructor functions (casts), e.g. `xsd:integer(?x)`.

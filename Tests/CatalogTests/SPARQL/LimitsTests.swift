@@ -63,4 +63,24 @@ import Testing
         let expression = "SELECT * WHERE { FILTER(" + String(repeating: "(", count: 5000) + "1" + String(repeating: ")", count: 5000) + ") }"
         #expect(throws: QueryError.self) { try SPARQLEngine.validate(query: expression) }
     }
+
+    @Test func catastrophicRegexPatternsAreRefused() throws {
+        let start = ContinuousClock.now
+        let rows = try Fixtures.select("SELECT (REGEX(\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!\", \"(a+)+b\") AS ?m) WHERE {}")
+        #expect(rows.first?["m"] == nil)  // an expression error, not a hang
+        #expect(ContinuousClock.now - start < .seconds(2))
+        #expect(Evaluator.isSafeRegex("^eu-(west|central)-[0-9]+$"))
+        #expect(Evaluator.isSafeRegex("gpu|tpu"))
+        #expect(!Evaluator.isSafeRegex("(a|aa)*c"))
+        #expect(!Evaluator.isSafeRegex("(x+x+)+y"))
+        #expect(!Evaluator.isSafeRegex("(a)\\1"))
+    }
+
+    @Test func stringsBuiltByQueriesAreBounded() throws {
+        var query = "SELECT (STRLEN(?s20) AS ?n) WHERE { BIND(\"0123456789abcdef\" AS ?s0)"
+        for i in 1...20 { query += " BIND(CONCAT(?s\(i - 1), ?s\(i - 1)) AS ?s\(i))" }
+        query += " }"
+        let rows = try Fixtures.select(query)
+        #expect(rows.first?["n"] == nil)  // 16 MiB would be over the 1 MiB bound
+    }
 }
