@@ -33,6 +33,10 @@ struct ParsedQuery: Sendable {
     var baseIRI: String?
 }
 
+enum SPARQLParserLimits {
+    static var maxComplexity: Int { SPARQLParser.maxComplexity }
+}
+
 /// Recursive-descent parser for SPARQL 1.1 Query, producing the algebra directly
 /// (translation as in SPARQL 1.1 §18.2).
 struct SPARQLParser {
@@ -47,6 +51,11 @@ struct SPARQLParser {
     private var blankNodeVariables: [String: Int] = [:]
     private var depth = 0
     private static let maxDepth = 200
+    /// Operators and group elements parsed so far. Evaluation recurses once per operator along
+    /// left-deep chains (`A OPTIONAL B OPTIONAL C ...`, `a || b || c ...`), so their number bounds
+    /// the stack depth a query can make the engine use.
+    private var complexity = 0
+    static let maxComplexity = 1000
     /// Where each SELECT item was written, for scope errors found after the WHERE clause.
     private var projectionTokens: [Int: Token] = [:]
 
@@ -78,6 +87,14 @@ struct SPARQLParser {
     private func isPunct(_ p: String, offset: Int = 0) -> Bool {
         guard position + offset < tokens.count else { return false }
         return tokens[position + offset].kind == .punctuation(p)
+    }
+
+    private mutating func spend(_ token: Token? = nil) throws(QueryError) {
+        complexity += 1
+        if complexity > Self.maxComplexity {
+            let at = token ?? current
+            throw .limitExceeded("query too complex: more than \(Self.maxComplexity) operators and pattern elements (at line \(at.position.line), column \(at.position.column))")
+        }
     }
 
     private mutating func acceptWord(_ word: String) -> Bool {
@@ -438,6 +455,7 @@ struct SPARQLParser {
         defer { aggregates = savedAggregates }
         while !isPunct("}") {
             let token = current
+            try spend(token)
             if acceptWord("OPTIONAL") {
                 let inner = try parseGroupGraphPattern()
                 if case .filter(let conditions, let body) = inner {
@@ -475,6 +493,7 @@ struct SPARQLParser {
             } else if isPunct("{") {
                 var alternative = try parseGroupGraphPattern()
                 while acceptWord("UNION") {
+                    try spend()
                     alternative = .union(alternative, try parseGroupGraphPattern())
                 }
                 group = join(group, alternative)
@@ -782,13 +801,13 @@ struct SPARQLParser {
 
     private mutating func parsePath() throws(QueryError) -> PropertyPath {
         var path = try parsePathSequence()
-        while acceptPunct("|") { path = .alternative(path, try parsePathSequence()) }
+        while acceptPunct("|") { try spend(); path = .alternative(path, try parsePathSequence()) }
         return path
     }
 
     private mutating func parsePathSequence() throws(QueryError) -> PropertyPath {
         var path = try parsePathEltOrInverse()
-        while acceptPunct("/") { path = .sequence(path, try parsePathEltOrInverse()) }
+        while acceptPunct("/") { try spend(); path = .sequence(path, try parsePathEltOrInverse()) }
         return path
     }
 
@@ -867,13 +886,13 @@ struct SPARQLParser {
         defer { depth -= 1 }
         if depth > Self.maxDepth { throw error("expression nested too deeply") }
         var e = try parseAnd()
-        while acceptPunct("||") { e = .or(e, try parseAnd()) }
+        while acceptPunct("||") { try spend(); e = .or(e, try parseAnd()) }
         return e
     }
 
     private mutating func parseAnd() throws(QueryError) -> Expression {
         var e = try parseRelational()
-        while acceptPunct("&&") { e = .and(e, try parseRelational()) }
+        while acceptPunct("&&") { try spend(); e = .and(e, try parseRelational()) }
         return e
     }
 
@@ -904,6 +923,7 @@ struct SPARQLParser {
     private mutating func parseAdditive() throws(QueryError) -> Expression {
         var e = try parseMultiplicative()
         while true {
+            if isPunct("+") || isPunct("-") { try spend() }
             if acceptPunct("+") { e = .arithmetic(.add, e, try parseMultiplicative()) } else if acceptPunct("-") { e = .arithmetic(.subtract, e, try parseMultiplicative()) } else { return e }
         }
     }
@@ -911,11 +931,13 @@ struct SPARQLParser {
     private mutating func parseMultiplicative() throws(QueryError) -> Expression {
         var e = try parseUnary()
         while true {
+            if isPunct("*") || isPunct("/") { try spend() }
             if acceptPunct("*") { e = .arithmetic(.multiply, e, try parseUnary()) } else if acceptPunct("/") { e = .arithmetic(.divide, e, try parseUnary()) } else { return e }
         }
     }
 
     private mutating func parseUnary() throws(QueryError) -> Expression {
+        if isPunct("!") || isPunct("+") || isPunct("-") { try spend() }
         if acceptPunct("!") { return .not(try parseUnary()) }
         if acceptPunct("+") { return .unaryPlus(try parseUnary()) }
         if acceptPunct("-") {

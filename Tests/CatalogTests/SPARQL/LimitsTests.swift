@@ -57,6 +57,31 @@ import Testing
         #expect(throws: QueryError.cancelled) { try result.get() }
     }
 
+    /// Left-deep chains make evaluation recurse once per element: the parser bounds them, and a
+    /// query just under the bound still runs on a task's thread without exhausting the stack.
+    @Test func longChainsAreBoundedAndTheBoundIsSafe() async throws {
+        func optionals(_ count: Int) -> String {
+            "SELECT * WHERE { ?s ?p ?o " + (0..<count).map { "OPTIONAL { ?s <http://p\($0)> ?o\($0) }" }.joined(separator: " ") + " }"
+        }
+        #expect(throws: QueryError.self) { try SPARQLEngine.validate(query: optionals(5000)) }
+        #expect(throws: QueryError.self) { try SPARQLEngine.validate(query: "ASK { FILTER(" + String(repeating: "!", count: 50_000) + "true) }") }
+        #expect(throws: QueryError.self) {
+            try SPARQLEngine.validate(query: "ASK { FILTER(" + Array(repeating: "1", count: 5000).joined(separator: " + ") + " > 0) }")
+        }
+        #expect(throws: QueryError.self) {
+            try SPARQLEngine.validate(query: "SELECT * WHERE { " + (0..<5000).map { "{ ?s <http://p\($0)> ?o }" }.joined(separator: " UNION ") + " }")
+        }
+        let store = try Fixtures.store()
+        let deep = optionals(SPARQLParserLimits.maxComplexity / 2 - 10)  // each OPTIONAL costs 2: itself and its inner triples
+        let union = "SELECT * WHERE { " + (0..<(SPARQLParserLimits.maxComplexity / 2 - 10)).map { "{ ?s <http://p\($0)> ?o }" }.joined(separator: " UNION ") + " }"
+        let sum = "ASK { FILTER(" + Array(repeating: "1", count: SPARQLParserLimits.maxComplexity - 10).joined(separator: " + ") + " > 0) }"
+        let results = try await Task.detached {
+            (try SPARQLEngine(store).execute(query: deep), try SPARQLEngine(store).execute(query: union), try SPARQLEngine(store).execute(query: sum))
+        }.value
+        if case .solutions(let table) = results.0 { #expect(table.rows.count == store.count) } else { Issue.record("not solutions") }
+        #expect(results.2 == .boolean(true))
+    }
+
     @Test func deeplyNestedQueriesAreRefusedNotCrashing() {
         let nested = "SELECT * WHERE " + String(repeating: "{ ", count: 5000) + String(repeating: "} ", count: 5000)
         #expect(throws: QueryError.self) { try SPARQLEngine.validate(query: nested) }
