@@ -64,7 +64,7 @@ import XMPP
         await b.stop()
     }
 
-    @Test func oversizedStanzaIsRefusedWithPolicyViolation() async throws {
+    @Test func oversizedStanzaIsRefusedWithNotAcceptable() async throws {
         let a = try client(host: "cloud1.test")
         let b = try client(host: "cloud1.test", maxInbound: 4096)
         let refusals = Mutex<[String]>([])
@@ -72,7 +72,7 @@ import XMPP
         b.setIQHandler(namespace: "urn:test:echo:0", .immediate { _ in nil })
         try await online(a, b)
         let big = XMLElement("q", namespace: "urn:test:echo:0", text: String(repeating: "x", count: 20_000))
-        await #expect(throws: XMPPError.stanza(.policyViolation("stanza larger than 4096 bytes"))) {
+        await #expect(throws: XMPPError.stanza(.oversized(limit: 4096))) {
             try await a.iq(.set, to: b.jid, payload: big)
         }
         #expect(refusals.withLock { $0.count } == 1)

@@ -91,6 +91,12 @@ public struct StanzaError: Error, Sendable, Hashable, CustomStringConvertible {
     public static func internalServerError(_ text: String? = nil) -> StanzaError { .init(condition: "internal-server-error", type: .cancel, text: text) }
     public static func itemNotFound(_ text: String? = nil) -> StanzaError { .init(condition: "item-not-found", type: .cancel, text: text) }
     public static func notAcceptable(_ text: String? = nil) -> StanzaError { .init(condition: "not-acceptable", type: .modify, text: text) }
+    /// The answer to a stanza over our size limit. RFC 6120's `policy-violation` would fit, but
+    /// libraries built on RFC 3920's condition list (slixmpp 1.17 among them) fail to parse it, so
+    /// we use `not-acceptable` (§8.3.3.9) and say the limit in the text.
+    public static func oversized(limit: Int) -> StanzaError {
+        .init(condition: "not-acceptable", type: .modify, text: "stanza larger than \(limit) bytes")
+    }
     public static func resourceConstraint(_ text: String? = nil) -> StanzaError { .init(condition: "resource-constraint", type: .wait, text: text) }
     public static func jidMalformed(_ text: String? = nil) -> StanzaError { .init(condition: "jid-malformed", type: .modify, text: text) }
 

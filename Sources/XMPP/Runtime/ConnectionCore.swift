@@ -262,7 +262,7 @@ final class ConnectionCore: @unchecked Sendable {
             if let id { attributes.append(("id", id)) }
             attributes.append(("from", from))
             let stub = Stanza(XMLElement("iq", attributes: attributes))
-            send(stub.errorReply(.policyViolation("stanza larger than \(limit) bytes")))
+            send(stub.errorReply(.oversized(limit: limit)))
         }
     }
 
@@ -307,7 +307,7 @@ final class ConnectionCore: @unchecked Sendable {
         }
         if let limit = handler.maxPayloadBytes, payload.serializedByteCount > limit {
             notify(.refused(from: stanza.fromString ?? "?", reason: "\(namespace) payload over \(limit) bytes"))
-            send(stanza.errorReply(.policyViolation("payload larger than \(limit) bytes")))
+            send(stanza.errorReply(.oversized(limit: limit)))
             return
         }
         switch handler.handler {

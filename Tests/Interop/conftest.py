@@ -1,0 +1,99 @@
+"""Fixtures for interop tests: a private Prosody and a running `intercloud serve`, both real."""
+import os
+import random
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port_triple():
+    for _ in range(200):
+        base = random.randint(46000, 60000)
+        ok = True
+        for offset in range(3):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", base + offset))
+                except OSError:
+                    ok = False
+        if ok:
+            return base
+    raise RuntimeError("no free ports")
+
+
+def _intercloud_binary():
+    explicit = os.environ.get("INTERCLOUD_BIN")
+    if explicit:
+        return explicit
+    for candidate in (ROOT / ".build/debug/intercloud", ROOT / ".build/release/intercloud"):
+        if candidate.exists():
+            return str(candidate)
+    raise RuntimeError("build intercloud first (swift build --product intercloud) or set INTERCLOUD_BIN")
+
+
+class Server:
+    def __init__(self, directory, port):
+        self.directory = directory
+        self.port = port
+        self.ca = str(directory / "certs/ca.crt")
+
+    def register(self, user, host, password):
+        subprocess.run([str(ROOT / "scripts/prosody.sh"), "register", str(self.directory), user, host, password], check=True)
+        return f"{user}@{host}"
+
+
+@pytest.fixture(scope="session")
+def prosody(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("prosody")
+    port = _free_port_triple()
+    subprocess.run([str(ROOT / "scripts/prosody.sh"), "start", str(directory), str(port)], check=True, capture_output=True)
+    yield Server(directory, port)
+    subprocess.run([str(ROOT / "scripts/prosody.sh"), "stop", str(directory)], check=False)
+
+
+@pytest.fixture(scope="session")
+def broker(prosody, tmp_path_factory):
+    """A broker for cloud1.test, started with the CLI as an operator would."""
+    directory = tmp_path_factory.mktemp("broker")
+    password = uuid.uuid4().hex
+    jid = prosody.register("broker", "cloud1.test", password)
+    config = directory / "cloud1.toml"
+    config.write_text(f"""
+[broker]
+cloud = "cloud1"
+regions = ["eu-west"]
+database = "cloud1.sqlite"
+
+[xmpp]
+jid = "{jid}/broker"
+password = "{password}"
+host = "127.0.0.1"
+port = {prosody.port}
+ca_file = "{prosody.ca}"
+max_stanza_bytes = 65536
+""")
+    log = open(directory / "broker.log", "w")
+    process = subprocess.Popen([_intercloud_binary(), "serve", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 20
+    while time.time() < deadline and "session started" not in (directory / "broker.log").read_text():
+        time.sleep(0.1)
+    assert "session started" in (directory / "broker.log").read_text(), (directory / "broker.log").read_text()
+    yield {"jid": f"{jid}/broker", "config": str(config), "log": directory / "broker.log"}
+    process.terminate()
+    process.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture
+def account(prosody):
+    def make(host="cloud2.test"):
+        user = "slix-" + uuid.uuid4().hex[:8]
+        password = uuid.uuid4().hex
+        return prosody.register(user, host, password), password
+    return make
