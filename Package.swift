@@ -13,10 +13,10 @@ let swiftSettings: [SwiftSetting] = [
 let localTargetDependencies: [String: [String]] = [
     "XMPP": ["CStrophe"], "Storage": [], "Trust": ["Storage"], "Catalog": ["CRaptor"],
     "Providers": ["CLibvirt", "Storage"],
-    "Broker": ["XMPP", "Storage"],
+    "Broker": ["XMPP", "Storage", "Trust"],
     "intercloud": ["Broker", "Trust", "Providers", "Catalog"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
     "TestSupport": [], "XMPPTests": ["XMPP", "TestSupport"], "StorageTests": ["Storage"], "TrustTests": ["Trust"],
-    "CatalogTests": ["Catalog"], "ProvidersTests": ["Providers"], "BrokerTests": ["Broker", "XMPP", "TestSupport"],
+    "CatalogTests": ["Catalog"], "ProvidersTests": ["Providers"], "BrokerTests": ["Broker", "XMPP", "Trust", "TestSupport"],
 ]
 
 func selectedTargets() -> Set<String>? {
@@ -107,7 +107,7 @@ let package = Package(
         .target(
             name: "Broker",
             dependencies: [
-                "XMPP", "Storage",
+                "XMPP", "Storage", "Trust",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Logging", package: "swift-log"),
@@ -145,7 +145,7 @@ let package = Package(
         .testTarget(name: "TrustTests", dependencies: ["Trust"], swiftSettings: swiftSettings),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog"], swiftSettings: swiftSettings),
         .testTarget(name: "ProvidersTests", dependencies: ["Providers"], swiftSettings: swiftSettings),
-        .testTarget(name: "BrokerTests", dependencies: ["Broker", "XMPP", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "BrokerTests", dependencies: ["Broker", "XMPP", "Trust", "TestSupport"], swiftSettings: swiftSettings),
     ]
 )
 

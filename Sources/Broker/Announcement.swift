@@ -10,7 +10,8 @@ public struct Announcement: Sendable, Hashable, Codable {
     public var cloud: String
     public var regions: [String]
     public var load: Double
-    /// SHA-256 fingerprint of the broker certificate (`sha256:HEX`); empty until trust is configured.
+    /// SHA-256 fingerprint of the broker leaf certificate (lowercase hex of the DER, as
+    /// `CertificateFingerprint.sha256` and `intercloud trust list` show it); empty without `[trust]`.
     public var fingerprint: String
 
     public init(cloud: String, regions: [String], load: Double, fingerprint: String) {

@@ -42,10 +42,45 @@ public struct BrokerConfiguration: Sendable {
         public var nickname: String?
     }
 
+    /// `[trust]` as written in the file (paths relative to the configuration file).
+    public struct TrustSection: Sendable, Codable {
+        /// PEM private key of the broker (mode 0600), as `intercloud certs issue` writes it.
+        public var key: String
+        /// PEM chain: the broker's leaf (with its JID as XmppAddr) first, then intermediates.
+        public var chain: String
+        /// CA certificates (PEM/DER files or directories of them) trusted to vouch for peers.
+        public var anchors: [String]
+        /// CRL files (PEM/DER files or directories) checked during verification.
+        public var crls: [String]?
+        /// How long to wait before handshaking again with a peer that was refused, while its
+        /// announced fingerprint stays the same (a new fingerprint is tried at once).
+        public var retry_seconds: Double?
+    }
+
+    /// The resolved `[trust]` section: absolute paths, ready for `BrokerIdentity.load` and
+    /// `TrustAnchors.load`.
+    public struct TrustSettings: Sendable, Equatable {
+        public var keyPath: String
+        public var chainPath: String
+        public var anchorPaths: [String]
+        public var crlPaths: [String]
+        public var retryAfterRefusal: Duration
+
+        public init(keyPath: String, chainPath: String, anchorPaths: [String], crlPaths: [String] = [],
+                    retryAfterRefusal: Duration = .seconds(300)) {
+            self.keyPath = keyPath
+            self.chainPath = chainPath
+            self.anchorPaths = anchorPaths
+            self.crlPaths = crlPaths
+            self.retryAfterRefusal = retryAfterRefusal
+        }
+    }
+
     struct File: Codable {
         var broker: Broker
         var xmpp: XMPPSection
         var discovery: Discovery?
+        var trust: TrustSection?
     }
 
     public var broker: Broker
@@ -56,6 +91,9 @@ public struct BrokerConfiguration: Sendable {
     public var nickname: String
     public var databasePath: String
     public var sourcePath: String
+    /// Certificates and anchors; nil when the file has no `[trust]` section, in which case the
+    /// broker announces no fingerprint and refuses every federation request (`not-authorized`).
+    public var trust: TrustSettings?
 
     public struct Error: Swift.Error, CustomStringConvertible {
         public var path: String
@@ -124,6 +162,22 @@ public struct BrokerConfiguration: Sendable {
                 do { return try JID(value) } catch { throw Error(path: path, message: "\(field): \(value): \(error)") }
             }
         }
+        var trust: TrustSettings?
+        if let section = file.trust {
+            guard !section.key.isEmpty, !section.chain.isEmpty else {
+                throw Error(path: path, message: "trust.key and trust.chain must name the broker's key and chain files")
+            }
+            guard !section.anchors.isEmpty else {
+                throw Error(path: path, message: "trust.anchors must list at least one CA file or directory (no peer could be trusted otherwise)")
+            }
+            if let retry = section.retry_seconds, !(retry.isFinite && retry >= 0) {
+                throw Error(path: path, message: "trust.retry_seconds must be a number ≥ 0")
+            }
+            trust = TrustSettings(
+                keyPath: resolve(section.key), chainPath: resolve(section.chain), anchorPaths: section.anchors.map(resolve),
+                crlPaths: (section.crls ?? []).map(resolve),
+                retryAfterRefusal: .milliseconds(Int64(((section.retry_seconds ?? 300) * 1000).rounded())))
+        }
         let client = XMPPClientConfiguration(
             jid: fullJID, password: password, host: file.xmpp.host, port: file.xmpp.port.map { UInt16($0) },
             tls: tls, streamManagement: file.xmpp.stream_management ?? true,
@@ -135,7 +189,8 @@ public struct BrokerConfiguration: Sendable {
             approvalPatterns: file.discovery?.approve ?? [],
             nickname: file.discovery?.nickname ?? file.broker.cloud,
             databasePath: resolve(file.broker.database),
-            sourcePath: path)
+            sourcePath: path,
+            trust: trust)
     }
 
     static func describe(_ error: DecodingError) -> String {

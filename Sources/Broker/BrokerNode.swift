@@ -4,13 +4,17 @@ import Logging
 import ServiceLifecycle
 import Storage
 import Synchronization
+import Trust
 import XMPP
 
 /// One cloud's broker: an XMPP client that announces the cloud, finds peers in exchange rooms and
 /// through direct peering, keeps the peer registry, and answers federation requests.
 ///
 /// The discovery logic lives in `PeerDiscovery` (a pure state machine); this type performs its
-/// actions: sending presence, writing the registry, asking peers for their features.
+/// actions: sending presence, writing the registry, asking peers for their features. With a
+/// `[trust]` section it also announces its certificate fingerprint, handshakes with the peers it
+/// sees (`BrokerTrust`) and serves signed federation requests (`SignedRequests`); without one it
+/// announces no fingerprint and refuses every federation request.
 public final class BrokerNode: Service, Sendable {
     public static let capsNode = "urn:intercloud:broker"
     public static let statusNamespace = Announcement.namespace
@@ -26,8 +30,17 @@ public final class BrokerNode: Service, Sendable {
     private let inputs: AsyncStream<PeerDiscovery.Event>
     private let inputContinuation: AsyncStream<PeerDiscovery.Event>.Continuation
     private let announcement: Mutex<Announcement>
+    /// Certificates, handshakes and pins; nil without a `[trust]` section.
+    public let trust: BrokerTrust?
+    /// Federation namespaces that only accept signed envelopes from trusted peers.
+    public let signed: SignedRequests
+    /// Every trust decision and refused request of this broker.
+    public let audit: AuditLog
+    private let tasks = TaskBag()
+    /// How often pins are re-verified against anchors, CRLs and the clock.
+    public static let revalidationInterval: Duration = .seconds(3600)
 
-    public static var schema: [any SchemaContributor.Type] { [PeerRegistry.Schema.self] }
+    public static var schema: [any SchemaContributor.Type] { [PeerRegistry.Schema.self, TrustSchema.self, AuditSchema.self] }
 
     public init(configuration: BrokerConfiguration, logger: Logger = Logger(label: "intercloud.broker")) throws {
         var logger = logger
@@ -37,24 +50,36 @@ public final class BrokerNode: Service, Sendable {
         self.database = try IntercloudDatabase.open(path: configuration.databasePath, schema: Self.schema)
         self.registry = PeerRegistry(database: database)
         self.client = XMPPClient(configuration: configuration.xmpp, logger: logger)
+        self.audit = AuditLog(database: database)
+        if let settings = configuration.trust {
+            trust = try BrokerTrust(
+                settings: settings, ownJID: configuration.xmpp.jid, database: database, client: client, logger: logger,
+                tasks: tasks)
+        } else {
+            trust = nil
+            logger.warning("no [trust] section in \(configuration.sourcePath): announcing no certificate fingerprint; no peer can be trusted and every federation request will be refused (not-authorized)")
+        }
+        self.signed = SignedRequests(trust: trust?.service, audit: audit, client: client, logger: logger, tasks: tasks)
         self.discovery = Mutex(PeerDiscovery(settings: .init(
             ownJID: configuration.xmpp.jid, rooms: configuration.rooms, directPeers: configuration.directPeers,
             approvalPatterns: configuration.approvalPatterns)))
         (inputs, inputContinuation) = AsyncStream<PeerDiscovery.Event>.makeStream()
         announcement = Mutex(Announcement(
             cloud: configuration.broker.cloud, regions: configuration.broker.regions,
-            load: configuration.broker.load ?? 0, fingerprint: ""))
+            load: configuration.broker.load ?? 0, fingerprint: trust?.fingerprint ?? ""))
         if let known = try? registry.all() { knownPeers.withLock { $0 = Set(known.map(\.jid)) } }
     }
 
     /// What this broker says about itself in disco#info (XEP-0030) and caps (XEP-0115).
     public var discoInfo: DiscoInfo {
-        DiscoInfo(
+        var features = [
+            DiscoInfo.infoNamespace, DiscoInfo.itemsNamespace, EntityCapabilities.namespace, Ping.namespace,
+            MultiUserChat.namespace, Announcement.namespace,
+        ]
+        if trust != nil { features += [TrustNamespace.handshake, TrustNamespace.envelope, FederationPing.namespace] }
+        return DiscoInfo(
             identities: [.init(category: "automation", type: "intercloud-broker", name: configuration.broker.cloud)],
-            features: [
-                DiscoInfo.infoNamespace, DiscoInfo.itemsNamespace, EntityCapabilities.namespace, Ping.namespace,
-                MultiUserChat.namespace, Announcement.namespace,
-            ])
+            features: features)
     }
 
     public var currentAnnouncement: Announcement { announcement.withLock { $0 } }
@@ -84,6 +109,20 @@ public final class BrokerNode: Service, Sendable {
             }
             return self.announcement.withLock { $0.element }
         })
+        trust?.installHandler()
+        signed.serve(namespace: FederationPing.namespace, maxPayloadBytes: 8 * 1024) { [weak self] request throws(StanzaError) in
+            guard let self else { throw .serviceUnavailable() }
+            let text = try FederationPing.parseRequest(request.payload)
+            return FederationPing.answer(text: text, announcement: self.currentAnnouncement)
+        }
+    }
+
+    /// Sends a signed federation ping to a trusted peer broker (its full JID) and returns its
+    /// verified, signed answer.
+    public func federationPing(_ peer: JID, text: String = "", timeout: Duration = .seconds(10)) async throws -> FederationPing.Pong {
+        let answer = try await signed.request(
+            .get, to: peer, namespace: FederationPing.namespace, payload: FederationPing.request(text: text), timeout: timeout)
+        return try FederationPing.parseAnswer(answer)
     }
 
     public func run() async throws {
@@ -109,11 +148,20 @@ public final class BrokerNode: Service, Sendable {
                 try? await Task.sleep(for: .seconds(1))
             }
         }
+        let revalidation = Task { [trust] in
+            guard let trust else { return }
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.revalidationInterval)
+                if Task.isCancelled { break }
+                await trust.service.revalidatePins()
+            }
+        }
         for await input in inputs.cancelOnGracefulShutdown() {
             let actions = discovery.withLock { $0.handle(input) }
             for action in actions { perform(action) }
         }
         approvals.cancel()
+        revalidation.cancel()
         client.removeObserver(observer)
         await shutdown()
     }
@@ -124,6 +172,8 @@ public final class BrokerNode: Service, Sendable {
         for room in configuration.rooms {
             if let leave = try? MultiUserChat.leavePresence(room: room, nickname: configuration.nickname) { client.send(leave) }
         }
+        // Handshakes and requests still running finish (or see cancellation) before the database closes.
+        await tasks.close()
         await client.stop()
         try? registry.allOffline()
         try? database.close()
@@ -156,6 +206,7 @@ public final class BrokerNode: Service, Sendable {
                 if isNew {
                     logger.info("peer \(observation.jid) (cloud \(observation.announcement.cloud)) online via \(observation.via)")
                 }
+                trust?.peerSeen(observation.jid, fullJID: observation.fullJID, fingerprint: observation.announcement.fingerprint)
             case .peerOffline(let jid):
                 try registry.offline(jid, now: now)
                 logger.info("peer \(jid) offline")

@@ -4,14 +4,30 @@ import Storage
 import Trust
 
 /// `intercloud audit`: trust decisions and refused requests of every module, newest first.
-/// Thin over `Trust.AuditLog` / `AuditReport`. To be switched to `--config FILE` later.
+/// Thin over `Trust.AuditLog` / `AuditReport`.
 struct AuditCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "audit", abstract: "Show the audit log (table or JSON), with filters.")
+        commandName: "audit", abstract: "Show the audit log (table or JSON), with filters.",
+        discussion: """
+            Every trust decision (handshake accepted or refused, with the reason), every operator
+            decision (trust revoke/allow/distrust) and every refused federation request (unsigned,
+            bad signature, replayed, untrusted sender, ...) is recorded before the broker answers.
+            Works while the broker runs.
+
+              intercloud audit --config cloud1.toml                      everything, newest first
+              intercloud audit --config cloud1.toml --outcome refused    only refusals
+              intercloud audit --config cloud1.toml --kind trust.envelope --since 1h
+              intercloud audit --config cloud1.toml --peer broker@cloud2.example --output json
+
+            Reasons: unknownCA, expired, notYetValid, revoked, xmppAddrMismatch, missingXmppAddr,
+            wrongKeyUsage, badSignature, replayedNonce, pinRevoked, distrusted, peerRefused, timeout
+            (handshakes); unsigned, malformed, badSignature, untrustedSender, pinRevoked, replayed,
+            stale, wrongNamespace, trustNotConfigured (requests).
+            """)
 
     enum Output: String, ExpressibleByArgument, CaseIterable { case table, json }
 
-    @Option(help: "Path of the broker database.") var database: String
+    @OptionGroup var location: BrokerDatabaseOptions
     @Option(help: "Only this peer JID.") var peer: String?
     @Option(help: "Only this kind (e.g. trust.handshake), or a prefix ending in '.' (e.g. trust.).") var kind: String?
     @Option(help: "Only this module (trust, catalog, ...).") var module: String?
@@ -31,7 +47,7 @@ struct AuditCommand: AsyncParsableCommand {
             guard let date = AuditQuery.parseTime(since, now: Date()) else { throw ValidationError("cannot read time \(since)") }
             query.since = date
         }
-        let pool = try IntercloudDatabase.open(path: database, schema: [AuditSchema.self], readOnly: true)
+        let pool = try IntercloudDatabase.open(path: try location.path(), schema: [AuditSchema.self], readOnly: true)
         let events = try AuditLog(database: pool).events(matching: query)
         switch output {
         case .table: print(AuditReport.table(events), terminator: "")

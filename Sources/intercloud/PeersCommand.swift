@@ -13,6 +13,16 @@ struct PeersCommand: AsyncParsableCommand {
             runs). ONLINE is the broker's current view; LAST SEEN is when presence last arrived.
             SUBSCRIPTION shows direct-peering state: pending-approval means the peer asked and
             waits for `intercloud peers approve JID`.
+
+            TRUST comes from the trust store and the audit log:
+              trusted           a mutual certificate handshake succeeded and the peer still
+                                announces the pinned key; signed requests are accepted
+              untrusted         no handshake yet (or the peer runs without [trust], or it
+                                announces a new key that is being verified)
+              refused:REASON    the latest handshake was refused (unknownCA, expired, revoked,
+                                xmppAddrMismatch, peerRefused, timeout, ...) or the operator
+                                revoked (pinRevoked) or distrusts (distrusted) the peer
+            Details: `intercloud audit --config FILE --peer JID`, `intercloud trust show JID`.
             """,
         subcommands: [ListPeers.self, ApprovePeer.self],
         defaultSubcommand: ListPeers.self)
@@ -35,22 +45,25 @@ struct PeersCommand: AsyncParsableCommand {
                 throw ValidationError("no registry at \(configuration.databasePath): has this broker run yet?")
             }
             let database = try IntercloudDatabase.open(path: configuration.databasePath, schema: BrokerNode.schema)
-            var peers = try PeerRegistry(database: database).all()
+            let registry = PeerRegistry(database: database)
+            var peers = try registry.all()
             if online { peers = peers.filter(\.online) }
+            let trust = try peers.map { try registry.trustStatus(of: $0).description }
             switch output {
             case .json:
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                 encoder.dateEncodingStrategy = .iso8601
-                let rows = peers.map(PeerJSON.init)
+                let rows = zip(peers, trust).map(PeerJSON.init)
                 print(String(decoding: try encoder.encode(rows), as: UTF8.self))
             case .table:
                 let formatter = ISO8601DateFormatter()
                 printTable(
-                    headers: ["PEER", "CLOUD", "REGIONS", "ONLINE", "VIA", "SUBSCRIPTION", "FEATURES", "LAST SEEN"],
-                    rows: peers.map { peer in
+                    headers: ["PEER", "CLOUD", "REGIONS", "ONLINE", "VIA", "SUBSCRIPTION", "TRUST", "FEATURES", "LAST SEEN"],
+                    rows: zip(peers, trust).map { peer, trust in
                         [peer.jid, peer.cloud ?? "-", peer.regionList.joined(separator: ","), peer.online ? "yes" : "no",
-                         peer.via ?? "-", peer.subscription, String(peer.featureList.count), formatter.string(from: peer.lastSeen)]
+                         peer.via ?? "-", peer.subscription, trust, String(peer.featureList.count),
+                         formatter.string(from: peer.lastSeen)]
                     })
                 if peers.isEmpty { print("(no peers yet)") }
             }
@@ -89,11 +102,14 @@ struct PeerJSON: Encodable {
     var features: [String]
     var via: String?
     var subscription: String
+    /// trusted, untrusted or refused:REASON (see `intercloud peers --help`).
+    var trust: String
     var online: Bool
     var firstSeen: Date
     var lastSeen: Date
 
-    init(_ record: PeerRecord) {
+    init(_ record: PeerRecord, trust: String) {
+        self.trust = trust
         jid = record.jid
         cloud = record.cloud
         regions = record.regionList

@@ -36,6 +36,21 @@ struct ServeCommand: AsyncParsableCommand {
               rooms = ["exchange@conference.cloud1.example"]
               peers = ["broker@cloud2.example"]
               approve = ["*@cloud2.example"]
+
+              [trust]                               # optional, see `intercloud certs --help`
+              key = "certs/broker.key"
+              chain = "certs/broker-chain.pem"
+              anchors = ["certs/anchors/"]
+              crls = []
+
+            With [trust] the broker announces its certificate fingerprint, runs a mutual
+            certificate handshake (urn:intercloud:trust:0) with every peer broker it sees,
+            pins the peers whose chains verify, and serves federation requests only as
+            envelopes signed by a pinned peer. A peer announcing a new fingerprint is
+            handshaken again; its new key is accepted only if its new chain verifies.
+            Without [trust] it announces no fingerprint and refuses every federation
+            request (not-authorized); discovery and the status query work as before.
+            See `intercloud peers` (TRUST column), `intercloud trust`, `intercloud audit`.
             """)
 
     @Option(name: .shortAndLong, help: "Broker configuration file (TOML).")
@@ -53,7 +68,10 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let configuration = try loadConfiguration(config)
         let logger = Logger(label: "intercloud.serve")
-        let broker = try BrokerNode(configuration: configuration)
+        let broker: BrokerNode
+        do { broker = try BrokerNode(configuration: configuration) } catch let error as BrokerTrustSetupError {
+            throw ValidationError("\(config): \(error)")
+        }
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: broker)],
             gracefulShutdownSignals: [.sigterm, .sigint],

@@ -1,23 +1,39 @@
 import ArgumentParser
 import Foundation
+import Broker
 import Storage
 import Trust
 
 /// `intercloud trust list|show|revoke|allow|distrust`: operator decisions on peer pins, written to
 /// the broker database (safe while the broker runs: WAL, and the broker reads pins on every check).
-/// Thin over `Trust.TrustOperator`. To be switched to `--config FILE` once the broker config exists.
+/// Thin over `Trust.TrustOperator`.
 struct TrustCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trust",
         abstract: "List and decide on pinned peers.",
+        discussion: """
+            A broker pins a peer (its leaf certificate's SHA-256 fingerprint) after a mutual trust
+            handshake: both chains verified against the anchors in [trust] anchors, both sides
+            proved possession of their keys. Decisions made here take effect at once in a running
+            broker: it reads the pin on every signed request and before every handshake.
+
+              intercloud trust list --config cloud1.toml
+              intercloud trust revoke broker@cloud2.example --config cloud1.toml --note "key leaked"
+              intercloud trust allow broker@cloud2.example --config cloud1.toml
+
+            revoke:   the peer's signed requests are refused (not-authorized, audited as pinRevoked)
+                      and so are its handshakes, until allow.
+            distrust: the same for a JID that was never pinned.
+            allow:    lifts either; a pinned key is trusted again, an unpinned JID handshakes anew.
+            """,
         subcommands: [List.self, Show.self, Revoke.self, Allow.self, Distrust.self]
     )
 
     struct DatabaseOptions: ParsableArguments {
-        @Option(help: "Path of the broker database.") var database: String
+        @OptionGroup var location: BrokerDatabaseOptions
 
         func open() throws -> TrustOperator {
-            let pool = try IntercloudDatabase.open(path: database, schema: [TrustSchema.self, AuditSchema.self])
+            let pool = try IntercloudDatabase.open(path: try location.path(), schema: [TrustSchema.self, AuditSchema.self])
             return TrustOperator(store: TrustStore(database: pool), audit: AuditLog(database: pool))
         }
     }
@@ -89,4 +105,27 @@ struct TrustCommand: AsyncParsableCommand {
 struct TrustCommandFailure: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
+}
+
+/// Where a broker's database is: its configuration file (the usual way; `broker.database` in it)
+/// or the database path itself.
+struct BrokerDatabaseOptions: ParsableArguments {
+    @Option(name: .shortAndLong, help: "Broker configuration file (TOML); its broker.database is used.")
+    var config: String?
+
+    @Option(help: "Path of the broker database, instead of --config.")
+    var database: String?
+
+    func validate() throws {
+        switch (config, database) {
+        case (nil, nil): throw ValidationError("give --config FILE (the broker's configuration) or --database PATH")
+        case (.some, .some): throw ValidationError("give either --config or --database, not both")
+        default: break
+        }
+    }
+
+    func path() throws -> String {
+        if let database { return database }
+        return try loadConfiguration(config ?? "").databasePath
+    }
 }

@@ -48,7 +48,7 @@ struct BrokerFixture {
     /// name so tests running in parallel do not see each other's brokers.
     func configuration(
         cloud: String, host: String, rooms: [String] = [], peers: [String] = [], approve: [String] = [],
-        account: (jid: String, password: String)? = nil
+        account: (jid: String, password: String)? = nil, extraTOML: String = ""
     ) throws -> (BrokerConfiguration, jid: String) {
         let account = try account ?? server.freshAccount(prefix: "broker-\(cloud)", host: host)
         let list = { (values: [String]) in values.map { "\"\($0)\"" }.joined(separator: ", ") }
@@ -69,6 +69,8 @@ struct BrokerFixture {
             rooms = [\(list(rooms))]
             peers = [\(list(peers))]
             approve = [\(list(approve))]
+
+            \(extraTOML)
             """
         let path = directory.appendingPathComponent("\(cloud)-\(UUID().uuidString.prefix(6)).toml").path
         try toml.write(toFile: path, atomically: true, encoding: .utf8)

@@ -1,0 +1,233 @@
+import Foundation
+import GRDB
+import Logging
+import Synchronization
+import Trust
+import XMPP
+
+/// The trust part of a broker (issue 3, DESIGN.md "Trust"): carries `TrustService` handshakes over
+/// XMPP IQs, decides when to handshake with a peer whose presence was seen, and answers inbound
+/// handshakes. Exists only when the configuration has a `[trust]` section.
+///
+/// When to handshake: a peer that announces a certificate fingerprint and for which
+/// `TrustService.needsHandshake` holds (never pinned, pin expired, or the announced fingerprint
+/// differs from the pin). The broker with the smaller bare JID starts at once; the other waits
+/// `initiatorGrace` and starts only if it still needs to, so the usual first contact costs one
+/// handshake, while a broker whose own view is stale (it lost its pins, or the peer's key changed
+/// and the peer is the larger JID) still heals without the peer's help. When both start anyway,
+/// the library runs the two handshakes independently and both succeed.
+public final class BrokerTrust: Sendable {
+    public let service: TrustService
+    public let settings: BrokerConfiguration.TrustSettings
+    let client: XMPPClient
+    let logger: Logger
+    let ownBareJID: String
+    /// Time a handshake IQ may take before the handshake ends as `timeout`.
+    public static let iqTimeout: Duration = .seconds(10)
+    /// How long the broker with the larger JID lets the other start the first handshake.
+    public static let initiatorGrace: Duration = .seconds(2)
+    /// Inbound handshakes being verified at once; more are answered `resource-constraint`, so
+    /// a flood of hellos cannot queue unbounded chain verifications.
+    static let maxConcurrentResponses = 16
+    static let maxHandshakePayloadBytes = 64 * 1024
+
+    private struct PeerState {
+        /// The peer's latest presence (full JID to send IQs to, announced fingerprint).
+        var target: JID
+        var announced: String
+        var inFlight = false
+        /// The fingerprint the last failed handshake was for, and when it failed.
+        var failed: (fingerprint: String, at: ContinuousClock.Instant)?
+    }
+
+    private let peers = Mutex<[String: PeerState]>([:])
+    private let responses = Mutex(0)
+    private let tasks: TaskBag
+
+    init(
+        settings: BrokerConfiguration.TrustSettings, ownJID: JID, database: DatabasePool, client: XMPPClient,
+        logger: Logger, tasks: TaskBag
+    ) throws {
+        let identity: BrokerIdentity
+        do { identity = try BrokerIdentity.load(keyPath: settings.keyPath, chainPath: settings.chainPath) } catch {
+            throw BrokerTrustSetupError("cannot load trust.key \(settings.keyPath) / trust.chain \(settings.chainPath): \(error)")
+        }
+        let bare = ownJID.bare.description
+        // A leaf for another JID would be refused by every peer (xmppAddrMismatch): fail at start.
+        guard identity.jids.contains(where: { $0.lowercased() == bare.lowercased() }) else {
+            throw BrokerTrustSetupError(
+                "trust.chain \(settings.chainPath) is for \(identity.jids.joined(separator: ", ")), not for \(bare); issue one with `intercloud certs issue --jid \(bare)`")
+        }
+        let anchors: TrustAnchors
+        do { anchors = try TrustAnchors.load(anchorPaths: settings.anchorPaths, crlPaths: settings.crlPaths) } catch {
+            throw BrokerTrustSetupError("cannot load trust.anchors / trust.crls: \(error)")
+        }
+        guard !anchors.anchors.isEmpty else {
+            throw BrokerTrustSetupError("trust.anchors \(settings.anchorPaths.joined(separator: ", ")) hold no certificate")
+        }
+        self.settings = settings
+        self.client = client
+        self.logger = logger
+        self.ownBareJID = bare
+        self.tasks = tasks
+        self.service = TrustService(
+            myJID: bare, identity: identity, anchors: anchors, database: database, logger: logger)
+        logger.info("trust: announcing fingerprint \(identity.fingerprint); \(anchors.anchors.count) anchor(s), \(anchors.crls.count) CRL(s)")
+    }
+
+    public var fingerprint: String { service.identity.fingerprint }
+
+    // MARK: Responder
+
+    func installHandler() {
+        client.setIQHandler(namespace: TrustNamespace.handshake, maxPayloadBytes: Self.maxHandshakePayloadBytes, .deferred { [weak self] request, responder in
+            guard let self else { return responder.fail(.serviceUnavailable()) }
+            guard request.type == "set" else { return responder.fail(.badRequest("trust messages are IQ set")) }
+            guard let from = request.fromString, let payload = request.payload else {
+                return responder.fail(.badRequest("trust message without sender or payload"))
+            }
+            let admitted = self.responses.withLock { count in
+                guard count < Self.maxConcurrentResponses else { return false }
+                count += 1
+                return true
+            }
+            guard admitted else { return responder.fail(.resourceConstraint("too many handshakes in progress")) }
+            let xml = PayloadBridge.string(payload)
+            self.tasks.spawn { [service = self.service] in
+                defer { self.responses.withLock { $0 -= 1 } }
+                switch await service.handleRequest(from: from, payload: xml) {
+                case .result(let answer):
+                    do { responder.respond(try answer.map(PayloadBridge.element)) } catch {
+                        responder.fail(.internalServerError("cannot encode trust answer"))
+                    }
+                case .error(let condition, let answer):
+                    responder.fail(StanzaError(
+                        condition: condition, type: .auth, applicationCondition: try? PayloadBridge.element(answer)))
+                }
+            }
+        })
+    }
+
+    // MARK: Initiator
+
+    /// Called for every presence of a peer broker: starts a handshake if one is needed and none
+    /// is running. Refused peers are tried again after `retryAfterRefusal`, or at once when they
+    /// announce another fingerprint.
+    func peerSeen(_ jid: JID, fullJID: JID, fingerprint announced: String) {
+        let peer = jid.bare.description
+        let fingerprint = announced.lowercased()
+        peers.withLock { peers in
+            peers[peer, default: PeerState(target: fullJID, announced: fingerprint)].target = fullJID
+            peers[peer]!.announced = fingerprint
+        }
+        consider(peer)
+    }
+
+    private func consider(_ peer: String) {
+        guard let state = peers.withLock({ $0[peer] }), !state.announced.isEmpty else {
+            // No fingerprint: the peer runs without [trust]; there is nothing to verify.
+            return
+        }
+        guard service.needsHandshake(with: peer, announcedFingerprint: state.announced) else { return }
+        if let refusal = try? service.store.operatorRefusal(for: peer) {
+            // The operator's decision stands; handshaking would only audit the same refusal again.
+            logger.debug("not handshaking with \(peer): \(refusal)")
+            return
+        }
+        let now = ContinuousClock.now
+        let start = peers.withLock { peers -> Bool in
+            guard var state = peers[peer], !state.inFlight else { return false }
+            if let failed = state.failed, failed.fingerprint == state.announced, now - failed.at < settings.retryAfterRefusal {
+                return false
+            }
+            state.inFlight = true
+            peers[peer] = state
+            return true
+        }
+        guard start else { return }
+        let delay = ownBareJID < peer ? Duration.zero : Self.initiatorGrace
+        tasks.spawn { [self] in
+            if delay > .zero {
+                try? await Task.sleep(for: delay)
+                if Task.isCancelled || !service.needsHandshake(with: peer, announcedFingerprint: state.announced) {
+                    finished(peer, fingerprint: state.announced, succeeded: true)
+                    return
+                }
+            }
+            let target = peers.withLock { $0[peer]?.target } ?? state.target
+            let result = await handshake(with: target)
+            finished(peer, fingerprint: state.announced, succeeded: (try? result.get()) != nil)
+        }
+    }
+
+    private func finished(_ peer: String, fingerprint: String, succeeded: Bool) {
+        let changed = peers.withLock { peers -> Bool in
+            guard var state = peers[peer] else { return false }
+            state.inFlight = false
+            state.failed = succeeded ? nil : (fingerprint, ContinuousClock.now)
+            peers[peer] = state
+            return state.announced != fingerprint
+        }
+        // The peer announced another key while we were busy: look again with the new one.
+        if changed { consider(peer) }
+    }
+
+    /// Runs one handshake as initiator with the broker at `target` (a full JID: IQs to a bare JID
+    /// are answered by the peer's server, not by the broker). Refusals are audited by the service.
+    @discardableResult
+    public func handshake(with target: JID) async -> Result<PeerPin, TrustRefusal> {
+        let started = ContinuousClock.now
+        let result = await service.handshake(with: target.bare.description) { [client] payload in
+            let element = try PayloadBridge.element(payload)
+            do {
+                let answer = try await client.iq(.set, to: target, payload: element, timeout: Self.iqTimeout)
+                return answer.payload.map(PayloadBridge.string) ?? ""
+            } catch XMPPError.stanza(let error) {
+                // A refusal travels as the application condition of a not-authorized error.
+                if let refused = error.applicationCondition, refused.namespace == TrustNamespace.handshake {
+                    return PayloadBridge.string(refused)
+                }
+                throw XMPPError.stanza(error)
+            }
+        }
+        switch result {
+        case .success(let pin):
+            logger.info("trusted peer \(pin.jid) (\(pin.fingerprint ?? "")) in \(ContinuousClock.now - started)")
+        case .failure(let refusal):
+            logger.notice("trust handshake with \(target.bare) refused: \(refusal.reason.rawValue): \(refusal.detail)")
+        }
+        return result
+    }
+}
+
+public struct BrokerTrustSetupError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Background tasks a broker starts while running (handshakes, inbound requests), cancelled and
+/// awaited at shutdown before the database closes, so none writes to a closed database.
+final class TaskBag: Sendable {
+    private let state = Mutex<(tasks: [UUID: Task<Void, Never>], closed: Bool)>(([:], false))
+
+    func spawn(_ body: @escaping @Sendable () async -> Void) {
+        let id = UUID()
+        state.withLock { state in
+            guard !state.closed else { return }
+            state.tasks[id] = Task { [weak self] in
+                await body()
+                self?.state.withLock { _ = $0.tasks.removeValue(forKey: id) }
+            }
+        }
+    }
+
+    /// Cancels every task, waits for them, and refuses new ones.
+    func close() async {
+        let tasks = state.withLock { state in
+            state.closed = true
+            return Array(state.tasks.values)
+        }
+        for task in tasks { task.cancel() }
+        for task in tasks { await task.value }
+    }
+}

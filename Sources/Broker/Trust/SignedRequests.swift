@@ -1,0 +1,167 @@
+import Foundation
+import Logging
+import Synchronization
+import Trust
+import XMPP
+
+/// An inbound federation request whose envelope verified against the sender's pin.
+public struct SignedRequest: Sendable {
+    /// The routed sender (full JID).
+    public var from: JID
+    /// The sender's bare JID, as pinned.
+    public var peer: String
+    public var namespace: String
+    public var type: Stanza.IQType
+    /// The payload bytes exactly as the peer signed them.
+    public var payload: [UInt8]
+}
+
+/// Answers a verified request with the payload bytes of the (signed) answer, or throws a stanza
+/// error. Runs in a task of its own, so it may await and touch the database.
+public typealias SignedRequestHandler = @Sendable (SignedRequest) async throws(StanzaError) -> [UInt8]
+
+/// Federation namespaces that require signed envelopes (DESIGN.md: "every message after step 2
+/// is signed by the sender's broker key").
+///
+/// On the wire a signed request is an IQ whose child is
+/// `<signed xmlns='urn:intercloud:envelope:0' ns='urn:intercloud:<part>:0' …>`: XMPP routes IQs by
+/// the child's namespace, so one handler on the envelope namespace opens every envelope and
+/// dispatches on the signed `ns`. Each federation namespace also gets a handler of its own, which
+/// only ever sees unsigned payloads and refuses them. Every refusal is `not-authorized` and is in
+/// the audit log before the error is sent. Answers are sealed too, and `request` opens them, so
+/// both directions are authenticated.
+///
+/// Without trust configured (`trust == nil`) every request in these namespaces is refused the same
+/// way (audited with reason `trustNotConfigured`).
+public final class SignedRequests: Sendable {
+    struct Route: Sendable {
+        var maxPayloadBytes: Int
+        var handler: SignedRequestHandler
+    }
+
+    let trust: TrustService?
+    let audit: AuditLog
+    let client: XMPPClient
+    let logger: Logger
+    private let tasks: TaskBag
+    private let routes = Mutex<[String: Route]>([:])
+    private let installed = Mutex(false)
+    /// Upper bound on one envelope IQ child; routes bound their decoded payloads more tightly.
+    static let maxEnvelopeBytes = 1 << 20
+
+    init(trust: TrustService?, audit: AuditLog, client: XMPPClient, logger: Logger, tasks: TaskBag) {
+        self.trust = trust
+        self.audit = audit
+        self.client = client
+        self.logger = logger
+        self.tasks = tasks
+    }
+
+    /// The namespaces served, for disco#info.
+    public var namespaces: [String] { routes.withLock { $0.keys.sorted() } }
+
+    /// Serves `namespace`: only envelopes signed by a trusted peer reach `handler`.
+    public func serve(namespace: String, maxPayloadBytes: Int = 64 * 1024, _ handler: @escaping SignedRequestHandler) {
+        routes.withLock { $0[namespace] = Route(maxPayloadBytes: maxPayloadBytes, handler: handler) }
+        let first = installed.withLock { installed in
+            defer { installed = true }
+            return !installed
+        }
+        if first {
+            client.setIQHandler(namespace: TrustNamespace.envelope, maxPayloadBytes: Self.maxEnvelopeBytes, .deferred { [weak self] request, responder in
+                guard let self else { return responder.fail(.serviceUnavailable()) }
+                self.tasks.spawn { await self.handleSigned(request, responder) }
+            })
+        }
+        // Unsigned payloads in the namespace itself: refused, and audited off the loop thread.
+        client.setIQHandler(namespace: namespace, maxPayloadBytes: maxPayloadBytes, .deferred { [weak self] request, responder in
+            guard let self else { return responder.fail(.serviceUnavailable()) }
+            self.tasks.spawn { await self.refuseUnsigned(request, namespace: namespace, responder) }
+        })
+    }
+
+    private func refuseUnsigned(_ request: Stanza, namespace: String, _ responder: IQResponder) async {
+        let sender = request.fromString ?? ""
+        let xml = request.payload.map(PayloadBridge.string) ?? ""
+        guard let trust else { return refuseWithoutTrust(sender: sender, namespace: namespace, responder) }
+        do {
+            // Not an envelope, so this throws `unsigned` and writes the audit record.
+            _ = try trust.open(xml: xml, from: sender, namespace: namespace)
+            responder.fail(.notAuthorized("requests in \(namespace) must be signed"))
+        } catch {
+            logger.notice("refused unsigned \(namespace) request from \(sender): \(error)")
+            responder.fail(.notAuthorized(error.description))
+        }
+    }
+
+    private func refuseWithoutTrust(sender: String, namespace: String, _ responder: IQResponder) {
+        logger.notice("refused \(namespace) request from \(sender): trust is not configured on this broker")
+        _ = try? audit.refused(
+            module: "broker", kind: "trust.envelope", peer: sender, action: namespace, reason: "trustNotConfigured",
+            detail: "this broker has no [trust] section", at: Date())
+        responder.fail(.notAuthorized("this broker has no trust configuration and accepts no federation requests"))
+    }
+
+    private func handleSigned(_ request: Stanza, _ responder: IQResponder) async {
+        let sender = request.fromString ?? ""
+        guard let payload = request.payload, let from = request.from else {
+            return responder.fail(.badRequest("signed request without sender or payload"))
+        }
+        let xml = PayloadBridge.string(payload)
+        guard let trust else {
+            return refuseWithoutTrust(sender: sender, namespace: payload[attribute: "ns"] ?? TrustNamespace.envelope, responder)
+        }
+        guard let type = request.type.flatMap(Stanza.IQType.init(rawValue:)), type == .get || type == .set else {
+            return responder.fail(.badRequest("expected an IQ get or set"))
+        }
+        // The route is looked up before the envelope is checked, so an envelope for a namespace
+        // we do not serve does not use up its nonce; it is refused like any unknown feature.
+        // An envelope without `ns` goes on to `open`, which refuses (and audits) it as malformed.
+        let namespace = payload[attribute: "ns"]
+        let route = namespace.flatMap { namespace in routes.withLock { $0[namespace] } }
+        if let namespace, route == nil {
+            return responder.fail(.serviceUnavailable("no signed service in \(namespace)"))
+        }
+        let envelope: SignedEnvelope
+        do {
+            envelope = try trust.open(xml: xml, from: sender, namespace: namespace)
+        } catch {
+            logger.notice("refused signed \(namespace ?? "?") request from \(sender): \(error)")
+            return responder.fail(.notAuthorized(error.description))
+        }
+        guard let route else { return responder.fail(.notAuthorized("envelope without namespace")) }
+        guard envelope.payload.count <= route.maxPayloadBytes else {
+            _ = try? audit.refused(
+                module: "broker", kind: "broker.request", peer: sender, action: envelope.namespace, reason: "tooLarge",
+                detail: "\(envelope.payload.count) bytes > \(route.maxPayloadBytes)", at: Date())
+            return responder.fail(.policyViolation("payload larger than \(route.maxPayloadBytes) bytes"))
+        }
+        let signed = SignedRequest(
+            from: from, peer: from.bare.description, namespace: envelope.namespace, type: type, payload: envelope.payload)
+        do {
+            let answer = try await route.handler(signed)
+            let sealed = try trust.seal(answer, namespace: envelope.namespace, to: signed.peer)
+            responder.respond(try PayloadBridge.element(sealed))
+        } catch let error as StanzaError {
+            responder.fail(error)
+        } catch {
+            logger.error("cannot sign the \(envelope.namespace) answer to \(sender): \(error)")
+            responder.fail(.internalServerError("cannot sign the answer"))
+        }
+    }
+
+    /// Sends a signed request to `peer` (a full JID) and returns the verified payload of its signed
+    /// answer. Throws `XMPPError` (including the peer's `not-authorized`), or `EnvelopeError` if
+    /// the answer is not properly signed by the pinned peer (audited).
+    public func request(
+        _ type: Stanza.IQType = .get, to peer: JID, namespace: String, payload: [UInt8], timeout: Duration = .seconds(10)
+    ) async throws -> [UInt8] {
+        guard let trust else { throw BrokerTrustSetupError("this broker has no [trust] section: it cannot sign requests") }
+        let sealed = try trust.seal(payload, namespace: namespace, to: peer.bare.description)
+        let answer = try await client.iq(type, to: peer, payload: try PayloadBridge.element(sealed), timeout: timeout)
+        // The XMPP client only accepts answers from the JID the request went to.
+        let sender = answer.fromString ?? peer.description
+        let xml = answer.payload.map(PayloadBridge.string) ?? ""
+        return try trust.open(xml: xml, from: sender, namespace: namespace).payload
+    }
+}

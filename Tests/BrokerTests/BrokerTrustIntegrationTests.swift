@@ -1,0 +1,228 @@
+import Broker
+import Foundation
+import Storage
+import TestSupport
+import Testing
+import Trust
+import XMPP
+
+/// Trust between brokers over a real Prosody (issue 3): certificates made in code, written to PEM
+/// files, loaded through the [trust] section exactly as `intercloud serve` does.
+@Suite(.timeLimit(.minutes(3))) struct BrokerTrustIntegrationTests {
+    let server = TestProsody.shared
+
+    func uniqueRoom() -> String { "exchange-\(UUID().uuidString.prefix(8).lowercased())@conference.cloud1.test" }
+
+    /// Two trusted brokers: cloud1's chain is root1 → cloud1 CA → leaf, cloud2's is root2 → leaf;
+    /// each lists the other's root as its anchor.
+    func trustedPair(room: String) async throws -> (RunningBroker, String, BrokerIdentity, RunningBroker, String, BrokerIdentity, BrokerConfiguration, BrokerConfiguration) {
+        let fixture = TrustFixture(brokers: BrokerFixture(server: server))
+        let root1 = try fixture.root("root1")
+        let root2 = try fixture.root("root2")
+        let cloud1CA = try root1.ca.makeIntermediate(commonName: "cloud1 CA", notBefore: Date() - TrustFixture.day)
+        let b1 = try fixture.broker(cloud: "cloud1", host: "cloud1.test", rooms: [room], issuer: cloud1CA, anchors: [root2.path])
+        let b2 = try fixture.broker(cloud: "cloud2", host: "cloud2.test", rooms: [room], issuer: root2.ca, anchors: [root1.path])
+        let broker1 = try RunningBroker(configuration: b1.config)
+        let broker2 = try RunningBroker(configuration: b2.config)
+        #expect(await eventually(timeout: .seconds(20)) { broker1.isTrusted(b2.jid) && broker2.isTrusted(b1.jid) })
+        return (broker1, b1.jid, b1.identity, broker2, b2.jid, b2.identity, b1.config, b2.config)
+    }
+
+    @Test func brokersWithChainsFromDifferentCAsTrustEachOtherAndAnnounceTheirFingerprints() async throws {
+        let (broker1, jid1, identity1, broker2, jid2, identity2, _, _) = try await trustedPair(room: uniqueRoom())
+        // Presence carries the real certificate fingerprint, and it is what got pinned.
+        #expect(broker1.node.currentAnnouncement.fingerprint == CertificateFingerprint.sha256(identity1.leaf))
+        #expect(await eventually { broker2.peer(jid1)?.fingerprint == CertificateFingerprint.sha256(identity1.leaf) })
+        #expect(broker1.peer(jid2)?.fingerprint == CertificateFingerprint.sha256(identity2.leaf))
+        #expect(broker1.pin(jid2)?.fingerprint == CertificateFingerprint.sha256(identity2.leaf))
+        #expect(broker2.pin(jid1)?.fingerprint == CertificateFingerprint.sha256(identity1.leaf))
+        #expect(broker1.trustStatus(jid2) == "trusted")
+        #expect(broker2.trustStatus(jid1) == "trusted")
+        // Accepted handshakes are audited on both sides.
+        #expect(broker1.auditEvents(peer: jid2, kind: "trust.handshake").contains { $0.outcome == .accepted })
+        #expect(broker2.auditEvents(peer: jid1, kind: "trust.handshake").contains { $0.outcome == .accepted })
+        #expect(broker1.auditEvents(peer: jid2).allSatisfy { $0.outcome != .refused })
+        // The trust features are in disco#info (and so in the caps the peers stored).
+        #expect(await eventually { broker1.peer(jid2)?.featureList.contains(TrustNamespace.handshake) == true })
+        await broker1.stop()
+        await broker2.stop()
+    }
+
+    @Test func signedFederationPingWorksAndUnsignedReplayedOrStrangerRequestsAreRefused() async throws {
+        let (broker1, jid1, _, broker2, jid2, _, _, _) = try await trustedPair(room: uniqueRoom())
+        let target = try RunningBroker.full(jid1)
+
+        let pong = try await broker2.node.federationPing(target, text: "hello cloud1")
+        #expect(pong == FederationPing.Pong(cloud: "cloud1", load: 0, text: "hello cloud1"))
+        let back = try await broker1.node.federationPing(try RunningBroker.full(jid2), text: "and back")
+        #expect(back.cloud == "cloud2" && back.text == "and back")
+
+        // Unsigned: the same request without an envelope.
+        let unsigned = XMLElement("ping", namespace: FederationPing.namespace, text: "no signature")
+        #expect(await stanzaCondition { _ = try await broker2.node.client.iq(.get, to: target, payload: unsigned) } == "not-authorized")
+        #expect(await eventually {
+            broker1.auditEvents(peer: jid2, kind: "trust.envelope").contains { $0.outcome == .refused && $0.reason == "unsigned" }
+        })
+
+        // Replayed: a correctly signed envelope sent twice.
+        let request = Array("<ping xmlns='\(FederationPing.namespace)'>once</ping>".utf8)
+        let sealed = try PayloadBridgeForTests.element(
+            try broker2.trust.service.seal(request, namespace: FederationPing.namespace, to: jid1))
+        _ = try await broker2.node.client.iq(.get, to: target, payload: sealed)
+        #expect(await stanzaCondition { _ = try await broker2.node.client.iq(.get, to: target, payload: sealed) } == "not-authorized")
+        #expect(broker1.auditEvents(peer: jid2, kind: "trust.envelope").contains { $0.reason == "replayed" })
+
+        // A stranger with its own (unpinned) certificate signs an envelope: untrusted sender.
+        let (stranger, strangerJID) = try await strangerClient(server, host: "cloud2.test")
+        let strangerCA = try CertificateAuthority.makeRoot(commonName: "stranger root", notBefore: Date() - 3600)
+        let strangerIdentity = try strangerCA.issueBrokerIdentity(jid: strangerJID, notBefore: Date() - 3600)
+        let forged = try SignedEnvelope.seal(
+            request, namespace: FederationPing.namespace, from: strangerJID, to: jid1, identity: strangerIdentity, now: Date())
+        let forgedElement = try PayloadBridgeForTests.element(forged.xml)
+        #expect(await stanzaCondition { _ = try await stranger.iq(.get, to: target, payload: forgedElement) } == "not-authorized")
+        #expect(broker1.auditEvents(peer: strangerJID, kind: "trust.envelope").contains { $0.reason == "untrustedSender" })
+        #expect(broker1.pin(strangerJID) == nil)
+        await stranger.stop()
+        await broker1.stop()
+        await broker2.stop()
+    }
+
+    @Test func chainFromAnUnknownCAIsRefusedWithAuditAndNoPin() async throws {
+        let fixture = TrustFixture(brokers: BrokerFixture(server: server))
+        let room = uniqueRoom()
+        let root1 = try fixture.root("root1")
+        let rogue = try fixture.root("rogue")
+        let other = try fixture.root("other")
+        // broker1 trusts only `other`; broker2's chain comes from `rogue`.
+        let b1 = try fixture.broker(cloud: "cloud1", host: "cloud1.test", rooms: [room], issuer: root1.ca, anchors: [other.path])
+        let b2 = try fixture.broker(cloud: "cloud2", host: "cloud2.test", rooms: [room], issuer: rogue.ca, anchors: [root1.path])
+        let broker1 = try RunningBroker(configuration: b1.config)
+        let broker2 = try RunningBroker(configuration: b2.config)
+        #expect(await eventually(timeout: .seconds(20)) {
+            broker1.auditEvents(peer: b2.jid, kind: "trust.handshake").contains { $0.outcome == .refused && $0.reason == "unknownCA" }
+        })
+        #expect(await eventually { broker1.trustStatus(b2.jid) == "refused:unknownCA" })
+        #expect(await eventually { broker2.trustStatus(b1.jid).hasPrefix("refused:") })
+        // Nothing pinned on either side.
+        #expect(broker1.pin(b2.jid) == nil)
+        #expect(broker2.pin(b1.jid) == nil)
+        // And so broker2's signed requests are refused as from an untrusted sender.
+        #expect(await stanzaCondition { _ = try await broker2.node.federationPing(try RunningBroker.full(b1.jid)) } == "not-authorized")
+        #expect(broker1.auditEvents(peer: b2.jid, kind: "trust.envelope").contains { $0.reason == "untrustedSender" })
+        await broker1.stop()
+        await broker2.stop()
+    }
+
+    @Test func revokedPinIsRefusedUntilAllowedAgain() async throws {
+        let (broker1, jid1, _, broker2, jid2, _, config1, _) = try await trustedPair(room: uniqueRoom())
+        let target = try RunningBroker.full(jid1)
+        _ = try await broker2.node.federationPing(target, text: "before")
+
+        // What `intercloud trust revoke --config cloud1.toml JID` does: its own connection to the
+        // running broker's database.
+        let cli = try IntercloudDatabase.open(path: config1.databasePath, schema: BrokerNode.schema)
+        let operatorTool = TrustOperator(store: TrustStore(database: cli), audit: AuditLog(database: cli))
+        #expect(try operatorTool.revoke(jid2, note: "test", at: Date()))
+
+        #expect(await stanzaCondition { _ = try await broker2.node.federationPing(target, text: "after") } == "not-authorized")
+        #expect(broker1.auditEvents(peer: jid2, kind: "trust.envelope").contains { $0.reason == "pinRevoked" })
+        #expect(broker1.trustStatus(jid2) == "refused:pinRevoked")
+        // A new handshake from the revoked peer is refused too, and pins nothing.
+        let again = await broker2.trust.handshake(with: target)
+        #expect((try? again.get()) == nil)
+        #expect(broker1.pin(jid2)?.state == .revoked)
+        #expect(broker1.auditEvents(peer: jid2, kind: "trust.handshake").contains { $0.reason == "pinRevoked" })
+
+        _ = try operatorTool.allow(jid2, note: "resolved", at: Date())
+        _ = try await broker2.node.federationPing(target, text: "allowed again")
+        #expect(broker1.trustStatus(jid2) == "trusted")
+        try cli.close()
+        await broker1.stop()
+        await broker2.stop()
+    }
+
+    @Test func newKeyIsTrustedOnlyIfItsChainValidates() async throws {
+        let fixture = TrustFixture(brokers: BrokerFixture(server: server))
+        let room = uniqueRoom()
+        let root1 = try fixture.root("root1")
+        let root2 = try fixture.root("root2")
+        let rogue = try fixture.root("rogue")
+        let account2 = try server.freshAccount(prefix: "broker-cloud2", host: "cloud2.test")
+        let b1 = try fixture.broker(cloud: "cloud1", host: "cloud1.test", rooms: [room], issuer: root1.ca, anchors: [root2.path])
+        let b2 = try fixture.broker(
+            cloud: "cloud2", host: "cloud2.test", rooms: [room], issuer: root2.ca, anchors: [root1.path], account: account2,
+            leafFile: "cloud2-key")
+        let broker1 = try RunningBroker(configuration: b1.config)
+        var broker2 = try RunningBroker(configuration: b2.config)
+        #expect(await eventually(timeout: .seconds(20)) { broker1.isTrusted(b2.jid) && broker2.isTrusted(b1.jid) })
+        let firstKey = CertificateFingerprint.sha256(b2.identity.leaf)
+
+        // cloud2 rotates its key, with a new leaf from the same CA: re-handshake, new pin.
+        await broker2.stop()
+        let rotated = try root2.ca.issueBrokerIdentity(jid: account2.jid, notBefore: Date() - 3600)
+        try rotated.save(
+            keyPath: fixture.directory.appendingPathComponent("cloud2-key.key").path,
+            chainPath: fixture.directory.appendingPathComponent("cloud2-key-chain.pem").path)
+        broker2 = try RunningBroker(configuration: b2.config)
+        let secondKey = CertificateFingerprint.sha256(rotated.leaf)
+        #expect(await eventually(timeout: .seconds(20)) { broker1.pin(b2.jid)?.fingerprint == secondKey })
+        #expect(broker1.auditEvents(peer: b2.jid, kind: "trust.handshake").contains { $0.reason == "trustedNewKey" })
+        _ = try await broker2.node.federationPing(try RunningBroker.full(b1.jid))
+
+        // Then a key whose chain does not validate: refused, the old pin stays, its envelopes fail.
+        await broker2.stop()
+        let silent = try rogue.ca.issueBrokerIdentity(jid: account2.jid, notBefore: Date() - 3600)
+        try silent.save(
+            keyPath: fixture.directory.appendingPathComponent("cloud2-key.key").path,
+            chainPath: fixture.directory.appendingPathComponent("cloud2-key-chain.pem").path)
+        broker2 = try RunningBroker(configuration: b2.config)
+        #expect(await eventually(timeout: .seconds(20)) { broker1.trustStatus(b2.jid) == "refused:unknownCA" })
+        #expect(broker1.pin(b2.jid)?.fingerprint == secondKey)
+        #expect(broker1.pin(b2.jid)?.fingerprint != firstKey)
+        #expect(await stanzaCondition { _ = try await broker2.node.federationPing(try RunningBroker.full(b1.jid)) } == "not-authorized")
+        #expect(broker1.auditEvents(peer: b2.jid, kind: "trust.envelope").contains { $0.reason == "badSignature" })
+        await broker1.stop()
+        await broker2.stop()
+    }
+
+    @Test func brokerWithoutTrustAnnouncesNoFingerprintAndRefusesFederationRequests() async throws {
+        let fixture = TrustFixture(brokers: BrokerFixture(server: server))
+        let room = uniqueRoom()
+        let root1 = try fixture.root("root1")
+        let b1 = try fixture.broker(cloud: "cloud1", host: "cloud1.test", rooms: [room], issuer: root1.ca, anchors: [root1.path])
+        let (plainConfig, plainJID) = try fixture.brokers.configuration(cloud: "cloud2", host: "cloud2.test", rooms: [room])
+        let broker1 = try RunningBroker(configuration: b1.config)
+        let plain = try RunningBroker(configuration: plainConfig)
+        #expect(plain.node.trust == nil)
+        #expect(plain.node.currentAnnouncement.fingerprint == "")
+        #expect(await eventually { broker1.sees(plainJID) && plain.sees(b1.jid) })
+        #expect(broker1.trustStatus(plainJID) == "untrusted")
+        // No handshake is attempted with a broker that announces no certificate.
+        try await Task.sleep(for: .seconds(3))
+        #expect(broker1.auditEvents(peer: plainJID, kind: "trust.handshake").isEmpty)
+
+        let ping = XMLElement("ping", namespace: FederationPing.namespace, text: "hi")
+        #expect(await stanzaCondition { _ = try await broker1.node.client.iq(.get, to: try RunningBroker.full(plainJID), payload: ping) } == "not-authorized")
+        #expect(await eventually {
+            ((try? plain.node.audit.events(matching: AuditQuery(peer: b1.jid))) ?? []).contains { $0.reason == "trustNotConfigured" }
+        })
+        await broker1.stop()
+        await plain.stop()
+    }
+}
+
+/// Test access to the payload conversion the broker uses (internal to Broker).
+enum PayloadBridgeForTests {
+    static func element(_ xml: String) throws -> XMLElement {
+        convert(try PayloadElement.parse(xml), inherited: nil)
+    }
+
+    private static func convert(_ payload: PayloadElement, inherited: String?) -> XMLElement {
+        let namespace = payload.namespace ?? inherited
+        var children: [XMLNode] = payload.text.isEmpty ? [] : [.text(payload.text)]
+        children += payload.children.map { .element(convert($0, inherited: namespace)) }
+        return XMLElement(
+            payload.name, namespace: namespace,
+            attributes: payload.attributes.keys.sorted().map { ($0, payload.attributes[$0]!) }, children: children)
+    }
+}
