@@ -49,6 +49,14 @@ indirect enum Expression: Sendable {
     case exists(GraphPattern, negated: Bool)
     case bound(Int)
 
+    /// A variable or a constant: evaluating it twice costs nothing.
+    var isLeaf: Bool {
+        switch self {
+        case .variable, .constant: return true
+        default: return false
+        }
+    }
+
     /// Variables the expression reads (not those inside EXISTS patterns).
     var variables: Set<Int> {
         switch self {

@@ -4,7 +4,32 @@ import Foundation
 // FILTER treats it as false, BIND leaves the variable unbound, as the specification requires.
 
 extension Evaluator {
+    /// Whether a FILTER keeps the row (an error counts as false). Numeric comparisons and their
+    /// conjunctions/disjunctions are decided without building result terms: they are the
+    /// typical catalog filters and run once per candidate row.
     func effectiveBooleanValue(_ expression: Expression, _ row: RowRef) -> Bool {
+        switch expression {
+        case .and(let a, let b):
+            // error && x is false or an error: the row is dropped either way.
+            return effectiveBooleanValue(a, row) && effectiveBooleanValue(b, row)
+        case .or(let a, let b):
+            // error || true is true; error || false is an error: dropped.
+            return effectiveBooleanValue(a, row) || effectiveBooleanValue(b, row)
+        case .compare(let op, let a, let b) where a.isLeaf && b.isLeaf:
+            if let x = numericOperand(a, row), let y = numericOperand(b, row) {
+                guard let order = Numeric.compare(x, y) else { return op == .notEqual }
+                switch op {
+                case .equal: return order == 0
+                case .notEqual: return order != 0
+                case .less: return order < 0
+                case .greater: return order > 0
+                case .lessOrEqual: return order <= 0
+                case .greaterOrEqual: return order >= 0
+                }
+            }
+        default:
+            break
+        }
         guard let value = evaluate(expression, row) else { return false }
         return Self.booleanValue(value) ?? false
     }
@@ -59,7 +84,7 @@ extension Evaluator {
             return .boolean(!value)
         case .compare(let op, let a, let b):
             // Fast path: both sides numeric (the common catalog filter), using cached values.
-            if let x = numericOperand(a, row), let y = numericOperand(b, row) {
+            if a.isLeaf, b.isLeaf, let x = numericOperand(a, row), let y = numericOperand(b, row) {
                 guard let order = Numeric.compare(x, y) else { return op == .notEqual ? .boolean(true) : (op == .equal ? .boolean(false) : nil) }
                 switch op {
                 case .equal: return .boolean(order == 0)
