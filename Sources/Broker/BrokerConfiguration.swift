@@ -55,6 +55,8 @@ public struct BrokerConfiguration: Sendable {
         /// How long to wait before handshaking again with a peer that was refused, while its
         /// announced fingerprint stays the same (a new fingerprint is tried at once).
         public var retry_seconds: Double?
+        /// How often anchor and CRL files are read again and every pin re-verified (default 3600).
+        public var revalidate_seconds: Double?
     }
 
     /// The resolved `[trust]` section: absolute paths, ready for `BrokerIdentity.load` and
@@ -65,14 +67,16 @@ public struct BrokerConfiguration: Sendable {
         public var anchorPaths: [String]
         public var crlPaths: [String]
         public var retryAfterRefusal: Duration
+        public var revalidationInterval: Duration
 
         public init(keyPath: String, chainPath: String, anchorPaths: [String], crlPaths: [String] = [],
-                    retryAfterRefusal: Duration = .seconds(300)) {
+                    retryAfterRefusal: Duration = .seconds(300), revalidationInterval: Duration = .seconds(3600)) {
             self.keyPath = keyPath
             self.chainPath = chainPath
             self.anchorPaths = anchorPaths
             self.crlPaths = crlPaths
             self.retryAfterRefusal = retryAfterRefusal
+            self.revalidationInterval = revalidationInterval
         }
     }
 
@@ -173,10 +177,14 @@ public struct BrokerConfiguration: Sendable {
             if let retry = section.retry_seconds, !(retry.isFinite && retry >= 0) {
                 throw Error(path: path, message: "trust.retry_seconds must be a number ≥ 0")
             }
+            if let revalidate = section.revalidate_seconds, !(revalidate.isFinite && revalidate >= 1) {
+                throw Error(path: path, message: "trust.revalidate_seconds must be a number ≥ 1")
+            }
             trust = TrustSettings(
                 keyPath: resolve(section.key), chainPath: resolve(section.chain), anchorPaths: section.anchors.map(resolve),
                 crlPaths: (section.crls ?? []).map(resolve),
-                retryAfterRefusal: .milliseconds(Int64(((section.retry_seconds ?? 300) * 1000).rounded())))
+                retryAfterRefusal: .milliseconds(Int64(((section.retry_seconds ?? 300) * 1000).rounded())),
+                revalidationInterval: .milliseconds(Int64(((section.revalidate_seconds ?? 3600) * 1000).rounded())))
         }
         let client = XMPPClientConfiguration(
             jid: fullJID, password: password, host: file.xmpp.host, port: file.xmpp.port.map { UInt16($0) },

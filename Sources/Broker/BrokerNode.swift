@@ -37,8 +37,6 @@ public final class BrokerNode: Service, Sendable {
     /// Every trust decision and refused request of this broker.
     public let audit: AuditLog
     private let tasks = TaskBag()
-    /// How often pins are re-verified against anchors, CRLs and the clock.
-    public static let revalidationInterval: Duration = .seconds(3600)
 
     public static var schema: [any SchemaContributor.Type] { [PeerRegistry.Schema.self, TrustSchema.self, AuditSchema.self] }
 
@@ -151,9 +149,9 @@ public final class BrokerNode: Service, Sendable {
         let revalidation = Task { [trust] in
             guard let trust else { return }
             while !Task.isCancelled {
-                try? await Task.sleep(for: Self.revalidationInterval)
+                try? await Task.sleep(for: trust.settings.revalidationInterval)
                 if Task.isCancelled { break }
-                await trust.service.revalidatePins()
+                await trust.reloadAnchors()
             }
         }
         for await input in inputs.cancelOnGracefulShutdown() {
@@ -206,7 +204,9 @@ public final class BrokerNode: Service, Sendable {
                 if isNew {
                     logger.info("peer \(observation.jid) (cloud \(observation.announcement.cloud)) online via \(observation.via)")
                 }
-                trust?.peerSeen(observation.jid, fullJID: observation.fullJID, fingerprint: observation.announcement.fingerprint)
+                trust?.peerSeen(
+                    observation.jid, fullJID: observation.fullJID, fingerprint: observation.announcement.fingerprint,
+                    cameOnline: isNew)
             case .peerOffline(let jid):
                 try registry.offline(jid, now: now)
                 logger.info("peer \(jid) offline")

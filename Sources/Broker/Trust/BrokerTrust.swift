@@ -36,8 +36,8 @@ public final class BrokerTrust: Sendable {
         var target: JID
         var announced: String
         var inFlight = false
-        /// The fingerprint the last failed handshake was for, and when it failed.
-        var failed: (fingerprint: String, at: ContinuousClock.Instant)?
+        /// The fingerprint the last failed handshake was for, and when it may be tried again.
+        var failed: (fingerprint: String, retryAt: ContinuousClock.Instant)?
     }
 
     private let peers = Mutex<[String: PeerState]>([:])
@@ -77,6 +77,20 @@ public final class BrokerTrust: Sendable {
 
     public var fingerprint: String { service.identity.fingerprint }
 
+    /// Reads the anchor and CRL files again and re-verifies every pin against them (pins that no
+    /// longer validate, e.g. newly revoked by a CRL, are removed and audited). Runs every
+    /// `revalidationInterval`; a file that cannot be read keeps the anchors in use.
+    @discardableResult
+    public func reloadAnchors() async -> [TrustRefusal] {
+        do {
+            let anchors = try TrustAnchors.load(anchorPaths: settings.anchorPaths, crlPaths: settings.crlPaths)
+            return await service.reloadAnchors(anchors)
+        } catch {
+            logger.error("cannot reload trust.anchors / trust.crls, keeping the loaded ones: \(error)")
+            return await service.revalidatePins()
+        }
+    }
+
     // MARK: Responder
 
     func installHandler() {
@@ -111,17 +125,23 @@ public final class BrokerTrust: Sendable {
     // MARK: Initiator
 
     /// Called for every presence of a peer broker: starts a handshake if one is needed and none
-    /// is running. Refused peers are tried again after `retryAfterRefusal`, or at once when they
-    /// announce another fingerprint.
-    func peerSeen(_ jid: JID, fullJID: JID, fingerprint announced: String) {
+    /// is running. A refused peer is tried again after `retryAfterRefusal` (an unanswered one after
+    /// `retryAfterTimeout`), at once when it announces another fingerprint, and once each time it
+    /// comes online again (`cameOnline`: its operator may have fixed what was refused).
+    func peerSeen(_ jid: JID, fullJID: JID, fingerprint announced: String, cameOnline: Bool) {
         let peer = jid.bare.description
         let fingerprint = announced.lowercased()
         peers.withLock { peers in
             peers[peer, default: PeerState(target: fullJID, announced: fingerprint)].target = fullJID
             peers[peer]!.announced = fingerprint
+            if cameOnline { peers[peer]!.failed = nil }
         }
         consider(peer)
     }
+
+    /// Unanswered handshakes (peer busy, restarting, or not running trust) are retried sooner
+    /// than refused ones.
+    public static let retryAfterTimeout: Duration = .seconds(15)
 
     private func consider(_ peer: String) {
         guard let state = peers.withLock({ $0[peer] }), !state.announced.isEmpty else {
@@ -137,9 +157,7 @@ public final class BrokerTrust: Sendable {
         let now = ContinuousClock.now
         let start = peers.withLock { peers -> Bool in
             guard var state = peers[peer], !state.inFlight else { return false }
-            if let failed = state.failed, failed.fingerprint == state.announced, now - failed.at < settings.retryAfterRefusal {
-                return false
-            }
+            if let failed = state.failed, failed.fingerprint == state.announced, now < failed.retryAt { return false }
             state.inFlight = true
             peers[peer] = state
             return true
@@ -150,21 +168,30 @@ public final class BrokerTrust: Sendable {
             if delay > .zero {
                 try? await Task.sleep(for: delay)
                 if Task.isCancelled || !service.needsHandshake(with: peer, announcedFingerprint: state.announced) {
-                    finished(peer, fingerprint: state.announced, succeeded: true)
+                    finished(peer, fingerprint: state.announced, refusal: nil)
                     return
                 }
             }
             let target = peers.withLock { $0[peer]?.target } ?? state.target
             let result = await handshake(with: target)
-            finished(peer, fingerprint: state.announced, succeeded: (try? result.get()) != nil)
+            if case .failure(let refusal) = result {
+                finished(peer, fingerprint: state.announced, refusal: refusal)
+            } else {
+                finished(peer, fingerprint: state.announced, refusal: nil)
+            }
         }
     }
 
-    private func finished(_ peer: String, fingerprint: String, succeeded: Bool) {
+    private func finished(_ peer: String, fingerprint: String, refusal: TrustRefusal?) {
         let changed = peers.withLock { peers -> Bool in
             guard var state = peers[peer] else { return false }
             state.inFlight = false
-            state.failed = succeeded ? nil : (fingerprint, ContinuousClock.now)
+            if let refusal {
+                let pause = refusal.reason == .timeout ? min(Self.retryAfterTimeout, settings.retryAfterRefusal) : settings.retryAfterRefusal
+                state.failed = (fingerprint, ContinuousClock.now + pause)
+            } else {
+                state.failed = nil
+            }
             peers[peer] = state
             return state.announced != fingerprint
         }
@@ -177,19 +204,7 @@ public final class BrokerTrust: Sendable {
     @discardableResult
     public func handshake(with target: JID) async -> Result<PeerPin, TrustRefusal> {
         let started = ContinuousClock.now
-        let result = await service.handshake(with: target.bare.description) { [client] payload in
-            let element = try PayloadBridge.element(payload)
-            do {
-                let answer = try await client.iq(.set, to: target, payload: element, timeout: Self.iqTimeout)
-                return answer.payload.map(PayloadBridge.string) ?? ""
-            } catch XMPPError.stanza(let error) {
-                // A refusal travels as the application condition of a not-authorized error.
-                if let refused = error.applicationCondition, refused.namespace == TrustNamespace.handshake {
-                    return PayloadBridge.string(refused)
-                }
-                throw XMPPError.stanza(error)
-            }
-        }
+        let result = await service.handshake(with: target.bare.description, exchange: exchange(with: target))
         switch result {
         case .success(let pin):
             logger.info("trusted peer \(pin.jid) (\(pin.fingerprint ?? "")) in \(ContinuousClock.now - started)")
@@ -197,6 +212,25 @@ public final class BrokerTrust: Sendable {
             logger.notice("trust handshake with \(target.bare) refused: \(refusal.reason.rawValue): \(refusal.detail)")
         }
         return result
+    }
+}
+
+extension BrokerTrust {
+    /// One handshake round trip: the payload in an IQ set to `target`, the answer's payload back
+    /// (a refusal travels as the application condition of a `not-authorized` error).
+    func exchange(with target: JID) -> @Sendable (String) async throws -> String {
+        { [client] payload in
+            let element = try PayloadBridge.element(payload)
+            do {
+                let answer = try await client.iq(.set, to: target, payload: element, timeout: Self.iqTimeout)
+                return answer.payload.map(PayloadBridge.string) ?? ""
+            } catch XMPPError.stanza(let error) {
+                if let refused = error.applicationCondition, refused.namespace == TrustNamespace.handshake {
+                    return PayloadBridge.string(refused)
+                }
+                throw XMPPError.stanza(error)
+            }
+        }
     }
 }
 
