@@ -185,6 +185,78 @@ import XMPP
         await broker2.stop()
     }
 
+    /// A CRL published after trust was established: the periodic reload (run here at once) removes
+    /// the pin, audits why, and the peer's requests and new handshakes are refused.
+    @Test func certificateRevokedByANewCRLLosesItsPin() async throws {
+        let fixture = TrustFixture(brokers: BrokerFixture(server: server))
+        let room = uniqueRoom()
+        let root1 = try fixture.root("root1")
+        let root2 = try fixture.root("root2")
+        let crlDirectory = fixture.directory.appendingPathComponent("crls")
+        try FileManager.default.createDirectory(at: crlDirectory, withIntermediateDirectories: true)
+        let b1 = try fixture.broker(
+            cloud: "cloud1", host: "cloud1.test", rooms: [room], issuer: root1.ca, anchors: [root2.path], crls: ["crls"])
+        let b2 = try fixture.broker(cloud: "cloud2", host: "cloud2.test", rooms: [room], issuer: root2.ca, anchors: [root1.path])
+        let broker1 = try RunningBroker(configuration: b1.config)
+        let broker2 = try RunningBroker(configuration: b2.config)
+        #expect(await eventually(timeout: .seconds(20)) { broker1.isTrusted(b2.jid) && broker2.isTrusted(b1.jid) })
+
+        let crl = try CertificateRevocationList.make(
+            issuer: root2.ca, revoked: [(b2.identity.leaf.serialNumber, Date() - 60)],
+            thisUpdate: Date() - 60, nextUpdate: Date() + TrustFixture.day)
+        try Data(crl.pemString.utf8).write(to: crlDirectory.appendingPathComponent("root2.crl"))
+        let removed = await broker1.trust.reloadAnchors()
+        #expect(removed.map(\.reason) == [.revoked])
+        #expect(broker1.pin(b2.jid) == nil)
+        #expect(broker1.auditEvents(peer: b2.jid, kind: "trust.revalidate").contains { $0.reason == "revoked" })
+        #expect(broker1.trustStatus(b2.jid) == "refused:revoked")
+
+        #expect(await stanzaCondition { _ = try await broker2.node.federationPing(try RunningBroker.full(b1.jid)) } == "not-authorized")
+        let again = await broker2.trust.handshake(with: try RunningBroker.full(b1.jid))
+        #expect((try? again.get()) == nil)
+        #expect(broker1.auditEvents(peer: b2.jid, kind: "trust.handshake").first?.reason == "revoked")
+        #expect(broker1.pin(b2.jid) == nil)
+        await broker1.stop()
+        await broker2.stop()
+    }
+
+    /// Someone else on the server presents a valid certificate from a trusted CA, but for the
+    /// broker's JID: the XmppAddr is checked against the routed sender, so it is refused.
+    @Test func certificateForAnotherJIDIsRefusedAgainstTheRoutedSender() async throws {
+        let fixture = TrustFixture(brokers: BrokerFixture(server: server))
+        let root1 = try fixture.root("root1")
+        let root2 = try fixture.root("root2")
+        let b1 = try fixture.broker(cloud: "cloud1", host: "cloud1.test", issuer: root1.ca, anchors: [root2.path])
+        let broker1 = try RunningBroker(configuration: b1.config)
+        try await broker1.node.client.waitUntilOnline()
+
+        let (stranger, strangerJID) = try await strangerClient(server, host: "cloud2.test")
+        // A genuine certificate from an anchor broker1 trusts, naming a JID that is not the stranger's.
+        let impersonation = try root2.ca.issueBrokerIdentity(jid: "broker@cloud2.test", notBefore: Date() - 3600)
+        let database = try IntercloudDatabase.open(
+            path: fixture.directory.appendingPathComponent("stranger.sqlite").path, schema: BrokerNode.schema)
+        let service = TrustService(
+            myJID: strangerJID, identity: impersonation, anchors: TrustAnchors(anchors: [root1.ca.certificate]), database: database)
+        let target = try RunningBroker.full(b1.jid)
+        let result = await service.handshake(with: b1.jid) { payload in
+            do {
+                let answer = try await stranger.iq(.set, to: target, payload: try PayloadBridgeForTests.element(payload))
+                return answer.payload?.serialized() ?? ""
+            } catch XMPPError.stanza(let error) {
+                if let refused = error.applicationCondition { return refused.serialized() }
+                throw XMPPError.stanza(error)
+            }
+        }
+        guard case .failure(let refusal) = result else { Issue.record("the stranger was trusted"); return }
+        #expect(refusal.reason == .peerRefused)
+        #expect(broker1.auditEvents(peer: strangerJID, kind: "trust.handshake").first?.reason == "xmppAddrMismatch")
+        #expect(broker1.pin(strangerJID) == nil)
+        #expect(broker1.pin("broker@cloud2.test") == nil)
+        try database.close()
+        await stranger.stop()
+        await broker1.stop()
+    }
+
     @Test func brokerWithoutTrustAnnouncesNoFingerprintAndRefusesFederationRequests() async throws {
         let fixture = TrustFixture(brokers: BrokerFixture(server: server))
         let room = uniqueRoom()
