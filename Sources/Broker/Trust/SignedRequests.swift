@@ -48,6 +48,24 @@ public final class SignedRequests: Sendable {
     private let installed = Mutex(false)
     /// Upper bound on one envelope IQ child; routes bound their decoded payloads more tightly.
     static let maxEnvelopeBytes = 1 << 20
+    /// Requests being checked or handled at once; more are answered `resource-constraint` (not
+    /// audited), so a flood cannot queue unbounded signature checks and durable audit writes.
+    public static let maxConcurrentRequests = 64
+    private let inProgress = Mutex(0)
+
+    /// Runs `work` in a task if fewer than `maxConcurrentRequests` are running, else refuses.
+    private func admit(_ responder: IQResponder, _ work: @escaping @Sendable () async -> Void) {
+        let admitted = inProgress.withLock { count in
+            guard count < Self.maxConcurrentRequests else { return false }
+            count += 1
+            return true
+        }
+        guard admitted else { return responder.fail(.resourceConstraint("too many federation requests in progress")) }
+        tasks.spawn { [self] in
+            await work()
+            inProgress.withLock { $0 -= 1 }
+        }
+    }
 
     init(trust: TrustService?, audit: AuditLog, client: XMPPClient, logger: Logger, tasks: TaskBag) {
         self.trust = trust
@@ -70,13 +88,13 @@ public final class SignedRequests: Sendable {
         if first {
             client.setIQHandler(namespace: TrustNamespace.envelope, maxPayloadBytes: Self.maxEnvelopeBytes, .deferred { [weak self] request, responder in
                 guard let self else { return responder.fail(.serviceUnavailable()) }
-                self.tasks.spawn { await self.handleSigned(request, responder) }
+                self.admit(responder) { await self.handleSigned(request, responder) }
             })
         }
         // Unsigned payloads in the namespace itself: refused, and audited off the loop thread.
         client.setIQHandler(namespace: namespace, maxPayloadBytes: maxPayloadBytes, .deferred { [weak self] request, responder in
             guard let self else { return responder.fail(.serviceUnavailable()) }
-            self.tasks.spawn { await self.refuseUnsigned(request, namespace: namespace, responder) }
+            self.admit(responder) { await self.refuseUnsigned(request, namespace: namespace, responder) }
         })
     }
 
