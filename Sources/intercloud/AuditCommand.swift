@@ -9,20 +9,21 @@ struct AuditCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit", abstract: "Show the audit log (table or JSON), with filters.",
         discussion: """
-            Every trust decision (handshake accepted or refused, with the reason), every operator
-            decision (trust revoke/allow/distrust) and every refused federation request (unsigned,
-            bad signature, replayed, untrusted sender, ...) is recorded before the broker answers.
-            Works while the broker runs.
+            Every trust decision (handshake accepted or refused, with the reason), every
+            operator decision (trust revoke/allow/distrust) and every refused federation
+            request (unsigned, bad signature, replayed, untrusted sender, ...) is recorded
+            before the broker answers. Works while the broker runs.
 
-              intercloud audit --config cloud1.toml                      everything, newest first
-              intercloud audit --config cloud1.toml --outcome refused    only refusals
+              intercloud audit --config cloud1.toml                  # everything
+              intercloud audit --config cloud1.toml --outcome refused
               intercloud audit --config cloud1.toml --kind trust.envelope --since 1h
-              intercloud audit --config cloud1.toml --peer broker@cloud2.example --output json
+              intercloud audit -c cloud1.toml --peer broker@cloud2.example --output json
 
-            Reasons: unknownCA, expired, notYetValid, revoked, xmppAddrMismatch, missingXmppAddr,
-            wrongKeyUsage, badSignature, replayedNonce, pinRevoked, distrusted, peerRefused, timeout
-            (handshakes); unsigned, malformed, badSignature, untrustedSender, pinRevoked, replayed,
-            stale, wrongNamespace, trustNotConfigured (requests).
+            Reasons: unknownCA, expired, notYetValid, revoked, xmppAddrMismatch,
+            missingXmppAddr, wrongKeyUsage, badSignature, replayedNonce, pinRevoked,
+            distrusted, peerRefused, timeout (handshakes); unsigned, malformed,
+            badSignature, untrustedSender, pinRevoked, replayed, stale, wrongNamespace,
+            trustNotConfigured (requests).
             """)
 
     enum Output: String, ExpressibleByArgument, CaseIterable { case table, json }

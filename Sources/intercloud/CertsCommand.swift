@@ -10,25 +10,33 @@ struct CertsCommand: AsyncParsableCommand {
         commandName: "certs",
         abstract: "Make a CA, issue broker certificates with an XmppAddr, show certificates.",
         discussion: """
-            A broker needs a key and a certificate chain whose leaf names the broker's JID as an
-            XmppAddr (RFC 6120 §13.7.1.4), and the CA certificates it trusts for peers. They go in
-            the [trust] section of its configuration (paths relative to the configuration file):
+            A broker needs a key and a certificate chain whose leaf names the broker's JID
+            as an XmppAddr (RFC 6120 §13.7.1.4), and the CA certificates it trusts for
+            peers. They go in the [trust] section of its configuration (paths relative to
+            the configuration file):
 
               [trust]
-              key = "certs/broker.key"              # 0600
-              chain = "certs/broker-chain.pem"      # leaf first, then intermediates
-              anchors = ["certs/anchors/"]          # CA files or directories: whom we trust
-              crls = ["certs/crls/"]                # optional
-              # retry_seconds = 300                 # wait before retrying a refused peer
+              key = "certs/broker.key"            # 0600
+              chain = "certs/broker-chain.pem"    # leaf, then intermediates
+              anchors = ["certs/anchors/"]        # CA files or directories
+              crls = ["certs/crls/"]              # optional
+              # retry_seconds = 300      # pause before retrying a refused peer
+              # revalidate_seconds = 3600    # re-read anchors/CRLs, re-check pins
 
             A small PKI for one cloud:
 
               intercloud certs init-ca --dir pki/root --cn "Intercloud Root"
-              intercloud certs init-ca --dir pki/cloud1 --cn "cloud1 CA" --parent pki/root
-              intercloud certs issue --ca pki/cloud1 --config cloud1.toml   # JID and paths from the config
-              intercloud certs show --config cloud1.toml                    # what the broker will present
+              intercloud certs init-ca --dir pki/cloud1 --cn "cloud1 CA" \\
+                  --parent pki/root
+              intercloud certs issue --ca pki/cloud1 --config cloud1.toml
+              intercloud certs show --config cloud1.toml
 
-            Give each partner the root (or the per-cloud CA) to list in its anchors. See certs/README.md.
+            `issue --config` takes the JID and the key and chain paths from the
+            configuration; `show --config` loads what `intercloud serve` will load
+            and prints the fingerprint the broker will announce.
+
+            Give each partner the root (or the per-cloud CA) to list in its anchors. See
+            certs/README.md.
             """,
         subcommands: [InitCA.self, Issue.self, Show.self]
     )

@@ -9,20 +9,24 @@ struct PeersCommand: AsyncParsableCommand {
         commandName: "peers",
         abstract: "Show the peer brokers this broker has found, or approve a peering request.",
         discussion: """
-            Reads the peer registry of the broker configured in --config (works while the broker
-            runs). ONLINE is the broker's current view; LAST SEEN is when presence last arrived.
-            SUBSCRIPTION shows direct-peering state: pending-approval means the peer asked and
-            waits for `intercloud peers approve JID`.
+            Reads the peer registry of the broker configured in --config (works while the
+            broker runs). ONLINE is the broker's current view; LAST SEEN is when presence
+            last arrived. SUBSCRIPTION shows direct-peering state: pending-approval means
+            the peer asked and waits for `intercloud peers approve JID`.
 
             TRUST comes from the trust store and the audit log:
-              trusted           a mutual certificate handshake succeeded and the peer still
-                                announces the pinned key; signed requests are accepted
-              untrusted         no handshake yet (or the peer runs without [trust], or it
-                                announces a new key that is being verified)
-              refused:REASON    the latest handshake was refused (unknownCA, expired, revoked,
-                                xmppAddrMismatch, peerRefused, timeout, ...) or the operator
-                                revoked (pinRevoked) or distrusts (distrusted) the peer
-            Details: `intercloud audit --config FILE --peer JID`, `intercloud trust show JID`.
+              trusted         a mutual certificate handshake succeeded and the
+                              peer still announces the pinned key; its signed
+                              requests are accepted
+              untrusted       no handshake yet (or the peer runs without
+                              [trust], or it announces a new key not yet
+                              verified)
+              refused:REASON  the latest handshake was refused (unknownCA,
+                              expired, revoked, xmppAddrMismatch, peerRefused,
+                              timeout, ...), or the operator revoked the pin
+                              (pinRevoked) or distrusts the peer (distrusted)
+            Details: `intercloud audit --config FILE --peer JID` and
+            `intercloud trust show JID --config FILE`.
             """,
         subcommands: [ListPeers.self, ApprovePeer.self],
         defaultSubcommand: ListPeers.self)

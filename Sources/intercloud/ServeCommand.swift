@@ -9,15 +9,16 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Run this cloud's broker until SIGTERM or SIGINT.",
         discussion: """
-            Connects to the XMPP server named in the configuration (STARTTLS, server certificate
-            verified against xmpp.ca_file), announces the cloud with its regions and load, joins
-            the exchange rooms in discovery.rooms, asks the brokers in discovery.peers to peer, and
-            approves peering requests that match discovery.approve. The peer registry is kept in
-            broker.database (SQLite); `intercloud peers` reads it while the broker runs.
+            Connects to the XMPP server named in the configuration (STARTTLS, server
+            certificate verified against xmpp.ca_file), announces the cloud with its
+            regions and load, joins the exchange rooms in discovery.rooms, asks the
+            brokers in discovery.peers to peer, and approves peering requests that match
+            discovery.approve. The peer registry is kept in broker.database (SQLite);
+            `intercloud peers` reads it while the broker runs.
 
-            On SIGTERM the broker leaves its rooms, sends unavailable presence and closes the
-            database. It reconnects with backoff if the server goes away, resuming the stream
-            (XEP-0198) where the server allows it.
+            On SIGTERM the broker leaves its rooms, sends unavailable presence and closes
+            the database. It reconnects with backoff if the server goes away, resuming the
+            stream (XEP-0198) where the server allows it.
 
             Example configuration (TOML):
 
@@ -37,7 +38,7 @@ struct ServeCommand: AsyncParsableCommand {
               peers = ["broker@cloud2.example"]
               approve = ["*@cloud2.example"]
 
-              [trust]                               # optional, see `intercloud certs --help`
+              [trust]            # optional; see `intercloud certs --help`
               key = "certs/broker.key"
               chain = "certs/broker-chain.pem"
               anchors = ["certs/anchors/"]
@@ -49,8 +50,8 @@ struct ServeCommand: AsyncParsableCommand {
             envelopes signed by a pinned peer. A peer announcing a new fingerprint is
             handshaken again; its new key is accepted only if its new chain verifies.
             Without [trust] it announces no fingerprint and refuses every federation
-            request (not-authorized); discovery and the status query work as before.
-            See `intercloud peers` (TRUST column), `intercloud trust`, `intercloud audit`.
+            request (not-authorized); discovery and the status query work as before. See
+            `intercloud peers` (TRUST column), `intercloud trust`, `intercloud audit`.
             """)
 
     @Option(name: .shortAndLong, help: "Broker configuration file (TOML).")

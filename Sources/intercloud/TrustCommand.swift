@@ -12,19 +12,23 @@ struct TrustCommand: AsyncParsableCommand {
         commandName: "trust",
         abstract: "List and decide on pinned peers.",
         discussion: """
-            A broker pins a peer (its leaf certificate's SHA-256 fingerprint) after a mutual trust
-            handshake: both chains verified against the anchors in [trust] anchors, both sides
-            proved possession of their keys. Decisions made here take effect at once in a running
-            broker: it reads the pin on every signed request and before every handshake.
+            A broker pins a peer (its leaf certificate's SHA-256 fingerprint) after a
+            mutual trust handshake: both chains verified against the anchors in [trust]
+            anchors, both sides proved possession of their keys. Decisions made here take
+            effect at once in a running broker: it reads the pin on every signed request
+            and before every handshake.
 
               intercloud trust list --config cloud1.toml
-              intercloud trust revoke broker@cloud2.example --config cloud1.toml --note "key leaked"
+              intercloud trust revoke broker@cloud2.example --config cloud1.toml \\
+                  --note "key leaked"
               intercloud trust allow broker@cloud2.example --config cloud1.toml
 
-            revoke:   the peer's signed requests are refused (not-authorized, audited as pinRevoked)
-                      and so are its handshakes, until allow.
-            distrust: the same for a JID that was never pinned.
-            allow:    lifts either; a pinned key is trusted again, an unpinned JID handshakes anew.
+              revoke    the peer's signed requests are refused (not-authorized,
+                        audited as pinRevoked), and so are its handshakes,
+                        until allow
+              distrust  the same for a JID, pinned or not
+              allow     lifts either: a pinned key is trusted again, an
+                        unpinned JID handshakes anew
             """,
         subcommands: [List.self, Show.self, Revoke.self, Allow.self, Distrust.self]
     )
