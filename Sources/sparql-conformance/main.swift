@@ -1,7 +1,8 @@
 import Catalog
 import Foundation
 
-// sparql-conformance DIR...   — runs the W3C test manifests found in each DIR (a directory with a
+// sparql-conformance [-v] [--max-failures N] DIR...
+//                             — runs the W3C test manifests found in each DIR (a directory with a
 //                               manifest.ttl; manifests that only include others are followed).
 //                               Prints one line per suite and a closing "N passed, M failed".
 //   -v                         — also print each failing test with the reason.
@@ -350,8 +351,14 @@ if arguments.first == "bench" {
 }
 let verbose = arguments.contains("-v")
 arguments.removeAll { $0 == "-v" }
+// --max-failures N: exit 0 when at most N tests fail (for CI, with the known failures documented).
+var maxFailures = 0
+if let flag = arguments.firstIndex(of: "--max-failures"), flag + 1 < arguments.count {
+    maxFailures = Int(arguments[flag + 1]) ?? 0
+    arguments.removeSubrange(flag...(flag + 1))
+}
 if arguments.isEmpty {
-    print("usage: sparql-conformance [-v] SUITE_DIR...")
+    print("usage: sparql-conformance [-v] [--max-failures N] SUITE_DIR...")
     exit(2)
 }
 var totals = Totals()
@@ -369,4 +376,4 @@ for (kind, counts) in totals.byKind.sorted(by: { $0.key < $1.key }) {
 }
 if totals.skipped > 0 { print("\(totals.skipped) tests skipped as not applicable (SPARQL Update, protocol, entailment regimes, SERVICE)") }
 print("\(totals.passed) passed, \(totals.failed) failed")
-exit(totals.failed == 0 ? 0 : 1)
+exit(totals.failed <= maxFailures ? 0 : 1)
