@@ -1,1 +1,118 @@
-// bench-xmpp: see bench/README.md
+// bench-xmpp: broker-to-broker request/response through a real Prosody.
+//
+// Two full BrokerNode instances (as `intercloud serve` runs them) peer directly; broker A sends
+// `<status xmlns='urn:intercloud:presence:0'/>` IQs to broker B, which answers on its hot path
+// (sender check against the peer set, announcement built, reply sent from the loop thread).
+// Prints the same lines as the raw libstrophe and slixmpp pairs (see bench/xmpp/run.sh):
+//   seq_us <latency per sequential request, µs> ...
+//   pipelined_rps <requests per second with WINDOW in flight>
+// and, with --connect-samples N, `connect_ms ...` for XMPP connect + SASL SCRAM + bind.
+import ArgumentParser
+import Broker
+import Foundation
+import ServiceLifecycle
+import Logging
+import XMPP
+
+@main
+struct BenchXMPP: AsyncParsableCommand {
+    @Option var host = "127.0.0.1"
+    @Option var port: Int
+    @Option var jidA: String
+    @Option var passA: String
+    @Option var jidB: String
+    @Option var passB: String
+    @Option var sequential = 2000
+    @Option var pipelined = 20000
+    @Option var window = 64
+    @Option(help: "plaintext or tls (STARTTLS verified against --ca-file)") var transport = "plaintext"
+    @Option var caFile: String?
+    @Flag var streamManagement = false
+    @Option var connectSamples = 0
+
+    func configuration(_ jid: String, _ password: String, cloud: String, peer: String, directory: URL) throws -> BrokerConfiguration {
+        let tls = transport == "tls" ? "tls = \"required\"\nca_file = \"\(caFile ?? "")\"" : "tls = \"disabled-for-testing\""
+        let toml = """
+            [broker]
+            cloud = "\(cloud)"
+            regions = ["bench"]
+            database = "\(cloud).sqlite"
+            [xmpp]
+            jid = "\(jid)/bench"
+            password = "\(password)"
+            host = "\(host)"
+            port = \(port)
+            \(tls)
+            stream_management = \(streamManagement)
+            [discovery]
+            peers = ["\(peer)"]
+            approve = ["\(peer)"]
+            """
+        let path = directory.appendingPathComponent("\(cloud).toml").path
+        try toml.write(toFile: path, atomically: true, encoding: .utf8)
+        return try BrokerConfiguration.load(path: path)
+    }
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .warning
+            return handler
+        }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bench-xmpp-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+
+        if connectSamples > 0 {
+            var samples: [Double] = []
+            let config = try configuration(jidA, passA, cloud: "connect", peer: jidB, directory: directory)
+            for _ in 0..<connectSamples {
+                let client = XMPPClient(configuration: config.xmpp)
+                let start = ContinuousClock.now
+                client.start()
+                try await client.waitUntilOnline()
+                samples.append((ContinuousClock.now - start) / .microseconds(1) / 1000)
+                await client.stop()
+            }
+            print("connect_ms " + samples.map { String(format: "%.2f", $0) }.joined(separator: " "))
+            return
+        }
+
+        let a = try BrokerNode(configuration: try configuration(jidA, passA, cloud: "bench-a", peer: jidB, directory: directory))
+        let b = try BrokerNode(configuration: try configuration(jidB, passB, cloud: "bench-b", peer: jidA, directory: directory))
+        let group = ServiceGroup(configuration: .init(services: [.init(service: a), .init(service: b)], logger: Logger(label: "bench")))
+        let running = Task { try await group.run() }
+        let peerA = try JID(jidA), peerB = try JID(jidB)
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            if (try? a.registry.peer(peerB))??.online == true, (try? b.registry.peer(peerA))??.online == true { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let target = try JID(jidB + "/bench")
+        let status = XMLElement("status", namespace: Announcement.namespace)
+        for _ in 0..<200 { _ = try await a.client.iq(.get, to: target, payload: status) }  // warm-up
+
+        var latencies: [Double] = []
+        latencies.reserveCapacity(sequential)
+        for _ in 0..<sequential {
+            let start = ContinuousClock.now
+            _ = try await a.client.iq(.get, to: target, payload: status)
+            latencies.append((ContinuousClock.now - start) / .nanoseconds(1) / 1000)
+        }
+        let perWorker = pipelined / window
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for _ in 0..<window {
+                tasks.addTask {
+                    for _ in 0..<perWorker { _ = try await a.client.iq(.get, to: target, payload: status) }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        let elapsed = (ContinuousClock.now - start) / .seconds(1)
+        print("seq_us " + latencies.map { String(format: "%.1f", $0) }.joined(separator: " "))
+        print(String(format: "pipelined_rps %.1f", Double(perWorker * window) / elapsed))
+        await group.triggerGracefulShutdown()
+        _ = try? await running.value
+    }
+}

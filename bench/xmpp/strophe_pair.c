@@ -1,0 +1,111 @@
+/* Baseline for bench-xmpp: a raw libstrophe client pair in one context on one thread.
+ * B answers every IQ get from its stanza callback (the fastest libstrophe can do); A measures
+ * sequential round trips and pipelined throughput with WINDOW requests in flight.
+ *
+ *   strophe_pair HOST PORT JID_A PASS_A JID_B PASS_B SEQUENTIAL PIPELINED WINDOW
+ * Prints: "seq_us <v1> <v2> ..." then "pipelined_rps <value>".
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <strophe.h>
+
+static xmpp_ctx_t *ctx;
+static xmpp_conn_t *conn_a, *conn_b;
+static int online = 0, sequential, pipelined, window_size, sent = 0, done = 0, phase = 0;
+static double *latencies, started_at, pipe_start;
+static char jid_b[512];
+
+static double now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static void send_request(void) {
+    char id[32];
+    snprintf(id, sizeof id, "r%d", sent++);
+    xmpp_stanza_t *iq = xmpp_iq_new(ctx, "get", id);
+    xmpp_stanza_set_to(iq, jid_b);
+    xmpp_stanza_t *ping = xmpp_stanza_new(ctx);
+    xmpp_stanza_set_name(ping, "ping");
+    xmpp_stanza_set_ns(ping, "urn:xmpp:ping");
+    xmpp_stanza_add_child_ex(iq, ping, 0);
+    xmpp_send(conn_a, iq);
+    xmpp_stanza_release(iq);
+}
+
+static int answer(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata) {
+    (void)userdata;
+    const char *type = xmpp_stanza_get_type(stanza);
+    if (!type || strcmp(type, "get") != 0) return 1;
+    xmpp_stanza_t *reply = xmpp_iq_new(ctx, "result", xmpp_stanza_get_id(stanza));
+    xmpp_stanza_set_to(reply, xmpp_stanza_get_from(stanza));
+    xmpp_send(conn, reply);
+    xmpp_stanza_release(reply);
+    return 1;
+}
+
+static int result(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata) {
+    (void)conn; (void)userdata;
+    const char *type = xmpp_stanza_get_type(stanza);
+    if (!type || strcmp(type, "result") != 0) return 1;
+    if (phase == 0) {
+        latencies[done++] = now_us() - started_at;
+        if (done < sequential) { started_at = now_us(); send_request(); }
+        else { phase = 1; done = 0; sent = 0; pipe_start = now_us();
+               for (int i = 0; i < window_size && sent < pipelined; i++) send_request(); }
+    } else {
+        done++;
+        if (sent < pipelined) send_request();
+        if (done == pipelined) phase = 2;
+    }
+    return 1;
+}
+
+static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t status, int error, xmpp_stream_error_t *se, void *userdata) {
+    (void)error; (void)se; (void)userdata;
+    if (status == XMPP_CONN_CONNECT) {
+        xmpp_stanza_t *presence = xmpp_presence_new(ctx);
+        xmpp_send(conn, presence);
+        xmpp_stanza_release(presence);
+        online++;
+    } else { fprintf(stderr, "connection failed\n"); exit(2); }
+}
+
+static int nodelay(xmpp_conn_t *conn, void *sock) { return xmpp_sockopt_cb_keepalive(conn, sock); }
+
+int main(int argc, char **argv) {
+    if (argc < 10) { fprintf(stderr, "usage\n"); return 2; }
+    sequential = atoi(argv[7]); pipelined = atoi(argv[8]); window_size = atoi(argv[9]);
+    latencies = calloc(sequential, sizeof(double));
+    snprintf(jid_b, sizeof jid_b, "%s", argv[5]);
+    xmpp_initialize();
+    ctx = xmpp_ctx_new(NULL, NULL);
+    conn_a = xmpp_conn_new(ctx); conn_b = xmpp_conn_new(ctx);
+    xmpp_conn_t *conns[2] = {conn_a, conn_b};
+    for (int i = 0; i < 2; i++) {
+        xmpp_conn_set_flags(conns[i], XMPP_CONN_FLAG_DISABLE_TLS | XMPP_CONN_FLAG_DISABLE_SM);
+        xmpp_conn_set_sockopt_callback(conns[i], nodelay);
+    }
+    xmpp_conn_set_jid(conn_a, argv[3]); xmpp_conn_set_pass(conn_a, argv[4]);
+    xmpp_conn_set_jid(conn_b, argv[5]); xmpp_conn_set_pass(conn_b, argv[6]);
+    xmpp_handler_add(conn_b, answer, NULL, "iq", NULL, NULL);
+    xmpp_handler_add(conn_a, result, NULL, "iq", NULL, NULL);
+    xmpp_connect_client(conn_a, argv[1], (unsigned short)atoi(argv[2]), on_conn, NULL);
+    xmpp_connect_client(conn_b, argv[1], (unsigned short)atoi(argv[2]), on_conn, NULL);
+    while (online < 2) xmpp_run_once(ctx, 1);
+    for (int i = 0; i < 20; i++) xmpp_run_once(ctx, 1); /* let presence settle */
+    started_at = now_us();
+    send_request();
+    /* timeout 0 + select inside run_once; a 1 ms select timeout is libstrophe's own loop. */
+    while (phase < 2) xmpp_run_once(ctx, 1);
+    double elapsed = (now_us() - pipe_start) / 1e6;
+    printf("seq_us");
+    for (int i = 0; i < sequential; i++) printf(" %.1f", latencies[i]);
+    printf("\npipelined_rps %.1f\n", pipelined / elapsed);
+    xmpp_disconnect(conn_a); xmpp_disconnect(conn_b);
+    for (int i = 0; i < 50; i++) xmpp_run_once(ctx, 1);
+    return 0;
+}
