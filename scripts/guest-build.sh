@@ -6,12 +6,14 @@
 #   scripts/guest-build.sh OUT_DIR      -> OUT_DIR/vmlinuz, OUT_DIR/initrd.gz, OUT_DIR/disk.qcow2
 #
 # Needs: apt-get, dpkg-deb, gzip, xz-utils, qemu-img (qemu-utils); cpio comes from busybox itself.
-# Idempotent: does nothing if OUT_DIR already holds all three files.
+# Idempotent: does nothing if OUT_DIR already holds all three files built by this version of the script.
 set -euo pipefail
 out=${1:?usage: guest-build.sh OUT_DIR}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-if [[ -s $out/vmlinuz && -s $out/initrd.gz && -s $out/disk.qcow2 ]]; then exit 0; fi
+# Rebuilt whenever this script changes.
+stamp=$(sha256sum "$0" | cut -c1-16)
+if [[ -s $out/vmlinuz && -s $out/initrd.gz && -s $out/disk.qcow2 && $(cat "$out/stamp" 2>/dev/null) == "$stamp" ]]; then exit 0; fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -29,7 +31,7 @@ dpkg-deb -x busybox-static_*.deb bb
 version=${kernel_pkg#linux-image-}
 cp kernel/boot/vmlinuz-"$version" "$out/vmlinuz.partial"
 
-mkdir -p root/{bin,sbin,proc,sys,dev,etc/acpi,lib/modules,tmp,run}
+mkdir -p root/{bin,sbin,proc,sys,dev,etc/acpi,lib/modules,tmp,run,var/log,var/run}
 cp bb/bin/busybox root/bin/busybox
 # The power button needs button.ko and evdev.ko when they are modules (they are in the cloud flavour).
 for module in drivers/acpi/button.ko drivers/input/evdev.ko; do
@@ -55,7 +57,12 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 for m in /lib/modules/*.ko; do [ -f "$m" ] && insmod "$m" 2>/dev/null; done
-acpid -c /etc/acpi -a /etc/acpid.conf
+# acpid opens the event devices present when it starts: give devtmpfs a moment to create them all.
+[ -e /dev/input/event1 ] || sleep 0.5
+acpid -f -c /etc/acpi -a /etc/acpid.conf -l /tmp/acpid.log -p /tmp/acpid.pid &
+sleep 0.2
+echo "guest: modules: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ') inputs: $(ls /dev/input 2>&1 | tr '\n' ' ')" > /dev/console
+echo "guest: acpid: $(pidof acpid)" > /dev/console
 echo "INTERCLOUD-GUEST-READY" > /dev/console
 while true; do sleep 3600; done
 SH
@@ -67,3 +74,4 @@ mv "$out/vmlinuz.partial" "$out/vmlinuz"
 mv "$out/initrd.gz.partial" "$out/initrd.gz"
 mv "$out/disk.qcow2.partial" "$out/disk.qcow2"
 chmod 0644 "$out"/vmlinuz "$out"/initrd.gz "$out"/disk.qcow2
+echo "$stamp" > "$out/stamp"

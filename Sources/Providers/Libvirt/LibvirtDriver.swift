@@ -177,8 +177,19 @@ public final class LibvirtDriver: CloudDriver {
             case .shutdown: try await connection.apply(.shutdown, to: id)
             case .destroy: try await connection.apply(.destroy, to: id)
             case .reboot: try await connection.apply(.reboot, to: id)
-            case .suspend: try await connection.apply(.suspend, to: id)
-            case .resume: try await connection.apply(.resume, to: id)
+            case .suspend:
+                // QEMU accepts suspending a paused domain as a no-op; we report it like every other driver.
+                let status = try await connection.status(of: id)
+                guard Self.state(status) == .running else {
+                    throw ProviderError.invalidState(driver: driverName, verb: verb, "instance \(id) is \(Self.rawState(status)); cannot suspend it")
+                }
+                try await connection.apply(.suspend, to: id)
+            case .resume:
+                let status = try await connection.status(of: id)
+                guard Self.state(status) == .paused else {
+                    throw ProviderError.invalidState(driver: driverName, verb: verb, "instance \(id) is \(Self.rawState(status)); cannot resume it")
+                }
+                try await connection.apply(.resume, to: id)
             case .save: try await connection.apply(.managedSave, to: id)
             case .restore:
                 guard try await connection.status(of: id).hasManagedSave else {

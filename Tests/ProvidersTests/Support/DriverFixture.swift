@@ -98,23 +98,40 @@ actor ExclusiveAccess {
 }
 
 /// Runs a command and returns its output, failing with the output on a non-zero exit.
+///
+/// Uses posix_spawn and waitpid rather than Foundation's `Process`: a command that leaves a daemon
+/// behind (the libvirt session script) keeps inherited descriptors open, and `Process` then never
+/// reports the command's exit. Output goes to a temporary file for the same reason.
 @discardableResult
 func runCommand(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    if let environment { process.environment = environment }
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let output = String(decoding: data, as: UTF8.self)
-    guard process.terminationStatus == 0 else {
-        throw CommandError(command: ([executable] + arguments).joined(separator: " "), output: output)
+    let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("command-\(UUID().uuidString).out").path
+    defer { unlink(outputPath) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    let environment = environment ?? ProcessInfo.processInfo.environment
+    let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+    let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer {
+        for pointer in argv { free(pointer) }
+        for pointer in envp { free(pointer) }
     }
-    return output
+    var pid = pid_t()
+    let spawned = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+    guard spawned == 0 else {
+        throw CommandError(command: executable, output: String(cString: strerror(spawned)))
+    }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+    let exited = (status & 0x7f) == 0
+    guard exited && (status >> 8) & 0xff == 0 else {
+        throw CommandError(command: ([executable] + arguments).joined(separator: " "), output: "status \(status): \(text)")
+    }
+    return text
 }
 
 struct CommandError: Error, CustomStringConvertible {
