@@ -124,9 +124,19 @@ public struct SignedEnvelope: Sendable, Hashable {
 
 public enum EnvelopeNonce {
     /// 16 random bytes: collisions within a replay window are negligible.
-    public static func make() -> [UInt8] {
+    public static func make() -> [UInt8] { randomBytes(16) }
+
+    /// `count` (a multiple of 8) bytes from the system generator, 8 per call: one `getrandom`
+    /// per 8 bytes instead of one per byte (16 system calls per envelope were measurable).
+    static func randomBytes(_ count: Int) -> [UInt8] {
         var generator = SystemRandomNumberGenerator()
-        return (0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(count)
+        for _ in 0..<(count / 8) {
+            let word = generator.next()
+            for shift in stride(from: 0, to: 64, by: 8) { bytes.append(UInt8(truncatingIfNeeded: word >> UInt64(shift))) }
+        }
+        return bytes
     }
 }
 

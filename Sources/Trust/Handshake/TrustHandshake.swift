@@ -66,10 +66,7 @@ public struct TrustHandshake: Sendable {
         self.deadline = now + timeout
     }
 
-    public static func makeNonce() -> [UInt8] {
-        var generator = SystemRandomNumberGenerator()
-        return (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
-    }
+    public static func makeNonce() -> [UInt8] { EnvelopeNonce.randomBytes(32) }
 
     public var isFinished: Bool {
         switch state {
