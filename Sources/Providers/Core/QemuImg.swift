@@ -21,7 +21,7 @@ enum QemuImg {
             .appendingPathComponent(".\(destination.lastPathComponent).partial-\(UUID().uuidString.prefix(8))")
         // `-U` reads a disk a running QEMU holds open (crash-consistent copy) instead of failing on its lock.
         var arguments = ["convert", "-p"] + (shareLock ? ["-U"] : []) + ["-f", from.rawValue, "-O", format.rawValue]
-        if format == .vpc { arguments += ["-o", "subformat=fixed,force_size=on"] }
+        if format == .vpc { arguments += ["-o", "force_size=on"] }
         arguments += [source.path, temporary.path]
         do {
             try await run(arguments, onOutput: { text in
