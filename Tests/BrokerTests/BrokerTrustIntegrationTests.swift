@@ -44,6 +44,17 @@ import XMPP
         #expect(broker1.auditEvents(peer: jid2).allSatisfy { $0.outcome != .refused })
         // The trust features are in disco#info (and so in the caps the peers stored).
         #expect(await eventually { broker1.peer(jid2)?.featureList.contains(TrustNamespace.handshake) == true })
+
+        // Both start a handshake at the same moment (what happens when both think they must):
+        // two independent exchanges over the wire, both succeed, the pins stay as they were.
+        async let fromBroker1 = broker1.trust.handshake(with: try RunningBroker.full(jid2))
+        async let fromBroker2 = broker2.trust.handshake(with: try RunningBroker.full(jid1))
+        let (result1, result2) = await (try fromBroker1, try fromBroker2)
+        #expect((try? result1.get())?.fingerprint == CertificateFingerprint.sha256(identity2.leaf))
+        #expect((try? result2.get())?.fingerprint == CertificateFingerprint.sha256(identity1.leaf))
+        #expect(broker1.trustStatus(jid2) == "trusted" && broker2.trustStatus(jid1) == "trusted")
+        #expect(await broker1.trust.service.pendingSessions == 0)
+        #expect(await broker2.trust.service.pendingSessions == 0)
         await broker1.stop()
         await broker2.stop()
     }
