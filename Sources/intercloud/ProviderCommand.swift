@@ -1,0 +1,214 @@
+import ArgumentParser
+import Foundation
+import Providers
+
+/// `intercloud provider ...`: inspect and drive the cloud backends of this broker.
+///
+/// Until the broker configuration file defines `[providers.*]`, the driver is chosen with flags:
+/// `--driver simcloud --data-dir DIR`, `--driver libvirt --uri URI`, `--driver ec2 --endpoint URL --region R`
+/// (EC2 credentials from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`).
+struct ProviderCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "provider",
+        abstract: "List and drive cloud providers (SimCloud, libvirt, EC2).",
+        subcommands: [List.self, Instances.self, Images.self, Sizes.self, Create.self, Stop.self, Start.self, Terminate.self])
+
+    enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+        case table, json
+    }
+
+    struct Options: ParsableArguments {
+        @Option(help: "Broker configuration file (TOML); not read yet, use the driver flags.")
+        var config: String?
+        @Option(help: "Driver kind: simcloud, libvirt or ec2.")
+        var driver: String = "simcloud"
+        @Option(name: .customLong("data-dir"), help: "SimCloud data directory.")
+        var dataDir: String = "intercloud-simcloud"
+        @Option(help: "libvirt connection URI (test:///default, qemu:///session, ...).")
+        var uri: String?
+        @Option(name: .customLong("image-dir"), help: "libvirt image directory.")
+        var imageDir: String?
+        @Option(help: "EC2 endpoint URL.")
+        var endpoint: String?
+        @Option(help: "EC2 region.")
+        var region: String = "us-east-1"
+        @Option(help: "Output format: table or json.")
+        var output: OutputFormat = .table
+
+        var settings: DriverSettings {
+            var options: [String: String] = [:]
+            switch driver {
+            case "simcloud": options["data-dir"] = dataDir
+            case "libvirt":
+                options["uri"] = uri ?? "qemu:///session"
+                if let imageDir { options["image-dir"] = imageDir }
+            case "ec2":
+                if let endpoint { options["endpoint"] = endpoint }
+                options["region"] = region
+            default: break
+            }
+            return DriverSettings(kind: driver, options: options)
+        }
+
+        func makeDriver() async throws -> any CloudDriver {
+            if config != nil {
+                FileHandle.standardError.write(Data("note: --config is not read yet; using the driver flags\n".utf8))
+            }
+            return try await DriverRegistry.make(settings)
+        }
+
+        func emit<T: Encodable>(_ value: T, header: [String], rows: [[String]]) throws {
+            switch output {
+            case .json:
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                encoder.dateEncodingStrategy = .iso8601
+                print(String(decoding: try encoder.encode(value), as: UTF8.self))
+            case .table:
+                print(Table.render(header: header, rows: rows))
+            }
+        }
+    }
+
+    /// Progress of long operations on stderr, so `--output json` stays clean on stdout.
+    static let progress: ProgressHandler = { event in
+        FileHandle.standardError.write(Data("\(event)\n".utf8))
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show the configured driver and what it can do.")
+        @OptionGroup var options: Options
+
+        struct Row: Encodable {
+            var driver: String
+            var verbs: [String]
+            var exportFormats: [String]
+            var importFormats: [String]
+        }
+
+        func run() async throws {
+            let driver = try await options.makeDriver()
+            let capabilities = driver.capabilities
+            let row = Row(
+                driver: driver.driverName, verbs: capabilities.verbs.map(\.rawValue).sorted(),
+                exportFormats: capabilities.exportFormats.map(\.rawValue).sorted(),
+                importFormats: capabilities.importFormats.map(\.rawValue).sorted())
+            try options.emit([row], header: ["DRIVER", "VERBS", "EXPORT", "IMPORT"], rows: [[
+                row.driver, row.verbs.joined(separator: ","), row.exportFormats.joined(separator: ","),
+                row.importFormats.joined(separator: ","),
+            ]])
+        }
+    }
+
+    struct Instances: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List instances.")
+        @OptionGroup var options: Options
+
+        func run() async throws {
+            let instances = try await options.makeDriver().listInstances()
+            try options.emit(instances, header: ["ID", "NAME", "SIZE", "IMAGE", "STATE", "RAW STATE", "ADDRESSES"], rows: instances.map {
+                [$0.id, $0.name, $0.sizeID ?? "-", $0.imageID ?? "-", $0.state.rawValue, $0.rawState, $0.addresses.joined(separator: ",")]
+            })
+        }
+    }
+
+    struct Images: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List images.")
+        @OptionGroup var options: Options
+
+        func run() async throws {
+            let images = try await options.makeDriver().listImages()
+            try options.emit(images, header: ["ID", "NAME", "FORMAT", "SIZE", "SHA-256"], rows: images.map {
+                [$0.id, $0.name, $0.format?.rawValue ?? "-", $0.sizeBytes.map { String($0) } ?? "-", $0.sha256.map { String($0.prefix(16)) } ?? "-"]
+            })
+        }
+    }
+
+    struct Sizes: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List instance sizes with prices.")
+        @OptionGroup var options: Options
+
+        func run() async throws {
+            let sizes = try await options.makeDriver().listSizes()
+            try options.emit(sizes, header: ["ID", "VCPU", "MEMORY MIB", "DISK GIB", "PRICE/HOUR"], rows: sizes.map {
+                [$0.id, String($0.vCPU), String($0.memoryMiB), String($0.diskGiB), $0.pricePerHour?.description ?? "-"]
+            })
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create an instance and wait until it runs.")
+        @OptionGroup var options: Options
+        @Argument(help: "Instance name.") var name: String
+        @Option(help: "Size id (see `provider sizes`).") var size: String
+        @Option(help: "Image id (see `provider images`).") var image: String
+        @Option(help: "Seconds to wait for the instance to run (0: do not wait).") var wait: Int = 120
+
+        func run() async throws {
+            let driver = try await options.makeDriver()
+            var instance = try await driver.create(
+                CreateInstanceRequest(name: name, sizeID: size, imageID: image), progress: ProviderCommand.progress)
+            if wait > 0 {
+                ProviderCommand.progress(ProgressEvent(
+                    driver: driver.driverName, verb: .create, completed: 0, total: nil, message: "waiting for \(instance.id) to run"))
+                instance = try await driver.waitFor(instance: instance.id, state: .running, timeout: .seconds(wait))
+            }
+            try options.emit(instance, header: ["ID", "NAME", "STATE", "RAW STATE"], rows: [[instance.id, instance.name, instance.state.rawValue, instance.rawState]])
+        }
+    }
+
+    struct Stop: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop an instance (graceful shutdown, or --force).")
+        @OptionGroup var options: Options
+        @Argument var id: String
+        @Flag(help: "Hard stop (destroy) instead of a graceful shutdown.") var force = false
+        @Option(help: "Seconds to wait for it to stop (0: do not wait).") var wait: Int = 120
+
+        func run() async throws {
+            let driver = try await options.makeDriver()
+            var instance = try await driver.perform(force ? .destroy : .shutdown, instance: id)
+            if wait > 0 { instance = try await driver.waitFor(instance: id, state: .stopped, timeout: .seconds(wait)) }
+            try options.emit(instance, header: ["ID", "STATE", "RAW STATE"], rows: [[instance.id, instance.state.rawValue, instance.rawState]])
+        }
+    }
+
+    struct Start: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Start a stopped instance.")
+        @OptionGroup var options: Options
+        @Argument var id: String
+        @Option(help: "Seconds to wait for it to run (0: do not wait).") var wait: Int = 120
+
+        func run() async throws {
+            let driver = try await options.makeDriver()
+            var instance = try await driver.start(id)
+            if wait > 0 { instance = try await driver.waitFor(instance: id, state: .running, timeout: .seconds(wait)) }
+            try options.emit(instance, header: ["ID", "STATE", "RAW STATE"], rows: [[instance.id, instance.state.rawValue, instance.rawState]])
+        }
+    }
+
+    struct Terminate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete an instance for good.")
+        @OptionGroup var options: Options
+        @Argument var id: String
+
+        func run() async throws {
+            let driver = try await options.makeDriver()
+            try await driver.terminate(instance: id)
+            let instance = try await driver.waitFor(instance: id, state: .terminated, timeout: .seconds(120))
+            try options.emit(instance, header: ["ID", "STATE"], rows: [[instance.id, instance.state.rawValue]])
+        }
+    }
+}
+
+/// Plain aligned columns.
+enum Table {
+    static func render(header: [String], rows: [[String]]) -> String {
+        let all = [header] + rows
+        let widths = header.indices.map { column in all.map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0 }
+        return all.map { row in
+            row.enumerated().map { index, cell in
+                index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }.joined(separator: "\n")
+    }
+}
