@@ -83,6 +83,14 @@ import XMPP
         #expect(await stanzaCondition { _ = try await broker2.node.client.iq(.get, to: target, payload: sealed) } == "not-authorized")
         #expect(broker1.auditEvents(peer: jid2, kind: "trust.envelope").contains { $0.reason == "replayed" })
 
+        // Tampered: a fresh envelope whose payload was changed after signing.
+        var tampered = try SignedEnvelope.decode(
+            xml: try broker2.trust.service.seal(request, namespace: FederationPing.namespace, to: jid1))
+        tampered.payload = Array("<ping xmlns='\(FederationPing.namespace)'>twice</ping>".utf8)
+        let tamperedElement = try PayloadBridgeForTests.element(tampered.xml)
+        #expect(await stanzaCondition { _ = try await broker2.node.client.iq(.get, to: target, payload: tamperedElement) } == "not-authorized")
+        #expect(broker1.auditEvents(peer: jid2, kind: "trust.envelope").contains { $0.reason == "badSignature" })
+
         // A stranger with its own (unpinned) certificate signs an envelope: untrusted sender.
         let (stranger, strangerJID) = try await strangerClient(server, host: "cloud2.test")
         let strangerCA = try CertificateAuthority.makeRoot(commonName: "stranger root", notBefore: Date() - 3600)
@@ -231,23 +239,50 @@ import XMPP
         await broker2.stop()
     }
 
-    /// Someone else on the server presents a valid certificate from a trusted CA, but for the
-    /// broker's JID: the XmppAddr is checked against the routed sender, so it is refused.
-    @Test func certificateForAnotherJIDIsRefusedAgainstTheRoutedSender() async throws {
+    enum BadLeaf: String, CaseIterable, Sendable {
+        case unknownCA, expired, notYetValid, revoked, xmppAddrMismatch, missingXmppAddr
+    }
+
+    /// A client on the server runs the handshake with a defective certificate against a broker
+    /// (a broker would refuse to start with most of these, so the client drives `TrustService`
+    /// itself): each is refused with its own reason in the broker's audit log, the client learns
+    /// only `peerRefused`, and nothing is pinned. `xmppAddrMismatch` is a genuine certificate from
+    /// a trusted CA, but for another JID than the one the server routed the stanzas from.
+    @Test(arguments: BadLeaf.allCases)
+    func defectiveCertificateIsRefusedOverTheWireWithItsReason(_ defect: BadLeaf) async throws {
         let fixture = TrustFixture(brokers: BrokerFixture(server: server))
         let root1 = try fixture.root("root1")
         let root2 = try fixture.root("root2")
-        let b1 = try fixture.broker(cloud: "cloud1", host: "cloud1.test", issuer: root1.ca, anchors: [root2.path])
+        let rogue = try fixture.root("rogue")
+        let (stranger, strangerJID) = try await strangerClient(server, host: "cloud2.test")
+        let day = TrustFixture.day
+        let identity: BrokerIdentity
+        switch defect {
+        case .unknownCA: identity = try rogue.ca.issueBrokerIdentity(jid: strangerJID, notBefore: Date() - day)
+        case .expired: identity = try root2.ca.issueBrokerIdentity(jid: strangerJID, notBefore: Date() - 400 * day, validity: 365 * day)
+        case .notYetValid: identity = try root2.ca.issueBrokerIdentity(jid: strangerJID, notBefore: Date() + day)
+        case .revoked: identity = try root2.ca.issueBrokerIdentity(jid: strangerJID, notBefore: Date() - day)
+        case .xmppAddrMismatch: identity = try root2.ca.issueBrokerIdentity(jid: "broker@cloud2.test", notBefore: Date() - day)
+        case .missingXmppAddr:
+            identity = try root2.ca.issueBrokerIdentity(jid: strangerJID, notBefore: Date() - day, options: .init(xmppAddrs: []))
+        }
+        var crls: [String] = []
+        if defect == .revoked {
+            let crl = try CertificateRevocationList.make(
+                issuer: root2.ca, revoked: [(identity.leaf.serialNumber, Date() - 60)], thisUpdate: Date() - 60,
+                nextUpdate: Date() + day)
+            let path = fixture.directory.appendingPathComponent("root2.crl").path
+            try Data(crl.pemString.utf8).write(to: URL(fileURLWithPath: path))
+            crls = [path]
+        }
+        let b1 = try fixture.broker(cloud: "cloud1", host: "cloud1.test", issuer: root1.ca, anchors: [root2.path], crls: crls)
         let broker1 = try RunningBroker(configuration: b1.config)
         try await broker1.node.client.waitUntilOnline()
 
-        let (stranger, strangerJID) = try await strangerClient(server, host: "cloud2.test")
-        // A genuine certificate from an anchor broker1 trusts, naming a JID that is not the stranger's.
-        let impersonation = try root2.ca.issueBrokerIdentity(jid: "broker@cloud2.test", notBefore: Date() - 3600)
         let database = try IntercloudDatabase.open(
             path: fixture.directory.appendingPathComponent("stranger.sqlite").path, schema: BrokerNode.schema)
         let service = TrustService(
-            myJID: strangerJID, identity: impersonation, anchors: TrustAnchors(anchors: [root1.ca.certificate]), database: database)
+            myJID: strangerJID, identity: identity, anchors: TrustAnchors(anchors: [root1.ca.certificate]), database: database)
         let target = try RunningBroker.full(b1.jid)
         let result = await service.handshake(with: b1.jid) { payload in
             do {
@@ -258,11 +293,13 @@ import XMPP
                 throw XMPPError.stanza(error)
             }
         }
-        guard case .failure(let refusal) = result else { Issue.record("the stranger was trusted"); return }
+        guard case .failure(let refusal) = result else { Issue.record("\(defect): the client was trusted"); return }
         #expect(refusal.reason == .peerRefused)
-        #expect(broker1.auditEvents(peer: strangerJID, kind: "trust.handshake").first?.reason == "xmppAddrMismatch")
-        #expect(broker1.pin(strangerJID) == nil)
-        #expect(broker1.pin("broker@cloud2.test") == nil)
+        let audited = broker1.auditEvents(peer: strangerJID, kind: "trust.handshake")
+        #expect(audited.map(\.reason) == [defect.rawValue])
+        #expect(audited.first?.outcome == .refused)
+        #expect(try broker1.trust.service.store.pins().isEmpty)
+        #expect(await broker1.trust.service.pendingSessions == 0)
         try database.close()
         await stranger.stop()
         await broker1.stop()
