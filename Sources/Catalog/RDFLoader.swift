@@ -81,7 +81,9 @@ public enum RDFLoader {
             throw .refused("document of \(data.count) bytes is over the \(limits.maxInputBytes)-byte limit")
         }
         switch format {
-        case .rdfXML: try screenXMLEntities(data, limits: limits)
+        case .rdfXML:
+            try screenXMLEntities(data, limits: limits)
+            try screenXMLNesting(data, limits: limits)
         case .turtle: try screenTurtleNesting(data, limits: limits)
         case .nTriples: break
         }
@@ -245,6 +247,48 @@ public enum RDFLoader {
             } else {
                 index += 1
             }
+        }
+    }
+
+    /// Refuses XML nested deeper than the limit: Raptor's RDF/XML parser slows down sharply
+    /// with depth (100 000 nested elements take minutes), so depth is checked before parsing.
+    static func screenXMLNesting(_ data: Data, limits: LoadLimits) throws(RDFLoadError) {
+        let bytes = [UInt8](data)
+        var depth = 0
+        var index = 0
+        let count = bytes.count
+        while index < count {
+            guard bytes[index] == 0x3C, index + 1 < count else { index += 1; continue }  // '<'
+            let next = bytes[index + 1]
+            if next == 0x21 || next == 0x3F {  // '<!' comment/CDATA/DOCTYPE, '<?' processing instruction
+                let terminator: [UInt8]
+                if next == 0x3F { terminator = [0x3F, 0x3E] } else if index + 3 < count, bytes[index + 2] == 0x2D, bytes[index + 3] == 0x2D {
+                    terminator = [0x2D, 0x2D, 0x3E]
+                } else if index + 8 < count, bytes[index + 2] == 0x5B {
+                    terminator = [0x5D, 0x5D, 0x3E]  // CDATA
+                } else {
+                    terminator = [0x3E]  // DOCTYPE (internal subset declarations end at their own '>')
+                }
+                var end = index + 2
+                while end + terminator.count <= count, !bytes[end..<(end + terminator.count)].elementsEqual(terminator) { end += 1 }
+                index = end + terminator.count
+                continue
+            }
+            // A tag: find its end, skipping quoted attribute values.
+            var end = index + 1
+            var quote: UInt8? = nil
+            while end < count {
+                let byte = bytes[end]
+                if let open = quote { if byte == open { quote = nil } } else if byte == 0x22 || byte == 0x27 { quote = byte } else if byte == 0x3E { break }
+                end += 1
+            }
+            if next == 0x2F {
+                depth -= 1
+            } else if end > 0, end < count, bytes[end - 1] != 0x2F {
+                depth += 1
+                if depth > limits.maxNestingDepth { throw .refused("XML nested deeper than \(limits.maxNestingDepth)") }
+            }
+            index = end + 1
         }
     }
 

@@ -70,7 +70,7 @@ import Testing
         #expect(try RDFLoader.parse(xml, format: .rdfXML).first?.subject == .iri("http://ex/a"))
     }
 
-    @Test func refusesHugeLiteralsTooManyTriplesAndDeepNesting() {
+    @Test func refusesHugeLiteralsTooManyTriplesAndDeepNesting() throws {
         let limits = LoadLimits(maxTriples: 3, maxLiteralBytes: 100, maxNestingDepth: 10)
         let huge = "<http://a> <http://p> \"\(String(repeating: "x", count: 1000))\" .\n"
         #expect(throws: RDFLoadError.refused("literal of 1000 bytes is over the 100-byte limit")) {
@@ -80,6 +80,10 @@ import Testing
         #expect(throws: RDFLoadError.refused("more than 3 triples")) { try RDFLoader.parse(many, format: .nTriples, limits: limits) }
         let deep = "<http://a> <http://p> " + String(repeating: "[ <http://p> ", count: 50) + "<http://o>" + String(repeating: " ]", count: 50) + " ."
         #expect(throws: RDFLoadError.self) { try RDFLoader.parse(deep, format: .turtle, limits: limits) }
+        let deepXML = "<?xml version=\"1.0\"?><rdf:RDF xmlns:rdf=\"http://www.w3.org/1999/02/22-rdf-syntax-ns#\" xmlns:ex=\"http://ex/\">"
+            + String(repeating: "<rdf:Description><ex:p>", count: 20) + String(repeating: "</ex:p></rdf:Description>", count: 20) + "</rdf:RDF>"
+        #expect(throws: RDFLoadError.refused("XML nested deeper than 10")) { try RDFLoader.parse(deepXML, format: .rdfXML, limits: limits) }
+        #expect(try RDFLoader.parse(deepXML, format: .rdfXML).count == 20)  // one ex:p per level
         let big = LoadLimits(maxInputBytes: 10)
         #expect(throws: RDFLoadError.self) { try RDFLoader.parse(huge, format: .nTriples, limits: big) }
     }
