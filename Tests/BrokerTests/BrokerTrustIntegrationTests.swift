@@ -8,7 +8,10 @@ import XMPP
 
 /// Trust between brokers over a real Prosody (issue 3): certificates made in code, written to PEM
 /// files, loaded through the [trust] section exactly as `intercloud serve` does.
-@Suite(.timeLimit(.minutes(3))) struct BrokerTrustIntegrationTests {
+/// Serialized: each test starts two or three XMPP clients (TLS + SCRAM) against the shared
+/// Prosody; run in parallel they overloaded it on a busy 2-core machine and made the discovery
+/// tests, which share the server, miss their connect deadlines.
+@Suite(.serialized, .timeLimit(.minutes(3))) struct BrokerTrustIntegrationTests {
     let server = TestProsody.shared
 
     func uniqueRoom() -> String { "exchange-\(UUID().uuidString.prefix(8).lowercased())@conference.cloud1.test" }
@@ -38,9 +41,11 @@ import XMPP
         #expect(broker2.pin(jid1)?.fingerprint == CertificateFingerprint.sha256(identity1.leaf))
         #expect(broker1.trustStatus(jid2) == "trusted")
         #expect(broker2.trustStatus(jid1) == "trusted")
-        // Accepted handshakes are audited on both sides.
-        #expect(broker1.auditEvents(peer: jid2, kind: "trust.handshake").contains { $0.outcome == .accepted })
-        #expect(broker2.auditEvents(peer: jid1, kind: "trust.handshake").contains { $0.outcome == .accepted })
+        // Accepted handshakes are audited on both sides (the record follows the pin write).
+        #expect(await eventually {
+            broker1.auditEvents(peer: jid2, kind: "trust.handshake").contains { $0.outcome == .accepted }
+                && broker2.auditEvents(peer: jid1, kind: "trust.handshake").contains { $0.outcome == .accepted }
+        })
         #expect(broker1.auditEvents(peer: jid2).allSatisfy { $0.outcome != .refused })
         // The trust features are in disco#info (and so in the caps the peers stored).
         #expect(await eventually { broker1.peer(jid2)?.featureList.contains(TrustNamespace.handshake) == true })
@@ -185,7 +190,8 @@ import XMPP
         broker2 = try RunningBroker(configuration: b2.config)
         let secondKey = CertificateFingerprint.sha256(rotated.leaf)
         #expect(await eventually(timeout: .seconds(20)) { broker1.pin(b2.jid)?.fingerprint == secondKey })
-        #expect(broker1.auditEvents(peer: b2.jid, kind: "trust.handshake").contains { $0.reason == "trustedNewKey" })
+        // The audit record follows the pin write (its own transaction): wait for it too.
+        #expect(await eventually { broker1.auditEvents(peer: b2.jid, kind: "trust.handshake").contains { $0.reason == "trustedNewKey" } })
         _ = try await broker2.node.federationPing(try RunningBroker.full(b1.jid))
 
         // Then a key whose chain does not validate: refused, the old pin stays, its envelopes fail.
