@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}; sequential=${2:-2000}; pipelined=${3:-20000}; window=64
-swift build -c release --product bench-xmpp --product intercloud 2>&1 | grep -E "error|Build complete" || true
+for product in bench-xmpp intercloud; do swift build -c release --product "$product" 2>&1 | grep -E "error:|Build of product" || true; done
 bin=.build/release
 work=$(mktemp -d); trap 'scripts/prosody.sh stop "$work/prosody" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 cc -O2 -o "$work/strophe_pair" bench/xmpp/strophe_pair.c $(pkg-config --cflags --libs libstrophe)

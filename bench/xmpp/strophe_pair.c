@@ -50,7 +50,9 @@ static int answer(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata) {
 static int result(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata) {
     (void)conn; (void)userdata;
     const char *type = xmpp_stanza_get_type(stanza);
-    if (!type || strcmp(type, "result") != 0) return 1;
+    const char *id = xmpp_stanza_get_id(stanza);
+    /* Only our requests (ids "r<n>"), not libstrophe's own bind/session results. */
+    if (!type || strcmp(type, "result") != 0 || !id || id[0] != 'r') return 1;
     if (phase == 0) {
         latencies[done++] = now_us() - started_at;
         if (done < sequential) { started_at = now_us(); send_request(); }
@@ -71,7 +73,7 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t status, int error, xmpp
         xmpp_send(conn, presence);
         xmpp_stanza_release(presence);
         online++;
-    } else { fprintf(stderr, "connection failed\n"); exit(2); }
+    } else if (phase < 2) { fprintf(stderr, "connection failed\n"); exit(2); }
 }
 
 static int nodelay(xmpp_conn_t *conn, void *sock) { return xmpp_sockopt_cb_keepalive(conn, sock); }
@@ -82,7 +84,7 @@ int main(int argc, char **argv) {
     latencies = calloc(sequential, sizeof(double));
     snprintf(jid_b, sizeof jid_b, "%s", argv[5]);
     xmpp_initialize();
-    ctx = xmpp_ctx_new(NULL, NULL);
+    ctx = xmpp_ctx_new(NULL, getenv("STROPHE_DEBUG") ? xmpp_get_default_logger(XMPP_LEVEL_DEBUG) : NULL);
     conn_a = xmpp_conn_new(ctx); conn_b = xmpp_conn_new(ctx);
     xmpp_conn_t *conns[2] = {conn_a, conn_b};
     for (int i = 0; i < 2; i++) {

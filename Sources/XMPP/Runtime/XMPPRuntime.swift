@@ -35,6 +35,7 @@ public final class XMPPRuntime: @unchecked Sendable {
     private let wakeDescriptor: Int32
     private let wakeWriteDescriptor: Int32
     private let threadStarted = Atomic<Bool>(false)
+
     private let logger = Logger(label: "intercloud.xmpp.runtime")
 
     // Loop-confined state.
@@ -89,7 +90,8 @@ public final class XMPPRuntime: @unchecked Sendable {
     }
 
     private func runLoop() {
-        var quietIterations = 0
+        var extraIterations = 0
+        var shortSleeps = 0
         while true {
             let hadWork = drainInbox()
             activity = false
@@ -97,24 +99,39 @@ public final class XMPPRuntime: @unchecked Sendable {
             let now = ContinuousClock.now
             for core in Array(cores.values) { core.afterIteration(now: now) }
             if hadWork || activity {
-                quietIterations = 0
+                // Handlers may have queued writes; they leave at the start of the next run_once.
+                extraIterations = max(extraIterations, 1)
                 continue
             }
-            let anyTLS = cores.values.contains { $0.isSecured }
-            if anyTLS && quietIterations < 4 {
-                quietIterations += 1
+            if extraIterations > 0 {
+                extraIterations -= 1
                 continue
             }
-            quietIterations = 0
-            sleepUntilReady(now: now)
+
+            let socketReadable = sleepUntilReady(now: now, cap: shortSleeps > 0 ? .milliseconds(1) : .milliseconds(250))
+            if shortSleeps > 0 { shortSleeps -= 1 }
+            if socketReadable {
+                // Some of libstrophe's internal steps take more than one iteration (after SASL
+                // success the stream is reset, then reopened): for a few sleeps after traffic,
+                // sleep at most 1 ms so such a step never waits for the 250 ms cap.
+                shortSleeps = 8
+                // Bytes arrived. libstrophe's own handlers (SASL steps, bind, stream-management
+                // acks) may answer them with writes that neither fire our handlers nor show in
+                // xmpp_conn_send_queue_len: always run one more iteration to flush them, and a few
+                // more over TLS, where OpenSSL can hold decrypted bytes that poll() cannot see
+                // (a 16 KiB record is read in 4 KiB chunks).
+                extraIterations = cores.values.contains { $0.isSecured } ? 4 : 1
+            }
         }
     }
 
-    private func sleepUntilReady(now: ContinuousClock.Instant) {
+    /// Sleeps in poll() until a request is submitted, a socket is ready or a deadline passes.
+    /// Returns whether a connection socket (not the wake-up pipe) became ready.
+    private func sleepUntilReady(now: ContinuousClock.Instant, cap: Duration) -> Bool {
         var descriptors = [pollfd(fd: wakeDescriptor, events: Int16(POLLIN), revents: 0)]
         // libstrophe runs its own timed handlers (connect and disconnect timeouts, keepalives) only
         // inside xmpp_run_once: cap the sleep so they are never late by more than this.
-        var timeout: Duration = .milliseconds(250)
+        var timeout: Duration = cap
         for core in cores.values {
             if let deadline = core.nextDeadline {
                 timeout = min(timeout, max(.zero, deadline - now))
@@ -128,13 +145,22 @@ public final class XMPPRuntime: @unchecked Sendable {
             }
         }
         let milliseconds = Int32(clamping: Int((timeout / .milliseconds(1)).rounded(.up)))
+
         let ready = poll(&descriptors, nfds_t(descriptors.count), milliseconds)
-        if ready > 0 && descriptors[0].revents != 0 {
+        if stropheDebugEnabled {
+            let summary = descriptors.map { "\($0.fd):\($0.events)->\($0.revents)" }.joined(separator: " ")
+            FileHandle.standardError.write(Data("\(ContinuousClock.now) poll \(summary) timeout \(milliseconds) ms\n".utf8))
+        }
+        guard ready > 0 else { return false }
+        if descriptors[0].revents != 0 {
             var buffer = [UInt8](repeating: 0, count: 256)
             while read(wakeDescriptor, &buffer, buffer.count) > 0 {}
         }
+        return descriptors.dropFirst().contains { $0.revents != 0 }
     }
 }
+
+private let stropheDebugEnabled = ProcessInfo.processInfo.environment["INTERCLOUD_STROPHE_DEBUG"] == "1"
 
 // MARK: - C callbacks (no captures: context is recovered from the connection pointer or userdata)
 
@@ -143,6 +169,12 @@ private func stropheLog(
     _ area: UnsafePointer<CChar>?, _ message: UnsafePointer<CChar>?
 ) {
     guard let message else { return }
+    if stropheDebugEnabled {
+        // INTERCLOUD_STROPHE_DEBUG=1: every libstrophe message, with a timestamp, for diagnosing
+        // connection problems (it includes stanza dumps: never enable in production).
+        let area = area.map { String(cString: $0) } ?? "strophe"
+        FileHandle.standardError.write(Data("\(ContinuousClock.now) strophe \(area): \(String(cString: message))\n".utf8))
+    }
     // libstrophe offers no API to tell a resumed stream-management session from a fresh one; its
     // debug log line is the only signal. Only messages from the "xmpp" area are inspected, and only
     // with a byte comparison, so the stanza dumps of the "conn" area cost nothing here.
