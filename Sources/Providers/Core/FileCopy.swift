@@ -20,8 +20,9 @@ enum FileCopy {
 
     /// Copies `source` to `destination` (replacing it), returning size and SHA-256 of the content.
     /// `failAfter` aborts after that many bytes (fault injection); `onChunk` reports bytes done.
+    /// `durable` fsyncs before the rename, so a completed copy survives a power loss, not only a crash.
     static func copy(
-        from source: URL, to destination: URL, failAfter: Int64? = nil,
+        from source: URL, to destination: URL, failAfter: Int64? = nil, durable: Bool = true,
         onChunk: ((Int64, Int64) -> Void)? = nil
     ) throws -> Result {
         let input = open(source.path, O_RDONLY)
@@ -71,7 +72,9 @@ enum FileCopy {
             }
             onChunk?(done, total)
         }
-        guard fsync(output) == 0 else { throw posixError("fsync \(temporary.path)") }
+        if durable {
+            guard fsync(output) == 0 else { throw posixError("fsync \(temporary.path)") }
+        }
         close(output)
         committed = true
         guard rename(temporary.path, destination.path) == 0 else {

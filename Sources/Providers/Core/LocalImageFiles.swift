@@ -4,6 +4,8 @@ import Foundation
 /// (whose directory pools are plain files too).
 struct LocalImageFiles: Sendable {
     var driver: String
+    /// fsync copies before they are renamed into place (see `FileCopy.copy`).
+    var durable = true
 
     /// Formats available: raw always (plain copy), the others only when `qemu-img` is installed.
     static var formats: Set<ImageFormat> { QemuImg.isAvailable ? Set(ImageFormat.allCases) : [.raw] }
@@ -18,7 +20,7 @@ struct LocalImageFiles: Sendable {
         try checkFormat(format, verb: verb)
         do {
             if format == storedFormat {
-                let result = try FileCopy.copy(from: stored, to: destination, failAfter: failAfter) { done, total in
+                let result = try FileCopy.copy(from: stored, to: destination, failAfter: failAfter, durable: durable) { done, total in
                     progress?(ProgressEvent(driver: driver, verb: verb, completed: done, total: total, message: "copying"))
                 }
                 return ImageFile(
@@ -54,7 +56,7 @@ struct LocalImageFiles: Sendable {
         do {
             if format == .raw && storedFormat == .raw {
                 // One pass: copy and hash together, then drop the copy if the hash is wrong.
-                let result = try FileCopy.copy(from: source, to: stored) { done, total in
+                let result = try FileCopy.copy(from: source, to: stored, durable: durable) { done, total in
                     progress?(ProgressEvent(driver: driver, verb: verb, completed: done, total: total, message: "copying"))
                 }
                 if let expectedSHA256, expectedSHA256.lowercased() != result.sha256 {

@@ -44,6 +44,9 @@ extension SimCloud {
         public var sizes: [InstanceSize]
         /// Create the seed image on first start when no image exists.
         public var seedImage: Bool
+        /// fsync image and disk files before they count as written (off only for benchmarks/tests
+        /// that accept losing files on power failure; a process crash still never leaves half files).
+        public var durableWrites: Bool = true
 
         public init(
             dataDirectory: URL, delays: Delays = Delays(), limits: Limits = Limits(),

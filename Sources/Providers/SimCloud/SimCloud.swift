@@ -31,7 +31,7 @@ public actor SimCloud: CloudDriver {
     public init(configuration: Configuration, database: DatabasePool) throws {
         self.configuration = configuration
         self.database = database
-        self.files = LocalImageFiles(driver: "simcloud")
+        self.files = LocalImageFiles(driver: "simcloud", durable: configuration.durableWrites)
         let formats = LocalImageFiles.formats
         self.capabilities = DriverCapabilities(
             verbs: Set(Verb.allCases), exportFormats: formats, importFormats: formats)
