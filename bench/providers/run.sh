@@ -5,7 +5,7 @@
 #
 #   bench/providers/run.sh            -> bench/providers/RESULTS.md
 #
-# Needs what the ProvidersTests need (see Tests/ProvidersTests/README.md): moto[server], awscli,
+# Needs what the ProvidersTests need (see Sources/Providers/Providers.docc/Testing.md): moto[server], awscli,
 # libvirt-daemon, libvirt-clients, qemu-system-x86, qemu-utils. Starts and stops its own moto server
 # and libvirt session daemon. Uses a release build in .build-providers-release.
 set -euo pipefail
