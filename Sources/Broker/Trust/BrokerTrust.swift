@@ -173,10 +173,15 @@ public final class BrokerTrust: Sendable {
                 }
             }
             let target = peers.withLock { $0[peer]?.target } ?? state.target
-            let result = await handshake(with: target)
-            if case .failure(let refusal) = result {
+            switch await handshake(with: target) {
+            case .failure(let refusal):
                 finished(peer, fingerprint: state.announced, refusal: refusal)
-            } else {
+            case .success(let pin) where pin.fingerprint != state.announced:
+                // Trusted, but with another key than the one it announces: without this pause
+                // every presence carrying the stale or bogus fingerprint would start a handshake.
+                logger.warning("peer \(peer) announces fingerprint \(state.announced) but presented \(pin.fingerprint ?? "")")
+                finished(peer, fingerprint: state.announced, refusal: TrustRefusal(.unexpectedMessage, "announced fingerprint differs"))
+            case .success:
                 finished(peer, fingerprint: state.announced, refusal: nil)
             }
         }
