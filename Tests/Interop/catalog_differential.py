@@ -119,6 +119,16 @@ def queries(rng):
         lambda: ("SELECT ?o WHERE { ?o ic:vcpu ?v FILTER(?v IN (1, 16)) }", False),
         lambda: ("SELECT ?x ?y WHERE { ?x ic:vcpu ?v . ?y ic:vcpu ?v FILTER(STR(?x) < STR(?y)) }", False),
         lambda: ("SELECT * WHERE { ?o ic:sla ?s . OPTIONAL { ?s ic:supportLevel ?l } FILTER(BOUND(?l)) }", False),
+        lambda: ("SELECT ?big (COUNT(*) AS ?n) WHERE { ?o ic:vcpu ?v } GROUP BY (?v > 4 AS ?big)", False),
+        lambda: ("SELECT ?r (AVG(?p) AS ?a) WHERE { ?o ic:region ?r ; ic:pricePerHour ?p } GROUP BY ?r HAVING (AVG(?p) > 1)", False),
+        lambda: ("SELECT (COUNT(DISTINCT ?r) AS ?n) (COUNT(DISTINCT *) AS ?d) WHERE { ?o ic:region ?r }", False),
+        lambda: ("SELECT ?r ?max WHERE { { SELECT ?r (MAX(?v) AS ?max) WHERE { ?o ic:region ?r ; ic:vcpu ?v } GROUP BY ?r } FILTER(?max > 4) }", False),
+        lambda: ("SELECT ?n (STRBEFORE(STR(?n), \" \") AS ?b) (STRAFTER(STR(?n), \"-\") AS ?a) (SUBSTR(STR(?n), 2, 3) AS ?s) WHERE { ?x ic:name ?n }", False),
+        lambda: ("SELECT ?n (REPLACE(STR(?n), \"[0-9]+\", \"#\") AS ?r) (ENCODE_FOR_URI(STR(?n)) AS ?e) WHERE { ?x ic:name ?n }", False),
+        lambda: ("SELECT ?o (DATATYPE(?p) AS ?t) (isNUMERIC(?p) AS ?num) (sameTerm(?p, ?p) AS ?same) WHERE { ?o ic:pricePerHour ?p }", False),
+        lambda: ("SELECT ?o WHERE { ?o ic:vcpu ?v FILTER(?v NOT IN (1, 2, 4)) }", False),
+        lambda: ("SELECT ?o (xsd:integer(?p * 100) AS ?cents) (xsd:string(?v) AS ?sv) (STRDT(STR(?v), xsd:decimal) AS ?dv) WHERE { ?o ic:vcpu ?v ; ic:pricePerHour ?p }", False),
+        lambda: ("SELECT ?x (LANG(?n) AS ?l) WHERE { ?x ic:name ?n FILTER(STRSTARTS(?n, \"offer\") || CONTAINS(LCASE(?n), \"region\")) }", False),
     ]
     while True:
         yield rng.choice(templates)()
