@@ -23,7 +23,7 @@ public struct TermDictionary: Sendable {
 }
 
 /// Three ids, used as an index key in one of the orders SPO, POS or OSP.
-struct IndexKey: Hashable, Sendable {
+struct IndexKey: Hashable, Sendable, Equatable {
     var first: Int32
     var second: Int32
     var third: Int32
@@ -44,15 +44,31 @@ struct IndexedGraph: Sendable {
     let osp: [IndexKey]
 
     init(triples: Set<IndexKey>) {
-        var spo = Array(triples)
-        spo.sort(by: IndexKey.less)
-        var pos = spo.map { IndexKey(first: $0.second, second: $0.third, third: $0.first) }
-        pos.sort(by: IndexKey.less)
-        var osp = spo.map { IndexKey(first: $0.third, second: $0.first, third: $0.second) }
-        osp.sort(by: IndexKey.less)
-        self.spo = spo
-        self.pos = pos
-        self.osp = osp
+        let keys = Array(triples)
+        let maxID = keys.reduce(Int32(0)) { max($0, $1.first, $1.second, $1.third) }
+        if maxID < (1 << 21) {
+            // Ids fit in 21 bits: sort each order as packed 64-bit integers, several times faster
+            // than comparing three fields through a closure.
+            func sorted(_ pack: (IndexKey) -> UInt64) -> [IndexKey] {
+                var packed = keys.map(pack)
+                packed.sort()
+                let mask: UInt64 = (1 << 21) - 1
+                return packed.map { IndexKey(first: Int32($0 >> 42), second: Int32(($0 >> 21) & mask), third: Int32($0 & mask)) }
+            }
+            spo = sorted { UInt64($0.first) << 42 | UInt64($0.second) << 21 | UInt64($0.third) }
+            pos = sorted { UInt64($0.second) << 42 | UInt64($0.third) << 21 | UInt64($0.first) }
+            osp = sorted { UInt64($0.third) << 42 | UInt64($0.first) << 21 | UInt64($0.second) }
+        } else {
+            var spo = keys
+            spo.sort(by: IndexKey.less)
+            var pos = spo.map { IndexKey(first: $0.second, second: $0.third, third: $0.first) }
+            pos.sort(by: IndexKey.less)
+            var osp = spo.map { IndexKey(first: $0.third, second: $0.first, third: $0.second) }
+            osp.sort(by: IndexKey.less)
+            self.spo = spo
+            self.pos = pos
+            self.osp = osp
+        }
     }
 
     var count: Int { spo.count }

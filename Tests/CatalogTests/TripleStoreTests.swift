@@ -21,6 +21,30 @@ import Testing
         #expect(graph.count(0, 0, 0) == store.count)
     }
 
+    @Test func packedAndWideIdsIndexAlike() {
+        // Small ids take the packed 64-bit sort, ids over 2^21 the three-field sort.
+        for offset in [Int32(0), Int32(1 << 22)] {
+            var keys = Set<IndexKey>()
+            for i in Int32(0)..<200 {
+                let subject: Int32 = offset + i % 7 + 1
+                let predicate: Int32 = offset + i % 3 + 1
+                let object: Int32 = offset + i + 1
+                keys.insert(IndexKey(first: subject, second: predicate, third: object))
+            }
+            let graph = IndexedGraph(triples: keys)
+            #expect(graph.count(Int(offset) + 1, 0, 0) == keys.filter { $0.first == offset + 1 }.count)
+            #expect(graph.count(0, Int(offset) + 2, 0) == keys.filter { $0.second == offset + 2 }.count)
+            #expect(graph.count(0, 0, Int(offset) + 5) == 1)
+            #expect(graph.spo == graph.spo.sorted(by: IndexKey.less))
+            var seen: [IndexKey] = []
+            graph.match(0, Int(offset) + 3, 0) { s, p, o in
+                seen.append(IndexKey(first: Int32(s), second: Int32(p), third: Int32(o)))
+                return true
+            }
+            #expect(Set(seen) == keys.filter { $0.second == offset + 3 })
+        }
+    }
+
     @Test func deduplicatesAndRemoves() {
         let store = TripleStore()
         let triple = Triple(.iri("http://s"), .iri("http://p"), .string("o"))
