@@ -12,9 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-INTERCLOUD_ONLY=Providers swift build --build-tests -c release --scratch-path .build-providers-release >/dev/null
+# `swift test` (not `swift build --build-tests`) so the release build allows the suite's @testable import.
 INTERCLOUD_BENCH_OUT=$out INTERCLOUD_ONLY=Providers \
-    swift test --skip-build -c release --scratch-path .build-providers-release --filter ProvidersBenchmark
+    swift test -c release --scratch-path .build-providers-release --filter ProvidersBenchmark
 {
     echo "# Providers benchmark"
     echo
