@@ -325,6 +325,7 @@ public struct EC2Driver: CloudDriver {
         _ = try await storage.uploadMultipart(
             file: source, bucket: configuration.imageBucket, key: key, partSize: configuration.partSize,
             verb: .importImage, progress: progress)
+        let task: String
         do {
             let formatName = format == .vpc ? "VHD" : format.rawValue.uppercased()
             let root = try await call(
@@ -332,8 +333,10 @@ public struct EC2Driver: CloudDriver {
                 [("Description", name), ("DiskContainer.1.Format", formatName),
                  ("DiskContainer.1.UserBucket.S3Bucket", configuration.imageBucket), ("DiskContainer.1.UserBucket.S3Key", key)],
                 verb: .importImage)
-            let task = root.string("importTaskId") ?? "?"
-            throw unsupported(.importImage, "ImportImage task \(task) started; waiting for import tasks is not implemented yet")
+            guard let id = root.string("importTaskId") else {
+                throw ProviderError(driver: driverName, verb: .importImage, code: .backend, message: "ImportImage returned no importTaskId")
+            }
+            task = id
         } catch let error as ProviderError {
             try? await storage.deleteObject(bucket: configuration.imageBucket, key: key, verb: .importImage)
             if error.backendCode == "HTTP500" || error.code == .unsupported {
@@ -341,6 +344,35 @@ public struct EC2Driver: CloudDriver {
                     .importImage, "the endpoint does not implement ImportImage (\(error.message)); the uploaded object was deleted")
             }
             throw error
+        }
+        // The import runs in EC2; poll its task, cancelling it if we are cancelled. The S3 object is
+        // removed once EC2 has finished with it, whatever the outcome.
+        defer { Task { [storage, bucket = configuration.imageBucket] in try? await storage.deleteObject(bucket: bucket, key: key, verb: .importImage) } }
+        while true {
+            do { try await Task.sleep(for: .seconds(10)) } catch {
+                _ = try? await call("CancelImportTask", [("ImportTaskId", task)], verb: .importImage)
+                throw ProviderError(driver: driverName, verb: .importImage, code: .cancelled, message: "import task \(task) cancelled")
+            }
+            let root = try await call("DescribeImportImageTasks", [("ImportTaskId.1", task)], verb: .importImage)
+            guard let item = root.items("importImageTaskSet").first else {
+                throw ProviderError.notFound(driver: driverName, verb: .importImage, "import task \(task)")
+            }
+            let status = item.string("status") ?? "unknown"
+            if let percent = item.string("progress").flatMap(Int64.init) {
+                progress?(ProgressEvent(driver: driverName, verb: .importImage, completed: percent, total: 100, message: "import task \(task) \(status)"))
+            }
+            switch status {
+            case "completed":
+                guard let imageID = item.string("imageId") else {
+                    throw ProviderError(driver: driverName, verb: .importImage, code: .backend, message: "import task \(task) completed without an image")
+                }
+                return try await describeImages(ids: [imageID], verb: .importImage).first ?? Image(id: imageID, name: name)
+            case "deleted", "deleting":
+                throw ProviderError(
+                    driver: driverName, verb: .importImage, code: .backend,
+                    message: "import task \(task) failed: \(item.string("statusMessage") ?? status)")
+            default: continue
+            }
         }
     }
 
