@@ -113,6 +113,12 @@ start)
     echo "$port" > "$dir/port"
     nohup prosody --config "$config" -F > "$dir/stdout.log" 2>&1 &
     echo $! > "$dir/launcher.pid"
+    if [ -n "${PROSODY_WATCH_PID:-}" ]; then
+        # Stop the server when the process that started it (a test run) goes away, however it ends.
+        server=$!
+        nohup bash -c "while kill -0 $PROSODY_WATCH_PID 2>/dev/null && kill -0 $server 2>/dev/null; do sleep 1; done; kill $server 2>/dev/null" \
+            > /dev/null 2>&1 &
+    fi
     wait_ready "$port"
     echo "prosody ready on 127.0.0.1:$port (config $config, CA $dir/certs/ca.crt)"
     ;;

@@ -52,7 +52,8 @@ class Server:
 def prosody(tmp_path_factory):
     directory = tmp_path_factory.mktemp("prosody")
     port = _free_port_triple()
-    subprocess.run([str(ROOT / "scripts/prosody.sh"), "start", str(directory), str(port)], check=True, capture_output=True)
+    environment = dict(os.environ, PROSODY_WATCH_PID=str(os.getpid()))  # dies with this test run
+    subprocess.run([str(ROOT / "scripts/prosody.sh"), "start", str(directory), str(port)], check=True, capture_output=True, env=environment)
     yield Server(directory, port)
     subprocess.run([str(ROOT / "scripts/prosody.sh"), "stop", str(directory)], check=False)
 

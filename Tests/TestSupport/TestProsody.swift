@@ -57,7 +57,8 @@ public final class TestProsody: Sendable {
 
     private func script(_ arguments: String...) throws {
         let script = TestProsody.repositoryRoot.appendingPathComponent("scripts/prosody.sh").path
-        try runShell(([script] + arguments).map(shellQuoted).joined(separator: " "))
+        // The server dies with this test process even if it crashes or is killed.
+        try runShell("PROSODY_WATCH_PID=\(getpid()) " + ([script] + arguments).map(shellQuoted).joined(separator: " "))
     }
 
     /// Three consecutive free TCP ports on loopback (c2s, s2s, proxy65).
