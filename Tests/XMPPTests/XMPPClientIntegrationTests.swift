@@ -128,3 +128,32 @@ import XMPP
         await a.stop()
     }
 }
+
+/// Requests issued from a task running on the XMPP loop's own executor (no thread hops).
+@Suite(.timeLimit(.minutes(1))) struct LoopExecutorTests {
+    @Test func requestsFromTheLoopExecutorComplete() async throws {
+        let server = TestProsody.shared
+        let accountA = try server.freshAccount(prefix: "le", host: "cloud1.test")
+        let accountB = try server.freshAccount(prefix: "le", host: "cloud2.test")
+        let a = XMPPClient(configuration: .init(jid: try JID(accountA.jid + "/a"), password: accountA.password,
+                                                host: "127.0.0.1", port: server.port, tls: .required(caFile: server.caFile)))
+        let b = XMPPClient(configuration: .init(jid: try JID(accountB.jid + "/b"), password: accountB.password,
+                                                host: "127.0.0.1", port: server.port, tls: .required(caFile: server.caFile)))
+        b.servePing()
+        a.start()
+        b.start()
+        try await a.waitUntilOnline()
+        try await b.waitUntilOnline()
+        let completed = try await withTaskExecutorPreference(XMPPRuntime.shared) {
+            var count = 0
+            for _ in 0..<50 {
+                _ = try await a.ping(b.jid)
+                count += 1
+            }
+            return count
+        }
+        #expect(completed == 50)
+        await a.stop()
+        await b.stop()
+    }
+}

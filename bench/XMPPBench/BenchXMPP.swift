@@ -29,6 +29,7 @@ struct BenchXMPP: AsyncParsableCommand {
     @Option var caFile: String?
     @Flag var streamManagement = false
     @Option var connectSamples = 0
+    @Flag(help: "Run the requesting task on the XMPP loop's task executor (no thread hops).") var loopExecutor = false
 
     func configuration(_ jid: String, _ password: String, cloud: String, peer: String, directory: URL) throws -> BrokerConfiguration {
         let tls = transport == "tls" ? "tls = \"required\"\nca_file = \"\(caFile ?? "")\"" : "tls = \"disabled-for-testing\""
@@ -92,26 +93,32 @@ struct BenchXMPP: AsyncParsableCommand {
         let status = XMLElement("status", namespace: Announcement.namespace)
         for _ in 0..<200 { _ = try await a.client.iq(.get, to: target, payload: status) }  // warm-up
 
-        var latencies: [Double] = []
-        latencies.reserveCapacity(sequential)
-        for _ in 0..<sequential {
-            let start = ContinuousClock.now
-            _ = try await a.client.iq(.get, to: target, payload: status)
-            latencies.append((ContinuousClock.now - start) / .nanoseconds(1) / 1000)
-        }
-        let perWorker = pipelined / window
-        let start = ContinuousClock.now
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            for _ in 0..<window {
-                tasks.addTask {
-                    for _ in 0..<perWorker { _ = try await a.client.iq(.get, to: target, payload: status) }
-                }
+        let measure: @Sendable () async throws -> ([Double], Double) = { [sequential, pipelined, window] in
+            var latencies: [Double] = []
+            latencies.reserveCapacity(sequential)
+            for _ in 0..<sequential {
+                let start = ContinuousClock.now
+                _ = try await a.client.iq(.get, to: target, payload: status)
+                latencies.append((ContinuousClock.now - start) / .nanoseconds(1) / 1000)
             }
-            try await tasks.waitForAll()
+            let perWorker = pipelined / window
+            let start = ContinuousClock.now
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                for _ in 0..<window {
+                    tasks.addTask {
+                        for _ in 0..<perWorker { _ = try await a.client.iq(.get, to: target, payload: status) }
+                    }
+                }
+                try await tasks.waitForAll()
+            }
+            let elapsed = (ContinuousClock.now - start) / .seconds(1)
+            return (latencies, Double(perWorker * window) / elapsed)
         }
-        let elapsed = (ContinuousClock.now - start) / .seconds(1)
+        let (latencies, throughput) = loopExecutor
+            ? try await withTaskExecutorPreference(XMPPRuntime.shared) { try await measure() }
+            : try await measure()
         print("seq_us " + latencies.map { String(format: "%.1f", $0) }.joined(separator: " "))
-        print(String(format: "pipelined_rps %.1f", Double(perWorker * window) / elapsed))
+        print(String(format: "pipelined_rps %.1f", throughput))
         await group.triggerGracefulShutdown()
         _ = try? await running.value
     }

@@ -66,9 +66,17 @@ public final class XMPPRuntime: @unchecked Sendable {
     func submit(_ work: @escaping @Sendable () -> Void) {
         startThreadIfNeeded()
         inbox.withLock { $0.append(work) }
-        var one: UInt8 = 1
-        _ = write(wakeWriteDescriptor, &one, 1)
+        // On the loop thread itself (a handler, or a task running on this executor) the inbox is
+        // drained in the next iteration anyway: no wake-up needed.
+        if !isLoopThread {
+            var one: UInt8 = 1
+            _ = write(wakeWriteDescriptor, &one, 1)
+        }
     }
+
+    /// pthread_self() of the loop thread, 0 until it starts.
+    private let loopThreadID = Atomic<UInt>(0)
+    private var isLoopThread: Bool { loopThreadID.load(ordering: .relaxed) == UInt(pthread_self()) }
 
     private func startThreadIfNeeded() {
         guard threadStarted.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
@@ -90,6 +98,7 @@ public final class XMPPRuntime: @unchecked Sendable {
     }
 
     private func runLoop() {
+        loopThreadID.store(UInt(pthread_self()), ordering: .relaxed)
         var extraIterations = 0
         var shortSleeps = 0
         while true {
@@ -244,4 +253,16 @@ func stropheCertificateFailure(_ certificate: OpaquePointer?, _ message: UnsafeP
     let text = message.map { String(cString: $0) } ?? "unknown reason"
     Logger(label: "intercloud.xmpp.tls").error("refusing server certificate: \(text)")
     return 0
+}
+
+/// The loop thread is also a task executor. Latency-sensitive code can run on it with
+/// `withTaskExecutorPreference(XMPPRuntime.shared) { ... }`: a request then leaves and its answer
+/// resumes the awaiting task on the loop thread itself, with no thread wake-up on either side
+/// (otherwise each request costs a wake of the loop thread and a wake of a cooperative thread).
+/// Only for code that does not block: a blocking job stalls every XMPP connection of the process.
+extension XMPPRuntime: TaskExecutor {
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        submit { [self] in job.runSynchronously(on: asUnownedTaskExecutor()) }
+    }
 }
