@@ -2,7 +2,7 @@
 # Broker-to-broker request/response through one private Prosody, side by side in one run with a
 # raw libstrophe pair (replies sent from the stanza callback) and a slixmpp pair. All three use
 # plaintext c2s and no stream management so they compare on equal terms; our brokers are also
-# measured with XEP-0198 on and over TLS. Rounds alternate between implementations so machine
+# measured with the requesting task on the XMPP loop's executor, with XEP-0198 on, and over TLS. Rounds alternate between implementations so machine
 # noise hits all of them alike. Also: connect+auth time and a broker's idle RSS.
 #
 #   bench/xmpp/run.sh [ROUNDS] [SEQUENTIAL] [PIPELINED]
@@ -29,6 +29,7 @@ for round in $(seq 1 "$rounds"); do
     run intercloud "$bin/bench-xmpp" --port "$port" --jid-a "$A" --pass-a pw --jid-b "$B" --pass-b pw --sequential "$sequential" --pipelined "$pipelined" --window "$window"
     run slixmpp python3 bench/xmpp/slixmpp_pair.py 127.0.0.1 "$port" "$A/slix" pw "$B/slix" pw "$((sequential / 2))" "$((pipelined / 4))" "$window"
 done
+run intercloud+loopexec "$bin/bench-xmpp" --port "$port" --jid-a "$A" --pass-a pw --jid-b "$B" --pass-b pw --sequential "$sequential" --pipelined "$pipelined" --window "$window" --loop-executor
 run intercloud+sm "$bin/bench-xmpp" --port "$port" --jid-a "$A" --pass-a pw --jid-b "$B" --pass-b pw --sequential "$sequential" --pipelined "$pipelined" --window "$window" --stream-management
 run intercloud+tls "$bin/bench-xmpp" --port "$port" --jid-a "$A" --pass-a pw --jid-b "$B" --pass-b pw --sequential "$sequential" --pipelined "$pipelined" --window "$window" --transport tls --ca-file "$work/prosody/certs/ca.crt"
 run connect-plain "$bin/bench-xmpp" --port "$port" --jid-a bencha2@cloud2.test --pass-a pw --jid-b "$B" --pass-b pw --connect-samples 30
