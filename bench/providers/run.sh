@@ -23,6 +23,8 @@ INTERCLOUD_BENCH_OUT=$out INTERCLOUD_ONLY=Providers \
     echo "SigV4 checking on (every request signed and verified), and a QEMU guest under software"
     echo "emulation (TCG) driven through a private qemu:///session daemon. Waits are polls of"
     echo "describe every 100 ms, so \"to running/stopped\" latencies include up to one poll interval."
+    echo "For the QEMU guest, \"to running\" also waits for the guest's init to print its ready marker"
+    echo "(so the next ACPI request is handled). The machine is shared; treat numbers as indicative."
     echo
     cat "$out"
 } > bench/providers/RESULTS.md
