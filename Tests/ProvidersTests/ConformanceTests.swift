@@ -57,8 +57,10 @@ struct ConformanceTests {
                 try await fixture.afterBoot(instance)
             }
             if verbs.contains(.reboot) {
+                let boots = await fixture.bootCount(instance)
                 _ = try await driver.reboot(created.id)
                 instance = try await driver.waitFor(instance: created.id, state: .running, timeout: fixture.timeout)
+                try await fixture.waitForBoots(instance, boots)
             }
             if verbs.contains(.suspend) {
                 _ = try await driver.suspend(created.id)

@@ -153,6 +153,17 @@ enum LibvirtFixture {
         return DriverFixture(
             driver: driver, imageID: image.id, sizeID: "lv.small", timeout: .seconds(90), exportFormat: .vmdk,
             afterBoot: { instance in try await QemuSession.waitForGuest(instance, timeout: .seconds(90)) },
+            bootCount: { instance in QemuSession.readyCount(instance) },
+            waitForBoots: { instance, count in
+                let clock = ContinuousClock()
+                let deadline = clock.now.advanced(by: .seconds(90))
+                while QemuSession.readyCount(instance) <= count {
+                    guard clock.now < deadline else {
+                        throw CommandError(command: "wait for reboot of \(instance.name)", output: "no new ready marker after 90 s")
+                    }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            },
             teardown: {
                 for instance in (try? await driver.listInstances()) ?? [] {
                     try? await driver.terminate(instance: instance.id)
@@ -195,6 +206,13 @@ actor QemuSession {
             await access.release()
             throw error
         }
+    }
+
+    /// How many times the guest's init has printed its ready marker into the console log.
+    static func readyCount(_ instance: Instance) -> Int {
+        guard let log = instance.extra["consoleLog"],
+              let text = try? String(contentsOfFile: log, encoding: .utf8) else { return 0 }
+        return text.components(separatedBy: "INTERCLOUD-GUEST-READY").count - 1
     }
 
     /// Waits until the guest's init has printed its ready marker since its last power-off, so ACPI

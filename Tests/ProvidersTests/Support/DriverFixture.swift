@@ -13,6 +13,10 @@ struct DriverFixture: Sendable {
     var exportFormat: ImageFormat = .qcow2
     /// Called after each boot reached `.running` (the QEMU guest must be up before ACPI requests).
     var afterBoot: @Sendable (Instance) async throws -> Void = { _ in }
+    /// How many boots the guest has reported so far, and a wait for more than that many: a reboot
+    /// keeps the instance `.running` throughout, so only the guest can say it has come back.
+    var bootCount: @Sendable (Instance) async -> Int = { _ in 0 }
+    var waitForBoots: @Sendable (Instance, Int) async throws -> Void = { _, _ in }
     var teardown: @Sendable () async -> Void = {}
 }
 
