@@ -23,6 +23,8 @@ socket=$dir/run/libvirt/libvirt-sock
 stop() {
     if [[ -f $dir/daemon.pid ]]; then
         kill "$(cat "$dir/daemon.pid")" 2>/dev/null || true
+        sleep 1
+        kill -9 "$(cat "$dir/daemon.pid")" 2>/dev/null || true
         rm -f "$dir/daemon.pid"
     fi
     if [[ -f $dir/watch.pid ]]; then
@@ -62,6 +64,8 @@ start)
                 virsh -q -c "qemu+unix:///session?socket=$socket" destroy "$domain" >/dev/null 2>&1 || true
             done
             kill "$daemon" 2>/dev/null || true
+            sleep 2
+            kill -9 "$daemon" 2>/dev/null || true
         ' watcher "$3" "$(cat "$dir/daemon.pid")" "$socket" </dev/null >/dev/null 2>&1 &
         echo $! > "$dir/watch.pid"
     fi

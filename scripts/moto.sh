@@ -32,7 +32,8 @@ run)
     MOTO_ENABLE_AMI_VALIDATION=true INITIAL_NO_AUTH_ACTION_COUNT=1000000 \
         "${MOTO_SERVER:-moto_server}" -H 127.0.0.1 -p "$port" >"${MOTO_LOG:-/dev/null}" 2>&1 &
     server=$!
-    trap 'kill $server 2>/dev/null' EXIT TERM INT
+    # TERM first; KILL if it is still there (a server that inherited a blocked SIGTERM ignores it).
+    trap 'kill $server 2>/dev/null; sleep 1; kill -9 $server 2>/dev/null' EXIT TERM INT
     if [[ -n $watch ]]; then
         while kill -0 "$watch" 2>/dev/null && kill -0 "$server" 2>/dev/null; do sleep 0.5; done
     else

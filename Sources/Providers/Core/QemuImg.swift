@@ -79,7 +79,9 @@ enum QemuImg {
                 }
             }
         } onCancel: {
-            if process.isRunning { process.terminate() }
+            // SIGKILL, not terminate(): the child inherits this thread's blocked signal mask, so it may
+            // not see SIGTERM. Its output is a temporary file the caller removes.
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         }
         pipe.fileHandleForReading.readabilityHandler = nil
         if let rest = try? pipe.fileHandleForReading.readToEnd() { collected.append(String(decoding: rest, as: UTF8.self)) }

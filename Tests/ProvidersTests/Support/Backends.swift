@@ -44,15 +44,9 @@ actor MotoServer {
         }
         let port = try freePort()
         // `run PORT PID`: the script stops moto when this test process exits.
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = [script("moto.sh"), "run", String(port), String(getpid())]
         var environment = ProcessInfo.processInfo.environment
         environment["MOTO_SERVER"] = motoServer
-        process.environment = environment
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        try spawnDetached("/bin/bash", [script("moto.sh"), "run", String(port), String(getpid())], environment: environment)
         let url = URL(string: "http://127.0.0.1:\(port)/moto-api/")!
         for _ in 0..<200 {
             if (try? Data(contentsOf: url)) != nil {

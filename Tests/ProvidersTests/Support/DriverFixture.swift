@@ -123,8 +123,10 @@ func runCommand(_ executable: String, _ arguments: [String], environment: [Strin
         for pointer in argv { free(pointer) }
         for pointer in envp { free(pointer) }
     }
+    var attributes = cleanSignalAttributes()
+    defer { posix_spawnattr_destroy(&attributes) }
     var pid = pid_t()
-    let spawned = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+    let spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
     guard spawned == 0 else {
         throw CommandError(command: executable, output: String(cString: strerror(spawned)))
     }
@@ -136,6 +138,45 @@ func runCommand(_ executable: String, _ arguments: [String], environment: [Strin
         throw CommandError(command: ([executable] + arguments).joined(separator: " "), output: "status \(status): \(text)")
     }
     return text
+}
+
+/// Spawn attributes that give the child an empty signal mask and default dispositions. Threads of
+/// this process block signals (Dispatch does), and a child inherits the spawning thread's mask: the
+/// daemons our scripts start would otherwise ignore SIGTERM and outlive the test run.
+func cleanSignalAttributes() -> posix_spawnattr_t {
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    posix_spawnattr_setsigmask(&attributes, &empty)
+    var all = sigset_t()
+    sigfillset(&all)
+    sigdelset(&all, SIGKILL)
+    sigdelset(&all, SIGSTOP)
+    posix_spawnattr_setsigdefault(&attributes, &all)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    return attributes
+}
+
+/// Starts a long-running helper without waiting for it (same clean signal state as `runCommand`).
+func spawnDetached(_ executable: String, _ arguments: [String], environment: [String: String]) throws {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    var attributes = cleanSignalAttributes()
+    defer { posix_spawnattr_destroy(&attributes) }
+    let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+    let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer {
+        for pointer in argv { free(pointer) }
+        for pointer in envp { free(pointer) }
+    }
+    var pid = pid_t()
+    let spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+    guard spawned == 0 else { throw CommandError(command: executable, output: String(cString: strerror(spawned))) }
 }
 
 struct CommandError: Error, CustomStringConvertible {
