@@ -125,3 +125,27 @@ struct LibvirtDriverTests {
         }
     }
 }
+
+@Suite("libvirt without an image directory")
+struct LibvirtNoImagesTests {
+    @Test("image verbs are undeclared and fail as unsupported; instances without a disk still work")
+    func undeclaredImageVerbs() async throws {
+        let driver = try await LibvirtDriver.connect(.init(uri: "test:///default"))
+        for verb in [Verb.listImages, .importImage, .exportImage, .snapshot, .registerImage] {
+            #expect(!driver.capabilities.supports(verb))
+        }
+        let list = await #expect(throws: ProviderError.self) { _ = try await driver.listImages() }
+        #expect(list?.code == .unsupported && list?.verb == .listImages)
+        let importing = await #expect(throws: ProviderError.self) {
+            _ = try await driver.importImage(
+                from: URL(fileURLWithPath: "/dev/null"), name: "x", format: .raw, expectedSHA256: nil, progress: nil)
+        }
+        #expect(importing?.code == .unsupported && importing?.verb == .importImage)
+        let instance = try await driver.create(
+            CreateInstanceRequest(name: "diskless-\(UUID().uuidString.prefix(6))", sizeID: "lv.tiny", imageID: "none"), progress: nil)
+        #expect(instance.state == .running)
+        let snapshot = await #expect(throws: ProviderError.self) { _ = try await driver.snapshot(instance: instance.id, name: "s", progress: nil) }
+        #expect(snapshot?.code == .unsupported)
+        try await driver.terminate(instance: instance.id)
+    }
+}
