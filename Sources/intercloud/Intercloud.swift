@@ -16,6 +16,7 @@ struct Intercloud: AsyncParsableCommand {
             """,
         subcommands: [
             ServeCommand.self, PeersCommand.self, CertsCommand.self, TrustCommand.self, AuditCommand.self,
+            ProviderCommand.self,
         ])
 }
 
