@@ -52,7 +52,8 @@ rooms = ["exchange@conference.cloud1.test"]
 TOML
 "$bin/intercloud" serve --config "$work/idle.toml" 2>/dev/null & pid=$!
 sleep 4
-echo "idle_rss_kib $(awk '/VmRSS/ {print $2}' /proc/$pid/status)" | sed 's/^/broker /' >> "$results"
+echo "idle_rss_kib $(awk '/VmRSS/ {print $2}' /proc/$pid/status) $(awk '/RssAnon/ {print $2}' /proc/$pid/status) $(awk '/^Pss:/ {print $2}' /proc/$pid/smaps_rollup)" \
+    | sed 's/^/broker /' >> "$results"
 kill -TERM $pid; wait $pid 2>/dev/null || true
 
 python3 - "$results" <<'PY'
@@ -64,7 +65,7 @@ for line in open(sys.argv[1]):
     if key == "seq_us": seq[name].append([float(v) for v in values])
     elif key == "pipelined_rps": rps[name].append(float(values[0]))
     elif key == "connect_ms": conn[name] += [float(v) for v in values]
-    elif key == "idle_rss_kib": rss[name] = int(values[0])
+    elif key == "idle_rss_kib": rss[name] = [int(v) for v in values]
 def pct(values, p):
     values = sorted(values); return values[min(len(values) - 1, int(p / 100 * len(values)))]
 base = "raw-libstrophe"
@@ -79,6 +80,7 @@ for name in seq:
     print(f"| {name} | {len(seq[name])} | {p50:.0f} | {p99:.0f} | {p50 / base_p50:.2f}× | {r:.0f} | {r / base_rps:.2f}× |")
 for name, values in conn.items():
     print(f"\n{name}: connect + SASL SCRAM + bind median {statistics.median(values):.1f} ms, p90 {pct(values, 90):.1f} ms ({len(values)} samples)")
-for name, value in rss.items():
-    print(f"\n{name} idle RSS after 4 s: {value / 1024:.1f} MiB")
+for name, (rss_kib, anon_kib, pss_kib) in rss.items():
+    print(f"\n{name} idle after 4 s: RSS {rss_kib / 1024:.1f} MiB (anonymous {anon_kib / 1024:.1f} MiB, "
+          f"proportional share of shared libraries included: PSS {pss_kib / 1024:.1f} MiB)")
 PY
