@@ -17,6 +17,7 @@ let localTargetDependencies: [String: [String]] = [
     "intercloud": ["Broker", "Trust", "Providers", "Catalog"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
     "TestSupport": [], "XMPPTests": ["XMPP", "TestSupport"], "StorageTests": ["Storage"], "TrustTests": ["Trust"],
     "CatalogTests": ["Catalog"], "ProvidersTests": ["Providers"], "BrokerTests": ["Broker", "XMPP", "Trust", "TestSupport"],
+    "Policy": [], "PolicyTests": ["Policy"],
 ]
 
 func selectedTargets() -> Set<String>? {
@@ -115,6 +116,11 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "Policy",
+            dependencies: [.product(name: "TOMLKit", package: "TOMLKit")],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "intercloud",
             dependencies: [
@@ -146,6 +152,7 @@ let package = Package(
         .testTarget(name: "CatalogTests", dependencies: ["Catalog"], swiftSettings: swiftSettings),
         .testTarget(name: "ProvidersTests", dependencies: ["Providers"], swiftSettings: swiftSettings),
         .testTarget(name: "BrokerTests", dependencies: ["Broker", "XMPP", "Trust", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: swiftSettings),
     ]
 )
 

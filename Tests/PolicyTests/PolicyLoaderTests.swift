@@ -1,0 +1,177 @@
+import Foundation
+import Testing
+@testable import Policy
+
+/// The repository's `policies/` directory, found from this file so tests run from any directory.
+let policiesDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("policies")
+
+/// Parses `text` expecting failure and returns the diagnostics.
+func diagnostics(_ text: String) -> [PolicyDiagnostic] {
+    do {
+        _ = try PolicyLoader.parse(text, file: "test.toml")
+        Issue.record("expected errors")
+        return []
+    } catch {
+        return error.diagnostics
+    }
+}
+
+let validPeer = """
+    version = 1
+
+    [[peer]]
+    name = "p"
+    match = "*@cloud2.example"
+    entitlements = ["query"]
+
+    """
+
+@Suite struct PolicyLoaderTests {
+    @Test func exampleFilesLoad() throws {
+        let set = try PolicyLoader.load(paths: [
+            policiesDirectory.appendingPathComponent("example-cloud1.toml").path,
+            policiesDirectory.appendingPathComponent("example-cloud2.toml").path,
+        ])
+        #expect(set.peers.count == 3)
+        let cloud2 = try #require(set.peers.first { $0.name == "cloud2-2026" })
+        #expect(cloud2.quota.transferGB == Decimal(string: "500.5"))
+        #expect(cloud2.rates?.instanceHour["m1.small"] == Decimal(string: "0.023"))
+        #expect(cloud2.entitlements == [.query, .federate, .migrateIn])
+        #expect(cloud2.placement.jurisdictions == ["EU"])
+        #expect(cloud2.validity.from == Date(timeIntervalSince1970: 1_767_225_600))
+        let cloud1 = try #require(set.peers.first { $0.name == "cloud1" })
+        #expect(cloud1.rates?.instanceHour["standard-4"] == Decimal(string: "0.10"))
+        #expect(cloud1.validity.until == nil)
+    }
+
+    @Test func syntaxErrorHasLineAndColumn() {
+        let d = diagnostics("version = 1\n\n[[peer]\nname = \"x\"\n")
+        #expect(d.count == 1)
+        #expect(d.first?.line == 3)
+        #expect(d.first?.column != nil)
+        #expect(d.first?.description.hasPrefix("test.toml:3:") == true)
+    }
+
+    @Test func unknownFieldIsReportedAtItsLine() {
+        let d = diagnostics(validPeer + "[peer.quota]\nvcpus = 4\n")
+        #expect(d.map(\.field) == ["peer[0].quota.vcpus"])
+        #expect(d.first?.line == 8)
+        #expect(d.first?.message.hasPrefix("unknown field") == true)
+    }
+
+    @Test func wrongType() {
+        let d = diagnostics(validPeer + "[peer.quota]\ninstances = \"ten\"\n")
+        #expect(d.map(\.field) == ["peer[0].quota.instances"])
+        #expect(d.first?.line == 8)
+        #expect(d.first?.message == "expected an integer, found string")
+    }
+
+    @Test func negativeQuota() {
+        let d = diagnostics(validPeer + "[peer.quota]\nvcpu = 4\nmemory_gib = \"-1.5\"\n")
+        #expect(d.map(\.field) == ["peer[0].quota.memory_gib"])
+        #expect(d.first?.line == 9)
+        #expect(d.first?.description == "test.toml:9: peer[0].quota.memory_gib: must not be negative (found -1.5)")
+    }
+
+    @Test func floatAmountIsRefused() {
+        let d = diagnostics(validPeer + "[peer.rates]\ncurrency = \"EUR\"\nper_gb_transferred = 0.1\n")
+        #expect(d.map(\.field) == ["peer[0].rates.per_gb_transferred"])
+        #expect(d.first?.line == 9)
+    }
+
+    @Test func badCurrency() {
+        let d = diagnostics(validPeer + "[peer.rates]\ncurrency = \"EURO\"\n")
+        #expect(d.map(\.field) == ["peer[0].rates.currency"])
+        #expect(d.first?.line == 8)
+    }
+
+    @Test func badPriceInQuotedInstanceType() {
+        let d = diagnostics(validPeer + "[peer.rates]\ncurrency = \"EUR\"\n[peer.rates.instance_hour]\n\"m1.small\" = \"cheap\"\n")
+        #expect(d.map(\.field) == ["peer[0].rates.instance_hour.\"m1.small\""])
+        #expect(d.first?.line == 10)
+    }
+
+    @Test func overlappingValidity() {
+        let text = """
+            version = 1
+
+            [[peer]]
+            name = "a"
+            match = "*@cloud2.example"
+            valid_from = 2026-01-01T00:00:00Z
+            valid_until = 2026-07-01T00:00:00Z
+
+            [[peer]]
+            name = "b"
+            match = ["x@y.example", "*@CLOUD2.example"]
+            valid_from = 2026-06-01T00:00:00+02:00
+            """
+        let d = diagnostics(text)
+        #expect(d.map(\.field) == ["peer[1].valid_from"])
+        #expect(d.first?.line == 12)
+        #expect(d.first?.message.contains("'a'") == true)
+    }
+
+    @Test func adjacentValidityDoesNotOverlap() throws {
+        let text = """
+            version = 1
+            [[peer]]
+            name = "a"
+            match = "*"
+            valid_until = 2026-07-01T00:00:00Z
+            [[peer]]
+            name = "b"
+            match = "*"
+            valid_from = 2026-07-01T00:00:00Z
+            """
+        #expect(try PolicyLoader.parse(text, file: "t").peers.count == 2)
+    }
+
+    @Test func validityEndBeforeStart() {
+        let d = diagnostics(validPeer + "valid_from = 2026-02-01\nvalid_until = 2026-01-01\n")
+        #expect(d.map(\.field) == ["peer[0].valid_until"])
+        #expect(d.first?.line == 8)
+    }
+
+    @Test func localDateTimeIsRefused() {
+        let d = diagnostics(validPeer + "valid_from = 2026-02-01T00:00:00\n")
+        #expect(d.map(\.field) == ["peer[0].valid_from"])
+    }
+
+    @Test func missingFieldsAndBadValues() {
+        let text = """
+            [[peer]]
+            match = ["not a jid"]
+            entitlements = ["query", "teleport"]
+            [peer.sla_offered]
+            availability_percent = "100.1"
+            """
+        let d = diagnostics(text)
+        #expect(Set(d.map(\.field)) == ["version", "peer[0].name", "peer[0].match", "peer[0].entitlements", "peer[0].sla_offered.availability_percent"])
+        #expect(d.first { $0.field == "peer[0].entitlements" }?.line == 3)
+        #expect(d.first { $0.field == "peer[0].sla_offered.availability_percent" }?.line == 5)
+    }
+
+    @Test func secondPeerErrorsPointAtSecondPeer() {
+        let d = diagnostics(validPeer + "[[peer]]\nname = \"q\"\nmatch = \"*\"\n[peer.quota]\ninstances = -1\n")
+        #expect(d.map(\.field) == ["peer[1].quota.instances"])
+        #expect(d.first?.line == 11)
+    }
+
+    @Test func errorsAcrossFilesNameTheirFile() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("policy-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let a = dir.appendingPathComponent("a.toml"), b = dir.appendingPathComponent("b.toml")
+        try validPeer.write(to: a, atomically: true, encoding: .utf8)
+        try validPeer.write(to: b, atomically: true, encoding: .utf8)
+        #expect(throws: PolicyLoadError.self) { try PolicyLoader.load(paths: [a.path, b.path]) }
+        do {
+            _ = try PolicyLoader.load(paths: [a.path, b.path])
+        } catch {
+            #expect(error.diagnostics.map(\.file) == [b.path])
+            #expect(error.diagnostics.first?.line == 3)
+        }
+    }
+}
