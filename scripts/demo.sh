@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Two clouds find each other: a private Prosody with cloud1.test and cloud2.test, one broker per
-# cloud, discovery through an exchange room and through direct peering. Prints both peer tables,
-# stops cloud2 and shows cloud1 noticing.
+# Two clouds find and trust each other: a private Prosody with cloud1.test and cloud2.test, one
+# broker per cloud, each cloud with its own CA (made with `intercloud certs`), discovery through an
+# exchange room and through direct peering, then the X.509 trust handshake. Prints both peer
+# tables, stops cloud2 and shows cloud1 noticing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -43,8 +44,22 @@ ca_file = "prosody/certs/ca.crt"
 rooms = ["exchange@conference.cloud1.test"]
 peers = ["broker@cloud$other.test"]
 approve = ["*@cloud$other.test"]
+
+[trust]
+key = "pki/broker$n/broker.key"
+chain = "pki/broker$n/broker-chain.pem"
+anchors = ["pki/anchors"]
 TOML
 done
+
+echo "== each cloud makes its own CA and broker certificate; each trusts the other's CA"
+mkdir -p "$demo/pki/anchors"
+for n in 1 2; do
+    "$bin" certs init-ca --dir "$demo/pki/ca$n" --cn "cloud$n CA" --org "cloud$n" >/dev/null
+    "$bin" certs issue --ca "$demo/pki/ca$n" --config "$demo/cloud$n.toml" >/dev/null
+    cp "$demo/pki/ca$n/ca.pem" "$demo/pki/anchors/cloud$n-ca.pem"
+done
+"$bin" certs show --config "$demo/cloud1.toml" | head -8
 
 for n in 1 2; do
     "$bin" serve --config "$demo/cloud$n.toml" > "$demo/cloud$n.log" 2>&1 &
@@ -56,13 +71,25 @@ wait_for() {  # wait_for CONFIG PEER ONLINE(true|false)
         if "$bin" peers --config "$1" --output json 2>/dev/null | python3 -c "
 import json, sys
 peers = {p['jid']: p for p in json.load(sys.stdin)}
-sys.exit(0 if peers.get('$2', {}).get('online') == $3 else 1)"; then return 0; fi
+sys.exit(0 if peers.get('$2', {}).get('online') == $3 else 1)" 2>/dev/null; then return 0; fi
         sleep 0.1
     done
     echo "timed out waiting for $2 online=$3 in $1" >&2; return 1
 }
 wait_for "$demo/cloud1.toml" broker@cloud2.test True
 wait_for "$demo/cloud2.toml" broker@cloud1.test True
+wait_trusted() {  # wait_trusted CONFIG PEER
+    for _ in $(seq 1 100); do
+        "$bin" peers --config "$1" --output json 2>/dev/null | python3 -c "
+import json, sys
+peers = {p['jid']: p for p in json.load(sys.stdin)}
+sys.exit(0 if peers.get('$2', {}).get('trust') == 'trusted' else 1)" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "timed out waiting for $2 to be trusted in $1" >&2; return 1
+}
+wait_trusted "$demo/cloud1.toml" broker@cloud2.test
+wait_trusted "$demo/cloud2.toml" broker@cloud1.test
 sleep 0.5  # let disco#info answers land in the tables
 
 echo; echo "== peers seen by cloud1 =="; "$bin" peers --config "$demo/cloud1.toml"
@@ -72,4 +99,6 @@ echo; echo "== stopping cloud2 (SIGTERM) =="
 kill -TERM "$(cat "$demo/cloud2.pid")"; wait "$(cat "$demo/cloud2.pid")" 2>/dev/null || true
 wait_for "$demo/cloud1.toml" broker@cloud2.test False
 "$bin" peers --config "$demo/cloud1.toml"
+echo; echo "== cloud1's audit log (trust decisions)"
+"$bin" audit --config "$demo/cloud1.toml" | head -8
 echo; echo "logs and state: $demo"
