@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 [ "${SKIP_SETUP:-0}" = 1 ] || scripts/setup.sh
-swift build -c release --product intercloud 2>&1 | grep -E "error|warning: unre|Compiling|Build complete" | tail -3
+mkdir -p var
+echo "building (release)..."
+swift build -c release --product intercloud > var/demo-build.log 2>&1 || { tail -40 var/demo-build.log; exit 1; }
 bin="$root/.build/release/intercloud"
 
 demo="$root/var/demo"

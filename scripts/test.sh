@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 mkdir -p var
 
 echo "== build"
-swift build --build-tests 2>&1 | grep -E "error:|warning: unre|Build complete|Compiling intercloud" || true
-swift build --build-tests >/dev/null  # fail here with the compiler's own output if the build broke
+swift build --build-tests > var/build.log 2>&1 || { grep -E "error:" -A3 var/build.log | head -60; tail -5 var/build.log; exit 1; }
+tail -1 var/build.log
 
 echo "== SPARQL / RDF conformance (W3C suites)"
 scripts/conformance.sh
