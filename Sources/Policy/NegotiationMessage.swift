@@ -29,6 +29,9 @@ public struct NegotiationMessage: Codable, Sendable, Hashable {
     /// Unique per message. A retransmission reuses it, so a receiver that already applied the
     /// message acknowledges it again instead of applying it twice.
     public var messageID: String
+    /// The last message the sender received from us in this negotiation. A receiver still
+    /// waiting for the result of that message learns from this that the peer applied it.
+    public var inReplyTo: String?
     public var body: Body
 
     public enum Body: Codable, Sendable, Hashable {
@@ -48,9 +51,10 @@ public struct NegotiationMessage: Codable, Sendable, Hashable {
         case terminate(reason: String)
     }
 
-    public init(negotiationID: String, messageID: String, body: Body) {
+    public init(negotiationID: String, messageID: String, inReplyTo: String? = nil, body: Body) {
         self.negotiationID = negotiationID
         self.messageID = messageID
+        self.inReplyTo = inReplyTo
         self.body = body
     }
 

@@ -180,7 +180,8 @@ public struct NegotiationStateMachine: Sendable {
     }
 
     private mutating func propose(_ body: NegotiationMessage.Body, now: Date) throws(NegotiationError) -> Action {
-        let message = NegotiationMessage(negotiationID: snapshot.negotiationID, messageID: nextMessageID(), body: body)
+        let message = NegotiationMessage(
+            negotiationID: snapshot.negotiationID, messageID: nextMessageID(), inReplyTo: snapshot.lastReceivedMessageID, body: body)
         if snapshot.state.isFinal { throw NegotiationError("negotiation is \(snapshot.state.rawValue)") }
         if let pending = snapshot.pending { throw NegotiationError("waiting for the result of \(pending.message.kind)") }
         guard message.sender == snapshot.role else { throw NegotiationError("a \(snapshot.role.rawValue) cannot send \(message.kind)") }
@@ -237,8 +238,9 @@ public struct NegotiationStateMachine: Sendable {
         if snapshot.state.isFinal {
             return .refuse(messageID: message.messageID, reason: "negotiation is \(snapshot.state.rawValue)")
         }
-        // The peer moving on proves it applied our pending message even if its result was lost.
-        if let pending = snapshot.pending, message.allowedFrom.contains(pending.message.target), message.sender == snapshot.role.peer {
+        // A reply to our pending message proves the peer applied it even if its result was lost.
+        // Anything else while we wait (e.g. both sides opening at once) is a crossing.
+        if let pending = snapshot.pending, message.inReplyTo == pending.message.messageID {
             apply(pending.message, now: now)
             snapshot.pending = nil
         }

@@ -195,6 +195,20 @@ struct Pair {
         #expect(p.consumer.pending == nil)
     }
 
+    @Test func bothSidesOpeningAtOnceTerminatesBoth() throws {
+        var p = Pair()
+        guard case .send(let request) = try p.consumer.request(terms(), now: t0),
+              case .send(let offer) = try p.provider.offer(terms(vcpu: 4), now: t0)
+        else { return }
+        let atProvider = p.provider.received(request, now: t0)
+        let atConsumer = p.consumer.received(offer, now: t0)
+        guard case .terminated(let reason, _, _) = atConsumer, case .terminated = atProvider else {
+            Issue.record("\(atConsumer) \(atProvider)"); return
+        }
+        #expect(reason == "received offer while waiting for the result of request")
+        #expect(p.states == [.terminated, .terminated])
+    }
+
     @Test func peerRefusalTerminates() throws {
         var p = Pair()
         guard case .send(let m) = try p.consumer.request(terms(), now: t0) else { return }
