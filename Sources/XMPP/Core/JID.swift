@@ -58,21 +58,24 @@ public struct JID: Sendable, Hashable, Comparable, CustomStringConvertible, Coda
     }
 
     private static func validate(local: String?, domain: String, resource: String?) throws(ParseError) {
-        for (part, value) in [("localpart", local), ("domainpart", domain), ("resourcepart", resource)] {
-            guard let value else { continue }
+        // Scans UTF-8 bytes (every forbidden character is ASCII; multi-byte sequences are letters
+        // as far as this check goes): JIDs are parsed for every inbound request.
+        func check(_ value: String?, part: String, forbidden: StaticString) throws(ParseError) {
+            guard let value else { return }
             if value.utf8.count > 1023 { throw .tooLong(part) }
-            for character in value where character.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
-                throw .forbiddenCharacter(character, part: part)
+            for byte in value.utf8 {
+                if byte < 0x20 || byte == 0x7F { throw .forbiddenCharacter(Character(Unicode.Scalar(byte)), part: part) }
+                var index = 0
+                let table = forbidden.utf8Start
+                while index < forbidden.utf8CodeUnitCount {
+                    if table[index] == byte { throw .forbiddenCharacter(Character(Unicode.Scalar(byte)), part: part) }
+                    index += 1
+                }
             }
         }
-        if let local {
-            for character in local where "\"&'/:<>@ ".contains(character) {
-                throw .forbiddenCharacter(character, part: "localpart")
-            }
-        }
-        for character in domain where "@/ <>'\"&\\".contains(character) {
-            throw .forbiddenCharacter(character, part: "domainpart")
-        }
+        try check(local, part: "localpart", forbidden: "\"&'/:<>@ ")
+        try check(domain, part: "domainpart", forbidden: "@/ <>'\"&\\")
+        try check(resource, part: "resourcepart", forbidden: "")
     }
 
     public var bare: JID {

@@ -7,8 +7,22 @@ extension XMLElement {
         return output
     }
 
-    /// The serialized size in bytes, used to enforce payload limits without building the string twice.
+    /// The serialized size in bytes.
     public var serializedByteCount: Int { serialized().utf8.count }
+
+    /// A cheap lower bound of the serialized size (names, attributes and text, before escaping),
+    /// for enforcing payload limits on every inbound request without serializing it.
+    public var approximateByteCount: Int {
+        var count = name.utf8.count * 2 + 5 + (namespace?.utf8.count ?? 0)
+        for attribute in attributes { count += attribute.name.utf8.count + attribute.value.utf8.count + 4 }
+        for child in children {
+            switch child {
+            case .element(let element): count += element.approximateByteCount
+            case .text(let text): count += text.utf8.count
+            }
+        }
+        return count
+    }
 
     private func write(to output: inout String, parentNamespace: String?) {
         output += "<"

@@ -27,7 +27,6 @@ final class ConnectionCore: @unchecked Sendable {
     private var onlineWaiters: [UUID: CheckedContinuation<Void, any Error>] = [:]
     var iqHandlers: [String: RegisteredIQHandler] = [:]
     var observers: [UUID: @Sendable (XMPPClient.Event) -> Void] = [:]
-    private var nextRequestNumber: UInt64 = 0
     private(set) var boundJID: String = ""
 
     init(configuration: XMPPClientConfiguration, runtime: XMPPRuntime, logger: Logger) {
@@ -51,7 +50,12 @@ final class ConnectionCore: @unchecked Sendable {
     }
 
     var nextDeadline: Instant? {
-        [tracker.nextDeadline, lifecycle.reconnectDeadline].compactMap { $0 }.min()
+        switch (tracker.nextDeadline, lifecycle.reconnectDeadline) {
+        case (let a?, let b?): min(a, b)
+        case (let a?, nil): a
+        case (nil, let b?): b
+        case (nil, nil): nil
+        }
     }
 
     var ownBareJID: String { configuration.jid.bare.description }
@@ -210,11 +214,6 @@ final class ConnectionCore: @unchecked Sendable {
         runtime.activity = true
     }
 
-    func makeRequestID() -> String {
-        nextRequestNumber += 1
-        return "ic\(nextRequestNumber)"
-    }
-
     func sendRequest(
         _ type: Stanza.IQType, to: JID?, payload: XMLElement, timeout: Duration, id: String,
         continuation: CheckedContinuation<Stanza, any Error>
@@ -305,7 +304,7 @@ final class ConnectionCore: @unchecked Sendable {
             send(stanza.errorReply(.serviceUnavailable()))
             return
         }
-        if let limit = handler.maxPayloadBytes, payload.serializedByteCount > limit {
+        if let limit = handler.maxPayloadBytes, payload.approximateByteCount > limit {
             notify(.refused(from: stanza.fromString ?? "?", reason: "\(namespace) payload over \(limit) bytes"))
             send(stanza.errorReply(.oversized(limit: limit)))
             return

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 public struct XMPPClientConfiguration: Sendable {
     public enum TLSMode: Sendable, Equatable {
@@ -117,6 +118,17 @@ public final class XMPPClient: Sendable {
 
     public var jid: JID { configuration.jid }
 
+    /// Request ids: a random per-client prefix and a counter. Cheaper than a UUID per request
+    /// (which reads the system's random source each time); uniqueness is all the id needs, since
+    /// answers are also matched on their sender.
+    private let requestPrefix = String(UInt64.random(in: 0...UInt64.max), radix: 36)
+    private let requestCounter = Atomic<UInt64>(0)
+
+    private func nextRequestID() -> String {
+        let number = requestCounter.add(1, ordering: .relaxed).newValue
+        return requestPrefix + "-" + String(number, radix: 36)
+    }
+
     /// Starts connecting (and keeps reconnecting with backoff until `stop()`).
     public func start() {
         runtime.submit { [core] in core.start() }
@@ -159,7 +171,7 @@ public final class XMPPClient: Sendable {
     public func iq(
         _ type: Stanza.IQType = .get, to: JID?, payload: XMLElement, timeout: Duration = .seconds(10)
     ) async throws -> Stanza {
-        let id = UUID().uuidString
+        let id = nextRequestID()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 runtime.submit { [core] in
