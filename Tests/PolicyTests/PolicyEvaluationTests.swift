@@ -110,3 +110,9 @@ func migration(vcpu: Int = 2, memory: String = "4", region: String = "eu-west-1"
         #expect(entry.evaluate(terms: endless, as: .provider).reasons.map(\.code) == ["outside-validity"])
     }
 }
+
+@Test func explanationNamesEntryAndReasons() throws {
+    let text = try exampleSet().explain(migration(region: "us-east", jurisdiction: "US"), peer: cloud2Broker, now: june).description
+    #expect(text.hasPrefix("peer: broker@cloud2.example/intercloud\nrequest: migrate-in\npolicy: cloud2-2026 ("))
+    #expect(text.hasSuffix("#peer[0])\ndecision: denied\n  - region-not-allowed: region us-east is not in [\"eu-west-1\", \"eu-central-1\"]\n  - jurisdiction-not-allowed: jurisdiction US is not in [\"EU\"]"))
+}
