@@ -62,3 +62,33 @@ import Testing
         #expect(!agreement().isValid(at: t0.addingTimeInterval(86_400 * 30)))
     }
 }
+
+@Suite struct AgreementRuleTests {
+    let rule = AgreementRule(agreement: Agreement(
+        id: "a1", negotiationID: "n1", consumer: "broker@cloud1.example", provider: "broker@cloud2.example", terms: terms(), createdAt: t0))
+
+    func context(at now: Date = t0 + 3600, usage: ResourceAmount = .zero) -> PolicyContext {
+        PolicyContext(peer: "broker@cloud1.example", now: now, usage: usage, policy: nil)
+    }
+
+    @Test func allowedWithinTheAgreement() {
+        #expect(rule.evaluate(migration(), context: context()) == .allowed)
+        #expect(rule.evaluate(.query, context: context()) == .allowed)
+    }
+
+    @Test func refusedAfterExpiry() {
+        #expect(rule.evaluate(.query, context: context(at: t0 + 86_400 * 30)).reasons.map(\.code) == ["agreement-expired"])
+    }
+
+    @Test func refusedBeyondQuota() {
+        let usage = ResourceAmount(instances: 1, vcpu: 7)
+        #expect(rule.evaluate(migration(vcpu: 1), context: context(usage: usage)) == .allowed)
+        #expect(rule.evaluate(migration(vcpu: 2), context: context(usage: usage)).reasons.map(\.message) == ["vcpu: 9 would exceed quota 8"])
+    }
+
+    @Test func refusedForOtherVerbsTypesAndPlaces() {
+        #expect(rule.evaluate(.federate(service: "db", size: .zero), context: context()).reasons.map(\.code) == ["not-entitled"])
+        #expect(rule.evaluate(migration(type: "m1.large"), context: context()).reasons.map(\.code) == ["instance-type-not-agreed"])
+        #expect(rule.evaluate(migration(region: "us-east", jurisdiction: "EU"), context: context()).reasons.map(\.code) == ["region-not-allowed"])
+    }
+}
