@@ -49,6 +49,14 @@ final class ConnectionCore: @unchecked Sendable {
         return xmpp_conn_is_connecting(connection) != 0 || xmpp_conn_send_queue_len(connection) > 0
     }
 
+    /// Whether libstrophe may hold bytes to write: our own stanzas are counted in its send queue;
+    /// its internal writes (SASL, stream reset, bind, stream-management acks) happen only before
+    /// the session is online or with stream management on.
+    var mayHaveUnsentBytes: Bool {
+        guard let connection else { return false }
+        return !lifecycle.isOnline || configuration.streamManagement || xmpp_conn_send_queue_len(connection) > 0
+    }
+
     var nextDeadline: Instant? {
         switch (tracker.nextDeadline, lifecycle.reconnectDeadline) {
         case (let a?, let b?): min(a, b)

@@ -109,7 +109,7 @@ public final class XMPPRuntime: @unchecked Sendable {
             for core in Array(cores.values) { core.afterIteration(now: now) }
             if hadWork || activity {
                 // Handlers may have queued writes; they leave at the start of the next run_once.
-                extraIterations = max(extraIterations, 1)
+                if cores.values.contains(where: { $0.mayHaveUnsentBytes }) { extraIterations = max(extraIterations, 1) }
                 continue
             }
             if extraIterations > 0 {
@@ -129,7 +129,11 @@ public final class XMPPRuntime: @unchecked Sendable {
                 // xmpp_conn_send_queue_len: always run one more iteration to flush them, and a few
                 // more over TLS, where OpenSSL can hold decrypted bytes that poll() cannot see
                 // (a 16 KiB record is read in 4 KiB chunks).
-                extraIterations = cores.values.contains { $0.isSecured } ? 4 : 1
+                if cores.values.contains(where: { $0.isSecured }) {
+                    extraIterations = 4
+                } else if cores.values.contains(where: { $0.mayHaveUnsentBytes }) {
+                    extraIterations = 1
+                }
             }
         }
     }
