@@ -13,7 +13,7 @@ let swiftSettings: [SwiftSetting] = [
 let localTargetDependencies: [String: [String]] = [
     "XMPP": ["CStrophe"], "Storage": [], "Trust": ["Storage"], "Catalog": ["CRaptor"],
     "Providers": ["CLibvirt", "Storage"],
-    "Broker": ["XMPP", "Storage", "Trust"],
+    "Broker": ["XMPP", "Storage", "Trust", "Catalog"],
     "intercloud": ["Broker", "Trust", "Providers", "Catalog"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
     "TestSupport": [], "XMPPTests": ["XMPP", "TestSupport"], "StorageTests": ["Storage"], "TrustTests": ["Trust"],
     "CatalogTests": ["Catalog"], "ProvidersTests": ["Providers"], "BrokerTests": ["Broker", "XMPP", "Trust", "TestSupport"],
@@ -108,7 +108,7 @@ let package = Package(
         .target(
             name: "Broker",
             dependencies: [
-                "XMPP", "Storage", "Trust",
+                "XMPP", "Storage", "Trust", "Catalog",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Logging", package: "swift-log"),

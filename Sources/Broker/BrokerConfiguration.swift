@@ -80,11 +80,33 @@ public struct BrokerConfiguration: Sendable {
         }
     }
 
+    /// `[catalog]` as written in the file (paths relative to the configuration file).
+    public struct CatalogSection: Sendable, Codable {
+        /// Static descriptions (Turtle `.ttl`, N-Triples `.nt`, RDF/XML `.rdf`/`.owl`/`.xml`).
+        public var files: [String]?
+        /// Wall-clock budget of one peer query (default 5000).
+        public var timeout_ms: Int?
+        /// Most solutions (or triples) one answer may hold (default 10000).
+        public var max_results: Int?
+        /// IRI naming this cloud in its generated self-description (default
+        /// `urn:intercloud:cloud:<broker.cloud>`); static files should use the same IRI.
+        public var cloud_iri: String?
+    }
+
+    /// The resolved `[catalog]` section (present or not: every broker describes itself).
+    public struct CatalogSettings: Sendable, Equatable {
+        public var files: [String]
+        public var timeout: Duration
+        public var maxResults: Int
+        public var cloudIRI: String
+    }
+
     struct File: Codable {
         var broker: Broker
         var xmpp: XMPPSection
         var discovery: Discovery?
         var trust: TrustSection?
+        var catalog: CatalogSection?
     }
 
     public var broker: Broker
@@ -98,6 +120,8 @@ public struct BrokerConfiguration: Sendable {
     /// Certificates and anchors; nil when the file has no `[trust]` section, in which case the
     /// broker announces no fingerprint and refuses every federation request (`not-authorized`).
     public var trust: TrustSettings?
+    /// Catalog files and the limits applied to peers' queries.
+    public var catalog: CatalogSettings
 
     public struct Error: Swift.Error, CustomStringConvertible {
         public var path: String
@@ -186,6 +210,18 @@ public struct BrokerConfiguration: Sendable {
                 retryAfterRefusal: .milliseconds(Int64(((section.retry_seconds ?? 300) * 1000).rounded())),
                 revalidationInterval: .milliseconds(Int64(((section.revalidate_seconds ?? 3600) * 1000).rounded())))
         }
+        let catalogSection = file.catalog ?? CatalogSection()
+        if let timeout = catalogSection.timeout_ms, timeout < 1 {
+            throw Error(path: path, message: "catalog.timeout_ms must be ≥ 1")
+        }
+        if let maxResults = catalogSection.max_results, maxResults < 1 {
+            throw Error(path: path, message: "catalog.max_results must be ≥ 1")
+        }
+        let catalog = CatalogSettings(
+            files: (catalogSection.files ?? []).map(resolve),
+            timeout: .milliseconds(catalogSection.timeout_ms ?? 5000),
+            maxResults: catalogSection.max_results ?? 10_000,
+            cloudIRI: catalogSection.cloud_iri ?? "urn:intercloud:cloud:\(file.broker.cloud)")
         let client = XMPPClientConfiguration(
             jid: fullJID, password: password, host: file.xmpp.host, port: file.xmpp.port.map { UInt16($0) },
             tls: tls, streamManagement: file.xmpp.stream_management ?? true,
@@ -198,7 +234,8 @@ public struct BrokerConfiguration: Sendable {
             nickname: file.discovery?.nickname ?? file.broker.cloud,
             databasePath: resolve(file.broker.database),
             sourcePath: path,
-            trust: trust)
+            trust: trust,
+            catalog: catalog)
     }
 
     static func describe(_ error: DecodingError) -> String {

@@ -36,6 +36,10 @@ public final class BrokerNode: Service, Sendable {
     public let signed: SignedRequests
     /// Every trust decision and refused request of this broker.
     public let audit: AuditLog
+    /// The catalog peers query (`urn:intercloud:catalog:0`), served through `signed`.
+    public let catalog: CatalogService
+    /// Catalog queries from this broker to its peers (one peer, or fan-out).
+    public let catalogQueries: CatalogQuerier
     private let tasks = TaskBag()
 
     public static var schema: [any SchemaContributor.Type] { [PeerRegistry.Schema.self, TrustSchema.self, AuditSchema.self] }
@@ -58,6 +62,8 @@ public final class BrokerNode: Service, Sendable {
             logger.warning("no [trust] section in \(configuration.sourcePath): announcing no certificate fingerprint; no peer can be trusted and every federation request will be refused (not-authorized)")
         }
         self.signed = SignedRequests(trust: trust?.service, audit: audit, client: client, logger: logger, tasks: tasks)
+        self.catalog = CatalogService(catalog: try BrokerCatalog(configuration: configuration), audit: audit, logger: logger)
+        self.catalogQueries = CatalogQuerier(signed: signed, registry: registry)
         self.discovery = Mutex(PeerDiscovery(settings: .init(
             ownJID: configuration.xmpp.jid, rooms: configuration.rooms, directPeers: configuration.directPeers,
             approvalPatterns: configuration.approvalPatterns)))
@@ -74,7 +80,9 @@ public final class BrokerNode: Service, Sendable {
             DiscoInfo.infoNamespace, DiscoInfo.itemsNamespace, EntityCapabilities.namespace, Ping.namespace,
             MultiUserChat.namespace, Announcement.namespace,
         ]
-        if trust != nil { features += [TrustNamespace.handshake, TrustNamespace.envelope, FederationPing.namespace] }
+        if trust != nil {
+            features += [TrustNamespace.handshake, TrustNamespace.envelope, FederationPing.namespace, CatalogProtocol.namespace]
+        }
         return DiscoInfo(
             identities: [.init(category: "automation", type: "intercloud-broker", name: configuration.broker.cloud)],
             features: features)
@@ -113,6 +121,7 @@ public final class BrokerNode: Service, Sendable {
             let text = try FederationPing.parseRequest(request.payload)
             return FederationPing.answer(text: text, announcement: self.currentAnnouncement)
         }
+        catalog.install(on: signed)
     }
 
     /// Sends a signed federation ping to a trusted peer broker (its full JID) and returns its

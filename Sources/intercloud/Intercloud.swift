@@ -15,7 +15,7 @@ struct Intercloud: AsyncParsableCommand {
             Approve a peering:   intercloud peers approve broker@cloud3.example --config cloud1.toml
             """,
         subcommands: [
-            ServeCommand.self, PeersCommand.self, CertsCommand.self, TrustCommand.self, AuditCommand.self,
+            ServeCommand.self, PeersCommand.self, CertsCommand.self, TrustCommand.self, AuditCommand.self, CatalogCommand.self,
             ProviderCommand.self,
         ])
 }

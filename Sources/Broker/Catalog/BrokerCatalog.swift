@@ -1,0 +1,92 @@
+import Catalog
+import Foundation
+import Synchronization
+
+/// This broker's service catalog: the static description files named in `[catalog] files`, in the
+/// default graph, plus a description of the broker itself (`ic:Cloud` with its name, XMPP address
+/// and regions) generated from the configuration into the named graph `selfGraph`, so it can be
+/// regenerated (`replaceGraph`) without touching the files' triples. Live inventory from provider
+/// drivers will get a named graph of its own the same way once drivers feed the broker.
+///
+/// Not persisted: the files are read again at every start (they are the source of truth and small),
+/// so `CatalogStore` is not used here; a catalog fed by live inventory would persist through it.
+public final class BrokerCatalog: Sendable {
+    /// Named graph holding the generated self-description. Queries see it with
+    /// `GRAPH <urn:intercloud:graph:self> { … }` (or `GRAPH ?g`); the default graph is the files.
+    public static let selfGraph = IRI("urn:intercloud:graph:self")
+    /// Queries evaluated at once; more are refused `resource-constraint`. Each runs on a thread of
+    /// its own, outside Swift's cooperative pool (2 threads on this 2-core machine): a query may
+    /// compute for its whole time budget, and must not stall handshakes and other requests.
+    public static let maxConcurrentQueries = 2
+
+    public let store: TripleStore
+    public let limits: QueryLimits
+    public let cloudIRI: IRI
+    private let running = Mutex(0)
+    private static let queue = DispatchQueue(label: "intercloud.catalog.query", qos: .utility, attributes: .concurrent)
+
+    public struct LoadError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Loads the configured files (an unreadable or invalid file is an error: a broker should not
+    /// silently serve half its catalog) and generates the self-description.
+    public init(configuration: BrokerConfiguration) throws {
+        let settings = configuration.catalog
+        store = TripleStore()
+        limits = QueryLimits(timeout: settings.timeout, maxResults: settings.maxResults, maxQueryBytes: CatalogProtocol.maxQueryBytes)
+        cloudIRI = IRI(settings.cloudIRI)
+        for path in settings.files {
+            do { try store.load(file: URL(fileURLWithPath: path)) } catch {
+                throw LoadError(description: "catalog file \(path): \(error)")
+            }
+        }
+        store.replaceGraph(Self.selfGraph, with: Self.selfDescription(configuration: configuration, cloud: cloudIRI))
+    }
+
+    /// `ic:Cloud` (name, XMPP address, regions) and one `ic:Region` per configured region.
+    static func selfDescription(configuration: BrokerConfiguration, cloud: IRI) -> [Triple] {
+        let separator = cloud.value.hasSuffix("/") || cloud.value.hasSuffix("#") ? "" : "/"
+        let regions = configuration.broker.regions.map { (name: $0, iri: IRI(cloud.value + separator + "region/" + $0)) }
+        var triples = CatalogDescription.cloud(
+            cloud, name: configuration.broker.cloud, xmppAddress: configuration.xmpp.jid.bare.description,
+            regions: regions.map(\.iri))
+        for region in regions {
+            // CatalogDescription.region also wants a country, which the configuration does not
+            // know; the static files may add it for the same IRI.
+            triples.append(Triple(.iri(region.iri), .iri(Vocabulary.rdfType), IntercloudOntology.region))
+            triples.append(Triple(.iri(region.iri), IntercloudOntology.iri("name"), .string(region.name)))
+        }
+        return triples
+    }
+
+    public enum RunError: Error {
+        case busy
+        case query(QueryError)
+    }
+
+    /// Runs `query` with `limits` (the configured ones unless given) on a dispatch thread and
+    /// returns its result, or `.busy` when `maxConcurrentQueries` are already running.
+    /// The engine stops at its deadline; cancelling the awaiting task does not reach it (it checks
+    /// `Task.isCancelled`, which is false off a task), so a cancelled query ends at its time limit.
+    public func run(_ query: String, limits: QueryLimits? = nil) async -> Result<QueryResult, RunError> {
+        let admitted = running.withLock { count in
+            guard count < Self.maxConcurrentQueries else { return false }
+            count += 1
+            return true
+        }
+        guard admitted else { return .failure(.busy) }
+        let engine = SPARQLEngine(store)
+        let limits = limits ?? self.limits
+        return await withCheckedContinuation { continuation in
+            Self.queue.async { [self] in
+                let result: Result<QueryResult, RunError>
+                do throws(QueryError) { result = .success(try engine.execute(query: query, limits: limits)) } catch {
+                    result = .failure(.query(error))
+                }
+                running.withLock { $0 -= 1 }
+                continuation.resume(returning: result)
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+import Catalog
+import Foundation
+import GRDB
+import Logging
+import Storage
+import Trust
+import XMPP
+
+/// A peer that could not contribute to a federated answer, and why.
+public struct CatalogPeerFailure: Error, Sendable, Hashable, Codable {
+    public var peer: String
+    public var cloud: String
+    /// `timeout after 10 s`, `not-authorized: …`, `bad-request: line 1, column 8: …`, …
+    public var reason: String
+}
+
+/// The merged answer of a federated query: one table whose first column, `source`, names the cloud
+/// each row came from. ASK answers become one row per peer (`source`, `boolean`); CONSTRUCT and
+/// DESCRIBE answers one row per triple (`source`, `subject`, `predicate`, `object`).
+public struct FederatedCatalogAnswer: Sendable {
+    public static let sourceColumn = "source"
+    public var table: SolutionTable
+    /// Clouds that answered, in the order of `table`'s rows.
+    public var answered: [String]
+    /// Peers that timed out, refused or failed: when not empty the answer is partial.
+    public var failures: [CatalogPeerFailure]
+    public var isPartial: Bool { !failures.isEmpty }
+
+    /// `table` with every cell rendered for display (`CatalogProtocol.cell`).
+    public var cells: [[String]] { table.rows.map { $0.map(CatalogProtocol.cell) } }
+}
+
+/// A trusted, online peer broker to query.
+public struct CatalogTarget: Sendable, Hashable {
+    /// Full JID (IQs to a bare JID are answered by the peer's server, not by the broker).
+    public var jid: JID
+    public var cloud: String
+
+    public init(jid: JID, cloud: String) {
+        self.jid = jid
+        self.cloud = cloud
+    }
+}
+
+/// Sends catalog queries to peers (signed, answers verified) and merges fan-out answers. Used by the
+/// broker itself (`BrokerNode.catalogQueries`) and by `intercloud catalog query` (`CatalogRequester`).
+public struct CatalogQuerier: Sendable {
+    let signed: SignedRequests
+    public let registry: PeerRegistry
+
+    /// Queries one peer; throws `XMPPError` (`.timeout`, `.stanza` with the peer's refusal),
+    /// `EnvelopeError` (answer not signed by the pinned peer) or `CatalogProtocol.ProtocolError`.
+    public func query(_ sparql: String, peer: JID, timeout: Duration = .seconds(10)) async throws -> QueryResult {
+        let answer = try await signed.request(
+            .get, to: peer, namespace: CatalogProtocol.namespace, payload: CatalogProtocol.request(sparql), timeout: timeout)
+        return try CatalogProtocol.parseAnswer(answer)
+    }
+
+    /// Peers the registry shows online whose trust status is `trusted`, with the full JID their
+    /// presence came from.
+    public func trustedOnlinePeers() throws -> [CatalogTarget] {
+        try registry.all().compactMap { record in
+            guard record.online, let full = record.fullJID.flatMap({ try? JID($0) }),
+                try registry.trustStatus(of: record) == .trusted
+            else { return nil }
+            return CatalogTarget(jid: full, cloud: record.cloud ?? record.jid)
+        }
+    }
+
+    /// The full JID to query for `jid`: as given if it has a resource, else the one the registry
+    /// last saw for that peer.
+    public func target(for jid: JID) throws -> CatalogTarget {
+        let record = try registry.peer(jid)
+        if !jid.isBare { return CatalogTarget(jid: jid, cloud: record?.cloud ?? jid.bare.description) }
+        guard let record, let full = record.fullJID.flatMap({ try? JID($0) }) else {
+            throw CatalogProtocol.ProtocolError(description: "\(jid) is not a known peer (give a full JID, or see `intercloud peers`)")
+        }
+        return CatalogTarget(jid: full, cloud: record.cloud ?? record.jid)
+    }
+
+    /// Fans `sparql` out to every trusted online peer concurrently.
+    public func fanOut(_ sparql: String, timeout: Duration = .seconds(10)) async throws -> FederatedCatalogAnswer {
+        await fanOut(sparql, to: try trustedOnlinePeers(), timeout: timeout)
+    }
+
+    /// Fans `sparql` out to `targets` concurrently, each with its own `timeout`, and merges what
+    /// comes back; peers that time out, refuse or fail are listed in `failures`.
+    public func fanOut(_ sparql: String, to targets: [CatalogTarget], timeout: Duration = .seconds(10)) async -> FederatedCatalogAnswer {
+        let outcomes = await withTaskGroup(of: (Int, Result<QueryResult, CatalogPeerFailure>).self) { group in
+            for (index, target) in targets.enumerated() {
+                group.addTask {
+                    do {
+                        return (index, .success(try await query(sparql, peer: target.jid, timeout: timeout)))
+                    } catch {
+                        return (index, .failure(CatalogPeerFailure(
+                            peer: target.jid.bare.description, cloud: target.cloud, reason: Self.reason(error, timeout: timeout))))
+                    }
+                }
+            }
+            var outcomes = [Result<QueryResult, CatalogPeerFailure>?](repeating: nil, count: targets.count)
+            for await (index, outcome) in group { outcomes[index] = outcome }
+            return outcomes.compactMap { $0 }
+        }
+        var answers: [(cloud: String, result: QueryResult)] = []
+        var failures: [CatalogPeerFailure] = []
+        for (target, outcome) in zip(targets, outcomes) {
+            switch outcome {
+            case .success(let result): answers.append((target.cloud, result))
+            case .failure(let failure): failures.append(failure)
+            }
+        }
+        return Self.merge(answers, failures: failures)
+    }
+
+    /// A one-line reason for a failed peer query (also what `failures` hold).
+    public static func reason(_ error: any Error, timeout: Duration) -> String {
+        switch error {
+        case XMPPError.timeout: return "timeout after \(timeout)"
+        case XMPPError.stanza(let stanza): return stanza.condition + (stanza.text.map { ": \($0)" } ?? "")
+        case let error as EnvelopeError: return "answer refused: \(error)"
+        default: return "\(error)"
+        }
+    }
+
+    /// One table with a leading `source` column; variables in order of first appearance.
+    static func merge(_ answers: [(cloud: String, result: QueryResult)], failures: [CatalogPeerFailure]) -> FederatedCatalogAnswer {
+        var variables = [FederatedCatalogAnswer.sourceColumn]
+        for (_, result) in answers {
+            let names: [String]
+            switch result {
+            case .solutions(let table): names = table.variables
+            case .boolean: names = ["boolean"]
+            case .graph: names = ["subject", "predicate", "object"]
+            }
+            // A peer variable named `source` would be hidden by ours; the column keeps its meaning.
+            for name in names where !variables.contains(name) { variables.append(name) }
+        }
+        var rows: [[Term?]] = []
+        var answered: [String] = []
+        for (cloud, result) in answers {
+            answered.append(cloud)
+            func add(_ bindings: [String: Term]) {
+                rows.append(variables.map { $0 == FederatedCatalogAnswer.sourceColumn ? .string(cloud) : bindings[$0] })
+            }
+            switch result {
+            case .solutions(let table):
+                for row in table.rows {
+                    var bindings: [String: Term] = [:]
+                    for (name, value) in zip(table.variables, row) where name != FederatedCatalogAnswer.sourceColumn {
+                        if let value { bindings[name] = value }
+                    }
+                    add(bindings)
+                }
+            case .boolean(let value): add(["boolean": .boolean(value)])
+            case .graph(let triples):
+                for triple in triples { add(["subject": triple.subject, "predicate": triple.predicate, "object": triple.object]) }
+            }
+        }
+        return FederatedCatalogAnswer(table: SolutionTable(variables: variables, rows: rows), answered: answered, failures: failures)
+    }
+}
+
+/// What `intercloud catalog query` connects with: the broker's own account under another resource
+/// (`<bare>/cli-<pid>`), its trust identity and its database (the same SQLite file; WAL lets the
+/// running broker and this process share it).
+///
+/// Why this works with the running broker's peers: envelopes sign and verify *bare* JIDs
+/// (`SignedEnvelope.signedBytes` uses `XmppAddr.bare` of the routed sender and recipient, and
+/// `EnvelopeVerifier` looks the pin up by bare JID), and the leaf certifies the bare JID. So a
+/// request from `broker@cloud1/cli-42` signed with cloud1's key verifies at a peer that pinned
+/// `broker@cloud1`, and the peer's answer, sealed to that bare JID, verifies here. No IQ to the
+/// running broker is needed, and the CLI works whether or not the broker is running (the registry
+/// then shows who was last online).
+///
+/// The CLI client never sends presence: a session that was never available is invisible to peers.
+/// It must also not end with `XMPPClient.stop()`, whose unavailable presence Prosody broadcasts to
+/// the account's subscribed contacts, and `PeerDiscovery` on a directly peered broker would take it
+/// for the broker going offline; the CLI process just exits (stream management off, so the server
+/// drops the session at once). Tests, which use rooms only, call `close()`.
+public final class CatalogRequester: Sendable {
+    public let client: XMPPClient
+    public let querier: CatalogQuerier
+    let database: DatabasePool
+    private let tasks = TaskBag()
+
+    private init(client: XMPPClient, querier: CatalogQuerier, database: DatabasePool) {
+        self.client = client
+        self.querier = querier
+        self.database = database
+    }
+
+    public static func connect(
+        configuration: BrokerConfiguration, resource: String = "cli-\(ProcessInfo.processInfo.processIdentifier)",
+        logger: Logger = Logger(label: "intercloud.catalog"), connectTimeout: Duration = .seconds(10)
+    ) async throws -> CatalogRequester {
+        guard let settings = configuration.trust else {
+            throw BrokerTrustSetupError("\(configuration.sourcePath) has no [trust] section: catalog queries to peers must be signed")
+        }
+        let identity: BrokerIdentity
+        do { identity = try BrokerIdentity.load(keyPath: settings.keyPath, chainPath: settings.chainPath) } catch {
+            throw BrokerTrustSetupError("cannot load trust.key \(settings.keyPath) / trust.chain \(settings.chainPath): \(error)")
+        }
+        let anchors: TrustAnchors
+        do { anchors = try TrustAnchors.load(anchorPaths: settings.anchorPaths, crlPaths: settings.crlPaths) } catch {
+            throw BrokerTrustSetupError("cannot load trust.anchors / trust.crls: \(error)")
+        }
+        let database = try IntercloudDatabase.open(path: configuration.databasePath, schema: BrokerNode.schema)
+        var xmpp = configuration.xmpp
+        xmpp.jid = try configuration.xmpp.jid.with(resource: resource)
+        xmpp.streamManagement = false
+        let client = XMPPClient(configuration: xmpp, logger: logger)
+        let trust = TrustService(
+            myJID: configuration.xmpp.jid.bare.description, identity: identity, anchors: anchors, database: database, logger: logger)
+        let audit = AuditLog(database: database)
+        let requester = CatalogRequester(
+            client: client,
+            querier: CatalogQuerier(
+                signed: SignedRequests(trust: trust, audit: audit, client: client, logger: logger, tasks: TaskBag()),
+                registry: PeerRegistry(database: database)),
+            database: database)
+        client.start()
+        do { try await client.waitUntilOnline(timeout: connectTimeout) } catch {
+            await client.stop()
+            throw error
+        }
+        return requester
+    }
+
+    /// Stops the client (sending unavailable presence: see the type's comment) and closes the database.
+    public func close() async {
+        await tasks.close()
+        await client.stop()
+        try? database.close()
+    }
+}
