@@ -14,7 +14,7 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 # `swift test` (not `swift build --build-tests`) so the release build allows the suite's @testable import.
 INTERCLOUD_BENCH_OUT=$out INTERCLOUD_ONLY=Providers \
-    swift test -c release --scratch-path .build-providers-release --filter ProvidersBenchmark
+    swift test -c release --scratch-path .build-providers-release -Xswiftc -DINTERCLOUD_BENCHMARKS --filter ProvidersBenchmark
 {
     echo "# Providers benchmark"
     echo
