@@ -54,7 +54,9 @@ public struct PeerDiscovery: Sendable {
     }
 
     public let settings: Settings
-    /// For each online peer, the places its presence came from ("room:JID", "direct").
+    /// For each online peer, the places its presence came from ("room:JID", or "direct/RESOURCE":
+    /// each resource of the peer's account counts on its own, so another session of that account
+    /// going away, an operator's CLI for instance, does not take the broker offline).
     private var sources: [JID: Set<String>] = [:]
     private var featuresByCaps: [String: [String]] = [:]
     private var capsQueried: Set<String> = []
@@ -105,7 +107,7 @@ public struct PeerDiscovery: Sendable {
         case "subscribed", "unsubscribe", "unsubscribed", "probe", "error":
             return []
         case nil, "unavailable":
-            return peerPresence(stanza, peer: from.bare, fullJID: from, source: "direct")
+            return peerPresence(stanza, peer: from.bare, fullJID: from, source: "direct/\(from.resourcepart ?? "")", via: "direct")
         default:
             return [.refused(from: fromString, reason: "unknown presence type \(stanza.type ?? "")")]
         }
@@ -131,10 +133,10 @@ public struct PeerDiscovery: Sendable {
             return [.refused(from: from.description, reason: "occupant without real JID (room is anonymous)")]
         }
         if real.bare == settings.ownJID.bare { return [] }
-        return peerPresence(stanza, peer: real.bare, fullJID: real, source: "room:\(occupant.room)")
+        return peerPresence(stanza, peer: real.bare, fullJID: real, source: "room:\(occupant.room)", via: "room:\(occupant.room)")
     }
 
-    private mutating func peerPresence(_ stanza: Stanza, peer: JID, fullJID: JID, source: String) -> [Action] {
+    private mutating func peerPresence(_ stanza: Stanza, peer: JID, fullJID: JID, source: String, via: String) -> [Action] {
         if stanza.type == "unavailable" {
             guard var peerSources = sources[peer] else { return [] }
             peerSources.remove(source)
@@ -152,7 +154,7 @@ public struct PeerDiscovery: Sendable {
         case .success(let announcement):
             sources[peer, default: []].insert(source)
             let caps = EntityCapabilities.parse(presence: stanza)
-            var actions: [Action] = [.peerSeen(Observation(jid: peer, fullJID: fullJID, announcement: announcement, via: source, capsVer: caps?.ver))]
+            var actions: [Action] = [.peerSeen(Observation(jid: peer, fullJID: fullJID, announcement: announcement, via: via, capsVer: caps?.ver))]
             if let ver = caps?.ver, let known = featuresByCaps[ver] {
                 actions.append(.storeFeatures(peer, known))
             } else if !capsQueried.contains(caps?.ver ?? fullJID.description) {

@@ -154,3 +154,16 @@ import XMPP
         #expect(!final.contains { if case .rejoinRoom = $0 { true } else { false } })
     }
 }
+
+@Suite struct DirectPresencePerResourceTests {
+    @Test func anotherResourceLeavingDoesNotTakeThePeerOffline() throws {
+        var discovery = PeerDiscovery(settings: .init(ownJID: try JID("broker@cloud1.test/b"), rooms: [], directPeers: [try JID("broker@cloud2.test")], approvalPatterns: []))
+        let announce = Announcement(cloud: "cloud2", regions: [], load: 0, fingerprint: "").element
+        _ = discovery.handle(.presence(Stanza(XMLElement("presence", attributes: [("from", "broker@cloud2.test/broker")], children: [.element(announce)]))))
+        let cliGone = Stanza(XMLElement("presence", attributes: [("from", "broker@cloud2.test/cli-42"), ("type", "unavailable")]))
+        #expect(discovery.handle(.presence(cliGone)) == [])
+        #expect(discovery.onlinePeers() == [try JID("broker@cloud2.test")])
+        let brokerGone = Stanza(XMLElement("presence", attributes: [("from", "broker@cloud2.test/broker"), ("type", "unavailable")]))
+        #expect(discovery.handle(.presence(brokerGone)) == [.peerOffline(try JID("broker@cloud2.test"))])
+    }
+}
