@@ -44,6 +44,11 @@ struct ServeCommand: AsyncParsableCommand {
               anchors = ["certs/anchors/"]
               crls = []
 
+              [catalog]          # optional; see `intercloud catalog --help`
+              files = ["catalog/offerings.ttl"]
+              timeout_ms = 5000
+              max_results = 10000
+
             With [trust] the broker announces its certificate fingerprint, runs a mutual
             certificate handshake (urn:intercloud:trust:0) with every peer broker it sees,
             pins the peers whose chains verify, and serves federation requests only as
@@ -52,6 +57,10 @@ struct ServeCommand: AsyncParsableCommand {
             Without [trust] it announces no fingerprint and refuses every federation
             request (not-authorized); discovery and the status query work as before. See
             `intercloud peers` (TRUST column), `intercloud trust`, `intercloud audit`.
+
+            With [catalog] (and [trust]) the broker answers SPARQL queries from trusted peers
+            over urn:intercloud:catalog:0 against the listed RDF files plus a generated
+            description of itself (named graph <urn:intercloud:graph:self>).
             """)
 
     @Option(name: .shortAndLong, help: "Broker configuration file (TOML).")
