@@ -101,12 +101,32 @@ public struct BrokerConfiguration: Sendable {
         public var cloudIRI: String
     }
 
+    /// `[provider]`: the local cloud this broker drives, whose inventory (sizes with prices,
+    /// images, free capacity) is published in the catalog.
+    public struct ProviderSection: Sendable, Codable {
+        /// `simcloud`, `libvirt` or `ec2` (see `intercloud provider --help`).
+        public var driver: String
+        /// Driver options by their CLI names (`data-dir`, `uri`, `endpoint`, ...); directory and
+        /// file options are resolved against the configuration file.
+        public var options: [String: String]?
+        /// Seconds between inventory refreshes (default 30).
+        public var refresh_seconds: Int?
+    }
+
+    /// The resolved `[provider]` section.
+    public struct ProviderSettings: Sendable, Equatable {
+        public var driver: String
+        public var options: [String: String]
+        public var refresh: Duration
+    }
+
     struct File: Codable {
         var broker: Broker
         var xmpp: XMPPSection
         var discovery: Discovery?
         var trust: TrustSection?
         var catalog: CatalogSection?
+        var provider: ProviderSection?
     }
 
     public var broker: Broker
@@ -122,6 +142,8 @@ public struct BrokerConfiguration: Sendable {
     public var trust: TrustSettings?
     /// Catalog files and the limits applied to peers' queries.
     public var catalog: CatalogSettings
+    /// The local provider driver; nil when the broker drives no cloud of its own.
+    public var provider: ProviderSettings?
 
     public struct Error: Swift.Error, CustomStringConvertible {
         public var path: String
@@ -226,6 +248,18 @@ public struct BrokerConfiguration: Sendable {
             jid: fullJID, password: password, host: file.xmpp.host, port: file.xmpp.port.map { UInt16($0) },
             tls: tls, streamManagement: file.xmpp.stream_management ?? true,
             maxInboundStanzaBytes: file.xmpp.max_stanza_bytes ?? 512 * 1024)
+        var provider: ProviderSettings?
+        if let section = file.provider {
+            let pathOptions: Set<String> = ["data-dir", "image-dir", "instance-dir", "kernel", "initrd"]
+            var options: [String: String] = [:]
+            for (key, value) in section.options ?? [:] { options[key] = pathOptions.contains(key) ? resolve(value) : value }
+            let seconds = section.refresh_seconds ?? 30
+            guard seconds >= 1 else { throw Error(path: path, message: "provider.refresh_seconds must be ≥ 1") }
+            guard ["simcloud", "libvirt", "ec2"].contains(section.driver) else {
+                throw Error(path: path, message: "provider.driver must be simcloud, libvirt or ec2, not \"\(section.driver)\"")
+            }
+            provider = ProviderSettings(driver: section.driver, options: options, refresh: .seconds(seconds))
+        }
         return BrokerConfiguration(
             broker: file.broker, xmpp: client,
             rooms: try jids(file.discovery?.rooms, field: "discovery.rooms"),
@@ -235,7 +269,8 @@ public struct BrokerConfiguration: Sendable {
             databasePath: resolve(file.broker.database),
             sourcePath: path,
             trust: trust,
-            catalog: catalog)
+            catalog: catalog,
+            provider: provider)
     }
 
     static func describe(_ error: DecodingError) -> String {

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Logging
+import Providers
 import ServiceLifecycle
 import Storage
 import Synchronization
@@ -163,14 +164,42 @@ public final class BrokerNode: Service, Sendable {
                 await trust.reloadAnchors()
             }
         }
+        let inventory = Task { [weak self] in await self?.publishInventory() }
         for await input in inputs.cancelOnGracefulShutdown() {
             let actions = discovery.withLock { $0.handle(input) }
             for action in actions { perform(action) }
         }
         approvals.cancel()
         revalidation.cancel()
+        inventory.cancel()
         client.removeObserver(observer)
         await shutdown()
+    }
+
+    /// With a `[provider]`, publishes the driver's inventory (sizes with prices, images, free
+    /// capacity) in the catalog now and every refresh interval. A driver that cannot be reached is
+    /// reported and tried again at the next interval; the broker keeps serving meanwhile.
+    private func publishInventory() async {
+        guard let settings = configuration.provider else { return }
+        var driver: (any CloudDriver)?
+        var published = false
+        while !Task.isCancelled {
+            do {
+                if driver == nil {
+                    driver = try await DriverRegistry.make(DriverSettings(kind: settings.driver, options: settings.options))
+                }
+                if let driver {
+                    let count = try await BrokerInventory.refresh(
+                        from: driver, into: catalog.catalog.store, cloud: catalog.catalog.cloudIRI,
+                        regions: configuration.broker.regions, now: Date())
+                    if !published { logger.info("published \(settings.driver) inventory in the catalog (\(count) triples)") }
+                    published = true
+                }
+            } catch {
+                logger.error("provider \(settings.driver): inventory not published: \(error)")
+            }
+            try? await Task.sleep(for: settings.refresh)
+        }
     }
 
     /// Leaves the rooms, sends unavailable presence, closes the database.
