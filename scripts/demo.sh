@@ -51,6 +51,10 @@ approve = ["*@cloud$other.test"]
 key = "pki/broker$n/broker.key"
 chain = "pki/broker$n/broker-chain.pem"
 anchors = ["pki/anchors"]
+
+[provider]
+driver = "simcloud"
+options = { data-dir = "sim$n" }
 TOML
 done
 
@@ -96,6 +100,17 @@ sleep 0.5  # let disco#info answers land in the tables
 
 echo; echo "== peers seen by cloud1 =="; "$bin" peers --config "$demo/cloud1.toml"
 echo; echo "== peers seen by cloud2 =="; "$bin" peers --config "$demo/cloud2.toml"
+
+echo; echo "== cloud1 asks cloud2's catalog: SPARQL over XMPP in signed envelopes, answered from cloud2's live SimCloud inventory"
+query='PREFIX ic: <https://intercloud.example.org/ontology#>
+SELECT ?name ?vcpu ?memoryMiB ?price ?currency WHERE {
+  GRAPH <urn:intercloud:graph:inventory> { ?o a ic:Offering ; ic:name ?name ; ic:vcpu ?vcpu ;
+     ic:memoryMiB ?memoryMiB ; ic:pricePerHour ?price ; ic:currency ?currency }
+} ORDER BY ?price'
+"$bin" catalog query --config "$demo/cloud1.toml" --peer broker@cloud2.test "$query"
+echo; echo "== and every trusted peer at once (federated query)"
+"$bin" catalog query --config "$demo/cloud2.toml" --all-peers \
+    "PREFIX ic: <https://intercloud.example.org/ontology#> SELECT ?name ?price WHERE { GRAPH ?g { ?o a ic:Offering ; ic:name ?name ; ic:pricePerHour ?price FILTER(?price < 0.05) } } ORDER BY ?price"
 
 echo; echo "== stopping cloud2 (SIGTERM) =="
 kill -TERM "$(cat "$demo/cloud2.pid")"; wait "$(cat "$demo/cloud2.pid")" 2>/dev/null || true

@@ -86,27 +86,36 @@ public struct CatalogQuerier: Sendable {
     /// Fans `sparql` out to `targets` concurrently, each with its own `timeout`, and merges what
     /// comes back; peers that time out, refuse or fail are listed in `failures`.
     public func fanOut(_ sparql: String, to targets: [CatalogTarget], timeout: Duration = .seconds(10)) async -> FederatedCatalogAnswer {
-        let outcomes = await withTaskGroup(of: (Int, Result<QueryResult, CatalogPeerFailure>).self) { group in
+        // Child tasks return a plain struct: with a (Int, Result<QueryResult, CatalogPeerFailure>)
+        // tuple the release build lost the results (and once trapped writing them into an array),
+        // while the debug build was fine.
+        struct PeerOutcome: Sendable {
+            var index: Int
+            var result: QueryResult?
+            var failure: CatalogPeerFailure?
+        }
+        var outcomes: [Int: PeerOutcome] = [:]
+        await withTaskGroup(of: PeerOutcome.self) { group in
             for (index, target) in targets.enumerated() {
                 group.addTask {
                     do {
-                        return (index, .success(try await query(sparql, peer: target.jid, timeout: timeout)))
+                        return PeerOutcome(index: index, result: try await query(sparql, peer: target.jid, timeout: timeout))
                     } catch {
-                        return (index, .failure(CatalogPeerFailure(
-                            peer: target.jid.bare.description, cloud: target.cloud, reason: Self.reason(error, timeout: timeout))))
+                        return PeerOutcome(index: index, failure: CatalogPeerFailure(
+                            peer: target.jid.bare.description, cloud: target.cloud, reason: Self.reason(error, timeout: timeout)))
                     }
                 }
             }
-            var outcomes = [Result<QueryResult, CatalogPeerFailure>?](repeating: nil, count: targets.count)
-            for await (index, outcome) in group { outcomes[index] = outcome }
-            return outcomes.compactMap { $0 }
+            for await outcome in group { outcomes[outcome.index] = outcome }
         }
         var answers: [(cloud: String, result: QueryResult)] = []
         var failures: [CatalogPeerFailure] = []
-        for (target, outcome) in zip(targets, outcomes) {
-            switch outcome {
-            case .success(let result): answers.append((target.cloud, result))
-            case .failure(let failure): failures.append(failure)
+        for (index, target) in targets.enumerated() {
+            if let result = outcomes[index]?.result {
+                answers.append((target.cloud, result))
+            } else {
+                failures.append(outcomes[index]?.failure
+                    ?? CatalogPeerFailure(peer: target.jid.bare.description, cloud: target.cloud, reason: "no answer"))
             }
         }
         return Self.merge(answers, failures: failures)
