@@ -13,11 +13,12 @@ let swiftSettings: [SwiftSetting] = [
 let localTargetDependencies: [String: [String]] = [
     "XMPP": ["CStrophe"], "Storage": [], "Trust": ["Storage"], "Catalog": ["CRaptor"],
     "Providers": ["CLibvirt", "Storage"],
-    "Broker": ["XMPP", "Storage", "Trust", "Catalog", "Providers"],
+    "TOMLParsing": [],
+    "Broker": ["XMPP", "Storage", "Trust", "Catalog", "Providers", "TOMLParsing"],
     "intercloud": ["Broker", "Trust", "Providers", "Catalog"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
     "TestSupport": [], "XMPPTests": ["XMPP", "TestSupport"], "StorageTests": ["Storage"], "TrustTests": ["Trust"],
     "CatalogTests": ["Catalog"], "ProvidersTests": ["Providers"], "BrokerTests": ["Broker", "XMPP", "Trust", "Catalog", "Providers", "TestSupport"],
-    "Policy": [], "PolicyTests": ["Policy"],
+    "Policy": ["TOMLParsing"], "PolicyTests": ["Policy"],
 ]
 
 func selectedTargets() -> Set<String>? {
@@ -69,6 +70,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // TOMLKit behind one process-wide lock (see SerializedTOML).
+        .target(
+            name: "TOMLParsing",
+            dependencies: [.product(name: "TOMLKit", package: "TOMLKit")],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "Storage",
             dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
@@ -110,7 +117,7 @@ let package = Package(
             dependencies: [
                 "XMPP", "Storage", "Trust", "Catalog", "Providers",
                 .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "TOMLKit", package: "TOMLKit"),
+                "TOMLParsing",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -118,7 +125,7 @@ let package = Package(
         ),
         .target(
             name: "Policy",
-            dependencies: [.product(name: "TOMLKit", package: "TOMLKit")],
+            dependencies: ["TOMLParsing"],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

@@ -1,5 +1,5 @@
 import Foundation
-import TOMLKit
+import TOMLParsing
 import XMPP
 
 /// A broker's configuration, read from a TOML file (see `examples/` and README).
@@ -167,7 +167,7 @@ public struct BrokerConfiguration: Sendable {
         }
         let file: File
         do {
-            file = try TOMLDecoder().decode(File.self, from: text)
+            file = try SerializedTOML.decode(File.self, from: text)
         } catch let error as TOMLParseError {
             throw Error(path: "\(path):\(error.source.begin.line):\(error.source.begin.column)", message: "invalid TOML")
         } catch let error as DecodingError {

@@ -1,5 +1,5 @@
 import Foundation
-import TOMLKit
+import TOMLParsing
 
 /// Reads policy files (TOML, schema in `policies/README.md`) into a `PolicySet`, collecting every
 /// problem with file, line and field rather than stopping at the first.
@@ -85,7 +85,7 @@ extension PolicyLoader {
         mutating func parse() -> [PeerPolicy] {
             let root: TOMLTable
             do {
-                root = try TOMLTable(string: text)
+                root = try SerializedTOML.table(from: text)
             } catch let error as TOMLParseError {
                 diagnostics.append(PolicyDiagnostic(
                     file: file, line: error.source.begin.line, column: error.source.begin.column, field: "",
