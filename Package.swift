@@ -14,8 +14,8 @@ let localTargetDependencies: [String: [String]] = [
     "XMPP": ["CStrophe"], "Storage": [], "Trust": ["Storage"], "Catalog": ["CRaptor"],
     "Providers": ["CLibvirt", "Storage"],
     "TOMLParsing": [],
-    "Broker": ["XMPP", "Storage", "Trust", "Catalog", "Providers", "TOMLParsing"],
-    "intercloud": ["Broker", "Trust", "Providers", "Catalog"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
+    "Broker": ["XMPP", "Storage", "Trust", "Catalog", "Providers", "TOMLParsing", "Policy"],
+    "intercloud": ["Broker", "Trust", "Providers", "Catalog", "Policy"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
     "TestSupport": [], "XMPPTests": ["XMPP", "TestSupport"], "StorageTests": ["Storage"], "TrustTests": ["Trust"],
     "CatalogTests": ["Catalog"], "ProvidersTests": ["Providers"], "BrokerTests": ["Broker", "XMPP", "Trust", "Catalog", "Providers", "TestSupport"],
     "Policy": ["TOMLParsing"], "PolicyTests": ["Policy"],
@@ -115,7 +115,7 @@ let package = Package(
         .target(
             name: "Broker",
             dependencies: [
-                "XMPP", "Storage", "Trust", "Catalog", "Providers",
+                "XMPP", "Storage", "Trust", "Catalog", "Providers", "Policy",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 "TOMLParsing",
                 .product(name: "Logging", package: "swift-log"),

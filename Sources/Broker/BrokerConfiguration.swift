@@ -120,6 +120,11 @@ public struct BrokerConfiguration: Sendable {
         public var refresh: Duration
     }
 
+    /// `[policy]`: the peer policy files (see policies/README.md) this broker enforces.
+    public struct PolicySection: Sendable, Codable {
+        public var files: [String]
+    }
+
     struct File: Codable {
         var broker: Broker
         var xmpp: XMPPSection
@@ -127,6 +132,7 @@ public struct BrokerConfiguration: Sendable {
         var trust: TrustSection?
         var catalog: CatalogSection?
         var provider: ProviderSection?
+        var policy: PolicySection?
     }
 
     public var broker: Broker
@@ -144,6 +150,8 @@ public struct BrokerConfiguration: Sendable {
     public var catalog: CatalogSettings
     /// The local provider driver; nil when the broker drives no cloud of its own.
     public var provider: ProviderSettings?
+    /// Policy files (resolved paths); empty without a `[policy]` section.
+    public var policyFiles: [String] = []
 
     public struct Error: Swift.Error, CustomStringConvertible {
         public var path: String
@@ -270,7 +278,8 @@ public struct BrokerConfiguration: Sendable {
             sourcePath: path,
             trust: trust,
             catalog: catalog,
-            provider: provider)
+            provider: provider,
+            policyFiles: (file.policy?.files ?? []).map(resolve))
     }
 
     static func describe(_ error: DecodingError) -> String {

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Logging
+import Policy
 import Providers
 import ServiceLifecycle
 import Storage
@@ -65,6 +66,21 @@ public final class BrokerNode: Service, Sendable {
         self.signed = SignedRequests(trust: trust?.service, audit: audit, client: client, logger: logger, tasks: tasks)
         self.catalog = CatalogService(catalog: try BrokerCatalog(configuration: configuration), audit: audit, logger: logger)
         self.catalogQueries = CatalogQuerier(signed: signed, registry: registry)
+        if !configuration.policyFiles.isEmpty {
+            // With [policy], the query entitlement comes from the policy files; without it every
+            // trusted peer may query (agreements from negotiation will narrow this further).
+            let policies: PolicySet
+            do { policies = try PolicyLoader.load(paths: configuration.policyFiles) } catch {
+                throw BrokerConfiguration.Error(path: configuration.sourcePath, message: "policy files:\n\(error)")
+            }
+            catalog.setEntitlementCheck { [logger] peer in
+                if case .denied(let reasons) = policies.evaluate(.query, peer: peer, now: Date()) {
+                    logger.notice("catalog query from \(peer) not entitled: \(reasons.map { "\($0)" }.joined(separator: "; "))")
+                    return false
+                }
+                return true
+            }
+        }
         self.discovery = Mutex(PeerDiscovery(settings: .init(
             ownJID: configuration.xmpp.jid, rooms: configuration.rooms, directPeers: configuration.directPeers,
             approvalPatterns: configuration.approvalPatterns)))

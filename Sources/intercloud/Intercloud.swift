@@ -16,7 +16,7 @@ struct Intercloud: AsyncParsableCommand {
             """,
         subcommands: [
             ServeCommand.self, PeersCommand.self, CertsCommand.self, TrustCommand.self, AuditCommand.self, CatalogCommand.self,
-            ProviderCommand.self,
+            ProviderCommand.self, PolicyCommand.self,
         ])
 }
 
