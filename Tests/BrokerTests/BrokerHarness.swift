@@ -61,7 +61,7 @@ struct BrokerFixture {
             [xmpp]
             jid = "\(account.jid)/broker"
             password = "\(account.password)"
-            host = "127.0.0.1"
+            host = "\(server.address)"
             port = \(server.port)
             ca_file = "\(server.caFile)"
 

@@ -5,6 +5,8 @@ import Foundation
 public final class TestProsody: Sendable {
     public let directory: URL
     public let port: UInt16
+    /// The loopback address c2s listens on.
+    public let address: String
     public var caFile: String { directory.appendingPathComponent("certs/ca.crt").path }
 
     /// One server shared by every test in the process; stopped when the process exits.
@@ -23,9 +25,10 @@ public final class TestProsody: Sendable {
         fatalError("repository root not found above \(#filePath)")
     }
 
-    private init(directory: URL, port: UInt16) {
+    private init(directory: URL, port: UInt16, address: String = "127.0.0.1") {
         self.directory = directory
         self.port = port
+        self.address = address
     }
 
     /// Starts a fresh server in a new temporary directory on free loopback ports.
@@ -34,6 +37,22 @@ public final class TestProsody: Sendable {
         let port = try freePortTriple()
         let server = TestProsody(directory: directory, port: port)
         try server.script("start", directory.path, String(port))
+        return server
+    }
+
+    /// One cloud's own server: only `host` (and `conference.host`), on loopback address `address`,
+    /// s2s on port 5269 of that address, other domains resolved through `hostsFile`. Two of these
+    /// federate over server-to-server links as two clouds' servers do.
+    public static func startDomain(host: String, address: String, hostsFile: String) throws -> TestProsody {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("intercloud-prosody-\(host)-\(UUID().uuidString.prefix(8))")
+        var port: UInt16 = 0
+        for _ in 0..<200 {
+            let candidate = UInt16.random(in: 30000...45000)
+            if isFree(candidate, address: address) { port = candidate; break }
+        }
+        guard port != 0 else { throw TestServiceError(message: "no free port on \(address)") }
+        let server = TestProsody(directory: directory, port: port, address: address)
+        try server.script("start-domain", directory.path, String(port), host, address, hostsFile)
         return server
     }
 
@@ -70,13 +89,14 @@ public final class TestProsody: Sendable {
         throw TestServiceError(message: "no free loopback ports")
     }
 
-    static func isFree(_ port: UInt16) -> Bool {
+    static func isFree(_ port: UInt16, address: String = "127.0.0.1") -> Bool {
+        let host = address
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_addr.s_addr = inet_addr(host)
         return withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
         }
@@ -111,10 +131,24 @@ public func runShell(_ command: String) throws {
     defer { try? FileManager.default.removeItem(at: log) }
     let full = "exec > \(shellQuoted(log.path)) 2>&1 < /dev/null; \(command)"
     var pid: pid_t = 0
+    // The test process runs with most signals blocked on its threads (and SIGPIPE ignored); a child
+    // would inherit that, and a Prosody with SIGTERM blocked can be neither stopped nor reached by
+    // its watchdog. Spawn with an empty mask and default dispositions.
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var emptyMask = sigset_t()
+    sigemptyset(&emptyMask)
+    posix_spawnattr_setsigmask(&attributes, &emptyMask)
+    var defaults = sigset_t()
+    sigemptyset(&defaults)
+    for signal in [SIGPIPE, SIGTERM, SIGINT, SIGHUP] { sigaddset(&defaults, signal) }
+    posix_spawnattr_setsigdefault(&attributes, &defaults)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
     let arguments: [String] = ["/bin/bash", "-c", full]
     let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
     defer { for pointer in argv { free(pointer) } }
-    let spawned = posix_spawn(&pid, "/bin/bash", nil, nil, argv, environ)
+    let spawned = posix_spawn(&pid, "/bin/bash", nil, &attributes, argv, environ)
     guard spawned == 0 else { throw TestServiceError(message: "cannot run \(command): error \(spawned)") }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
