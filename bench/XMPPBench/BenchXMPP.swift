@@ -29,6 +29,8 @@ struct BenchXMPP: AsyncParsableCommand {
     @Option var caFile: String?
     @Flag var streamManagement = false
     @Option var connectSamples = 0
+    @Option(help: "Instead: the trust benchmark over the wire (handshake, signed vs unsigned requests) with this many iterations.")
+    var trustIterations = 0
     @Flag(help: "Run the requesting task on the XMPP loop's task executor (no thread hops).") var loopExecutor = false
 
     func configuration(_ jid: String, _ password: String, cloud: String, peer: String, directory: URL) throws -> BrokerConfiguration {
@@ -63,6 +65,15 @@ struct BenchXMPP: AsyncParsableCommand {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bench-xmpp-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
+
+        if trustIterations > 0 {
+            let report = try await BrokerTrustBenchmark.run(
+                server: .init(host: host, port: port, caFile: caFile ?? ""),
+                account1: .init(jid: jidA, password: passA), account2: .init(jid: jidB, password: passB),
+                iterations: trustIterations, streamManagement: streamManagement)
+            print(report)
+            return
+        }
 
         if connectSamples > 0 {
             var samples: [Double] = []
