@@ -9,7 +9,9 @@ import XMPP
 /// in-code PKI of the trust tests. Serialized for the same reason as `BrokerTrustIntegrationTests`:
 /// several TLS + SCRAM clients per test overload the shared server when run in parallel.
 @Suite(.serialized, .timeLimit(.minutes(3))) struct BrokerCatalogIntegrationTests {
-    let server = TestProsody.shared
+    let server: TestProsody
+
+    init() throws { server = try TestProsody.shared() }
     static let prefixes = "PREFIX ic: <https://intercloud.example.org/ontology#>\n"
     static let offeringNames = prefixes + "SELECT ?name ?price WHERE { ?o a ic:Offering ; ic:name ?name ; ic:pricePerHour ?price } ORDER BY ?name"
 

@@ -6,7 +6,9 @@ import XMPP
 
 /// Brokers against a real Prosody (two virtual hosts), over verified TLS.
 @Suite(.timeLimit(.minutes(3))) struct BrokerDiscoveryIntegrationTests {
-    let server = TestProsody.shared
+    let server: TestProsody
+
+    init() throws { server = try TestProsody.shared() }
 
     func uniqueRoom() -> String { "exchange-\(UUID().uuidString.prefix(8).lowercased())@conference.cloud1.test" }
 

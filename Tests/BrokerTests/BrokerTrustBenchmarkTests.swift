@@ -6,7 +6,7 @@ import Testing
 /// The benchmark the lead runs from bench/ works end to end (few iterations; numbers not checked).
 @Suite(.timeLimit(.minutes(2))) struct BrokerTrustBenchmarkTests {
     @Test func benchmarkRunsBetweenTwoBrokers() async throws {
-        let server = TestProsody.shared
+        let server = try TestProsody.shared()
         let account1 = try server.freshAccount(prefix: "bench1", host: "cloud1.test")
         let account2 = try server.freshAccount(prefix: "bench2", host: "cloud2.test")
         let report = try await BrokerTrustBenchmark.run(

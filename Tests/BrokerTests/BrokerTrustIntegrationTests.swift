@@ -12,7 +12,9 @@ import XMPP
 /// Prosody; run in parallel they overloaded it on a busy 2-core machine and made the discovery
 /// tests, which share the server, miss their connect deadlines.
 @Suite(.serialized, .timeLimit(.minutes(3))) struct BrokerTrustIntegrationTests {
-    let server = TestProsody.shared
+    let server: TestProsody
+
+    init() throws { server = try TestProsody.shared() }
 
     func uniqueRoom() -> String { "exchange-\(UUID().uuidString.prefix(8).lowercased())@conference.cloud1.test" }
 

@@ -9,20 +9,28 @@ public final class TestProsody: Sendable {
     public let address: String
     public var caFile: String { directory.appendingPathComponent("certs/ca.crt").path }
 
-    /// One server shared by every test in the process; stopped when the process exits.
-    public static let shared: TestProsody = {
-        let server = try! TestProsody.start()
-        atexit { TestProsody.shared.stop() }
-        return server
+    /// The outcome of starting the shared server, computed once per process.
+    private static let sharedStart: Result<TestProsody, any Error> = {
+        do {
+            let server = try TestProsody.start()
+            atexit { try? TestProsody.sharedStart.get().stop() }
+            return .success(server)
+        } catch {
+            return .failure(error)
+        }
     }()
 
-    public static var repositoryRoot: URL {
+    /// One server shared by every test in the process; stopped when the process exits. A server
+    /// that cannot start fails each test that needs it, with the script's output.
+    public static func shared() throws -> TestProsody { try sharedStart.get() }
+
+    public static func repositoryRoot() throws -> URL {
         var url = URL(fileURLWithPath: #filePath)
         while url.path != "/" {
             url.deleteLastPathComponent()
             if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
         }
-        fatalError("repository root not found above \(#filePath)")
+        throw TestServiceError(message: "repository root not found above \(#filePath)")
     }
 
     private init(directory: URL, port: UInt16, address: String = "127.0.0.1") {
@@ -75,7 +83,7 @@ public final class TestProsody: Sendable {
     public func restart() throws { try script("start", directory.path, String(port)) }
 
     private func script(_ arguments: String...) throws {
-        let script = TestProsody.repositoryRoot.appendingPathComponent("scripts/prosody.sh").path
+        let script = try TestProsody.repositoryRoot().appendingPathComponent("scripts/prosody.sh").path
         // The server dies with this test process even if it crashes or is killed.
         try runShell("PROSODY_WATCH_PID=\(getpid()) " + ([script] + arguments).map(shellQuoted).joined(separator: " "))
     }

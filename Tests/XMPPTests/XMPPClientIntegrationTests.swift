@@ -7,7 +7,9 @@ import XMPP
 /// Against a real Prosody started by the test process (scripts/prosody.sh), over STARTTLS with the
 /// server certificate verified against the test CA.
 @Suite(.timeLimit(.minutes(2))) struct XMPPClientIntegrationTests {
-    let server = TestProsody.shared
+    let server: TestProsody
+
+    init() throws { server = try TestProsody.shared() }
 
     func client(host: String, maxInbound: Int = 512 * 1024, tls: XMPPClientConfiguration.TLSMode? = nil) throws -> XMPPClient {
         let account = try server.freshAccount(prefix: "x", host: host)
@@ -132,7 +134,7 @@ import XMPP
 /// Requests issued from a task running on the XMPP loop's own executor (no thread hops).
 @Suite(.timeLimit(.minutes(1))) struct LoopExecutorTests {
     @Test func requestsFromTheLoopExecutorComplete() async throws {
-        let server = TestProsody.shared
+        let server = try TestProsody.shared()
         let accountA = try server.freshAccount(prefix: "le", host: "cloud1.test")
         let accountB = try server.freshAccount(prefix: "le", host: "cloud2.test")
         let a = XMPPClient(configuration: .init(jid: try JID(accountA.jid + "/a"), password: accountA.password,
