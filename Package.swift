@@ -14,11 +14,15 @@ let localTargetDependencies: [String: [String]] = [
     "XMPP": ["CStrophe"], "Storage": [], "Trust": ["Storage"], "Catalog": ["CRaptor"],
     "Providers": ["CLibvirt", "Storage"],
     "TOMLParsing": [],
-    "Broker": ["XMPP", "Storage", "Trust", "Catalog", "Providers", "TOMLParsing", "Policy"],
+    "Broker": ["XMPP", "Storage", "Trust", "Catalog", "Providers", "TOMLParsing", "Policy", "Metering", "Migration", "Transfer"],
     "intercloud": ["Broker", "Trust", "Providers", "Catalog", "Policy"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
     "TestSupport": [], "XMPPTests": ["XMPP", "TestSupport"], "StorageTests": ["Storage"], "TrustTests": ["Trust"],
     "CatalogTests": ["Catalog"], "ProvidersTests": ["Providers"], "BrokerTests": ["Broker", "XMPP", "Trust", "Catalog", "Providers", "TestSupport"],
     "Policy": ["TOMLParsing"], "PolicyTests": ["Policy"],
+    "Metering": ["Policy", "Storage"], "MeteringTests": ["Metering"],
+    "Transfer": ["COpenSSL"], "TransferTests": ["Transfer", "Trust"],
+    "Migration": ["Providers", "Policy", "Metering", "Transfer", "Storage"],
+    "MigrationTests": ["Migration", "Providers", "Transfer", "Trust", "TestSupport"],
 ]
 
 func selectedTargets() -> Set<String>? {
@@ -60,6 +64,7 @@ let package = Package(
         .systemLibrary(name: "CStrophe", pkgConfig: "libstrophe", providers: [.apt(["libstrophe-dev"])]),
         .systemLibrary(name: "CRaptor", pkgConfig: "raptor2", providers: [.apt(["libraptor2-dev"])]),
         .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
 
         .target(
             name: "XMPP",
@@ -115,7 +120,7 @@ let package = Package(
         .target(
             name: "Broker",
             dependencies: [
-                "XMPP", "Storage", "Trust", "Catalog", "Providers", "Policy",
+                "XMPP", "Storage", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 "TOMLParsing",
                 .product(name: "Logging", package: "swift-log"),
@@ -126,6 +131,33 @@ let package = Package(
         .target(
             name: "Policy",
             dependencies: ["TOMLParsing"],
+            swiftSettings: swiftSettings
+        ),
+        // Usage records, the bilateral ledger, bills and SLA measurement.
+        .target(
+            name: "Metering",
+            dependencies: ["Policy", "Storage", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+        // The image transfer channel: mutual TLS with the brokers' certificates, chunk-hashed, resumable.
+        .target(
+            name: "Transfer",
+            dependencies: [
+                "COpenSSL",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Migration state machines (source and destination) and the journaled orchestrator.
+        .target(
+            name: "Migration",
+            dependencies: [
+                "Providers", "Policy", "Metering", "Transfer", "Storage",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -160,6 +192,11 @@ let package = Package(
         .testTarget(name: "ProvidersTests", dependencies: ["Providers"], swiftSettings: swiftSettings),
         .testTarget(name: "BrokerTests", dependencies: ["Broker", "XMPP", "Trust", "Catalog", "Providers", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: swiftSettings),
+        .testTarget(name: "MeteringTests", dependencies: ["Metering"], swiftSettings: swiftSettings),
+        .testTarget(name: "TransferTests", dependencies: ["Transfer", "Trust"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "MigrationTests", dependencies: ["Migration", "Providers", "Transfer", "Trust", "TestSupport"],
+            swiftSettings: swiftSettings),
     ]
 )
 
