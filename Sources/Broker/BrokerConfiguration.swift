@@ -1,4 +1,5 @@
 import Foundation
+import Policy
 import TOMLParsing
 import XMPP
 
@@ -125,6 +126,18 @@ public struct BrokerConfiguration: Sendable {
         public var files: [String]
     }
 
+    /// `[negotiation]`: timers and limits of contract negotiations (all optional).
+    public struct NegotiationSection: Sendable, Codable {
+        /// Seconds to wait for the peer's IQ result of one attempt (default 5).
+        public var step_timeout_seconds: Double?
+        /// Attempts per message, including the first (default 3).
+        public var max_attempts: Int?
+        /// Seconds a state may last without either side moving it on (default 60).
+        public var decision_timeout_seconds: Double?
+        /// Requests plus offers allowed in one negotiation (default 8).
+        public var max_rounds: Int?
+    }
+
     struct File: Codable {
         var broker: Broker
         var xmpp: XMPPSection
@@ -133,6 +146,7 @@ public struct BrokerConfiguration: Sendable {
         var catalog: CatalogSection?
         var provider: ProviderSection?
         var policy: PolicySection?
+        var negotiation: NegotiationSection?
     }
 
     public var broker: Broker
@@ -152,6 +166,8 @@ public struct BrokerConfiguration: Sendable {
     public var provider: ProviderSettings?
     /// Policy files (resolved paths); empty without a `[policy]` section.
     public var policyFiles: [String] = []
+    /// Negotiation timers and limits (`[negotiation]`, defaults otherwise).
+    public var negotiation = NegotiationStateMachine.Configuration()
 
     public struct Error: Swift.Error, CustomStringConvertible {
         public var path: String
@@ -268,7 +284,26 @@ public struct BrokerConfiguration: Sendable {
             }
             provider = ProviderSettings(driver: section.driver, options: options, refresh: .seconds(seconds))
         }
-        return BrokerConfiguration(
+        var negotiation = NegotiationStateMachine.Configuration()
+        if let section = file.negotiation {
+            if let value = section.step_timeout_seconds {
+                guard value.isFinite, value > 0 else { throw Error(path: path, message: "negotiation.step_timeout_seconds must be > 0") }
+                negotiation.stepTimeout = value
+            }
+            if let value = section.max_attempts {
+                guard value >= 1 else { throw Error(path: path, message: "negotiation.max_attempts must be ≥ 1") }
+                negotiation.maxAttempts = value
+            }
+            if let value = section.decision_timeout_seconds {
+                guard value.isFinite, value > 0 else { throw Error(path: path, message: "negotiation.decision_timeout_seconds must be > 0") }
+                negotiation.decisionTimeout = value
+            }
+            if let value = section.max_rounds {
+                guard value >= 1 else { throw Error(path: path, message: "negotiation.max_rounds must be ≥ 1") }
+                negotiation.maxRounds = value
+            }
+        }
+        var configuration = BrokerConfiguration(
             broker: file.broker, xmpp: client,
             rooms: try jids(file.discovery?.rooms, field: "discovery.rooms"),
             directPeers: try jids(file.discovery?.peers, field: "discovery.peers").map(\.bare),
@@ -280,6 +315,8 @@ public struct BrokerConfiguration: Sendable {
             catalog: catalog,
             provider: provider,
             policyFiles: (file.policy?.files ?? []).map(resolve))
+        configuration.negotiation = negotiation
+        return configuration
     }
 
     static func describe(_ error: DecodingError) -> String {

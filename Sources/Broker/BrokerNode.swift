@@ -42,9 +42,13 @@ public final class BrokerNode: Service, Sendable {
     public let catalog: CatalogService
     /// Catalog queries from this broker to its peers (one peer, or fan-out).
     public let catalogQueries: CatalogQuerier
+    /// Contract negotiations and the agreements in force (`urn:intercloud:negotiation:0`).
+    public let negotiation: NegotiationService
+    /// The peer policy files' entries (empty without `[policy]`).
+    public let policies: PolicySet
     private let tasks = TaskBag()
 
-    public static var schema: [any SchemaContributor.Type] { [PeerRegistry.Schema.self, TrustSchema.self, AuditSchema.self] }
+    public static var schema: [any SchemaContributor.Type] { [PeerRegistry.Schema.self, TrustSchema.self, AuditSchema.self, NegotiationStore.Schema.self] }
 
     public init(configuration: BrokerConfiguration, logger: Logger = Logger(label: "intercloud.broker")) throws {
         var logger = logger
@@ -66,19 +70,27 @@ public final class BrokerNode: Service, Sendable {
         self.signed = SignedRequests(trust: trust?.service, audit: audit, client: client, logger: logger, tasks: tasks)
         self.catalog = CatalogService(catalog: try BrokerCatalog(configuration: configuration), audit: audit, logger: logger)
         self.catalogQueries = CatalogQuerier(signed: signed, registry: registry)
+        var policies = PolicySet()
         if !configuration.policyFiles.isEmpty {
-            // With [policy], the query entitlement comes from the policy files; without it every
-            // trusted peer may query (agreements from negotiation will narrow this further).
-            let policies: PolicySet
             do { policies = try PolicyLoader.load(paths: configuration.policyFiles) } catch {
                 throw BrokerConfiguration.Error(path: configuration.sourcePath, message: "policy files:\n\(error)")
             }
-            catalog.setEntitlementCheck { [logger] peer in
-                if case .denied(let reasons) = policies.evaluate(.query, peer: peer, now: Date()) {
-                    logger.notice("catalog query from \(peer) not entitled: \(reasons.map { "\($0)" }.joined(separator: "; "))")
-                    return false
-                }
-                return true
+        }
+        self.policies = policies
+        let negotiation = NegotiationService(
+            local: configuration.xmpp.jid.bare.description, identity: trust?.service.identity, trustStore: trust?.service.store,
+            database: database, signed: signed, registry: registry, audit: audit, policies: policies,
+            configuration: configuration.negotiation, logger: logger)
+        self.negotiation = negotiation
+        if !configuration.policyFiles.isEmpty {
+            // With [policy], a peer may query if its policy entry or an agreement in force grants
+            // `query`; without [policy] every trusted peer may query.
+            catalog.setEntitlementCheck { [logger, policies] peer in
+                let now = Date()
+                guard case .denied(let reasons) = policies.evaluate(.query, peer: peer, now: now) else { return true }
+                if negotiation.check(.query, from: peer, now: now) == .allowed { return true }
+                logger.notice("catalog query from \(peer) not entitled: \(reasons.map { "\($0)" }.joined(separator: "; "))")
+                return false
             }
         }
         self.discovery = Mutex(PeerDiscovery(settings: .init(
@@ -98,7 +110,10 @@ public final class BrokerNode: Service, Sendable {
             MultiUserChat.namespace, Announcement.namespace,
         ]
         if trust != nil {
-            features += [TrustNamespace.handshake, TrustNamespace.envelope, FederationPing.namespace, CatalogProtocol.namespace]
+            features += [
+                TrustNamespace.handshake, TrustNamespace.envelope, FederationPing.namespace, CatalogProtocol.namespace,
+                NegotiationWire.namespace,
+            ]
         }
         return DiscoInfo(
             identities: [.init(category: "automation", type: "intercloud-broker", name: configuration.broker.cloud)],
@@ -139,6 +154,7 @@ public final class BrokerNode: Service, Sendable {
             return FederationPing.answer(text: text, announcement: self.currentAnnouncement)
         }
         catalog.install(on: signed)
+        negotiation.install()
     }
 
     /// Sends a signed federation ping to a trusted peer broker (its full JID) and returns its
@@ -181,6 +197,7 @@ public final class BrokerNode: Service, Sendable {
             }
         }
         let inventory = Task { [weak self] in await self?.publishInventory() }
+        let negotiations = Task { [negotiation] in await negotiation.run() }
         for await input in inputs.cancelOnGracefulShutdown() {
             let actions = discovery.withLock { $0.handle(input) }
             for action in actions { perform(action) }
@@ -188,6 +205,8 @@ public final class BrokerNode: Service, Sendable {
         approvals.cancel()
         revalidation.cancel()
         inventory.cancel()
+        negotiations.cancel()
+        await negotiations.value
         client.removeObserver(observer)
         await shutdown()
     }

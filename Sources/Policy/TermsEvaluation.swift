@@ -2,11 +2,37 @@ import Foundation
 
 extension PeerPolicy {
     /// Checks proposed negotiation terms against this entry, from the side of `role` (the local
-    /// broker's role). Both sides check entitlements, quota, placement and period; the provider
-    /// also checks prices are not below its rate card, and the consumer checks the SLA offered
-    /// meets what it requires. Used to decide whether to accept, counter or terminate.
+    /// broker's role). Both sides check the period lies within the entry's validity; the provider
+    /// also checks entitlements, quota, placement and that prices are not below its rate card; the
+    /// consumer checks the SLA offered meets what it requires. Used to decide whether to accept,
+    /// counter or terminate.
     public func evaluate(terms: Terms, as role: NegotiationRole) -> PolicyDecision {
         var reasons: [PolicyReason] = []
+        // Entitlements, quota and placement in our entry for a peer describe what that peer may do
+        // in *our* cloud, so only the provider checks them; the consumer's entry for its provider
+        // says nothing about the provider's cloud.
+        if role == .provider { checkProviderLimits(terms, into: &reasons) }
+        // The agreement may not outlast the policy that allows it.
+        let period = terms.period
+        let startsInside = validity.from.map { from in period.from.map { $0 >= from } ?? false } ?? true
+        let endsInside = validity.until.map { until in period.until.map { $0 <= until } ?? false } ?? true
+        if !startsInside || !endsInside {
+            reasons.append(PolicyReason(code: "outside-validity", message: "agreement period must lie within policy '\(name)' validity"))
+        }
+        switch role {
+        case .provider:
+            checkPrices(terms, into: &reasons)
+        case .consumer:
+            if let required = slaRequired, !terms.sla.satisfies(required) {
+                reasons.append(PolicyReason(
+                    code: "sla-insufficient",
+                    message: "offered \(terms.sla.availabilityPercent)% / \(terms.sla.maxMigrationDowntimeSeconds) s / \(terms.sla.support), required \(required.availabilityPercent)% / \(required.maxMigrationDowntimeSeconds) s / \(required.support)"))
+            }
+        }
+        return reasons.isEmpty ? .allowed : .denied(reasons)
+    }
+
+    private func checkProviderLimits(_ terms: Terms, into reasons: inout [PolicyReason]) {
         let extra = terms.entitlements.subtracting(entitlements)
         if !extra.isEmpty {
             reasons.append(PolicyReason(code: "not-entitled", message: "policy '\(name)' does not grant \(extra.map(\.rawValue).sorted().joined(separator: ", "))"))
@@ -34,15 +60,9 @@ extension PeerPolicy {
                 reasons.append(PolicyReason(code: "jurisdiction-not-allowed", message: "jurisdictions must be within \(placement.jurisdictions)"))
             }
         }
-        // The agreement may not outlast the policy that allows it.
-        let period = terms.period
-        let startsInside = validity.from.map { from in period.from.map { $0 >= from } ?? false } ?? true
-        let endsInside = validity.until.map { until in period.until.map { $0 <= until } ?? false } ?? true
-        if !startsInside || !endsInside {
-            reasons.append(PolicyReason(code: "outside-validity", message: "agreement period must lie within policy '\(name)' validity"))
-        }
-        switch role {
-        case .provider:
+    }
+
+    private func checkPrices(_ terms: Terms, into reasons: inout [PolicyReason]) {
             if let card = rates {
                 if terms.rates.currency != card.currency {
                     reasons.append(PolicyReason(code: "currency-mismatch", message: "prices must be in \(card.currency), not \(terms.rates.currency)"))
@@ -64,13 +84,43 @@ extension PeerPolicy {
                     }
                 }
             }
-        case .consumer:
-            if let required = slaRequired, !terms.sla.satisfies(required) {
-                reasons.append(PolicyReason(
-                    code: "sla-insufficient",
-                    message: "offered \(terms.sla.availabilityPercent)% / \(terms.sla.maxMigrationDowntimeSeconds) s / \(terms.sla.support), required \(required.availabilityPercent)% / \(required.maxMigrationDowntimeSeconds) s / \(required.support)"))
+    }
+
+    /// The provider's counter to `terms` under this entry: entitlements narrowed to those granted,
+    /// resources capped by the quota, instance types narrowed to priced ones, our rate card and
+    /// SLA, placement within ours, and the period clipped to the entry's validity. Nil when nothing
+    /// asked for is granted: there is nothing to offer, and the provider terminates instead.
+    public func counterOffer(to terms: Terms) -> Terms? {
+        let granted = terms.entitlements.intersection(entitlements)
+        guard !granted.isEmpty else { return nil }
+        var offer = terms
+        offer.entitlements = granted
+        func cap<T: Comparable>(_ value: T, _ limit: T?) -> T { limit.map { min(value, $0) } ?? value }
+        offer.resources = ResourceAmount(
+            instances: cap(terms.resources.instances, quota.instances), vcpu: cap(terms.resources.vcpu, quota.vcpu),
+            memoryGiB: cap(terms.resources.memoryGiB, quota.memoryGiB), storageGiB: cap(terms.resources.storageGiB, quota.storageGiB),
+            transferGB: cap(terms.resources.transferGB, quota.transferGB))
+        if let card = rates {
+            if !terms.instanceTypes.isEmpty {
+                offer.instanceTypes = terms.instanceTypes.filter { card.instanceHour[$0] != nil }
+                if offer.instanceTypes.isEmpty { offer.instanceTypes = card.instanceHour.keys.sorted() }
             }
+            let types = offer.instanceTypes.isEmpty ? Array(card.instanceHour.keys) : offer.instanceTypes
+            offer.rates = RateCard(
+                currency: card.currency, instanceHour: card.instanceHour.filter { types.contains($0.key) },
+                perGBTransferred: card.perGBTransferred, perGBMonthStored: card.perGBMonthStored)
         }
-        return reasons.isEmpty ? .allowed : .denied(reasons)
+        if let sla = slaOffered { offer.sla = sla }
+        if !placement.regions.isEmpty {
+            let inside = terms.placement.regions.filter { placement.regions.contains($0) }
+            offer.placement.regions = inside.isEmpty ? placement.regions : inside
+        }
+        if !placement.jurisdictions.isEmpty {
+            let inside = terms.placement.jurisdictions.filter { placement.jurisdictions.contains($0) }
+            offer.placement.jurisdictions = inside.isEmpty ? placement.jurisdictions : inside
+        }
+        if let from = validity.from, offer.period.from.map({ $0 < from }) ?? true { offer.period.from = from }
+        if let until = validity.until, offer.period.until.map({ $0 > until }) ?? true { offer.period.until = until }
+        return offer
     }
 }

@@ -103,3 +103,12 @@ public enum TrustSetupError: Error, Equatable, CustomStringConvertible {
         }
     }
 }
+
+/// Detached signatures over documents both brokers keep (agreements, usage records): made with a
+/// broker's leaf key (`BrokerIdentity.sign`), checked here against the signer's certificate, so a
+/// third party holding the document, the signatures and the certificates can check them offline.
+public enum DetachedSignature {
+    public static func isValid(_ signature: [UInt8], for bytes: some DataProtocol, signedBy certificate: Certificate) -> Bool {
+        SignatureScheme.isValid(signature: signature, for: bytes, key: certificate.publicKey)
+    }
+}
