@@ -15,7 +15,7 @@ let localTargetDependencies: [String: [String]] = [
     "Providers": ["CLibvirt", "Storage"],
     "TOMLParsing": [],
     "Broker": ["XMPP", "Storage", "Trust", "Catalog", "Providers", "TOMLParsing", "Policy"],
-    "intercloud": ["Broker", "Trust", "Providers", "Catalog", "Policy"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
+    "intercloud": ["Broker", "Trust", "Providers", "Catalog", "Policy", "Storage"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
     "TestSupport": [], "XMPPTests": ["XMPP", "TestSupport"], "StorageTests": ["Storage"], "TrustTests": ["Trust"],
     "CatalogTests": ["Catalog"], "ProvidersTests": ["Providers"], "BrokerTests": ["Broker", "XMPP", "Trust", "Catalog", "Providers", "TestSupport"],
     "Policy": ["TOMLParsing"], "PolicyTests": ["Policy"],

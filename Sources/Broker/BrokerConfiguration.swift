@@ -129,11 +129,11 @@ public struct BrokerConfiguration: Sendable {
     /// `[negotiation]`: timers and limits of contract negotiations (all optional).
     public struct NegotiationSection: Sendable, Codable {
         /// Seconds to wait for the peer's IQ result of one attempt (default 5).
-        public var step_timeout_seconds: Double?
+        public var step_timeout_seconds: TOMLNumber?
         /// Attempts per message, including the first (default 3).
         public var max_attempts: Int?
         /// Seconds a state may last without either side moving it on (default 60).
-        public var decision_timeout_seconds: Double?
+        public var decision_timeout_seconds: TOMLNumber?
         /// Requests plus offers allowed in one negotiation (default 8).
         public var max_rounds: Int?
     }
@@ -286,7 +286,7 @@ public struct BrokerConfiguration: Sendable {
         }
         var negotiation = NegotiationStateMachine.Configuration()
         if let section = file.negotiation {
-            if let value = section.step_timeout_seconds {
+            if let value = section.step_timeout_seconds?.value {
                 guard value.isFinite, value > 0 else { throw Error(path: path, message: "negotiation.step_timeout_seconds must be > 0") }
                 negotiation.stepTimeout = value
             }
@@ -294,7 +294,7 @@ public struct BrokerConfiguration: Sendable {
                 guard value >= 1 else { throw Error(path: path, message: "negotiation.max_attempts must be ≥ 1") }
                 negotiation.maxAttempts = value
             }
-            if let value = section.decision_timeout_seconds {
+            if let value = section.decision_timeout_seconds?.value {
                 guard value.isFinite, value > 0 else { throw Error(path: path, message: "negotiation.decision_timeout_seconds must be > 0") }
                 negotiation.decisionTimeout = value
             }
@@ -342,5 +342,25 @@ public enum ApprovalRule {
             if pattern.hasPrefix("*@") { return jid.domainpart == String(pattern.dropFirst(2)) }
             return pattern == bare
         }
+    }
+}
+
+/// A TOML number written either way (`60` or `0.5`): TOML keeps integers and floats apart, but
+/// an operator writing seconds should not have to care.
+public struct TOMLNumber: Codable, Sendable, Hashable {
+    public var value: Double
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let double = try? container.decode(Double.self) {
+            value = double
+        } else {
+            value = Double(try container.decode(Int.self))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(value)
     }
 }

@@ -13,10 +13,12 @@ struct Intercloud: AsyncParsableCommand {
             Start a broker:      intercloud serve --config cloud1.toml
             See its peers:       intercloud peers --config cloud1.toml [--output json]
             Approve a peering:   intercloud peers approve broker@cloud3.example --config cloud1.toml
+            Negotiate:           intercloud negotiate --config cloud1.toml --peer broker@cloud2.example
+            Agreements:          intercloud agreement list --config cloud1.toml
             """,
         subcommands: [
             ServeCommand.self, PeersCommand.self, CertsCommand.self, TrustCommand.self, AuditCommand.self, CatalogCommand.self,
-            ProviderCommand.self, PolicyCommand.self,
+            ProviderCommand.self, PolicyCommand.self, NegotiateCommand.self, NegotiationsCommand.self, AgreementCommand.self,
         ])
 }
 

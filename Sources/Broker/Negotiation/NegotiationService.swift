@@ -49,9 +49,9 @@ public actor NegotiationService {
     let configuration: NegotiationStateMachine.Configuration
     private var active: [String: Active] = [:]
     private var waiters: [String: [CheckedContinuation<NegotiationOutcome, Never>]] = [:]
-    /// Test and operator hook: while set, this broker makes no decisions (messages are still
-    /// received and acknowledged), so a negotiation can be held in a given state.
-    private var decisionsHeld = false
+    /// Test and operator hook: in these states this broker makes no decisions (messages are still
+    /// received and acknowledged), so a negotiation can be held there.
+    private var heldStates: Set<NegotiationState> = []
 
     init(
         local: String, identity: BrokerIdentity?, trustStore: TrustStore?, database: DatabasePool, signed: SignedRequests,
@@ -115,9 +115,10 @@ public actor NegotiationService {
         return await outcome(of: id)
     }
 
-    public func holdDecisions(_ held: Bool) {
-        decisionsHeld = held
-        if !held { for id in active.keys { decideLater(id) } }
+    /// Holds decisions in `states` (none: release); released negotiations are decided at once.
+    public func holdDecisions(in states: Set<NegotiationState>) {
+        heldStates = states
+        for id in active.keys { decideLater(id) }
     }
 
     /// The state this broker stored for `id` (nil if unknown).
@@ -245,7 +246,12 @@ public actor NegotiationService {
                 }
             }
         case .verify where !isDuplicate && machine.role == .provider:
-            guard let agreement = machine.agreement else {
+            // Our agreement message may still await its IQ result (the verify proves it arrived).
+            let pendingAgreement = machine.pending.flatMap { pending -> Agreement? in
+                if case .agreement(let agreement) = pending.message.body { return agreement }
+                return nil
+            }
+            guard let agreement = machine.agreement ?? pendingAgreement else {
                 action = machine.received(message, now: now)
                 break
             }
@@ -322,7 +328,9 @@ public actor NegotiationService {
 
     /// Makes this side's next move if it is this side's turn.
     func decide(_ id: String) {
-        guard !decisionsHeld, var entry = active[id], entry.machine.pending == nil, !entry.machine.state.isFinal else { return }
+        guard var entry = active[id], entry.machine.pending == nil, !entry.machine.state.isFinal,
+            !heldStates.contains(entry.machine.state)
+        else { return }
         let now = Date()
         let peer = entry.machine.snapshot.peer
         var extra: ((Database) throws -> Void)?
