@@ -1,0 +1,318 @@
+import Crypto
+import Foundation
+import Synchronization
+import Glibc
+import Logging
+
+/// One accepted connection on the receiving side: the IO around a `ReceiverSession`.
+///
+/// Chunks flow network thread → verify thread (chunk SHA-256) → store thread (write at offset,
+/// record digest, end-to-end hash) through a fixed pool of buffers; the stages report back through
+/// an event queue that the network thread drains between frames.
+struct ReceiverConnection {
+    let server: TransferServer
+    let fd: Int32
+    let interrupter: ConnectionInterrupter
+
+    enum StageEvent: Sendable {
+        case rejected(index: UInt64, computed: [UInt8])
+        case stored(index: UInt64)
+        case allStored(sha256: [UInt8])
+        case storageFailed(String)
+    }
+
+    private var logger: Logger { server.logger }
+
+    func run() {
+        defer { interrupter.detach() }
+        let stream: TLSStream
+        do throws(TransferError) {
+            stream = try TLSStream(fd: fd, context: server.tlsContext, idleTimeout: server.options.handshakeTimeout)
+        } catch {
+            logger.warning("transfer connection: \(error)")
+            return
+        }
+        do throws(TransferError) {
+            try stream.handshake(asServer: true)
+        } catch {
+            logger.notice("transfer connection refused during TLS handshake: \(error)")
+            return
+        }
+        guard let fingerprint = stream.peerFingerprint() else { return }
+        var connection = ActiveConnection(
+            server: server, stream: stream, interrupter: interrupter,
+            session: ReceiverSession(
+                peerFingerprint: fingerprint, maximumChunkSize: UInt32(clamping: server.options.maximumChunkSize)))
+        connection.run()
+    }
+}
+
+/// The state of one authenticated connection while it runs.
+private struct ActiveConnection {
+    let server: TransferServer
+    let stream: TLSStream
+    let interrupter: ConnectionInterrupter
+    var session: ReceiverSession
+    var claimedTransfer: String?
+    var pipeline: StoragePipeline?
+    var chunkBytes: UInt64 = 0
+    var closing = false
+    var failureSent = false
+
+    init(server: TransferServer, stream: TLSStream, interrupter: ConnectionInterrupter, session: ReceiverSession) {
+        self.server = server
+        self.stream = stream
+        self.interrupter = interrupter
+        self.session = session
+    }
+
+    var logger: Logger { server.logger }
+
+    mutating func run() {
+        do throws(TransferError) {
+            let header = try stream.readFrameHeader(maximumChunkFrameLength: 0)
+            guard header.type == .hello else { throw .protocolViolation("expected a hello, got \(header.type)") }
+            guard case .hello(let hello) = try stream.decode(header, payload: stream.readExactly(header.length)) else {
+                throw .protocolViolation("undecodable hello")
+            }
+            try execute(server.registry.evaluate(hello, session: &session, now: Date()))
+            while !closing {
+                if let event = pipeline?.events.tryPop() {
+                    try handle(event)
+                } else if session.phase == .receiving, session.nextChunkOnWire < session.layout.chunkCount {
+                    try receiveFrame()
+                } else if session.phase == .receiving, let event = pipeline?.events.pop() {
+                    try handle(event)
+                } else {
+                    break
+                }
+            }
+        } catch {
+            if interrupter.isInterrupted {
+                logger.info("transfer connection broken off: \(error)")
+            } else {
+                logger.notice("transfer connection ended: \(error)")
+                if case .protocolViolation(let why) = error, !failureSent {
+                    // The peer sent garbage: tell it why, then treat the transfer as failed if it
+                    // had been claimed (the peer is authenticated; garbage is not a network fault).
+                    var actions = session.received(.ack(storedChunks: 0))  // unexpected frame → refusal
+                    actions = actions.map { action in
+                        if case .send(.error(let code, _)) = action { return .send(.error(code, why)) }
+                        if case .reportFailed(.refused(let code, _)) = action { return .reportFailed(.refused(code, why)) }
+                        return action
+                    }
+                    try? execute(actions)
+                }
+            }
+        }
+        pipeline?.finish()
+        if let claimedTransfer {
+            server.registry.release(claimedTransfer, chunkBytes: chunkBytes, resumePoint: session.resumeFrom)
+        }
+    }
+
+    private mutating func receiveFrame() throws(TransferError) {
+        stream.setIdleTimeout(server.options.idleTimeout)
+        let header = try stream.readFrameHeader(maximumChunkFrameLength: session.maximumChunkFrameLength)
+        guard header.type == .chunk else {
+            try execute(session.received(stream.decode(header, payload: stream.readExactly(header.length))))
+            return
+        }
+        let chunkHeader = try stream.readExactly(WireLimits.chunkHeaderLength)
+        let index = chunkHeader[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let digest = Array(chunkHeader[8..<40])
+        try execute(
+            session.receivedChunkHeader(
+                index: index, digest: digest, dataLength: header.length - WireLimits.chunkHeaderLength))
+    }
+
+    private mutating func handle(_ event: ReceiverConnection.StageEvent) throws(TransferError) {
+        switch event {
+        case .rejected(let index, let computed):
+            try execute(session.chunkRejected(index: index, computed: computed))
+        case .stored(let index):
+            try execute(session.chunkStored(index: index))
+            let drop = server.faults.withLock { faults -> Bool in
+                guard let limit = faults.dropConnectionAfterStoredChunks, session.storedChunks - session.resumeFrom >= UInt64(limit)
+                else { return false }
+                faults.dropConnectionAfterStoredChunks = nil
+                return true
+            }
+            if drop {
+                interrupter.interrupt()
+                throw .connectionLost("dropped on purpose after \(session.storedChunks) chunks")
+            }
+        case .allStored(let digest):
+            try execute(session.allChunksStored(sha256: digest))
+        case .storageFailed(let reason):
+            try execute(session.storageFailed(reason))
+        }
+    }
+
+    private mutating func execute(_ actions: [ReceiverSession.Action]) throws(TransferError) {
+        for action in actions {
+            switch action {
+            case .prepareStorage(let transfer, let layout):
+                claimedTransfer = transfer.transferID
+                let pool = ChunkBufferPool(count: server.options.bufferCount, chunkCapacity: Int(layout.chunkSize))
+                let opened: PartialFileStore.Opened
+                do throws(TransferError) {
+                    guard let scratch = pool.take() else { throw .cancelled }
+                    defer { pool.giveBack(scratch) }
+                    opened = try PartialFileStore.open(
+                        transfer, layout: layout,
+                        scratch: UnsafeMutableRawBufferPointer(rebasing: scratch.storage[ChunkBuffer.headerRoom...]))
+                } catch {
+                    try execute(session.storageFailed("\(error)"))
+                    return
+                }
+                let pipeline = StoragePipeline(pool: pool, store: opened.store, hasher: opened.prefixHasher)
+                pipeline.start()
+                self.pipeline = pipeline
+                let complete: [UInt8]? =
+                    opened.verifiedChunks == layout.chunkCount ? Array(opened.prefixHasher.finalize()) : nil
+                try execute(session.storagePrepared(verifiedChunks: opened.verifiedChunks, fullFileSHA256: complete))
+            case .send(let frame):
+                if case .error = frame { failureSent = true }
+                try stream.write(frame.encoded())
+            case .receiveChunkData(let index, let length, let digest):
+                guard let pipeline, var buffer = pipeline.pool.take(unless: interrupter.isInterrupted) else {
+                    throw .cancelled
+                }
+                buffer.index = index
+                buffer.length = length
+                buffer.digest = digest
+                do throws(TransferError) {
+                    try stream.readExactly(into: buffer.data)
+                } catch {
+                    pipeline.pool.giveBack(buffer)
+                    throw error
+                }
+                chunkBytes += UInt64(length)
+                pipeline.verify.push(buffer)
+            case .finalize:
+                guard let pipeline else { return }
+                pipeline.finish()
+                do throws(TransferError) {
+                    try pipeline.store.finalize(sync: server.options.syncOnCompletion)
+                } catch {
+                    try execute(session.storageFailed("\(error)"))
+                    return
+                }
+                try execute(session.finalized())
+            case .discardPartial:
+                pipeline?.finish()
+                pipeline?.store.discard()
+            case .reportCompleted(let digest):
+                guard let transferID = claimedTransfer else { continue }
+                server.registry.release(transferID, chunkBytes: chunkBytes, resumePoint: session.resumeFrom)
+                chunkBytes = 0
+                claimedTransfer = nil
+                if let receipt = server.registry.receipt(for: transferID, sha256: digest, now: Date()) {
+                    server.registry.finish(transferID, with: .success(receipt))
+                }
+                logger.info("transfer \(transferID) complete")
+            case .reportFailed(let error):
+                if let transferID = claimedTransfer {
+                    logger.warning("transfer \(transferID) failed: \(error)")
+                    server.registry.finish(transferID, with: .failure(error))
+                }
+            case .close(let reason):
+                logger.debug("transfer connection closing: \(reason)")
+                closing = true
+                stream.shutdownGracefully()
+                if failureSent { lingerBeforeClose() }
+            }
+        }
+    }
+
+    /// After refusing, keep reading (and dropping) for a moment so the refusal reaches the sender:
+    /// closing with unread data would make the kernel reset the connection and the sender could
+    /// lose the error frame.
+    private func lingerBeforeClose() {
+        shutdown(stream.fd, Int32(SHUT_WR))
+        let deadline = Date() + 2
+        var scratch = [UInt8](repeating: 0, count: 64 * 1024)
+        while Date() < deadline {
+            var descriptor = pollfd(fd: stream.fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&descriptor, 1, 100) >= 0 else { return }
+            let result = scratch.withUnsafeMutableBytes { read(stream.fd, $0.baseAddress, $0.count) }
+            if result == 0 { return }
+            if result < 0, errno != EAGAIN, errno != EINTR { return }
+        }
+    }
+}
+
+/// The verify and store stages of one connection, with their queues and buffer pool.
+private final class StoragePipeline: Sendable {
+    let pool: ChunkBufferPool
+    let store: PartialFileStore
+    let verify: BlockingQueue<ChunkBuffer>
+    let storeQueue: BlockingQueue<ChunkBuffer>
+    let events = BlockingQueue<ReceiverConnection.StageEvent>(capacity: Int.max)
+    private let initialHasher: SHA256
+    private let stagesDone = DispatchSemaphore(value: 0)
+
+    init(pool: ChunkBufferPool, store: PartialFileStore, hasher: SHA256) {
+        self.pool = pool
+        self.store = store
+        self.initialHasher = hasher
+        self.verify = BlockingQueue(capacity: pool.count)
+        self.storeQueue = BlockingQueue(capacity: pool.count)
+    }
+
+    func start() {
+        startThread(name: "transfer-verify") { [self] in
+            defer {
+                storeQueue.close()
+                stagesDone.signal()
+            }
+            var refused = false
+            while let buffer = verify.pop() {
+                if refused {
+                    pool.giveBack(buffer)
+                    continue
+                }
+                let computed = SHA256.digest(of: UnsafeRawBufferPointer(buffer.data))
+                if computed == buffer.digest {
+                    if !storeQueue.push(buffer) { pool.giveBack(buffer) }
+                } else {
+                    refused = true
+                    events.push(.rejected(index: buffer.index, computed: computed))
+                    pool.giveBack(buffer)
+                }
+            }
+        }
+        startThread(name: "transfer-store") { [self] in
+            defer { stagesDone.signal() }
+            var hasher = initialHasher
+            var failed = false
+            while let buffer = storeQueue.pop() {
+                defer { pool.giveBack(buffer) }
+                if failed { continue }
+                do throws(TransferError) {
+                    try store.store(index: buffer.index, data: UnsafeRawBufferPointer(buffer.data), digest: buffer.digest)
+                } catch {
+                    failed = true
+                    events.push(.storageFailed("\(error)"))
+                    continue
+                }
+                hasher.update(bufferPointer: UnsafeRawBufferPointer(buffer.data))
+                events.push(.stored(index: buffer.index))
+                if buffer.index + 1 == store.layout.chunkCount {
+                    events.push(.allStored(sha256: Array(hasher.finalize())))
+                }
+            }
+        }
+    }
+
+    private let finished = Atomic<Bool>(false)
+
+    /// Stops the stages after what is queued and waits for both to exit (idempotent).
+    func finish() {
+        guard !finished.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        verify.close()
+        stagesDone.wait()
+        stagesDone.wait()
+    }
+}
