@@ -31,6 +31,8 @@ struct BenchXMPP: AsyncParsableCommand {
     @Option var connectSamples = 0
     @Option(help: "Instead: the trust benchmark over the wire (handshake, signed vs unsigned requests) with this many iterations.")
     var trustIterations = 0
+    @Option(help: "Instead: the negotiation benchmark (full negotiations, policy evaluation cost) with this many iterations.")
+    var negotiationIterations = 0
     @Flag(help: "Run the requesting task on the XMPP loop's task executor (no thread hops).") var loopExecutor = false
 
     func configuration(_ jid: String, _ password: String, cloud: String, peer: String, directory: URL) throws -> BrokerConfiguration {
@@ -71,6 +73,15 @@ struct BenchXMPP: AsyncParsableCommand {
                 server: .init(host: host, port: port, caFile: caFile ?? ""),
                 account1: .init(jid: jidA, password: passA), account2: .init(jid: jidB, password: passB),
                 iterations: trustIterations, streamManagement: streamManagement)
+            print(report)
+            return
+        }
+
+        if negotiationIterations > 0 {
+            let report = try await BrokerNegotiationBenchmark.run(
+                server: .init(host: host, port: port, caFile: caFile ?? ""),
+                account1: .init(jid: jidA, password: passA), account2: .init(jid: jidB, password: passB),
+                iterations: negotiationIterations)
             print(report)
             return
         }

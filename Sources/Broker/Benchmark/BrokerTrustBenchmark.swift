@@ -172,15 +172,15 @@ public enum BrokerTrustBenchmark {
             """
     }
 
-    private static func isTrusted(_ node: BrokerNode, _ jid: String) -> Bool {
+    static func isTrusted(_ node: BrokerNode, _ jid: String) -> Bool {
         ((try? node.trust?.service.store.pin(for: jid)) ?? nil)?.state == .trusted
     }
 
-    private static func milliseconds(_ duration: Duration) -> Double {
+    static func milliseconds(_ duration: Duration) -> Double {
         Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
     }
 
-    private static func median(_ values: [Duration]) -> Duration {
+    static func median(_ values: [Duration]) -> Duration {
         let sorted = values.sorted()
         return sorted.isEmpty ? .zero : sorted[sorted.count / 2]
     }
@@ -188,8 +188,8 @@ public enum BrokerTrustBenchmark {
     /// A PKI of its own per broker (root → leaf), each trusting the other's root, as two clouds
     /// with pairwise anchors would; the brokers peer directly (roster subscription, approved
     /// because each lists the other in discovery.peers).
-    private static func writeBrokers(
-        _ accounts: [Account], server: Server, directory: URL, streamManagement: Bool
+    static func writeBrokers(
+        _ accounts: [Account], server: Server, directory: URL, streamManagement: Bool, extraTOML: [String] = ["", ""]
     ) throws -> [BrokerConfiguration] {
         let bares = accounts.map { $0.jid.split(separator: "/").first.map(String.init) ?? $0.jid }
         var paths: [String] = []
@@ -223,6 +223,8 @@ public enum BrokerTrustBenchmark {
                 key = "broker\(index + 1).key"
                 chain = "broker\(index + 1)-chain.pem"
                 anchors = ["root\(other + 1).pem"]
+
+                \(extraTOML[index])
                 """
             let path = directory.appendingPathComponent("\(cloud).toml").path
             try toml.write(toFile: path, atomically: true, encoding: .utf8)
