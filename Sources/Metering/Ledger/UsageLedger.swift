@@ -79,8 +79,8 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
 
 /// The bilateral usage ledger (tables of `MeteringSchema`). Both brokers keep one: the provider
 /// records what it signed and later the consumer's answer; the consumer records what it received
-/// and its answer. Every write is one transaction on a database opened by `IntercloudDatabase`
-/// (`synchronous = FULL`), so it is on disk before the call returns.
+/// and its answer. Every write is one transaction committed with `synchronous = FULL` (see
+/// `durableWrite`), so it is on disk before the call returns.
 public struct UsageLedger: Sendable {
     public let database: DatabasePool
 
@@ -102,7 +102,7 @@ public struct UsageLedger: Sendable {
         guard bytes.count <= Metering.maximumRecordBytes else { throw LedgerError.invalidInput("record of \(bytes.count) bytes") }
         let digest = SHA256.hex(SHA256.digest(bytes))
         let key = record.key
-        return try database.write { db in
+        return try durableWrite { db in
             if let existing = try Self.fetch(key, in: db) {
                 guard existing.canonicalBytes == bytes else {
                     throw LedgerError.conflictingRecord(key, storedSHA256: existing.sha256, offeredSHA256: digest)
@@ -215,7 +215,7 @@ public struct UsageLedger: Sendable {
     /// detail, so re-measuring a period as samples arrive does not duplicate it.
     public func recordBreach(_ breach: SLABreach, at now: Date) throws {
         guard breach.detail.utf8.count <= 4096 else { throw LedgerError.invalidInput("breach detail longer than 4096 bytes") }
-        try database.write { db in
+        try durableWrite { db in
             try db.execute(
                 sql: """
                     INSERT INTO metering_sla_breach (agreement_id, kind, detail, from_time, until_time, recorded_at)
@@ -249,9 +249,9 @@ public struct UsageLedger: Sendable {
 
     /// Applies `update` if the record is proposed; returns it unchanged if already in `target`.
     private func transition(
-        _ key: UsageRecordKey, to target: LedgerState, at now: Date, update: @escaping @Sendable (Database) throws -> Void
+        _ key: UsageRecordKey, to target: LedgerState, at now: Date, update: (Database) throws -> Void
     ) throws -> LedgerEntry {
-        try database.write { db in
+        try durableWrite { db in
             guard let existing = try Self.fetch(key, in: db) else { throw LedgerError.notFound(key) }
             switch existing.state {
             case target: return existing
@@ -261,6 +261,24 @@ public struct UsageLedger: Sendable {
             try update(db)
             guard let updated = try Self.fetch(key, in: db) else { throw LedgerError.notFound(key) }
             return updated
+        }
+    }
+
+    /// One immediate transaction on the writer connection with `synchronous = FULL`. Set here and
+    /// not only when the database is opened because GRDB's `DatabasePool` switches the writer to
+    /// `synchronous = NORMAL` when it enables WAL, after the configuration's `prepareDatabase`
+    /// runs; in WAL mode NORMAL can lose the last commits on power loss, and a countersigned record
+    /// must not be lost once acknowledged.
+    private func durableWrite<T>(_ body: (Database) throws -> T) throws -> T {
+        try database.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            var result: T?
+            try db.inTransaction(.immediate) {
+                result = try body(db)
+                return .commit
+            }
+            guard let result else { throw LedgerError.corruptRow("transaction ended without a result") }
+            return result
         }
     }
 
