@@ -218,10 +218,10 @@ private struct SendJob: Sendable {
             } catch {
                 // A receiver that refuses sends an error frame, then closes: prefer its reason
                 // over the broken pipe it caused.
-                if case .connectionLost = error, let frame = try? stream.pollControlFrame(),
-                    case .error(let code, let reason) = frame
-                {
-                    throw .peerRefused(code, reason)
+                if case .connectionLost = error {
+                    while let frame = try? stream.pollControlFrame() {
+                        if case .error(let code, let reason) = frame { throw .peerRefused(code, reason) }
+                    }
                 }
                 throw error
             }

@@ -40,7 +40,9 @@ final class TLSContext: @unchecked Sendable {
             else { return 0 }
             let pin = Unmanaged<PeerPin>.fromOpaque(argument).takeUnretainedValue()
             if pin.evaluate(fingerprint) { return 1 }
-            X509_STORE_CTX_set_error(storeContext, X509_V_ERR_APPLICATION_VERIFICATION)
+            // CERT_REJECTED makes OpenSSL answer with a bad_certificate alert, so the peer can tell
+            // a refused certificate from other handshake failures.
+            X509_STORE_CTX_set_error(storeContext, X509_V_ERR_CERT_REJECTED)
             return 0
         }, Unmanaged.passUnretained(pin).toOpaque())  // `self.pin` keeps it alive as long as the context
     }

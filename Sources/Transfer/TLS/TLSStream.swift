@@ -13,6 +13,9 @@ final class TLSStream {
     private var idleTimeout: TimeInterval
     private var inbound: [UInt8] = []
     private var inboundStart = 0
+    /// A failure met while reading ahead, raised once the frames read before it are consumed (a
+    /// peer that sends an error frame and closes must not have its frame lost).
+    private var deferredFailure: TransferError?
     /// Bytes read ahead while writing are small control frames; a peer that makes us buffer more
     /// than this without reading our frames is refused.
     static let maximumBufferedInbound = 1 << 20
@@ -77,6 +80,7 @@ final class TLSStream {
         guard let base = buffer.baseAddress else { return }
         var filled = takeInbound(into: buffer)
         while filled < buffer.count {
+            if let deferredFailure { throw deferredFailure }
             ERR_clear_error()
             var read = 0
             let result = SSL_read_ex(ssl, base + filled, buffer.count - filled, &read)
@@ -168,6 +172,10 @@ final class TLSStream {
 
     /// Reads whatever plaintext is available now into the inbound buffer.
     private func pumpAvailable() throws(TransferError) {
+        if let deferredFailure {
+            if inbound.count == inboundStart { throw deferredFailure }
+            return
+        }
         var scratch = [UInt8](repeating: 0, count: 16 * 1024)
         while true {
             ERR_clear_error()
@@ -182,7 +190,11 @@ final class TLSStream {
             }
             switch SSL_get_error(ssl, result) {
             case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE: return
-            default: throw failure(result, during: "read")
+            default:
+                let error = failure(result, during: "read")
+                guard inbound.count > inboundStart else { throw error }
+                deferredFailure = error
+                return
             }
         }
     }
