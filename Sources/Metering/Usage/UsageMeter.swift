@@ -34,8 +34,10 @@ public struct UsageMeter: Sendable {
     private var secondsByType: [String: Int64] = [:]
     private var instancesByType: [String: Set<String>] = [:]
     private var vcpuSeconds: Int64 = 0
-    private var bytesTransferred: Decimal = 0
-    private var byteSecondsStored: Decimal = 0
+    // Byte sums are exact: integer accumulators that spill into a Decimal before they would
+    // overflow (Decimal arithmetic is several times slower than integer arithmetic).
+    private var bytesTransferred = ExactSum()
+    private var byteSecondsStored = ExactSum()
 
     public init(agreementID: String, period: MeteringPeriod, stalenessLimit: TimeInterval? = nil) {
         self.agreementID = agreementID
@@ -59,7 +61,7 @@ public struct UsageMeter: Sendable {
             let increase = observation.bytesTransferred >= previous.bytesTransferred
                 ? observation.bytesTransferred - previous.bytesTransferred
                 : observation.bytesTransferred
-            if isInPeriod(now) { bytesTransferred += Decimal(increase) }
+            if isInPeriod(now) { bytesTransferred.add(increase) }
         }
         previous = observation
     }
@@ -82,8 +84,8 @@ public struct UsageMeter: Sendable {
                     instanceType: type, instances: Int64(closed.instancesByType[type]?.count ?? 0),
                     runningSeconds: closed.secondsByType[type] ?? 0)
             },
-            vcpuSeconds: closed.vcpuSeconds, bytesTransferred: closed.bytesTransferred,
-            byteSecondsStored: closed.byteSecondsStored)
+            vcpuSeconds: closed.vcpuSeconds, bytesTransferred: closed.bytesTransferred.value,
+            byteSecondsStored: closed.byteSecondsStored.value)
     }
 
     /// The record for the period, ready to sign.
@@ -123,7 +125,7 @@ public struct UsageMeter: Sendable {
             instancesByType[instance.instanceType, default: []].insert(instance.id)
             vcpuSeconds += Int64(instance.vcpu) * seconds
         }
-        byteSecondsStored += Decimal(observation.bytesStored) * Decimal(seconds)
+        byteSecondsStored.add(observation.bytesStored, times: UInt64(seconds))
     }
 
     private static func validate(_ observation: UsageObservation) throws(UsageMeterError) {
@@ -142,6 +144,34 @@ public struct UsageMeter: Sendable {
             } catch {
                 throw .invalidObservation("instance \(instance.id): \(error)")
             }
+        }
+    }
+}
+
+/// A non-negative integer sum, exact at any size: a `UInt64` that spills into a `Decimal` (38 digits)
+/// before it would overflow.
+struct ExactSum: Sendable {
+    private var spilled: Decimal = 0
+    private var pending: UInt64 = 0
+
+    var value: Decimal { spilled + Decimal(pending) }
+
+    mutating func add(_ amount: UInt64) {
+        let (sum, overflow) = pending.addingReportingOverflow(amount)
+        if overflow {
+            spilled += Decimal(pending)
+            pending = amount
+        } else {
+            pending = sum
+        }
+    }
+
+    mutating func add(_ amount: UInt64, times factor: UInt64) {
+        let (product, overflow) = amount.multipliedReportingOverflow(by: factor)
+        if overflow {
+            spilled += Decimal(amount) * Decimal(factor)
+        } else {
+            add(product)
         }
     }
 }

@@ -128,4 +128,18 @@ import Testing
         #expect(record.sequence == 3)
         #expect(try UsageRecord(canonicalBytes: record.canonicalBytes()) == record)
     }
+
+    @Test func byteSumsStayExactBeyond64Bits() throws {
+        var sum = ExactSum()
+        sum.add(UInt64.max)
+        sum.add(UInt64.max)
+        sum.add(1)
+        #expect(sum.value == d("36893488147419103231"))
+        sum.add(UInt64.max, times: 3)
+        #expect(sum.value == d("92233720368547758076"))
+        // 16 EB stored for a day, through the meter.
+        let huge = [observation(at: 0, [], transferred: 0, stored: UInt64.max)]
+        let usage = try UsageMeter.integrate(huge, agreementID: "a1", period: period(0, 24 * hour))
+        #expect(usage.byteSecondsStored == d("1593798687968505259536000"))
+    }
 }
