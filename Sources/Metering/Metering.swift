@@ -32,6 +32,28 @@ import Foundation
 ///    agreement's `ServiceLevel`, yielding `SLABreach`es the ledger stores.
 ///
 /// Everything but `UsageLedger` is a pure value type: time is always passed in.
+///
+/// ```swift
+/// // Provider, at the end of a period:
+/// var meter = UsageMeter(agreementID: agreement.id, period: period)
+/// try meter.observe(observations)                       // include the last one before `period.from`
+/// let record = try meter.record(provider: me, consumer: peer, sequence: try ledger.nextSequence(
+///     agreementID: agreement.id, provider: me), createdAt: now)
+/// try ledger.propose(record, providerSignature: sign(record.canonicalBytes()), role: .provider, at: now)
+///
+/// // Consumer, on receiving the bytes and signature (after checking the signature):
+/// let theirs = try UsageRecord(canonicalBytes: bytes)
+/// try ledger.propose(theirs, providerSignature: signature, role: .consumer, at: now)
+/// switch Reconciliation(tolerance: .standard).reconcile(provider: theirs, own: ownRecord) {
+/// case .countersign: try ledger.countersign(theirs.key, consumerSignature: sign(bytes), at: now)
+/// case .dispute(let reasons): try ledger.dispute(theirs.key, reasons: reasons, at: now)
+/// }
+///
+/// // Either side, a bill for a month:
+/// let records = try ledger.billableRecords(peer: peer, role: .consumer, period: month)
+/// let bill = try Bill(provider: peer, consumer: me, period: month, rates: agreement.terms.rates, records: records)
+/// print(BillRenderer.table(bill))
+/// ```
 public enum Metering {
     /// Bytes in one GB, for transfer and storage. Decimal GB (10^9 bytes), as the `RateCard` prices
     /// "GB" and as transfer is usually quoted; a provider pricing GiB says so in its rate card text.

@@ -106,7 +106,7 @@ enum CanonicalText {
         return value
     }
 
-    /// Unix seconds, possibly negative in principle but never before 1970 in practice: refused.
+    /// Whole Unix seconds; dates before 1970 are refused (no sign is accepted).
     static func parseDate(_ text: String, field: String) throws(UsageRecordError) -> Date {
         Date(timeIntervalSince1970: TimeInterval(try parseCount(text, field: field)))
     }

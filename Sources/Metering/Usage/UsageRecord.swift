@@ -217,11 +217,16 @@ public struct UsageRecord: Codable, Sendable, Hashable {
     }
 
     /// Checks what any record must satisfy before it is signed or accepted: non-empty identifiers
-    /// without control characters and within bounds, distinct instance types, a non-empty period,
+    /// without control characters and within bounds, distinct instance types, dates between 1970
+    /// and 9999, a non-empty period,
     /// and usage that fits in the period (no type runs longer than instances × period).
     public func validate() throws(UsageRecordError) {
         for (field, value) in [("agreement", agreementID), ("provider", provider), ("consumer", consumer)] {
             try Self.validateIdentifier(value, field: field)
+        }
+        for (field, date) in [("created", createdAt), ("period.from", period.from), ("period.until", period.until)] {
+            // Years 1970 to 9999: anything else is a peer's mistake or an attempt to upset date code.
+            guard (0..<253_402_300_800).contains(CanonicalText.wholeSeconds(date)) else { throw .invalid("\(field) out of range") }
         }
         guard period.from < period.until else { throw .invalid("period is empty: \(period)") }
         guard sequence >= 0 else { throw .invalid("negative sequence") }

@@ -109,6 +109,10 @@ import Testing
         #expect(throws: UsageRecordError.self) { try UsageRecord(canonicalBytes: impossible.canonicalBytes()) }
         let emptyPeriod = record(period: period(hour, hour))
         #expect(throws: UsageRecordError.invalid("period is empty: \(period(hour, hour))")) { try emptyPeriod.validate() }
+        // A date beyond year 9999, in otherwise canonical text.
+        let farFuture = String(decoding: record().canonicalBytes(), as: UTF8.self)
+            .replacingOccurrences(of: "period.until=1780358400", with: "period.until=999999999999999")
+        #expect(throws: UsageRecordError.invalid("period.until out of range")) { try UsageRecord(canonicalBytes: Array(farFuture.utf8)) }
         var emptyJID = record()
         emptyJID.consumer = ""
         #expect(throws: UsageRecordError.invalid("consumer is empty")) { try emptyJID.validate() }
