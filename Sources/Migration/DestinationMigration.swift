@@ -1,0 +1,362 @@
+import Foundation
+import Policy
+import Providers
+
+/// Where the destination side of a migration stands, as stored and as told to the source.
+public enum DestinationPhase: String, Codable, Sendable, Hashable, CaseIterable {
+    /// Only in answers: the destination has no record of the migration (so nothing is reserved).
+    case unknown
+    case authorizing, inspecting, offering
+    /// Capacity reserved and a transfer offer made; waiting for `transferred`.
+    case reserved
+    case receiving, importing, creating, starting
+    /// The copy runs; waiting for `cutover` (or `abort`).
+    case started
+    case completing, completed, rollingBack, rolledBack
+
+    public var isFinal: Bool { self == .completed || self == .rolledBack }
+}
+
+/// Work to undo if the migration fails, recorded when the step that needs it is issued.
+public enum DestinationUndo: Codable, Sendable, Hashable {
+    case terminateInstances(fromImagesNamed: String)
+    case deregisterImages(named: String)
+    case removeFiles([String])
+    /// Withdraws the transfer offer, which releases the reservation.
+    case withdrawOffer
+
+    var order: Int {
+        switch self {
+        case .terminateInstances: 0
+        case .deregisterImages: 1
+        case .removeFiles: 2
+        case .withdrawOffer: 3
+        }
+    }
+
+    /// The copy must be gone before the destination may say it rolled back.
+    var mustSucceed: Bool { if case .terminateInstances = self { true } else { false } }
+}
+
+/// The destination side of a cold migration, in the style of `NegotiationStateMachine` and
+/// `SourceMigration`: no IO, no clock, one action at a time, state changed only by results.
+///
+/// The destination is driven by the source's requests (`received(_:now:)`); handling a request is a
+/// chain of actions that ends with `.reply`, the answer to send.
+///
+/// | request       | steps (undo recorded)                                                              |
+/// |---------------|------------------------------------------------------------------------------------|
+/// | `propose`     | policy `migrateIn` → inventory: size mapping, capacity minus other reservations,   |
+/// |               | region, formats → transfer offer (withdraw) → RESERVED, reply `reserved`           |
+/// | `transferred` | take the received file, compare size and SHA-256 (remove) → import                 |
+/// |               | (deregister) → create with mapped network (terminate) → start and wait running   |
+/// |               | → STARTED, reply `started`                                                         |
+/// | `cutover`     | (only from STARTED) hand over metering, withdraw the offer → COMPLETED,            |
+/// |               | reply `state completed`                                                            |
+/// | `abort`       | undo everything → ROLLED BACK, reply `state rolledBack`; COMPLETED stays           |
+///
+/// It never starts a copy before `transferred`, which the source sends only once its own copy is
+/// stopped, and once COMPLETED it never rolls back.
+///
+/// **Resume rule** (`init(resuming:)` then `resume(now:)`):
+/// 1. COMPLETED, ROLLED BACK and STARTED stay (STARTED waits for the source's `cutover` or `abort`;
+///    it must not roll back on its own: the source may have terminated its copy already).
+/// 2. COMPLETING and ROLLING BACK issue their in-flight action again and go on.
+/// 3. Any other phase rolls back: the request being handled died with the process, so the source
+///    saw it fail and is rolling back too; its `abort` (or repeated request) then finds ROLLED BACK.
+public struct DestinationMigration: Sendable {
+    /// How the finished rollback answers: to a failed request with `abort`, to an `abort` with `state`.
+    public enum RollbackAnswer: String, Codable, Sendable, Hashable {
+        case abort, state, none
+    }
+
+    public struct Snapshot: Codable, Sendable, Hashable {
+        public var migrationID: String
+        /// The source broker (bare JID).
+        public var peer: String
+        public var proposal: MigrationProposal
+        public var configuration: MigrationConfiguration
+        public var phase: DestinationPhase
+        public var phaseEnteredAt: Date
+        public var inFlight: MigrationAction?
+        public var attempts: Int
+        public var reservation: MigrationReservation?
+        /// The destination network the source's network maps to.
+        public var network: String?
+        public var transferred: TransferredImage?
+        public var received: StagedFile?
+        public var imageID: String?
+        public var createdInstanceID: String?
+        public var instance: StartedInstance?
+        public var undo: [DestinationUndo]
+        public var currentUndo: DestinationUndo?
+        public var rollbackReason: String?
+        public var rollbackAnswer: RollbackAnswer?
+        public var notes: [String]
+    }
+
+    public private(set) var snapshot: Snapshot
+
+    public var phase: DestinationPhase { snapshot.phase }
+    public var migrationID: String { snapshot.migrationID }
+    public var isFinished: Bool { snapshot.phase.isFinal }
+
+    /// What the source is told about this migration.
+    public var peerState: MigrationPeerState {
+        MigrationPeerState(
+            phase: snapshot.phase, instance: snapshot.phase == .started || snapshot.phase.isFinal ? snapshot.instance : nil,
+            reason: snapshot.phase == .rolledBack ? snapshot.rollbackReason.map { String($0.prefix(400)) } : nil)
+    }
+
+    var imageName: String { migrationImageName(snapshot.migrationID) }
+
+    /// A machine for a proposal just received; call `begin(now:)`.
+    public init(migrationID: String, peer: String, proposal: MigrationProposal, configuration: MigrationConfiguration = .init(), now: Date) {
+        snapshot = Snapshot(
+            migrationID: migrationID, peer: peer, proposal: proposal, configuration: configuration, phase: .authorizing,
+            phaseEnteredAt: now, inFlight: nil, attempts: 0, reservation: nil, network: nil, transferred: nil, received: nil,
+            imageID: nil, createdInstanceID: nil, instance: nil, undo: [], currentUndo: nil, rollbackReason: nil,
+            rollbackAnswer: nil, notes: [])
+    }
+
+    public init(resuming stored: Snapshot) {
+        snapshot = stored
+    }
+
+    /// Handles the proposal the machine was created for.
+    public mutating func begin(now: Date) -> MigrationAction {
+        let spec = snapshot.proposal.instance
+        let request = PolicyRequest.migrateIn(MigrationSpec(spec, region: spec.region))
+        return issue(.authorize(request, agreementID: snapshot.proposal.agreementID), phase: .authorizing, now: now)
+    }
+
+    /// Applies the resume rule (see the type's documentation).
+    public mutating func resume(now: Date) -> MigrationAction {
+        switch snapshot.phase {
+        case .completed: return .completed
+        case .rolledBack: return .rolledBack(reason: snapshot.rollbackReason ?? "rolled back")
+        case .started: return .wait
+        case .completing, .rollingBack:
+            guard let action = snapshot.inFlight else { return snapshot.phase == .rollingBack ? nextUndo(now: now) : .wait }
+            snapshot.attempts += 1
+            if snapshot.phase == .rollingBack, snapshot.attempts > snapshot.configuration.maxAttempts,
+               !(snapshot.currentUndo?.mustSucceed ?? false) {
+                return handle(.failed("gave up after \(snapshot.attempts - 1) attempts"), now: now)
+            }
+            return action
+        default:
+            return rollback("destination restarted while \(snapshot.phase.rawValue)", answer: snapshot.rollbackAnswer ?? .none, now: now)
+        }
+    }
+
+    /// Issues the in-flight action again after a `.retry`.
+    public mutating func retry(now: Date) -> MigrationAction {
+        guard let action = snapshot.inFlight else { return .wait }
+        snapshot.attempts += 1
+        return action
+    }
+
+    /// A request from the source for this migration.
+    public mutating func received(_ message: MigrationMessage, now: Date) -> MigrationAction {
+        let state = snapshot.phase
+        switch message.body {
+        case .propose(let proposal):
+            if state == .reserved, proposal == snapshot.proposal, let reservation = snapshot.reservation {
+                return .reply(reply(.reserved(reservation)))  // a repetition: its answer was lost
+            }
+            if state == .rolledBack { return .reply(reply(.abort(reason: snapshot.rollbackReason ?? "rolled back"))) }
+            return .reply(reply(.abort(reason: "migration \(snapshot.migrationID) is already \(state.rawValue)")))
+
+        case .transferred(let image):
+            if state == .started, image == snapshot.transferred, let instance = snapshot.instance {
+                return .reply(reply(.started(instance)))
+            }
+            if state == .rolledBack { return .reply(reply(.abort(reason: snapshot.rollbackReason ?? "rolled back"))) }
+            guard state == .reserved, let reservation = snapshot.reservation else {
+                return .reply(reply(.abort(reason: "transferred is unexpected while \(state.rawValue)")))
+            }
+            snapshot.transferred = image
+            guard reservation.acceptedFormats.contains(image.format) else {
+                return rollback("image format \(image.format) was not accepted", answer: .abort, now: now)
+            }
+            return issue(.transport(.receive(reservation.offer, format: image.format)), phase: .receiving, now: now)
+
+        case .cutover:
+            guard state == .started, let instance = snapshot.instance, let reservation = snapshot.reservation else {
+                return .reply(reply(.state(peerState)))
+            }
+            snapshot.undo = []
+            let change = MeteringChange.start(
+                migrationID: snapshot.migrationID, instanceID: instance.instanceID, sizeID: reservation.sizeID,
+                agreementID: snapshot.proposal.agreementID, movedFrom: snapshot.peer)
+            return issue(.metering(change), phase: .completing, now: now)
+
+        case .abort(let reason):
+            if state.isFinal || state == .completing || state == .rollingBack { return .reply(reply(.state(peerState))) }
+            return rollback("source aborted: \(reason)", answer: .state, now: now)
+
+        case .status, .reserved, .started, .state:
+            return .reply(reply(.state(peerState)))
+        }
+    }
+
+    /// The result of the in-flight action.
+    public mutating func handle(_ result: StepResult, now: Date) -> MigrationAction {
+        guard snapshot.inFlight != nil, !snapshot.phase.isFinal else { return .wait }
+        if snapshot.phase == .rollingBack { return continueRollback(after: result, now: now) }
+        if snapshot.phase == .completing {
+            // Metering and the offer are bookkeeping: a failure is noted, the migration is complete regardless.
+            if case .failed(let reason) = result { snapshot.notes.append("after cut-over: \(reason)") }
+            if case .metering = snapshot.inFlight {
+                return issue(.transport(.withdraw(migrationID: snapshot.migrationID)), phase: .completing, now: now)
+            }
+            snapshot.phase = .completed
+            snapshot.phaseEnteredAt = now
+            snapshot.inFlight = nil
+            return .reply(reply(.state(peerState)))
+        }
+        if case .failed(let reason) = result {
+            return rollback("\(snapshot.phase.rawValue) failed: \(reason)", answer: .abort, now: now)
+        }
+        let spec = snapshot.proposal.instance
+        switch (snapshot.phase, result) {
+        case (.authorizing, .authorized(let decision)):
+            guard decision.isAllowed else {
+                return rollback("policy refused: \(decision.reasons.map(\.description).joined(separator: "; "))", answer: .abort, now: now)
+            }
+            return issue(.driver(.inspect), phase: .inspecting, now: now)
+
+        case (.inspecting, .inventory(let inventory)):
+            if let region = spec.region, region != inventory.region {
+                return rollback("region \(region) is not offered here (\(inventory.region))", answer: .abort, now: now)
+            }
+            let fitting = inventory.sizes
+                .filter { $0.vCPU >= spec.vCPU && $0.memoryMiB >= spec.memoryMiB && $0.diskGiB >= spec.diskGiB }
+                .sorted { ($0.vCPU, $0.memoryMiB, $0.diskGiB, $0.id) < ($1.vCPU, $1.memoryMiB, $1.diskGiB, $1.id) }
+            guard let size = fitting.first else {
+                return rollback("no size fits \(spec.vCPU) vCPU, \(spec.memoryMiB) MiB, \(spec.diskGiB) GiB", answer: .abort, now: now)
+            }
+            guard inventory.capacity.admits(size) else {
+                return rollback("no capacity for \(size.id)", answer: .abort, now: now)
+            }
+            let accepted = inventory.importFormats.filter { spec.canConvert || spec.imageFormats.contains($0) }
+            guard !accepted.isEmpty else {
+                return rollback("no common image format (we import \(inventory.importFormats.map(\.rawValue)))", answer: .abort, now: now)
+            }
+            snapshot.reservation = MigrationReservation(
+                sizeID: size.id, acceptedFormats: accepted, region: inventory.region, offer: TransferOffer(host: "", port: "", token: ""))
+            snapshot.network = spec.networkName.flatMap { inventory.networkMap[$0] } ?? inventory.defaultNetwork
+            snapshot.undo.append(.withdrawOffer)
+            return issue(.transport(.prepareOffer(migrationID: snapshot.migrationID, expectedBytes: nil)), phase: .offering, now: now)
+
+        case (.offering, .offer(let offer)):
+            snapshot.reservation?.offer = offer
+            guard let reservation = snapshot.reservation else { return rollback("no reservation", answer: .abort, now: now) }
+            snapshot.phase = .reserved
+            snapshot.phaseEnteredAt = now
+            snapshot.inFlight = nil
+            return .reply(reply(.reserved(reservation)))
+
+        case (.receiving, .file(let file)):
+            snapshot.undo.append(.removeFiles([file.name]))
+            guard let expected = snapshot.transferred, file.sha256 == expected.sha256, file.bytes == expected.bytes else {
+                let expected = snapshot.transferred
+                return rollback(
+                    "received file does not match: \(file.bytes) bytes sha256 \(file.sha256), announced \(expected?.bytes ?? 0) bytes sha256 \(expected?.sha256 ?? "-")",
+                    answer: .abort, now: now)
+            }
+            snapshot.received = file
+            snapshot.undo.append(.deregisterImages(named: imageName))
+            return issue(.driver(.importImage(file: file, imageName: imageName)), phase: .importing, now: now)
+
+        case (.importing, .image(let image)):
+            guard let reservation = snapshot.reservation else { return rollback("no reservation", answer: .abort, now: now) }
+            snapshot.imageID = image.id
+            snapshot.undo.append(.terminateInstances(fromImagesNamed: imageName))
+            var extra = ["migration": snapshot.migrationID]
+            if let network = snapshot.network { extra["network"] = network }
+            if !spec.addresses.isEmpty { extra["requestedAddresses"] = spec.addresses.joined(separator: ",") }
+            return issue(
+                .driver(.create(name: spec.name, sizeID: reservation.sizeID, imageID: image.id, extra: extra)),
+                phase: .creating, now: now)
+
+        case (.creating, .instance(let instance)):
+            snapshot.createdInstanceID = instance.id
+            return issue(.driver(.start(instanceID: instance.id)), phase: .starting, now: now)
+
+        case (.starting, .instance(let instance)):
+            guard instance.state == .running else {
+                return rollback("instance \(instance.id) is \(instance.state), not running", answer: .abort, now: now)
+            }
+            let started = StartedInstance(instanceID: instance.id, addresses: instance.addresses)
+            snapshot.instance = started
+            snapshot.phase = .started
+            snapshot.phaseEnteredAt = now
+            snapshot.inFlight = nil
+            return .reply(reply(.started(started)))
+
+        default:
+            return rollback("unexpected result \(result) while \(snapshot.phase.rawValue)", answer: .abort, now: now)
+        }
+    }
+
+    // MARK: helpers
+
+    private func reply(_ body: MigrationMessage.Body) -> MigrationMessage {
+        MigrationMessage(migrationID: snapshot.migrationID, body: body)
+    }
+
+    private mutating func issue(_ action: MigrationAction, phase: DestinationPhase, now: Date) -> MigrationAction {
+        if phase != snapshot.phase { snapshot.phaseEnteredAt = now }
+        snapshot.phase = phase
+        snapshot.inFlight = action
+        snapshot.attempts = 1
+        return action
+    }
+
+    private mutating func rollback(_ reason: String, answer: RollbackAnswer, now: Date) -> MigrationAction {
+        snapshot.rollbackReason = reason
+        snapshot.rollbackAnswer = answer
+        snapshot.phase = .rollingBack
+        snapshot.phaseEnteredAt = now
+        snapshot.currentUndo = nil
+        return nextUndo(now: now)
+    }
+
+    private mutating func nextUndo(now: Date) -> MigrationAction {
+        guard let next = snapshot.undo.enumerated().min(by: { ($0.element.order, $0.offset) < ($1.element.order, $1.offset) }) else {
+            let reason = snapshot.rollbackReason ?? "rolled back"
+            snapshot.phase = .rolledBack
+            snapshot.phaseEnteredAt = now
+            snapshot.inFlight = nil
+            snapshot.currentUndo = nil
+            switch snapshot.rollbackAnswer ?? .none {
+            case .abort: return .reply(reply(.abort(reason: String(reason.prefix(400)))))
+            case .state: return .reply(reply(.state(peerState)))
+            case .none: return .rolledBack(reason: reason)
+            }
+        }
+        snapshot.undo.remove(at: next.offset)
+        snapshot.currentUndo = next.element
+        let action: MigrationAction =
+            switch next.element {
+            case .terminateInstances(let name): .driver(.terminateInstances(fromImagesNamed: name))
+            case .deregisterImages(let name): .driver(.deregisterImages(named: name))
+            case .removeFiles(let names): .driver(.removeFiles(names))
+            case .withdrawOffer: .transport(.withdraw(migrationID: snapshot.migrationID))
+            }
+        snapshot.inFlight = action
+        snapshot.attempts = 1
+        return action
+    }
+
+    private mutating func continueRollback(after result: StepResult, now: Date) -> MigrationAction {
+        if case .failed(let reason) = result {
+            if snapshot.currentUndo?.mustSucceed ?? false {
+                return .retry(after: snapshot.configuration.retryDelay, reason: "undo failed: \(reason)")
+            }
+            snapshot.notes.append("undo failed: \(reason)")
+        }
+        return nextUndo(now: now)
+    }
+}

@@ -1,0 +1,299 @@
+import Foundation
+import Providers
+
+/// A message of `urn:intercloud:migration:0`, exchanged between the source and the destination
+/// broker of one cold migration. Every message the source sends is a request the destination answers
+/// with exactly one message:
+///
+/// | source sends      | destination answers                                         |
+/// |-------------------|-------------------------------------------------------------|
+/// | `propose`         | `reserved`, or `abort` (refused, nothing reserved)          |
+/// | `transferred`     | `started` (running and confirmed), or `abort` (rolled back) |
+/// | `cutover`         | `state` (`completed`, or the state it is in instead)        |
+/// | `abort`           | `state` (`rolledBack`, `completed` if it is too late, ...)  |
+/// | `status`          | `state`                                                     |
+///
+/// Requests are idempotent: a repeated request gets the answer its first copy got (or the answer for
+/// the state the destination has reached since), which is what makes retries and resumes safe.
+public struct MigrationMessage: Codable, Sendable, Hashable {
+    /// The XML namespace / protocol identifier of these messages.
+    public static let namespace = "urn:intercloud:migration:0"
+    /// Largest encoded message accepted from a peer.
+    public static let maximumEncodedBytes = 16 * 1024
+
+    public var migrationID: String
+    public var body: Body
+
+    public init(migrationID: String, body: Body) {
+        self.migrationID = migrationID
+        self.body = body
+    }
+
+    public enum Body: Codable, Sendable, Hashable {
+        /// Source → destination: move this instance to you under this agreement.
+        case propose(MigrationProposal)
+        /// Destination → source: capacity reserved, here is where to send the disk.
+        case reserved(MigrationReservation)
+        /// Source → destination: the source instance is stopped and its disk was sent.
+        case transferred(TransferredImage)
+        /// Destination → source: the instance runs at the destination (checked, not just requested).
+        case started(StartedInstance)
+        /// Source → destination: commit. After the answer the destination no longer rolls back.
+        case cutover
+        /// Either way: give up and undo. As an answer: the request failed and was undone.
+        case abort(reason: String)
+        /// Source → destination: what do you know about this migration? (after a restart)
+        case status
+        /// Destination → source: its own state for this migration.
+        case state(MigrationPeerState)
+    }
+
+    /// A short name for logs and errors.
+    public var kind: String {
+        switch body {
+        case .propose: "propose"
+        case .reserved: "reserved"
+        case .transferred: "transferred"
+        case .started: "started"
+        case .cutover: "cutover"
+        case .abort: "abort"
+        case .status: "status"
+        case .state: "state"
+        }
+    }
+}
+
+/// What the source asks the destination to host.
+public struct MigrationProposal: Codable, Sendable, Hashable {
+    /// The agreement (negotiated with `urn:intercloud:negotiation:0`) the migration runs under.
+    public var agreementID: String
+    public var instance: MigratingInstanceSpec
+
+    public init(agreementID: String, instance: MigratingInstanceSpec) {
+        self.agreementID = agreementID
+        self.instance = instance
+    }
+}
+
+/// The instance being moved, as the source describes it.
+public struct MigratingInstanceSpec: Codable, Sendable, Hashable {
+    public var name: String
+    /// The source's instance type (size id); the destination maps it to one of its own sizes.
+    public var instanceType: String
+    public var vCPU: Int
+    public var memoryMiB: Int
+    public var diskGiB: Int
+    /// Formats the source can export its disk in directly.
+    public var imageFormats: [ImageFormat]
+    /// Whether the source can convert its disk to other formats (it has `qemu-img`).
+    public var canConvert: Bool
+    public var addresses: [String]
+    public var networkName: String?
+    /// The destination region asked for, if any.
+    public var region: String?
+
+    public init(
+        name: String, instanceType: String, vCPU: Int, memoryMiB: Int, diskGiB: Int, imageFormats: [ImageFormat],
+        canConvert: Bool, addresses: [String] = [], networkName: String? = nil, region: String? = nil
+    ) {
+        self.name = name
+        self.instanceType = instanceType
+        self.vCPU = vCPU
+        self.memoryMiB = memoryMiB
+        self.diskGiB = diskGiB
+        self.imageFormats = imageFormats
+        self.canConvert = canConvert
+        self.addresses = addresses
+        self.networkName = networkName
+        self.region = region
+    }
+}
+
+/// Where the disk should go. The transport fields are opaque to this module: the transfer channel
+/// (mutual TLS between the brokers) interprets them.
+public struct TransferOffer: Codable, Sendable, Hashable {
+    public var host: String
+    public var port: String
+    public var token: String
+
+    public init(host: String, port: String, token: String) {
+        self.host = host
+        self.port = port
+        self.token = token
+    }
+}
+
+/// The destination's answer to a proposal.
+public struct MigrationReservation: Codable, Sendable, Hashable {
+    /// The destination size the instance will get.
+    public var sizeID: String
+    /// Formats the destination imports, most preferred first.
+    public var acceptedFormats: [ImageFormat]
+    public var region: String
+    public var offer: TransferOffer
+
+    public init(sizeID: String, acceptedFormats: [ImageFormat], region: String, offer: TransferOffer) {
+        self.sizeID = sizeID
+        self.acceptedFormats = acceptedFormats
+        self.region = region
+        self.offer = offer
+    }
+}
+
+/// The file the source sent.
+public struct TransferredImage: Codable, Sendable, Hashable {
+    public var format: ImageFormat
+    public var bytes: Int64
+    /// SHA-256 (lowercase hex) of the file as sent.
+    public var sha256: String
+
+    public init(format: ImageFormat, bytes: Int64, sha256: String) {
+        self.format = format
+        self.bytes = bytes
+        self.sha256 = sha256
+    }
+}
+
+/// The instance now running at the destination.
+public struct StartedInstance: Codable, Sendable, Hashable {
+    public var instanceID: String
+    public var addresses: [String]
+
+    public init(instanceID: String, addresses: [String]) {
+        self.instanceID = instanceID
+        self.addresses = addresses
+    }
+}
+
+/// The destination's state for one migration, as it tells the source.
+public struct MigrationPeerState: Codable, Sendable, Hashable {
+    public var phase: DestinationPhase
+    public var instance: StartedInstance?
+    public var reason: String?
+
+    public init(phase: DestinationPhase, instance: StartedInstance? = nil, reason: String? = nil) {
+        self.phase = phase
+        self.instance = instance
+        self.reason = reason
+    }
+}
+
+// MARK: - Validation of peer input
+
+/// A message from a peer that is too large, malformed, or out of bounds.
+public struct MigrationMessageError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { "invalid migration message: \(message)" }
+}
+
+extension MigrationMessage {
+    static let maximumIdentifierLength = 128
+    static let maximumTextLength = 512
+    static let maximumListLength = 16
+
+    /// Encodes the message as the JSON carried in the protocol element.
+    public func encoded() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return try encoder.encode(self)
+    }
+
+    /// Decodes and validates a peer's message: size first (before parsing), then shape, then bounds.
+    public static func decode(_ data: Data) throws(MigrationMessageError) -> MigrationMessage {
+        guard data.count <= maximumEncodedBytes else {
+            throw MigrationMessageError("\(data.count) bytes exceeds the \(maximumEncodedBytes)-byte limit")
+        }
+        let message: MigrationMessage
+        do { message = try JSONDecoder().decode(MigrationMessage.self, from: data) } catch {
+            throw MigrationMessageError("not a migration message (\(error))")
+        }
+        try message.validate()
+        return message
+    }
+
+    /// Checks every field against the protocol's bounds.
+    public func validate() throws(MigrationMessageError) {
+        try Self.checkIdentifier(migrationID, "migration id")
+        switch body {
+        case .propose(let proposal):
+            try Self.checkIdentifier(proposal.agreementID, "agreement id")
+            let spec = proposal.instance
+            try Self.checkText(spec.name, "instance name", allowEmpty: false)
+            try Self.checkIdentifier(spec.instanceType, "instance type")
+            guard (1...4096).contains(spec.vCPU) else { throw MigrationMessageError("vCPU \(spec.vCPU) out of range 1...4096") }
+            guard (1...(64 << 20)).contains(spec.memoryMiB) else { throw MigrationMessageError("memory \(spec.memoryMiB) MiB out of range") }
+            guard (0...(1 << 20)).contains(spec.diskGiB) else { throw MigrationMessageError("disk \(spec.diskGiB) GiB out of range") }
+            guard !spec.imageFormats.isEmpty || spec.canConvert else { throw MigrationMessageError("no image format offered") }
+            try Self.checkList(spec.imageFormats.count, "image formats")
+            try Self.checkAddresses(spec.addresses)
+            if let network = spec.networkName { try Self.checkText(network, "network name", allowEmpty: false) }
+            if let region = spec.region { try Self.checkText(region, "region", allowEmpty: false) }
+        case .reserved(let reservation):
+            try Self.checkIdentifier(reservation.sizeID, "size id")
+            guard !reservation.acceptedFormats.isEmpty else { throw MigrationMessageError("no accepted image format") }
+            try Self.checkList(reservation.acceptedFormats.count, "accepted formats")
+            try Self.checkText(reservation.region, "region", allowEmpty: true)
+            try Self.checkOffer(reservation.offer)
+        case .transferred(let image):
+            guard image.bytes > 0 else { throw MigrationMessageError("image of \(image.bytes) bytes") }
+            try Self.checkSHA256(image.sha256)
+        case .started(let started):
+            try Self.checkIdentifier(started.instanceID, "instance id")
+            try Self.checkAddresses(started.addresses)
+        case .cutover, .status:
+            break
+        case .abort(let reason):
+            try Self.checkText(reason, "reason", allowEmpty: true)
+        case .state(let state):
+            if let instance = state.instance {
+                try Self.checkIdentifier(instance.instanceID, "instance id")
+                try Self.checkAddresses(instance.addresses)
+            }
+            if let reason = state.reason { try Self.checkText(reason, "reason", allowEmpty: true) }
+        }
+    }
+
+    /// Identifiers end up in file names and SQL keys: letters, digits and `._:@-` only.
+    static func checkIdentifier(_ value: String, _ what: String) throws(MigrationMessageError) {
+        guard !value.isEmpty, value.utf8.count <= maximumIdentifierLength else {
+            throw MigrationMessageError("\(what) must have 1...\(maximumIdentifierLength) bytes")
+        }
+        guard value.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._:@-".unicodeScalars.contains($0)) }),
+              value != ".", value != ".."
+        else { throw MigrationMessageError("\(what) \"\(value.prefix(40))\" has characters other than letters, digits and ._:@-") }
+    }
+
+    static func checkText(_ value: String, _ what: String, allowEmpty: Bool) throws(MigrationMessageError) {
+        guard allowEmpty || !value.isEmpty else { throw MigrationMessageError("\(what) is empty") }
+        guard value.utf8.count <= maximumTextLength else { throw MigrationMessageError("\(what) longer than \(maximumTextLength) bytes") }
+        guard !value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw MigrationMessageError("\(what) contains control characters")
+        }
+    }
+
+    static func checkList(_ count: Int, _ what: String) throws(MigrationMessageError) {
+        guard count <= maximumListLength else { throw MigrationMessageError("more than \(maximumListLength) \(what)") }
+    }
+
+    static func checkAddresses(_ addresses: [String]) throws(MigrationMessageError) {
+        try checkList(addresses.count, "addresses")
+        for address in addresses {
+            guard !address.isEmpty, address.utf8.count <= 64,
+                  address.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0) || ".:/%-".unicodeScalars.contains($0)) })
+            else { throw MigrationMessageError("address \"\(address.prefix(40))\" is not an IP address or prefix") }
+        }
+    }
+
+    static func checkOffer(_ offer: TransferOffer) throws(MigrationMessageError) {
+        try checkText(offer.host, "transfer host", allowEmpty: false)
+        try checkText(offer.port, "transfer port", allowEmpty: false)
+        try checkText(offer.token, "transfer token", allowEmpty: false)
+    }
+
+    static func checkSHA256(_ value: String) throws(MigrationMessageError) {
+        guard value.utf8.count == 64, value.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else {
+            throw MigrationMessageError("sha256 must be 64 lowercase hex digits")
+        }
+    }
+}

@@ -1,0 +1,561 @@
+import Foundation
+import Logging
+import Policy
+import Providers
+
+/// The thin IO layer of migrations: performs the actions of `SourceMigration` and
+/// `DestinationMigration` with a cloud driver, the journal, the peer link and the image transport.
+///
+/// One runner per broker plays both roles: `migrate(...)` moves a local instance out,
+/// `handle(_:from:)` answers a peer's requests for instances moving in, and `resume()` finishes
+/// what a previous process left unfinished. Before every action the machine's snapshot and the step
+/// are written to the journal (SQLite, `synchronous = FULL`), so nothing is performed, and no answer
+/// sent, that a restart would not know about.
+public actor MigrationRunner {
+    public struct Configuration: Sendable {
+        /// Per-migration folders for exported, converted and received disk files.
+        public var workDirectory: URL
+        /// The region this cloud offers (destination side).
+        public var region: String
+        public var migration: MigrationConfiguration
+        /// Formats to export in, most preferred first; nil: every format the driver exports.
+        public var exportFormats: [ImageFormat]?
+        /// Formats to accept, most preferred first; nil: every format the driver imports.
+        public var importFormats: [ImageFormat]?
+        /// Source network name → local network name (destination side).
+        public var networkMap: [String: String]
+        public var defaultNetwork: String?
+        /// How long a destination instance may take to be running.
+        public var bootTimeout: Duration
+        /// `.retry` actions performed in one run before the run stops as stalled (`resume()` goes on).
+        public var maxRetriesPerRun: Int
+
+        public init(
+            workDirectory: URL, region: String = "default", migration: MigrationConfiguration = .init(),
+            exportFormats: [ImageFormat]? = nil, importFormats: [ImageFormat]? = nil, networkMap: [String: String] = [:],
+            defaultNetwork: String? = nil, bootTimeout: Duration = .seconds(120), maxRetriesPerRun: Int = 5
+        ) {
+            self.workDirectory = workDirectory
+            self.region = region
+            self.migration = migration
+            self.exportFormats = exportFormats
+            self.importFormats = importFormats
+            self.networkMap = networkMap
+            self.defaultNetwork = defaultNetwork
+            self.bootTimeout = bootTimeout
+            self.maxRetriesPerRun = maxRetriesPerRun
+        }
+    }
+
+    /// How a run ended.
+    public enum Outcome: Sendable, Hashable {
+        case completed
+        case rolledBack(reason: String)
+        /// A step that must succeed kept failing (peer unreachable, driver down); the journal holds
+        /// the state and `resume()` continues from it.
+        case stalled(reason: String)
+        /// Destination side: waiting for the source (`cutover` or `abort`).
+        case waiting
+    }
+
+    public struct Result: Sendable, Hashable {
+        public var migrationID: String
+        public var role: MigrationRole
+        public var outcome: Outcome
+    }
+
+    /// A journal write, reported to the observer right after it is committed.
+    public struct JournalEvent: Sendable, Hashable {
+        public var migrationID: String
+        public var role: MigrationRole
+        public var phase: String
+        public var step: String
+    }
+
+    /// Called after each journal write, before the action is performed. If it throws, the runner
+    /// stops on the spot and refuses all further work, exactly as if the process died there (what
+    /// the crash tests use), and the error propagates to the caller.
+    public typealias JournalObserver = @Sendable (JournalEvent) async throws -> Void
+
+    public enum RunnerError: Error, Sendable, CustomStringConvertible {
+        case halted
+        case instance(String)
+        case duplicate(String)
+        case peer(String)
+
+        public var description: String {
+            switch self {
+            case .halted: "the migration runner stopped"
+            case .instance(let message): message
+            case .duplicate(let id): "migration \(id) already exists"
+            case .peer(let message): "peer: \(message)"
+            }
+        }
+    }
+
+    let driver: any CloudDriver
+    public let journal: MigrationJournal
+    let transport: any ImageTransport
+    let link: (any MigrationPeerLink)?
+    let authorize: MigrationAuthorizer
+    let metering: (any MeteringHandoff)?
+    let configuration: Configuration
+    let observer: JournalObserver?
+    let logger = Logger(label: "intercloud.migration")
+    private var halted = false
+    /// Migrations a task of this runner is working on; a second request for one waits its turn by
+    /// being answered with the current state instead of interleaving with the first.
+    private var busy: Set<String> = []
+
+    public init(
+        driver: any CloudDriver, journal: MigrationJournal, transport: any ImageTransport, link: (any MigrationPeerLink)?,
+        authorize: @escaping MigrationAuthorizer, metering: (any MeteringHandoff)? = nil, configuration: Configuration,
+        observer: JournalObserver? = nil
+    ) {
+        self.driver = driver
+        self.journal = journal
+        self.transport = transport
+        self.link = link
+        self.authorize = authorize
+        self.metering = metering
+        self.configuration = configuration
+        self.observer = observer
+    }
+
+    private func checkAlive() throws {
+        if halted { throw RunnerError.halted }
+    }
+
+    // MARK: source
+
+    /// Moves the running local instance `instanceID` to `peer` under `agreementID`.
+    public func migrate(
+        instanceID: String, to peer: String, agreementID: String, migrationID: String = UUID().uuidString.lowercased(),
+        region: String? = nil, networkName: String? = nil
+    ) async throws -> Result {
+        try checkAlive()
+        try MigrationMessage.checkIdentifier(migrationID, "migration id")
+        try MigrationMessage.checkIdentifier(agreementID, "agreement id")
+        guard try journal.sourceSnapshot(migrationID) == nil else { throw RunnerError.duplicate(migrationID) }
+        let instance = try await driver.describe(instance: instanceID)
+        guard instance.state == .running else {
+            throw RunnerError.instance("instance \(instanceID) is \(instance.state); only a running instance is migrated")
+        }
+        let sizes = try await driver.listSizes()
+        guard let size = sizes.first(where: { $0.id == instance.sizeID }) else {
+            throw RunnerError.instance("instance \(instanceID) has no known size (\(instance.sizeID ?? "none"))")
+        }
+        let exportable = Self.preferenceOrder(configuration.exportFormats, available: driver.capabilities.exportFormats)
+        let spec = MigratingInstanceSpec(
+            name: instance.name, instanceType: size.id, vCPU: size.vCPU, memoryMiB: size.memoryMiB, diskGiB: size.diskGiB,
+            imageFormats: exportable, canConvert: ImageConverter.isAvailable, addresses: Array(instance.addresses.prefix(16)),
+            networkName: networkName ?? instance.extra["network"], region: region)
+        var machine = SourceMigration(
+            migrationID: migrationID, agreementID: agreementID, peer: peer, instanceID: instanceID, spec: spec,
+            configuration: configuration.migration, now: Date())
+        let first = machine.begin(now: Date())
+        return Result(migrationID: migrationID, role: .source, outcome: try await runSource(&machine, first))
+    }
+
+    private func runSource(_ machine: inout SourceMigration, _ first: MigrationAction) async throws -> Outcome {
+        var action = first
+        var retries = 0
+        busy.insert(machine.migrationID)
+        defer { busy.remove(machine.migrationID) }
+        while true {
+            let snapshot = machine.snapshot
+            try await journaled(
+                snapshot, id: snapshot.migrationID, role: .source, peer: snapshot.peer, phase: snapshot.phase.rawValue,
+                finished: snapshot.phase.isFinal, action: action)
+            switch action {
+            case .completed: return .completed
+            case .rolledBack(let reason): return .rolledBack(reason: reason)
+            case .wait: return .waiting
+            case .retry(let delay, let reason):
+                retries += 1
+                guard retries <= configuration.maxRetriesPerRun else { return .stalled(reason: reason) }
+                try await Task.sleep(for: .seconds(delay))
+                action = machine.retry(now: Date())
+                continue
+            default: break
+            }
+            let result = await perform(action, migrationID: snapshot.migrationID, role: .source, peer: snapshot.peer)
+            try logResult(result, of: action, id: snapshot.migrationID, role: .source, phase: snapshot.phase.rawValue)
+            if case .failed = result {} else { retries = 0 }
+            action = machine.handle(result, now: Date())
+        }
+    }
+
+    // MARK: destination
+
+    /// Answers a request from `peer` (already authenticated by the transport as that bare JID).
+    public func handle(_ message: MigrationMessage, from peer: String) async throws -> MigrationMessage {
+        try checkAlive()
+        try message.validate()
+        let id = message.migrationID
+        let now = Date()
+        var machine: DestinationMigration
+        let first: MigrationAction
+        if let stored = try journal.destinationSnapshot(id) {
+            guard stored.peer == peer else {
+                // Not this peer's migration: say nothing about it.
+                return MigrationMessage(migrationID: id, body: .state(MigrationPeerState(phase: .unknown)))
+            }
+            machine = DestinationMigration(resuming: stored)
+            if busy.contains(id) { return MigrationMessage(migrationID: id, body: .state(machine.peerState)) }
+            first = machine.received(message, now: now)
+        } else if case .propose(let proposal) = message.body {
+            machine = DestinationMigration(
+                migrationID: id, peer: peer, proposal: proposal, configuration: configuration.migration, now: now)
+            first = machine.begin(now: now)
+        } else {
+            // An unknown migration has nothing reserved here.
+            return MigrationMessage(migrationID: id, body: .state(MigrationPeerState(phase: .unknown)))
+        }
+        busy.insert(id)
+        defer { busy.remove(id) }
+        let (reply, _) = try await runDestination(&machine, first)
+        return reply ?? MigrationMessage(migrationID: id, body: .state(machine.peerState))
+    }
+
+    private func runDestination(_ machine: inout DestinationMigration, _ first: MigrationAction) async throws -> (MigrationMessage?, Outcome) {
+        var action = first
+        var retries = 0
+        while true {
+            let snapshot = machine.snapshot
+            try await journaled(
+                snapshot, id: snapshot.migrationID, role: .destination, peer: snapshot.peer, phase: snapshot.phase.rawValue,
+                finished: snapshot.phase.isFinal, action: action)
+            switch action {
+            case .reply(let message):
+                let outcome: Outcome =
+                    switch snapshot.phase {
+                    case .completed: .completed
+                    case .rolledBack: .rolledBack(reason: snapshot.rollbackReason ?? "rolled back")
+                    default: .waiting
+                    }
+                return (message, outcome)
+            case .completed: return (nil, .completed)
+            case .rolledBack(let reason): return (nil, .rolledBack(reason: reason))
+            case .wait: return (nil, .waiting)
+            case .retry(let delay, let reason):
+                retries += 1
+                guard retries <= configuration.maxRetriesPerRun else {
+                    throw RunnerError.peer("migration \(snapshot.migrationID) stalled: \(reason)")
+                }
+                try await Task.sleep(for: .seconds(delay))
+                action = machine.retry(now: Date())
+                continue
+            default: break
+            }
+            let result = await perform(action, migrationID: snapshot.migrationID, role: .destination, peer: snapshot.peer)
+            try logResult(result, of: action, id: snapshot.migrationID, role: .destination, phase: snapshot.phase.rawValue)
+            if case .failed = result {} else { retries = 0 }
+            action = machine.handle(result, now: Date())
+        }
+    }
+
+    // MARK: resume
+
+    /// Applies the resume rule to every unfinished migration in the journal, source and destination.
+    /// Destination migrations go first, so that a source resumed in the same process finds its peer
+    /// (when both ends are local, as in tests) already settled.
+    public func resume() async throws -> [Result] {
+        try checkAlive()
+        var results: [Result] = []
+        let unfinished = try journal.unfinished().sorted { ($0.role == .destination ? 0 : 1) < ($1.role == .destination ? 0 : 1) }
+        for (id, role) in unfinished where !busy.contains(id) {
+            switch role {
+            case .source:
+                guard let stored = try journal.sourceSnapshot(id) else { continue }
+                var machine = SourceMigration(resuming: stored)
+                let first = machine.resume(now: Date())
+                results.append(Result(migrationID: id, role: .source, outcome: try await runSource(&machine, first)))
+            case .destination:
+                guard let stored = try journal.destinationSnapshot(id) else { continue }
+                var machine = DestinationMigration(resuming: stored)
+                let first = machine.resume(now: Date())
+                busy.insert(id)
+                defer { busy.remove(id) }
+                // A reply produced here has no one waiting for it: the source asks again.
+                let (_, outcome) = try await runDestination(&machine, first)
+                results.append(Result(migrationID: id, role: .destination, outcome: outcome))
+            }
+        }
+        return results
+    }
+
+    // MARK: journal
+
+    private func journaled<S: Encodable>(
+        _ snapshot: S, id: String, role: MigrationRole, peer: String, phase: String, finished: Bool, action: MigrationAction
+    ) async throws {
+        try checkAlive()
+        let (step, outcome) = Self.describe(action)
+        try journal.save(
+            snapshot, migrationID: id, role: role, peer: peer, phase: phase, finished: finished, step: step,
+            outcome: outcome, detail: Self.detail(of: action), now: Date())
+        logger.debug("migration \(id) \(role.rawValue) \(phase): \(step) \(outcome)")
+        guard let observer else { return }
+        do {
+            try await observer(JournalEvent(migrationID: id, role: role, phase: phase, step: step))
+        } catch {
+            halted = true
+            throw error
+        }
+    }
+
+    private func logResult(_ result: StepResult, of action: MigrationAction, id: String, role: MigrationRole, phase: String) throws {
+        let (step, _) = Self.describe(action)
+        let (outcome, detail): (String, String) =
+            switch result {
+            case .failed(let reason): ("failed", reason)
+            case .answer(let message): ("answered", message.kind)
+            case .authorized(let decision): (decision.isAllowed ? "succeeded" : "failed", decision.isAllowed ? "allowed" : decision.reasons.map(\.description).joined(separator: "; "))
+            case .stopped(let gracefully): ("succeeded", gracefully ? "stopped" : "grace period over")
+            case .image(let image): ("succeeded", "image \(image.id)")
+            case .file(let file): ("succeeded", "\(file.name) \(file.format) \(file.bytes) bytes sha256 \(file.sha256)")
+            case .instance(let instance): ("succeeded", "instance \(instance.id) \(instance.state)")
+            case .offer: ("succeeded", "offer prepared")
+            case .inventory(let inventory): ("succeeded", "\(inventory.sizes.count) sizes")
+            case .done: ("succeeded", "")
+            }
+        try journal.log(migrationID: id, role: role, phase: phase, step: step, outcome: outcome, detail: detail, now: Date())
+    }
+
+    static func describe(_ action: MigrationAction) -> (step: String, outcome: String) {
+        switch action {
+        case .authorize: ("authorize", "issued")
+        case .send(let message): ("send \(message.kind)", "issued")
+        case .reply(let message): ("reply \(message.kind)", "issued")
+        case .driver(let operation): ("driver \(operationName(operation))", "issued")
+        case .transport(let operation): ("transport \(transportName(operation))", "issued")
+        case .metering: ("metering handoff", "issued")
+        case .retry: ("retry", "waiting")
+        case .wait: ("wait for peer", "waiting")
+        case .completed: ("finish", "completed")
+        case .rolledBack: ("finish", "rolled-back")
+        }
+    }
+
+    static func detail(of action: MigrationAction) -> String {
+        switch action {
+        case .retry(_, let reason), .rolledBack(let reason): reason
+        case .send(let message), .reply(let message):
+            if case .abort(let reason) = message.body { reason } else { "" }
+        case .driver(let operation): "\(operation)"
+        default: ""
+        }
+    }
+
+    static func operationName(_ operation: MigrationOperation) -> String {
+        switch operation {
+        case .shutdown: "shutdown"
+        case .destroy: "destroy"
+        case .snapshot: "snapshot"
+        case .export: "export"
+        case .convert: "convert"
+        case .start: "start"
+        case .terminate: "terminate"
+        case .deregisterImages: "deregister-image"
+        case .removeFiles: "remove-files"
+        case .inspect: "inspect"
+        case .importImage: "import"
+        case .create: "create"
+        case .terminateInstances: "terminate-instances"
+        }
+    }
+
+    static func transportName(_ operation: TransportOperation) -> String {
+        switch operation {
+        case .prepareOffer: "prepare-offer"
+        case .receive: "receive"
+        case .withdraw: "withdraw-offer"
+        case .send: "send"
+        }
+    }
+
+    static let formatPreference: [ImageFormat] = [.raw, .qcow2, .vmdk, .vdi, .vhdx, .vpc]
+
+    static func preferenceOrder(_ configured: [ImageFormat]?, available: Set<ImageFormat>) -> [ImageFormat] {
+        (configured ?? formatPreference).filter(available.contains)
+    }
+
+    // MARK: performing actions
+
+    func workDirectory(_ migrationID: String) throws -> URL {
+        let url = configuration.workDirectory.appendingPathComponent(migrationID, isDirectory: true)
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    private func perform(_ action: MigrationAction, migrationID: String, role: MigrationRole, peer: String) async -> StepResult {
+        do {
+            switch action {
+            case .authorize(let request, let agreementID):
+                return .authorized(await authorize(request, peer, agreementID, Date()))
+            case .send(let message):
+                guard let link else { throw RunnerError.peer("no peer link configured") }
+                let answer = try await link.send(message, to: peer)
+                try answer.validate()
+                guard answer.migrationID == message.migrationID else {
+                    throw RunnerError.peer("answer for migration \(answer.migrationID), asked about \(message.migrationID)")
+                }
+                return .answer(answer)
+            case .driver(let operation):
+                return try await perform(operation, migrationID: migrationID)
+            case .transport(let operation):
+                return try await perform(operation, migrationID: migrationID, role: role)
+            case .metering(let change):
+                if let metering { try await metering.apply(change, at: Date()) }
+                return .done
+            case .reply, .retry, .wait, .completed, .rolledBack:
+                return .done
+            }
+        } catch {
+            return .failed("\(error)")
+        }
+    }
+
+    private func perform(_ operation: TransportOperation, migrationID: String, role: MigrationRole) async throws -> StepResult {
+        switch operation {
+        case .prepareOffer(let id, let expectedBytes):
+            return .offer(try await transport.prepareOffer(migrationID: id, expectedBytes: expectedBytes))
+        case .receive(let offer, let format):
+            let staged = try workDirectory(migrationID).appendingPathComponent("\(migrationID).received.\(format.rawValue)")
+            if !FileManager.default.fileExists(atPath: staged.path) {
+                let received = try await transport.receivedFile(for: offer)
+                try FileManager.default.moveItem(at: received.url, to: staged)
+            }
+            // Hashed here, by the destination itself: the transport's own figure is not evidence.
+            let digest = try await FileDigest.sha256(of: staged)
+            return .file(StagedFile(name: staged.lastPathComponent, format: format, bytes: digest.bytes, sha256: digest.sha256))
+        case .withdraw(let id):
+            try await transport.withdraw(migrationID: id)
+            return .done
+        case .send(let file, let offer):
+            let url = try workDirectory(migrationID).appendingPathComponent(file.name)
+            let journal = self.journal
+            let throttle = ProgressThrottle()
+            try await transport.send(file: url, to: offer) { progress in
+                guard throttle.shouldRecord(progress) else { return }
+                try? journal.recordProgress(migrationID: migrationID, role: role, progress: progress, now: Date())
+            }
+            return .done
+        }
+    }
+
+    private func perform(_ operation: MigrationOperation, migrationID: String) async throws -> StepResult {
+        switch operation {
+        case .shutdown(let id, let gracePeriod):
+            let instance = try await driver.describe(instance: id)
+            if instance.state == .stopped { return .stopped(gracefully: true) }
+            if instance.state != .stopping { _ = try await driver.shutdown(id) }
+            do {
+                try await driver.waitFor(instance: id, state: [.stopped], timeout: .seconds(gracePeriod), pollInterval: .milliseconds(50))
+                return .stopped(gracefully: true)
+            } catch let error as ProviderError where error.code == .timeout {
+                return .stopped(gracefully: false)
+            }
+        case .destroy(let id):
+            let instance = try await driver.describe(instance: id)
+            if instance.state != .stopped { _ = try await driver.destroy(id) }
+            try await driver.waitFor(instance: id, state: [.stopped], timeout: .seconds(60), pollInterval: .milliseconds(50))
+            return .stopped(gracefully: false)
+        case .snapshot(let id, let name):
+            if let existing = try await driver.listImages().first(where: { $0.name == name }) { return .image(existing) }
+            return .image(try await driver.snapshot(instance: id, name: name, progress: nil))
+        case .export(let imageID, let format, let fileName):
+            let url = try workDirectory(migrationID).appendingPathComponent(fileName)
+            let file = try await driver.exportImage(id: imageID, to: url, format: format, progress: nil)
+            return .file(StagedFile(name: fileName, format: file.format, bytes: file.fileBytes, sha256: file.fileSHA256))
+        case .convert(let source, let format, let fileName):
+            let directory = try workDirectory(migrationID)
+            let output = directory.appendingPathComponent(fileName)
+            try await ImageConverter.convert(directory.appendingPathComponent(source.name), from: source.format, to: output, format: format)
+            let digest = try await FileDigest.sha256(of: output)
+            return .file(StagedFile(name: fileName, format: format, bytes: digest.bytes, sha256: digest.sha256))
+        case .start(let id):
+            var instance = try await driver.describe(instance: id)
+            if instance.state == .running { return .instance(instance) }
+            if [.stopped, .saved, .paused].contains(instance.state) {
+                instance = try await driver.perform(instance.state == .paused ? .resume : .start, instance: id)
+            }
+            return .instance(try await driver.waitFor(
+                instance: id, state: [.running], timeout: configuration.bootTimeout, pollInterval: .milliseconds(50)))
+        case .terminate(let id):
+            do { try await driver.terminate(instance: id) } catch let error as ProviderError where error.code == .notFound {}
+            try await driver.waitFor(instance: id, state: [.terminated], timeout: .seconds(120), pollInterval: .milliseconds(50))
+            return .done
+        case .deregisterImages(let name):
+            for image in try await driver.listImages() where image.name == name {
+                do { try await driver.deregisterImage(id: image.id) } catch let error as ProviderError where error.code == .notFound {}
+            }
+            return .done
+        case .removeFiles(let names):
+            let directory = try workDirectory(migrationID)
+            for name in names {
+                let url = directory.appendingPathComponent(name)
+                if FileManager.default.fileExists(atPath: url.path) { try FileManager.default.removeItem(at: url) }
+            }
+            return .done
+        case .inspect:
+            let sizes = try await driver.listSizes()
+            var capacity = try await driver.capacity()
+            // Capacity promised to other migrations that have not created their instance yet.
+            for sizeID in try journal.reservedSizeIDs(excluding: migrationID) {
+                guard let size = sizes.first(where: { $0.id == sizeID }) else { continue }
+                capacity.usedInstances += 1
+                capacity.usedVCPU += size.vCPU
+                capacity.usedMemoryMiB += size.memoryMiB
+            }
+            return .inventory(DestinationInventory(
+                sizes: sizes, capacity: capacity,
+                importFormats: Self.preferenceOrder(configuration.importFormats, available: driver.capabilities.importFormats),
+                region: configuration.region, networkMap: configuration.networkMap, defaultNetwork: configuration.defaultNetwork))
+        case .importImage(let file, let name):
+            let url = try workDirectory(migrationID).appendingPathComponent(file.name)
+            let image: Image
+            if let existing = try await driver.listImages().first(where: { $0.name == name }) {
+                image = existing
+            } else {
+                image = try await driver.importImage(from: url, name: name, format: file.format, expectedSHA256: file.sha256, progress: nil)
+            }
+            // The driver holds the image now; the received copy is no longer needed.
+            try? FileManager.default.removeItem(at: url)
+            return .image(image)
+        case .create(let name, let sizeID, let imageID, let extra):
+            if let existing = try await driver.listInstances().first(where: {
+                $0.imageID == imageID && $0.name == name && $0.state != .terminating && $0.state != .terminated
+            }) {
+                return .instance(existing)
+            }
+            return .instance(try await driver.create(
+                CreateInstanceRequest(name: name, sizeID: sizeID, imageID: imageID, extra: extra), progress: nil))
+        case .terminateInstances(let imageName):
+            let imageIDs = Set(try await driver.listImages().filter { $0.name == imageName }.map(\.id))
+            for instance in try await driver.listInstances() where instance.imageID.map(imageIDs.contains) ?? false {
+                do { try await driver.terminate(instance: instance.id) } catch let error as ProviderError where error.code == .notFound {}
+                try await driver.waitFor(instance: instance.id, state: [.terminated], timeout: .seconds(120), pollInterval: .milliseconds(50))
+            }
+            return .done
+        }
+    }
+}
+
+/// Keeps the journal to a few progress rows per second. `@unchecked Sendable`: the one mutable
+/// field is only touched while holding `lock`.
+final class ProgressThrottle: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lastRecorded: Date?
+
+    func shouldRecord(_ progress: TransferProgress) -> Bool {
+        lock.withLock {
+            let now = Date()
+            let final = progress.totalBytes.map { progress.bytes >= $0 } ?? false
+            if !final, let lastRecorded, now.timeIntervalSince(lastRecorded) < 0.25 { return false }
+            lastRecorded = now
+            return true
+        }
+    }
+}
