@@ -14,8 +14,8 @@ let localTargetDependencies: [String: [String]] = [
     "XMPP": ["CStrophe"], "Storage": [], "Trust": ["Storage"], "Catalog": ["CRaptor"],
     "Providers": ["CLibvirt", "Storage"],
     "TOMLParsing": [],
-    "Broker": ["XMPP", "Storage", "Trust", "Catalog", "Providers", "TOMLParsing", "Policy"],
-    "intercloud": ["Broker", "Trust", "Providers", "Catalog", "Policy", "Storage"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
+    "Broker": ["XMPP", "Storage", "Trust", "Catalog", "Providers", "TOMLParsing", "Policy", "Metering"],
+    "intercloud": ["Broker", "Trust", "Providers", "Catalog", "Policy", "Storage", "Metering"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
     "TestSupport": [], "XMPPTests": ["XMPP", "TestSupport"], "StorageTests": ["Storage"], "TrustTests": ["Trust"],
     "CatalogTests": ["Catalog"], "ProvidersTests": ["Providers"], "BrokerTests": ["Broker", "XMPP", "Trust", "Catalog", "Providers", "TestSupport"],
     "Policy": ["TOMLParsing"], "PolicyTests": ["Policy"],
@@ -120,7 +120,7 @@ let package = Package(
         .target(
             name: "Broker",
             dependencies: [
-                "XMPP", "Storage", "Trust", "Catalog", "Providers", "Policy",
+                "XMPP", "Storage", "Trust", "Catalog", "Providers", "Policy", "Metering",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 "TOMLParsing",
                 .product(name: "Logging", package: "swift-log"),
@@ -136,7 +136,10 @@ let package = Package(
         // Usage records, the bilateral ledger, bills and SLA measurement.
         .target(
             name: "Metering",
-            dependencies: ["Policy", "Storage", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "Policy", "Storage", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings
         ),
         // The image transfer channel: mutual TLS with the brokers' certificates, chunk-hashed, resumable.

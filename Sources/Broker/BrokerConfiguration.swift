@@ -138,6 +138,16 @@ public struct BrokerConfiguration: Sendable {
         public var max_rounds: Int?
     }
 
+    /// `[metering]`: sampling and metering periods (all optional).
+    public struct MeteringSection: Sendable, Codable {
+        /// Seconds between samples of the provider driver (default 60).
+        public var sample_seconds: TOMLNumber?
+        /// Length of one usage record's period in seconds (default 3600).
+        public var period_seconds: TOMLNumber?
+        /// Relative difference the consumer accepts before disputing, in percent (default 1).
+        public var tolerance_percent: TOMLNumber?
+    }
+
     struct File: Codable {
         var broker: Broker
         var xmpp: XMPPSection
@@ -147,6 +157,7 @@ public struct BrokerConfiguration: Sendable {
         var provider: ProviderSection?
         var policy: PolicySection?
         var negotiation: NegotiationSection?
+        var metering: MeteringSection?
     }
 
     public var broker: Broker
@@ -168,6 +179,8 @@ public struct BrokerConfiguration: Sendable {
     public var policyFiles: [String] = []
     /// Negotiation timers and limits (`[negotiation]`, defaults otherwise).
     public var negotiation = NegotiationStateMachine.Configuration()
+    /// Metering sampling and periods (`[metering]`, defaults otherwise).
+    public var metering = MeteringService.Settings()
 
     public struct Error: Swift.Error, CustomStringConvertible {
         public var path: String
@@ -316,6 +329,20 @@ public struct BrokerConfiguration: Sendable {
             provider: provider,
             policyFiles: (file.policy?.files ?? []).map(resolve))
         configuration.negotiation = negotiation
+        if let section = file.metering {
+            if let value = section.sample_seconds?.value {
+                guard value.isFinite, value >= 0.05 else { throw Error(path: path, message: "metering.sample_seconds must be ≥ 0.05") }
+                configuration.metering.sampleInterval = value
+            }
+            if let value = section.period_seconds?.value {
+                guard value.isFinite, value >= 1 else { throw Error(path: path, message: "metering.period_seconds must be ≥ 1") }
+                configuration.metering.periodSeconds = value
+            }
+            if let value = section.tolerance_percent?.value {
+                guard value.isFinite, value >= 0, value <= 100 else { throw Error(path: path, message: "metering.tolerance_percent must be within 0-100") }
+                configuration.metering.tolerance.relative = Decimal(string: String(value))! / 100
+            }
+        }
         return configuration
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Logging
+import Metering
 import Policy
 import Providers
 import ServiceLifecycle
@@ -46,9 +47,16 @@ public final class BrokerNode: Service, Sendable {
     public let negotiation: NegotiationService
     /// The peer policy files' entries (empty without `[policy]`).
     public let policies: PolicySet
+    /// The local cloud's driver (nil without `[provider]`).
+    public let provider: ProviderHandle?
+    /// Usage records, the bilateral ledger and SLA measurement (`urn:intercloud:metering:0`).
+    public let metering: MeteringService
     private let tasks = TaskBag()
 
-    public static var schema: [any SchemaContributor.Type] { [PeerRegistry.Schema.self, TrustSchema.self, AuditSchema.self, NegotiationStore.Schema.self] }
+    public static var schema: [any SchemaContributor.Type] { [
+        PeerRegistry.Schema.self, TrustSchema.self, AuditSchema.self, NegotiationStore.Schema.self, MeteringSchema.self,
+        MeteringStore.Schema.self,
+    ] }
 
     public init(configuration: BrokerConfiguration, logger: Logger = Logger(label: "intercloud.broker")) throws {
         var logger = logger
@@ -82,6 +90,12 @@ public final class BrokerNode: Service, Sendable {
             database: database, signed: signed, registry: registry, audit: audit, policies: policies,
             configuration: configuration.negotiation, logger: logger)
         self.negotiation = negotiation
+        let provider = configuration.provider.map(ProviderHandle.init(settings:))
+        self.provider = provider
+        self.metering = MeteringService(
+            local: configuration.xmpp.jid.bare.description, identity: trust?.service.identity, trustStore: trust?.service.store,
+            database: database, negotiations: negotiation.store, signed: signed, registry: registry, audit: audit, provider: provider,
+            settings: configuration.metering, logger: logger)
         if !configuration.policyFiles.isEmpty {
             // With [policy], a peer may query if its policy entry or an agreement in force grants
             // `query`; without [policy] every trusted peer may query.
@@ -112,7 +126,7 @@ public final class BrokerNode: Service, Sendable {
         if trust != nil {
             features += [
                 TrustNamespace.handshake, TrustNamespace.envelope, FederationPing.namespace, CatalogProtocol.namespace,
-                NegotiationWire.namespace,
+                NegotiationWire.namespace, MeteringService.namespace,
             ]
         }
         return DiscoInfo(
@@ -155,6 +169,7 @@ public final class BrokerNode: Service, Sendable {
         }
         catalog.install(on: signed)
         negotiation.install()
+        metering.install()
     }
 
     /// Sends a signed federation ping to a trusted peer broker (its full JID) and returns its
@@ -198,6 +213,7 @@ public final class BrokerNode: Service, Sendable {
         }
         let inventory = Task { [weak self] in await self?.publishInventory() }
         let negotiations = Task { [negotiation] in await negotiation.run() }
+        let meteringLoop = Task { [metering] in await metering.run() }
         for await input in inputs.cancelOnGracefulShutdown() {
             let actions = discovery.withLock { $0.handle(input) }
             for action in actions { perform(action) }
@@ -206,7 +222,9 @@ public final class BrokerNode: Service, Sendable {
         revalidation.cancel()
         inventory.cancel()
         negotiations.cancel()
+        meteringLoop.cancel()
         await negotiations.value
+        await meteringLoop.value
         client.removeObserver(observer)
         await shutdown()
     }
@@ -215,21 +233,17 @@ public final class BrokerNode: Service, Sendable {
     /// capacity) in the catalog now and every refresh interval. A driver that cannot be reached is
     /// reported and tried again at the next interval; the broker keeps serving meanwhile.
     private func publishInventory() async {
-        guard let settings = configuration.provider else { return }
-        var driver: (any CloudDriver)?
+        guard let provider else { return }
+        let settings = provider.settings
         var published = false
         while !Task.isCancelled {
             do {
-                if driver == nil {
-                    driver = try await DriverRegistry.make(DriverSettings(kind: settings.driver, options: settings.options))
-                }
-                if let driver {
-                    let count = try await BrokerInventory.refresh(
-                        from: driver, into: catalog.catalog.store, cloud: catalog.catalog.cloudIRI,
-                        regions: configuration.broker.regions, now: Date())
-                    if !published { logger.info("published \(settings.driver) inventory in the catalog (\(count) triples)") }
-                    published = true
-                }
+                let driver = try await provider.driver()
+                let count = try await BrokerInventory.refresh(
+                    from: driver, into: catalog.catalog.store, cloud: catalog.catalog.cloudIRI,
+                    regions: configuration.broker.regions, now: Date())
+                if !published { logger.info("published \(settings.driver) inventory in the catalog (\(count) triples)") }
+                published = true
             } catch {
                 logger.error("provider \(settings.driver): inventory not published: \(error)")
             }

@@ -34,6 +34,9 @@ public enum IntercloudDatabase {
         }
         let pool = try DatabasePool(path: path, configuration: configuration)
         if !readOnly {
+            // GRDB switches the writer to synchronous = NORMAL when it enables WAL, after
+            // prepareDatabase ran; set FULL again on the writer so commits are durable on power loss.
+            try pool.writeWithoutTransaction { try $0.execute(sql: "PRAGMA synchronous = FULL") }
             var migrator = DatabaseMigrator()
             for contributor in schema {
                 contributor.registerMigrations(in: &migrator)

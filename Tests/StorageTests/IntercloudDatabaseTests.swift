@@ -25,6 +25,15 @@ private enum ExampleSchema: SchemaContributor {
         #expect(count == 1)
     }
 
+    /// Commits must survive power loss: the writer connection runs with synchronous = FULL (2),
+    /// although GRDB lowers it to NORMAL when it enables WAL.
+    @Test func writerCommitsWithSynchronousFull() throws {
+        let (pool, directory) = try IntercloudDatabase.temporary(schema: [ExampleSchema.self])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let level = try pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+        #expect(level == 2)
+    }
+
     @Test func reopeningKeepsDataAndDoesNotRerunMigrations() throws {
         let (pool, directory) = try IntercloudDatabase.temporary(schema: [ExampleSchema.self])
         defer { try? FileManager.default.removeItem(at: directory) }

@@ -549,19 +549,24 @@ public actor NegotiationService {
     /// reasons of the newest one, or `no-agreement`.
     public nonisolated func check(_ request: PolicyRequest, from peer: String, usage: ResourceAmount = .zero, now: Date = Date()) -> PolicyDecision {
         let bare = XmppAddr.bare(peer)
-        let agreements: [NegotiationStore.StoredAgreement]
-        do { agreements = try store.agreements(peer: bare, state: .finalized) } catch {
+        let context = PolicyContext(peer: bare, now: now, usage: usage, policy: nil)
+        do {
+            // Fast path: agreements in force, newest first, until one allows the request.
+            if try store.firstAgreementInForce(consumer: bare, provider: local, at: now, where: {
+                AgreementRule(agreement: $0).evaluate(request, context: context) == .allowed
+            }) != nil {
+                return .allowed
+            }
+            // Denied: explain with the newest agreement (in force or not).
+            let agreements = try store.agreements(peer: bare, state: .finalized)
+                .filter { $0.agreement.provider == local && $0.agreement.consumer == bare }
+            if let newest = agreements.first {
+                return AgreementRule(agreement: newest.agreement).evaluate(request, context: context)
+            }
+        } catch {
             return .denied([PolicyReason(code: "no-agreement", message: "agreements unreadable: \(error)")])
         }
-        var firstDenial: [PolicyReason]?
-        for stored in agreements where stored.agreement.provider == local && stored.agreement.consumer == bare {
-            let context = PolicyContext(peer: bare, now: now, usage: usage, policy: nil)
-            switch AgreementRule(agreement: stored.agreement).evaluate(request, context: context) {
-            case .allowed: return .allowed
-            case .denied(let reasons): if firstDenial == nil { firstDenial = reasons }
-            }
-        }
-        return .denied(firstDenial ?? [PolicyReason(code: "no-agreement", message: "no agreement in force with \(bare)")])
+        return .denied([PolicyReason(code: "no-agreement", message: "no agreement in force with \(bare)")])
     }
 
     // MARK: helpers

@@ -258,6 +258,31 @@ public struct NegotiationStore: Sendable {
         }
     }
 
+    /// Visits FINALIZED agreements between `consumer` and `provider` in force at `date`, newest
+    /// first, decoding one at a time until `visit` returns true (found). Cheap for the common case
+    /// where the newest agreement answers a request check.
+    public func firstAgreementInForce(
+        consumer: String, provider: String, at date: Date, where visit: (Agreement) -> Bool
+    ) throws -> Agreement? {
+        try database.read { db in
+            let rows = try GRDB.Row.fetchCursor(
+                db,
+                sql: """
+                    SELECT agreement FROM agreement
+                    WHERE consumer = ? AND provider = ? AND state = 'finalized'
+                      AND (valid_from IS NULL OR valid_from <= ?) AND (valid_until IS NULL OR valid_until > ?)
+                    ORDER BY created_at DESC, id
+                    """,
+                arguments: [consumer, provider, date, date])
+            while let row = try rows.next() {
+                let blob: Data = row["agreement"]
+                let agreement = try Self.decoder.decode(Agreement.self, from: blob)
+                if visit(agreement) { return agreement }
+            }
+            return nil
+        }
+    }
+
     static func stored(_ row: GRDB.Row) throws -> StoredAgreement {
         let blob: Data = row["agreement"]
         let canonical: Data = row["canonical"]
