@@ -23,6 +23,7 @@ let localTargetDependencies: [String: [String]] = [
     "Transfer": ["COpenSSL"], "TransferTests": ["Transfer", "Trust"],
     "Migration": ["Providers", "Policy", "Metering", "Transfer", "Storage"],
     "MigrationTests": ["Migration", "Providers", "Transfer", "Trust", "TestSupport"],
+    "Federation": ["Providers", "Policy", "Storage", "TOMLParsing"], "FederationTests": ["Federation", "Providers"],
 ]
 
 func selectedTargets() -> Set<String>? {
@@ -163,6 +164,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Service federation: server templates, the provisioning state machine and its journaled runner.
+        .target(
+            name: "Federation",
+            dependencies: [
+                "Providers", "Policy", "Storage", "TOMLParsing",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "intercloud",
             dependencies: [
@@ -196,6 +208,7 @@ let package = Package(
         .testTarget(name: "BrokerTests", dependencies: ["Broker", "XMPP", "Trust", "Catalog", "Providers", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: swiftSettings),
         .testTarget(name: "MeteringTests", dependencies: ["Metering"], swiftSettings: swiftSettings),
+        .testTarget(name: "FederationTests", dependencies: ["Federation", "Providers"], swiftSettings: swiftSettings),
         .testTarget(name: "TransferTests", dependencies: ["Transfer", "Trust"], swiftSettings: swiftSettings),
         .testTarget(
             name: "MigrationTests", dependencies: ["Migration", "Providers", "Transfer", "Trust", "TestSupport"],
