@@ -156,6 +156,17 @@ public struct DestinationMigration: Sendable {
         return action
     }
 
+    /// Releases a reservation the source has left unused for `reservationTimeout` (it gave up, or is
+    /// gone for good), so that capacity does not leak. Only RESERVED expires: no copy exists yet, and
+    /// a source that comes back later gets `abort` for `transferred` and restarts its own copy.
+    /// Returns nil when there is nothing to expire.
+    public mutating func expire(now: Date) -> MigrationAction? {
+        guard snapshot.phase == .reserved,
+              now >= snapshot.phaseEnteredAt.addingTimeInterval(snapshot.configuration.reservationTimeout)
+        else { return nil }
+        return rollback("reservation unused for \(Int(snapshot.configuration.reservationTimeout)) s", answer: .none, now: now)
+    }
+
     /// A request from the source for this migration.
     public mutating func received(_ message: MigrationMessage, now: Date) -> MigrationAction {
         let state = snapshot.phase

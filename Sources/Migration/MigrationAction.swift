@@ -145,11 +145,17 @@ public struct MigrationConfiguration: Codable, Sendable, Hashable {
     public var maxAttempts: Int
     /// Pause before retrying a step that must succeed (undoing, or finishing after the cut-over).
     public var retryDelay: TimeInterval
+    /// How long the destination holds a reservation the source does not use (see `DestinationMigration.expire`).
+    public var reservationTimeout: TimeInterval
 
-    public init(gracefulShutdownTimeout: TimeInterval = 60, maxAttempts: Int = 3, retryDelay: TimeInterval = 2) {
+    public init(
+        gracefulShutdownTimeout: TimeInterval = 60, maxAttempts: Int = 3, retryDelay: TimeInterval = 2,
+        reservationTimeout: TimeInterval = 3600
+    ) {
         self.gracefulShutdownTimeout = gracefulShutdownTimeout
         self.maxAttempts = maxAttempts
         self.retryDelay = retryDelay
+        self.reservationTimeout = reservationTimeout
     }
 }
 

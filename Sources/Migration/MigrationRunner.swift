@@ -285,6 +285,23 @@ public actor MigrationRunner {
         return results
     }
 
+    /// Releases destination reservations unused for their `reservationTimeout`; the broker calls it
+    /// periodically.
+    public func expireReservations(now: Date = Date()) async throws -> [Result] {
+        try checkAlive()
+        var results: [Result] = []
+        for (id, role) in try journal.unfinished() where role == .destination && !busy.contains(id) {
+            guard let stored = try journal.destinationSnapshot(id) else { continue }
+            var machine = DestinationMigration(resuming: stored)
+            guard let first = machine.expire(now: now) else { continue }
+            busy.insert(id)
+            defer { busy.remove(id) }
+            let (_, outcome) = try await runDestination(&machine, first)
+            results.append(Result(migrationID: id, role: .destination, outcome: outcome))
+        }
+        return results
+    }
+
     // MARK: journal
 
     private func journaled<S: Encodable>(

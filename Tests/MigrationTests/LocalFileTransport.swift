@@ -62,6 +62,11 @@ actor LocalFileTransport: ImageTransport {
 
     func send(file: URL, to offer: TransferOffer, progress: @escaping @Sendable (TransferProgress) -> Void) async throws {
         let target = try Self.imageURL(offer)
+        // Like a real receiver, the inbox takes files only for offers it has open (not withdrawn).
+        let offers = (try? FileManager.default.contentsOfDirectory(atPath: offer.host).filter { $0.hasSuffix(".offer") }) ?? []
+        guard offers.contains(where: { (try? String(contentsOfFile: "\(offer.host)/\($0)", encoding: .utf8)) == offer.token }) else {
+            throw TransportError(description: "no open offer \(offer.token)")
+        }
         let partial = target.deletingPathExtension().appendingPathExtension("partial")
         let failAfter = failNextSendAfterBytes
         let corrupt = corruptNextSend

@@ -149,11 +149,23 @@ actor MigrationFixture {
         }
     }
 
-    /// Never two copies on at once.
+    /// Source phases in which no copy may be on: from the stop until the destination's copy runs
+    /// (the cut-over), and while a rollback brings the source back.
+    static let stoppedWindow: Set<SourcePhase> = [
+        .stopping, .poweringOff, .snapshotting, .exporting, .converting, .transferring, .announcing, .cuttingOver, .rollingBack,
+    ]
+
+    /// Never two copies on at once; never none outside the stopped window.
     private func checkRunningCopies(at step: String) async throws {
         let copies = try await runningCopies()
         maxRunningCopies = max(maxRunningCopies, copies.count)
         if copies.count > 1 { violations.append("\(copies.count) copies on at \(step)") }
+        if copies.isEmpty {
+            let phases = try sourceJournal.migrations().filter { $0.role == .source }.compactMap { SourcePhase(rawValue: $0.phase) }
+            if !phases.contains(where: Self.stoppedWindow.contains) {
+                violations.append("no copy on at \(step), source phases \(phases)")
+            }
+        }
     }
 
     /// Instances that are on (running, booting or rebooting) in either cloud.

@@ -170,6 +170,38 @@ struct MigrationRunnerTests {
             MigrationMessage(migrationID: "mig-x", body: .abort(reason: "test")), from: MigrationFixture.sourceName)
         #expect(answer.body == .state(MigrationPeerState(phase: .unknown)))
         #expect(try await fixture.destinationJournal.migrations().isEmpty)
+
+        // Another peer learns nothing about (and cannot touch) a migration that is not its own.
+        let spec = MigratingInstanceSpec(name: "w", instanceType: "sim.nano", vCPU: 1, memoryMiB: 512, diskGiB: 1, imageFormats: [.raw], canConvert: false)
+        let reserved = try await fixture.destinationRunner.handle(
+            MigrationMessage(migrationID: "mig-y", body: .propose(MigrationProposal(agreementID: "agr-1", instance: spec))),
+            from: MigrationFixture.sourceName)
+        guard case .reserved = reserved.body else { Issue.record("\(reserved)"); return }
+        let intruder = try await fixture.destinationRunner.handle(
+            MigrationMessage(migrationID: "mig-y", body: .abort(reason: "mine now")), from: "intruder.test")
+        #expect(intruder.body == .state(MigrationPeerState(phase: .unknown)))
+        #expect(try await fixture.destinationJournal.destinationSnapshot("mig-y")?.phase == .reserved)
+    }
+
+    @Test("an unused reservation expires: offer withdrawn, a late transferred is refused")
+    func reservationExpires() async throws {
+        let fixture = try MigrationFixture()
+        defer { Task { await fixture.removeFiles() } }
+        await fixture.configure { $0.destinationConfiguration = { $0.migration.reservationTimeout = 60 } }
+        _ = try await fixture.setUp()
+        let spec = MigratingInstanceSpec(name: "w", instanceType: "sim.nano", vCPU: 1, memoryMiB: 512, diskGiB: 1, imageFormats: [.raw], canConvert: false)
+        let answer = try await fixture.destinationRunner.handle(
+            MigrationMessage(migrationID: "mig-1", body: .propose(MigrationProposal(agreementID: "agr-1", instance: spec))),
+            from: MigrationFixture.sourceName)
+        guard case .reserved = answer.body else { Issue.record("\(answer)"); return }
+        #expect(try await fixture.destinationRunner.expireReservations(now: Date().addingTimeInterval(30)).isEmpty)
+        let expired = try await fixture.destinationRunner.expireReservations(now: Date().addingTimeInterval(61))
+        #expect(expired.map(\.outcome) == [.rolledBack(reason: "reservation unused for 60 s")])
+        #expect(await fixture.leftoverFiles(inSource: false, migrationID: "mig-1").isEmpty)
+        let late = try await fixture.destinationRunner.handle(
+            MigrationMessage(migrationID: "mig-1", body: .transferred(TransferredImage(format: .raw, bytes: 1, sha256: String(repeating: "a", count: 64)))),
+            from: MigrationFixture.sourceName)
+        guard case .abort = late.body else { Issue.record("\(late)"); return }
     }
 
     @Test("capacity promised to a reservation is not promised twice")
