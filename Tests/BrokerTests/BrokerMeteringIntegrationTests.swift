@@ -35,6 +35,8 @@ import XMPP
         terms.rates.instanceHour = ["sim.small": Decimal(string: "0.0230")!, "sim.medium": Decimal(string: "0.0460")!]
         let outcome = try await pair.consumer.node.negotiation.negotiate(with: try JID(pair.providerJID), terms: terms)
         #expect(outcome.state == .finalized, "\(outcome.reason ?? "")")
+        // The provider finalizes when its finalize message is acknowledged, just after the consumer.
+        #expect(await eventually { await pair.provider.node.negotiation.state(of: outcome.negotiationID) == .finalized })
         return (pair, try #require(outcome.agreement))
     }
 
