@@ -2,20 +2,29 @@ import Foundation
 import Providers
 
 /// The broker's one connection to its local cloud (`[provider]`), made on first use and shared by
-/// the inventory publisher, metering and migration. A driver that cannot be made is tried again on
-/// the next call, so a cloud that comes up late is picked up without restarting the broker.
+/// the inventory publisher, metering, migration and federation. A driver that cannot be made is
+/// tried again on the next call, so a cloud that comes up late is picked up without restarting.
 public actor ProviderHandle {
     public nonisolated let settings: BrokerConfiguration.ProviderSettings
-    private var made: (any CloudDriver)?
+    /// The driver being made or made. Shared so that callers arriving while `make` is suspended
+    /// (actor reentrancy) wait for the same driver instead of opening a second one on the same
+    /// backend (two SimClouds on one directory would both seed it).
+    private var making: Task<any CloudDriver, any Error>?
 
     public init(settings: BrokerConfiguration.ProviderSettings) {
         self.settings = settings
     }
 
     public func driver() async throws -> any CloudDriver {
-        if let made { return made }
-        let driver = try await DriverRegistry.make(DriverSettings(kind: settings.driver, options: settings.options))
-        made = driver
-        return driver
+        if let making { return try await making.value }
+        let settings = settings
+        let task = Task { try await DriverRegistry.make(DriverSettings(kind: settings.driver, options: settings.options)) }
+        making = task
+        do {
+            return try await task.value
+        } catch {
+            making = nil
+            throw error
+        }
     }
 }
