@@ -12,7 +12,9 @@ import Synchronization
 /// backoff and the receiver tells it where to resume.
 public struct TransferSender: Sendable {
     public struct Options: Sendable, Equatable {
-        /// Bytes per chunk (each carries its own SHA-256). 4 MiB by default.
+        /// Bytes per chunk (each carries its own SHA-256). 1 MiB by default: on loopback 1 MiB
+        /// chunks cost the receiver less kernel time than 4 MiB ones (each pass over a chunk —
+        /// decrypt, two hashes, write — stays closer to the cache), with the same throughput.
         public var chunkSize: Int
         /// Chunk buffers in flight: memory is `bufferCount × chunkSize`, whatever the file size.
         public var bufferCount: Int
@@ -22,7 +24,7 @@ public struct TransferSender: Sendable {
         public var retry: RetryPolicy
 
         public init(
-            chunkSize: Int = 4 << 20, bufferCount: Int = 4, connectTimeout: TimeInterval = 10,
+            chunkSize: Int = 1 << 20, bufferCount: Int = 8, connectTimeout: TimeInterval = 10,
             idleTimeout: TimeInterval = 30, retry: RetryPolicy = RetryPolicy()
         ) {
             self.chunkSize = chunkSize

@@ -22,7 +22,7 @@ public final class TransferServer: Sendable {
         public var syncOnCompletion: Bool
 
         public init(
-            maximumChunkSize: Int = 16 << 20, bufferCount: Int = 4, handshakeTimeout: TimeInterval = 10,
+            maximumChunkSize: Int = 16 << 20, bufferCount: Int = 8, handshakeTimeout: TimeInterval = 10,
             idleTimeout: TimeInterval = 30, maximumConnections: Int = 16, syncOnCompletion: Bool = true
         ) {
             self.maximumChunkSize = maximumChunkSize
