@@ -291,13 +291,24 @@ private final class StoragePipeline: Sendable {
                 defer { pool.giveBack(buffer) }
                 if failed { continue }
                 do throws(TransferError) {
-                    try store.store(index: buffer.index, data: UnsafeRawBufferPointer(buffer.data), digest: buffer.digest)
+                    // Hash then write slice by slice: the write's copy into the page cache then
+                    // reads bytes the hash just pulled into this core's cache (measured: the copy
+                    // from a cold 1 MiB buffer was the receiver's largest cost).
+                    let data = UnsafeRawBufferPointer(buffer.data)
+                    let chunkOffset = store.layout.offset(of: buffer.index)
+                    var offset = 0
+                    while offset < data.count {
+                        let slice = UnsafeRawBufferPointer(rebasing: data[offset..<min(data.count, offset + Self.sliceLength)])
+                        hasher.update(bufferPointer: slice)
+                        try store.write(slice, at: chunkOffset + UInt64(offset))
+                        offset += slice.count
+                    }
+                    try store.recordVerified(index: buffer.index, digest: buffer.digest)
                 } catch {
                     failed = true
                     events.push(.storageFailed("\(error)"))
                     continue
                 }
-                hasher.update(bufferPointer: UnsafeRawBufferPointer(buffer.data))
                 events.push(.stored(index: buffer.index))
                 if buffer.index + 1 == store.layout.chunkCount {
                     events.push(.allStored(sha256: Array(hasher.finalize())))
@@ -307,6 +318,8 @@ private final class StoragePipeline: Sendable {
     }
 
     private let finished = Atomic<Bool>(false)
+    /// Small enough to stay in a core's L2 cache between the hash and the write.
+    static let sliceLength = 256 * 1024
 
     /// Stops the stages after what is queued and waits for both to exit (idempotent).
     func finish() {

@@ -250,6 +250,7 @@ private final class ChunkReader: Sendable {
     let ready: BlockingQueue<Item>
     let corruptChunk: UInt64?
     private let stopped = Atomic<Bool>(false)
+    static let sliceLength = 256 * 1024
 
     init(source: FileDescriptor, layout: ChunkLayout, bufferCount: Int, chunkCapacity: Int, corruptChunk: UInt64?) {
         self.source = source
@@ -265,14 +266,23 @@ private final class ChunkReader: Sendable {
                 guard var buffer = pool.take(unless: stopped.load(ordering: .relaxed)) else { return }
                 buffer.index = index
                 buffer.length = layout.length(of: index)
+                // Read and hash slice by slice, so the hash reads bytes still in cache.
+                var hasher = SHA256()
                 do throws(TransferError) {
-                    try source.readFully(into: buffer.data, at: layout.offset(of: index))
+                    var offset = 0
+                    while offset < buffer.length {
+                        let slice = UnsafeMutableRawBufferPointer(
+                            rebasing: buffer.data[offset..<min(buffer.length, offset + Self.sliceLength)])
+                        try source.readFully(into: slice, at: layout.offset(of: index) + UInt64(offset))
+                        hasher.update(bufferPointer: UnsafeRawBufferPointer(slice))
+                        offset += slice.count
+                    }
                 } catch {
                     pool.giveBack(buffer)
                     ready.push(.failed(error))
                     return
                 }
-                buffer.digest = SHA256.digest(of: UnsafeRawBufferPointer(buffer.data))
+                buffer.digest = Array(hasher.finalize())
                 if index == corruptChunk { buffer.data[buffer.length / 2] ^= 0xff }
                 ChunkFrameHeader.write(into: buffer.header, index: index, digest: buffer.digest, dataLength: buffer.length)
                 guard ready.push(.chunk(buffer)) else {

@@ -149,10 +149,14 @@ final class PartialFileStore: @unchecked Sendable {
 
     private func recordOffset(of index: UInt64) -> UInt64 { recordHeaderLength + index * UInt64(WireLimits.digestLength) }
 
-    /// Writes a verified chunk at its offset, then records its digest.
-    func store(index: UInt64, data: UnsafeRawBufferPointer, digest: [UInt8]) throws(TransferError) {
-        precondition(data.count == layout.length(of: index))
-        try partial.writeFully(data, at: layout.offset(of: index))
+    /// Writes part of a verified chunk at its place in the file.
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(TransferError) {
+        precondition(offset + UInt64(bytes.count) <= layout.fileSize)
+        try partial.writeFully(bytes, at: offset)
+    }
+
+    /// Records chunk `index` as verified and written (after all its bytes are).
+    func recordVerified(index: UInt64, digest: [UInt8]) throws(TransferError) {
         try withBytes(digest) { (buffer) throws(TransferError) in try record.writeFully(buffer, at: recordOffset(of: index)) }
     }
 
