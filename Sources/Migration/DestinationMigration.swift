@@ -110,6 +110,9 @@ public struct DestinationMigration: Sendable {
 
     var imageName: String { migrationImageName(snapshot.migrationID) }
 
+    /// The largest disk file accepted: the announced disk size plus room for a format's metadata.
+    var maximumImageBytes: Int64 { (Int64(max(snapshot.proposal.instance.diskGiB, 1)) << 30) + (64 << 20) }
+
     /// A machine for a proposal just received; call `begin(now:)`.
     public init(migrationID: String, peer: String, proposal: MigrationProposal, configuration: MigrationConfiguration = .init(), now: Date) {
         snapshot = Snapshot(
@@ -187,6 +190,9 @@ public struct DestinationMigration: Sendable {
                 return .reply(reply(.abort(reason: "transferred is unexpected while \(state.rawValue)")))
             }
             snapshot.transferred = image
+            guard image.bytes <= maximumImageBytes else {
+                return rollback("image of \(image.bytes) bytes exceeds the \(maximumImageBytes) reserved", answer: .abort, now: now)
+            }
             guard reservation.acceptedFormats.contains(image.format) else {
                 return rollback("image format \(image.format) was not accepted", answer: .abort, now: now)
             }
@@ -258,7 +264,7 @@ public struct DestinationMigration: Sendable {
                 sizeID: size.id, acceptedFormats: accepted, region: inventory.region, offer: TransferOffer(host: "", port: "", token: ""))
             snapshot.network = spec.networkName.flatMap { inventory.networkMap[$0] } ?? inventory.defaultNetwork
             snapshot.undo.append(.withdrawOffer)
-            return issue(.transport(.prepareOffer(migrationID: snapshot.migrationID, expectedBytes: nil)), phase: .offering, now: now)
+            return issue(.transport(.prepareOffer(migrationID: snapshot.migrationID, maximumBytes: maximumImageBytes)), phase: .offering, now: now)
 
         case (.offering, .offer(let offer)):
             snapshot.reservation?.offer = offer

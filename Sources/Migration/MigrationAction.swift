@@ -60,8 +60,8 @@ public enum MigrationOperation: Codable, Sendable, Hashable {
 
 /// A call into the image transport.
 public enum TransportOperation: Codable, Sendable, Hashable {
-    /// Destination: prepare to receive one file.
-    case prepareOffer(migrationID: String, expectedBytes: Int64?)
+    /// Destination: prepare to receive one file of at most `maximumBytes`.
+    case prepareOffer(migrationID: String, maximumBytes: Int64)
     /// Destination: hand over the file received for `offer`, hashed locally.
     case receive(TransferOffer, format: ImageFormat)
     /// Destination: withdraw the offer and delete anything received (releases the reservation's channel).

@@ -41,9 +41,9 @@ public struct ReceivedImageFile: Sendable, Hashable {
 /// Moves disk images between the brokers (the broker implements it with the Transfer module's
 /// mutual-TLS channel). Every method is idempotent: the runner repeats them after a restart.
 public protocol ImageTransport: Sendable {
-    /// Destination: prepares to receive the disk of `migrationID`; the offer goes to the source.
-    /// Asked again for the same migration, returns an equivalent offer.
-    func prepareOffer(migrationID: String, expectedBytes: Int64?) async throws -> TransferOffer
+    /// Destination: prepares to receive the disk of `migrationID`, refusing more than `maximumBytes`;
+    /// the offer goes to the source. Asked again for the same migration, returns an equivalent offer.
+    func prepareOffer(migrationID: String, maximumBytes: Int64) async throws -> TransferOffer
     /// Destination: the file received for `offer`, with its size and SHA-256 computed here.
     func receivedFile(for offer: TransferOffer) async throws -> ReceivedImageFile
     /// Destination: withdraws the offer of `migrationID` and deletes anything received for it.

@@ -436,8 +436,8 @@ public actor MigrationRunner {
 
     private func perform(_ operation: TransportOperation, migrationID: String, role: MigrationRole) async throws -> StepResult {
         switch operation {
-        case .prepareOffer(let id, let expectedBytes):
-            return .offer(try await transport.prepareOffer(migrationID: id, expectedBytes: expectedBytes))
+        case .prepareOffer(let id, let maximumBytes):
+            return .offer(try await transport.prepareOffer(migrationID: id, maximumBytes: maximumBytes))
         case .receive(let offer, let format):
             let staged = try workDirectory(migrationID).appendingPathComponent("\(migrationID).received.\(format.rawValue)")
             if !FileManager.default.fileExists(atPath: staged.path) {

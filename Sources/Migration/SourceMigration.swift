@@ -147,7 +147,7 @@ public struct SourceMigration: Sendable {
 
     /// The first action: check the agreement and the policy.
     public mutating func begin(now: Date) -> MigrationAction {
-        guard snapshot.inFlight == nil, snapshot.phase == .authorizing else { return resume(now: now) }
+        guard snapshot.inFlight == nil, snapshot.phase == .authorizing else { return snapshot.inFlight ?? .wait }
         let request = PolicyRequest.migrateOut(MigrationSpec(snapshot.spec, region: snapshot.spec.region))
         return issue(.authorize(request, agreementID: snapshot.agreementID), phase: .authorizing, now: now)
     }
@@ -159,7 +159,11 @@ public struct SourceMigration: Sendable {
         case .rolledBack: return .rolledBack(reason: snapshot.rollbackReason ?? "rolled back")
         default: break
         }
-        guard let action = snapshot.inFlight else { return begin(now: now) }
+        guard let action = snapshot.inFlight else {
+            // Every phase but the first and the final ones has its step in flight; anything else is
+            // a damaged snapshot, and undoing is the safe way out of it.
+            return snapshot.phase == .authorizing ? begin(now: now) : rollback("no step recorded while \(snapshot.phase.rawValue)", now: now)
+        }
         snapshot.attempts += 1
         if snapshot.attempts > snapshot.configuration.maxAttempts && !mustSucceed {
             return handle(.failed("gave up after \(snapshot.attempts - 1) attempts"), now: now)

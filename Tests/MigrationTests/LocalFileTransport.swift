@@ -27,14 +27,22 @@ actor LocalFileTransport: ImageTransport {
 
     private func offerFile(_ migrationID: String) -> URL { inbox.appendingPathComponent("\(migrationID).offer") }
 
-    func prepareOffer(migrationID: String, expectedBytes: Int64?) async throws -> TransferOffer {
+    /// An open offer as stored in the inbox: "TOKEN MAXIMUM-BYTES".
+    private static func readOffer(_ file: URL) -> (token: String, maximumBytes: Int64)? {
+        guard let text = try? String(contentsOf: file, encoding: .utf8) else { return nil }
+        let parts = text.split(separator: " ")
+        guard parts.count == 2, let maximum = Int64(parts[1]) else { return nil }
+        return (String(parts[0]), maximum)
+    }
+
+    func prepareOffer(migrationID: String, maximumBytes: Int64) async throws -> TransferOffer {
         let file = offerFile(migrationID)
         let token: String
-        if let stored = try? String(contentsOf: file, encoding: .utf8) {
-            token = stored
+        if let stored = Self.readOffer(file) {
+            token = stored.token
         } else {
             token = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
-            try token.write(to: file, atomically: true, encoding: .utf8)
+            try "\(token) \(maximumBytes)".write(to: file, atomically: true, encoding: .utf8)
         }
         return TransferOffer(host: inbox.path, port: "local", token: token)
     }
@@ -53,7 +61,7 @@ actor LocalFileTransport: ImageTransport {
 
     func withdraw(migrationID: String) async throws {
         let file = offerFile(migrationID)
-        guard let token = try? String(contentsOf: file, encoding: .utf8) else { return }
+        guard let token = Self.readOffer(file)?.token else { return }
         for name in ["\(token).image", "\(token).partial", "\(token).sha256"] {
             try? FileManager.default.removeItem(at: inbox.appendingPathComponent(name))
         }
@@ -64,8 +72,12 @@ actor LocalFileTransport: ImageTransport {
         let target = try Self.imageURL(offer)
         // Like a real receiver, the inbox takes files only for offers it has open (not withdrawn).
         let offers = (try? FileManager.default.contentsOfDirectory(atPath: offer.host).filter { $0.hasSuffix(".offer") }) ?? []
-        guard offers.contains(where: { (try? String(contentsOfFile: "\(offer.host)/\($0)", encoding: .utf8)) == offer.token }) else {
-            throw TransportError(description: "no open offer \(offer.token)")
+        guard let open = offers.lazy.compactMap({ Self.readOffer(URL(fileURLWithPath: offer.host).appendingPathComponent($0)) })
+            .first(where: { $0.token == offer.token })
+        else { throw TransportError(description: "no open offer \(offer.token)") }
+        let size = (try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int).map(Int64.init) ?? 0
+        guard size <= open.maximumBytes else {
+            throw TransportError(description: "\(size) bytes exceeds the \(open.maximumBytes) the offer accepts")
         }
         let partial = target.deletingPathExtension().appendingPathExtension("partial")
         let failAfter = failNextSendAfterBytes

@@ -38,6 +38,8 @@ actor MigrationFixture {
     private(set) var sourceJournal: MigrationJournal!
     private(set) var destinationJournal: MigrationJournal!
 
+    /// The instance being migrated.
+    private(set) var sourceInstanceID: String?
     /// Journal writes per side so far.
     private(set) var journalWrites: [MigrationRole: Int] = [:]
     private(set) var journaledSteps: [MigrationRole: [String]] = [:]
@@ -129,6 +131,7 @@ actor MigrationFixture {
         let instance = try await sourceCloud.create(
             CreateInstanceRequest(name: "web-1", sizeID: "sim.nano", imageID: "sim-img-seed"), progress: nil)
         _ = try await sourceCloud.waitFor(instance: instance.id, state: .running, timeout: .seconds(10), pollInterval: .milliseconds(20))
+        sourceInstanceID = instance.id
         return instance.id
     }
 
@@ -160,6 +163,13 @@ actor MigrationFixture {
         let copies = try await runningCopies()
         maxRunningCopies = max(maxRunningCopies, copies.count)
         if copies.count > 1 { violations.append("\(copies.count) copies on at \(step)") }
+        // The source copy may go only once the destination has committed (it runs by then).
+        if let sourceInstanceID, try await !sourceCloud.listInstances().contains(where: { $0.id == sourceInstanceID }) {
+            let destinationPhases = try destinationJournal.migrations().map(\.phase)
+            if !destinationPhases.contains(DestinationPhase.completed.rawValue) && !destinationPhases.contains(DestinationPhase.completing.rawValue) {
+                violations.append("source copy gone at \(step) while the destination is \(destinationPhases)")
+            }
+        }
         if copies.isEmpty {
             let phases = try sourceJournal.migrations().filter { $0.role == .source }.compactMap { SourcePhase(rawValue: $0.phase) }
             if !phases.contains(where: Self.stoppedWindow.contains) {

@@ -129,7 +129,7 @@ struct MigrationMachineTests {
         var machine = destination()
         _ = machine.begin(now: now)
         #expect(machine.handle(.authorized(.allowed), now: now) == .driver(.inspect))
-        #expect(machine.handle(.inventory(inventory()), now: now) == .transport(.prepareOffer(migrationID: "m1", expectedBytes: nil)))
+        #expect(machine.handle(.inventory(inventory()), now: now) == .transport(.prepareOffer(migrationID: "m1", maximumBytes: (1 << 30) + (64 << 20))))
         guard case .reply(let reply) = machine.handle(.offer(offer), now: now), case .reserved(let reservation) = reply.body else {
             Issue.record("no reservation"); return
         }
@@ -166,6 +166,19 @@ struct MigrationMachineTests {
         #expect(machine.handle(.done, now: now) == .transport(.withdraw(migrationID: "m1")))
         guard case .reply(let reply) = machine.handle(.done, now: now), case .abort(let reason) = reply.body else { Issue.record("no abort"); return }
         #expect(reason.contains("does not match"))
+    }
+
+    @Test("an announced image larger than the reserved disk is refused before anything is received")
+    func destinationBoundsImageSize() {
+        var machine = destination()
+        _ = machine.begin(now: now)
+        _ = machine.handle(.authorized(.allowed), now: now)
+        _ = machine.handle(.inventory(inventory()), now: now)
+        _ = machine.handle(.offer(offer), now: now)
+        let huge = TransferredImage(format: .raw, bytes: 2 << 30, sha256: sha)  // the proposal said 1 GiB
+        #expect(machine.received(MigrationMessage(migrationID: "m1", body: .transferred(huge)), now: now) == .transport(.withdraw(migrationID: "m1")))
+        guard case .reply(let reply) = machine.handle(.done, now: now), case .abort(let reason) = reply.body else { Issue.record("accepted"); return }
+        #expect(reason.contains("exceeds"))
     }
 
     @Test("destination resume: mid-import rolls back; started waits; completed stays")
