@@ -16,12 +16,33 @@ struct CrashResumeTests {
         return await fixture.journalWrites
     }
 
-    /// Runs one migration with a crash of `role` after its `write`-th journal write; returns whether
-    /// it completed and the step journaled last before the crash.
-    static func crashAndResume(_ role: MigrationRole, after write: Int) async throws -> (completed: Bool, step: String) {
+    /// The destination fails its last step (the check that its copy runs), so both sides roll back
+    /// from as far as a migration gets before the commit.
+    static func failLate(_ fixture: MigrationFixture) async {
+        await fixture.destinationCloud.inject(.fail(.describe))
+    }
+
+    static func journalWritesOfLateRollback() async throws -> [MigrationRole: Int] {
         let fixture = try MigrationFixture()
         defer { Task { await fixture.removeFiles() } }
         let instanceID = try await fixture.setUp()
+        await failLate(fixture)
+        guard case .rolledBack = try await fixture.migrate(instanceID).outcome else {
+            Issue.record("the injected fault did not roll back")
+            return [:]
+        }
+        return await fixture.journalWrites
+    }
+
+    /// Runs one migration with a crash of `role` after its `write`-th journal write; returns whether
+    /// it completed and the step journaled last before the crash.
+    static func crashAndResume(
+        _ role: MigrationRole, after write: Int, inject: (MigrationFixture) async -> Void = { _ in }
+    ) async throws -> (completed: Bool, step: String) {
+        let fixture = try MigrationFixture()
+        defer { Task { await fixture.removeFiles() } }
+        let instanceID = try await fixture.setUp()
+        await inject(fixture)
         await fixture.configure { $0.crashPlan = (role, write) }
         let context = "\(role.rawValue) crash after write \(write)"
         var crashedStep: String?
@@ -81,5 +102,20 @@ struct CrashResumeTests {
             if completed { completions += 1 }
         }
         #expect(completions == 3)
+    }
+
+    @Test("crash after each journal write of a rollback: the resumed rollback finishes", arguments: [MigrationRole.source, .destination])
+    func crashesDuringRollback(_ role: MigrationRole) async throws {
+        let writes = try #require(try await Self.journalWritesOfLateRollback()[role])
+        #expect(writes >= 12)
+        for write in 1...writes {
+            // A restarted driver has forgotten the injected fault, so a crash before the failing step
+            // lets the migration complete; after it, the rollback must finish. Either way the end
+            // state is checked in full.
+            let (completed, step) = try await Self.crashAndResume(role, after: write, inject: Self.failLate)
+            if step.contains("rollingBack") || step.contains("rolledBack") {
+                #expect(!completed, "\(role.rawValue) crash after \(step) completed instead of rolling back")
+            }
+        }
     }
 }
