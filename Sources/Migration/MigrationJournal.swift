@@ -211,10 +211,11 @@ public struct MigrationJournal: Sendable {
         }
     }
 
-    /// Size ids held by destination migrations that reserved capacity but have not created their
-    /// instance yet (an instance, once created, counts in the driver's own capacity).
+    /// Size ids held by destination migrations that reserved capacity but may not have created their
+    /// instance yet (an instance, once created, counts in the driver's own capacity; while `creating`
+    /// it may be counted twice, which errs on the safe side).
     public func reservedSizeIDs(excluding migrationID: String? = nil) throws -> [String] {
-        let phases = [DestinationPhase.offering, .reserved, .receiving, .importing].map(\.rawValue)
+        let phases = [DestinationPhase.offering, .reserved, .receiving, .importing, .creating].map(\.rawValue)
         let rows = try database.read { db in
             try Row.fetchAll(
                 db,

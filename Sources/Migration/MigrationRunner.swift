@@ -8,7 +8,9 @@ import Providers
 ///
 /// One runner per broker plays both roles: `migrate(...)` moves a local instance out,
 /// `handle(_:from:)` answers a peer's requests for instances moving in, and `resume()` finishes
-/// what a previous process left unfinished. Before every action the machine's snapshot and the step
+/// what a previous process left unfinished. The broker calls `resume()` at start and then now and
+/// then (with `expireReservations()`), since a migration that stalled on an unreachable peer goes
+/// on only when resumed. Before every action the machine's snapshot and the step
 /// are written to the journal (SQLite, `synchronous = FULL`), so nothing is performed, and no answer
 /// sent, that a restart would not know about.
 public actor MigrationRunner {
