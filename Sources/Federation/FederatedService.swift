@@ -26,7 +26,8 @@ import Providers
 /// **Persistence.** The caller stores `snapshot` before performing any action other than `.none`.
 ///
 /// **Resume rule** (`init(resuming:)` then `resume(now:)`):
-/// 1. ended and failed stay as they are.
+/// 1. ended and failed stay as they are; their last action (`finished`: metering removal,
+///    credentials revoked) is performed again, since a crash may have come before it.
 /// 2. requested: start provisioning (nothing was done yet).
 /// 3. provisioning: the create may or may not have happened, so look the instance up by name:
 ///    found → adopt it and wait for it (starting); not found → create it (again, within
@@ -247,7 +248,7 @@ public struct FederatedService: Sendable {
         snapshot.nextAttemptAt = nil
         switch snapshot.phase {
         case .ended, .failed:
-            return .none
+            return .finished(removal: removal)
         case .requested:
             return start(now: now)
         case .provisioning:
@@ -415,10 +416,15 @@ public struct FederatedService: Sendable {
         snapshot.nextAttemptAt = nil
         snapshot.instanceID = nil
         setPhase(snapshot.failureReason == nil ? .ended : .failed, now: now)
-        let removal = snapshot.placement.map {
-            FederationRemoval(serviceID: $0.serviceID, agreementID: $0.agreementID, consumer: $0.consumer, instanceID: $0.instanceID, removedAt: now)
-        }
         return .finished(removal: removal)
+    }
+
+    /// The end of the placement (when the service reached its final phase), if it had one.
+    private var removal: FederationRemoval? {
+        guard snapshot.phase.isFinal, let placement = snapshot.placement else { return nil }
+        return FederationRemoval(
+            serviceID: placement.serviceID, agreementID: placement.agreementID, consumer: placement.consumer,
+            instanceID: placement.instanceID, removedAt: snapshot.phaseEnteredAt)
     }
 
     private mutating func setPhase(_ phase: Phase, now: Date) {

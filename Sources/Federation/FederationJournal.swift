@@ -121,7 +121,8 @@ public struct FederationJournal: Sendable {
     /// Stores a machine's snapshot and logs the step it is about to perform, in one transaction,
     /// with the hash of newly issued credentials when there are any (so an active service never
     /// exists on disk without its credentials, and a renewal never half happens). `insert` refuses
-    /// an existing service id.
+    /// an existing service id. A service in a final phase counts as unfinished until
+    /// `markFinished` (its last action, the metering removal, is then done).
     func save(
         _ snapshot: FederatedService.Snapshot, step: String, detail: String, issuing issued: IssuedCredentials? = nil,
         revokeCredentials: Bool = false, insert: Bool = false, now: Date
@@ -136,12 +137,12 @@ public struct FederationJournal: Sendable {
                         """,
                     arguments: [
                         snapshot.serviceID, snapshot.agreementID, snapshot.consumer, snapshot.templateName, snapshot.phase.rawValue,
-                        snapshot.phase.isFinal, data, now, now,
+                        false, data, now, now,
                     ])
             } else {
                 try db.execute(
-                    sql: "UPDATE federation_service SET phase = ?, finished = ?, snapshot = ?, updated_at = ? WHERE id = ?",
-                    arguments: [snapshot.phase.rawValue, snapshot.phase.isFinal, data, now, snapshot.serviceID])
+                    sql: "UPDATE federation_service SET phase = ?, snapshot = ?, updated_at = ? WHERE id = ?",
+                    arguments: [snapshot.phase.rawValue, data, now, snapshot.serviceID])
                 guard db.changesCount == 1 else { throw FederationError.unknownService(snapshot.serviceID) }
             }
             if let issued {
@@ -161,6 +162,13 @@ public struct FederationJournal: Sendable {
                 try db.execute(sql: "DELETE FROM federation_credential WHERE service_id = ?", arguments: [snapshot.serviceID])
             }
             try Self.insertStep(db, serviceID: snapshot.serviceID, phase: snapshot.phase.rawValue, step: step, detail: detail, now: now)
+        }
+    }
+
+    /// The service's last action is done: `unfinished()` no longer lists it.
+    func markFinished(serviceID: String, now: Date) throws {
+        try database.write { db in
+            try db.execute(sql: "UPDATE federation_service SET finished = 1, updated_at = ? WHERE id = ?", arguments: [now, serviceID])
         }
     }
 

@@ -157,7 +157,8 @@ public actor FederationRunner {
 
     /// The service's state as the consumer may see it.
     public func status(serviceID: String) throws(FederationError) -> ServiceStatus {
-        try load(serviceID).status
+        try checkRunning()
+        return try load(serviceID).status
     }
 
     /// New credentials for an active service; the old token stops working at once.
@@ -349,6 +350,7 @@ public actor FederationRunner {
             }
         case .finished(let removal):
             if let removal { await report { try await $0.removed(removal) } }
+            do { try journal.markFinished(serviceID: serviceID, now: now) } catch { throw .journal("\(error)") }
             return nil
         }
     }

@@ -185,7 +185,11 @@ extension TemplateLoader {
                 if bootScript.utf8.count > TemplateLoader.maximumBootScriptBytes {
                     error("boot_script", "longer than \(TemplateLoader.maximumBootScriptBytes) bytes")
                 }
-                let declared = Set(parameters.map(\.name))
+                // Names of parameters that failed their own checks count too: one mistake, one error.
+                var declared = Set(parameters.map(\.name))
+                if let array = root["parameter"]?.array {
+                    for i in 0..<array.count { if let name = array[i].table?["name"]?.string { declared.insert(name) } }
+                }
                 for placeholder in ServerTemplate.placeholders(in: bootScript) where !declared.contains(placeholder) {
                     error("boot_script", "placeholder {{\(placeholder)}} names no declared parameter")
                 }
