@@ -107,7 +107,12 @@ public actor MigrationRunner {
     private var halted = false
     /// Migrations a task of this runner is working on; a second request for one waits its turn by
     /// being answered with the current state instead of interleaving with the first.
-    private var busy: Set<String> = []
+    private var busy: Set<BusyKey> = []
+
+    private struct BusyKey: Hashable {
+        var id: String
+        var role: MigrationRole
+    }
 
     public init(
         driver: any CloudDriver, journal: MigrationJournal, transport: any ImageTransport, link: (any MigrationPeerLink)?,
@@ -162,8 +167,9 @@ public actor MigrationRunner {
     private func runSource(_ machine: inout SourceMigration, _ first: MigrationAction) async throws -> Outcome {
         var action = first
         var retries = 0
-        busy.insert(machine.migrationID)
-        defer { busy.remove(machine.migrationID) }
+        let key = BusyKey(id: machine.migrationID, role: .source)
+        busy.insert(key)
+        defer { busy.remove(key) }
         while true {
             let snapshot = machine.snapshot
             try await journaled(
@@ -196,6 +202,7 @@ public actor MigrationRunner {
         try message.validate()
         let id = message.migrationID
         let now = Date()
+        let key = BusyKey(id: id, role: .destination)
         var machine: DestinationMigration
         let first: MigrationAction
         if let stored = try journal.destinationSnapshot(id) {
@@ -204,8 +211,11 @@ public actor MigrationRunner {
                 return MigrationMessage(migrationID: id, body: .state(MigrationPeerState(phase: .unknown)))
             }
             machine = DestinationMigration(resuming: stored)
-            if busy.contains(id) { return MigrationMessage(migrationID: id, body: .state(machine.peerState)) }
+            if busy.contains(key) { return MigrationMessage(migrationID: id, body: .state(machine.peerState)) }
             first = machine.received(message, now: now)
+        } else if busy.contains(key) {
+            // A first proposal for this id is being handled and has not been journaled yet.
+            return MigrationMessage(migrationID: id, body: .state(MigrationPeerState(phase: .authorizing)))
         } else if case .propose(let proposal) = message.body {
             machine = DestinationMigration(
                 migrationID: id, peer: peer, proposal: proposal, configuration: configuration.migration, now: now)
@@ -214,8 +224,8 @@ public actor MigrationRunner {
             // An unknown migration has nothing reserved here.
             return MigrationMessage(migrationID: id, body: .state(MigrationPeerState(phase: .unknown)))
         }
-        busy.insert(id)
-        defer { busy.remove(id) }
+        busy.insert(key)
+        defer { busy.remove(key) }
         let (reply, _) = try await runDestination(&machine, first)
         return reply ?? MigrationMessage(migrationID: id, body: .state(machine.peerState))
     }
@@ -266,7 +276,7 @@ public actor MigrationRunner {
         try checkAlive()
         var results: [Result] = []
         let unfinished = try journal.unfinished().sorted { ($0.role == .destination ? 0 : 1) < ($1.role == .destination ? 0 : 1) }
-        for (id, role) in unfinished where !busy.contains(id) {
+        for (id, role) in unfinished where !busy.contains(BusyKey(id: id, role: role)) {
             switch role {
             case .source:
                 guard let stored = try journal.sourceSnapshot(id) else { continue }
@@ -277,8 +287,8 @@ public actor MigrationRunner {
                 guard let stored = try journal.destinationSnapshot(id) else { continue }
                 var machine = DestinationMigration(resuming: stored)
                 let first = machine.resume(now: Date())
-                busy.insert(id)
-                defer { busy.remove(id) }
+                busy.insert(BusyKey(id: id, role: .destination))
+                defer { busy.remove(BusyKey(id: id, role: .destination)) }
                 // A reply produced here has no one waiting for it: the source asks again.
                 let (_, outcome) = try await runDestination(&machine, first)
                 results.append(Result(migrationID: id, role: .destination, outcome: outcome))
@@ -292,12 +302,12 @@ public actor MigrationRunner {
     public func expireReservations(now: Date = Date()) async throws -> [Result] {
         try checkAlive()
         var results: [Result] = []
-        for (id, role) in try journal.unfinished() where role == .destination && !busy.contains(id) {
+        for (id, role) in try journal.unfinished() where role == .destination && !busy.contains(BusyKey(id: id, role: role)) {
             guard let stored = try journal.destinationSnapshot(id) else { continue }
             var machine = DestinationMigration(resuming: stored)
             guard let first = machine.expire(now: now) else { continue }
-            busy.insert(id)
-            defer { busy.remove(id) }
+            busy.insert(BusyKey(id: id, role: .destination))
+            defer { busy.remove(BusyKey(id: id, role: .destination)) }
             let (_, outcome) = try await runDestination(&machine, first)
             results.append(Result(migrationID: id, role: .destination, outcome: outcome))
         }
