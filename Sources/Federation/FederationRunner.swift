@@ -188,6 +188,53 @@ public actor FederationRunner {
         return try load(serviceID).status
     }
 
+    /// Answers one request of `consumer` (after the broker verified the signed envelope, and for
+    /// `select` the agreement, whose end it passes as `agreementEndsAt`). A service is only known to
+    /// the consumer that selected it: others are told it does not exist. Never throws: every
+    /// failure becomes a `refused` answer, without internal details.
+    public func handle(_ message: FederationMessage, from consumer: String, agreementEndsAt: Date?, now: Date) async -> FederationMessage {
+        func answer(_ body: FederationMessage.Body) -> FederationMessage { FederationMessage(serviceID: message.serviceID, body: body) }
+        do {
+            try message.validate()
+        } catch {
+            return answer(.refused(reason: error.description))
+        }
+        do throws(FederationError) {
+            switch message.body {
+            case .select(let selection):
+                guard let agreementEndsAt else { return answer(.refused(reason: "no agreement \(selection.agreementID) in force")) }
+                let service = try await provision(
+                    serviceID: message.serviceID, selection: selection, consumer: consumer, agreementEndsAt: agreementEndsAt, now: now)
+                return answer(.provisioned(service))
+            case .status:
+                try checkOwner(message.serviceID, consumer)
+                return answer(.state(try status(serviceID: message.serviceID)))
+            case .renew:
+                try checkOwner(message.serviceID, consumer)
+                return answer(.renewed(try await renew(serviceID: message.serviceID, now: now)))
+            case .teardown:
+                try checkOwner(message.serviceID, consumer)
+                let status = try await teardown(serviceID: message.serviceID, now: now)
+                return status.phase.isFinal ? answer(.done) : answer(.state(status))
+            case .provisioned, .state, .renewed, .done, .refused:
+                return answer(.refused(reason: "\(message.kind) is an answer, not a request"))
+            }
+        } catch {
+            switch error {
+            case .journal, .halted:
+                logger.error("federation: cannot answer", metadata: ["service": "\(message.serviceID)", "error": "\(error)"])
+                return answer(.refused(reason: "internal error"))
+            default:
+                return answer(.refused(reason: error.description))
+            }
+        }
+    }
+
+    private func checkOwner(_ serviceID: String, _ consumer: String) throws(FederationError) {
+        try checkRunning()
+        guard try load(serviceID).snapshot.consumer == consumer else { throw .unknownService(serviceID) }
+    }
+
     // MARK: clock and restart
 
     /// Tears down services whose agreement has ended and retries failed steps. Call it at the
@@ -249,8 +296,11 @@ public actor FederationRunner {
     private func run(
         _ serviceID: String, from action: FederatedService.Action, firstToken: String? = nil, now: Date
     ) async throws(FederationError) -> String? {
-        busy.insert(serviceID)
-        defer { busy.remove(serviceID) }
+        guard action != .none else { return firstToken }
+        // A request that only marks the machine while another call's step is in flight (a
+        // teardown during provisioning) must not clear that call's claim on the service.
+        let claimed = busy.insert(serviceID).inserted
+        defer { if claimed { busy.remove(serviceID) } }
         var action = action
         var token = firstToken
         while action != .none {

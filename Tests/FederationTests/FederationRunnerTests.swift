@@ -187,4 +187,73 @@ struct FederationRunnerTests {
         #expect(try f.journal.templates().map(\.name) == ["web-server"])
         #expect(try f.journal.template(named: "postgres-db") == nil)
     }
+    @Test("handle: requests answered as messages; another peer cannot see, renew or end the service")
+    func handle() async throws {
+        let f = try FederationFixture()
+        let owner = "broker@cloud2.test"
+        let select = FederationMessage(serviceID: "svc-1", body: .select(f.webSelection()))
+        #expect(await f.runner.handle(select, from: owner, agreementEndsAt: nil, now: f.t0).body == .refused(reason: "no agreement agr-1 in force"))
+        let provisioned = await f.runner.handle(select, from: owner, agreementEndsAt: f.agreementEndsAt, now: f.t0)
+        guard case .provisioned(let service) = provisioned.body else { Issue.record("\(provisioned)"); return }
+        #expect(provisioned.serviceID == "svc-1")
+        #expect(try f.journal.validate(token: service.credentials.token, serviceID: "svc-1", now: f.t0).isValid)
+
+        for request in [FederationMessage.Body.status, .renew, .teardown] {
+            let answer = await f.runner.handle(FederationMessage(serviceID: "svc-1", body: request), from: "intruder@evil.test", agreementEndsAt: f.agreementEndsAt, now: f.t0)
+            #expect(answer.body == .refused(reason: "unknown service svc-1"))
+        }
+        #expect(try await f.instances(of: "svc-1").count == 1)
+
+        let state = await f.runner.handle(FederationMessage(serviceID: "svc-1", body: .status), from: owner, agreementEndsAt: nil, now: f.t0)
+        #expect(state.body == .state(ServiceStatus(phase: .active, endpoint: service.endpoint, credentialsExpireAt: service.credentials.expiresAt)))
+        let renewed = await f.runner.handle(FederationMessage(serviceID: "svc-1", body: .renew), from: owner, agreementEndsAt: nil, now: f.t0)
+        guard case .renewed(let credentials) = renewed.body else { Issue.record("\(renewed)"); return }
+        #expect(try f.journal.validate(token: credentials.token, serviceID: "svc-1", now: f.t0).isValid)
+        let done = await f.runner.handle(FederationMessage(serviceID: "svc-1", body: .teardown), from: owner, agreementEndsAt: nil, now: f.t0)
+        #expect(done.body == .done)
+        #expect(try await f.cloud.listInstances().isEmpty)
+        let answerAsRequest = await f.runner.handle(FederationMessage(serviceID: "svc-1", body: .done), from: owner, agreementEndsAt: nil, now: f.t0)
+        #expect(answerAsRequest.body == .refused(reason: "done is an answer, not a request"))
+        let hostile = await f.runner.handle(FederationMessage(serviceID: "a b", body: .status), from: owner, agreementEndsAt: nil, now: f.t0)
+        guard case .refused(let reason) = hostile.body else { Issue.record("\(hostile)"); return }
+        #expect(reason.contains("service id"))
+    }
+
+    @Test("a teardown arriving while the instance boots ends the service once the boot step returns, with nothing left")
+    func teardownWhileBooting() async throws {
+        let directory = try TemporaryDirectory()
+        var cloudConfiguration = SimCloud.Configuration(
+            dataDirectory: directory.url.appendingPathComponent("sim"),
+            delays: SimCloud.Delays(boot: .milliseconds(400), shutdown: .zero, reboot: .zero, save: .zero, terminate: .zero))
+        cloudConfiguration.durableWrites = false
+        let cloud = try SimCloud(configuration: cloudConfiguration)
+        let journal = try FederationJournal.open(path: directory.url.appendingPathComponent("broker.sqlite").path)
+        try journal.importTemplates(try TemplateLoader.load(directory: templatesDirectory), now: Date())
+        let runner = FederationRunner(
+            driver: cloud, journal: journal,
+            configuration: .init(service: FederationFixture.serviceConfiguration, pollInterval: .milliseconds(10)))
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        let provisioning = Task {
+            try await runner.provision(
+                serviceID: "slow", selection: ServiceSelection(templateName: "web-server", agreementID: "agr"), consumer: "c@x.test",
+                agreementEndsAt: now.addingTimeInterval(3600), now: now)
+        }
+        var phase = FederatedService.Phase.requested
+        for _ in 0..<200 where phase != .starting {
+            try await Task.sleep(for: .milliseconds(5))
+            phase = (try? await runner.status(serviceID: "slow").phase) ?? .requested
+        }
+        #expect(phase == .starting)
+        let during = try await runner.teardown(serviceID: "slow", now: now)
+        #expect(during.phase == .starting)  // marked; the boot step in flight finishes first
+        let result = await provisioning.result
+        guard case .failure(let error) = result, case .refused(let reason) = error as? FederationError else {
+            Issue.record("provisioning did not fail: \(result)")
+            return
+        }
+        #expect(reason.contains("requested by the consumer"))
+        #expect(try await runner.status(serviceID: "slow").phase == .ended)
+        #expect(try await cloud.listInstances().isEmpty)
+        #expect(try journal.unfinished().isEmpty)
+    }
 }
