@@ -14,8 +14,8 @@ let localTargetDependencies: [String: [String]] = [
     "XMPP": ["CStrophe"], "Storage": [], "Trust": ["Storage"], "Catalog": ["CRaptor"],
     "Providers": ["CLibvirt", "Storage"],
     "TOMLParsing": [],
-    "Broker": ["XMPP", "Storage", "Trust", "Catalog", "Providers", "TOMLParsing", "Policy", "Metering"],
-    "intercloud": ["Broker", "Trust", "Providers", "Catalog", "Policy", "Storage", "Metering"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
+    "Broker": ["XMPP", "Storage", "Trust", "Catalog", "Providers", "TOMLParsing", "Policy", "Metering", "Migration", "Transfer"],
+    "intercloud": ["Broker", "Trust", "Providers", "Catalog", "Policy", "Storage", "Metering", "Migration"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
     "TestSupport": [], "XMPPTests": ["XMPP", "TestSupport"], "StorageTests": ["Storage"], "TrustTests": ["Trust"],
     "CatalogTests": ["Catalog"], "ProvidersTests": ["Providers"], "BrokerTests": ["Broker", "XMPP", "Trust", "Catalog", "Providers", "TestSupport"],
     "Policy": ["TOMLParsing"], "PolicyTests": ["Policy"],
@@ -121,7 +121,7 @@ let package = Package(
         .target(
             name: "Broker",
             dependencies: [
-                "XMPP", "Storage", "Trust", "Catalog", "Providers", "Policy", "Metering",
+                "XMPP", "Storage", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 "TOMLParsing",
                 .product(name: "Logging", package: "swift-log"),

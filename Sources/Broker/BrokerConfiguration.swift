@@ -148,6 +148,22 @@ public struct BrokerConfiguration: Sendable {
         public var tolerance_percent: TOMLNumber?
     }
 
+    /// `[migration]`: the image transfer channel and working files (all optional).
+    public struct MigrationSection: Sendable, Codable {
+        /// Address the TLS transfer server listens on (default 127.0.0.1).
+        public var transfer_host: String?
+        /// Address offered to peers when it differs (NAT, a public name).
+        public var advertised_host: String?
+        /// TCP port of the transfer server (default 0: ephemeral, offered per migration).
+        public var transfer_port: Int?
+        /// Folder for exported, converted and received disks (default: next to the database).
+        public var work_dir: String?
+        /// How long a migrated instance may take to be running at the destination (default 120).
+        public var boot_timeout_seconds: TOMLNumber?
+        /// Graceful shutdown time before a hard power-off at the source (default 30).
+        public var graceful_shutdown_seconds: TOMLNumber?
+    }
+
     struct File: Codable {
         var broker: Broker
         var xmpp: XMPPSection
@@ -158,6 +174,7 @@ public struct BrokerConfiguration: Sendable {
         var policy: PolicySection?
         var negotiation: NegotiationSection?
         var metering: MeteringSection?
+        var migration: MigrationSection?
     }
 
     public var broker: Broker
@@ -181,6 +198,8 @@ public struct BrokerConfiguration: Sendable {
     public var negotiation = NegotiationStateMachine.Configuration()
     /// Metering sampling and periods (`[metering]`, defaults otherwise).
     public var metering = MeteringService.Settings()
+    /// Migration transfer channel and work folder (`[migration]`, defaults otherwise).
+    public var migration = MigrationService.Settings(workDirectory: "")
 
     public struct Error: Swift.Error, CustomStringConvertible {
         public var path: String
@@ -341,6 +360,23 @@ public struct BrokerConfiguration: Sendable {
             if let value = section.tolerance_percent?.value {
                 guard value.isFinite, value >= 0, value <= 100 else { throw Error(path: path, message: "metering.tolerance_percent must be within 0-100") }
                 configuration.metering.tolerance.relative = Decimal(string: String(value))! / 100
+            }
+        }
+        configuration.migration = MigrationService.Settings(workDirectory: resolve(file.migration?.work_dir ?? "\(file.broker.database).migrations"))
+        if let section = file.migration {
+            if let host = section.transfer_host { configuration.migration.transferHost = host }
+            configuration.migration.advertisedHost = section.advertised_host
+            if let port = section.transfer_port {
+                guard (0...65535).contains(port) else { throw Error(path: path, message: "migration.transfer_port \(port) is not a TCP port") }
+                configuration.migration.transferPort = UInt16(port)
+            }
+            if let value = section.boot_timeout_seconds?.value {
+                guard value.isFinite, value >= 1 else { throw Error(path: path, message: "migration.boot_timeout_seconds must be ≥ 1") }
+                configuration.migration.bootTimeout = .milliseconds(Int64(value * 1000))
+            }
+            if let value = section.graceful_shutdown_seconds?.value {
+                guard value.isFinite, value >= 0 else { throw Error(path: path, message: "migration.graceful_shutdown_seconds must be ≥ 0") }
+                configuration.migration.gracefulShutdownSeconds = value
             }
         }
         return configuration

@@ -2,11 +2,13 @@ import Foundation
 import GRDB
 import Logging
 import Metering
+import Migration
 import Policy
 import Providers
 import ServiceLifecycle
 import Storage
 import Synchronization
+import Transfer
 import Trust
 import XMPP
 
@@ -51,11 +53,14 @@ public final class BrokerNode: Service, Sendable {
     public let provider: ProviderHandle?
     /// Usage records, the bilateral ledger and SLA measurement (`urn:intercloud:metering:0`).
     public let metering: MeteringService
+    /// Cold migration to and from peers (`urn:intercloud:migration:0`); nil without both
+    /// `[provider]` and `[trust]` (the transfer channel authenticates with the broker certificate).
+    public let migration: MigrationService?
     private let tasks = TaskBag()
 
     public static var schema: [any SchemaContributor.Type] { [
         PeerRegistry.Schema.self, TrustSchema.self, AuditSchema.self, NegotiationStore.Schema.self, MeteringSchema.self,
-        MeteringStore.Schema.self,
+        MeteringStore.Schema.self, MigrationSchema.self, MigrationService.Schema.self,
     ] }
 
     public init(configuration: BrokerConfiguration, logger: Logger = Logger(label: "intercloud.broker")) throws {
@@ -96,6 +101,22 @@ public final class BrokerNode: Service, Sendable {
             local: configuration.xmpp.jid.bare.description, identity: trust?.service.identity, trustStore: trust?.service.store,
             database: database, negotiations: negotiation.store, signed: signed, registry: registry, audit: audit, provider: provider,
             settings: configuration.metering, logger: logger)
+        if let provider, let trust, let settings = configuration.trust {
+            let identity: TransferIdentity
+            do {
+                identity = try TransferIdentity(
+                    certificateChainFile: URL(fileURLWithPath: settings.chainPath), privateKeyFile: URL(fileURLWithPath: settings.keyPath))
+            } catch {
+                throw BrokerConfiguration.Error(path: configuration.sourcePath, message: "trust.key/trust.chain unusable for the transfer channel: \(error)")
+            }
+            self.migration = MigrationService(
+                local: configuration.xmpp.jid.bare.description, settings: configuration.migration, provider: provider, database: database,
+                signed: signed, registry: registry, negotiation: negotiation, metering: metering, policies: policies,
+                trustStore: trust.service.store, identity: identity, region: configuration.broker.regions.first ?? configuration.broker.cloud,
+                logger: logger)
+        } else {
+            self.migration = nil
+        }
         if !configuration.policyFiles.isEmpty {
             // With [policy], a peer may query if its policy entry or an agreement in force grants
             // `query`; without [policy] every trusted peer may query.
@@ -128,6 +149,7 @@ public final class BrokerNode: Service, Sendable {
                 TrustNamespace.handshake, TrustNamespace.envelope, FederationPing.namespace, CatalogProtocol.namespace,
                 NegotiationWire.namespace, MeteringService.namespace,
             ]
+            if migration != nil { features += [MigrationMessage.namespace, BrokerImageTransport.namespace] }
         }
         return DiscoInfo(
             identities: [.init(category: "automation", type: "intercloud-broker", name: configuration.broker.cloud)],
@@ -170,6 +192,7 @@ public final class BrokerNode: Service, Sendable {
         catalog.install(on: signed)
         negotiation.install()
         metering.install()
+        migration?.install()
     }
 
     /// Sends a signed federation ping to a trusted peer broker (its full JID) and returns its
@@ -214,6 +237,7 @@ public final class BrokerNode: Service, Sendable {
         let inventory = Task { [weak self] in await self?.publishInventory() }
         let negotiations = Task { [negotiation] in await negotiation.run() }
         let meteringLoop = Task { [metering] in await metering.run() }
+        let migrationLoop = Task { [migration] in await migration?.run() }
         for await input in inputs.cancelOnGracefulShutdown() {
             let actions = discovery.withLock { $0.handle(input) }
             for action in actions { perform(action) }
@@ -223,6 +247,8 @@ public final class BrokerNode: Service, Sendable {
         inventory.cancel()
         negotiations.cancel()
         meteringLoop.cancel()
+        migrationLoop.cancel()
+        await migrationLoop.value
         await negotiations.value
         await meteringLoop.value
         client.removeObserver(observer)

@@ -95,6 +95,16 @@ public actor MeteringService {
         return stored.map(\.agreement).filter { role == .provider ? $0.provider == local : $0.consumer == local }
     }
 
+    /// Resources placed under the agreement at `date` (what quota checks count as used).
+    public nonisolated func usage(agreementID: String, role: LedgerRole, at date: Date) -> ResourceAmount {
+        let active = ((try? store.placements(agreementID: agreementID, role: role)) ?? [])
+            .filter { $0.placedAt <= date && ($0.removedAt.map { date < $0 } ?? true) }
+        return ResourceAmount(
+            instances: active.count, vcpu: active.reduce(0) { $0 + $1.vcpu },
+            memoryGiB: active.reduce(Decimal(0)) { $0 + $1.memoryGiB },
+            storageGiB: active.reduce(Decimal(0)) { $0 + Decimal($1.diskBytes) / 1_073_741_824 })
+    }
+
     // MARK: provider: sampling
 
     /// One observation (and availability sample) per agreement in force with workloads placed.

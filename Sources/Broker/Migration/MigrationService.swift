@@ -1,0 +1,341 @@
+import Foundation
+import GRDB
+import Logging
+import Synchronization
+import Metering
+import Migration
+import Policy
+import Providers
+import Storage
+import Transfer
+import Trust
+import XMPP
+
+/// Cold migration between brokers (`urn:intercloud:migration:0`, in signed envelopes): wires the
+/// Migration module's runner to this broker's driver, journal (the broker database), peers (signed
+/// IQs), image channel (`BrokerImageTransport`), agreements and policy (authorization) and
+/// metering (placements move with the instance).
+///
+/// Operators ask from the CLI (`intercloud migrate`): the request is queued in the database and
+/// the running broker takes it, like peering approvals; progress and steps are in the journal.
+public final class MigrationService: Sendable {
+    public struct Settings: Sendable, Hashable {
+        /// Address the TLS transfer server listens on, and the one offered to peers.
+        public var transferHost: String = "127.0.0.1"
+        public var advertisedHost: String?
+        /// 0: an ephemeral port (offered to each peer in its reservation).
+        public var transferPort: UInt16 = 0
+        /// Exported, converted and received disk files, one folder per migration.
+        public var workDirectory: String
+        public var bootTimeout: Duration = .seconds(120)
+        public var gracefulShutdownSeconds: TimeInterval = 30
+
+        public init(workDirectory: String) { self.workDirectory = workDirectory }
+    }
+
+    public let journal: MigrationJournal
+    let local: String
+    let settings: Settings
+    let provider: ProviderHandle
+    let signed: SignedRequests
+    let registry: PeerRegistry
+    let negotiation: NegotiationService
+    let metering: MeteringService
+    let policies: PolicySet
+    let trustStore: TrustStore
+    let identity: TransferIdentity
+    let region: String
+    let logger: Logger
+    private let state = Mutex<(runner: MigrationRunner?, transport: BrokerImageTransport?)>((nil, nil))
+
+    init(
+        local: String, settings: Settings, provider: ProviderHandle, database: DatabasePool, signed: SignedRequests, registry: PeerRegistry,
+        negotiation: NegotiationService, metering: MeteringService, policies: PolicySet, trustStore: TrustStore, identity: TransferIdentity,
+        region: String, logger: Logger
+    ) {
+        self.local = local
+        self.settings = settings
+        self.provider = provider
+        self.journal = MigrationJournal(database: database)
+        self.signed = signed
+        self.registry = registry
+        self.negotiation = negotiation
+        self.metering = metering
+        self.policies = policies
+        self.trustStore = trustStore
+        self.identity = identity
+        self.region = region
+        self.logger = logger
+    }
+
+    public enum Schema: SchemaContributor {
+        public static func registerMigrations(in migrator: inout DatabaseMigrator) {
+            migrator.registerMigration("broker-migration.v1") { db in
+                try db.create(table: "migration_request") { t in
+                    t.primaryKey("id", .text)
+                    t.column("instance_id", .text).notNull()
+                    t.column("peer", .text).notNull()
+                    t.column("agreement_id", .text)
+                    t.column("requested_at", .datetime).notNull()
+                    t.column("taken", .boolean).notNull().defaults(to: false)
+                    t.column("error", .text)
+                }
+            }
+        }
+    }
+
+    // MARK: lifecycle
+
+    /// Starts the transfer server and the runner, installs the handlers, resumes unfinished
+    /// migrations, then takes operator requests until cancelled.
+    func run() async {
+        let runner: MigrationRunner
+        do { runner = try await makeRunner() } catch {
+            logger.error("migration disabled: \(error)")
+            return
+        }
+        do {
+            let results = try await runner.resume()
+            for result in results { logger.info("migration \(result.migrationID) (\(result.role)) resumed: \(result.outcome)") }
+        } catch {
+            logger.error("cannot resume migrations: \(error)")
+        }
+        while !Task.isCancelled {
+            takeRequests(runner)
+            _ = try? await runner.expireReservations()
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+        state.withLock { $0.transport }?.shutdown()
+    }
+
+    private func makeRunner() async throws -> MigrationRunner {
+        let driver = try await provider.driver()
+        let work = URL(fileURLWithPath: settings.workDirectory, isDirectory: true)
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        let journal = self.journal
+        let metering = self.metering
+        let transport = try BrokerImageTransport(
+            identity: identity, host: settings.transferHost, port: settings.transferPort,
+            advertisedHost: settings.advertisedHost ?? settings.transferHost, workDirectory: work.appendingPathComponent("incoming"),
+            signed: signed, registry: registry, trustStore: trustStore, logger: logger,
+            lookupOffer: { offer in
+                let unfinished = (try? journal.unfinished()) ?? []
+                for (id, role) in unfinished where role == .source {
+                    guard let source = try? journal.sourceSnapshot(id), source.reservation?.offer == offer else { continue }
+                    return (id, source.peer, source.transferFile?.sha256)
+                }
+                return nil
+            }
+        ) { migrationID, bytes in
+            Task {
+                if let source = try? journal.sourceSnapshot(migrationID) {
+                    try? await metering.store.addTransfer(agreementID: source.agreementID, role: .consumer, bytes: bytes, at: Date())
+                } else if let destination = try? journal.destinationSnapshot(migrationID) {
+                    try? await metering.store.addTransfer(agreementID: destination.proposal.agreementID, role: .provider, bytes: bytes, at: Date())
+                }
+            }
+        }
+        transport.install()
+        let runner = MigrationRunner(
+            driver: driver, journal: journal, transport: transport, link: BrokerMigrationLink(signed: signed, registry: registry),
+            authorize: { [weak self] request, peer, agreementID, now in
+                guard let self else { return .denied([PolicyReason(code: "stopping", message: "broker stopping")]) }
+                return await self.authorize(request, peer: peer, agreementID: agreementID, now: now)
+            },
+            metering: BrokerMeteringHandoff(journal: journal, metering: metering, provider: provider),
+            configuration: .init(
+                workDirectory: work.appendingPathComponent("work"), region: region,
+                migration: .init(gracefulShutdownTimeout: settings.gracefulShutdownSeconds), bootTimeout: settings.bootTimeout))
+        state.withLock { $0 = (runner, transport) }
+        return runner
+    }
+
+    /// Serves inbound migration messages (destination side).
+    func install() {
+        signed.serve(namespace: MigrationMessage.namespace, maxPayloadBytes: MigrationMessage.maximumEncodedBytes + 1024) {
+            [self] request throws(StanzaError) in
+            guard let runner = state.withLock({ $0.runner }) else { throw .serviceUnavailable("this broker's provider is not ready for migrations") }
+            let message: MigrationMessage
+            do { message = try MigrationWire.decode(request.payload) } catch {
+                throw .badRequest("\(error)")
+            }
+            do {
+                let answer = try await runner.handle(message, from: request.peer)
+                return try MigrationWire.encode(answer)
+            } catch let error as MigrationMessageError {
+                throw .badRequest(error.description)
+            } catch {
+                logger.error("migration \(message.migrationID) from \(request.peer): \(error)")
+                throw .internalServerError("\(error)")
+            }
+        }
+    }
+
+    // MARK: operator requests
+
+    /// Queues a migration for the running broker (from the CLI).
+    public static func request(
+        database: DatabasePool, id: String, instanceID: String, peer: String, agreementID: String?, now: Date
+    ) throws {
+        try database.write { db in
+            try db.execute(
+                sql: "INSERT INTO migration_request(id, instance_id, peer, agreement_id, requested_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [id, instanceID, peer, agreementID, now])
+        }
+    }
+
+    /// Why a queued request was not started (nil while waiting or once started).
+    public static func requestError(database: DatabasePool, id: String) throws -> (taken: Bool, error: String?)? {
+        try database.read { db in
+            try Row.fetchOne(db, sql: "SELECT taken, error FROM migration_request WHERE id = ?", arguments: [id]).map { ($0["taken"], $0["error"]) }
+        }
+    }
+
+    private func takeRequests(_ runner: MigrationRunner) {
+        let requests: [(id: String, instance: String, peer: String, agreement: String?)]
+        do {
+            requests = try journal.database.write { db in
+                let rows = try Row.fetchAll(db, sql: "SELECT id, instance_id, peer, agreement_id FROM migration_request WHERE taken = 0 ORDER BY requested_at")
+                try db.execute(sql: "UPDATE migration_request SET taken = 1 WHERE taken = 0")
+                return rows.map { ($0["id"], $0["instance_id"], $0["peer"], $0["agreement_id"]) }
+            }
+        } catch { return }
+        for request in requests {
+            Task {
+                do {
+                    let result = try await self.migrate(instanceID: request.instance, to: request.peer, agreementID: request.agreement, migrationID: request.id)
+                    self.logger.info("migration \(request.id) of \(request.instance) to \(request.peer): \(result.outcome)")
+                } catch {
+                    self.logger.error("migration \(request.id) of \(request.instance) to \(request.peer) not started: \(error)")
+                    self.recordRequestError(request.id, "\(error)")
+                }
+            }
+        }
+    }
+
+    private func recordRequestError(_ id: String, _ error: String) {
+        try? journal.database.write { db in
+            try db.execute(sql: "UPDATE migration_request SET error = ? WHERE id = ?", arguments: [error, id])
+        }
+    }
+
+    // MARK: source
+
+    /// Moves a local running instance to `peer` under `agreementID` (default: the newest agreement
+    /// in force in which the peer is the provider and grants migrate-in).
+    public func migrate(instanceID: String, to peer: String, agreementID: String? = nil, migrationID: String? = nil) async throws -> MigrationRunner.Result {
+        guard let runner = state.withLock({ $0.runner }) else { throw MigrationTransportError("migration is not ready: the provider driver is not reachable yet") }
+        let bare = XmppAddr.bare(peer)
+        let agreement: String
+        if let agreementID {
+            agreement = agreementID
+        } else {
+            let now = Date()
+            guard let found = try negotiation.store.agreements(peer: bare, state: .finalized).map(\.agreement).first(where: {
+                $0.provider == bare && $0.consumer == local && $0.isValid(at: now) && $0.terms.entitlements.contains(.migrateIn)
+            }) else {
+                throw MigrationTransportError("no agreement in force with \(bare) granting migrate-in: negotiate one first (intercloud negotiate --peer \(bare) --entitle migrate-in)")
+            }
+            agreement = found.id
+        }
+        return try await runner.migrate(
+            instanceID: instanceID, to: bare, agreementID: agreement, migrationID: migrationID ?? "mig-\(NegotiationService.randomHex(8))")
+    }
+
+    // MARK: authorization
+
+    /// Destination (`migrate-in`): the agreement must be one this broker provides to the peer, in
+    /// force, granting the request within its quota (current placements count as usage), and
+    /// the policy file must not refuse it. Source (`migrate-out`): the agreement must be one the
+    /// peer provides to us, in force, granting migrate-in there, and our policy must allow moving
+    /// the instance out to that peer.
+    func authorize(_ request: PolicyRequest, peer: String, agreementID: String, now: Date) async -> PolicyDecision {
+        let bare = XmppAddr.bare(peer)
+        guard let stored = try? negotiation.store.agreement(agreementID), stored.state == .finalized else {
+            return .denied([PolicyReason(code: "no-agreement", message: "no finalized agreement \(agreementID)")])
+        }
+        let agreement = stored.agreement
+        switch request {
+        case .migrateIn:
+            guard agreement.provider == local, agreement.consumer == bare else {
+                return .denied([PolicyReason(code: "wrong-agreement", message: "agreement \(agreementID) is not provided by \(local) to \(bare)")])
+            }
+            let usage = await metering.usage(agreementID: agreementID, role: .provider, at: now)
+            let context = PolicyContext(peer: bare, now: now, usage: usage, policy: nil)
+            let decision = AgreementRule(agreement: agreement).evaluate(request, context: context)
+            guard decision == .allowed else { return decision }
+            if !policies.peers.isEmpty, case .denied(let reasons) = policies.evaluate(request, peer: bare, usage: usage, now: now) {
+                return .denied(reasons)
+            }
+            return .allowed
+        case .migrateOut(let spec):
+            guard agreement.provider == bare, agreement.consumer == local else {
+                return .denied([PolicyReason(code: "wrong-agreement", message: "agreement \(agreementID) is not provided by \(bare) to \(local)")])
+            }
+            let context = PolicyContext(peer: bare, now: now, usage: .zero, policy: nil)
+            let granted = AgreementRule(agreement: agreement).evaluate(.migrateIn(spec), context: context)
+            guard granted == .allowed else { return granted }
+            if !policies.peers.isEmpty, case .denied(let reasons) = policies.evaluate(request, peer: bare, now: now) {
+                return .denied(reasons)
+            }
+            return .allowed
+        default:
+            return .denied([PolicyReason(code: "unexpected", message: "not a migration request")])
+        }
+    }
+}
+
+/// Migration messages over signed IQs: `<migration xmlns='urn:intercloud:migration:0'>JSON</migration>`.
+enum MigrationWire {
+    static func encode(_ message: MigrationMessage) throws -> [UInt8] {
+        let json = String(decoding: try message.encoded(), as: UTF8.self)
+        return Array(PayloadElement(name: "migration", namespace: MigrationMessage.namespace, text: json).xml.utf8)
+    }
+
+    static func decode(_ bytes: [UInt8]) throws -> MigrationMessage {
+        guard let element = try? PayloadElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: MigrationMessage.maximumEncodedBytes * 2),
+            element.name == "migration", element.namespace == MigrationMessage.namespace, element.children.isEmpty
+        else { throw MigrationMessageError("expected <migration xmlns='\(MigrationMessage.namespace)'>JSON</migration>") }
+        return try MigrationMessage.decode(Data(element.text.utf8))
+    }
+}
+
+struct BrokerMigrationLink: MigrationPeerLink {
+    let signed: SignedRequests
+    let registry: PeerRegistry
+
+    func send(_ message: MigrationMessage, to peer: String) async throws -> MigrationMessage {
+        let target = try NegotiationService.resolve(try JID(peer), registry: registry)
+        let answer = try await signed.request(
+            .set, to: target, namespace: MigrationMessage.namespace, payload: try MigrationWire.encode(message), timeout: .seconds(60))
+        return try MigrationWire.decode(answer)
+    }
+}
+
+/// Metering follows the instance: the destination starts metering it as the provider under the
+/// agreement; the source (the consumer) records the placement at the peer as its own view.
+struct BrokerMeteringHandoff: MeteringHandoff {
+    let journal: MigrationJournal
+    let metering: MeteringService
+    let provider: ProviderHandle
+
+    func apply(_ change: MeteringChange, at now: Date) async throws {
+        switch change {
+        case .start(let migrationID, let instanceID, let sizeID, let agreementID, let movedFrom):
+            let size = try await provider.driver().listSizes().first { $0.id == sizeID }
+            let spec = try journal.destinationSnapshot(migrationID)?.proposal.instance
+            try await metering.store.place(MeteringStore.Placement(
+                agreementID: agreementID, instanceID: instanceID, role: .provider, peer: movedFrom, instanceType: sizeID,
+                vcpu: size?.vCPU ?? spec?.vCPU ?? 1, memoryGiB: Decimal(size?.memoryMiB ?? spec?.memoryMiB ?? 0) / 1024,
+                diskBytes: Int64(size?.diskGiB ?? spec?.diskGiB ?? 0) << 30, placedAt: now))
+        case .stop(let migrationID, _, let movedTo):
+            guard let source = try journal.sourceSnapshot(migrationID) else { return }
+            let destinationInstance = source.destinationInstance?.instanceID ?? migrationID
+            let sizeID = source.reservation?.sizeID ?? source.spec.instanceType
+            try await metering.store.place(MeteringStore.Placement(
+                agreementID: source.agreementID, instanceID: destinationInstance, role: .consumer, peer: movedTo, instanceType: sizeID,
+                vcpu: source.spec.vCPU, memoryGiB: Decimal(source.spec.memoryMiB) / 1024, diskBytes: Int64(source.spec.diskGiB) << 30,
+                placedAt: now))
+        }
+    }
+}
