@@ -10,7 +10,7 @@ struct CrashResumeTests {
     /// Journal writes of an undisturbed migration, per side.
     static func journalWritesOfHappyPath() async throws -> [MigrationRole: Int] {
         let fixture = try MigrationFixture()
-        defer { Task { await fixture.removeFiles() } }
+        defer { fixture.removeFiles() }
         let instanceID = try await fixture.setUp()
         #expect(try await fixture.migrate(instanceID).outcome == .completed)
         return await fixture.journalWrites
@@ -24,7 +24,7 @@ struct CrashResumeTests {
 
     static func journalWritesOfLateRollback() async throws -> [MigrationRole: Int] {
         let fixture = try MigrationFixture()
-        defer { Task { await fixture.removeFiles() } }
+        defer { fixture.removeFiles() }
         let instanceID = try await fixture.setUp()
         await failLate(fixture)
         guard case .rolledBack = try await fixture.migrate(instanceID).outcome else {
@@ -40,7 +40,7 @@ struct CrashResumeTests {
         _ role: MigrationRole, after write: Int, inject: (MigrationFixture) async -> Void = { _ in }
     ) async throws -> (completed: Bool, step: String) {
         let fixture = try MigrationFixture()
-        defer { Task { await fixture.removeFiles() } }
+        defer { fixture.removeFiles() }
         let instanceID = try await fixture.setUp()
         await inject(fixture)
         await fixture.configure { $0.crashPlan = (role, write) }

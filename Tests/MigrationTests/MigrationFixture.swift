@@ -62,7 +62,7 @@ actor MigrationFixture {
 
     func configure(_ body: @Sendable (isolated MigrationFixture) -> Void) { body(self) }
 
-    func removeFiles() { try? FileManager.default.removeItem(at: root) }
+    nonisolated func removeFiles() { try? FileManager.default.removeItem(at: root) }
 
     private func directory(_ name: String) -> URL { root.appendingPathComponent(name, isDirectory: true) }
 

@@ -8,7 +8,7 @@ struct MigrationRunnerTests {
     @Test("happy path: the instance runs at the destination, the source copy is gone, the disk is identical")
     func happyPath() async throws {
         let fixture = try MigrationFixture()
-        defer { Task { await fixture.removeFiles() } }
+        defer { fixture.removeFiles() }
         let instanceID = try await fixture.setUp()
         let result = try await fixture.migrate(instanceID)
         #expect(result.outcome == .completed)
@@ -81,7 +81,7 @@ struct MigrationRunnerTests {
     @Test("a failure at any step rolls back to a running source and leaves nothing at the destination", arguments: InjectedFault.allCases)
     func failureRollsBack(_ fault: InjectedFault) async throws {
         let fixture = try MigrationFixture()
-        defer { Task { await fixture.removeFiles() } }
+        defer { fixture.removeFiles() }
         if fault == .destinationRefuses { await fixture.configure { $0.destinationRefuses = true } }
         let instanceID = try await fixture.setUp()
         await fault.inject(into: fixture)
@@ -100,7 +100,7 @@ struct MigrationRunnerTests {
     @Test("a failing terminate after the cut-over is retried, not rolled back")
     func terminateRetriedAfterCutover() async throws {
         let fixture = try MigrationFixture()
-        defer { Task { await fixture.removeFiles() } }
+        defer { fixture.removeFiles() }
         let instanceID = try await fixture.setUp()
         await fixture.sourceCloud.inject(.fail(.terminate, times: 2))
         let result = try await fixture.migrate(instanceID)
@@ -113,7 +113,7 @@ struct MigrationRunnerTests {
     @Test("a shutdown that outlasts the grace period ends in a hard power-off")
     func gracePeriodThenPowerOff() async throws {
         let fixture = try MigrationFixture()
-        defer { Task { await fixture.removeFiles() } }
+        defer { fixture.removeFiles() }
         await fixture.configure {
             $0.sourceDelays = SimCloud.Delays(boot: .zero, shutdown: .seconds(60), reboot: .zero, save: .zero, terminate: .zero)
             $0.sourceConfiguration = { $0.migration.gracefulShutdownTimeout = 0.3 }
@@ -130,7 +130,7 @@ struct MigrationRunnerTests {
     func conversion() async throws {
         #expect(ImageConverter.isAvailable, "qemu-img (qemu-utils) must be installed")
         let fixture = try MigrationFixture()
-        defer { Task { await fixture.removeFiles() } }
+        defer { fixture.removeFiles() }
         await fixture.configure {
             $0.sourceConfiguration = { $0.exportFormats = [.raw] }
             $0.destinationConfiguration = { $0.importFormats = [.qcow2] }
@@ -151,7 +151,7 @@ struct MigrationRunnerTests {
     @Test("an unknown agreement stops the migration before anything happens")
     func unknownAgreement() async throws {
         let fixture = try MigrationFixture()
-        defer { Task { await fixture.removeFiles() } }
+        defer { fixture.removeFiles() }
         let instanceID = try await fixture.setUp()
         let result = try await fixture.sourceRunner.migrate(
             instanceID: instanceID, to: MigrationFixture.destinationName, agreementID: "agr-unknown", migrationID: "mig-1")
@@ -164,7 +164,7 @@ struct MigrationRunnerTests {
     @Test("the destination answers requests for a migration it does not know with state unknown")
     func unknownMigration() async throws {
         let fixture = try MigrationFixture()
-        defer { Task { await fixture.removeFiles() } }
+        defer { fixture.removeFiles() }
         _ = try await fixture.setUp()
         let answer = try await fixture.destinationRunner.handle(
             MigrationMessage(migrationID: "mig-x", body: .abort(reason: "test")), from: MigrationFixture.sourceName)
@@ -186,7 +186,7 @@ struct MigrationRunnerTests {
     @Test("an unused reservation expires: offer withdrawn, a late transferred is refused")
     func reservationExpires() async throws {
         let fixture = try MigrationFixture()
-        defer { Task { await fixture.removeFiles() } }
+        defer { fixture.removeFiles() }
         await fixture.configure { $0.destinationConfiguration = { $0.migration.reservationTimeout = 60 } }
         _ = try await fixture.setUp()
         let spec = MigratingInstanceSpec(name: "w", instanceType: "sim.nano", vCPU: 1, memoryMiB: 512, diskGiB: 1, imageFormats: [.raw], canConvert: false)
@@ -204,10 +204,44 @@ struct MigrationRunnerTests {
         guard case .abort = late.body else { Issue.record("\(late)"); return }
     }
 
+    @Test("two migrations at once between the same brokers both complete")
+    func concurrentMigrations() async throws {
+        let fixture = try MigrationFixture()
+        defer { fixture.removeFiles() }
+        let first = try await fixture.setUp()
+        let second = try await fixture.sourceCloud.create(
+            CreateInstanceRequest(name: "web-2", sizeID: "sim.small", imageID: "sim-img-seed"), progress: nil).id
+        _ = try await fixture.sourceCloud.waitFor(instance: second, state: .running, timeout: .seconds(10))
+        let runner = await fixture.sourceRunner!
+        async let one = runner.migrate(instanceID: first, to: MigrationFixture.destinationName, agreementID: "agr-1", migrationID: "mig-a")
+        async let two = runner.migrate(instanceID: second, to: MigrationFixture.destinationName, agreementID: "agr-1", migrationID: "mig-b")
+        let outcomes = try await [one.outcome, two.outcome]
+        #expect(outcomes == [.completed, .completed])
+        #expect(try await fixture.sourceCloud.listInstances().isEmpty)
+        let moved = try await fixture.destinationCloud.listInstances()
+        #expect(Set(moved.map(\.name)) == ["web-1", "web-2"] && moved.allSatisfy { $0.state == .running })
+        #expect(Set(moved.compactMap(\.sizeID)) == ["sim.nano", "sim.small"])
+    }
+
+    @Test("only a running instance is migrated, and a migration id is used once")
+    func preconditions() async throws {
+        let fixture = try MigrationFixture()
+        defer { fixture.removeFiles() }
+        let instanceID = try await fixture.setUp()
+        _ = try await fixture.sourceCloud.shutdown(instanceID)
+        _ = try await fixture.sourceCloud.waitFor(instance: instanceID, state: .stopped, timeout: .seconds(10))
+        await #expect(throws: MigrationRunner.RunnerError.self) { try await fixture.migrate(instanceID) }
+        _ = try await fixture.sourceCloud.start(instanceID)
+        _ = try await fixture.sourceCloud.waitFor(instance: instanceID, state: .running, timeout: .seconds(10))
+        #expect(try await fixture.migrate(instanceID).outcome == .completed)
+        await #expect(throws: MigrationRunner.RunnerError.self) { try await fixture.migrate(instanceID) }
+        await #expect(throws: MigrationMessageError.self) { try await fixture.migrate(instanceID, migrationID: "../x") }
+    }
+
     @Test("capacity promised to a reservation is not promised twice")
     func reservationsCountAgainstCapacity() async throws {
         let fixture = try MigrationFixture()
-        defer { Task { await fixture.removeFiles() } }
+        defer { fixture.removeFiles() }
         _ = try await fixture.setUp()
         let spec = MigratingInstanceSpec(
             name: "big", instanceType: "sim.xlarge", vCPU: 8, memoryMiB: 16384, diskGiB: 160, imageFormats: [.raw], canConvert: false)
