@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Logging
+import Policy
 import Providers
 
 /// The thin IO layer of service federation: performs the actions of `FederatedService` with a cloud
@@ -228,6 +229,35 @@ public actor FederationRunner {
                 return answer(.refused(reason: error.description))
             }
         }
+    }
+
+    /// `handle(_:from:agreementEndsAt:now:)` with the agreement the broker found for the request
+    /// (nil: none). A `select` is refused unless the agreement is the one it names, binds this
+    /// consumer, is in force, grants `federate`, and allows the template's size among its
+    /// instance types (an empty list allows any); the service ends with the agreement's period
+    /// (an open-ended agreement: on request only).
+    public func handle(_ message: FederationMessage, from consumer: String, agreement: Agreement?, now: Date) async -> FederationMessage {
+        guard case .select(let selection) = message.body else {
+            return await handle(message, from: consumer, agreementEndsAt: nil, now: now)
+        }
+        if let reason = await refusal(selection, consumer: consumer, agreement: agreement, now: now) {
+            return FederationMessage(serviceID: message.serviceID, body: .refused(reason: reason))
+        }
+        let endsAt = agreement?.terms.period.until ?? .distantFuture
+        return await handle(message, from: consumer, agreementEndsAt: endsAt, now: now)
+    }
+
+    private func refusal(_ selection: ServiceSelection, consumer: String, agreement: Agreement?, now: Date) async -> String? {
+        guard let agreement, agreement.id == selection.agreementID else { return "no agreement \(selection.agreementID.prefix(128))" }
+        guard agreement.consumer == consumer else { return "agreement \(agreement.id) is not with \(consumer)" }
+        guard agreement.isValid(at: now) else { return "agreement \(agreement.id) is not in force" }
+        guard agreement.terms.entitlements.contains(.federate) else { return "agreement \(agreement.id) does not grant federate" }
+        let instanceTypes = agreement.terms.instanceTypes
+        if !instanceTypes.isEmpty, let template = try? journal.template(named: selection.templateName),
+           !instanceTypes.contains(template.size) {
+            return "agreement \(agreement.id) does not cover instance type \(template.size) (covers \(instanceTypes.joined(separator: ", ")))"
+        }
+        return nil
     }
 
     private func checkOwner(_ serviceID: String, _ consumer: String) throws(FederationError) {
