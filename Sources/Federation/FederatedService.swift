@@ -150,7 +150,7 @@ public struct FederatedService: Sendable {
         serviceID: String, agreementID: String, consumer: String, templateName: String, imageID: String, size: InstanceSize,
         userData: String?, interface: ServiceInterface, agreementEndsAt: Date, configuration: Configuration = .init(), now: Date
     ) {
-        var extra: [String: String] = ["federationService": serviceID]
+        var extra: [String: String] = [:]
         if let userData { extra["userData"] = userData }
         let request = CreateInstanceRequest(name: Self.instanceName(for: serviceID), sizeID: size.id, imageID: imageID, extra: extra)
         snapshot = Snapshot(
@@ -370,7 +370,11 @@ public struct FederatedService: Sendable {
     private mutating func create(now: Date) -> Action {
         snapshot.createAttempts += 1
         setPhase(.provisioning, now: now)
-        return .create(snapshot.request)
+        var request = snapshot.request
+        // Drivers with idempotent creates (EC2's ClientToken) launch at most one instance per
+        // attempt even if the same create is sent twice.
+        request.extra["clientToken"] = "\(instanceName)-\(snapshot.createAttempts)"
+        return .create(request)
     }
 
     private mutating func afterCreate(instanceID: String, now: Date) -> Action {

@@ -54,6 +54,8 @@ public actor FederationRunner {
     private var machines: [String: FederatedService] = [:]
     /// Services with a step sequence under way; `tick` and `resume` leave them alone.
     private var busy: Set<String> = []
+    /// Service ids of `select`s being checked, before their first journal write.
+    private var selecting: Set<String> = []
     private var halted = false
 
     public init(
@@ -105,7 +107,12 @@ public actor FederationRunner {
             existing = try journal.snapshot(serviceID)
             template = try journal.template(named: selection.templateName)
         } catch { throw .journal("\(error)") }
-        guard existing == nil, machines[serviceID] == nil else { throw .refused("service id \(serviceID) is already used") }
+        guard existing == nil, machines[serviceID] == nil, !selecting.contains(serviceID) else {
+            throw .refused("service id \(serviceID) is already used")
+        }
+        // Held across the driver calls below, so a concurrent select with the same id is refused too.
+        selecting.insert(serviceID)
+        defer { selecting.remove(serviceID) }
         guard let template else { throw .refused("no template named \(selection.templateName)") }
         guard now < agreementEndsAt else { throw .refused("agreement \(selection.agreementID) has ended") }
         let rendered: RenderedTemplate
@@ -399,6 +406,7 @@ public actor FederationRunner {
                 return Event(detail: "listing failed: \(reason)") { $0.locateFailed(reason: reason, now: now) }
             }
         case .awaitRunning(let instanceID, let deadline):
+            // The deadline is in the caller's time; the wait itself is real time from here.
             let remaining = deadline.timeIntervalSince(now)
             guard remaining > 0 else {
                 return Event(detail: "boot deadline passed") { $0.startFailed(reason: "not running by \(deadline)", now: now) }

@@ -39,6 +39,7 @@ struct FederatedServiceTests {
         guard case .create(let request) = m.start(now: t0) else { Issue.record("no create"); return }
         #expect(request.name == m.instanceName)
         #expect(request.extra["userData"] == "echo hi")
+        #expect(request.extra["clientToken"] == m.instanceName + "-1")
         #expect(m.phase == .provisioning)
         #expect(m.created(instance(name: m.instanceName, state: .pending), now: t0) == .awaitRunning(instanceID: "i-1", deadline: t0.addingTimeInterval(30)))
         let now = t0.addingTimeInterval(2)

@@ -124,6 +124,21 @@ struct FederationRunnerTests {
         #expect(try await f.cloud.listInstances().count == 1)
     }
 
+    @Test("two concurrent selects with the same service id: one provisions, the other is refused")
+    func concurrentSelects() async throws {
+        let f = try FederationFixture()
+        let first = Task { try await f.provisionWeb("same") }
+        let second = Task { try await f.provisionWeb("same") }
+        let results = [await first.result, await second.result]
+        let refused = results.compactMap { result -> String? in
+            guard case .failure(let error) = result, case .refused(let reason) = error as? FederationError else { return nil }
+            return reason
+        }
+        #expect(results.filter { (try? $0.get()) != nil }.count == 1)
+        #expect(refused == ["service id same is already used"])
+        #expect(try await f.instances(of: "same").count == 1)
+    }
+
     @Test("the database template provisions on sim.medium with the peer's database name")
     func database() async throws {
         let f = try FederationFixture()
