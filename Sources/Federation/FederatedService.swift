@@ -237,7 +237,7 @@ public struct FederatedService: Sendable {
         guard let retry = snapshot.nextAttemptAt, now >= retry else { return .none }
         snapshot.nextAttemptAt = nil
         switch snapshot.phase {
-        case .provisioning: return .locate(instanceName: instanceName)
+        case .provisioning, .starting: return .locate(instanceName: instanceName)
         case .tearingDown: return teardownStep()
         default: return .none
         }
@@ -312,7 +312,7 @@ public struct FederatedService: Sendable {
     }
 
     public mutating func locateFailed(reason: String, now: Date) -> Action {
-        guard snapshot.phase == .provisioning || snapshot.phase == .tearingDown else { return .none }
+        guard [.provisioning, .starting, .tearingDown].contains(snapshot.phase) else { return .none }
         return retryLater(reason: "listing instances failed: \(reason)", now: now)
     }
 

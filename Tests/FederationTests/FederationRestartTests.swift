@@ -89,6 +89,20 @@ struct FederationRestartTests {
         #expect(try await restarted.cloud.listInstances().isEmpty)
     }
 
+    @Test("a resume whose instance lookup fails retries it at tick and then completes")
+    func lookupFailsOnResume() async throws {
+        let f = try FederationFixture(observer: CrashPoint(step: "create", stage: .journaled).observer())
+        await #expect(throws: FederationError.halted) { _ = try await f.provisionWeb() }
+        let restarted = try f.restarted()
+        await restarted.cloud.inject(.fail(.listInstances))
+        #expect(try await restarted.runner.resume(now: f.t0)["svc-1"]?.phase == .provisioning)
+        #expect(try await restarted.runner.nextDeadline() == f.t0.addingTimeInterval(10))
+        #expect(try await restarted.cloud.listInstances().isEmpty)
+        let changed = try await restarted.runner.tick(now: f.t0.addingTimeInterval(10))
+        #expect(changed["svc-1"]?.phase == .active)
+        #expect(try await restarted.instances(of: "svc-1").count == 1)
+    }
+
     @Test("an instance created twice (crash after create, then a create retried elsewhere) is all removed at teardown")
     func strayInstances() async throws {
         let f = try FederationFixture(observer: CrashPoint(step: "create", stage: .performed).observer())
