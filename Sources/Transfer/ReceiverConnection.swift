@@ -24,10 +24,10 @@ struct ReceiverConnection {
     private var logger: Logger { server.logger }
 
     func run() {
-        defer { interrupter.detach() }
         let stream: TLSStream
         do throws(TransferError) {
-            stream = try TLSStream(fd: fd, context: server.tlsContext, idleTimeout: server.options.handshakeTimeout)
+            stream = try TLSStream(
+                fd: fd, context: server.tlsContext, idleTimeout: server.options.handshakeTimeout, interrupter: interrupter)
         } catch {
             logger.warning("transfer connection: \(error)")
             return
@@ -81,8 +81,13 @@ private struct ActiveConnection {
                     try handle(event)
                 } else if session.phase == .receiving, session.nextChunkOnWire < session.layout.chunkCount {
                     try receiveFrame()
-                } else if session.phase == .receiving, let event = pipeline?.events.pop() {
-                    try handle(event)
+                } else if session.phase == .receiving, let pipeline {
+                    // Everything is on the wire; wait for the stages, but not past an interrupt.
+                    if let event = pipeline.events.pop(timeout: 0.2) {
+                        try handle(event)
+                    } else if interrupter.isInterrupted {
+                        throw .cancelled
+                    }
                 } else {
                     break
                 }
@@ -131,6 +136,11 @@ private struct ActiveConnection {
         case .rejected(let index, let computed):
             try execute(session.chunkRejected(index: index, computed: computed))
         case .stored(let index):
+            if let transferID = claimedTransfer, !server.registry.isPending(transferID) {
+                // Withdrawn by the receiving broker while in flight.
+                try execute(session.cancelled())
+                return
+            }
             try execute(session.chunkStored(index: index))
             let drop = server.faults.withLock { faults -> Bool in
                 guard let limit = faults.dropConnectionAfterStoredChunks, session.storedChunks - session.resumeFrom >= UInt64(limit)
@@ -193,6 +203,11 @@ private struct ActiveConnection {
             case .finalize:
                 guard let pipeline else { return }
                 pipeline.finish()
+                if let transferID = claimedTransfer, !server.registry.isPending(transferID) {
+                    pipeline.store.discard()
+                    try execute(session.cancelled())
+                    return
+                }
                 do throws(TransferError) {
                     try pipeline.store.finalize(sync: server.options.syncOnCompletion)
                 } catch {

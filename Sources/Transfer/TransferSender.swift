@@ -152,9 +152,12 @@ private struct SendJob: Sendable {
             close(fd)
             throw error
         }
-        let stream = try TLSStream(fd: fd, context: context, idleTimeout: options.idleTimeout)
-        guard interrupter.attach(fd) else { throw .cancelled }
-        defer { interrupter.detach() }
+        guard interrupter.attach(fd) else {
+            interrupter.detach()
+            close(fd)
+            throw .cancelled
+        }
+        let stream = try TLSStream(fd: fd, context: context, idleTimeout: options.idleTimeout, interrupter: interrupter)
 
         do throws(TransferError) {
             try stream.handshake(asServer: false)

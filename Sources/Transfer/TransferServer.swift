@@ -191,6 +191,11 @@ final class TransferRegistry: Sendable {
         guard added else { throw .invalidArgument("transfer \(transfer.transferID) is already registered") }
     }
 
+    /// Registered and not yet completed, failed or cancelled.
+    func isPending(_ transferID: String) -> Bool {
+        entries.withLock { $0[transferID].map { $0.outcome == nil } ?? false }
+    }
+
     /// A pending transfer pins this peer.
     func isExpectedPeer(_ fingerprint: String) -> Bool {
         entries.withLock { table in

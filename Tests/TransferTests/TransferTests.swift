@@ -211,6 +211,28 @@ import Testing
         #expect(try sha256(of: transfer.destination) == digest)
     }
 
+    @Test func transferWithdrawnMidwayIsRefusedAndLeavesNothing() async throws {
+        let pair = try Pair()
+        defer { pair.cleanUp() }
+        let file = pair.directory.appendingPathComponent("image.raw")
+        _ = try makeFile(at: file, size: 200 * 64 * 1024)
+        let transfer = try pair.expect(file)
+        let server = pair.server
+        let sender = pair.sender(.init(chunkSize: 64 * 1024, bufferCount: 2))
+        let error = await #expect(throws: TransferError.self) {
+            try await pair.send(file, transfer, sender: sender) { progress in
+                if progress.bytesDone >= 10 * 64 * 1024 { server.cancel(transferID: transfer.transferID) }
+            }
+        }
+        guard case .peerRefused(.cancelled, _) = error else {
+            Issue.record("expected cancelled, got \(String(describing: error))")
+            return
+        }
+        await #expect(throws: TransferError.cancelled) { try await server.completion(of: transfer.transferID) }
+        #expect(!FileManager.default.fileExists(atPath: transfer.destination.path))
+        #expect(!FileManager.default.fileExists(atPath: transfer.destination.path + ".partial"))
+    }
+
     @Test func progressIsMonotonicWithRateAndETA() async throws {
         let pair = try Pair()
         defer { pair.cleanUp() }

@@ -17,7 +17,7 @@ import slixmpp
 
 
 def socks5_connect(host, port, address):
-    sock = socket.create_connection((host, port))
+    sock = socket.create_connection((host, port), timeout=30)
     sock.sendall(b"\x05\x01\x00")
     assert sock.recv(2) == b"\x05\x00", "proxy refused no-auth"
     name = address.encode()

@@ -95,6 +95,17 @@ final class BlockingQueue<Element: Sendable>: @unchecked Sendable {
         return takeLocked()
     }
 
+    /// Waits up to `timeout` for an element; nil on timeout or when closed and empty.
+    func pop(timeout: TimeInterval) -> Element? {
+        let deadline = Date() + timeout
+        condition.lock()
+        defer { condition.unlock() }
+        while items.count == head, !closed {
+            if !condition.wait(until: deadline) { break }
+        }
+        return takeLocked()
+    }
+
     /// An element if one is there now.
     func tryPop() -> Element? {
         condition.lock()

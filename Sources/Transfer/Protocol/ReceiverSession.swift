@@ -177,6 +177,16 @@ struct ReceiverSession: Sendable {
         ]
     }
 
+    /// The receiving broker withdrew the transfer while this connection carried it: tell the
+    /// sender, drop what was written (the outcome is already recorded).
+    mutating func cancelled() -> [Action] {
+        phase = .failed
+        return [
+            .send(.error(.cancelled, "the receiver withdrew this transfer")), .discardPartial,
+            .close(reason: "transfer withdrawn"),
+        ]
+    }
+
     mutating func storageFailed(_ reason: String) -> [Action] {
         refuseTransfer(.storageFailure, reason)
     }

@@ -20,10 +20,15 @@ final class TLSStream {
     /// than this without reading our frames is refused.
     static let maximumBufferedInbound = 1 << 20
 
-    /// Takes ownership of `fd` (closed by `close()`).
-    init(fd: Int32, context: TLSContext, idleTimeout: TimeInterval) throws(TransferError) {
+    private let interrupter: ConnectionInterrupter?
+
+    /// Takes ownership of `fd` (closed when the stream goes away, after `interrupter` has let go
+    /// of it, so an interrupt can never hit a reused descriptor number).
+    init(fd: Int32, context: TLSContext, idleTimeout: TimeInterval, interrupter: ConnectionInterrupter? = nil) throws(TransferError) {
+        self.interrupter = interrupter
         Sockets.setNonBlocking(fd)
         guard let ssl = SSL_new(context.context) else {
+            interrupter?.detach()
             Glibc.close(fd)
             throw .tlsFailure("SSL_new: \(OpenSSLErrors.drain())")
         }
@@ -34,6 +39,7 @@ final class TLSStream {
     }
 
     deinit {
+        interrupter?.detach()
         SSL_free(ssl)
         Glibc.close(fd)
     }
