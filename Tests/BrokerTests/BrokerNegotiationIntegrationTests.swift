@@ -63,7 +63,7 @@ import XMPP
         [[peer]]
         name = "cloud2-provider"
         match = ["\(provider)"]
-        entitlements = ["query"]
+        entitlements = ["query", "migrate-out"]
 
         [peer.sla_required]
         availability_percent = "\(requiredAvailability)"
@@ -74,7 +74,7 @@ import XMPP
 
     /// Two brokers under one root CA, each with a policy file and short negotiation timers.
     func trustedPair(
-        requiredAvailability: String = "99.5", negotiationTOML: String = "", providerSection: String = ""
+        requiredAvailability: String = "99.5", negotiationTOML: String = "", consumerSection: String = "", providerSection: String = ""
     ) async throws -> Pair {
         let fixture = TrustFixture(brokers: BrokerFixture(server: server))
         let root = try fixture.root("root")
@@ -106,7 +106,7 @@ import XMPP
         }
         let consumerConfig = try config(
             cloud: "cloud1", host: "cloud1.test", account: consumerAccount,
-            policy: Self.consumerPolicy(provider: providerAccount.jid, requiredAvailability: requiredAvailability), extra: "")
+            policy: Self.consumerPolicy(provider: providerAccount.jid, requiredAvailability: requiredAvailability), extra: consumerSection)
         let providerConfig = try config(
             cloud: "cloud2", host: "cloud2.test", account: providerAccount, policy: Self.providerPolicy(consumer: consumerAccount.jid),
             extra: providerSection)

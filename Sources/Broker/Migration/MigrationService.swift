@@ -84,6 +84,9 @@ public final class MigrationService: Sendable {
         }
     }
 
+    /// Whether the runner is up (driver reachable, transfer server listening).
+    public var isReady: Bool { state.withLock { $0.runner != nil } }
+
     // MARK: lifecycle
 
     /// Starts the transfer server and the runner, installs the handlers, resumes unfinished
