@@ -1,24 +1,25 @@
 import ArgumentParser
+import Broker
 import Foundation
 import Providers
 
 /// `intercloud provider ...`: inspect and drive the cloud backends of this broker.
 ///
-/// Until the broker configuration file defines `[providers.*]`, the driver is chosen with flags:
+/// The driver is the `[provider]` of `--config FILE` (the broker's own cloud), or chosen with flags:
 /// `--driver simcloud --data-dir DIR`, `--driver libvirt --uri URI`, `--driver ec2 --endpoint URL --region R`
 /// (EC2 credentials from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`).
 struct ProviderCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "provider",
         abstract: "List and drive cloud providers (SimCloud, libvirt, EC2).",
-        subcommands: [List.self, Instances.self, Images.self, Sizes.self, Create.self, Stop.self, Start.self, Terminate.self])
+        subcommands: [List.self, Instances.self, Images.self, Sizes.self, Create.self, Stop.self, Start.self, Terminate.self, Import.self])
 
     enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
         case table, json
     }
 
     struct Options: ParsableArguments {
-        @Option(help: "Broker configuration file (TOML); not read yet, use the driver flags.")
+        @Option(help: "Broker configuration file (TOML): use its [provider] (the driver flags are then ignored).")
         var config: String?
         @Option(help: "Driver kind: simcloud, libvirt or ec2.")
         var driver: String = "simcloud"
@@ -51,8 +52,11 @@ struct ProviderCommand: AsyncParsableCommand {
         }
 
         func makeDriver() async throws -> any CloudDriver {
-            if config != nil {
-                FileHandle.standardError.write(Data("note: --config is not read yet; using the driver flags\n".utf8))
+            if let config {
+                guard let provider = try loadConfiguration(config).provider else {
+                    throw ValidationError("\(config) has no [provider] section")
+                }
+                return try await DriverRegistry.make(DriverSettings(kind: provider.driver, options: provider.options))
             }
             return try await DriverRegistry.make(settings)
         }
@@ -154,6 +158,23 @@ struct ProviderCommand: AsyncParsableCommand {
                 instance = try await driver.waitFor(instance: instance.id, state: .running, timeout: .seconds(wait))
             }
             try options.emit(instance, header: ["ID", "NAME", "STATE", "RAW STATE"], rows: [[instance.id, instance.name, instance.state.rawValue, instance.rawState]])
+        }
+    }
+
+    struct Import: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "import", abstract: "Import a disk image file (raw or qcow2) as an image of this cloud.")
+        @OptionGroup var options: Options
+        @Argument(help: "Image file.") var file: String
+        @Option(help: "Image name.") var name: String
+        @Option(help: "Image format: raw or qcow2.") var format: String = "raw"
+
+        func run() async throws {
+            guard let imageFormat = ImageFormat(rawValue: format) else { throw ValidationError("--format must be raw or qcow2") }
+            let driver = try await options.makeDriver()
+            let image = try await driver.importImage(
+                from: URL(fileURLWithPath: file), name: name, format: imageFormat, expectedSHA256: nil, progress: ProviderCommand.progress)
+            try options.emit(image, header: ["ID", "NAME", "FORMAT", "SIZE"], rows: [[image.id, image.name, image.format?.rawValue ?? "-", image.sizeBytes.map { String($0) } ?? "-"]])
         }
     }
 
