@@ -148,9 +148,26 @@ public final class MigrationService: Sendable {
             metering: BrokerMeteringHandoff(journal: journal, metering: metering, provider: provider),
             configuration: .init(
                 workDirectory: work.appendingPathComponent("work"), region: region,
-                migration: .init(gracefulShutdownTimeout: settings.gracefulShutdownSeconds), bootTimeout: settings.bootTimeout))
+                migration: .init(gracefulShutdownTimeout: settings.gracefulShutdownSeconds), bootTimeout: settings.bootTimeout),
+            observer: Self.crashInjection(ProcessInfo.processInfo.environment["INTERCLOUD_FAULT_KILL_AFTER_STEP"], logger: logger))
         state.withLock { $0 = (runner, transport) }
         return runner
+    }
+
+    /// Fault injection for the crash tests, never set in production: with
+    /// `INTERCLOUD_FAULT_KILL_AFTER_STEP=ROLE:PHASE:STEP` (any prefix of it, e.g. `source:stopping`),
+    /// the process sends itself SIGKILL right after the first journal write matching it, exactly
+    /// as `kill -9` at that point would, so restarts can be tested at every step.
+    static func crashInjection(_ spec: String?, logger: Logger) -> MigrationRunner.JournalObserver? {
+        guard let spec, !spec.isEmpty else { return nil }
+        logger.warning("fault injection: this process will kill itself after the journal step matching '\(spec)'")
+        return { event in
+            let name = "\(event.role.rawValue):\(event.phase):\(event.step)"
+            if name.hasPrefix(spec) {
+                FileHandle.standardError.write(Data("fault injection: SIGKILL after \(name) of \(event.migrationID)\n".utf8))
+                kill(getpid(), SIGKILL)
+            }
+        }
     }
 
     /// Serves inbound migration messages (destination side).
