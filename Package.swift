@@ -14,7 +14,7 @@ let localTargetDependencies: [String: [String]] = [
     "XMPP": ["CStrophe"], "Storage": [], "Trust": ["Storage"], "Catalog": ["CRaptor"],
     "Providers": ["CLibvirt", "Storage"],
     "TOMLParsing": [],
-    "Broker": ["XMPP", "Storage", "Trust", "Catalog", "Providers", "TOMLParsing", "Policy", "Metering", "Migration", "Transfer"],
+    "Broker": ["XMPP", "Storage", "Trust", "Catalog", "Providers", "TOMLParsing", "Policy", "Metering", "Migration", "Transfer", "Federation"],
     "intercloud": ["Broker", "Trust", "Providers", "Catalog", "Policy", "Storage", "Metering", "Migration"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
     "TestSupport": [], "XMPPTests": ["XMPP", "TestSupport"], "StorageTests": ["Storage"], "TrustTests": ["Trust"],
     "CatalogTests": ["Catalog"], "ProvidersTests": ["Providers"], "BrokerTests": ["Broker", "XMPP", "Trust", "Catalog", "Providers", "TestSupport"],
@@ -23,7 +23,7 @@ let localTargetDependencies: [String: [String]] = [
     "Transfer": ["COpenSSL"], "TransferTests": ["Transfer", "Trust"],
     "Migration": ["Providers", "Policy", "Metering", "Transfer", "Storage"],
     "MigrationTests": ["Migration", "Providers", "Transfer", "Trust", "TestSupport"],
-    "Federation": ["Providers", "Policy", "Storage", "TOMLParsing"], "FederationTests": ["Federation", "Providers"],
+    "Federation": ["Providers", "Policy", "Storage", "TOMLParsing"], "FederationTests": ["Federation", "Providers", "Policy"],
 ]
 
 func selectedTargets() -> Set<String>? {
@@ -121,7 +121,7 @@ let package = Package(
         .target(
             name: "Broker",
             dependencies: [
-                "XMPP", "Storage", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer",
+                "XMPP", "Storage", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 "TOMLParsing",
                 .product(name: "Logging", package: "swift-log"),
@@ -208,7 +208,7 @@ let package = Package(
         .testTarget(name: "BrokerTests", dependencies: ["Broker", "XMPP", "Trust", "Catalog", "Providers", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: swiftSettings),
         .testTarget(name: "MeteringTests", dependencies: ["Metering"], swiftSettings: swiftSettings),
-        .testTarget(name: "FederationTests", dependencies: ["Federation", "Providers"], swiftSettings: swiftSettings),
+        .testTarget(name: "FederationTests", dependencies: ["Federation", "Providers", "Policy"], swiftSettings: swiftSettings),
         .testTarget(name: "TransferTests", dependencies: ["Transfer", "Trust"], swiftSettings: swiftSettings),
         .testTarget(
             name: "MigrationTests", dependencies: ["Migration", "Providers", "Transfer", "Trust", "TestSupport"],
