@@ -98,15 +98,9 @@ private struct ActiveConnection {
             } else {
                 logger.notice("transfer connection ended: \(error)")
                 if case .protocolViolation(let why) = error, !failureSent {
-                    // The peer sent garbage: tell it why, then treat the transfer as failed if it
-                    // had been claimed (the peer is authenticated; garbage is not a network fault).
-                    var actions = session.received(.ack(storedChunks: 0))  // unexpected frame → refusal
-                    actions = actions.map { action in
-                        if case .send(.error(let code, _)) = action { return .send(.error(code, why)) }
-                        if case .reportFailed(.refused(let code, _)) = action { return .reportFailed(.refused(code, why)) }
-                        return action
-                    }
-                    try? execute(actions)
+                    // The peer sent garbage: tell it why; a claimed transfer fails (the peer is
+                    // authenticated, and garbage is not a network fault).
+                    try? execute(session.peerViolatedProtocol(why))
                 }
             }
         }

@@ -191,6 +191,11 @@ struct ReceiverSession: Sendable {
         refuseTransfer(.storageFailure, reason)
     }
 
+    /// A frame could not be parsed (bad type, oversized, truncated).
+    mutating func peerViolatedProtocol(_ reason: String) -> [Action] {
+        refuseTransfer(.malformedFrame, reason)
+    }
+
     /// A control frame arrived while chunks were expected: only an error (the sender giving up)
     /// makes sense.
     mutating func received(_ frame: ControlFrame) -> [Action] {
