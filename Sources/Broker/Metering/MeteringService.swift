@@ -168,9 +168,11 @@ public actor MeteringService {
     public func closePeriods(now: Date) async -> [LedgerEntry] {
         var entries: [LedgerEntry] = []
         for agreement in agreements(as: .provider) {
-            // Only periods with workloads placed before their end are billed.
-            guard let placements = try? store.placements(agreementID: agreement.id, role: .provider), !placements.isEmpty else { continue }
-            let firstPlaced = placements.map(\.placedAt).min()!
+            // Periods are recorded from the first activity under the agreement on: a workload
+            // placed or bytes transferred (a migration's transfer precedes its placement).
+            let placements = (try? store.placements(agreementID: agreement.id, role: .provider)) ?? []
+            let firstTransfer = try? store.firstTransfer(agreementID: agreement.id, role: .provider)
+            guard let firstPlaced = (placements.map(\.placedAt) + [firstTransfer].compactMap { $0 }).min() else { continue }
             let recorded = (try? ledger.entries(peer: agreement.consumer, overlapping: MeteringPeriod(from: .distantPast, until: .distantFuture)))?
                 .filter { $0.key.agreementID == agreement.id && $0.role == .provider } ?? []
             for period in elapsedPeriods(of: agreement, now: now) where period.until > firstPlaced {

@@ -145,6 +145,15 @@ public struct MeteringStore: Sendable {
         }
     }
 
+    /// When the first bytes under the agreement moved, if any.
+    public func firstTransfer(agreementID: String, role: LedgerRole) throws -> Date? {
+        try database.read { db in
+            try Double.fetchOne(
+                db, sql: "SELECT MIN(time) FROM metering_transfer WHERE agreement_id = ? AND role = ?", arguments: [agreementID, role.rawValue]
+            ).map(Date.init(timeIntervalSince1970:))
+        }
+    }
+
     /// Transfer event times within [from, until), for the consumer's own observation series.
     public func transferTimes(agreementID: String, role: LedgerRole, from: Date, until: Date) throws -> [Date] {
         try database.read { db in
