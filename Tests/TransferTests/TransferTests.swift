@@ -30,6 +30,25 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: transfer.destination.path + ".partial.chunks"))
     }
 
+    @Test func concurrentTransfersToOneServerEachLandWhereRegistered() async throws {
+        let pair = try Pair()
+        defer { pair.cleanUp() }
+        var jobs: [(URL, ExpectedTransfer, String)] = []
+        for seed in 1...3 {
+            let file = pair.directory.appendingPathComponent("image-\(seed).raw")
+            let digest = try makeFile(at: file, size: 20 * 64 * 1024 + seed, seed: UInt64(seed))
+            jobs.append((file, try pair.expect(file), digest))
+        }
+        let receipts = try await withThrowingTaskGroup(of: TransferReceipt.self) { group in
+            for (file, transfer, _) in jobs { group.addTask { try await pair.send(file, transfer) } }
+            return try await group.reduce(into: [TransferReceipt]()) { $0.append($1) }
+        }
+        #expect(receipts.count == 3)
+        for (_, transfer, digest) in jobs {
+            #expect(try sha256(of: transfer.destination) == digest)
+        }
+    }
+
     @Test func emptyFileCompletes() async throws {
         let pair = try Pair()
         defer { pair.cleanUp() }
