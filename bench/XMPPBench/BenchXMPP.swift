@@ -33,6 +33,8 @@ struct BenchXMPP: AsyncParsableCommand {
     var trustIterations = 0
     @Option(help: "Instead: the negotiation benchmark (full negotiations, policy evaluation cost) with this many iterations.")
     var negotiationIterations = 0
+    @Option(help: "Instead: a SimCloud cold migration of a disk of this many MiB between two brokers, against cp + sha256sum.")
+    var migrationMib = 0
     @Flag(help: "Run the requesting task on the XMPP loop's task executor (no thread hops).") var loopExecutor = false
 
     func configuration(_ jid: String, _ password: String, cloud: String, peer: String, directory: URL) throws -> BrokerConfiguration {
@@ -82,6 +84,15 @@ struct BenchXMPP: AsyncParsableCommand {
                 server: .init(host: host, port: port, caFile: caFile ?? ""),
                 account1: .init(jid: jidA, password: passA), account2: .init(jid: jidB, password: passB),
                 iterations: negotiationIterations)
+            print(report)
+            return
+        }
+
+        if migrationMib > 0 {
+            let report = try await BrokerMigrationBenchmark.run(
+                server: .init(host: host, port: port, caFile: caFile ?? ""),
+                account1: .init(jid: jidA, password: passA), account2: .init(jid: jidB, password: passB),
+                bytes: Int64(migrationMib) << 20)
             print(report)
             return
         }

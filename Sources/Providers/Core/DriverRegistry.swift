@@ -17,7 +17,7 @@ public struct DriverSettings: Sendable, Hashable {
 public enum DriverRegistry {
     /// Every driver kind and the options it reads.
     public static let kinds: [String: [String]] = [
-        "simcloud": ["data-dir", "boot-delay-ms", "max-instances", "max-vcpu", "max-memory-mib"],
+        "simcloud": ["data-dir", "boot-delay-ms", "shutdown-delay-ms", "terminate-delay-ms", "max-instances", "max-vcpu", "max-memory-mib"],
         "libvirt": ["uri", "image-dir", "instance-dir", "domain-type", "kernel", "initrd", "cmdline", "file-owner-uid"],
         "ec2": ["endpoint", "s3-endpoint", "region", "image-owners", "image-bucket", "import-export", "page-size"],
     ]
@@ -48,6 +48,8 @@ public enum DriverRegistry {
             guard let directory = options["data-dir"] else { throw invalid("simcloud needs data-dir") }
             var delays = SimCloud.Delays()
             if let boot = try integer("boot-delay-ms") { delays.boot = .milliseconds(boot) }
+            if let shutdown = try integer("shutdown-delay-ms") { delays.shutdown = .milliseconds(shutdown) }
+            if let terminate = try integer("terminate-delay-ms") { delays.terminate = .milliseconds(terminate) }
             let limits = SimCloud.Limits(
                 maxInstances: try integer("max-instances") ?? 20, maxVCPU: try integer("max-vcpu") ?? 64,
                 maxMemoryMiB: try integer("max-memory-mib") ?? 131_072)
