@@ -37,11 +37,17 @@ extension LibvirtDriver {
         public var domainType: String
         public var directBoot: DirectBoot?
         public var fileOwner: FileOwner?
+        /// Text the guest prints on its serial console once it has booted (the test guest prints
+        /// `INTERCLOUD-GUEST-READY`). With it, a domain whose QEMU process runs but whose console log
+        /// does not show the marker yet is reported `.pending` (raw state `+booting`), so waiting for
+        /// `.running` waits for the guest itself, not just for its emulator. QEMU truncates the log
+        /// each time the domain starts, so a marker found there is from the current boot.
+        public var bootMarker: String?
 
         public init(
             uri: String, imageDirectory: URL? = nil, instanceDirectory: URL? = nil,
             sizes: [InstanceSize] = LibvirtDriver.defaultSizes, domainType: String? = nil, directBoot: DirectBoot? = nil,
-            fileOwner: FileOwner? = nil
+            fileOwner: FileOwner? = nil, bootMarker: String? = nil
         ) {
             self.uri = uri
             self.imageDirectory = imageDirectory
@@ -51,6 +57,7 @@ extension LibvirtDriver {
             self.domainType = domainType ?? (uri.hasPrefix("test:") ? "test" : "qemu")
             self.directBoot = directBoot
             self.fileOwner = fileOwner
+            self.bootMarker = bootMarker
         }
     }
 

@@ -253,9 +253,27 @@ public final class LibvirtDriver: CloudDriver {
         var extra: [String: String] = ["uuid": status.uuid, "vcpu": String(parsed.vcpu), "memoryMiB": String(parsed.memoryMiB)]
         if let disk = parsed.disk { extra["disk"] = disk }
         if let console = parsed.consoleLog { extra["consoleLog"] = console }
+        var state = Self.state(status)
+        var rawState = Self.rawState(status)
+        // A running emulator is not yet a running guest: with a boot marker configured, the guest
+        // counts as running only once its console log shows the marker.
+        if state == .running, let marker = configuration.bootMarker, let log = parsed.consoleLog,
+           !Self.consoleLog(log, contains: marker) {
+            state = .pending
+            rawState += "+booting"
+        }
         return Instance(
-            id: status.uuid, name: status.name, sizeID: parsed.size, imageID: parsed.image, state: Self.state(status),
-            rawState: Self.rawState(status), addresses: [], createdAt: parsed.created, extra: extra)
+            id: status.uuid, name: status.name, sizeID: parsed.size, imageID: parsed.image, state: state,
+            rawState: rawState, addresses: [], createdAt: parsed.created, extra: extra)
+    }
+
+    /// Whether the first MiB of the console log holds `marker`. Bounded because the guest writes the
+    /// log: a boot marker comes early, and a chatty guest must not make every describe read megabytes.
+    static func consoleLog(_ path: String, contains marker: String) -> Bool {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? handle.close() }
+        guard let data = try? handle.read(upToCount: 1 << 20) else { return false }
+        return data.range(of: Data(marker.utf8)) != nil
     }
 
     struct ParsedDomain {
