@@ -36,6 +36,18 @@ import X509
         }
     }
 
+    @Test func offerCarriesSizeHashAndAFreshToken() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("image.raw")
+        let digest = try makeFile(at: file, size: 3 * 1024 * 1024 + 7)
+        let offer = try await TransferOffer.prepare(for: file)
+        #expect(offer.fileSize == 3 * 1024 * 1024 + 7)
+        #expect(offer.sha256 == digest)
+        #expect(offer.token.count == 64)
+        #expect(offer.token != (try await TransferOffer.prepare(for: file)).token)
+    }
+
     @Test func senderGivesUpAfterItsAttempts() async throws {
         let brokers = try TestBrokers.make()
         let directory = try temporaryDirectory()
