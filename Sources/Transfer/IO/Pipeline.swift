@@ -50,7 +50,7 @@ final class ChunkBufferPool: @unchecked Sendable {
         defer { condition.unlock() }
         while free.isEmpty {
             if closed() { return nil }
-            condition.wait(until: Date() + 0.1)
+            _ = condition.wait(until: Date() + 0.1)  // re-checks `closed` at least every 100 ms
         }
         return free.removeLast()
     }
