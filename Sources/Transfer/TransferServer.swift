@@ -8,7 +8,8 @@ import Synchronization
 ///
 /// Connections are refused during the TLS handshake when the client's certificate matches no
 /// registered transfer, and after the hello when the transfer id, token, peer certificate or size
-/// do not match one registration. Each connection runs on its own threads.
+/// do not match one registration. Each connection runs on its own threads. The accept thread
+/// keeps the server alive until `shutdown()` is called.
 public final class TransferServer: Sendable {
     public struct Options: Sendable, Equatable {
         /// Largest chunk a sender may use (its buffers are allocated only after authentication).
