@@ -153,6 +153,17 @@ public actor MigrationRunner {
             throw RunnerError.instance("instance \(instanceID) has no known size (\(instance.sizeID ?? "none"))")
         }
         let exportable = Self.preferenceOrder(configuration.exportFormats, available: driver.capabilities.exportFormats)
+        // A driver that cannot snapshot and export a disk (EC2 here: ExportImage is not implemented)
+        // cannot be a source. Refused before anything is journaled, sent or stopped, rather than
+        // after the destination reserved capacity and the proposal failed on formats.
+        let verbs = driver.capabilities.verbs
+        let missing = [Verb.snapshot, .exportImage].filter { !verbs.contains($0) }.map(\.rawValue)
+            + (exportable.isEmpty ? ["an export format"] : [])
+        guard missing.isEmpty else {
+            throw RunnerError.instance(
+                "the \(driver.driverName) driver cannot export disk images (it lacks \(missing.joined(separator: ", "))), "
+                    + "so instance \(instanceID) cannot be migrated out")
+        }
         let spec = MigratingInstanceSpec(
             name: instance.name, instanceType: size.id, vCPU: size.vCPU, memoryMiB: size.memoryMiB, diskGiB: size.diskGiB,
             imageFormats: exportable, canConvert: ImageConverter.isAvailable, addresses: Array(instance.addresses.prefix(16)),
@@ -529,6 +540,11 @@ public actor MigrationRunner {
             }
             return .done
         case .inspect:
+            // A driver that imports no disk image (EC2 against an endpoint without ImportImage) cannot
+            // receive one: say so, instead of the vaguer "no common image format" after the inventory.
+            guard driver.capabilities.verbs.contains(.importImage), !driver.capabilities.importFormats.isEmpty else {
+                throw RunnerError.instance("the \(driver.driverName) driver here cannot import disk images (no importImage)")
+            }
             let sizes = try await driver.listSizes()
             var capacity = try await driver.capacity()
             // Capacity promised to other migrations that have not created their instance yet.
