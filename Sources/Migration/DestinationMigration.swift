@@ -105,7 +105,7 @@ public struct DestinationMigration: Sendable {
     public var peerState: MigrationPeerState {
         MigrationPeerState(
             phase: snapshot.phase, instance: snapshot.phase == .started || snapshot.phase.isFinal ? snapshot.instance : nil,
-            reason: snapshot.phase == .rolledBack ? snapshot.rollbackReason.map { String($0.prefix(400)) } : nil)
+            reason: snapshot.phase == .rolledBack ? snapshot.rollbackReason.map(MigrationMessage.reasonText) : nil)
     }
 
     var imageName: String { migrationImageName(snapshot.migrationID) }
@@ -178,14 +178,14 @@ public struct DestinationMigration: Sendable {
             if state == .reserved, proposal == snapshot.proposal, let reservation = snapshot.reservation {
                 return .reply(reply(.reserved(reservation)))  // a repetition: its answer was lost
             }
-            if state == .rolledBack { return .reply(reply(.abort(reason: snapshot.rollbackReason ?? "rolled back"))) }
+            if state == .rolledBack { return .reply(reply(.abort(reason: MigrationMessage.reasonText(snapshot.rollbackReason ?? "rolled back")))) }
             return .reply(reply(.abort(reason: "migration \(snapshot.migrationID) is already \(state.rawValue)")))
 
         case .transferred(let image):
             if state == .started, image == snapshot.transferred, let instance = snapshot.instance {
                 return .reply(reply(.started(instance)))
             }
-            if state == .rolledBack { return .reply(reply(.abort(reason: snapshot.rollbackReason ?? "rolled back"))) }
+            if state == .rolledBack { return .reply(reply(.abort(reason: MigrationMessage.reasonText(snapshot.rollbackReason ?? "rolled back")))) }
             guard state == .reserved, let reservation = snapshot.reservation else {
                 return .reply(reply(.abort(reason: "transferred is unexpected while \(state.rawValue)")))
             }
@@ -348,7 +348,7 @@ public struct DestinationMigration: Sendable {
             snapshot.inFlight = nil
             snapshot.currentUndo = nil
             switch snapshot.rollbackAnswer ?? .none {
-            case .abort: return .reply(reply(.abort(reason: String(reason.prefix(400)))))
+            case .abort: return .reply(reply(.abort(reason: MigrationMessage.reasonText(reason))))
             case .state: return .reply(reply(.state(peerState)))
             case .none: return .rolledBack(reason: reason)
             }

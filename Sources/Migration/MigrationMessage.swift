@@ -264,6 +264,22 @@ extension MigrationMessage {
         else { throw MigrationMessageError("\(what) \"\(value.prefix(40))\" has characters other than letters, digits and ._:@-") }
     }
 
+    /// A local failure text made fit for a reason sent to the peer: control characters (a backend's
+    /// multi-line error body, such as an HTTP 500 page) become spaces, and the text is cut to 400
+    /// UTF-8 bytes on a character boundary. Without it the message fails `validate()`, so the peer
+    /// could never be told of the rollback and an abort that must be confirmed would retry forever.
+    static func reasonText(_ text: String) -> String {
+        var result = ""
+        var bytes = 0
+        for character in text {
+            let cleaned = character.unicodeScalars.contains { $0.properties.generalCategory == .control } ? " " : String(character)
+            bytes += cleaned.utf8.count
+            if bytes > 400 { break }
+            result += cleaned
+        }
+        return result
+    }
+
     static func checkText(_ value: String, _ what: String, allowEmpty: Bool) throws(MigrationMessageError) {
         guard allowEmpty || !value.isEmpty else { throw MigrationMessageError("\(what) is empty") }
         guard value.utf8.count <= maximumTextLength else { throw MigrationMessageError("\(what) longer than \(maximumTextLength) bytes") }

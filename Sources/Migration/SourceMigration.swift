@@ -375,7 +375,7 @@ public struct SourceMigration: Sendable {
             switch next.element {
             case .removeFiles(let names): .driver(.removeFiles(names))
             case .deregisterImages(let name): .driver(.deregisterImages(named: name))
-            case .abortDestination: .send(message(.abort(reason: String((snapshot.rollbackReason ?? "rolled back").prefix(400)))))
+            case .abortDestination: .send(message(.abort(reason: MigrationMessage.reasonText(snapshot.rollbackReason ?? "rolled back"))))
             case .restartInstance(let id): .driver(.start(instanceID: id))
             }
         snapshot.inFlight = action
