@@ -270,6 +270,42 @@ final class LibvirtConnection: @unchecked Sendable {
         }
     }
 
+    /// The domain's XML as a migration destination needs it (`VIR_DOMAIN_XML_MIGRATABLE`).
+    func migratableXML(of uuid: String) async throws -> String {
+        try await perform("migratable xml") { handle in
+            let domain = try Self.lookup(handle, uuid, "migratable xml")
+            defer { virDomainFree(domain) }
+            guard let xml = virDomainGetXMLDesc(domain, VIR_DOMAIN_XML_MIGRATABLE.rawValue) else { throw Self.lastError("migratable xml \(uuid)") }
+            defer { free(xml) }
+            return String(cString: xml)
+        }
+    }
+
+    /// Live migration, peer to peer (`virDomainMigrateToURI3`): this connection's daemon connects to
+    /// `destinationURI` itself and moves the running guest there, copying its disks while it runs
+    /// (`VIR_MIGRATE_NON_SHARED_DISK`: the two hosts share no storage) into the files named in
+    /// `destinationXML`, which must exist. The destination keeps the domain defined, the source
+    /// undefines it. Blocks this connection's queue for the duration (seconds for a small guest).
+    func migrateLive(_ uuid: String, destinationURI: String, destinationXML: String) async throws {
+        try await perform("live migrate") { handle in
+            let domain = try Self.lookup(handle, uuid, "live migrate")
+            defer { virDomainFree(domain) }
+            var parameters: virTypedParameterPtr?
+            var count: Int32 = 0
+            var capacity: Int32 = 0
+            defer { virTypedParamsFree(parameters, count) }
+            // VIR_MIGRATE_PARAM_DEST_XML
+            guard virTypedParamsAddString(&parameters, &count, &capacity, "destination_xml", destinationXML) == 0 else {
+                throw Self.lastError("live migrate \(uuid)")
+            }
+            let flags = VIR_MIGRATE_LIVE.rawValue | VIR_MIGRATE_PEER2PEER.rawValue | VIR_MIGRATE_PERSIST_DEST.rawValue
+                | VIR_MIGRATE_UNDEFINE_SOURCE.rawValue | VIR_MIGRATE_NON_SHARED_DISK.rawValue
+            guard virDomainMigrateToURI3(domain, destinationURI, parameters, UInt32(count), flags) == 0 else {
+                throw Self.lastError("live migrate \(uuid) to \(destinationURI)")
+            }
+        }
+    }
+
     /// Host CPUs and memory (KiB).
     func nodeInfo() async throws -> (cpus: Int, memoryKiB: Int) {
         try await perform("node info") { handle in
@@ -331,6 +367,7 @@ enum LibvirtStateNames {
         case VIR_DOMAIN_RUNNING:
             switch virDomainRunningReason(rawValue: r) {
             case VIR_DOMAIN_RUNNING_BOOTED: return "booted"
+            case VIR_DOMAIN_RUNNING_MIGRATED: return "migrated"
             case VIR_DOMAIN_RUNNING_RESTORED: return "restored"
             case VIR_DOMAIN_RUNNING_UNPAUSED: return "unpaused"
             case VIR_DOMAIN_RUNNING_FROM_SNAPSHOT: return "from-snapshot"
@@ -367,4 +404,5 @@ enum LibvirtStateNames {
     static let crashed = Int32(VIR_DOMAIN_CRASHED.rawValue)
     static let pmsuspended = Int32(VIR_DOMAIN_PMSUSPENDED.rawValue)
     static let pausedSaveReason = Int32(VIR_DOMAIN_PAUSED_SAVE.rawValue)
+    static let runningBootedReason = Int32(VIR_DOMAIN_RUNNING_BOOTED.rawValue)
 }

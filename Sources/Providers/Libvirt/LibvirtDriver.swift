@@ -255,10 +255,12 @@ public final class LibvirtDriver: CloudDriver {
         if let console = parsed.consoleLog { extra["consoleLog"] = console }
         var state = Self.state(status)
         var rawState = Self.rawState(status)
-        // A running emulator is not yet a running guest: with a boot marker configured, the guest
-        // counts as running only once its console log shows the marker.
-        if state == .running, let marker = configuration.bootMarker, let log = parsed.consoleLog,
-           !Self.consoleLog(log, contains: marker) {
+        // A running emulator is not yet a running guest: with a boot marker configured, a guest that
+        // was booted here counts as running only once its console log shows the marker. One that
+        // arrived running (live migration) or was restored from a saved state booted before: its
+        // log here starts after the marker, so it is not asked for.
+        if state == .running, status.reason == LibvirtStateNames.runningBootedReason, let marker = configuration.bootMarker,
+           let log = parsed.consoleLog, !Self.consoleLog(log, contains: marker) {
             state = .pending
             rawState += "+booting"
         }
