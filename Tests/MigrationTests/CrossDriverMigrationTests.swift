@@ -57,6 +57,48 @@ actor LibvirtSessionPair {
     }
 }
 
+/// One moto server (EC2 + S3 + IAM, `scripts/moto.sh`) for the test process, stopped when it exits.
+actor MotoEndpoint {
+    static let shared = MotoEndpoint()
+    private var port: Int?
+
+    /// Resets moto and returns its endpoint with a fresh IAM user's key (signatures are checked).
+    func fresh() async throws -> (endpoint: URL, credentials: SigV4Signer.Credentials) {
+        let root = try TestProsody.repositoryRoot()
+        let script = shellQuoted(root.appendingPathComponent("scripts/moto.sh").path)
+        let port: Int
+        if let known = self.port {
+            port = known
+        } else {
+            port = Int.random(in: 41000...48000)
+            let pid = getpid()
+            try await FileDigest.onBlockingQueue {
+                try runShell("MOTO_SERVER=$(command -v moto_server) setsid bash \(script) run \(port) \(pid) >/dev/null 2>&1 &")
+                for _ in 0..<200 where (try? Data(contentsOf: URL(string: "http://127.0.0.1:\(port)/moto-api/")!)) == nil {
+                    Thread.sleep(forTimeInterval: 0.1)
+                }
+            }
+            self.port = port
+        }
+        let keys = FileManager.default.temporaryDirectory.appendingPathComponent("intercloud-moto-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: keys) }
+        try await FileDigest.onBlockingQueue { try runShell("bash \(script) user \(port) > \(shellQuoted(keys.path))") }
+        let parts = try String(contentsOf: keys, encoding: .utf8).split(whereSeparator: \.isWhitespace).map(String.init)
+        try #require(parts.count == 2, "moto.sh user printed \(parts)")
+        return (URL(string: "http://127.0.0.1:\(port)")!, .init(accessKeyID: parts[0], secretAccessKey: parts[1]))
+    }
+
+    /// The EC2 driver against moto. `imageImportExport` says whether the endpoint is taken to have
+    /// ImportImage (AWS has it; moto answers HTTP 500).
+    func driver(imageImportExport: Bool) async throws -> EC2Driver {
+        let session = try await fresh()
+        return EC2Driver(configuration: .init(
+            endpoint: session.endpoint, region: "us-east-1", credentials: session.credentials,
+            retry: RetryPolicy(maxAttempts: 2, baseDelay: .milliseconds(20)), imageImportExport: imageImportExport,
+            partSize: 5 << 20))
+    }
+}
+
 /// One cloud's side of a migration: its driver, journal (real SQLite), transport inbox and runner.
 struct CloudSide {
     let name: String
@@ -286,5 +328,112 @@ struct CrossDriverMigrationTests {
         }
         await fixture.clean(first)
         await fixture.clean(second)
+    }
+    @Test("live migration between the two session daemons (virDomainMigrateToURI3, peer to peer, disk copied): the guest never stops")
+    func liveLibvirtToLibvirt() async throws {
+        let sessions = try await LibvirtSessionPair.shared.sessions()
+        let fixture = try CrossDriverFixture()
+        defer { fixture.removeFiles() }
+        let first = try await fixture.libvirt("lv-a", daemon: sessions.first, guest: sessions.guest)
+        let second = try await fixture.libvirt("lv-b", daemon: sessions.second, guest: sessions.guest)
+        do {
+            let (guest, image) = try await fixture.runningGuest(on: first, name: "live-1")
+            let events = first.lifecycleEvents()
+            let bytes = try await first.liveMigrationDiskBytes(instance: guest.id)
+            #expect(bytes == image.sizeBytes)
+            let target = try await second.prepareLiveMigration(name: guest.name, virtualSizeBytes: bytes)
+            let clock = ContinuousClock()
+            let started = clock.now
+            try await first.migrateLive(instance: guest.id, to: target)
+            print("live libvirt → libvirt took \(clock.now - started)")
+
+            // Gone here, running there under the same UUID, arrived running ("migrated"), not booted again.
+            #expect(try await first.listInstances().isEmpty)
+            let arrived = try await second.describe(instance: guest.id)
+            #expect(arrived.state == .running && arrived.rawState == "running:migrated", "\(arrived.rawState)")
+            #expect(arrived.extra["disk"] == target.disk.path)
+            #expect(fixture.bootMarkers(arrived) == 0)
+            // The disk content came along: a snapshot of the destination's disk has the image's content.
+            let copy = try await second.snapshot(instance: guest.id, name: "arrived", progress: nil)
+            #expect(copy.sha256 == image.sha256)
+            // The source never saw the guest stop or crash: only a migration-flavoured stop.
+            var seen: [String] = []
+            for await event in events where event.instanceID == guest.id {
+                seen.append(event.event)
+                if event.event == "stopped" || event.event == "undefined" { break }
+            }
+            #expect(seen.contains("stopped") && !seen.contains("crashed") && !seen.contains("shutdown"), "\(seen)")
+        } catch {
+            await fixture.clean(first)
+            await fixture.clean(second)
+            throw error
+        }
+        await fixture.clean(first)
+        await fixture.clean(second)
+    }
+
+    @Test("EC2 (moto) as a source is refused before anything is journaled, sent or stopped: the driver exports no image")
+    func ec2SourceRefusedUpFront() async throws {
+        let fixture = try CrossDriverFixture()
+        defer { fixture.removeFiles() }
+        let ec2 = try await MotoEndpoint.shared.driver(imageImportExport: false)
+        let ami = try await ec2.registerImage(name: "web-ami", options: ["description": "web"])
+        let created = try await ec2.create(CreateInstanceRequest(name: "web-1", sizeID: "t2.micro", imageID: ami.id), progress: nil)
+        _ = try await ec2.waitFor(instance: created.id, state: .running, timeout: .seconds(20))
+        let imagesBefore = try await ec2.listImages().map(\.id).sorted()
+        let sim = try fixture.simCloud("sim")
+        let source = try await fixture.side("cloud-ec2.test", driver: ec2)
+        let destination = try await fixture.side("cloud-sim.test", driver: sim)
+
+        let error = await #expect(throws: MigrationRunner.RunnerError.self) {
+            _ = try await source.runner.migrate(
+                instanceID: created.id, to: destination.name, agreementID: CrossDriverFixture.agreementID, migrationID: "ec2-out")
+        }
+        let message = error.map { "\($0)" } ?? ""
+        #expect(message.contains("the ec2 driver cannot export disk images") && message.contains("export-image"), "\(message)")
+        // Nothing happened anywhere: no journal rows, the EC2 instance runs, no image made, nothing at SimCloud.
+        #expect(try source.journal.migrations().isEmpty && destination.journal.migrations().isEmpty)
+        #expect(try await ec2.describe(instance: created.id).state == .running)
+        #expect(try await ec2.listImages().map(\.id).sorted() == imagesBefore)
+        #expect(try await sim.listInstances().isEmpty)
+        try await ec2.terminate(instance: created.id)
+    }
+
+    @Test("EC2 (moto) as a destination: refused at the proposal when ImportImage is off; with it on, moto's missing ImportImage rolls back")
+    func ec2DestinationRefused() async throws {
+        let fixture = try CrossDriverFixture()
+        defer { fixture.removeFiles() }
+        let sim = try fixture.simCloud("sim")
+        let instance = try await sim.create(CreateInstanceRequest(name: "web-1", sizeID: "sim.nano", imageID: "sim-img-seed"), progress: nil)
+        _ = try await sim.waitFor(instance: instance.id, state: .running, timeout: .seconds(10))
+        let source = try await fixture.side("cloud-sim.test", driver: sim)
+
+        // As configured for moto (no ImportImage): the destination refuses at the proposal, before
+        // the source stops anything.
+        let ec2 = try await MotoEndpoint.shared.driver(imageImportExport: false)
+        let destination = try await fixture.side("cloud-ec2.test", driver: ec2)
+        let refused = try await source.runner.migrate(
+            instanceID: instance.id, to: destination.name, agreementID: CrossDriverFixture.agreementID, migrationID: "to-ec2")
+        guard case .rolledBack(let reason) = refused.outcome else { Issue.record("expected a rollback, got \(refused.outcome)"); return }
+        #expect(reason.contains("destination refused") && reason.contains("the ec2 driver here cannot import disk images"), "\(reason)")
+        let steps = try fixture.issuedSteps(source, "to-ec2")
+        #expect(!steps.contains("driver shutdown"), "\(steps)")
+        #expect(try await sim.describe(instance: instance.id).state == .running)
+        #expect(try await ec2.listInstances().isEmpty)
+        #expect(try await ec2.listImages().isEmpty)
+        #expect(try destination.journal.destinationSnapshot("to-ec2")?.phase == .rolledBack)
+
+        // Told that the endpoint has ImportImage (as AWS does), the disk goes as far as moto: its
+        // ImportImage answers HTTP 500, the destination rolls back and the source runs again.
+        let claiming = try await MotoEndpoint.shared.driver(imageImportExport: true)
+        let trusting = try await fixture.side("cloud-ec2b.test", driver: claiming)
+        let failed = try await source.runner.migrate(
+            instanceID: instance.id, to: trusting.name, agreementID: CrossDriverFixture.agreementID, migrationID: "to-ec2-import")
+        guard case .rolledBack(let importReason) = failed.outcome else { Issue.record("expected a rollback, got \(failed.outcome)"); return }
+        #expect(importReason.contains("ImportImage"), "\(importReason)")
+        #expect(try fixture.issuedSteps(source, "to-ec2-import").contains("transport send"))
+        #expect(try await sim.describe(instance: instance.id).state == .running)
+        #expect(try await claiming.listInstances().isEmpty)
+        #expect(try await claiming.listImages().isEmpty)
     }
 }
