@@ -1,0 +1,265 @@
+import Broker
+import Catalog
+import Federation
+import Foundation
+import Policy
+import Providers
+import TestSupport
+import Testing
+import Trust
+import XMPP
+
+/// Service federation between two brokers over a real Prosody (issue 7): cloud2 provides a server
+/// template from its SimCloud, cloud1 selects it under an agreement; signed envelopes both ways.
+@Suite(.serialized, .timeLimit(.minutes(4))) struct BrokerFederationIntegrationTests {
+    let negotiation: BrokerNegotiationIntegrationTests
+
+    init() throws { negotiation = try BrokerNegotiationIntegrationTests() }
+
+    static let providerSection = """
+        [provider]
+        driver = "simcloud"
+        options = { data-dir = "sim-%@", boot-delay-ms = "0" }
+        """
+
+    static let template = """
+        version = 1
+        name = "web-server"
+        description = "Static web server serving a generated index page over HTTP."
+        image = "seed-linux"
+        size = "sim.small"
+        boot_script = \"\"\"
+        #!/bin/sh
+        echo "<h1>{{site_name}}</h1>" > /srv/index.html
+        exec httpd -f -p 8080 -h /srv -M {{max_connections}}
+        \"\"\"
+
+        [interface]
+        protocol = "http"
+        port = 8080
+        path = "/"
+        description = "Static files; GET / returns the index page."
+
+        [metering]
+        count_calls = true
+
+        [[parameter]]
+        name = "site_name"
+        description = "Title shown on the index page."
+        default = "intercloud"
+        pattern = "[A-Za-z0-9_-]{1,40}"
+
+        [[parameter]]
+        name = "max_connections"
+        description = "Largest number of concurrent connections."
+        default = "64"
+        allowed = ["16", "64", "256"]
+        """
+
+    /// Both brokers with federation attached (as `BrokerNode` will construct it), the provider
+    /// offering `web-server` from a template folder.
+    struct Federated {
+        var pair: BrokerNegotiationIntegrationTests.Pair
+        var consumer: FederationService
+        var provider: FederationService
+        var tasks: [Task<Void, Never>]
+        var driver: any CloudDriver
+    }
+
+    func federated() async throws -> Federated {
+        let pair = try await negotiation.trustedPair(
+            providerSection: Self.providerSection.replacingOccurrences(of: "%@", with: "p-\(UUID().uuidString.prefix(6))"))
+        let templates = pair.fixture.directory.appendingPathComponent("templates-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: templates, withIntermediateDirectories: true)
+        try Self.template.write(to: templates.appendingPathComponent("web-server.toml"), atomically: true, encoding: .utf8)
+        let provider = try FederationService.make(
+            node: pair.provider.node, settings: .init(templatePaths: [templates.path], credentialTTL: 600, bootTimeout: 30))
+        let consumer = try FederationService.make(node: pair.consumer.node, settings: .init())
+        provider.install()
+        consumer.install()
+        let tasks = [Task { await provider.run() }, Task { await consumer.run() }]
+        #expect(await eventually(timeout: .seconds(20)) { provider.isReady })
+        let driver = try await #require(pair.provider.node.provider).driver()
+        return Federated(pair: pair, consumer: consumer, provider: provider, tasks: tasks, driver: driver)
+    }
+
+    func stop(_ federated: Federated) async {
+        for task in federated.tasks { task.cancel() }
+        for task in federated.tasks { await task.value }
+        await negotiation.stop(federated.pair)
+    }
+
+    func agree(_ pair: BrokerNegotiationIntegrationTests.Pair, entitlements: Set<Entitlement>, instances: Int = 2, seconds: Double? = nil) async throws -> Agreement {
+        var terms = BrokerNegotiationIntegrationTests.terms(entitlements: entitlements, days: (seconds ?? 30 * 86_400) / 86_400)
+        terms.resources.instances = instances
+        let outcome = try await pair.consumer.node.negotiation.negotiate(with: try JID(pair.providerJID), terms: terms)
+        #expect(outcome.state == .finalized, "\(outcome.reason ?? "")")
+        #expect(await eventually { await pair.provider.node.negotiation.state(of: outcome.negotiationID) == .finalized })
+        return try #require(outcome.agreement)
+    }
+
+    func select(_ service: FederationService, peer: String, agreementID: String, template: String = "web-server", parameters: [String: String] = [:]) -> FederationMessage {
+        FederationMessage(
+            serviceID: "svc-\(UUID().uuidString.prefix(8).lowercased())",
+            body: .select(ServiceSelection(templateName: template, parameters: parameters, agreementID: agreementID)))
+    }
+
+    @Test func selectedTemplateRunsAtTheProviderWithValidCredentialsAndBothSidesMeterItUntilTeardown() async throws {
+        let federated = try await federated()
+        let pair = federated.pair
+        // The template is in the provider's catalog, as `intercloud catalog query` sees it.
+        let found = try await pair.consumer.node.catalogQueries.query(
+            """
+            PREFIX ic: <\(TemplateCatalog.namespace)>
+            SELECT ?name ?port WHERE { ?o a ic:Offering ; ic:name ?name ; ic:service ?s . ?s ic:port ?port }
+            """, peer: try RunningBroker.full(pair.providerJID))
+        guard case .solutions(let table) = found else { Issue.record("expected solutions, got \(found)"); return }
+        #expect(table.rows.map { $0.map(CatalogProtocol.cell) } == [["web-server", "8080"]])
+
+        let agreement = try await agree(pair, entitlements: [.query, .federate])
+        let selected = try await federated.consumer.select(
+            peer: pair.providerJID, templateName: "web-server", parameters: ["site_name": "shop"])
+        #expect(selected.phase == "active")
+        let token = try #require(selected.token)
+
+        // The endpoint is the provider's instance address with the template's port.
+        let snapshot = try #require(try federated.provider.journal.snapshot(selected.serviceID))
+        #expect(snapshot.phase == .active && snapshot.consumer == pair.consumerJID && snapshot.agreementID == agreement.id)
+        let instanceID = try #require(snapshot.instanceID)
+        let instance = try await federated.driver.describe(instance: instanceID)
+        #expect(instance.state == .running)
+        let host = try #require(instance.addresses.first)
+        #expect(selected.endpoint == "http://\(host):8080/")
+        #expect(selected.protocolName == "http" && selected.interfaceDescription == "Static files; GET / returns the index page.")
+        // The parameter reached the boot script; nothing else did.
+        #expect(snapshot.request.extra["userData"]?.contains("<h1>shop</h1>") == true)
+
+        // Credentials: valid, counted; a wrong token is refused and counted too.
+        #expect(try federated.provider.validateCall(serviceID: selected.serviceID, token: token).isValid)
+        #expect(try federated.provider.validateCall(serviceID: selected.serviceID, token: String(repeating: "A", count: 43)) == .invalid)
+        #expect(try federated.provider.validateCall(serviceID: selected.serviceID, token: token).isValid)
+        let calls = try FederationStore.callCount(database: federated.provider.database, serviceID: selected.serviceID)
+        #expect(calls.valid == 2 && calls.refused == 1)
+        #expect(try FederationStore.validCalls(database: federated.provider.database, agreementID: agreement.id) == 2)
+
+        // Both sides record the placement under the agreement.
+        let providerPlacements = try pair.provider.node.metering.store.placements(agreementID: agreement.id, role: .provider)
+        #expect(providerPlacements.map(\.instanceID) == [instanceID])
+        #expect(providerPlacements.first?.instanceType == "sim.small" && providerPlacements.first?.peer == pair.consumerJID)
+        let consumerPlacements = try pair.consumer.node.metering.store.placements(agreementID: agreement.id, role: .consumer)
+        #expect(consumerPlacements.map(\.instanceID) == [selected.serviceID])
+        #expect(consumerPlacements.first?.instanceType == "sim.small" && consumerPlacements.first?.vcpu == 1)
+        let stored = try #require(try FederationStore.consumed(database: federated.consumer.database, serviceID: selected.serviceID))
+        #expect(stored.phase == "active" && stored.endpoint == selected.endpoint && stored.peer == pair.providerJID)
+        #expect(pair.provider.auditEvents(kind: "federation.provisioned").count == 1)
+
+        // Renew: the old token stops working at once.
+        let renewed = try await federated.consumer.renew(serviceID: selected.serviceID)
+        let newToken = try #require(renewed.token)
+        #expect(newToken != token)
+        #expect(try federated.provider.validateCall(serviceID: selected.serviceID, token: token) == .invalid)
+        #expect(try federated.provider.validateCall(serviceID: selected.serviceID, token: newToken).isValid)
+        #expect(try await federated.consumer.status(serviceID: selected.serviceID).phase == "active")
+
+        // Teardown: the instance and both placements end; the credentials no longer work.
+        let ended = try await federated.consumer.teardown(serviceID: selected.serviceID)
+        #expect(ended.phase == "ended")
+        let after = try? await federated.driver.describe(instance: instanceID)
+        #expect(after == nil || after?.state == .terminated, "\(String(describing: after?.state))")
+        #expect(try pair.provider.node.metering.store.placements(agreementID: agreement.id, role: .provider).first?.removedAt != nil)
+        #expect(try pair.consumer.node.metering.store.placements(agreementID: agreement.id, role: .consumer).first?.removedAt != nil)
+        #expect(try federated.provider.validateCall(serviceID: selected.serviceID, token: newToken) == .serviceNotActive)
+        #expect(try FederationStore.consumed(database: federated.consumer.database, serviceID: selected.serviceID)?.phase == "ended")
+        await stop(federated)
+    }
+
+    @Test func everyRefusalIsAStanzaErrorAuditedAtTheProviderAndCreatesNothing() async throws {
+        let federated = try await federated()
+        let pair = federated.pair
+        let before = try await federated.driver.listInstances().count
+
+        func refusal(_ message: FederationMessage) async -> FederationService.RequestError? {
+            do {
+                let answer = try await federated.consumer.exchange(message, with: pair.providerJID)
+                Issue.record("expected a refusal, got \(answer.kind)")
+                return nil
+            } catch let error as FederationService.RequestError {
+                return error
+            } catch {
+                Issue.record("expected a stanza error, got \(error)")
+                return nil
+            }
+        }
+        func lastRefusalReason() -> String? {
+            pair.provider.auditEvents(kind: "federation.request").filter { $0.outcome == .refused }.first?.reason
+        }
+
+        // No agreement at all (a made-up id).
+        let none = await refusal(select(federated.consumer, peer: pair.providerJID, agreementID: "agr-0000000000000000"))
+        #expect(none?.condition == "forbidden", "\(String(describing: none))")
+        #expect(lastRefusalReason() == "no-agreement")
+        // Without an agreement the consumer does not even ask.
+        await #expect(throws: FederationService.RequestError.self) {
+            try await federated.consumer.select(peer: pair.providerJID, templateName: "web-server")
+        }
+
+        // An agreement without federate.
+        let migrationOnly = try await agree(pair, entitlements: [.query, .migrateIn])
+        let notEntitled = await refusal(select(federated.consumer, peer: pair.providerJID, agreementID: migrationOnly.id))
+        #expect(notEntitled?.condition == "forbidden" && notEntitled?.description.contains("federate") == true, "\(String(describing: notEntitled))")
+        #expect(lastRefusalReason() == "not-entitled")
+
+        // An agreement granting federate, but a template the provider does not have.
+        let agreement = try await agree(pair, entitlements: [.query, .federate], instances: 1)
+        let unknown = await refusal(select(federated.consumer, peer: pair.providerJID, agreementID: agreement.id, template: "mail-server"))
+        #expect(unknown?.condition == "item-not-found", "\(String(describing: unknown))")
+        #expect(lastRefusalReason() == "unknown-template")
+
+        // Injection attempts in parameters: shell through the pattern, a value outside the list.
+        for parameters in [["site_name": "x</h1>\"; rm -rf / #"], ["site_name": "$(reboot)"], ["max_connections": "64\nexec /bin/sh"]] {
+            let injected = await refusal(select(federated.consumer, peer: pair.providerJID, agreementID: agreement.id, parameters: parameters))
+            #expect(injected?.condition == "bad-request", "\(parameters): \(String(describing: injected))")
+            #expect(lastRefusalReason() == "bad-parameter")
+        }
+
+        // Status of a service that does not exist (or is not the asker's).
+        let stranger = await refusal(FederationMessage(serviceID: "svc-unknown", body: .status))
+        #expect(stranger?.condition == "item-not-found")
+        #expect(lastRefusalReason() == "unknown-service")
+
+        // Nothing was created anywhere, and every refusal is in the audit log.
+        #expect(try await federated.driver.listInstances().count == before)
+        #expect(try federated.provider.journal.services().isEmpty)
+        #expect(try pair.provider.node.metering.store.placements(agreementID: agreement.id, role: .provider).isEmpty)
+        #expect(try FederationStore.consumed(database: federated.consumer.database).isEmpty)
+        #expect(pair.provider.auditEvents(kind: "federation.request").filter { $0.outcome == .refused }.count == 7)
+
+        // Beyond quota: the agreement allows one instance; the second select is refused.
+        _ = try await federated.consumer.select(peer: pair.providerJID, templateName: "web-server", agreementID: agreement.id)
+        let beyond = await refusal(select(federated.consumer, peer: pair.providerJID, agreementID: agreement.id))
+        #expect(beyond?.condition == "forbidden", "\(String(describing: beyond))")
+        #expect(lastRefusalReason() == "quota-exceeded")
+        #expect(try await federated.driver.listInstances().count == before + 1)
+        #expect(try federated.provider.journal.services().count == 1)
+        await stop(federated)
+    }
+
+    @Test func servicesEndWithTheirAgreementOnBothSides() async throws {
+        let federated = try await federated()
+        let pair = federated.pair
+        let agreement = try await agree(pair, entitlements: [.query, .federate], seconds: 12)
+        let selected = try await federated.consumer.select(peer: pair.providerJID, templateName: "web-server", agreementID: agreement.id)
+        let instanceID = try #require(try federated.provider.journal.snapshot(selected.serviceID)?.instanceID)
+        #expect(await eventually(timeout: .seconds(25)) {
+            (try? federated.provider.journal.snapshot(selected.serviceID))??.phase == .ended
+        })
+        let after = try? await federated.driver.describe(instance: instanceID)
+        #expect(after == nil || after?.state == .terminated)
+        #expect(try pair.provider.node.metering.store.placements(agreementID: agreement.id, role: .provider).first?.removedAt != nil)
+        #expect(await eventually(timeout: .seconds(5)) {
+            (try? FederationStore.consumed(database: federated.consumer.database, serviceID: selected.serviceID))??.phase == "ended"
+        })
+        #expect(try pair.consumer.node.metering.store.placements(agreementID: agreement.id, role: .consumer).first?.removedAt != nil)
+        await stop(federated)
+    }
+}
