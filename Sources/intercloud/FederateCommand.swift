@@ -63,7 +63,8 @@ struct FederateCommand: AsyncParsableCommand {
             --peer over urn:intercloud:federation:0 (signed envelopes). Find templates with
               intercloud catalog query --config cloud1.toml --peer broker@cloud2.example \\
                 'PREFIX ic: <https://intercloud.example.org/ontology#>
-                 SELECT ?name ?port WHERE { ?o a ic:Offering ; ic:name ?name ; ic:service ?s . ?s ic:port ?port }'
+                 SELECT ?name ?port WHERE { GRAPH <urn:intercloud:graph:templates> {
+                   ?o a ic:Offering ; ic:name ?name ; ic:service ?s . ?s ic:port ?port } }'
 
             The provider checks the agreement (--agreement, default: the newest in force in which
             the peer grants federate), its quota and its policy, validates the parameters against

@@ -98,6 +98,12 @@ import XMPP
         return try #require(outcome.agreement)
     }
 
+    /// Terminated, or no longer listed (SimCloud takes a moment to terminate).
+    static func isGone(_ instanceID: String, _ driver: any CloudDriver) async -> Bool {
+        guard let instance = try? await driver.describe(instance: instanceID) else { return true }
+        return instance.state == .terminated
+    }
+
     func select(_ service: FederationService, peer: String, agreementID: String, template: String = "web-server", parameters: [String: String] = [:]) -> FederationMessage {
         FederationMessage(
             serviceID: "svc-\(UUID().uuidString.prefix(8).lowercased())",
@@ -111,7 +117,7 @@ import XMPP
         let found = try await pair.consumer.node.catalogQueries.query(
             """
             PREFIX ic: <\(TemplateCatalog.namespace)>
-            SELECT ?name ?port WHERE { ?o a ic:Offering ; ic:name ?name ; ic:service ?s . ?s ic:port ?port }
+            SELECT ?name ?port WHERE { GRAPH <urn:intercloud:graph:templates> { ?o a ic:Offering ; ic:name ?name ; ic:service ?s . ?s ic:port ?port } }
             """, peer: try RunningBroker.full(pair.providerJID))
         guard case .solutions(let table) = found else { Issue.record("expected solutions, got \(found)"); return }
         #expect(table.rows.map { $0.map(CatalogProtocol.cell) } == [["web-server", "8080"]])
@@ -164,8 +170,7 @@ import XMPP
         // Teardown: the instance and both placements end; the credentials no longer work.
         let ended = try await federated.consumer.teardown(serviceID: selected.serviceID)
         #expect(ended.phase == "ended")
-        let after = try? await federated.driver.describe(instance: instanceID)
-        #expect(after == nil || after?.state == .terminated, "\(String(describing: after?.state))")
+        #expect(await eventually { await Self.isGone(instanceID, federated.driver) })
         #expect(try pair.provider.node.metering.store.placements(agreementID: agreement.id, role: .provider).first?.removedAt != nil)
         #expect(try pair.consumer.node.metering.store.placements(agreementID: agreement.id, role: .consumer).first?.removedAt != nil)
         #expect(try federated.provider.validateCall(serviceID: selected.serviceID, token: newToken) == .serviceNotActive)
@@ -253,8 +258,7 @@ import XMPP
         #expect(await eventually(timeout: .seconds(25)) {
             (try? federated.provider.journal.snapshot(selected.serviceID))??.phase == .ended
         })
-        let after = try? await federated.driver.describe(instance: instanceID)
-        #expect(after == nil || after?.state == .terminated)
+        #expect(await eventually { await Self.isGone(instanceID, federated.driver) })
         #expect(try pair.provider.node.metering.store.placements(agreementID: agreement.id, role: .provider).first?.removedAt != nil)
         #expect(await eventually(timeout: .seconds(5)) {
             (try? FederationStore.consumed(database: federated.consumer.database, serviceID: selected.serviceID))??.phase == "ended"

@@ -70,7 +70,7 @@ public final class FederationService: Sendable {
     }
 
     public static let namespace = FederationMessage.namespace
-    /// The catalog graph holding this broker's templates.
+    /// The catalog graph holding this broker's templates (query it with `GRAPH ?g { ... }` or by name).
     public static let templatesGraph = IRI("urn:intercloud:graph:templates")
     static let maxPayloadBytes = FederationMessage.maximumEncodedBytes * 2
 
@@ -177,12 +177,22 @@ public final class FederationService: Sendable {
                     teardownRetryInterval: settings.teardownRetryInterval),
                 pollInterval: settings.pollInterval),
             metering: BrokerFederationMetering(store: metering.store), logger: logger)
-        let templates = try await runner.importTemplates(paths: settings.templatePaths, now: now)
+        let templates = try await runner.importTemplates(paths: try Self.templateFiles(settings.templatePaths), now: now)
         let triples = try await publish(runner)
         runnerState.withLock { $0 = runner }
         logger.info("federation: offering \(templates.count) template(s) (\(triples) catalog triples)")
         for (serviceID, status) in (try? await runner.resume(now: now)) ?? [:] {
             logger.info("federation: service \(serviceID) resumed: \(status.phase.rawValue)")
+        }
+    }
+
+    /// The template files of `paths`: a file as given, a folder's `*.toml` files in name order.
+    static func templateFiles(_ paths: [String]) throws -> [String] {
+        try paths.flatMap { path -> [String] in
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else { return [path] }
+            return try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".toml") }.sorted()
+                .map { (path as NSString).appendingPathComponent($0) }
         }
     }
 
@@ -466,11 +476,11 @@ public final class FederationService: Sendable {
         // The name passed `FederationMessage.validate` (letters, digits, `._:@-`): safe in a literal.
         let sparql = """
             PREFIX ic: <\(TemplateCatalog.namespace)>
-            SELECT ?type ?vcpu ?memory ?disk WHERE {
+            SELECT ?type ?vcpu ?memory ?disk WHERE { GRAPH ?g {
               ?offering a ic:Offering ; ic:name "\(templateName)" ; ic:service ?service ; ic:instanceType ?t .
               ?t ic:name ?type .
               OPTIONAL { ?offering ic:vcpu ?vcpu } OPTIONAL { ?offering ic:memoryMiB ?memory } OPTIONAL { ?offering ic:diskGiB ?disk }
-            } LIMIT 1
+            } } LIMIT 1
             """
         guard case .solutions(let table)? = try? await catalogQueries.query(sparql, peer: target), let row = table.rows.first else {
             logger.notice("federation: template \(templateName) not found in \(target)'s catalog; metering it with unknown figures")
