@@ -164,6 +164,20 @@ public struct BrokerConfiguration: Sendable {
         public var graceful_shutdown_seconds: TOMLNumber?
     }
 
+    /// `[automation]`: automatic migration driven by policy (off by default).
+    public struct AutomationSection: Sendable, Codable {
+        /// off (default), propose (log and audit only) or migrate.
+        public var mode: String?
+        public var check_seconds: TOMLNumber?
+        /// capacity, failure, price (default capacity and failure).
+        public var triggers: [String]?
+        public var capacity_threshold_percent: TOMLNumber?
+        public var price_advantage_percent: TOMLNumber?
+        /// Instance IDs or names that never move automatically.
+        public var exclude: [String]?
+        public var max_per_round: Int?
+    }
+
     struct File: Codable {
         var broker: Broker
         var xmpp: XMPPSection
@@ -175,6 +189,7 @@ public struct BrokerConfiguration: Sendable {
         var negotiation: NegotiationSection?
         var metering: MeteringSection?
         var migration: MigrationSection?
+        var automation: AutomationSection?
     }
 
     public var broker: Broker
@@ -200,6 +215,8 @@ public struct BrokerConfiguration: Sendable {
     public var metering = MeteringService.Settings()
     /// Migration transfer channel and work folder (`[migration]`, defaults otherwise).
     public var migration = MigrationService.Settings(workDirectory: "")
+    /// Automatic migration (`[automation]`; off by default).
+    public var automation = AutomationService.Settings()
 
     public struct Error: Swift.Error, CustomStringConvertible {
         public var path: String
@@ -377,6 +394,39 @@ public struct BrokerConfiguration: Sendable {
             if let value = section.graceful_shutdown_seconds?.value {
                 guard value.isFinite, value >= 0 else { throw Error(path: path, message: "migration.graceful_shutdown_seconds must be ≥ 0") }
                 configuration.migration.gracefulShutdownSeconds = value
+            }
+        }
+        if let section = file.automation {
+            if let mode = section.mode {
+                guard let value = AutomationService.Mode(rawValue: mode) else {
+                    throw Error(path: path, message: "automation.mode must be off, propose or migrate, not \"\(mode)\"")
+                }
+                configuration.automation.mode = value
+            }
+            if let value = section.check_seconds?.value {
+                guard value.isFinite, value >= 0.1 else { throw Error(path: path, message: "automation.check_seconds must be ≥ 0.1") }
+                configuration.automation.checkInterval = .milliseconds(Int64(value * 1000))
+            }
+            if let triggers = section.triggers {
+                configuration.automation.policy.triggers = Set(try triggers.map { name in
+                    guard let trigger = AutomationPolicy.Trigger(rawValue: name) else {
+                        throw Error(path: path, message: "automation.triggers: unknown trigger \"\(name)\" (capacity, failure, price)")
+                    }
+                    return trigger
+                })
+            }
+            if let value = section.capacity_threshold_percent?.value {
+                guard value.isFinite, value > 0, value <= 100 else { throw Error(path: path, message: "automation.capacity_threshold_percent must be within 0-100") }
+                configuration.automation.policy.capacityThresholdPercent = Decimal(string: String(value))!
+            }
+            if let value = section.price_advantage_percent?.value {
+                guard value.isFinite, value >= 0, value < 100 else { throw Error(path: path, message: "automation.price_advantage_percent must be within 0-100") }
+                configuration.automation.policy.priceAdvantagePercent = Decimal(string: String(value))!
+            }
+            configuration.automation.policy.exclude = Set(section.exclude ?? [])
+            if let value = section.max_per_round {
+                guard value >= 1 else { throw Error(path: path, message: "automation.max_per_round must be ≥ 1") }
+                configuration.automation.policy.maxPerRound = value
             }
         }
         return configuration

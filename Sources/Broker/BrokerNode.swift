@@ -56,6 +56,8 @@ public final class BrokerNode: Service, Sendable {
     /// Cold migration to and from peers (`urn:intercloud:migration:0`); nil without both
     /// `[provider]` and `[trust]` (the transfer channel authenticates with the broker certificate).
     public let migration: MigrationService?
+    /// Automatic migration by policy (`[automation]`, off by default; needs migration).
+    public let automation: AutomationService?
     private let tasks = TaskBag()
 
     public static var schema: [any SchemaContributor.Type] { [
@@ -116,6 +118,16 @@ public final class BrokerNode: Service, Sendable {
                 logger: logger)
         } else {
             self.migration = nil
+        }
+        if let migration, let provider {
+            self.automation = AutomationService(
+                settings: configuration.automation, local: configuration.xmpp.jid.bare.description, provider: provider, migration: migration,
+                negotiation: negotiation, metering: metering, audit: audit, logger: logger)
+        } else {
+            if configuration.automation.mode != .off {
+                logger.warning("[automation] needs [provider] and [trust] (migration); automatic migration is off")
+            }
+            self.automation = nil
         }
         if !configuration.policyFiles.isEmpty {
             // With [policy], a peer may query if its policy entry or an agreement in force grants
@@ -238,6 +250,7 @@ public final class BrokerNode: Service, Sendable {
         let negotiations = Task { [negotiation] in await negotiation.run() }
         let meteringLoop = Task { [metering] in await metering.run() }
         let migrationLoop = Task { [migration] in await migration?.run() }
+        let automationLoop = Task { [automation] in await automation?.run() }
         for await input in inputs.cancelOnGracefulShutdown() {
             let actions = discovery.withLock { $0.handle(input) }
             for action in actions { perform(action) }
@@ -248,6 +261,8 @@ public final class BrokerNode: Service, Sendable {
         negotiations.cancel()
         meteringLoop.cancel()
         migrationLoop.cancel()
+        automationLoop.cancel()
+        await automationLoop.value
         await migrationLoop.value
         await negotiations.value
         await meteringLoop.value

@@ -25,9 +25,9 @@ import XMPP
         boot_timeout_seconds = 30
         """
 
-    func pair() async throws -> BrokerNegotiationIntegrationTests.Pair {
+    func pair(consumerExtra: String = "") async throws -> BrokerNegotiationIntegrationTests.Pair {
         let pair = try await negotiation.trustedPair(
-            consumerSection: Self.section.replacingOccurrences(of: "%@", with: "c-\(UUID().uuidString.prefix(6))"),
+            consumerSection: Self.section.replacingOccurrences(of: "%@", with: "c-\(UUID().uuidString.prefix(6))") + consumerExtra,
             providerSection: Self.section.replacingOccurrences(of: "%@", with: "p-\(UUID().uuidString.prefix(6))"))
         #expect(await eventually(timeout: .seconds(20)) { pair.consumer.node.migration?.isReady == true && pair.provider.node.migration?.isReady == true })
         return pair
@@ -109,6 +109,43 @@ import XMPP
         #expect(bogusReason.contains("agreement"), "\(bogusReason)")
         #expect(try await source.describe(instance: instance.id).state == .running)
         #expect(try await destination.listInstances().count == before)
+        await negotiation.stop(pair)
+    }
+
+    /// `[automation] mode = "migrate"`: a cloud over its capacity threshold moves an instance to
+    /// the peer it holds an agreement with, by itself, and audits it.
+    @Test func automaticMigrationMovesAnInstanceWhenTheCloudIsOverCapacity() async throws {
+        let pair = try await pair(consumerExtra: """
+
+            [automation]
+            mode = "migrate"
+            check_seconds = 0.5
+            triggers = ["capacity"]
+            capacity_threshold_percent = 75
+            """)
+        let source = try await #require(pair.consumer.node.provider).driver()
+        let destination = try await #require(pair.provider.node.provider).driver()
+        _ = try await runningInstance(pair.consumer.node)
+        _ = try await runningInstance(pair.consumer.node)
+        _ = try await runningInstance(pair.consumer.node)
+        _ = try await runningInstance(pair.consumer.node)
+        // 4 instances of the 20 SimCloud allows is low; vCPU 4 of 64 too: nothing to do yet.
+        try await Task.sleep(for: .seconds(1))
+        #expect(try await destination.listInstances().isEmpty)
+        _ = try await agree(pair)
+        // Now an agreement exists, but the cloud is still under its threshold: still nothing.
+        try await Task.sleep(for: .seconds(1.5))
+        #expect(try await destination.listInstances().isEmpty)
+        #expect(pair.consumer.auditEvents(kind: "automation.proposal").isEmpty)
+        // Fill the cloud past 75 % of its instance limit (20): the broker moves one instance.
+        for _ in 0..<12 { _ = try await runningInstance(pair.consumer.node) }
+        #expect(await eventually(timeout: .seconds(30)) { ((try? await destination.listInstances()) ?? []).count >= 1 })
+        #expect(await eventually(timeout: .seconds(10)) {
+            pair.consumer.auditEvents(kind: "automation.migration").contains { $0.reason == "completed" }
+        })
+        let proposal = try #require(pair.consumer.auditEvents(kind: "automation.proposal").first)
+        #expect(proposal.reason == "capacity" && proposal.detail.contains("instances"))
+        #expect(try await source.listInstances().filter { $0.state == .running }.count <= 15)
         await negotiation.stop(pair)
     }
 }

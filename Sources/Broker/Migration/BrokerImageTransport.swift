@@ -47,7 +47,7 @@ final class BrokerImageTransport: ImageTransport, Sendable {
     init(
         identity: TransferIdentity, host: String, port: UInt16, advertisedHost: String, workDirectory: URL, signed: SignedRequests,
         registry: PeerRegistry, trustStore: TrustStore, logger: Logger,
-        lookupOffer: @escaping @Sendable (TransferOffer) -> (migrationID: String, peer: String, sha256: String?)?,
+        lookupOffer: @escaping @Sendable (Migration.TransferOffer) -> (migrationID: String, peer: String, sha256: String?)?,
         onTransferred: @escaping @Sendable (String, Int64) -> Void
     ) throws {
         self.lookupOffer = lookupOffer
@@ -76,7 +76,7 @@ final class BrokerImageTransport: ImageTransport, Sendable {
 
     // MARK: destination
 
-    func prepareOffer(migrationID: String, maximumBytes: Int64) async throws -> TransferOffer {
+    func prepareOffer(migrationID: String, maximumBytes: Int64) async throws -> Migration.TransferOffer {
         let destination = file(for: migrationID)
         try FileManager.default.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
         let offer = offers.withLock { offers in
@@ -85,7 +85,7 @@ final class BrokerImageTransport: ImageTransport, Sendable {
             offers[migrationID] = fresh
             return fresh
         }
-        return TransferOffer(host: advertisedHost, port: String(server.port), token: offer.token)
+        return Migration.TransferOffer(host: advertisedHost, port: String(server.port), token: offer.token)
     }
 
     /// The source's announcement: registers the transfer with the TLS server.
@@ -125,7 +125,7 @@ final class BrokerImageTransport: ImageTransport, Sendable {
         return Array(PayloadElement(name: "accepted", namespace: Self.namespace, attributes: ["migration": migrationID]).xml.utf8)
     }
 
-    func receivedFile(for offer: TransferOffer) async throws -> ReceivedImageFile {
+    func receivedFile(for offer: Migration.TransferOffer) async throws -> ReceivedImageFile {
         guard let (migrationID, stored) = offers.withLock({ $0.first { $0.value.token == offer.token } }) else {
             throw MigrationTransportError("no offer with this token (the broker restarted before the transfer completed)")
         }
@@ -160,16 +160,16 @@ final class BrokerImageTransport: ImageTransport, Sendable {
 
     /// The migration an offer belongs to, its peer and the staged file's SHA-256, from the source
     /// journal (the offer came in the destination's `reserved` answer, stored there).
-    let lookupOffer: @Sendable (TransferOffer) -> (migrationID: String, peer: String, sha256: String?)?
+    let lookupOffer: @Sendable (Migration.TransferOffer) -> (migrationID: String, peer: String, sha256: String?)?
 
-    func send(file: URL, to offer: TransferOffer, progress: @escaping @Sendable (Migration.TransferProgress) -> Void) async throws {
+    func send(file: URL, to offer: Migration.TransferOffer, progress: @escaping @Sendable (Migration.TransferProgress) -> Void) async throws {
         guard let context = lookupOffer(offer) else { throw MigrationTransportError("no migration in the journal holds this offer") }
         try await send(file: file, sha256: context.sha256, to: offer, migrationID: context.migrationID, peer: context.peer, progress: progress)
     }
 
     /// Announces the file to `peer` then sends it over TLS, resuming after breaks.
     func send(
-        file: URL, sha256 knownSHA256: String?, to offer: TransferOffer, migrationID: String, peer: String,
+        file: URL, sha256 knownSHA256: String?, to offer: Migration.TransferOffer, migrationID: String, peer: String,
         progress: @escaping @Sendable (Migration.TransferProgress) -> Void
     ) async throws {
         guard let port = UInt16(offer.port), !offer.host.isEmpty else { throw MigrationTransportError("invalid offer \(offer.host):\(offer.port)") }
