@@ -104,3 +104,25 @@ def test_oversized_stanza_gets_not_acceptable_and_broker_survives(prosody, broke
     assert condition == ("not-acceptable", "modify")
     assert rtt < 5
     assert "refused oversized stanza" in broker["log"].read_text()
+
+
+@pytest.mark.parametrize("payload", [
+    "<negotiation xmlns='urn:intercloud:negotiation:0'>{\"negotiationID\":\"neg-1\",\"messageID\":\"neg-1/consumer/1\",\"body\":{\"accept\":{}}}</negotiation>",
+    "<usage xmlns='urn:intercloud:metering:0' record='Zm9ybWF0PXVybjppbnRlcmNsb3VkOnVzYWdlOjAK' signature='AA=='/>",
+])
+def test_unsigned_negotiation_and_usage_records_are_refused_and_audited(prosody, broker, account, payload):
+    """Federation namespaces accept only envelopes signed by a trusted peer: a plain message from
+    an XMPP client we did not write is refused `not-authorized` and lands in the audit log."""
+    async def body(client):
+        with pytest.raises(IqError) as excinfo:
+            await _raw_iq(client, broker["jid"], "set", [payload])
+        return _error_of(excinfo)
+    assert run(prosody, account, body) == ("not-authorized", "auth")
+    namespace = ET.fromstring(payload).tag.split("}")[0].lstrip("{")
+    import json
+    import subprocess
+    from conftest import _intercloud_binary
+    audit = json.loads(subprocess.run(
+        [_intercloud_binary(), "audit", "--config", broker["config"], "--outcome", "refused", "--output", "json"],
+        check=True, capture_output=True, text=True).stdout)
+    assert any(event["action"] == namespace for event in audit), audit
