@@ -2,6 +2,7 @@ import Broker
 import Catalog
 import Federation
 import Foundation
+import GRDB
 import Policy
 import Providers
 import TestSupport
@@ -263,6 +264,61 @@ import XMPP
         #expect(await eventually(timeout: .seconds(5)) {
             (try? FederationStore.consumed(database: federated.consumer.database, serviceID: selected.serviceID))??.phase == "ended"
         })
+        #expect(try pair.consumer.node.metering.store.placements(agreementID: agreement.id, role: .consumer).first?.removedAt != nil)
+        await stop(federated)
+    }
+
+    /// What `intercloud federate` and `intercloud services` do: queue requests in the broker
+    /// database for the running broker and read the outcome once.
+    @Test func operatorRequestsQueuedInTheDatabaseShowTheTokenOnceAndListBothRoles() async throws {
+        let federated = try await federated()
+        let pair = federated.pair
+        let agreement = try await agree(pair, entitlements: [.query, .federate])
+
+        func outcome(_ database: GRDB.DatabasePool, _ request: FederationStore.QueuedRequest) async throws -> FederationStore.RequestOutcome? {
+            let id = try FederationStore.enqueue(database: database, request, now: Date())
+            var result: FederationStore.RequestState?
+            _ = await eventually(timeout: .seconds(30)) {
+                result = try? FederationStore.takeOutcome(database: database, id: id)
+                if case .done = result { return true }
+                if case .failed = result { return true }
+                return false
+            }
+            guard case .done(let value)? = result else { Issue.record("request \(request.kind): \(String(describing: result))"); return nil }
+            // Read once: the token is gone from the database afterwards.
+            if case .done(let again)? = try FederationStore.takeOutcome(database: database, id: id) { #expect(again.token == nil) }
+            return value
+        }
+
+        let consumerDB = federated.consumer.database
+        let selected = try #require(try await outcome(
+            consumerDB, .init(kind: .select, peer: pair.providerJID, template: "web-server", parameters: ["max_connections": "16"])))
+        #expect(selected.phase == "active" && selected.token != nil && selected.endpoint?.hasSuffix(":8080/") == true)
+        let token = try #require(selected.token)
+        #expect(try federated.provider.validateCall(serviceID: selected.serviceID, token: token).isValid)
+
+        // Each side lists the service in its role, with the metered calls at the provider.
+        let atProvider = try FederationStore.summaries(database: federated.provider.database)
+        #expect(atProvider.map(\.role) == ["provider"] && atProvider.first?.validCalls == 1 && atProvider.first?.agreementID == agreement.id)
+        #expect(try FederationStore.summaries(database: consumerDB).map(\.role) == ["consumer"])
+        #expect(!(try FederationStore.steps(database: federated.provider.database, serviceID: selected.serviceID)).isEmpty)
+
+        // A refused request reports the provider's reason.
+        let id = try FederationStore.enqueue(
+            database: consumerDB, .init(kind: .select, peer: pair.providerJID, template: "no-such-template"), now: Date())
+        var refused: FederationStore.RequestState?
+        #expect(await eventually(timeout: .seconds(30)) {
+            refused = try? FederationStore.takeOutcome(database: consumerDB, id: id)
+            if case .failed = refused { return true }
+            return false
+        })
+        if case .failed(let reason)? = refused { #expect(reason.contains("item-not-found"), "\(reason)") }
+
+        // The provider's operator ends the service from its side; the consumer learns it on status.
+        let ended = try #require(try await outcome(federated.provider.database, .init(kind: .teardown, serviceID: selected.serviceID)))
+        #expect(ended.role == "provider" && ended.phase == "ended")
+        let status = try #require(try await outcome(consumerDB, .init(kind: .status, serviceID: selected.serviceID)))
+        #expect(status.phase == "ended")
         #expect(try pair.consumer.node.metering.store.placements(agreementID: agreement.id, role: .consumer).first?.removedAt != nil)
         await stop(federated)
     }
