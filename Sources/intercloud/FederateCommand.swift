@@ -11,7 +11,11 @@ func openFederationDatabase(_ config: String) throws -> DatabasePool {
     guard FileManager.default.fileExists(atPath: configuration.databasePath) else {
         throw ValidationError("no database at \(configuration.databasePath): has this broker run yet?")
     }
-    return try IntercloudDatabase.open(path: configuration.databasePath, schema: BrokerNode.schema + FederationStore.schema)
+    let database = try IntercloudDatabase.open(path: configuration.databasePath, schema: BrokerNode.schema)
+    // A migrator of its own: registering the federation migrations twice (once they are part of
+    // `BrokerNode.schema`) would be an error.
+    try FederationStore.prepare(database)
+    return database
 }
 
 /// Queues a federation request for the running broker and waits for its outcome (read once: a

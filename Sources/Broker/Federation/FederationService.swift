@@ -296,6 +296,7 @@ public final class FederationService: Sendable {
         let placed = metering.usage(agreementID: agreementID, role: .provider, at: now)
         // Checked and reserved under one lock: a concurrent select sees this one's demand.
         let decision: PolicyDecision = pending.withLock { pending in
+            guard pending[serviceID] == nil else { return .denied("service-id-in-use", "service id \(serviceID) is being provisioned") }
             let usage = pending.values.filter { $0.agreementID == agreementID }.reduce(placed) { $0 + $1.demand }
             var decision = AgreementRule(agreement: stored.agreement).evaluate(
                 request, context: PolicyContext(peer: peer, now: now, usage: usage, policy: nil))
@@ -303,7 +304,7 @@ public final class FederationService: Sendable {
                case .denied(let reasons) = policies.evaluate(request, peer: peer, usage: usage, now: now) {
                 decision = .denied(reasons.map { PolicyReason(code: "policy-\($0.code)", message: $0.message) })
             }
-            if decision == .allowed, pending[serviceID] == nil { pending[serviceID] = (agreementID, demand) }
+            if decision == .allowed { pending[serviceID] = (agreementID, demand) }
             return decision
         }
         if case .denied(let reasons) = decision {
