@@ -178,6 +178,15 @@ public struct BrokerConfiguration: Sendable {
         public var max_per_round: Int?
     }
 
+    /// `[federation]`: server templates offered to peers (all optional).
+    public struct FederationSection: Sendable, Codable {
+        /// Template files or folders (see templates/README.md).
+        public var templates: [String]?
+        public var credential_ttl_seconds: TOMLNumber?
+        public var boot_timeout_seconds: TOMLNumber?
+        public var teardown_retry_seconds: TOMLNumber?
+    }
+
     struct File: Codable {
         var broker: Broker
         var xmpp: XMPPSection
@@ -190,6 +199,7 @@ public struct BrokerConfiguration: Sendable {
         var metering: MeteringSection?
         var migration: MigrationSection?
         var automation: AutomationSection?
+        var federation: FederationSection?
     }
 
     public var broker: Broker
@@ -217,6 +227,8 @@ public struct BrokerConfiguration: Sendable {
     public var migration = MigrationService.Settings(workDirectory: "")
     /// Automatic migration (`[automation]`; off by default).
     public var automation = AutomationService.Settings()
+    /// Server templates and federated services (`[federation]`).
+    public var federation = FederationService.Settings()
 
     public struct Error: Swift.Error, CustomStringConvertible {
         public var path: String
@@ -394,6 +406,21 @@ public struct BrokerConfiguration: Sendable {
             if let value = section.graceful_shutdown_seconds?.value {
                 guard value.isFinite, value >= 0 else { throw Error(path: path, message: "migration.graceful_shutdown_seconds must be ≥ 0") }
                 configuration.migration.gracefulShutdownSeconds = value
+            }
+        }
+        if let section = file.federation {
+            configuration.federation.templatePaths = (section.templates ?? []).map(resolve)
+            if let value = section.credential_ttl_seconds?.value {
+                guard value.isFinite, value >= 60 else { throw Error(path: path, message: "federation.credential_ttl_seconds must be ≥ 60") }
+                configuration.federation.credentialTTL = value
+            }
+            if let value = section.boot_timeout_seconds?.value {
+                guard value.isFinite, value >= 1 else { throw Error(path: path, message: "federation.boot_timeout_seconds must be ≥ 1") }
+                configuration.federation.bootTimeout = value
+            }
+            if let value = section.teardown_retry_seconds?.value {
+                guard value.isFinite, value >= 1 else { throw Error(path: path, message: "federation.teardown_retry_seconds must be ≥ 1") }
+                configuration.federation.teardownRetryInterval = value
             }
         }
         if let section = file.automation {

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Federation
 import Logging
 import Metering
 import Migration
@@ -56,13 +57,16 @@ public final class BrokerNode: Service, Sendable {
     /// Cold migration to and from peers (`urn:intercloud:migration:0`); nil without both
     /// `[provider]` and `[trust]` (the transfer channel authenticates with the broker certificate).
     public let migration: MigrationService?
+    /// Service federation from server templates (`urn:intercloud:federation:0`).
+    public let federation: FederationService
     /// Automatic migration by policy (`[automation]`, off by default; needs migration).
     public let automation: AutomationService?
     private let tasks = TaskBag()
 
     public static var schema: [any SchemaContributor.Type] { [
         PeerRegistry.Schema.self, TrustSchema.self, AuditSchema.self, NegotiationStore.Schema.self, MeteringSchema.self,
-        MeteringStore.Schema.self, MigrationSchema.self, MigrationService.Schema.self,
+        MeteringStore.Schema.self, MigrationSchema.self, MigrationService.Schema.self, FederationSchema.self,
+        FederationStore.Schema.self,
     ] }
 
     public init(configuration: BrokerConfiguration, logger: Logger = Logger(label: "intercloud.broker")) throws {
@@ -119,6 +123,10 @@ public final class BrokerNode: Service, Sendable {
         } else {
             self.migration = nil
         }
+        self.federation = FederationService(
+            local: configuration.xmpp.jid.bare.description, settings: configuration.federation, provider: provider, database: database,
+            signed: signed, registry: registry, negotiation: negotiation, metering: metering, policies: policies, audit: audit,
+            catalog: catalog, catalogQueries: catalogQueries, logger: logger)
         if let migration, let provider {
             self.automation = AutomationService(
                 settings: configuration.automation, local: configuration.xmpp.jid.bare.description, provider: provider, migration: migration,
@@ -162,6 +170,7 @@ public final class BrokerNode: Service, Sendable {
                 NegotiationWire.namespace, MeteringService.namespace,
             ]
             if migration != nil { features += [MigrationMessage.namespace, BrokerImageTransport.namespace] }
+            features.append(FederationService.namespace)
         }
         return DiscoInfo(
             identities: [.init(category: "automation", type: "intercloud-broker", name: configuration.broker.cloud)],
@@ -205,6 +214,7 @@ public final class BrokerNode: Service, Sendable {
         negotiation.install()
         metering.install()
         migration?.install()
+        federation.install()
     }
 
     /// Sends a signed federation ping to a trusted peer broker (its full JID) and returns its
@@ -251,6 +261,7 @@ public final class BrokerNode: Service, Sendable {
         let meteringLoop = Task { [metering] in await metering.run() }
         let migrationLoop = Task { [migration] in await migration?.run() }
         let automationLoop = Task { [automation] in await automation?.run() }
+        let federationLoop = Task { [federation] in await federation.run() }
         for await input in inputs.cancelOnGracefulShutdown() {
             let actions = discovery.withLock { $0.handle(input) }
             for action in actions { perform(action) }
@@ -262,6 +273,8 @@ public final class BrokerNode: Service, Sendable {
         meteringLoop.cancel()
         migrationLoop.cancel()
         automationLoop.cancel()
+        federationLoop.cancel()
+        await federationLoop.value
         await automationLoop.value
         await migrationLoop.value
         await negotiations.value

@@ -18,7 +18,7 @@ struct Intercloud: AsyncParsableCommand {
             """,
         subcommands: [
             ServeCommand.self, PeersCommand.self, CertsCommand.self, TrustCommand.self, AuditCommand.self, CatalogCommand.self,
-            ProviderCommand.self, PolicyCommand.self, NegotiateCommand.self, NegotiationsCommand.self, AgreementCommand.self, UsageCommand.self, MigrateCommand.self, MigrationsCommand.self,
+            ProviderCommand.self, PolicyCommand.self, NegotiateCommand.self, NegotiationsCommand.self, AgreementCommand.self, UsageCommand.self, MigrateCommand.self, MigrationsCommand.self, FederateCommand.self, ServicesCommand.self,
         ])
 }
 

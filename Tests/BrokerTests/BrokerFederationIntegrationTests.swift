@@ -57,8 +57,8 @@ import XMPP
         allowed = ["16", "64", "256"]
         """
 
-    /// Both brokers with federation attached (as `BrokerNode` will construct it), the provider
-    /// offering `web-server` from a template folder.
+    /// Both brokers with their own federation services (`BrokerNode.federation`), the provider
+    /// offering `web-server` from a template folder named in its `[federation]` section.
     struct Federated {
         var pair: BrokerNegotiationIntegrationTests.Pair
         var consumer: FederationService
@@ -68,20 +68,22 @@ import XMPP
     }
 
     func federated() async throws -> Federated {
-        let pair = try await negotiation.trustedPair(
-            providerSection: Self.providerSection.replacingOccurrences(of: "%@", with: "p-\(UUID().uuidString.prefix(6))"))
-        let templates = pair.fixture.directory.appendingPathComponent("templates-\(UUID().uuidString.prefix(6))")
+        let templates = FileManager.default.temporaryDirectory.appendingPathComponent("intercloud-templates-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: templates, withIntermediateDirectories: true)
         try Self.template.write(to: templates.appendingPathComponent("web-server.toml"), atomically: true, encoding: .utf8)
-        let provider = try FederationService.make(
-            node: pair.provider.node, settings: .init(templatePaths: [templates.path], credentialTTL: 600, bootTimeout: 30))
-        let consumer = try FederationService.make(node: pair.consumer.node, settings: .init())
-        provider.install()
-        consumer.install()
-        let tasks = [Task { await provider.run() }, Task { await consumer.run() }]
+        let pair = try await negotiation.trustedPair(
+            providerSection: Self.providerSection.replacingOccurrences(of: "%@", with: "p-\(UUID().uuidString.prefix(6))") + """
+
+                [federation]
+                templates = ["\(templates.path)"]
+                credential_ttl_seconds = 600
+                boot_timeout_seconds = 30
+                """)
+        let provider = pair.provider.node.federation
+        let consumer = pair.consumer.node.federation
         #expect(await eventually(timeout: .seconds(20)) { provider.isReady })
         let driver = try await #require(pair.provider.node.provider).driver()
-        return Federated(pair: pair, consumer: consumer, provider: provider, tasks: tasks, driver: driver)
+        return Federated(pair: pair, consumer: consumer, provider: provider, tasks: [], driver: driver)
     }
 
     func stop(_ federated: Federated) async {
