@@ -36,10 +36,9 @@ enum BrokerLibvirtSession {
 /// SimCloud instance moves to the provider's libvirt, where it runs as a real QEMU guest (booted
 /// directly from the tiny guest's kernel and initramfs, with the migrated disk as its block device).
 ///
-/// The direction is SimCloud → libvirt because both brokers' policies come from `trustedPair`,
-/// whose agreement and rates name SimCloud types: the migration's policy checks use the *source's*
-/// instance type name, so a libvirt source (lv.*) is refused there (instance-type-not-agreed,
-/// unpriced-instance-type). libvirt as a source is covered by `CrossDriverMigrationTests`.
+/// The agreement and the provider's rate card name the provider's own (libvirt) sizes: the
+/// destination checks the size it maps the SimCloud instance to (`lv.*`), not the source's name.
+/// libvirt as a source is covered by `CrossDriverMigrationTests`.
 @Suite(.serialized, .timeLimit(.minutes(6))) struct BrokerLibvirtMigrationTests {
     let migration: BrokerMigrationIntegrationTests
 
@@ -70,9 +69,11 @@ enum BrokerLibvirtSession {
             boot_timeout_seconds = 120
             """
         let simSection = BrokerMigrationIntegrationTests.section.replacingOccurrences(of: "%@", with: "c-\(UUID().uuidString.prefix(6))")
-        let pair = try await migration.negotiation.trustedPair(consumerSection: simSection, providerSection: libvirtSection)
+        let pair = try await migration.negotiation.trustedPair(
+            consumerSection: simSection, providerSection: libvirtSection,
+            providerPrices: ["lv.tiny": "0.0100", "lv.small": "0.0200", "lv.medium": "0.0300", "lv.large": "0.0600"])
         #expect(await eventually(timeout: .seconds(30)) { pair.consumer.node.migration?.isReady == true && pair.provider.node.migration?.isReady == true })
-        let agreement = try await migration.agree(pair)
+        let agreement = try await migration.agree(pair, types: [])
         let destination = try await #require(pair.provider.node.provider).driver()
         #expect(destination.driverName == "libvirt")
         do {

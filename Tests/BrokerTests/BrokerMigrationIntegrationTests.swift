@@ -33,8 +33,9 @@ import XMPP
         return pair
     }
 
-    func agree(_ pair: BrokerNegotiationIntegrationTests.Pair, instances: Int = 2, vcpu: Int = 4) async throws -> Agreement {
+    func agree(_ pair: BrokerNegotiationIntegrationTests.Pair, instances: Int = 2, vcpu: Int = 4, types: [String]? = nil) async throws -> Agreement {
         var terms = BrokerNegotiationIntegrationTests.terms(vcpu: vcpu)
+        if let types { terms.instanceTypes = types }
         terms.resources.instances = instances
         terms.resources.storageGiB = 100
         terms.resources.transferGB = 100

@@ -24,7 +24,7 @@ import XMPP
         var provider: RunningBroker
     }
 
-    static func providerPolicy(consumer: String, availability: String = "99.9") -> String {
+    static func providerPolicy(consumer: String, availability: String = "99.9", extraPrices: [String: String] = [:]) -> String {
         """
         version = 1
 
@@ -48,6 +48,7 @@ import XMPP
         [peer.rates.instance_hour]
         "sim.small" = "0.0230"
         "sim.medium" = "0.0460"
+        \(extraPrices.keys.sorted().map { "\"\($0)\" = \"\(extraPrices[$0]!)\"" }.joined(separator: "\n"))
 
         [peer.sla_offered]
         availability_percent = "\(availability)"
@@ -74,7 +75,8 @@ import XMPP
 
     /// Two brokers under one root CA, each with a policy file and short negotiation timers.
     func trustedPair(
-        requiredAvailability: String = "99.5", negotiationTOML: String = "", consumerSection: String = "", providerSection: String = ""
+        requiredAvailability: String = "99.5", negotiationTOML: String = "", consumerSection: String = "", providerSection: String = "",
+        providerPrices: [String: String] = [:]
     ) async throws -> Pair {
         let fixture = TrustFixture(brokers: BrokerFixture(server: server))
         let root = try fixture.root("root")
@@ -108,7 +110,7 @@ import XMPP
             cloud: "cloud1", host: "cloud1.test", account: consumerAccount,
             policy: Self.consumerPolicy(provider: providerAccount.jid, requiredAvailability: requiredAvailability), extra: consumerSection)
         let providerConfig = try config(
-            cloud: "cloud2", host: "cloud2.test", account: providerAccount, policy: Self.providerPolicy(consumer: consumerAccount.jid),
+            cloud: "cloud2", host: "cloud2.test", account: providerAccount, policy: Self.providerPolicy(consumer: consumerAccount.jid, extraPrices: providerPrices),
             extra: providerSection)
         let consumer = try RunningBroker(configuration: consumerConfig)
         let provider = try RunningBroker(configuration: providerConfig)

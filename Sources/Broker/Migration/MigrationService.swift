@@ -264,6 +264,18 @@ public final class MigrationService: Sendable {
 
     // MARK: authorization
 
+    /// The size of this cloud an instance of `spec` maps to: the same ID if this cloud has it,
+    /// else the smallest size with at least its vCPUs, memory and disk (as the destination's
+    /// reservation chooses).
+    func destinationSize(for spec: MigrationSpec) async -> String? {
+        guard let sizes = try? await provider.driver().listSizes() else { return nil }
+        if sizes.contains(where: { $0.id == spec.instanceType }) { return spec.instanceType }
+        let memoryMiB = NSDecimalNumber(decimal: spec.memoryGiB * 1024).intValue
+        let diskGiB = NSDecimalNumber(decimal: spec.diskGiB).intValue
+        return sizes.filter { $0.vCPU >= spec.vcpu && $0.memoryMiB >= memoryMiB && $0.diskGiB >= diskGiB }
+            .min { ($0.vCPU, $0.memoryMiB, $0.diskGiB, $0.id) < ($1.vCPU, $1.memoryMiB, $1.diskGiB, $1.id) }?.id
+    }
+
     /// Destination (`migrate-in`): the agreement must be one this broker provides to the peer, in
     /// force, granting the request within its quota (current placements count as usage), and
     /// the policy file must not refuse it. Source (`migrate-out`): the agreement must be one the
@@ -276,10 +288,14 @@ public final class MigrationService: Sendable {
         }
         let agreement = stored.agreement
         switch request {
-        case .migrateIn:
+        case .migrateIn(var spec):
             guard agreement.provider == local, agreement.consumer == bare else {
                 return .denied([PolicyReason(code: "wrong-agreement", message: "agreement \(agreementID) is not provided by \(local) to \(bare)")])
             }
+            // The agreement and the rate card name this cloud's sizes; the source names its own
+            // (`lv.tiny` from libvirt, `t3.micro` from EC2). Check the size this cloud will run.
+            if let size = await destinationSize(for: spec) { spec.instanceType = size }
+            let request = PolicyRequest.migrateIn(spec)
             let usage = await metering.usage(agreementID: agreementID, role: .provider, at: now)
             let context = PolicyContext(peer: bare, now: now, usage: usage, policy: nil)
             let decision = AgreementRule(agreement: agreement).evaluate(request, context: context)
@@ -293,7 +309,11 @@ public final class MigrationService: Sendable {
                 return .denied([PolicyReason(code: "wrong-agreement", message: "agreement \(agreementID) is not provided by \(bare) to \(local)")])
             }
             let context = PolicyContext(peer: bare, now: now, usage: .zero, policy: nil)
-            let granted = AgreementRule(agreement: agreement).evaluate(.migrateIn(spec), context: context)
+            // Instance types in the agreement are the peer's sizes, which the peer maps ours to
+            // and checks itself; here only the grant, period, quota and placement are checked.
+            var untyped = agreement
+            untyped.terms.instanceTypes = []
+            let granted = AgreementRule(agreement: untyped).evaluate(.migrateIn(spec), context: context)
             guard granted == .allowed else { return granted }
             if !policies.peers.isEmpty, case .denied(let reasons) = policies.evaluate(request, peer: bare, now: now) {
                 return .denied(reasons)

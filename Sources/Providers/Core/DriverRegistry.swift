@@ -18,7 +18,7 @@ public enum DriverRegistry {
     /// Every driver kind and the options it reads.
     public static let kinds: [String: [String]] = [
         "simcloud": ["data-dir", "boot-delay-ms", "shutdown-delay-ms", "terminate-delay-ms", "max-instances", "max-vcpu", "max-memory-mib"],
-        "libvirt": ["uri", "image-dir", "instance-dir", "domain-type", "kernel", "initrd", "cmdline", "file-owner-uid"],
+        "libvirt": ["uri", "image-dir", "instance-dir", "domain-type", "kernel", "initrd", "cmdline", "file-owner-uid", "boot-marker"],
         "ec2": ["endpoint", "s3-endpoint", "region", "image-owners", "image-bucket", "import-export", "page-size"],
     ]
 
@@ -70,7 +70,7 @@ public enum DriverRegistry {
             return try await LibvirtDriver.connect(.init(
                 uri: uri, imageDirectory: options["image-dir"].map { URL(fileURLWithPath: $0) },
                 instanceDirectory: options["instance-dir"].map { URL(fileURLWithPath: $0) },
-                domainType: options["domain-type"], directBoot: boot, fileOwner: owner))
+                domainType: options["domain-type"], directBoot: boot, fileOwner: owner, bootMarker: options["boot-marker"]))
         case "ec2":
             guard let endpointText = options["endpoint"], let endpoint = URL(string: endpointText) else {
                 throw invalid("ec2 needs endpoint (an http or https URL)")
