@@ -24,6 +24,10 @@ public enum IntercloudDatabase {
         var configuration = Configuration()
         configuration.readonly = readOnly
         configuration.busyMode = .timeout(5)
+        // Each reader connection holds three descriptors (database, WAL, shared memory). A broker
+        // opens several databases (its own, its cloud driver's), and its XMPP library can only
+        // wait on descriptors below 1024, so readers are kept few: reads are short here.
+        configuration.maximumReaderCount = 3
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
             try db.execute(sql: "PRAGMA foreign_keys = ON")

@@ -99,6 +99,8 @@ final class ConnectionCore: @unchecked Sendable {
         descriptor = -1
         sawResumed = false
         connectPending = false
+        XMPPRuntime.shared.lowDescriptors.releaseOne()
+        defer { XMPPRuntime.shared.lowDescriptors.fill() }
         let result = xmpp_connect_client(
             connection, configuration.host, configuration.port ?? 0, stropheConnectionHandler,
             Unmanaged.passUnretained(self).toOpaque())

@@ -40,6 +40,8 @@ public final class XMPPRuntime: @unchecked Sendable {
 
     // Loop-confined state.
     var cores: [OpaquePointer: ConnectionCore] = [:]
+    /// Low descriptors held for libstrophe's sockets (see `LowDescriptorReserve`).
+    let lowDescriptors = LowDescriptorReserve()
     var activity = false
     private let logHandler: UnsafeMutablePointer<xmpp_log_t>
 
@@ -57,6 +59,7 @@ public final class XMPPRuntime: @unchecked Sendable {
         }
         wakeDescriptor = ends[0]
         wakeWriteDescriptor = ends[1]
+        lowDescriptors.fill()
         // Only now may the log handler reach back to this runtime (it must not touch `shared`
         // while `shared` is being initialized).
         logHandler.pointee.userdata = Unmanaged.passUnretained(self).toOpaque()
@@ -244,6 +247,13 @@ func stropheStanzaHandler(
 func stropheSocketOptions(_ connection: OpaquePointer?, _ socket: UnsafeMutableRawPointer?) -> Int32 {
     guard let connection, let socket else { return 0 }
     let descriptor = socket.load(as: Int32.self)
+    guard descriptor < LowDescriptorReserve.selectLimit else {
+        // libstrophe would FD_SET it and glibc would abort the process; failing this attempt
+        // instead lets the connection lifecycle retry with backoff once descriptors are free.
+        XMPPRuntime.shared.cores[connection]?.logger.error(
+            "socket descriptor \(descriptor) is above select()'s limit of \(LowDescriptorReserve.selectLimit): this process has too many open files; retrying later")
+        return -1
+    }
     var one: Int32 = 1
     // Request/response latency matters more than segment count: disable Nagle.
     _ = setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -268,5 +278,39 @@ extension XMPPRuntime: TaskExecutor {
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         submit { [self] in job.runSynchronously(on: asUnownedTaskExecutor()) }
+    }
+}
+
+/// libstrophe waits with `select()`, whose `fd_set` cannot hold a descriptor ≥ `FD_SETSIZE`
+/// (1024): glibc aborts the process on `FD_SET` of such a descriptor. A broker sharing its
+/// process with many databases, transfer sockets and drivers (or a test process running many
+/// brokers) can use that many. So the runtime holds a few low descriptors from the start (open
+/// on /dev/null) and frees one just before libstrophe creates a socket: `socket()` returns the
+/// lowest free descriptor, which is then at most the one just freed. Refilled on the loop
+/// thread, keeping only descriptors well below the limit. Loop-confined (no lock needed).
+final class LowDescriptorReserve: @unchecked Sendable {
+    // @unchecked: only the XMPP loop thread (and the runtime's init before it starts) touches it.
+    static let selectLimit: Int32 = 1024
+    static let size = 16
+    private var held: [Int32] = []
+
+    /// Opens placeholders until `size` are held, keeping only descriptors below 900 (room for
+    /// libstrophe's own short-lived descriptors, such as DNS sockets).
+    func fill() {
+        while held.count < Self.size {
+            let descriptor = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            guard descriptor >= 0 else { return }
+            guard descriptor < 900 else {
+                close(descriptor)
+                return
+            }
+            held.append(descriptor)
+        }
+    }
+
+    /// Frees the highest held placeholder so the next `socket()` gets a descriptor at most that.
+    func releaseOne() {
+        held.sort()
+        if let descriptor = held.popLast() { close(descriptor) }
     }
 }
