@@ -97,6 +97,14 @@ public final class MigrationService: Sendable {
             logger.error("migration disabled: \(error)")
             return
         }
+        // Resume only once the XMPP session is up: the broker starts connecting at the same time,
+        // and a migration resumed before it fails its next message with "not connected", which
+        // rolls it back needlessly, and its abort to the peer fails the same way, so the peer kept
+        // its reservation (unfinished) while this side said rolled back. Past the wait, resume
+        // anyway: the steps fail and retry or roll back as with any unreachable peer.
+        do { try await signed.client.waitUntilOnline(timeout: .seconds(30)) } catch {
+            logger.warning("resuming migrations while not connected to the XMPP server: \(error)")
+        }
         do {
             let results = try await runner.resume()
             for result in results { logger.info("migration \(result.migrationID) (\(result.role)) resumed: \(result.outcome)") }
