@@ -25,8 +25,8 @@ import Trust
 /// source's request, which then waits out its 60 s timeout before it retries or rolls back. So
 /// normal runs take a representative subset — the first kill point of each phase of the role, so
 /// every phase on both sides is still crossed by a kill (12 source and 11 destination points,
-/// about 12 minutes with the two roles in parallel) — and `INTERCLOUD_CRASH_MATRIX=full` runs
-/// every kill point (13 and 12).
+/// about 12 minutes in all: 45 s for the source, the rest for the destination) — and
+/// `INTERCLOUD_CRASH_MATRIX=full` runs every kill point (13 and 12).
 @Suite(.serialized, .timeLimit(.minutes(20))) struct BrokerMigrationCrashTests {
     let server: TestProsody
 
