@@ -162,6 +162,9 @@ public struct BrokerConfiguration: Sendable {
         public var boot_timeout_seconds: TOMLNumber?
         /// Graceful shutdown time before a hard power-off at the source (default 30).
         public var graceful_shutdown_seconds: TOMLNumber?
+        /// How long the source waits for the destination's answer to one message (default 60;
+        /// must cover the destination's import + create + start of the instance).
+        public var request_timeout_seconds: TOMLNumber?
     }
 
     /// `[automation]`: automatic migration driven by policy (off by default).
@@ -406,6 +409,10 @@ public struct BrokerConfiguration: Sendable {
             if let value = section.graceful_shutdown_seconds?.value {
                 guard value.isFinite, value >= 0 else { throw Error(path: path, message: "migration.graceful_shutdown_seconds must be ≥ 0") }
                 configuration.migration.gracefulShutdownSeconds = value
+            }
+            if let value = section.request_timeout_seconds?.value {
+                guard value.isFinite, value >= 1 else { throw Error(path: path, message: "migration.request_timeout_seconds must be ≥ 1") }
+                configuration.migration.requestTimeout = .milliseconds(Int64(value * 1000))
             }
         }
         if let section = file.federation {

@@ -29,6 +29,11 @@ public final class MigrationService: Sendable {
         public var workDirectory: String
         public var bootTimeout: Duration = .seconds(120)
         public var gracefulShutdownSeconds: TimeInterval = 30
+        /// How long the source waits for the destination's answer to one message. It must cover
+        /// the destination's slowest step inside a handler (import, create and start of the
+        /// instance before it answers `transferred`); a destination that died mid-handler costs
+        /// the source this long before it retries or rolls back.
+        public var requestTimeout: Duration = .seconds(60)
 
         public init(workDirectory: String) { self.workDirectory = workDirectory }
     }
@@ -148,7 +153,7 @@ public final class MigrationService: Sendable {
         }
         transport.install()
         let runner = MigrationRunner(
-            driver: driver, journal: journal, transport: transport, link: BrokerMigrationLink(signed: signed, registry: registry),
+            driver: driver, journal: journal, transport: transport, link: BrokerMigrationLink(signed: signed, registry: registry, timeout: settings.requestTimeout),
             authorize: { [weak self] request, peer, agreementID, now in
                 guard let self else { return .denied([PolicyReason(code: "stopping", message: "broker stopping")]) }
                 return await self.authorize(request, peer: peer, agreementID: agreementID, now: now)
@@ -351,11 +356,12 @@ enum MigrationWire {
 struct BrokerMigrationLink: MigrationPeerLink {
     let signed: SignedRequests
     let registry: PeerRegistry
+    let timeout: Duration
 
     func send(_ message: MigrationMessage, to peer: String) async throws -> MigrationMessage {
         let target = try NegotiationService.resolve(try JID(peer), registry: registry)
         let answer = try await signed.request(
-            .set, to: target, namespace: MigrationMessage.namespace, payload: try MigrationWire.encode(message), timeout: .seconds(60))
+            .set, to: target, namespace: MigrationMessage.namespace, payload: try MigrationWire.encode(message), timeout: timeout)
         return try MigrationWire.decode(answer)
     }
 }
