@@ -152,7 +152,7 @@ struct UsageCommand: AsyncParsableCommand {
             case .json: print(String(decoding: try jsonEncoder().encode(breaches), as: UTF8.self))
             case .table:
                 let format = ISO8601DateFormatter()
-                if breaches.isEmpty { print("no SLA breaches within \(period)") }
+                if breaches.isEmpty { print("no SLA breaches within \(period)"); return }
                 printTable(
                     headers: ["AGREEMENT", "KIND", "FROM", "UNTIL", "DETAIL"],
                     rows: breaches.map { [$0.agreementID, $0.kind.rawValue, format.string(from: $0.from), format.string(from: $0.until), $0.detail] })
