@@ -110,13 +110,13 @@ extension TemplateLoader {
     struct Parser {
         let file: String
         let text: String
-        let locator: TemplateSourceLocator
+        let locator: TOMLSourceLocator
         var diagnostics: [TemplateDiagnostic] = []
 
         init(file: String, text: String) {
             self.file = file
             self.text = text
-            self.locator = TemplateSourceLocator(text: text)
+            self.locator = TOMLSourceLocator(text: text)
         }
 
         mutating func error(_ field: String, _ message: String) {
@@ -276,18 +276,18 @@ extension TemplateLoader {
 
         mutating func checkKeys(_ t: TOMLTable, path: String, allowed: Set<String>) {
             for key in t.keys.sorted() where !allowed.contains(key) {
-                error(TemplateSourceLocator.append(path, key), "unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))")
+                error(TOMLSourceLocator.append(path, key), "unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))")
             }
         }
 
         mutating func requiredString(_ t: TOMLTable, _ key: String, _ path: String) -> String? {
             guard t[key] != nil else {
-                error(TemplateSourceLocator.append(path, key), "missing")
+                error(TOMLSourceLocator.append(path, key), "missing")
                 return nil
             }
             guard let s = string(t, key, path) else { return nil }
             guard !s.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
-                error(TemplateSourceLocator.append(path, key), "must not be empty")
+                error(TOMLSourceLocator.append(path, key), "must not be empty")
                 return nil
             }
             return s
@@ -323,7 +323,7 @@ extension TemplateLoader {
         }
 
         mutating func wrongType<T>(_ path: String, _ key: String, _ expected: String, _ v: any TOMLValueConvertible) -> T? {
-            error(TemplateSourceLocator.append(path, key), "expected \(expected), found \(v.type)")
+            error(TOMLSourceLocator.append(path, key), "expected \(expected), found \(v.type)")
             return nil
         }
     }

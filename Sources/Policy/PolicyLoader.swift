@@ -11,7 +11,7 @@ public enum PolicyLoader {
     public static func load(paths: [String]) throws(PolicyLoadError) -> PolicySet {
         var peers: [PeerPolicy] = []
         var diagnostics: [PolicyDiagnostic] = []
-        var locators: [String: SourceLocator] = [:]
+        var locators: [String: TOMLSourceLocator] = [:]
         for path in paths {
             let text: String
             do {
@@ -41,7 +41,7 @@ public enum PolicyLoader {
 
     /// Two entries naming the same pattern must not be valid at the same time: which one governs
     /// the peer would then depend on file order, and an operator could not tell from reading.
-    static func overlaps(_ peers: [PeerPolicy], locators: [String: SourceLocator]) -> [PolicyDiagnostic] {
+    static func overlaps(_ peers: [PeerPolicy], locators: [String: TOMLSourceLocator]) -> [PolicyDiagnostic] {
         var diagnostics: [PolicyDiagnostic] = []
         for (i, a) in peers.enumerated() {
             for b in peers[(i + 1)...] {
@@ -69,13 +69,13 @@ extension PolicyLoader {
     struct Parser {
         let file: String
         let text: String
-        let locator: SourceLocator
+        let locator: TOMLSourceLocator
         var diagnostics: [PolicyDiagnostic] = []
 
         init(file: String, text: String) {
             self.file = file
             self.text = text
-            self.locator = SourceLocator(text: text)
+            self.locator = TOMLSourceLocator(text: text)
         }
 
         mutating func error(_ field: String, _ message: String) {
@@ -125,35 +125,35 @@ extension PolicyLoader {
             ])
             let before = diagnostics.count
             let name = string(t, "name", path) ?? ""
-            if t["name"] == nil { error(SourceLocator.append(path, "name"), "missing") }
+            if t["name"] == nil { error(TOMLSourceLocator.append(path, "name"), "missing") }
             var patterns: [JIDPattern] = []
             if let strings = strings(t, "match", path) {
                 for s in strings {
                     if let p = JIDPattern(s) { patterns.append(p) } else {
-                        error(SourceLocator.append(path, "match"), "'\(s)' is not a JID pattern (use user@domain, *@domain or *)")
+                        error(TOMLSourceLocator.append(path, "match"), "'\(s)' is not a JID pattern (use user@domain, *@domain or *)")
                     }
                 }
-                if strings.isEmpty { error(SourceLocator.append(path, "match"), "must name at least one JID pattern") }
+                if strings.isEmpty { error(TOMLSourceLocator.append(path, "match"), "must name at least one JID pattern") }
             } else if t["match"] == nil {
-                error(SourceLocator.append(path, "match"), "missing")
+                error(TOMLSourceLocator.append(path, "match"), "missing")
             }
             let validity = ValidityPeriod(from: date(t, "valid_from", path), until: date(t, "valid_until", path))
             if let from = validity.from, let until = validity.until, until <= from {
-                error(SourceLocator.append(path, "valid_until"), "must be after valid_from")
+                error(TOMLSourceLocator.append(path, "valid_until"), "must be after valid_from")
             }
             var entitlements = Set<Entitlement>()
             for s in strings(t, "entitlements", path) ?? [] {
                 if let e = Entitlement(rawValue: s) { entitlements.insert(e) } else {
-                    error(SourceLocator.append(path, "entitlements"), "unknown entitlement '\(s)' (one of \(Entitlement.allCases.map(\.rawValue).joined(separator: ", ")))")
+                    error(TOMLSourceLocator.append(path, "entitlements"), "unknown entitlement '\(s)' (one of \(Entitlement.allCases.map(\.rawValue).joined(separator: ", ")))")
                 }
             }
-            let quota = table(t, "quota", path).map { parseQuota($0, SourceLocator.append(path, "quota")) } ?? .unlimited
-            let rates = table(t, "rates", path).map { parseRates($0, SourceLocator.append(path, "rates")) }
-            let offered = table(t, "sla_offered", path).map { parseSLA($0, SourceLocator.append(path, "sla_offered")) }
-            let required = table(t, "sla_required", path).map { parseSLA($0, SourceLocator.append(path, "sla_required")) }
+            let quota = table(t, "quota", path).map { parseQuota($0, TOMLSourceLocator.append(path, "quota")) } ?? .unlimited
+            let rates = table(t, "rates", path).map { parseRates($0, TOMLSourceLocator.append(path, "rates")) }
+            let offered = table(t, "sla_offered", path).map { parseSLA($0, TOMLSourceLocator.append(path, "sla_offered")) }
+            let required = table(t, "sla_required", path).map { parseSLA($0, TOMLSourceLocator.append(path, "sla_required")) }
             var placement = Placement.anywhere
             if let p = table(t, "placement", path) {
-                let pp = SourceLocator.append(path, "placement")
+                let pp = TOMLSourceLocator.append(path, "placement")
                 checkKeys(p, path: pp, allowed: ["regions", "jurisdictions"])
                 placement = Placement(regions: strings(p, "regions", pp) ?? [], jurisdictions: strings(p, "jurisdictions", pp) ?? [])
             }
@@ -175,13 +175,13 @@ extension PolicyLoader {
             checkKeys(t, path: path, allowed: ["currency", "instance_hour", "per_gb_transferred", "per_gb_month_stored"])
             let currency = string(t, "currency", path) ?? ""
             if t["currency"] == nil {
-                error(SourceLocator.append(path, "currency"), "missing")
+                error(TOMLSourceLocator.append(path, "currency"), "missing")
             } else if !currency.isEmpty, !Currency.isKnown(currency) {
-                error(SourceLocator.append(path, "currency"), "'\(currency)' is not an ISO 4217 currency code")
+                error(TOMLSourceLocator.append(path, "currency"), "'\(currency)' is not an ISO 4217 currency code")
             }
             var hourly: [String: Decimal] = [:]
             if let types = table(t, "instance_hour", path) {
-                let tp = SourceLocator.append(path, "instance_hour")
+                let tp = TOMLSourceLocator.append(path, "instance_hour")
                 for key in types.keys {
                     if let price = amount(types, key, tp) { hourly[key] = price }
                 }
@@ -195,7 +195,7 @@ extension PolicyLoader {
         mutating func parseSLA(_ t: TOMLTable, _ path: String) -> ServiceLevel {
             checkKeys(t, path: path, allowed: ["availability_percent", "max_migration_downtime_seconds", "support"])
             let availability = amount(t, "availability_percent", path) ?? 0
-            if availability > 100 { error(SourceLocator.append(path, "availability_percent"), "must be at most 100") }
+            if availability > 100 { error(TOMLSourceLocator.append(path, "availability_percent"), "must be at most 100") }
             return ServiceLevel(
                 availabilityPercent: availability,
                 maxMigrationDowntimeSeconds: count(t, "max_migration_downtime_seconds", path) ?? 0,
@@ -206,7 +206,7 @@ extension PolicyLoader {
 
         mutating func checkKeys(_ t: TOMLTable, path: String, allowed: Set<String>) {
             for key in t.keys where !allowed.contains(key) {
-                error(SourceLocator.append(path, key), "unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))")
+                error(TOMLSourceLocator.append(path, key), "unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))")
             }
         }
 
@@ -240,7 +240,7 @@ extension PolicyLoader {
             guard let v = t[key] else { return nil }
             guard let n = v.int else { return wrongType(path, key, "an integer", v) }
             guard n >= 0 else {
-                error(SourceLocator.append(path, key), "must not be negative (found \(n))")
+                error(TOMLSourceLocator.append(path, key), "must not be negative (found \(n))")
                 return nil
             }
             return n
@@ -256,13 +256,13 @@ extension PolicyLoader {
             } else if let s = v.string, let d = Self.decimal(s) {
                 value = d
             } else if v.double != nil {
-                error(SourceLocator.append(path, key), "write decimal amounts as strings (\"\(v.debugDescription)\") so they stay exact")
+                error(TOMLSourceLocator.append(path, key), "write decimal amounts as strings (\"\(v.debugDescription)\") so they stay exact")
                 return nil
             } else {
                 return wrongType(path, key, "an integer or a decimal string", v)
             }
             guard value >= 0 else {
-                error(SourceLocator.append(path, key), "must not be negative (found \(value))")
+                error(TOMLSourceLocator.append(path, key), "must not be negative (found \(value))")
                 return nil
             }
             return value
@@ -288,7 +288,7 @@ extension PolicyLoader {
             }
             guard let dt = v.dateTime else { return wrongType(path, key, "a date-time with offset (2026-01-01T00:00:00Z) or a date", v) }
             guard let offset = dt.offset else {
-                error(SourceLocator.append(path, key), "date-time needs an offset such as Z or +01:00")
+                error(TOMLSourceLocator.append(path, key), "date-time needs an offset such as Z or +01:00")
                 return nil
             }
             let components = DateComponents(
@@ -298,7 +298,7 @@ extension PolicyLoader {
         }
 
         mutating func wrongType<T>(_ path: String, _ key: String, _ expected: String, _ v: any TOMLValueConvertible) -> T? {
-            error(SourceLocator.append(path, key), "expected \(expected), found \(v.type)")
+            error(TOMLSourceLocator.append(path, key), "expected \(expected), found \(v.type)")
             return nil
         }
     }

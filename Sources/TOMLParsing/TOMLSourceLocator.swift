@@ -1,16 +1,16 @@
 import Foundation
 
-/// Finds the line where a key is written in a template file, so semantic errors point at a line
-/// (TOMLKit reports positions only for syntax errors).
-///
-/// The same rules as the policy loader's locator (`[table]`, `[[array]]`, `key = value`, dotted and
-/// quoted keys), plus one that template files need: the lines of a multi-line string (a boot script)
-/// are skipped, so a script line such as `name = x` is never mistaken for a key.
-struct TemplateSourceLocator {
-    /// Dotted path with array indices (`parameter[1].pattern`) → 1-based line.
+/// Finds the line where a key is written in TOML source text. TOMLKit reports positions only for
+/// syntax errors, so semantic errors (a negative quota, a bad template parameter) need this to
+/// point the operator at a line. It understands what our files use: `[table]`, `[[array]]`,
+/// `key = value`, dotted/quoted keys, and multi-line strings (a boot script's lines are skipped, so
+/// a script line such as `name = x` is never taken for a key). Keys inside inline tables fall back
+/// to the line of the enclosing key. Used by the policy and template loaders.
+public struct TOMLSourceLocator: Sendable {
+    /// Dotted path with array indices (`peer[1].quota.vcpu`) → 1-based line.
     private var lines: [String: Int] = [:]
 
-    init(text: String) {
+    public init(text: String) {
         var arrayCounts: [String: Int] = [:]
         var prefix = ""
         var openDelimiter: String?
@@ -25,6 +25,8 @@ struct TemplateSourceLocator {
             if line.hasPrefix("[[") {
                 guard let end = line.range(of: "]]") else { continue }
                 let keys = Self.splitKey(String(line[line.index(line.startIndex, offsetBy: 2)..<end.lowerBound]))
+                // The parent path resolves to the current elements of enclosing arrays; the last
+                // key names the array this header appends to.
                 let name = Self.append(Self.resolve(Array(keys.dropLast()), arrayCounts: arrayCounts), keys.last ?? "")
                 let n = arrayCounts[name, default: 0]
                 arrayCounts[name] = n + 1
@@ -36,13 +38,14 @@ struct TemplateSourceLocator {
                 prefix = Self.resolve(keys, arrayCounts: arrayCounts)
                 record(prefix, lineNumber)
             } else if let eq = Self.assignment(in: line) {
+                let keys = Self.splitKey(String(line[..<eq]))
                 var path = prefix
-                for key in Self.splitKey(String(line[..<eq])) {
+                for key in keys {
                     path = Self.append(path, key)
                     record(path, lineNumber)
                 }
-                let value = String(line[line.index(after: eq)...])
-                for delimiter in ["\"\"\"", "'''"] where value.trimmingCharacters(in: .whitespaces).hasPrefix(delimiter) {
+                let value = String(line[line.index(after: eq)...]).trimmingCharacters(in: .whitespaces)
+                for delimiter in ["\"\"\"", "'''"] where value.hasPrefix(delimiter) {
                     if Self.occurrences(of: delimiter, in: value) % 2 == 1 { openDelimiter = delimiter }
                 }
             }
@@ -54,13 +57,13 @@ struct TemplateSourceLocator {
     }
 
     /// The line of `path`, or of its nearest recorded ancestor, or 1.
-    func line(of path: String) -> Int {
+    public func line(of path: String) -> Int {
         var p = path
         while !p.isEmpty {
             if let line = lines[p] { return line }
             if p.hasSuffix("]"), let open = p.lastIndex(of: "[") {
                 p = String(p[..<open])
-            } else if let dot = p.lastIndex(of: ".") {
+            } else if let dot = Self.lastDot(in: p) {
                 p = String(p[..<dot])
             } else {
                 break
@@ -69,25 +72,27 @@ struct TemplateSourceLocator {
         return 1
     }
 
-    static func append(_ path: String, _ key: String) -> String {
+    /// Keys with dots are quoted so paths stay unambiguous; the loader builds paths the same way.
+    public static func append(_ path: String, _ key: String) -> String {
         let component = key.contains(".") ? "\"\(key)\"" : key
         return path.isEmpty ? component : "\(path).\(component)"
     }
 
+    /// `[peer.quota]` after the n-th `[[peer]]` refers to `peer[n-1].quota`.
     private static func resolve(_ keys: [String], arrayCounts: [String: Int]) -> String {
         var path = ""
         for key in keys {
-            path = append(path, key)
+            path = Self.append(path, key)
             if let n = arrayCounts[path] { path += "[\(n - 1)]" }
         }
         return path
     }
 
+    /// The `=` of a `key = value` line, skipping `=` inside quoted keys.
     private static func occurrences(of delimiter: String, in line: String) -> Int {
         line.components(separatedBy: delimiter).count - 1
     }
 
-    /// The `=` of a `key = value` line, skipping `=` inside quoted keys.
     private static func assignment(in line: String) -> String.Index? {
         var quote: Character?
         for i in line.indices {
@@ -103,7 +108,8 @@ struct TemplateSourceLocator {
         return nil
     }
 
-    static func splitKey(_ key: String) -> [String] {
+    /// Splits `a."b.c".d` into `["a", "b.c", "d"]`.
+    public static func splitKey(_ key: String) -> [String] {
         var parts: [String] = []
         var current = ""
         var quote: Character?
@@ -121,5 +127,16 @@ struct TemplateSourceLocator {
         }
         parts.append(current.trimmingCharacters(in: .whitespaces))
         return parts
+    }
+
+    /// Paths built by the loader quote keys containing dots (`instance_hour."m1.small"`), so the
+    /// last separator is the last dot outside quotes.
+    private static func lastDot(in path: String) -> String.Index? {
+        var quote = false
+        var last: String.Index?
+        for i in path.indices {
+            if path[i] == "\"" { quote.toggle() } else if path[i] == ".", !quote { last = i }
+        }
+        return last
     }
 }
