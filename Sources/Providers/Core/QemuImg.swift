@@ -5,15 +5,15 @@ import Foundation
 /// Converting between raw, qcow2, vmdk, vdi and vhdx keeps the raw content byte-identical, so the
 /// SHA-256 of the raw content is the image's identity across formats. VHD (`vpc`) rounds the disk size
 /// to its CHS geometry unless `-o force_size=on` is given, so we always pass it.
-enum QemuImg {
-    static var executable: String {
+public enum QemuImg {
+    public static var executable: String {
         ProcessInfo.processInfo.environment["QEMU_IMG"] ?? "/usr/bin/qemu-img"
     }
 
-    static var isAvailable: Bool { FileManager.default.isExecutableFile(atPath: executable) }
+    public static var isAvailable: Bool { FileManager.default.isExecutableFile(atPath: executable) }
 
     /// Converts `source` (in `from`) to `destination` (in `to`), through a temporary file renamed into place.
-    static func convert(
+    public static func convert(
         _ source: URL, from: ImageFormat, to destination: URL, format: ImageFormat, shareLock: Bool = false,
         progress: (@Sendable (Double) -> Void)? = nil
     ) async throws {
