@@ -248,8 +248,15 @@ import Testing
             return
         }
         await #expect(throws: TransferError.cancelled) { try await server.completion(of: transfer.transferID) }
+        // The receiver's connection thread removes the partial file when it sees the withdrawal,
+        // which may be just after the sender got the refusal frame: allow it a moment.
+        let partial = transfer.destination.path + ".partial"
+        let deadline = ContinuousClock.now + .seconds(5)
+        while FileManager.default.fileExists(atPath: partial), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         #expect(!FileManager.default.fileExists(atPath: transfer.destination.path))
-        #expect(!FileManager.default.fileExists(atPath: transfer.destination.path + ".partial"))
+        #expect(!FileManager.default.fileExists(atPath: partial))
     }
 
     @Test func progressIsMonotonicWithRateAndETA() async throws {
