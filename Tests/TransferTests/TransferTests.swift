@@ -26,7 +26,7 @@ import Testing
         let serverSide = try #require(await outcome(of: transfer.transferID, on: pair.server)).get()
         #expect(serverSide.sha256 == digest)
         #expect(try sha256(of: transfer.destination) == digest)
-        #expect(!FileManager.default.fileExists(atPath: transfer.destination.path + ".partial"))
+        #expect(await partialRemoved(transfer))
         #expect(!FileManager.default.fileExists(atPath: transfer.destination.path + ".partial.chunks"))
     }
 
@@ -70,7 +70,7 @@ import Testing
         await #expect(throws: TransferError.peerCertificateMismatch(expected: expected, presented: pair.brokers.destination.fingerprint)) {
             try await pair.send(file, transfer, expectedServer: expected)
         }
-        #expect(!FileManager.default.fileExists(atPath: transfer.destination.path + ".partial"))
+        #expect(await partialRemoved(transfer))
     }
 
     @Test func serverRefusesSenderWithUnpinnedCertificate() async throws {
@@ -86,7 +86,7 @@ import Testing
             Issue.record("expected certificateRefusedByPeer, got \(String(describing: error))")
             return
         }
-        #expect(!FileManager.default.fileExists(atPath: transfer.destination.path + ".partial"))
+        #expect(await partialRemoved(transfer))
     }
 
     @Test func certificatePinnedForAnotherTransferIsRefusedForThisOne() async throws {
@@ -118,7 +118,7 @@ import Testing
             Issue.record("expected unknownTransfer, got \(String(describing: error))")
             return
         }
-        #expect(!FileManager.default.fileExists(atPath: transfer.destination.path + ".partial"))
+        #expect(await partialRemoved(transfer))
         #expect(!FileManager.default.fileExists(atPath: transfer.destination.path))
     }
 
@@ -174,7 +174,7 @@ import Testing
             return
         }
         #expect(!FileManager.default.fileExists(atPath: transfer.destination.path))
-        #expect(!FileManager.default.fileExists(atPath: transfer.destination.path + ".partial"))
+        #expect(await partialRemoved(transfer))
     }
 
     @Test func resumesFromLastVerifiedChunkAfterTheServerDropsTheConnection() async throws {
@@ -248,15 +248,8 @@ import Testing
             return
         }
         await #expect(throws: TransferError.cancelled) { try await server.completion(of: transfer.transferID) }
-        // The receiver's connection thread removes the partial file when it sees the withdrawal,
-        // which may be just after the sender got the refusal frame: allow it a moment.
-        let partial = transfer.destination.path + ".partial"
-        let deadline = ContinuousClock.now + .seconds(5)
-        while FileManager.default.fileExists(atPath: partial), ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(20))
-        }
         #expect(!FileManager.default.fileExists(atPath: transfer.destination.path))
-        #expect(!FileManager.default.fileExists(atPath: partial))
+        #expect(await partialRemoved(transfer))
     }
 
     @Test func progressIsMonotonicWithRateAndETA() async throws {
@@ -368,4 +361,16 @@ extension TransferError {
         if case .peerRefused(.busy, let reason) = self { return reason }
         return ""
     }
+}
+
+/// Whether the receiver removed the transfer's partial file. Its connection thread removes it when
+/// it refuses or finishes, which may be just after the sender already saw the outcome: allow it a
+/// moment (bounded) instead of racing it.
+func partialRemoved(_ transfer: ExpectedTransfer) async -> Bool {
+    let partial = transfer.destination.path + ".partial"
+    let deadline = ContinuousClock.now + .seconds(5)
+    while FileManager.default.fileExists(atPath: partial), ContinuousClock.now < deadline {
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return !FileManager.default.fileExists(atPath: partial)
 }
