@@ -564,7 +564,8 @@ public actor MigrationRunner {
             if let existing = try await driver.listImages().first(where: { $0.name == name }) {
                 image = existing
             } else {
-                image = try await driver.importImage(from: url, name: name, format: file.format, expectedSHA256: file.sha256, progress: nil)
+                // The received file is ours to give: a driver that can take it over saves a copy.
+                image = try await driver.adoptImage(from: url, name: name, format: file.format, expectedSHA256: file.sha256, progress: nil)
             }
             // The driver holds the image now; the received copy is no longer needed.
             try? FileManager.default.removeItem(at: url)

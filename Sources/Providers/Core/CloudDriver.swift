@@ -37,12 +37,27 @@ public protocol CloudDriver: Sendable {
     func importImage(
         from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, progress: ProgressHandler?
     ) async throws -> Image
+    /// Imports a local image file the caller gives up (a received migration image): the driver may
+    /// take the file itself instead of copying it. On success `source` is gone; on failure it is left
+    /// as it was. The default imports a copy and then removes `source`.
+    func adoptImage(
+        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, progress: ProgressHandler?
+    ) async throws -> Image
 }
 
 /// The verbs `perform(_:instance:)` accepts.
 public let instanceActionVerbs: Set<Verb> = [.start, .shutdown, .destroy, .reboot, .suspend, .resume, .save, .restore]
 
 extension CloudDriver {
+    public func adoptImage(
+        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, progress: ProgressHandler?
+    ) async throws -> Image {
+        let image = try await importImage(
+            from: source, name: name, format: format, expectedSHA256: expectedSHA256, progress: progress)
+        try? FileManager.default.removeItem(at: source)
+        return image
+    }
+
     /// The error every undeclared verb throws.
     public func unsupported(_ verb: Verb, _ detail: String? = nil) -> ProviderError {
         ProviderError.unsupported(driver: driverName, verb: verb, detail: detail)

@@ -85,6 +85,25 @@ enum FileCopy {
         return Result(bytes: done, sha256: hasher.finalize().hex)
     }
 
+    /// Gives `source`'s content a second name at `destination` (replacing it) without copying: a hard
+    /// link, made under a temporary name and renamed into place so `destination` never names a partial
+    /// file. Returns false when the two are on different file systems (the caller copies instead).
+    /// Only for files nobody writes again: both names share one inode.
+    static func link(from source: URL, to destination: URL) throws -> Bool {
+        let temporary = destination.deletingLastPathComponent()
+            .appendingPathComponent(".\(destination.lastPathComponent).link-\(UUID().uuidString.prefix(8))")
+        guard Glibc.link(source.path, temporary.path) == 0 else {
+            if errno == EXDEV || errno == EPERM || errno == EMLINK { return false }
+            throw posixError("link \(source.path)")
+        }
+        guard rename(temporary.path, destination.path) == 0 else {
+            let error = posixError("rename \(temporary.path)")
+            unlink(temporary.path)
+            throw error
+        }
+        return true
+    }
+
     /// SHA-256 and size of a file.
     static func digest(of url: URL, onChunk: ((Int64, Int64) -> Void)? = nil) throws -> Result {
         let input = open(url.path, O_RDONLY)

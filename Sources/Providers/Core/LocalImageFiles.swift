@@ -6,6 +6,10 @@ struct LocalImageFiles: Sendable {
     var driver: String
     /// fsync copies before they are renamed into place (see `FileCopy.copy`).
     var durable = true
+    /// Stored raw images are never written after they are stored (SimCloud's are not): a raw export
+    /// may then be a hard link to the stored file instead of a copy, and an adopted import may link
+    /// the caller's file into the store (see `FileCopy.link`).
+    var linksImmutableImages = false
 
     /// Formats available: raw always (plain copy), the others only when `qemu-img` is installed.
     static var formats: Set<ImageFormat> { QemuImg.isAvailable ? Set(ImageFormat.allCases) : [.raw] }
@@ -19,6 +23,14 @@ struct LocalImageFiles: Sendable {
         let driver = self.driver
         try checkFormat(format, verb: verb)
         do {
+            if linksImmutableImages, failAfter == nil, format == .raw, storedFormat == .raw, let contentSHA256,
+               try FileCopy.link(from: stored, to: destination) {
+                // The stored file's recorded digest is its content's: no copy, no hash pass.
+                let bytes = try FileManager.default.attributesOfItem(atPath: destination.path)[.size] as? Int64 ?? 0
+                progress?(ProgressEvent(driver: driver, verb: verb, completed: bytes, total: bytes, message: "linked"))
+                return ImageFile(
+                    url: destination, format: format, fileBytes: bytes, fileSHA256: contentSHA256, contentSHA256: contentSHA256)
+            }
             if format == storedFormat {
                 let result = try FileCopy.copy(from: stored, to: destination, failAfter: failAfter, durable: durable) { done, total in
                     progress?(ProgressEvent(driver: driver, verb: verb, completed: done, total: total, message: "copying"))
@@ -43,9 +55,11 @@ struct LocalImageFiles: Sendable {
     /// Imports `source` (in `format`) into `stored` as `storedFormat`, verifying `expectedSHA256` of the
     /// source file. Returns the stored file's virtual size and raw-content SHA-256. On any failure
     /// nothing is left at `stored`.
+    /// `adopting`: the caller gives the file up, so with `linksImmutableImages` a raw file is checked
+    /// in one read pass and linked into the store instead of copied (the caller removes its name).
     func importFile(
         from source: URL, format: ImageFormat, expectedSHA256: String?, into stored: URL, storedFormat: ImageFormat,
-        shareLock: Bool = false, progress: ProgressHandler?
+        shareLock: Bool = false, adopting: Bool = false, progress: ProgressHandler?
     ) async throws -> (sizeBytes: Int64, contentSHA256: String) {
         let verb = Verb.importImage
         let driver = self.driver
@@ -54,6 +68,15 @@ struct LocalImageFiles: Sendable {
             throw ProviderError(driver: driver, verb: verb, code: .invalidInput, message: "\(source.path) does not exist")
         }
         do {
+            if adopting, linksImmutableImages, format == .raw, storedFormat == .raw {
+                let digest = try FileCopy.digest(of: source) { done, total in
+                    progress?(ProgressEvent(driver: driver, verb: verb, completed: done, total: total, message: "verifying"))
+                }
+                if let expectedSHA256, expectedSHA256.lowercased() != digest.sha256 {
+                    throw checksumMismatch(source, expected: expectedSHA256, actual: digest.sha256)
+                }
+                if try FileCopy.link(from: source, to: stored) { return (digest.bytes, digest.sha256) }
+            }
             if format == .raw && storedFormat == .raw {
                 // One pass: copy and hash together, then drop the copy if the hash is wrong.
                 let result = try FileCopy.copy(from: source, to: stored, durable: durable) { done, total in

@@ -31,7 +31,7 @@ public actor SimCloud: CloudDriver {
     public init(configuration: Configuration, database: DatabasePool) throws {
         self.configuration = configuration
         self.database = database
-        self.files = LocalImageFiles(driver: "simcloud", durable: configuration.durableWrites)
+        self.files = LocalImageFiles(driver: "simcloud", durable: configuration.durableWrites, linksImmutableImages: true)
         let formats = LocalImageFiles.formats
         self.capabilities = DriverCapabilities(
             verbs: Set(Verb.allCases), exportFormats: formats, importFormats: formats)
@@ -292,10 +292,23 @@ public actor SimCloud: CloudDriver {
             name: name, from: source, format: format, expectedSHA256: expectedSHA256, verb: .importImage, progress: progress)
     }
 
+    /// Takes a raw file over by linking it into `images/` after checking its digest (no copy): stored
+    /// images are never written, so sharing the inode with the caller's name until it is removed is safe.
+    public func adoptImage(
+        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, progress: ProgressHandler?
+    ) async throws -> Image {
+        try consumeFault(.importImage)
+        let image = try await addImage(
+            name: name, from: source, format: format, expectedSHA256: expectedSHA256, verb: .importImage,
+            adopting: true, progress: progress)
+        try? FileManager.default.removeItem(at: source)
+        return image
+    }
+
     /// Copies or converts a file into `images/` as raw and records it; on failure removes both.
     private func addImage(
         name: String, from source: URL, format: ImageFormat, expectedSHA256: String?, verb: Verb,
-        progress: ProgressHandler?
+        adopting: Bool = false, progress: ProgressHandler?
     ) async throws -> Image {
         let id = "sim-img-" + Self.randomHex(12)
         let file = "images/\(id).raw"
@@ -303,7 +316,7 @@ public actor SimCloud: CloudDriver {
         do {
             let result = try await files.importFile(
                 from: source, format: format, expectedSHA256: expectedSHA256, into: stored, storedFormat: .raw,
-                progress: progress)
+                adopting: adopting, progress: progress)
             let record = SimImageRecord(
                 id: id, name: name, format: ImageFormat.raw.rawValue, sizeBytes: result.sizeBytes,
                 sha256: result.contentSHA256, file: file, createdAt: Date())

@@ -134,9 +134,45 @@ struct SimCloudTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: out.path).isEmpty)
         let counter = Counter()
         let file = try await cloud.exportImage(id: SimCloud.seedImageID, to: destination, format: .raw) { _ in counter.increment() }
-        #expect(counter.value >= 2)
+        #expect(counter.value >= 1)
         #expect(file.fileSHA256 == file.contentSHA256)
         #expect(try FileCopy.digest(of: destination).sha256 == file.fileSHA256)
+    }
+
+    @Test("a raw export shares the stored image's file (images are immutable): no copy, the recorded digest")
+    func exportLinksStoredImage() async throws {
+        let (cloud, directory) = try makeCloud()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let out = directory.appendingPathComponent("out")
+        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        let file = try await cloud.exportImage(id: SimCloud.seedImageID, to: out.appendingPathComponent("seed.raw"), format: .raw, progress: nil)
+        let stored = directory.appendingPathComponent("images/\(SimCloud.seedImageID).raw")
+        #expect(try inode(of: file.url) == inode(of: stored))
+        #expect(try FileCopy.digest(of: file.url).sha256 == file.fileSHA256)
+        // Removing the export leaves the image whole.
+        try FileManager.default.removeItem(at: file.url)
+        #expect(try FileCopy.digest(of: stored).sha256 == file.contentSHA256)
+    }
+
+    @Test("an adopted import is checked, then linked into the store; a wrong digest leaves the file and creates nothing")
+    func adoptedImport() async throws {
+        let (cloud, directory) = try makeCloud()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let received = directory.appendingPathComponent("received.raw")
+        try Data(repeating: 7, count: 3 << 20).write(to: received)
+        let digest = try FileCopy.digest(of: received).sha256
+        await #expect(throws: ProviderError.self) {
+            _ = try await cloud.adoptImage(from: received, name: "bad", format: .raw, expectedSHA256: String(repeating: "0", count: 64), progress: nil)
+        }
+        #expect(FileManager.default.fileExists(atPath: received.path))
+        #expect(try await cloud.listImages().count == 1)
+        let inodeBefore = try inode(of: received)
+        let image = try await cloud.adoptImage(from: received, name: "good", format: .raw, expectedSHA256: digest, progress: nil)
+        #expect(image.sha256 == digest)
+        #expect(!FileManager.default.fileExists(atPath: received.path))
+        let stored = directory.appendingPathComponent(image.extra["file"] ?? "")
+        #expect(try inode(of: stored) == inodeBefore)
+        #expect(try FileCopy.digest(of: stored).sha256 == digest)
     }
 
     @Test("an import that fails after copying removes the copied file")
@@ -152,8 +188,8 @@ struct SimCloudTests {
         #expect(try await cloud.listImages().count == 1)
     }
 
-    @Test("a cancelled export removes its partial file")
-    func cancelledExport() async throws {
+    @Test("a cancelled import removes its partial file")
+    func cancelledImport() async throws {
         let (cloud, directory) = try makeCloud()
         defer { try? FileManager.default.removeItem(at: directory) }
         let big = directory.appendingPathComponent("big.raw")
@@ -161,18 +197,16 @@ struct SimCloudTests {
         let handle = try FileHandle(forWritingTo: big)
         try handle.truncate(atOffset: 256 << 20)
         try handle.close()
-        let image = try await cloud.importImage(from: big, name: "big", format: .raw, expectedSHA256: nil, progress: nil)
-        let out = try TemporaryDirectory.make("export")
-        defer { try? FileManager.default.removeItem(at: out) }
         let task = Task {
-            try await cloud.exportImage(id: image.id, to: out.appendingPathComponent("big.raw"), format: .raw) { event in
+            try await cloud.importImage(from: big, name: "big", format: .raw, expectedSHA256: nil) { event in
                 if event.completed >= 8 << 20 { withUnsafeCurrentTask { $0?.cancel() } }
             }
         }
         let result = await task.result
         #expect(throws: ProviderError.self) { _ = try result.get() }
         if case .failure(let error as ProviderError) = result { #expect(error.code == .cancelled) }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: out.path).isEmpty)
+        #expect(files(in: directory, "images") == ["\(SimCloud.seedImageID).raw"])
+        #expect(try await cloud.listImages().count == 1)
     }
 
     @Test("invalid transitions are clear state errors")
@@ -201,4 +235,9 @@ struct SimCloudTests {
         let cloud = try SimCloud(configuration: .init(dataDirectory: directory, delays: .instant), database: pool)
         #expect(try await cloud.listImages().count == 1)
     }
+}
+
+private func inode(of url: URL) throws -> UInt64 {
+    let attributes = try FileManager.default.attributesOfItem(atPath: url.path)
+    return (attributes[.systemFileNumber] as? NSNumber)?.uint64Value ?? 0
 }
