@@ -2,35 +2,10 @@ import Foundation
 import TOMLParsing
 
 /// One problem in a template file, located for the operator: `file:line: field: message`.
-public struct TemplateDiagnostic: Error, Sendable, Hashable, CustomStringConvertible {
-    public var file: String
-    /// 1-based; for semantic errors, the line where the field's key (or its enclosing table) is written.
-    public var line: Int
-    public var column: Int?
-    /// Dotted path such as `parameter[0].pattern`; empty for syntax errors.
-    public var field: String
-    public var message: String
+public typealias TemplateDiagnostic = TOMLDiagnostic
 
-    public init(file: String, line: Int, column: Int? = nil, field: String, message: String) {
-        self.file = file
-        self.line = line
-        self.column = column
-        self.field = field
-        self.message = message
-    }
-
-    public var description: String {
-        let position = column.map { "\(line):\($0)" } ?? "\(line)"
-        return field.isEmpty ? "\(file):\(position): \(message)" : "\(file):\(position): \(field): \(message)"
-    }
-}
-
-/// Loading failed; every problem found in every file is listed.
-public struct TemplateLoadError: Error, Sendable, Hashable, CustomStringConvertible {
-    public var diagnostics: [TemplateDiagnostic]
-    public init(diagnostics: [TemplateDiagnostic]) { self.diagnostics = diagnostics }
-    public var description: String { diagnostics.map(\.description).joined(separator: "\n") }
-}
+/// Loading templates failed; every problem found in every file is listed.
+public typealias TemplateLoadError = TOMLLoadError
 
 /// Reads server templates: one TOML file per template, schema in `templates/README.md`.
 public enum TemplateLoader {
@@ -127,13 +102,8 @@ extension TemplateLoader {
             let root: TOMLTable
             do {
                 root = try SerializedTOML.table(from: text)
-            } catch let error as TOMLParseError {
-                diagnostics.append(TemplateDiagnostic(
-                    file: file, line: error.source.begin.line, column: error.source.begin.column, field: "",
-                    message: "syntax error: \(error.description)"))
-                return nil
             } catch {
-                diagnostics.append(TemplateDiagnostic(file: file, line: 1, field: "", message: "syntax error: \(error)"))
+                diagnostics.append(.syntax(error, file: file))
                 return nil
             }
             checkKeys(root, path: "", allowed: [

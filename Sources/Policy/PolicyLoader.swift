@@ -86,13 +86,8 @@ extension PolicyLoader {
             let root: TOMLTable
             do {
                 root = try SerializedTOML.table(from: text)
-            } catch let error as TOMLParseError {
-                diagnostics.append(PolicyDiagnostic(
-                    file: file, line: error.source.begin.line, column: error.source.begin.column, field: "",
-                    message: "syntax error: \(error.description)"))
-                return []
             } catch {
-                diagnostics.append(PolicyDiagnostic(file: file, line: 1, field: "", message: "syntax error: \(error)"))
+                diagnostics.append(.syntax(error, file: file))
                 return []
             }
             checkKeys(root, path: "", allowed: ["version", "peer"])
