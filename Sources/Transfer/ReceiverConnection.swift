@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import Synchronization
 import Glibc
@@ -6,9 +5,9 @@ import Logging
 
 /// One accepted connection on the receiving side: the IO around a `ReceiverSession`.
 ///
-/// Chunks flow network thread → verify thread (chunk SHA-256) → store thread (write at offset,
-/// record digest, end-to-end hash) through a fixed pool of buffers; the stages report back through
-/// an event queue that the network thread drains between frames.
+/// Chunks flow network thread → store thread (chained SHA-256, which checks the chunk and carries
+/// the end-to-end hash; write at offset; record digest) through a fixed pool of buffers; the stage
+/// reports back through an event queue that the network thread drains between frames.
 struct ReceiverConnection {
     let server: TransferServer
     let fd: Int32
@@ -170,12 +169,18 @@ private struct ActiveConnection {
                     try execute(session.storageFailed("\(error)"))
                     return
                 }
-                let pipeline = StoragePipeline(pool: pool, store: opened.store, hasher: opened.prefixHasher)
+                let pipeline = StoragePipeline(pool: pool, store: opened.store, prefix: opened.prefixHasher)
                 pipeline.start()
                 self.pipeline = pipeline
-                let complete: [UInt8]? =
-                    opened.verifiedChunks == layout.chunkCount ? Array(opened.prefixHasher.finalize()) : nil
-                try execute(session.storagePrepared(verifiedChunks: opened.verifiedChunks, fullFileSHA256: complete))
+                let complete = opened.verifiedChunks == layout.chunkCount
+                try execute(
+                    session.storagePrepared(
+                        verifiedChunks: opened.verifiedChunks,
+                        // Mid-file the state is on a chunk (so block) boundary; a complete file's
+                        // state may not be, and the sender needs none then.
+                        prefixChainingValue: complete ? [UInt8](repeating: 0, count: WireLimits.digestLength)
+                            : opened.prefixHasher.chainingValue,
+                        fullFileSHA256: complete ? opened.prefixHasher.finalDigest : nil))
             case .send(let frame):
                 if case .error = frame { failureSent = true }
                 try stream.write(frame.encoded())
@@ -193,7 +198,7 @@ private struct ActiveConnection {
                     throw error
                 }
                 chunkBytes += UInt64(length)
-                pipeline.verify.push(buffer)
+                pipeline.chunks.push(buffer)
             case .finalize:
                 guard let pipeline else { return }
                 pipeline.finish()
@@ -252,76 +257,61 @@ private struct ActiveConnection {
     }
 }
 
-/// The verify and store stages of one connection, with their queues and buffer pool.
+/// The store stage of one connection, with its queue and buffer pool.
+///
+/// One thread per chunk, slice by slice: absorb the slice into the chained SHA-256, write it at
+/// its offset (the copy into the page cache reads bytes the hash just pulled into this core's
+/// cache), then compare the chunk's chained digest. Only a chunk that matched is recorded and
+/// counted as stored; the bytes of one that did not stay unrecorded in the partial file (a resume
+/// re-verifies against the record, and the transfer is refused anyway).
 private final class StoragePipeline: Sendable {
     let pool: ChunkBufferPool
     let store: PartialFileStore
-    let verify: BlockingQueue<ChunkBuffer>
-    let storeQueue: BlockingQueue<ChunkBuffer>
+    let chunks: BlockingQueue<ChunkBuffer>
     let events = BlockingQueue<ReceiverConnection.StageEvent>(capacity: Int.max)
-    private let initialHasher: SHA256
-    private let stagesDone = DispatchSemaphore(value: 0)
+    private let prefix: ChainedDigest
+    private let stageDone = DispatchSemaphore(value: 0)
 
-    init(pool: ChunkBufferPool, store: PartialFileStore, hasher: SHA256) {
+    init(pool: ChunkBufferPool, store: PartialFileStore, prefix: ChainedDigest) {
         self.pool = pool
         self.store = store
-        self.initialHasher = hasher
-        self.verify = BlockingQueue(capacity: pool.count)
-        self.storeQueue = BlockingQueue(capacity: pool.count)
+        self.prefix = prefix
+        self.chunks = BlockingQueue(capacity: pool.count)
     }
 
     func start() {
-        startThread(name: "transfer-verify") { [self] in
-            defer {
-                storeQueue.close()
-                stagesDone.signal()
-            }
-            var refused = false
-            while let buffer = verify.pop() {
-                if refused {
-                    pool.giveBack(buffer)
-                    continue
-                }
-                let computed = SHA256.digest(of: UnsafeRawBufferPointer(buffer.data))
-                if computed == buffer.digest {
-                    if !storeQueue.push(buffer) { pool.giveBack(buffer) }
-                } else {
-                    refused = true
-                    events.push(.rejected(index: buffer.index, computed: computed))
-                    pool.giveBack(buffer)
-                }
-            }
-        }
         startThread(name: "transfer-store") { [self] in
-            defer { stagesDone.signal() }
-            var hasher = initialHasher
-            var failed = false
-            while let buffer = storeQueue.pop() {
+            defer { stageDone.signal() }
+            var hasher = prefix
+            var stopped = false
+            while let buffer = chunks.pop() {
                 defer { pool.giveBack(buffer) }
-                if failed { continue }
+                if stopped { continue }
+                let isLast = buffer.index + 1 == store.layout.chunkCount
                 do throws(TransferError) {
-                    // Hash then write slice by slice: the write's copy into the page cache then
-                    // reads bytes the hash just pulled into this core's cache (measured: the copy
-                    // from a cold 1 MiB buffer was the receiver's largest cost).
                     let data = UnsafeRawBufferPointer(buffer.data)
                     let chunkOffset = store.layout.offset(of: buffer.index)
                     var offset = 0
                     while offset < data.count {
                         let slice = UnsafeRawBufferPointer(rebasing: data[offset..<min(data.count, offset + Self.sliceLength)])
-                        hasher.update(bufferPointer: slice)
+                        hasher.update(slice)
                         try store.write(slice, at: chunkOffset + UInt64(offset))
                         offset += slice.count
                     }
+                    let computed = hasher.chunkDigest(isLast: isLast)
+                    guard constantTimeEqual(computed, buffer.digest) else {
+                        stopped = true
+                        events.push(.rejected(index: buffer.index, computed: computed))
+                        continue
+                    }
                     try store.recordVerified(index: buffer.index, digest: buffer.digest)
                 } catch {
-                    failed = true
+                    stopped = true
                     events.push(.storageFailed("\(error)"))
                     continue
                 }
                 events.push(.stored(index: buffer.index))
-                if buffer.index + 1 == store.layout.chunkCount {
-                    events.push(.allStored(sha256: Array(hasher.finalize())))
-                }
+                if isLast { events.push(.allStored(sha256: buffer.digest)) }
             }
         }
     }
@@ -330,11 +320,10 @@ private final class StoragePipeline: Sendable {
     /// Small enough to stay in a core's L2 cache between the hash and the write.
     static let sliceLength = 256 * 1024
 
-    /// Stops the stages after what is queued and waits for both to exit (idempotent).
+    /// Stops the stage after what is queued and waits for it to exit (idempotent).
     func finish() {
         guard !finished.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        verify.close()
-        stagesDone.wait()
-        stagesDone.wait()
+        chunks.close()
+        stageDone.wait()
     }
 }

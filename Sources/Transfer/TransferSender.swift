@@ -175,14 +175,14 @@ private struct SendJob: Sendable {
         var session = prototype
         try stream.write(ControlFrame.hello(session.hello).encoded())
         var finalDigest: [UInt8]? = nil
-        var streamFrom: UInt64? = nil
+        var streamFrom: (index: UInt64, prefix: ChainedDigest)? = nil
 
         /// Carries out the session's decisions; returns when the session needs more input.
         func apply(_ actions: [SenderSession.Action]) throws(TransferError) {
             for action in actions {
                 switch action {
-                case .streamChunks(let from):
-                    streamFrom = from
+                case .streamChunks(let from, let prefix):
+                    streamFrom = (from, prefix)
                     totals.resumePoints.append(from)
                 case .reportProgress(let bytes):
                     progress(meter.record(bytesDone: bytes, now: Date()))
@@ -195,14 +195,14 @@ private struct SendJob: Sendable {
         }
 
         try apply(session.received(stream.readControlFrame()))
-        guard let from = streamFrom else { throw .protocolViolation("no resume point from the receiver") }
+        guard let (from, prefix) = streamFrom else { throw .protocolViolation("no resume point from the receiver") }
 
         let chunkCount = session.chunkCount
         if from < chunkCount {
             let pipeline = ChunkReader(
                 source: source, layout: session.layout, bufferCount: options.bufferCount,
                 chunkCapacity: options.chunkSize, corruptChunk: sender.faults.corruptChunk)
-            pipeline.start(from: from, to: chunkCount)
+            pipeline.start(from: from, to: chunkCount, prefix: prefix)
             defer { pipeline.stop() }
             do throws(TransferError) {
                 for _ in from..<chunkCount {
@@ -239,8 +239,9 @@ private struct SendJob: Sendable {
     }
 }
 
-/// The sender's reader stage: reads chunks into pool buffers, hashes them, writes the frame
-/// header in front, and queues them for the connection thread.
+/// The sender's reader stage: reads chunks into pool buffers, hashes them (chained, so the same
+/// pass yields the end-to-end hash), writes the frame header in front, and queues them for the
+/// connection thread.
 private final class ChunkReader: Sendable {
     enum Item: Sendable {
         case chunk(ChunkBuffer)
@@ -263,21 +264,21 @@ private final class ChunkReader: Sendable {
         self.corruptChunk = corruptChunk
     }
 
-    func start(from: UInt64, to end: UInt64) {
+    func start(from: UInt64, to end: UInt64, prefix: ChainedDigest) {
         startThread(name: "transfer-read") { [self] in
+            var hasher = prefix
             for index in from..<end {
                 guard var buffer = pool.take(unless: stopped.load(ordering: .relaxed)) else { return }
                 buffer.index = index
                 buffer.length = layout.length(of: index)
                 // Read and hash slice by slice, so the hash reads bytes still in cache.
-                var hasher = SHA256()
                 do throws(TransferError) {
                     var offset = 0
                     while offset < buffer.length {
                         let slice = UnsafeMutableRawBufferPointer(
                             rebasing: buffer.data[offset..<min(buffer.length, offset + Self.sliceLength)])
                         try source.readFully(into: slice, at: layout.offset(of: index) + UInt64(offset))
-                        hasher.update(bufferPointer: UnsafeRawBufferPointer(slice))
+                        hasher.update(UnsafeRawBufferPointer(slice))
                         offset += slice.count
                     }
                 } catch {
@@ -285,7 +286,7 @@ private final class ChunkReader: Sendable {
                     ready.push(.failed(error))
                     return
                 }
-                buffer.digest = Array(hasher.finalize())
+                buffer.digest = hasher.chunkDigest(isLast: index + 1 == layout.chunkCount)
                 if index == corruptChunk { buffer.data[buffer.length / 2] ^= 0xff }
                 ChunkFrameHeader.write(into: buffer.header, index: index, digest: buffer.digest, dataLength: buffer.length)
                 guard ready.push(.chunk(buffer)) else {

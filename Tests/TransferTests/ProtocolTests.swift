@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Testing
 
@@ -7,7 +8,7 @@ import Testing
     @Test func controlFramesRoundTrip() throws {
         let frames: [ControlFrame] = [
             .hello(Hello(fileSize: 1 << 40, chunkSize: 4 << 20, transferID: "t-1", token: "s3cret")),
-            .accept(resumeFrom: 7),
+            .accept(resumeFrom: 7, chainingValue: Array(0..<32)),
             .ack(storedChunks: 12),
             .complete(fileSize: 99, sha256: Array(repeating: 0xab, count: 32)),
             .error(.chunkDigestMismatch, "chunk 3 hashes to …"),
@@ -83,7 +84,10 @@ import Testing
         var s = session()
         let layout = ChunkLayout(fileSize: 10_000, chunkSize: 4096)
         #expect(s.receivedHello(hello(), lookup: .registered(expected, activeElsewhere: false)) == [.prepareStorage(expected, layout)])
-        #expect(s.storagePrepared(verifiedChunks: 1, fullFileSHA256: nil) == [.send(.accept(resumeFrom: 1))])
+        let state = [UInt8](repeating: 9, count: 32)
+        #expect(
+            s.storagePrepared(verifiedChunks: 1, prefixChainingValue: state, fullFileSHA256: nil)
+                == [.send(.accept(resumeFrom: 1, chainingValue: state))])
         let digest = [UInt8](repeating: 1, count: 32)
         // Chunk 2 before 1, and chunk 1 with the wrong length, are refused for good.
         var copy = s
@@ -102,7 +106,13 @@ import Testing
     @Test func senderChecksWhatTheReceiverSays() throws {
         var s = try SenderSession(transferID: "t", token: "tok", fileSize: 10_000, chunkSize: 4096)
         #expect(s.chunkCount == 3)
-        #expect(s.received(.accept(resumeFrom: 1)) == [.reportProgress(bytesDone: 4096), .streamChunks(from: 1)])
+        // The receiver's state over chunk 0 becomes the sender's starting point.
+        let zeros = [UInt8](repeating: 0, count: 4096)
+        var prefix = ChainedDigest()
+        zeros.withUnsafeBytes { prefix.update($0) }
+        #expect(
+            s.received(.accept(resumeFrom: 1, chainingValue: prefix.chainingValue))
+                == [.reportProgress(bytesDone: 4096), .streamChunks(from: 1, prefix: prefix)])
         s.sentChunk(1)
         // An ack for a chunk never sent is a protocol violation.
         var copy = s
@@ -110,8 +120,12 @@ import Testing
         #expect(s.received(.ack(storedChunks: 2)) == [.reportProgress(bytesDone: 8192)])
         #expect(s.received(.error(.storageFailure, "disk full")) == [.fail(.peerRefused(.storageFailure, "disk full"))])
         var beyond = try SenderSession(transferID: "t", token: "tok", fileSize: 10_000, chunkSize: 4096)
-        #expect(beyond.received(.accept(resumeFrom: 4)).count == 1 && beyond.phase == .failed)
+        #expect(beyond.received(.accept(resumeFrom: 4, chainingValue: prefix.chainingValue)).count == 1 && beyond.phase == .failed)
+        var shortState = try SenderSession(transferID: "t", token: "tok", fileSize: 10_000, chunkSize: 4096)
+        #expect(shortState.received(.accept(resumeFrom: 1, chainingValue: [1, 2, 3])).count == 1 && shortState.phase == .failed)
         #expect(throws: TransferError.self) { try SenderSession(transferID: "t", token: "tok", fileSize: 1, chunkSize: 100) }
+        // Chained digests need whole 64-byte blocks per chunk.
+        #expect(throws: TransferError.self) { try SenderSession(transferID: "t", token: "tok", fileSize: 1, chunkSize: 4096 + 32) }
     }
 
     @Test func progressMeterGivesRateAndETA() {
@@ -125,3 +139,60 @@ import Testing
         #expect(meter.record(bytesDone: 1000, now: start + 2).eta == 0)
     }
 }
+
+@Suite struct ChainedDigestTests {
+    static func bytes(_ count: Int, seed: UInt8) -> [UInt8] { (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(seed)) } }
+
+    @Test func lastChunkDigestIsTheFileSHA256AndEarlierOnesFollowTheChain() throws {
+        let file = Self.bytes(3 * 4096 + 100, seed: 7)
+        let layout = ChunkLayout(fileSize: UInt64(file.count), chunkSize: 4096)
+        var hasher = ChainedDigest()
+        var digests: [[UInt8]] = []
+        for index in 0..<layout.chunkCount {
+            let start = Int(layout.offset(of: index))
+            file[start..<start + layout.length(of: index)].withUnsafeBytes { hasher.update($0) }
+            digests.append(hasher.chunkDigest(isLast: index + 1 == layout.chunkCount))
+        }
+        #expect(Hex.encode(digests[3]) == sha256Hex(file))
+        // Each state differs, and differs from a plain hash of the chunk (it covers the prefix).
+        #expect(Set(digests).count == 4)
+        #expect(Hex.encode(digests[1]) != sha256Hex(Array(file[4096..<8192])))
+
+        // A state handed over (as in the accept frame) continues exactly where the hash was.
+        var resumed = try #require(ChainedDigest(chainingValue: digests[1], absorbedBytes: 8192))
+        file[8192...].withUnsafeBytes { resumed.update($0) }
+        #expect(Hex.encode(resumed.finalDigest) == sha256Hex(file))
+        // States off a block boundary or of the wrong size are refused.
+        #expect(ChainedDigest(chainingValue: digests[1], absorbedBytes: 8190) == nil)
+        #expect(ChainedDigest(chainingValue: [0, 1], absorbedBytes: 8192) == nil)
+    }
+
+    @Test func oneChangedByteChangesThatChunksDigestAndAllLaterOnes() {
+        var file = Self.bytes(4 * 4096, seed: 1)
+        func chain(_ bytes: [UInt8]) -> [[UInt8]] {
+            var hasher = ChainedDigest()
+            return (0..<4).map { index in
+                bytes[index * 4096..<(index + 1) * 4096].withUnsafeBytes { hasher.update($0) }
+                return hasher.chunkDigest(isLast: index == 3)
+            }
+        }
+        let before = chain(file)
+        file[2 * 4096 + 17] ^= 1
+        let after = chain(file)
+        #expect(before[0] == after[0] && before[1] == after[1])
+        #expect(before[2] != after[2] && before[3] != after[3])
+    }
+
+    @Test func receiverRefusesChunkSizesOffTheBlockBoundary() {
+        var s = ReceiverSession(peerFingerprint: String(repeating: "a", count: 64), maximumChunkSize: 1 << 20)
+        let expected = ExpectedTransfer(
+            transferID: "t", token: "tok", destination: URL(fileURLWithPath: "/nonexistent/x"), fileSize: 10_000,
+            sha256: String(repeating: "0", count: 64), peerFingerprint: String(repeating: "a", count: 64))
+        let actions = s.receivedHello(
+            Hello(fileSize: 10_000, chunkSize: 4096 + 32, transferID: "t", token: "tok"),
+            lookup: .registered(expected, activeElsewhere: false))
+        #expect(actions.contains { if case .send(.error(.offerMismatch, _)) = $0 { true } else { false } })
+    }
+}
+
+private func sha256Hex(_ bytes: [UInt8]) -> String { Hex.encode(SHA256.hash(data: bytes)) }

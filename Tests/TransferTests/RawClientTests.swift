@@ -24,7 +24,7 @@ import Testing
         let answer: ControlFrame = try await runOnDedicatedThread(name: "raw-client") { () throws(TransferError) in
             let stream = try Self.connect(pair)
             try stream.write(ControlFrame.hello(Hello(fileSize: 3 * 4096, chunkSize: 4096, transferID: transfer.transferID, token: transfer.token)).encoded())
-            guard case .accept(0) = try stream.readControlFrame() else { throw .protocolViolation("no accept") }
+            guard case .accept(0, _) = try stream.readControlFrame() else { throw .protocolViolation("no accept") }
             // A chunk frame announcing 64 MiB when 4 KiB chunks were agreed.
             try stream.write([3, 0x04, 0, 0, 0x28] + [UInt8](repeating: 0, count: 40))
             return try stream.readControlFrame()

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import Glibc
 
@@ -38,17 +37,10 @@ final class FileDescriptor: Sendable {
     }
 }
 
-extension SHA256 {
-    static func digest(of buffer: UnsafeRawBufferPointer) -> [UInt8] {
-        var hasher = SHA256()
-        hasher.update(bufferPointer: buffer)
-        return Array(hasher.finalize())
-    }
-}
-
 /// The receiver's on-disk state for one transfer: the partial file (`<destination>.partial`),
 /// written chunk by chunk at its offset, and a progress record (`<destination>.partial.chunks`):
-/// a header naming the transfer, then the SHA-256 of each verified chunk in order.
+/// a header naming the transfer, then the chained digest (see `ChainedDigest`) of each verified
+/// chunk in order.
 ///
 /// Nothing is fsync'd while streaming. On resume the receiver re-reads the chunks the record
 /// lists and keeps the longest prefix that still hashes to the recorded digests: a crash that
@@ -65,7 +57,8 @@ final class PartialFileStore: @unchecked Sendable {
     private let record: FileDescriptor
     private let recordHeaderLength: UInt64
 
-    static let magic = Array("ICXFCHK1".utf8)
+    /// 2: chained digests (a record of plain chunk digests is discarded, not resumed).
+    static let magic = Array("ICXFCHK2".utf8)
 
     private init(destination: URL, layout: ChunkLayout, partial: FileDescriptor, record: FileDescriptor, headerLength: Int) {
         self.destination = destination
@@ -81,7 +74,7 @@ final class PartialFileStore: @unchecked Sendable {
         var store: PartialFileStore
         var verifiedChunks: UInt64
         /// Hash state over the verified prefix.
-        var prefixHasher: SHA256
+        var prefixHasher: ChainedDigest
     }
 
     /// Opens (or creates) the partial file for `transfer`, keeping what a previous connection
@@ -106,7 +99,7 @@ final class PartialFileStore: @unchecked Sendable {
         let store = PartialFileStore(
             destination: transfer.destination, layout: layout, partial: partial, record: record, headerLength: header.count)
 
-        var hasher = SHA256()
+        var hasher = ChainedDigest()
         var verified: UInt64 = 0
         let recordSize = try record.size()
         var existingHeader = [UInt8](repeating: 0, count: header.count)
@@ -131,8 +124,11 @@ final class PartialFileStore: @unchecked Sendable {
                 } catch {
                     break  // shorter than recorded: the tail was lost
                 }
-                guard SHA256.digest(of: UnsafeRawBufferPointer(chunk)) == digest else { break }
-                hasher.update(bufferPointer: UnsafeRawBufferPointer(chunk))
+                // One pass per resume: the chained check and the end-to-end state are the same hash.
+                var extended = hasher
+                extended.update(UnsafeRawBufferPointer(chunk))
+                guard extended.chunkDigest(isLast: verified + 1 == layout.chunkCount) == digest else { break }
+                hasher = extended
                 verified += 1
             }
             guard ftruncate(record.fd, off_t(store.recordOffset(of: verified))) == 0 else {

@@ -5,9 +5,11 @@ import Foundation
 ///
 /// - hello (sender → receiver): version u8, file size u64, chunk size u32, transfer id (u16 length
 ///   + UTF-8), token (u16 length + UTF-8).
-/// - accept (receiver → sender): index of the first chunk the receiver still needs, u64.
-/// - chunk (sender → receiver): index u64, SHA-256 of the chunk (32 bytes), then the chunk bytes;
-///   the chunk length is the frame length minus 40.
+/// - accept (receiver → sender): index of the first chunk the receiver still needs, u64, then the
+///   SHA-256 chaining value over the chunks before it (32 bytes; see `ChainedDigest`).
+/// - chunk (sender → receiver): index u64, the chunk's chained digest (32 bytes: the SHA-256
+///   chaining value through this chunk, the whole file's SHA-256 for the last chunk), then the
+///   chunk bytes; the chunk length is the frame length minus 40.
 /// - ack (receiver → sender): number of chunks verified and stored so far, u64 (cumulative).
 /// - complete (receiver → sender): file size u64, end-to-end SHA-256 (32 bytes).
 /// - error (either way): refusal code u8, reason (u16 length + UTF-8).
@@ -21,7 +23,8 @@ enum FrameType: UInt8, Sendable {
 }
 
 enum WireLimits {
-    static let protocolVersion: UInt8 = 1
+    /// 2: chained chunk digests (1 hashed each chunk on its own).
+    static let protocolVersion: UInt8 = 2
     static let frameHeaderLength = 5
     /// index + digest in front of a chunk's bytes.
     static let chunkHeaderLength = 40
@@ -45,7 +48,7 @@ struct Hello: Equatable, Sendable {
 /// Control frames (everything but chunk data, which is read straight into a chunk buffer).
 enum ControlFrame: Equatable, Sendable {
     case hello(Hello)
-    case accept(resumeFrom: UInt64)
+    case accept(resumeFrom: UInt64, chainingValue: [UInt8])
     case ack(storedChunks: UInt64)
     case complete(fileSize: UInt64, sha256: [UInt8])
     case error(RefusalCode, String)
@@ -69,8 +72,9 @@ enum ControlFrame: Equatable, Sendable {
             payload.appendBigEndian(hello.chunkSize)
             payload.appendString(hello.transferID, limit: WireLimits.maximumIdentifierLength)
             payload.appendString(hello.token, limit: WireLimits.maximumIdentifierLength)
-        case .accept(let resumeFrom):
+        case .accept(let resumeFrom, let chainingValue):
             payload.appendBigEndian(resumeFrom)
+            payload += chainingValue
         case .ack(let stored):
             payload.appendBigEndian(stored)
         case .complete(let size, let digest):
@@ -100,7 +104,8 @@ enum ControlFrame: Equatable, Sendable {
             let token = try reader.string(limit: WireLimits.maximumIdentifierLength)
             frame = .hello(Hello(version: version, fileSize: size, chunkSize: chunkSize, transferID: id, token: token))
         case .accept:
-            frame = .accept(resumeFrom: try reader.u64())
+            let resumeFrom = try reader.u64()
+            frame = .accept(resumeFrom: resumeFrom, chainingValue: try reader.bytes(WireLimits.digestLength))
         case .ack:
             frame = .ack(storedChunks: try reader.u64())
         case .complete:

@@ -103,6 +103,9 @@ struct ReceiverSession: Sendable {
             return refuseConnection(
                 .offerMismatch, "chunk size \(hello.chunkSize) outside \(WireLimits.minimumChunkSize)...\(maximumChunkSize)")
         }
+        guard hello.chunkSize % UInt32(ChainedDigest.blockLength) == 0 else {
+            return refuseConnection(.offerMismatch, "chunk size \(hello.chunkSize) is not a multiple of \(ChainedDigest.blockLength)")
+        }
         guard let digest = Hex.decode(expected.sha256), digest.count == WireLimits.digestLength else {
             return refuseConnection(.offerMismatch, "registered SHA-256 is not 64 hex digits")
         }
@@ -114,9 +117,12 @@ struct ReceiverSession: Sendable {
         return [.prepareStorage(expected, layout)]
     }
 
-    /// Storage is open; `verifiedChunks` chunks on disk still match their recorded digests.
-    /// `prefixSHA256` is the end-to-end digest when every chunk is already there.
-    mutating func storagePrepared(verifiedChunks: UInt64, fullFileSHA256: [UInt8]?) -> [Action] {
+    /// Storage is open; `verifiedChunks` chunks on disk still match their recorded digests, and
+    /// `prefixChainingValue` is the SHA-256 chaining value over them (the sender continues from it).
+    /// `fullFileSHA256` is the end-to-end digest when every chunk is already there.
+    mutating func storagePrepared(
+        verifiedChunks: UInt64, prefixChainingValue: [UInt8], fullFileSHA256: [UInt8]?
+    ) -> [Action] {
         guard phase == .preparingStorage, verifiedChunks <= layout.chunkCount else {
             return storageFailed("resume point \(verifiedChunks) beyond \(layout.chunkCount) chunks")
         }
@@ -124,7 +130,7 @@ struct ReceiverSession: Sendable {
         resumeFrom = verifiedChunks
         nextChunkOnWire = verifiedChunks
         storedChunks = verifiedChunks
-        var actions: [Action] = [.send(.accept(resumeFrom: verifiedChunks))]
+        var actions: [Action] = [.send(.accept(resumeFrom: verifiedChunks, chainingValue: prefixChainingValue))]
         if verifiedChunks == layout.chunkCount, let fullFileSHA256 {
             actions += allChunksStored(sha256: fullFileSHA256)
         }
@@ -144,7 +150,8 @@ struct ReceiverSession: Sendable {
         return [.receiveChunkData(index: index, length: dataLength, digest: digest)]
     }
 
-    /// The bytes of chunk `index` did not hash to the digest that came with them.
+    /// The bytes of chunk `index` did not hash (chained after the chunks before it) to the digest
+    /// that came with them.
     mutating func chunkRejected(index: UInt64, computed: [UInt8]) -> [Action] {
         refuseTransfer(.chunkDigestMismatch, "chunk \(index) hashes to \(Hex.encode(computed))")
     }

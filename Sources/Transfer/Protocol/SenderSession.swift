@@ -12,8 +12,9 @@ struct SenderSession: Sendable {
     }
 
     enum Action: Equatable, Sendable {
-        /// Send chunks `from ..< chunkCount`, pipelined.
-        case streamChunks(from: UInt64)
+        /// Send chunks `from ..< chunkCount`, pipelined, chaining digests on from `prefix` (the
+        /// hash state over the chunks before `from`, as the receiver has them).
+        case streamChunks(from: UInt64, prefix: ChainedDigest)
         case reportProgress(bytesDone: UInt64)
         /// The receiver confirmed the whole file (its end-to-end SHA-256).
         case finish(sha256: [UInt8])
@@ -28,9 +29,11 @@ struct SenderSession: Sendable {
     private(set) var storedChunks: UInt64 = 0
 
     init(transferID: String, token: String, fileSize: UInt64, chunkSize: UInt32) throws(TransferError) {
-        guard (WireLimits.minimumChunkSize...WireLimits.maximumChunkSize).contains(chunkSize) else {
+        guard (WireLimits.minimumChunkSize...WireLimits.maximumChunkSize).contains(chunkSize),
+            chunkSize % UInt32(ChainedDigest.blockLength) == 0
+        else {
             throw .invalidArgument(
-                "chunk size \(chunkSize) outside \(WireLimits.minimumChunkSize)...\(WireLimits.maximumChunkSize)")
+                "chunk size \(chunkSize) outside \(WireLimits.minimumChunkSize)...\(WireLimits.maximumChunkSize) or not a multiple of \(ChainedDigest.blockLength)")
         }
         guard !transferID.isEmpty, transferID.utf8.count <= WireLimits.maximumIdentifierLength,
             token.utf8.count <= WireLimits.maximumIdentifierLength
@@ -43,15 +46,29 @@ struct SenderSession: Sendable {
 
     mutating func received(_ frame: ControlFrame) -> [Action] {
         switch (phase, frame) {
-        case (.awaitingAccept, .accept(let resume)):
+        case (.awaitingAccept, .accept(let resume, let chainingValue)):
             guard resume <= chunkCount else {
                 return fail(.protocolViolation("receiver asked to resume at chunk \(resume) of \(chunkCount)"))
+            }
+            // From the start the state is SHA-256's own; later, the receiver's (a wrong one only
+            // makes the receiver refuse its own chunks).
+            let prefix: ChainedDigest
+            if resume == 0 {
+                prefix = ChainedDigest()
+            } else if resume < chunkCount,
+                let restored = ChainedDigest(chainingValue: chainingValue, absorbedBytes: layout.bytes(before: resume))
+            {
+                prefix = restored
+            } else if resume == chunkCount {
+                prefix = ChainedDigest()  // nothing left to send
+            } else {
+                return fail(.protocolViolation("receiver sent an unusable hash state for chunk \(resume)"))
             }
             phase = .streaming
             resumeFrom = resume
             chunksSent = resume
             storedChunks = resume
-            return [.reportProgress(bytesDone: layout.bytes(before: resume)), .streamChunks(from: resume)]
+            return [.reportProgress(bytesDone: layout.bytes(before: resume)), .streamChunks(from: resume, prefix: prefix)]
         case (.streaming, .ack(let stored)):
             // Cumulative, never backwards, never ahead of what was sent.
             guard stored >= storedChunks, stored <= chunksSent else {
