@@ -163,7 +163,7 @@ private struct ActiveConnection {
                     guard let scratch = pool.take() else { throw .cancelled }
                     defer { pool.giveBack(scratch) }
                     opened = try PartialFileStore.open(
-                        transfer, layout: layout,
+                        transfer, layout: layout, direct: server.options.directWrites,
                         scratch: UnsafeMutableRawBufferPointer(rebasing: scratch.storage[ChunkBuffer.headerRoom...]))
                 } catch {
                     try execute(session.storageFailed("\(error)"))
@@ -259,11 +259,13 @@ private struct ActiveConnection {
 
 /// The store stage of one connection, with its queue and buffer pool.
 ///
-/// One thread per chunk, slice by slice: absorb the slice into the chained SHA-256, write it at
-/// its offset (the copy into the page cache reads bytes the hash just pulled into this core's
-/// cache), then compare the chunk's chained digest. Only a chunk that matched is recorded and
-/// counted as stored; the bytes of one that did not stay unrecorded in the partial file (a resume
-/// re-verifies against the record, and the transfer is refused anyway).
+/// One thread: absorb each chunk into the chained SHA-256, compare the chunk's chained digest, write
+/// it at its offset, record it. With direct writes the chunk is hashed and checked, then written
+/// in one call (the device reads the buffer, not the CPU). Through the page cache it goes slice by
+/// slice instead, hash then write, so the copy into the page cache reads bytes the hash just pulled
+/// into this core's cache; there the check comes after the writes, and the bytes of a chunk that
+/// did not match stay unrecorded in the partial file (a resume re-verifies against the record, and
+/// the transfer is refused anyway). Only a chunk that matched is recorded and counted as stored.
 private final class StoragePipeline: Sendable {
     let pool: ChunkBufferPool
     let store: PartialFileStore
@@ -291,11 +293,12 @@ private final class StoragePipeline: Sendable {
                 do throws(TransferError) {
                     let data = UnsafeRawBufferPointer(buffer.data)
                     let chunkOffset = store.layout.offset(of: buffer.index)
+                    let direct = store.writesDirectly
                     var offset = 0
                     while offset < data.count {
                         let slice = UnsafeRawBufferPointer(rebasing: data[offset..<min(data.count, offset + Self.sliceLength)])
                         hasher.update(slice)
-                        try store.write(slice, at: chunkOffset + UInt64(offset))
+                        if !direct { try store.write(slice, at: chunkOffset + UInt64(offset)) }
                         offset += slice.count
                     }
                     let computed = hasher.chunkDigest(isLast: isLast)
@@ -304,6 +307,7 @@ private final class StoragePipeline: Sendable {
                         events.push(.rejected(index: buffer.index, computed: computed))
                         continue
                     }
+                    if direct { try store.write(data, at: chunkOffset) }
                     try store.recordVerified(index: buffer.index, digest: buffer.digest)
                 } catch {
                     stopped = true

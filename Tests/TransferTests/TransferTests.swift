@@ -286,6 +286,28 @@ import Testing
         #expect(try sha256(of: transfer.destination) == digest)
     }
 
+    /// Direct (past the page cache) and buffered writes: a break mid-file resumes from the
+    /// receiver's verified prefix, re-read from disk, and the chained hash still ends in the file's
+    /// SHA-256; the last chunk's short tail (not a whole page) is written too.
+    @Test(arguments: [true, false])
+    func resumeYieldsTheEndToEndHashWithEitherWriteMode(direct: Bool) async throws {
+        let pair = try Pair(serverOptions: .init(syncOnCompletion: false, directWrites: direct))
+        defer { pair.cleanUp() }
+        let file = pair.directory.appendingPathComponent("image.raw")
+        let size = 30 * 64 * 1024 + 1000
+        let digest = try makeFile(at: file, size: size)
+        let transfer = try pair.expect(file)
+        pair.server.faults.withLock { $0.dropConnectionAfterStoredChunks = 7 }
+        let sender = pair.sender(.init(chunkSize: 64 * 1024, retry: RetryPolicy(maximumAttempts: 3, initialBackoff: 0.05)))
+        let receipt = try await pair.send(file, transfer, sender: sender)
+        #expect(receipt.attempts == 2)
+        #expect(receipt.resumePoints.count == 2 && receipt.resumePoints[0] == 0 && receipt.resumePoints[1] >= 7)
+        #expect(receipt.sha256 == digest)
+        #expect(try sha256(of: transfer.destination) == digest)
+        let serverSide = try #require(await outcome(of: transfer.transferID, on: pair.server)).get()
+        #expect(serverSide.sha256 == digest)
+    }
+
     @Test func partialFileSurvivesServerRestartAndCorruptedChunksAreResent() async throws {
         let brokers = try TestBrokers.make()
         let directory = try temporaryDirectory()

@@ -54,18 +54,27 @@ final class PartialFileStore: @unchecked Sendable {
     let partialPath: String
     let recordPath: String
     private let partial: FileDescriptor
+    /// The same file opened with `O_DIRECT`, when it could be and chunks are page multiples.
+    private let directPartial: FileDescriptor?
     private let record: FileDescriptor
     private let recordHeaderLength: UInt64
+    /// Direct IO needs offset, length and memory aligned to the device's block size; a page is a
+    /// multiple of every common one.
+    static let directAlignment = 4096
 
     /// 2: chained digests (a record of plain chunk digests is discarded, not resumed).
     static let magic = Array("ICXFCHK2".utf8)
 
-    private init(destination: URL, layout: ChunkLayout, partial: FileDescriptor, record: FileDescriptor, headerLength: Int) {
+    private init(
+        destination: URL, layout: ChunkLayout, partial: FileDescriptor, directPartial: FileDescriptor?,
+        record: FileDescriptor, headerLength: Int
+    ) {
         self.destination = destination
         self.layout = layout
         self.partialPath = destination.path + ".partial"
         self.recordPath = destination.path + ".partial.chunks"
         self.partial = partial
+        self.directPartial = directPartial
         self.record = record
         self.recordHeaderLength = UInt64(headerLength)
     }
@@ -78,9 +87,10 @@ final class PartialFileStore: @unchecked Sendable {
     }
 
     /// Opens (or creates) the partial file for `transfer`, keeping what a previous connection
-    /// verified. `scratch` must hold one chunk.
+    /// verified. `scratch` must hold one chunk. With `direct`, chunk writes bypass the page cache
+    /// where the file system supports it (see `TransferServer.Options.directWrites`).
     static func open(
-        _ transfer: ExpectedTransfer, layout: ChunkLayout, scratch: UnsafeMutableRawBufferPointer
+        _ transfer: ExpectedTransfer, layout: ChunkLayout, direct: Bool, scratch: UnsafeMutableRawBufferPointer
     ) throws(TransferError) -> Opened {
         let partialPath = transfer.destination.path + ".partial"
         let recordPath = transfer.destination.path + ".partial.chunks"
@@ -90,6 +100,12 @@ final class PartialFileStore: @unchecked Sendable {
         let recordFD = Glibc.open(recordPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard recordFD >= 0 else { throw .fileError("cannot open \(recordPath): \(Sockets.errnoText())") }
         let record = FileDescriptor(recordFD)
+        var directPartial: FileDescriptor? = nil
+        if direct, openDirectFlag != 0, layout.chunkSize % UInt64(directAlignment) == 0 {
+            // Refused by file systems without direct IO (EINVAL): then the buffered path it is.
+            let directFD = Glibc.open(partialPath, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | openDirectFlag)
+            if directFD >= 0 { directPartial = FileDescriptor(directFD) }
+        }
 
         var header = magic
         header.appendBigEndian(layout.fileSize)
@@ -97,7 +113,8 @@ final class PartialFileStore: @unchecked Sendable {
         header += Hex.decode(transfer.sha256) ?? []
         header.appendString(transfer.transferID, limit: WireLimits.maximumIdentifierLength)
         let store = PartialFileStore(
-            destination: transfer.destination, layout: layout, partial: partial, record: record, headerLength: header.count)
+            destination: transfer.destination, layout: layout, partial: partial, directPartial: directPartial,
+            record: record, headerLength: header.count)
 
         var hasher = ChainedDigest()
         var verified: UInt64 = 0
@@ -145,10 +162,27 @@ final class PartialFileStore: @unchecked Sendable {
 
     private func recordOffset(of index: UInt64) -> UInt64 { recordHeaderLength + index * UInt64(WireLimits.digestLength) }
 
-    /// Writes part of a verified chunk at its place in the file.
+    var writesDirectly: Bool { directPartial != nil }
+
+    /// Writes (part of) a chunk at its place in the file: past the page cache when opened for it
+    /// and `bytes` and `offset` are aligned (a whole chunk from a chunk buffer is, but for the
+    /// short tail of the last chunk, which goes through the page cache).
     func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(TransferError) {
         precondition(offset + UInt64(bytes.count) <= layout.fileSize)
-        try partial.writeFully(bytes, at: offset)
+        let alignment = Self.directAlignment
+        guard let directPartial, offset % UInt64(alignment) == 0, let base = bytes.baseAddress,
+            Int(bitPattern: base) % alignment == 0
+        else {
+            try partial.writeFully(bytes, at: offset)
+            return
+        }
+        let aligned = bytes.count - bytes.count % alignment
+        if aligned > 0 {
+            try directPartial.writeFully(UnsafeRawBufferPointer(rebasing: bytes[0..<aligned]), at: offset)
+        }
+        if aligned < bytes.count {
+            try partial.writeFully(UnsafeRawBufferPointer(rebasing: bytes[aligned...]), at: offset + UInt64(aligned))
+        }
     }
 
     /// Records chunk `index` as verified and written (after all its bytes are).
@@ -178,6 +212,15 @@ final class PartialFileStore: @unchecked Sendable {
         unlink(recordPath)
     }
 }
+
+/// Linux's `O_DIRECT`, which Glibc's module does not export (it is behind _GNU_SOURCE in C).
+#if arch(x86_64) || arch(i386)
+let openDirectFlag: Int32 = 0o40000
+#elseif arch(arm64) || arch(arm)
+let openDirectFlag: Int32 = 0o200000
+#else
+let openDirectFlag: Int32 = 0  // unknown layout: plain buffered writes
+#endif
 
 /// `withUnsafe(Mutable)Bytes` with a typed-throwing body (the standard library's are untyped).
 func withBytes<T>(

@@ -1,8 +1,9 @@
 import Foundation
 
 /// A fixed-capacity buffer for one chunk, with room in front for the chunk frame header so the
-/// sender writes header and data in one call. Memory per connection is the pool size times the
-/// chunk size, whatever the file size.
+/// sender writes header and data in one call. The data starts on a page boundary (the header sits
+/// just before it), as direct IO needs. Memory per connection is the pool size times the chunk
+/// size (plus a page), whatever the file size.
 struct ChunkBuffer: @unchecked Sendable {
     // @unchecked: the memory is owned by exactly one thread at a time; ownership moves through a
     // `BlockingQueue` (whose lock orders the accesses) and back to the `ChunkBufferPool`.
@@ -11,14 +12,19 @@ struct ChunkBuffer: @unchecked Sendable {
     var length: Int = 0
     var digest: [UInt8] = []
 
-    static let headerRoom = ChunkFrameHeader.length
+    /// Bytes before the data: one page, the frame header at its end.
+    static let headerRoom = 4096
+    static let alignment = 4096
+    private static let headerStart = headerRoom - ChunkFrameHeader.length
 
-    var header: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(rebasing: storage[0..<Self.headerRoom]) }
+    var header: UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(rebasing: storage[Self.headerStart..<Self.headerRoom])
+    }
     var data: UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(rebasing: storage[Self.headerRoom..<Self.headerRoom + length])
     }
     /// Header and data together, as they go on the wire.
-    var frame: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: storage[0..<Self.headerRoom + length]) }
+    var frame: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: storage[Self.headerStart..<Self.headerRoom + length]) }
 }
 
 /// A fixed set of chunk buffers, allocated once. `take` blocks while all are in use, which is
@@ -34,7 +40,7 @@ final class ChunkBufferPool: @unchecked Sendable {
         self.chunkCapacity = chunkCapacity
         for _ in 0..<count {
             let storage = UnsafeMutableRawBufferPointer.allocate(
-                byteCount: ChunkBuffer.headerRoom + chunkCapacity, alignment: 4096)
+                byteCount: ChunkBuffer.headerRoom + chunkCapacity, alignment: ChunkBuffer.alignment)
             all.append(storage)
             free.append(ChunkBuffer(storage: storage))
         }
