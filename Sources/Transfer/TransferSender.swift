@@ -157,7 +157,8 @@ private struct SendJob: Sendable {
             close(fd)
             throw .cancelled
         }
-        let stream = try TLSStream(fd: fd, context: context, idleTimeout: options.idleTimeout, interrupter: interrupter)
+        let stream = try TLSStream(
+            fd: fd, context: context, idleTimeout: options.idleTimeout, interrupter: interrupter, writeBatch: 256 * 1024)
 
         do throws(TransferError) {
             try stream.handshake(asServer: false)
