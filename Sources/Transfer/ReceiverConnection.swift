@@ -5,9 +5,10 @@ import Logging
 
 /// One accepted connection on the receiving side: the IO around a `ReceiverSession`.
 ///
-/// Chunks flow network thread → store thread (chained SHA-256, which checks the chunk and carries
-/// the end-to-end hash; write at offset; record digest) through a fixed pool of buffers; the stage
-/// reports back through an event queue that the network thread drains between frames.
+/// Chunks flow network thread → verify thread (chained SHA-256, which checks the chunk and carries
+/// the end-to-end hash) → store thread (write at offset, record digest) through a fixed pool of
+/// buffers; the stages report back through an event queue that the network thread drains between
+/// frames.
 struct ReceiverConnection {
     let server: TransferServer
     let fd: Int32
@@ -257,43 +258,52 @@ private struct ActiveConnection {
     }
 }
 
-/// The store stage of one connection, with its queue and buffer pool.
+/// The verify and store stages of one connection, with their queues and buffer pool.
 ///
-/// One thread: absorb each chunk into the chained SHA-256, compare the chunk's chained digest, write
-/// it at its offset, record it. With direct writes the chunk is hashed and checked, then written
-/// in one call (the device reads the buffer, not the CPU). Through the page cache it goes slice by
-/// slice instead, hash then write, so the copy into the page cache reads bytes the hash just pulled
-/// into this core's cache; there the check comes after the writes, and the bytes of a chunk that
-/// did not match stay unrecorded in the partial file (a resume re-verifies against the record, and
-/// the transfer is refused anyway). Only a chunk that matched is recorded and counted as stored.
+/// Verify thread: absorbs each chunk into the chained SHA-256 and compares the chunk's chained
+/// digest. Store thread: writes the chunk at its offset (unless already written), records it as
+/// verified, reports it stored. Only a chunk that matched is recorded and counted as stored.
+///
+/// With direct writes the store thread mostly waits for the device while the verify thread hashes
+/// the next chunk, so hashing never waits for the disk. Through the page cache the verify thread
+/// writes slice by slice right after hashing each slice instead (the copy into the page cache then
+/// reads bytes the hash just pulled into this core's cache), before the chunk is checked; a chunk
+/// that did not match stays unrecorded in the partial file (a resume re-verifies against the
+/// record, and the transfer is refused anyway).
 private final class StoragePipeline: Sendable {
     let pool: ChunkBufferPool
     let store: PartialFileStore
     let chunks: BlockingQueue<ChunkBuffer>
+    private let verified: BlockingQueue<ChunkBuffer>
     let events = BlockingQueue<ReceiverConnection.StageEvent>(capacity: Int.max)
     private let prefix: ChainedDigest
-    private let stageDone = DispatchSemaphore(value: 0)
+    private let stagesDone = DispatchSemaphore(value: 0)
 
     init(pool: ChunkBufferPool, store: PartialFileStore, prefix: ChainedDigest) {
         self.pool = pool
         self.store = store
         self.prefix = prefix
         self.chunks = BlockingQueue(capacity: pool.count)
+        self.verified = BlockingQueue(capacity: pool.count)
     }
 
     func start() {
-        startThread(name: "transfer-store") { [self] in
-            defer { stageDone.signal() }
+        let direct = store.writesDirectly
+        startThread(name: "transfer-verify") { [self] in
+            defer {
+                verified.close()
+                stagesDone.signal()
+            }
             var hasher = prefix
             var stopped = false
             while let buffer = chunks.pop() {
-                defer { pool.giveBack(buffer) }
-                if stopped { continue }
-                let isLast = buffer.index + 1 == store.layout.chunkCount
+                if stopped {
+                    pool.giveBack(buffer)
+                    continue
+                }
+                let data = UnsafeRawBufferPointer(buffer.data)
+                let chunkOffset = store.layout.offset(of: buffer.index)
                 do throws(TransferError) {
-                    let data = UnsafeRawBufferPointer(buffer.data)
-                    let chunkOffset = store.layout.offset(of: buffer.index)
-                    let direct = store.writesDirectly
                     var offset = 0
                     while offset < data.count {
                         let slice = UnsafeRawBufferPointer(rebasing: data[offset..<min(data.count, offset + Self.sliceLength)])
@@ -301,21 +311,38 @@ private final class StoragePipeline: Sendable {
                         if !direct { try store.write(slice, at: chunkOffset + UInt64(offset)) }
                         offset += slice.count
                     }
-                    let computed = hasher.chunkDigest(isLast: isLast)
-                    guard constantTimeEqual(computed, buffer.digest) else {
-                        stopped = true
-                        events.push(.rejected(index: buffer.index, computed: computed))
-                        continue
-                    }
-                    if direct { try store.write(data, at: chunkOffset) }
-                    try store.recordVerified(index: buffer.index, digest: buffer.digest)
                 } catch {
                     stopped = true
+                    events.push(.storageFailed("\(error)"))
+                    pool.giveBack(buffer)
+                    continue
+                }
+                let computed = hasher.chunkDigest(isLast: buffer.index + 1 == store.layout.chunkCount)
+                guard constantTimeEqual(computed, buffer.digest) else {
+                    stopped = true
+                    events.push(.rejected(index: buffer.index, computed: computed))
+                    pool.giveBack(buffer)
+                    continue
+                }
+                if !verified.push(buffer) { pool.giveBack(buffer) }
+            }
+        }
+        startThread(name: "transfer-store") { [self] in
+            defer { stagesDone.signal() }
+            var failed = false
+            while let buffer = verified.pop() {
+                defer { pool.giveBack(buffer) }
+                if failed { continue }
+                do throws(TransferError) {
+                    if direct { try store.write(UnsafeRawBufferPointer(buffer.data), at: store.layout.offset(of: buffer.index)) }
+                    try store.recordVerified(index: buffer.index, digest: buffer.digest)
+                } catch {
+                    failed = true
                     events.push(.storageFailed("\(error)"))
                     continue
                 }
                 events.push(.stored(index: buffer.index))
-                if isLast { events.push(.allStored(sha256: buffer.digest)) }
+                if buffer.index + 1 == store.layout.chunkCount { events.push(.allStored(sha256: buffer.digest)) }
             }
         }
     }
@@ -324,10 +351,11 @@ private final class StoragePipeline: Sendable {
     /// Small enough to stay in a core's L2 cache between the hash and the write.
     static let sliceLength = 256 * 1024
 
-    /// Stops the stage after what is queued and waits for it to exit (idempotent).
+    /// Stops the stages after what is queued and waits for both to exit (idempotent).
     func finish() {
         guard !finished.exchange(true, ordering: .acquiringAndReleasing) else { return }
         chunks.close()
-        stageDone.wait()
+        stagesDone.wait()
+        stagesDone.wait()
     }
 }
