@@ -7,9 +7,13 @@ public enum DestinationPhase: String, Codable, Sendable, Hashable, CaseIterable 
     /// Only in answers: the destination has no record of the migration (so nothing is reserved).
     case unknown
     case authorizing, inspecting, offering
+    /// Live: preparing the disk and paths for the guest.
+    case preparing
     /// Capacity reserved and a transfer offer made; waiting for `transferred`.
     case reserved
     case receiving, importing, creating, starting
+    /// Live: the source says the guest left it; checking that it runs here.
+    case arriving
     /// The copy runs; waiting for `cutover` (or `abort`).
     case started
     case completing, completed, rollingBack, rolledBack
@@ -24,9 +28,12 @@ public enum DestinationUndo: Codable, Sendable, Hashable {
     case removeFiles([String])
     /// Withdraws the transfer offer, which releases the reservation.
     case withdrawOffer
+    /// Live: removes the disk and console log prepared for the guest, unless the guest is here.
+    case discardLiveTarget
 
     var order: Int {
         switch self {
+        case .discardLiveTarget: 0
         case .terminateInstances: 0
         case .deregisterImages: 1
         case .removeFiles: 2
@@ -35,7 +42,14 @@ public enum DestinationUndo: Codable, Sendable, Hashable {
     }
 
     /// The copy must be gone before the destination may say it rolled back.
-    var mustSucceed: Bool { if case .terminateInstances = self { true } else { false } }
+    var mustSucceed: Bool {
+        switch self {
+        // A guest that arrived must not lose its disk; one that did not must not leave files behind
+        // that a later retry could not find.
+        case .terminateInstances, .discardLiveTarget: true
+        default: false
+        }
+    }
 }
 
 /// The destination side of a cold migration, in the style of `NegotiationStateMachine` and
@@ -58,9 +72,19 @@ public enum DestinationUndo: Codable, Sendable, Hashable {
 /// It never starts a copy before `transferred`, which the source sends only once its own copy is
 /// stopped, and once COMPLETED it never rolls back.
 ///
+/// **Live** (`proposal.live`): `propose` → policy `migrateIn` and `migrate-live` → inventory (the
+/// driver must be libvirt) → prepare an empty disk of the guest's size (discard) → RESERVED, reply
+/// `reserved` with the hypervisor URI and paths. The source's hypervisor then moves the guest here
+/// by itself. `liveMigrated` → wait for the guest to run → STARTED, reply `started`; `status` →
+/// reply what the hypervisor shows (`guest`). The discard refuses while the guest is here, so an
+/// arrived guest never loses its disk; and a live RESERVED is kept across a restart (the source's
+/// hypervisor may be moving the guest in without this process), so only the source's `abort` or the
+/// reservation timeout removes the prepared files.
+///
 /// **Resume rule** (`init(resuming:)` then `resume(now:)`):
 /// 1. COMPLETED, ROLLED BACK and STARTED stay (STARTED waits for the source's `cutover` or `abort`;
-///    it must not roll back on its own: the source may have terminated its copy already).
+///    it must not roll back on its own: the source may have terminated its copy already). A live
+///    RESERVED or ARRIVING stays RESERVED: the source decides from what both hypervisors show.
 /// 2. COMPLETING and ROLLING BACK issue their in-flight action again and go on.
 /// 3. Any other phase rolls back: the request being handled died with the process, so the source
 ///    saw it fail and is rolling back too; its `abort` (or repeated request) then finds ROLLED BACK.
@@ -93,6 +117,8 @@ public struct DestinationMigration: Sendable {
         public var rollbackReason: String?
         public var rollbackAnswer: RollbackAnswer?
         public var notes: [String]
+
+        public var isLive: Bool { proposal.live != nil }
     }
 
     public private(set) var snapshot: Snapshot
@@ -130,7 +156,8 @@ public struct DestinationMigration: Sendable {
     public mutating func begin(now: Date) -> MigrationAction {
         let spec = snapshot.proposal.instance
         let request = PolicyRequest.migrateIn(MigrationSpec(spec, region: spec.region))
-        return issue(.authorize(request, agreementID: snapshot.proposal.agreementID), phase: .authorizing, now: now)
+        let mode: MigrationMode? = snapshot.isLive ? .live : nil
+        return issue(.authorize(request, agreementID: snapshot.proposal.agreementID, mode: mode), phase: .authorizing, now: now)
     }
 
     /// Applies the resume rule (see the type's documentation).
@@ -139,6 +166,10 @@ public struct DestinationMigration: Sendable {
         case .completed: return .completed
         case .rolledBack: return .rolledBack(reason: snapshot.rollbackReason ?? "rolled back")
         case .started: return .wait
+        case .reserved where snapshot.isLive, .arriving where snapshot.isLive:
+            snapshot.phase = .reserved
+            snapshot.inFlight = nil
+            return .wait
         case .completing, .rollingBack:
             guard let action = snapshot.inFlight else { return snapshot.phase == .rollingBack ? nextUndo(now: now) : .wait }
             snapshot.attempts += 1
@@ -182,6 +213,7 @@ public struct DestinationMigration: Sendable {
             return .reply(reply(.abort(reason: "migration \(snapshot.migrationID) is already \(state.rawValue)")))
 
         case .transferred(let image):
+            if snapshot.isLive { return .reply(reply(.abort(reason: "transferred is unexpected in a live migration"))) }
             if state == .started, image == snapshot.transferred, let instance = snapshot.instance {
                 return .reply(reply(.started(instance)))
             }
@@ -197,6 +229,18 @@ public struct DestinationMigration: Sendable {
                 return rollback("image format \(image.format) was not accepted", answer: .abort, now: now)
             }
             return issue(.transport(.receive(reservation.offer, format: image.format)), phase: .receiving, now: now)
+
+        case .liveMigrated:
+            guard snapshot.isLive else { return .reply(reply(.abort(reason: "liveMigrated is unexpected in a cold migration"))) }
+            if state == .started, let instance = snapshot.instance { return .reply(reply(.started(instance))) }
+            if state == .rolledBack { return .reply(reply(.abort(reason: MigrationMessage.reasonText(snapshot.rollbackReason ?? "rolled back")))) }
+            guard state == .reserved, let live = snapshot.proposal.live else { return .reply(reply(.state(peerState))) }
+            return issue(.driver(.confirmLive(instanceID: live.instanceID)), phase: .arriving, now: now)
+
+        case .status where snapshot.isLive && state == .reserved:
+            // Looked up now: the source's hypervisor may be moving the guest in this very moment.
+            snapshot.inFlight = .driver(.probeGuest(instanceID: snapshot.proposal.live?.instanceID ?? ""))
+            return snapshot.inFlight!
 
         case .cutover:
             guard state == .started, let instance = snapshot.instance, let reservation = snapshot.reservation else {
@@ -221,10 +265,44 @@ public struct DestinationMigration: Sendable {
     public mutating func handle(_ result: StepResult, now: Date) -> MigrationAction {
         guard snapshot.inFlight != nil, !snapshot.phase.isFinal else { return .wait }
         if snapshot.phase == .rollingBack { return continueRollback(after: result, now: now) }
+        if snapshot.phase == .reserved, case .driver(.probeGuest) = snapshot.inFlight {
+            // The answer to `status`: the state, with what the hypervisor shows.
+            snapshot.inFlight = nil
+            var state = peerState
+            switch result {
+            case .presence(let presence): state.guest = presence
+            case .failed(let reason): state.reason = MigrationMessage.reasonText("cannot look at the guest: \(reason)")
+            default: break
+            }
+            return .reply(reply(.state(state)))
+        }
+        if snapshot.phase == .arriving {
+            // Not a reason to roll back: the source's hypervisor moved the guest, or is moving it.
+            if case .instance(let instance) = result, instance.state == .running {
+                let started = StartedInstance(instanceID: instance.id, addresses: instance.addresses)
+                snapshot.instance = started
+                snapshot.createdInstanceID = instance.id
+                snapshot.phase = .started
+                snapshot.phaseEnteredAt = now
+                snapshot.inFlight = nil
+                return .reply(reply(.started(started)))
+            }
+            let why: String =
+                switch result {
+                case .failed(let reason): reason
+                case .instance(let instance): "it is \(instance.state)"
+                default: "unexpected result"
+                }
+            snapshot.phase = .reserved
+            snapshot.inFlight = nil
+            var state = peerState
+            state.reason = MigrationMessage.reasonText("the guest does not run here: \(why)")
+            return .reply(reply(.state(state)))
+        }
         if snapshot.phase == .completing {
             // Metering and the offer are bookkeeping: a failure is noted, the migration is complete regardless.
             if case .failed(let reason) = result { snapshot.notes.append("after cut-over: \(reason)") }
-            if case .metering = snapshot.inFlight {
+            if case .metering = snapshot.inFlight, !snapshot.isLive {
                 return issue(.transport(.withdraw(migrationID: snapshot.migrationID)), phase: .completing, now: now)
             }
             snapshot.phase = .completed
@@ -256,6 +334,17 @@ public struct DestinationMigration: Sendable {
             guard inventory.capacity.admits(size) else {
                 return rollback("no capacity for \(size.id)", answer: .abort, now: now)
             }
+            if let live = snapshot.proposal.live {
+                guard inventory.acceptsLiveMigration else {
+                    return rollback(
+                        "live migration needs libvirt on both sides; this cloud's driver is \(inventory.driverName.isEmpty ? "another" : inventory.driverName)",
+                        answer: .abort, now: now)
+                }
+                snapshot.reservation = MigrationReservation(
+                    sizeID: size.id, acceptedFormats: [], region: inventory.region, offer: TransferOffer(host: "", port: "", token: ""))
+                snapshot.undo.append(.discardLiveTarget)
+                return issue(.driver(.prepareLive(name: spec.name, instanceID: live.instanceID, diskBytes: live.diskBytes)), phase: .preparing, now: now)
+            }
             let accepted = inventory.importFormats.filter { spec.canConvert || spec.imageFormats.contains($0) }
             guard !accepted.isEmpty else {
                 return rollback("no common image format (we import \(inventory.importFormats.map(\.rawValue)))", answer: .abort, now: now)
@@ -265,6 +354,14 @@ public struct DestinationMigration: Sendable {
             snapshot.network = spec.networkName.flatMap { inventory.networkMap[$0] } ?? inventory.defaultNetwork
             snapshot.undo.append(.withdrawOffer)
             return issue(.transport(.prepareOffer(migrationID: snapshot.migrationID, maximumBytes: maximumImageBytes)), phase: .offering, now: now)
+
+        case (.preparing, .liveTarget(let target)):
+            snapshot.reservation?.live = target
+            guard let reservation = snapshot.reservation else { return rollback("no reservation", answer: .abort, now: now) }
+            snapshot.phase = .reserved
+            snapshot.phaseEnteredAt = now
+            snapshot.inFlight = nil
+            return .reply(reply(.reserved(reservation)))
 
         case (.offering, .offer(let offer)):
             snapshot.reservation?.offer = offer
@@ -361,6 +458,10 @@ public struct DestinationMigration: Sendable {
             case .deregisterImages(let name): .driver(.deregisterImages(named: name))
             case .removeFiles(let names): .driver(.removeFiles(names))
             case .withdrawOffer: .transport(.withdraw(migrationID: snapshot.migrationID))
+            case .discardLiveTarget:
+                .driver(.discardLiveTarget(
+                    instanceID: snapshot.proposal.live?.instanceID ?? "", diskPath: snapshot.reservation?.live?.diskPath,
+                    consoleLogPath: snapshot.reservation?.live?.consoleLogPath))
             }
         snapshot.inFlight = action
         snapshot.attempts = 1

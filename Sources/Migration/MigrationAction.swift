@@ -56,6 +56,20 @@ public enum MigrationOperation: Codable, Sendable, Hashable {
     case create(name: String, sizeID: String, imageID: String, extra: [String: String])
     /// Destination: terminates every instance created from an image named `imageName`.
     case terminateInstances(fromImagesNamed: String)
+
+    // Live migration (libvirt on both sides).
+
+    /// Destination: an empty disk of `diskBytes` and the paths for the guest `name` to arrive in.
+    case prepareLive(name: String, instanceID: String, diskBytes: Int64)
+    /// Source: the hypervisor moves the running guest to `target` (it keeps running here if that
+    /// fails). Never issued twice: after a restart the source looks at the facts instead.
+    case migrateLive(instanceID: String, target: LiveMigrationOffer)
+    /// Either side: whether the guest is on this hypervisor, and running.
+    case probeGuest(instanceID: String)
+    /// Destination: waits (briefly) for the arrived guest to be running.
+    case confirmLive(instanceID: String)
+    /// Destination: removes the prepared files, refusing while the guest is here.
+    case discardLiveTarget(instanceID: String, diskPath: String?, consoleLogPath: String?)
 }
 
 /// A call into the image transport.
@@ -79,8 +93,9 @@ public enum MeteringChange: Codable, Sendable, Hashable {
 /// The one side effect a migration machine asks for. The runner stores the machine's snapshot
 /// *before* performing it, then reports the result with `handle(_:now:)`.
 public enum MigrationAction: Codable, Sendable, Hashable {
-    /// Evaluate the policy for this request and the agreement (pure, but journaled like any step).
-    case authorize(PolicyRequest, agreementID: String)
+    /// Evaluate the policy for this request and the agreement (pure, but journaled like any step);
+    /// for a live migration (`mode` `.live`) the agreement and the policy must allow that too.
+    case authorize(PolicyRequest, agreementID: String, mode: MigrationMode? = nil)
     /// Source: send to the destination and report its answer (`.answer`) or the failure.
     case send(MigrationMessage)
     /// Destination: answer the message being handled with this; handling is over.
@@ -107,6 +122,8 @@ public enum StepResult: Sendable, Hashable {
     case inventory(DestinationInventory)
     case offer(TransferOffer)
     case instance(Instance)
+    case liveTarget(LiveMigrationOffer)
+    case presence(GuestPresence)
     case done
     case failed(String)
 }
@@ -123,10 +140,14 @@ public struct DestinationInventory: Sendable, Hashable {
     public var networkMap: [String: String]
     /// The network for instances whose source network is not in `networkMap`.
     public var defaultNetwork: String?
+    /// The driver's name, for refusals.
+    public var driverName: String
+    /// Whether the driver receives live migrations (libvirt).
+    public var acceptsLiveMigration: Bool
 
     public init(
         sizes: [InstanceSize], capacity: Capacity, importFormats: [ImageFormat], region: String,
-        networkMap: [String: String] = [:], defaultNetwork: String? = nil
+        networkMap: [String: String] = [:], defaultNetwork: String? = nil, driverName: String = "", acceptsLiveMigration: Bool = false
     ) {
         self.sizes = sizes
         self.capacity = capacity
@@ -134,6 +155,8 @@ public struct DestinationInventory: Sendable, Hashable {
         self.region = region
         self.networkMap = networkMap
         self.defaultNetwork = defaultNetwork
+        self.driverName = driverName
+        self.acceptsLiveMigration = acceptsLiveMigration
     }
 }
 

@@ -215,7 +215,7 @@ public struct MigrationJournal: Sendable {
     /// instance yet (an instance, once created, counts in the driver's own capacity; while `creating`
     /// it may be counted twice, which errs on the safe side).
     public func reservedSizeIDs(excluding migrationID: String? = nil) throws -> [String] {
-        let phases = [DestinationPhase.offering, .reserved, .receiving, .importing, .creating].map(\.rawValue)
+        let phases = [DestinationPhase.offering, .preparing, .reserved, .receiving, .importing, .creating, .arriving].map(\.rawValue)
         let rows = try database.read { db in
             try Row.fetchAll(
                 db,

@@ -2,13 +2,14 @@ import Foundation
 import Providers
 
 /// A message of `urn:intercloud:migration:0`, exchanged between the source and the destination
-/// broker of one cold migration. Every message the source sends is a request the destination answers
-/// with exactly one message:
+/// broker of one migration, cold or live (`MigrationProposal.live`). Every message the source sends
+/// is a request the destination answers with exactly one message:
 ///
 /// | source sends      | destination answers                                         |
 /// |-------------------|-------------------------------------------------------------|
 /// | `propose`         | `reserved`, or `abort` (refused, nothing reserved)          |
 /// | `transferred`     | `started` (running and confirmed), or `abort` (rolled back) |
+/// | `liveMigrated`    | `started` (the guest runs here), or `state` (not yet)       |
 /// | `cutover`         | `state` (`completed`, or the state it is in instead)        |
 /// | `abort`           | `state` (`rolledBack`, `completed` if it is too late, ...)  |
 /// | `status`          | `state`                                                     |
@@ -36,6 +37,9 @@ public struct MigrationMessage: Codable, Sendable, Hashable {
         case reserved(MigrationReservation)
         /// Source → destination: the source instance is stopped and its disk was sent.
         case transferred(TransferredImage)
+        /// Source → destination, live only: the hypervisor moved the guest; it is gone from the
+        /// source. The destination answers `started` once it sees the guest run there.
+        case liveMigrated
         /// Destination → source: the instance runs at the destination (checked, not just requested).
         case started(StartedInstance)
         /// Source → destination: commit. After the answer the destination no longer rolls back.
@@ -54,6 +58,7 @@ public struct MigrationMessage: Codable, Sendable, Hashable {
         case .propose: "propose"
         case .reserved: "reserved"
         case .transferred: "transferred"
+        case .liveMigrated: "liveMigrated"
         case .started: "started"
         case .cutover: "cutover"
         case .abort: "abort"
@@ -63,16 +68,64 @@ public struct MigrationMessage: Codable, Sendable, Hashable {
     }
 }
 
+/// Cold (stop, copy the disk, start there) or live (the hypervisors move the running guest).
+public enum MigrationMode: String, Codable, Sendable, Hashable, CaseIterable {
+    case cold, live
+}
+
 /// What the source asks the destination to host.
 public struct MigrationProposal: Codable, Sendable, Hashable {
     /// The agreement (negotiated with `urn:intercloud:negotiation:0`) the migration runs under.
     public var agreementID: String
     public var instance: MigratingInstanceSpec
+    /// Present for a live migration: what the destination needs to prepare for the guest.
+    public var live: LiveMigrationRequest?
 
-    public init(agreementID: String, instance: MigratingInstanceSpec) {
+    public init(agreementID: String, instance: MigratingInstanceSpec, live: LiveMigrationRequest? = nil) {
         self.agreementID = agreementID
         self.instance = instance
+        self.live = live
     }
+
+    public var mode: MigrationMode { live == nil ? .cold : .live }
+}
+
+/// The source's part of a live migration proposal.
+public struct LiveMigrationRequest: Codable, Sendable, Hashable {
+    /// The guest's identity on both hypervisors (libvirt keeps the domain UUID across a migration):
+    /// the destination looks for it to know whether the guest arrived.
+    public var instanceID: String
+    /// The virtual size of the guest's disk; the destination prepares an empty disk of this size.
+    public var diskBytes: Int64
+
+    public init(instanceID: String, diskBytes: Int64) {
+        self.instanceID = instanceID
+        self.diskBytes = diskBytes
+    }
+}
+
+/// Where a live-migrated guest lands, as the destination tells the source: its hypervisor's URI
+/// (as the source's hypervisor must reach it) and the files it prepared there.
+public struct LiveMigrationOffer: Codable, Sendable, Hashable {
+    public var uri: String
+    public var diskPath: String
+    public var consoleLogPath: String
+
+    public init(uri: String, diskPath: String, consoleLogPath: String) {
+        self.uri = uri
+        self.diskPath = diskPath
+        self.consoleLogPath = consoleLogPath
+    }
+}
+
+/// What a live migration's destination sees of the guest on its hypervisor.
+public enum GuestPresence: String, Codable, Sendable, Hashable {
+    /// No such guest.
+    case absent
+    /// Defined but not running: an incoming migration still in progress (or one that failed and
+    /// has not been cleaned up by the hypervisor yet).
+    case arriving
+    case running
 }
 
 /// The instance being moved, as the source describes it.
@@ -130,13 +183,17 @@ public struct MigrationReservation: Codable, Sendable, Hashable {
     /// Formats the destination imports, most preferred first.
     public var acceptedFormats: [ImageFormat]
     public var region: String
+    /// Cold migration: where to send the disk. Empty for a live migration.
     public var offer: TransferOffer
+    /// Live migration: where the guest goes.
+    public var live: LiveMigrationOffer?
 
-    public init(sizeID: String, acceptedFormats: [ImageFormat], region: String, offer: TransferOffer) {
+    public init(sizeID: String, acceptedFormats: [ImageFormat], region: String, offer: TransferOffer, live: LiveMigrationOffer? = nil) {
         self.sizeID = sizeID
         self.acceptedFormats = acceptedFormats
         self.region = region
         self.offer = offer
+        self.live = live
     }
 }
 
@@ -170,11 +227,15 @@ public struct MigrationPeerState: Codable, Sendable, Hashable {
     public var phase: DestinationPhase
     public var instance: StartedInstance?
     public var reason: String?
+    /// Live migration, in answer to `status`: what the destination's hypervisor shows of the guest
+    /// (looked up for the answer, not remembered).
+    public var guest: GuestPresence?
 
-    public init(phase: DestinationPhase, instance: StartedInstance? = nil, reason: String? = nil) {
+    public init(phase: DestinationPhase, instance: StartedInstance? = nil, reason: String? = nil, guest: GuestPresence? = nil) {
         self.phase = phase
         self.instance = instance
         self.reason = reason
+        self.guest = guest
     }
 }
 
@@ -229,19 +290,30 @@ extension MigrationMessage {
             try Self.checkAddresses(spec.addresses)
             if let network = spec.networkName { try Self.checkText(network, "network name", allowEmpty: false) }
             if let region = spec.region { try Self.checkText(region, "region", allowEmpty: false) }
+            if let live = proposal.live {
+                try Self.checkIdentifier(live.instanceID, "live instance id")
+                guard (1...(Int64(1) << 50)).contains(live.diskBytes) else {
+                    throw MigrationMessageError("live disk of \(live.diskBytes) bytes out of range")
+                }
+            }
         case .reserved(let reservation):
             try Self.checkIdentifier(reservation.sizeID, "size id")
-            guard !reservation.acceptedFormats.isEmpty else { throw MigrationMessageError("no accepted image format") }
             try Self.checkList(reservation.acceptedFormats.count, "accepted formats")
             try Self.checkText(reservation.region, "region", allowEmpty: true)
-            try Self.checkOffer(reservation.offer)
+            if let live = reservation.live {
+                // A live reservation moves no file: its transfer offer is empty.
+                try Self.checkLiveOffer(live)
+            } else {
+                guard !reservation.acceptedFormats.isEmpty else { throw MigrationMessageError("no accepted image format") }
+                try Self.checkOffer(reservation.offer)
+            }
         case .transferred(let image):
             guard image.bytes > 0 else { throw MigrationMessageError("image of \(image.bytes) bytes") }
             try Self.checkSHA256(image.sha256)
         case .started(let started):
             try Self.checkIdentifier(started.instanceID, "instance id")
             try Self.checkAddresses(started.addresses)
-        case .cutover, .status:
+        case .cutover, .status, .liveMigrated:
             break
         case .abort(let reason):
             try Self.checkText(reason, "reason", allowEmpty: true)
@@ -305,6 +377,27 @@ extension MigrationMessage {
         try checkText(offer.host, "transfer host", allowEmpty: false)
         try checkText(offer.port, "transfer port", allowEmpty: false)
         try checkText(offer.token, "transfer token", allowEmpty: false)
+    }
+
+    /// The schemes of libvirt URIs a source's hypervisor may be asked to connect to.
+    static let liveURISchemes: Set<String> = ["qemu", "qemu+unix", "qemu+tcp", "qemu+tls", "qemu+ssh"]
+
+    /// The destination's hypervisor URI and paths go into the source's hypervisor (its connection
+    /// target and, between single quotes, the domain XML): a libvirt QEMU URI, and absolute paths of
+    /// plain characters, nothing that could end an XML attribute or start a shell word.
+    static func checkLiveOffer(_ live: LiveMigrationOffer) throws(MigrationMessageError) {
+        guard !live.uri.isEmpty, live.uri.utf8.count <= maximumTextLength,
+              live.uri.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "+:/._-?=&@[]%,~".unicodeScalars.contains($0)) }),
+              let separator = live.uri.range(of: "://"), liveURISchemes.contains(String(live.uri[..<separator.lowerBound]))
+        else {
+            throw MigrationMessageError("live target \"\(live.uri.prefix(60))\" is not a libvirt QEMU URI (\(liveURISchemes.sorted().joined(separator: ", ")))")
+        }
+        for (path, what) in [(live.diskPath, "live disk path"), (live.consoleLogPath, "live console log path")] {
+            guard path.hasPrefix("/"), path.utf8.count <= maximumTextLength,
+                  path.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "/._-".unicodeScalars.contains($0)) }),
+                  !path.split(separator: "/").contains("..")
+            else { throw MigrationMessageError("\(what) \"\(path.prefix(60))\" is not an absolute path of letters, digits and /._-") }
+        }
     }
 
     static func checkSHA256(_ value: String) throws(MigrationMessageError) {

@@ -62,3 +62,10 @@ public protocol MeteringHandoff: Sendable {
 public typealias MigrationAuthorizer = @Sendable (
     _ request: PolicyRequest, _ peer: String, _ agreementID: String, _ now: Date
 ) async -> PolicyDecision
+
+/// Decides whether a migration that `MigrationAuthorizer` allowed may also be live: the agreement
+/// must grant `migrate-live` and the policy must allow it for the peer (the broker checks both).
+/// `role` says which side asks: the source (moving out) or the destination (moving in).
+public typealias LiveMigrationAuthorizer = @Sendable (
+    _ role: MigrationRole, _ peer: String, _ agreementID: String, _ now: Date
+) async -> PolicyDecision

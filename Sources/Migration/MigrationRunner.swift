@@ -31,12 +31,21 @@ public actor MigrationRunner {
         public var bootTimeout: Duration
         /// `.retry` actions performed in one run before the run stops as stalled (`resume()` goes on).
         public var maxRetriesPerRun: Int
+        /// Live migration (destination side): this hypervisor's URI as the source's hypervisor must
+        /// reach it; nil: the URI the driver itself connects with (right when both hypervisors share
+        /// a host or the driver's URI is already a network one).
+        public var liveURI: String?
+        /// Live migration: how long the destination waits for an arrived guest to be running.
+        public var liveArrivalTimeout: Duration
 
         public init(
             workDirectory: URL, region: String = "default", migration: MigrationConfiguration = .init(),
             exportFormats: [ImageFormat]? = nil, importFormats: [ImageFormat]? = nil, networkMap: [String: String] = [:],
-            defaultNetwork: String? = nil, bootTimeout: Duration = .seconds(120), maxRetriesPerRun: Int = 5
+            defaultNetwork: String? = nil, bootTimeout: Duration = .seconds(120), maxRetriesPerRun: Int = 5,
+            liveURI: String? = nil, liveArrivalTimeout: Duration = .seconds(30)
         ) {
+            self.liveURI = liveURI
+            self.liveArrivalTimeout = liveArrivalTimeout
             self.workDirectory = workDirectory
             self.region = region
             self.migration = migration
@@ -100,6 +109,7 @@ public actor MigrationRunner {
     let transport: any ImageTransport
     let link: (any MigrationPeerLink)?
     let authorize: MigrationAuthorizer
+    let authorizeLive: LiveMigrationAuthorizer?
     let metering: (any MeteringHandoff)?
     let configuration: Configuration
     let observer: JournalObserver?
@@ -116,9 +126,10 @@ public actor MigrationRunner {
 
     public init(
         driver: any CloudDriver, journal: MigrationJournal, transport: any ImageTransport, link: (any MigrationPeerLink)?,
-        authorize: @escaping MigrationAuthorizer, metering: (any MeteringHandoff)? = nil, configuration: Configuration,
-        observer: JournalObserver? = nil
+        authorize: @escaping MigrationAuthorizer, authorizeLive: LiveMigrationAuthorizer? = nil, metering: (any MeteringHandoff)? = nil,
+        configuration: Configuration, observer: JournalObserver? = nil
     ) {
+        self.authorizeLive = authorizeLive
         self.driver = driver
         self.journal = journal
         self.transport = transport
@@ -135,15 +146,24 @@ public actor MigrationRunner {
 
     // MARK: source
 
-    /// Moves the running local instance `instanceID` to `peer` under `agreementID`.
+    /// Moves the running local instance `instanceID` to `peer` under `agreementID`; `.live` keeps
+    /// it running while the hypervisors move it (libvirt on both sides, agreement granting
+    /// `migrate-live`).
     public func migrate(
         instanceID: String, to peer: String, agreementID: String, migrationID: String = UUID().uuidString.lowercased(),
-        region: String? = nil, networkName: String? = nil
+        region: String? = nil, networkName: String? = nil, mode: MigrationMode = .cold
     ) async throws -> Result {
         try checkAlive()
         try MigrationMessage.checkIdentifier(migrationID, "migration id")
         try MigrationMessage.checkIdentifier(agreementID, "agreement id")
         guard try journal.sourceSnapshot(migrationID) == nil else { throw RunnerError.duplicate(migrationID) }
+        if mode == .live {
+            guard driver is LibvirtDriver else {
+                throw RunnerError.instance(
+                    "live migration needs libvirt on both sides; this cloud's driver is \(driver.driverName): migrate without --live (cold)")
+            }
+            try MigrationMessage.checkIdentifier(instanceID, "instance id")
+        }
         let instance = try await driver.describe(instance: instanceID)
         guard instance.state == .running else {
             throw RunnerError.instance("instance \(instanceID) is \(instance.state); only a running instance is migrated")
@@ -151,6 +171,18 @@ public actor MigrationRunner {
         let sizes = try await driver.listSizes()
         guard let size = sizes.first(where: { $0.id == instance.sizeID }) else {
             throw RunnerError.instance("instance \(instanceID) has no known size (\(instance.sizeID ?? "none"))")
+        }
+        if mode == .live, let libvirt = driver as? LibvirtDriver {
+            let diskBytes = try await libvirt.liveMigrationDiskBytes(instance: instanceID)
+            let spec = MigratingInstanceSpec(
+                name: instance.name, instanceType: size.id, vCPU: size.vCPU, memoryMiB: size.memoryMiB, diskGiB: size.diskGiB,
+                imageFormats: [], canConvert: true, addresses: Array(instance.addresses.prefix(16)),
+                networkName: networkName ?? instance.extra["network"], region: region)
+            var machine = SourceMigration(
+                migrationID: migrationID, agreementID: agreementID, peer: peer, instanceID: instanceID, spec: spec,
+                configuration: configuration.migration, mode: .live, liveDiskBytes: diskBytes, now: Date())
+            let first = machine.begin(now: Date())
+            return Result(migrationID: migrationID, role: .source, outcome: try await runSource(&machine, first))
         }
         let exportable = Self.preferenceOrder(configuration.exportFormats, available: driver.capabilities.exportFormats)
         // A driver that cannot snapshot and export a disk (EC2 here: ExportImage is not implemented)
@@ -358,6 +390,8 @@ public actor MigrationRunner {
             case .instance(let instance): ("succeeded", "instance \(instance.id) \(instance.state)")
             case .offer: ("succeeded", "offer prepared")
             case .inventory(let inventory): ("succeeded", "\(inventory.sizes.count) sizes")
+            case .liveTarget(let target): ("succeeded", "live target \(target.uri) disk \(target.diskPath)")
+            case .presence(let presence): ("succeeded", "guest \(presence.rawValue)")
             case .done: ("succeeded", "")
             }
         try journal.log(migrationID: id, role: role, phase: phase, step: step, outcome: outcome, detail: detail, now: Date())
@@ -403,6 +437,11 @@ public actor MigrationRunner {
         case .importImage: "import"
         case .create: "create"
         case .terminateInstances: "terminate-instances"
+        case .prepareLive: "prepare-live"
+        case .migrateLive: "migrate-live"
+        case .probeGuest: "probe-guest"
+        case .confirmLive: "confirm-live"
+        case .discardLiveTarget: "discard-live-target"
         }
     }
 
@@ -432,8 +471,13 @@ public actor MigrationRunner {
     private func perform(_ action: MigrationAction, migrationID: String, role: MigrationRole, peer: String) async -> StepResult {
         do {
             switch action {
-            case .authorize(let request, let agreementID):
-                return .authorized(await authorize(request, peer, agreementID, Date()))
+            case .authorize(let request, let agreementID, let mode):
+                let decision = await authorize(request, peer, agreementID, Date())
+                guard decision.isAllowed, mode == .live else { return .authorized(decision) }
+                guard let authorizeLive else {
+                    return .authorized(.denied([PolicyReason(code: "live-not-allowed", message: "this broker does not allow live migration")]))
+                }
+                return .authorized(await authorizeLive(role, peer, agreementID, Date()))
             case .send(let message):
                 guard let link else { throw RunnerError.peer("no peer link configured") }
                 let answer = try await link.send(message, to: peer)
@@ -557,7 +601,8 @@ public actor MigrationRunner {
             return .inventory(DestinationInventory(
                 sizes: sizes, capacity: capacity,
                 importFormats: Self.preferenceOrder(configuration.importFormats, available: driver.capabilities.importFormats),
-                region: configuration.region, networkMap: configuration.networkMap, defaultNetwork: configuration.defaultNetwork))
+                region: configuration.region, networkMap: configuration.networkMap, defaultNetwork: configuration.defaultNetwork,
+                driverName: driver.driverName, acceptsLiveMigration: driver is LibvirtDriver))
         case .importImage(let file, let name):
             let url = try workDirectory(migrationID).appendingPathComponent(file.name)
             let image: Image
@@ -585,6 +630,55 @@ public actor MigrationRunner {
                 try await driver.waitFor(instance: instance.id, state: [.terminated], timeout: .seconds(120), pollInterval: .milliseconds(50))
             }
             return .done
+        case .prepareLive(let name, _, let diskBytes):
+            let target = try await libvirt().prepareLiveMigration(name: name, virtualSizeBytes: diskBytes)
+            return .liveTarget(LiveMigrationOffer(
+                uri: configuration.liveURI ?? target.uri, diskPath: target.disk.path, consoleLogPath: target.consoleLog.path))
+        case .migrateLive(let id, let target):
+            try await libvirt().migrateLive(
+                instance: id,
+                to: .init(uri: target.uri, disk: URL(fileURLWithPath: target.diskPath), consoleLog: URL(fileURLWithPath: target.consoleLogPath)))
+            return .done
+        case .probeGuest(let id):
+            return .presence(try await guestPresence(id))
+        case .confirmLive(let id):
+            return .instance(try await driver.waitFor(
+                instance: id, state: [.running], timeout: configuration.liveArrivalTimeout, pollInterval: .milliseconds(100)))
+        case .discardLiveTarget(let id, let diskPath, let consoleLogPath):
+            let presence = try await guestPresence(id)
+            guard presence == .absent else {
+                throw RunnerError.instance("guest \(id) is here (\(presence.rawValue)): its prepared disk stays")
+            }
+            let directory = try libvirt().configuration.instanceDirectory?.standardizedFileURL.path
+            for path in [diskPath, consoleLogPath].compactMap({ $0 }) {
+                // Only files this driver prepared: inside its instance directory.
+                guard let directory, URL(fileURLWithPath: path).standardizedFileURL.path.hasPrefix(directory + "/") else {
+                    throw RunnerError.instance("\(path) is not in this hypervisor's instance directory")
+                }
+                if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
+            }
+            return .done
+        }
+    }
+
+    private func libvirt() throws -> LibvirtDriver {
+        guard let libvirt = driver as? LibvirtDriver else {
+            throw RunnerError.instance("live migration needs libvirt on both sides; this cloud's driver is \(driver.driverName)")
+        }
+        return libvirt
+    }
+
+    /// Whether the guest is on this hypervisor, from the hypervisor itself.
+    private func guestPresence(_ id: String) async throws -> GuestPresence {
+        do {
+            let instance = try await driver.describe(instance: id)
+            switch instance.state {
+            case .running: return .running
+            case .terminated: return .absent
+            default: return .arriving
+            }
+        } catch let error as ProviderError where error.code == .notFound {
+            return .absent
         }
     }
 }

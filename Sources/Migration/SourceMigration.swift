@@ -5,6 +5,11 @@ import Providers
 /// Where the source side of a migration stands.
 public enum SourcePhase: String, Codable, Sendable, Hashable, CaseIterable {
     case authorizing, proposing, stopping, poweringOff, snapshotting, exporting, converting, transferring
+    /// Live: the hypervisor is moving the running guest to the destination's.
+    case migratingLive
+    /// Live: the move's outcome is not known (it failed, or the process restarted during it); the
+    /// source looks at its hypervisor and asks the destination what theirs shows.
+    case verifyingLive
     /// `transferred` sent; waiting for the destination to confirm its copy runs.
     case announcing
     /// `cutover` sent; the destination's answer commits the migration.
@@ -87,6 +92,24 @@ public enum SourceUndo: Codable, Sendable, Hashable {
 ///    limit: giving up there would leave zero or two running copies.
 /// So both sides end in COMPLETED, or both in ROLLED BACK with the source running: the destination
 /// answers an `abort` sent after its commit with `completed`, and the source then finishes forward.
+///
+/// **Live migration** (`mode` `.live`, libvirt on both sides): the guest never stops.
+///
+/// | phase          | action                                          | undo recorded            |
+/// |----------------|-------------------------------------------------|--------------------------|
+/// | authorizing    | `migrateOut`, and the agreement grants live     | —                        |
+/// | proposing      | send `propose` with the disk size               | abort at the destination |
+/// | migratingLive  | hypervisor moves the guest to the reserved URI  | —                        |
+/// | verifyingLive  | (when the move failed or its outcome was lost) look at the guest here, ask the destination (`status`) |
+/// | announcing     | send `liveMigrated`, answered `started`         | none: the guest left     |
+/// | cuttingOver …  | send `cutover`, then hand over metering         | none                     |
+///
+/// The source decides from facts, never from what it last tried: the guest running here and not
+/// at the destination means the move failed (the hypervisor keeps it running here), so it rolls
+/// back (the destination removes what it prepared); the guest gone from here means it moved, so it
+/// goes forward and retries until the destination confirms. While the destination still shows the
+/// guest arriving (a move the hypervisors are still doing), it waits. After a restart during
+/// `migratingLive` the move is not issued again: the source verifies instead.
 public struct SourceMigration: Sendable {
     /// Everything the machine knows; storing and restoring it loses nothing.
     public struct Snapshot: Codable, Sendable, Hashable {
@@ -117,6 +140,16 @@ public struct SourceMigration: Sendable {
         public var rollbackReason: String?
         /// Problems that did not change the outcome (a leftover file, a failed cleanup).
         public var notes: [String]
+        /// nil: cold (snapshots stored before live migration existed are cold).
+        public var mode: MigrationMode?
+        /// Live: the virtual size of the guest's disk, for the destination to prepare.
+        public var liveDiskBytes: Int64?
+        /// Live: the guest has left this hypervisor (from here on only forward).
+        public var guestLeft: Bool?
+        /// Live: why the hypervisor's move failed, while verifying.
+        public var liveFailure: String?
+
+        public var isLive: Bool { mode == .live }
     }
 
     public private(set) var snapshot: Snapshot
@@ -127,13 +160,14 @@ public struct SourceMigration: Sendable {
 
     public init(
         migrationID: String, agreementID: String, peer: String, instanceID: String, spec: MigratingInstanceSpec,
-        configuration: MigrationConfiguration = .init(), now: Date
+        configuration: MigrationConfiguration = .init(), mode: MigrationMode = .cold, liveDiskBytes: Int64? = nil, now: Date
     ) {
         snapshot = Snapshot(
             migrationID: migrationID, agreementID: agreementID, peer: peer, instanceID: instanceID, spec: spec,
             configuration: configuration, phase: .authorizing, phaseEnteredAt: now, inFlight: nil, attempts: 0,
             reservation: nil, exportFormat: nil, transferFormat: nil, snapshotImageID: nil, exported: nil,
-            transferFile: nil, destinationInstance: nil, undo: [], currentUndo: nil, rollbackReason: nil, notes: [])
+            transferFile: nil, destinationInstance: nil, undo: [], currentUndo: nil, rollbackReason: nil, notes: [],
+            mode: mode, liveDiskBytes: liveDiskBytes, guestLeft: nil, liveFailure: nil)
     }
 
     /// Restores a stored machine; call `resume(now:)` next and perform its action.
@@ -149,7 +183,7 @@ public struct SourceMigration: Sendable {
     public mutating func begin(now: Date) -> MigrationAction {
         guard snapshot.inFlight == nil, snapshot.phase == .authorizing else { return snapshot.inFlight ?? .wait }
         let request = PolicyRequest.migrateOut(MigrationSpec(snapshot.spec, region: snapshot.spec.region))
-        return issue(.authorize(request, agreementID: snapshot.agreementID), phase: .authorizing, now: now)
+        return issue(.authorize(request, agreementID: snapshot.agreementID, mode: snapshot.isLive ? .live : nil), phase: .authorizing, now: now)
     }
 
     /// Applies the resume rule (see the type's documentation).
@@ -164,6 +198,11 @@ public struct SourceMigration: Sendable {
             // a damaged snapshot, and undoing is the safe way out of it.
             return snapshot.phase == .authorizing ? begin(now: now) : rollback("no step recorded while \(snapshot.phase.rawValue)", now: now)
         }
+        if case .driver(.migrateLive) = action {
+            // The hypervisor's move was under way when this process stopped (it went on, or ended,
+            // without us): look at where the guest is rather than move it again.
+            return verifyLive(now: now)
+        }
         snapshot.attempts += 1
         if snapshot.attempts > snapshot.configuration.maxAttempts && !mustSucceed {
             return handle(.failed("gave up after \(snapshot.attempts - 1) attempts"), now: now)
@@ -177,6 +216,8 @@ public struct SourceMigration: Sendable {
     /// Whether the in-flight step may not be abandoned.
     private var mustSucceed: Bool {
         if snapshot.phase.isCommitted { return true }
+        // Once the hypervisor may have moved the guest, giving up could leave no running copy.
+        if snapshot.isLive, [.migratingLive, .verifyingLive, .announcing, .cuttingOver].contains(snapshot.phase) { return true }
         if snapshot.phase == .rollingBack { return snapshot.currentUndo?.mustSucceed ?? false }
         return false
     }
@@ -185,6 +226,7 @@ public struct SourceMigration: Sendable {
     public mutating func handle(_ result: StepResult, now: Date) -> MigrationAction {
         guard let inFlight = snapshot.inFlight, !snapshot.phase.isFinal else { return resume(now: now) }
         if snapshot.phase == .rollingBack { return continueRollback(after: result, now: now) }
+        if snapshot.isLive, let next = handleLive(result, inFlight: inFlight, now: now) { return next }
         if case .failed(let reason) = result { return failed(inFlight, reason: reason, now: now) }
         let spec = snapshot.spec
         switch (snapshot.phase, result) {
@@ -192,7 +234,8 @@ public struct SourceMigration: Sendable {
             guard decision.isAllowed else {
                 return finishRolledBack("policy refused: \(decision.reasons.map(\.description).joined(separator: "; "))", now: now)
             }
-            let proposal = MigrationProposal(agreementID: snapshot.agreementID, instance: spec)
+            let live = snapshot.isLive ? LiveMigrationRequest(instanceID: snapshot.instanceID, diskBytes: snapshot.liveDiskBytes ?? 0) : nil
+            let proposal = MigrationProposal(agreementID: snapshot.agreementID, instance: spec, live: live)
             snapshot.undo.append(.abortDestination(mustConfirm: false))
             return issue(.send(message(.propose(proposal))), phase: .proposing, now: now)
 
@@ -329,6 +372,8 @@ public struct SourceMigration: Sendable {
         snapshot.undo = []
         snapshot.currentUndo = nil
         snapshot.rollbackReason = nil
+        // Live: the hypervisor already removed the guest and its disk here; no image, no file.
+        if snapshot.isLive { return issueMeteringHandoff(now: now) }
         return issue(.driver(.terminate(instanceID: snapshot.instanceID)), phase: .terminating, now: now)
     }
 
@@ -353,6 +398,93 @@ public struct SourceMigration: Sendable {
             return .retry(after: snapshot.configuration.retryDelay, reason: "\(snapshot.phase.rawValue): \(reason)")
         }
         return rollback("\(snapshot.phase.rawValue) failed: \(reason)", now: now)
+    }
+
+    // MARK: live migration
+
+    /// The live steps (nil: the step is one cold and live share, handled by `handle`).
+    private mutating func handleLive(_ result: StepResult, inFlight: MigrationAction, now: Date) -> MigrationAction? {
+        switch (snapshot.phase, result) {
+        case (.proposing, .answer(let answer)):
+            guard case .reserved(let reservation) = answer.body else { return nil }
+            guard let target = reservation.live else { return rollback("the destination offered no live migration target", now: now) }
+            snapshot.reservation = reservation
+            return issue(.driver(.migrateLive(instanceID: snapshot.instanceID, target: target)), phase: .migratingLive, now: now)
+
+        case (.migratingLive, .done):
+            return announceLive(now: now)
+
+        case (.migratingLive, .failed(let reason)):
+            snapshot.liveFailure = reason
+            return verifyLive(now: now)
+
+        case (.verifyingLive, .presence(let here)):
+            switch here {
+            case .absent: return announceLive(now: now)
+            case .running:
+                // Running here: ask what the destination's hypervisor shows before undoing anything.
+                snapshot.inFlight = .send(message(.status))
+                return snapshot.inFlight!
+            case .arriving:
+                return waitAndVerify("the guest is here but not running (a move ending?)", now: now)
+            }
+
+        case (.verifyingLive, .answer(let answer)):
+            guard case .state(let state) = answer.body else { return waitAndVerify("unexpected answer \(answer.kind) to status", now: now) }
+            switch state.guest {
+            case .arriving?: return waitAndVerify("the destination shows the guest arriving: the hypervisors are still moving it", now: now)
+            case .running?: return waitAndVerify("the destination shows the guest running while it runs here too", now: now)
+            case .absent? where state.phase == .reserved, nil where state.phase == .rolledBack || state.phase == .unknown:
+                // Running here, not there: the move failed and the hypervisor kept the guest here.
+                return rollback("live migration failed: \(snapshot.liveFailure ?? "the process stopped during the move")", now: now)
+            default:
+                // The destination could not look, or says something that does not fit the guest running here.
+                return waitAndVerify("the destination answered \(describe(answer)) while the guest runs here", now: now)
+            }
+
+        case (.verifyingLive, .failed(let reason)):
+            return waitAndVerify(reason, now: now)
+
+        case (.announcing, .answer(let answer)):
+            switch answer.body {
+            case .started(let started):
+                snapshot.destinationInstance = started
+                return issue(.send(message(.cutover)), phase: .cuttingOver, now: now)
+            case .state(let state) where state.phase == .completed:
+                return commit(destination: state.instance, now: now)
+            default:
+                // The guest left here: there is no going back, only asking again.
+                return .retry(after: snapshot.configuration.retryDelay, reason: "the destination has not confirmed the guest runs there (answered \(describe(answer)))")
+            }
+
+        case (.announcing, .failed(let reason)), (.cuttingOver, .failed(let reason)):
+            return .retry(after: snapshot.configuration.retryDelay, reason: "\(snapshot.phase.rawValue): \(reason)")
+
+        case (.cuttingOver, .answer(let answer)):
+            if case .state(let state) = answer.body, state.phase == .completed { return commit(destination: state.instance, now: now) }
+            return .retry(after: snapshot.configuration.retryDelay, reason: "the destination did not commit the cut-over (answered \(describe(answer)))")
+
+        default:
+            return nil
+        }
+    }
+
+    /// The guest left: tell the destination, which answers once it sees the guest running there.
+    private mutating func announceLive(now: Date) -> MigrationAction {
+        snapshot.guestLeft = true
+        snapshot.undo = []
+        return issue(.send(message(.liveMigrated)), phase: .announcing, now: now)
+    }
+
+    /// Looks at the guest here first; the destination is asked next when it still runs here.
+    private mutating func verifyLive(now: Date) -> MigrationAction {
+        issue(.driver(.probeGuest(instanceID: snapshot.instanceID)), phase: .verifyingLive, now: now)
+    }
+
+    /// Verifies again after a pause, from the guest here (what was true a moment ago may not be).
+    private mutating func waitAndVerify(_ reason: String, now: Date) -> MigrationAction {
+        _ = verifyLive(now: now)
+        return .retry(after: snapshot.configuration.retryDelay, reason: reason)
     }
 
     // MARK: rollback

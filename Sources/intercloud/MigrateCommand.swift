@@ -76,7 +76,7 @@ func progressBar(_ progress: MigrationProgressRecord) -> String {
 struct MigrateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "migrate",
-        abstract: "Move a running instance of this cloud to a trusted peer cloud (cold migration).",
+        abstract: "Move a running instance of this cloud to a trusted peer cloud (cold, or live with --live).",
         discussion: """
             Asks the running broker (`intercloud serve --config FILE`) to migrate INSTANCE to
             --to over urn:intercloud:migration:0, under --agreement (default: the newest agreement
@@ -94,6 +94,20 @@ struct MigrateCommand: AsyncParsableCommand {
 
               intercloud migrate i-3f2a9c --to broker@cloud2.example --config cloud1.toml
 
+            With --live the instance keeps running while it moves: the hypervisors copy its memory
+            and disk (libvirt peer-to-peer migration, virDomainMigrateToURI3). Possible only when
+            both clouds' provider driver is libvirt, the agreement grants migrate-live next to
+            migrate-in (intercloud negotiate --entitle migrate-in,migrate-live), and both brokers'
+            policy entries for each other list migrate-live; otherwise it is refused, audited, and
+            nothing changes. The destination's hypervisor must be reachable from the source's at
+            the URI the destination broker offers (its migration live URI setting; by default its
+            provider `uri`, right when both hypervisors share a host). Steps: authorize → destination prepares an empty disk → source's
+            hypervisor moves the guest → destination confirms it runs there → metering moves.
+            If the move fails the guest keeps running here and the destination removes what it
+            prepared; after a broker restart the source decides from where the guest actually is.
+
+              intercloud migrate 6f1c…-uuid --to broker@cloud2.example --live --config cloud1.toml
+
             Exit status 0 when completed, 1 when rolled back or not finished in --timeout.
             Follow any migration with `intercloud migrations watch ID`.
             """)
@@ -101,7 +115,8 @@ struct MigrateCommand: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Broker configuration file (TOML).") var config: String
     @Argument(help: "Instance ID in this cloud's provider (see `intercloud provider instances`).") var instance: String
     @Option(help: "Destination broker JID (bare).") var to: String
-    @Option(help: "Agreement ID (default: the newest in force granting migrate-in).") var agreement: String?
+    @Option(help: "Agreement ID (default: the newest in force granting migrate-in, and migrate-live with --live).") var agreement: String?
+    @Flag(help: "Live migration: the instance keeps running (libvirt on both sides, agreement granting migrate-live).") var live = false
     @Option(help: "Seconds to follow the migration.") var timeout: Double = 600
     @Option(help: "Output format: table or json.") var output: OutputFormat = .table
 
@@ -109,8 +124,9 @@ struct MigrateCommand: AsyncParsableCommand {
         let (_, database, journal) = try openMigrationJournal(config)
         let peer = try JID(to).bare.description
         let id = "mig-\((0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined())"
-        try MigrationService.request(database: database, id: id, instanceID: instance, peer: peer, agreementID: agreement, now: Date())
-        if output == .table { emit("migration \(id): \(instance) → \(peer)") }
+        try MigrationService.request(
+            database: database, id: id, instanceID: instance, peer: peer, agreementID: agreement, mode: live ? .live : .cold, now: Date())
+        if output == .table { emit("\(live ? "live " : "")migration \(id): \(instance) → \(peer)") }
         // Wait for the broker to take the request (or say why it could not start it).
         let started = Date()
         while try journal.steps(id).isEmpty {
@@ -130,7 +146,9 @@ struct MigrateCommand: AsyncParsableCommand {
         let (phase, finished) = try await followMigration(
             journal, id: id, role: .source, timeout: timeout, printSteps: output == .table, isTerminal: isatty(1) == 1)
         if output == .json {
-            emit(String(decoding: try jsonEncoder().encode(["migration": id, "phase": phase, "finished": finished ? "true" : "false"]), as: UTF8.self))
+            emit(String(decoding: try jsonEncoder().encode([
+                "migration": id, "phase": phase, "finished": finished ? "true" : "false", "mode": live ? "live" : "cold",
+            ]), as: UTF8.self))
         } else {
             emit(finished ? "migration \(id): \(phase)" : "migration \(id) still \(phase) after \(Int(timeout)) s; follow it with `intercloud migrations watch \(id)`")
         }

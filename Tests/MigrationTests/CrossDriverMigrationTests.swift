@@ -151,8 +151,11 @@ struct CrossDriverFixture {
     }
 
     /// A runner for `driver`, reachable as `name` on the in-process network.
+    /// `authorizeLive`: the live migration check (nil: live refused, as by a broker without it);
+    /// `observer`: the runner's journal observer (the crash tests stop a runner with it).
     func side(
-        _ name: String, driver: any CloudDriver, exportFormats: [ImageFormat]? = nil, importFormats: [ImageFormat]? = nil
+        _ name: String, driver: any CloudDriver, exportFormats: [ImageFormat]? = nil, importFormats: [ImageFormat]? = nil,
+        authorizeLive: LiveMigrationAuthorizer? = nil, observer: MigrationRunner.JournalObserver? = nil
     ) async throws -> CloudSide {
         let directory = root.appendingPathComponent(name)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -171,7 +174,7 @@ struct CrossDriverFixture {
                 default: return .denied("entitlement", "not a migration")
                 }
             },
-            configuration: configuration)
+            authorizeLive: authorizeLive, configuration: configuration, observer: observer)
         await network.connect(name, runner)
         return CloudSide(name: name, driver: driver, journal: journal, runner: runner, root: directory)
     }

@@ -35,7 +35,7 @@ struct MigrationMachineTests {
     @Test("the source stops before exporting and sends transferred only after the transfer")
     func sourceOrder() {
         var machine = source()
-        #expect({ if case .authorize(.migrateOut, "agr-1") = machine.begin(now: now) { true } else { false } }())
+        #expect({ if case .authorize(.migrateOut, "agr-1", nil) = machine.begin(now: now) { true } else { false } }())
         guard case .send(let propose) = machine.handle(.authorized(.allowed), now: now), case .propose = propose.body else {
             Issue.record("no propose"); return
         }

@@ -11,7 +11,8 @@ import Transfer
 import Trust
 import XMPP
 
-/// Cold migration between brokers (`urn:intercloud:migration:0`, in signed envelopes): wires the
+/// Migration between brokers (`urn:intercloud:migration:0`, in signed envelopes), cold, or live
+/// between two libvirt clouds when the agreement grants `migrate-live`: wires the
 /// Migration module's runner to this broker's driver, journal (the broker database), peers (signed
 /// IQs), image channel (`BrokerImageTransport`), agreements and policy (authorization) and
 /// metering (placements move with the instance).
@@ -34,6 +35,10 @@ public final class MigrationService: Sendable {
         /// instance before it answers `transferred`); a destination that died mid-handler costs
         /// the source this long before it retries or rolls back.
         public var requestTimeout: Duration = .seconds(60)
+        /// Live migration into this cloud: the libvirt URI of this cloud's hypervisor as the source
+        /// cloud's hypervisor must reach it (e.g. `qemu+tls://hv1.cloud2.example/system`); nil: the
+        /// provider's own `uri`, which is right only when both hypervisors share a host.
+        public var liveURI: String?
 
         public init(workDirectory: String) { self.workDirectory = workDirectory }
     }
@@ -84,6 +89,12 @@ public final class MigrationService: Sendable {
                     t.column("requested_at", .datetime).notNull()
                     t.column("taken", .boolean).notNull().defaults(to: false)
                     t.column("error", .text)
+                }
+            }
+            migrator.registerMigration("broker-migration.v2-mode") { db in
+                // `cold` or `live` (`intercloud migrate --live`).
+                try db.alter(table: "migration_request") { t in
+                    t.add(column: "mode", .text).notNull().defaults(to: MigrationMode.cold.rawValue)
                 }
             }
         }
@@ -158,10 +169,15 @@ public final class MigrationService: Sendable {
                 guard let self else { return .denied([PolicyReason(code: "stopping", message: "broker stopping")]) }
                 return await self.authorize(request, peer: peer, agreementID: agreementID, now: now)
             },
+            authorizeLive: { [weak self] role, peer, agreementID, now in
+                guard let self else { return .denied([PolicyReason(code: "stopping", message: "broker stopping")]) }
+                return self.authorizeLive(role: role, peer: peer, agreementID: agreementID, now: now)
+            },
             metering: BrokerMeteringHandoff(journal: journal, metering: metering, provider: provider),
             configuration: .init(
                 workDirectory: work.appendingPathComponent("work"), region: region,
-                migration: .init(gracefulShutdownTimeout: settings.gracefulShutdownSeconds), bootTimeout: settings.bootTimeout),
+                migration: .init(gracefulShutdownTimeout: settings.gracefulShutdownSeconds), bootTimeout: settings.bootTimeout,
+                liveURI: settings.liveURI),
             observer: Self.crashInjection(ProcessInfo.processInfo.environment["INTERCLOUD_FAULT_KILL_AFTER_STEP"], logger: logger))
         state.withLock { $0 = (runner, transport) }
         return runner
@@ -208,12 +224,12 @@ public final class MigrationService: Sendable {
 
     /// Queues a migration for the running broker (from the CLI).
     public static func request(
-        database: DatabasePool, id: String, instanceID: String, peer: String, agreementID: String?, now: Date
+        database: DatabasePool, id: String, instanceID: String, peer: String, agreementID: String?, mode: MigrationMode = .cold, now: Date
     ) throws {
         try database.write { db in
             try db.execute(
-                sql: "INSERT INTO migration_request(id, instance_id, peer, agreement_id, requested_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [id, instanceID, peer, agreementID, now])
+                sql: "INSERT INTO migration_request(id, instance_id, peer, agreement_id, requested_at, mode) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [id, instanceID, peer, agreementID, now, mode.rawValue])
         }
     }
 
@@ -225,18 +241,21 @@ public final class MigrationService: Sendable {
     }
 
     private func takeRequests(_ runner: MigrationRunner) {
-        let requests: [(id: String, instance: String, peer: String, agreement: String?)]
+        let requests: [(id: String, instance: String, peer: String, agreement: String?, mode: String)]
         do {
             requests = try journal.database.write { db in
-                let rows = try Row.fetchAll(db, sql: "SELECT id, instance_id, peer, agreement_id FROM migration_request WHERE taken = 0 ORDER BY requested_at")
+                let rows = try Row.fetchAll(
+                    db, sql: "SELECT id, instance_id, peer, agreement_id, mode FROM migration_request WHERE taken = 0 ORDER BY requested_at")
                 try db.execute(sql: "UPDATE migration_request SET taken = 1 WHERE taken = 0")
-                return rows.map { ($0["id"], $0["instance_id"], $0["peer"], $0["agreement_id"]) }
+                return rows.map { ($0["id"], $0["instance_id"], $0["peer"], $0["agreement_id"], $0["mode"]) }
             }
         } catch { return }
         for request in requests {
             Task {
                 do {
-                    let result = try await self.migrate(instanceID: request.instance, to: request.peer, agreementID: request.agreement, migrationID: request.id)
+                    guard let mode = MigrationMode(rawValue: request.mode) else { throw MigrationTransportError("unknown migration mode \(request.mode)") }
+                    let result = try await self.migrate(
+                        instanceID: request.instance, to: request.peer, agreementID: request.agreement, migrationID: request.id, mode: mode)
                     self.logger.info("migration \(request.id) of \(request.instance) to \(request.peer): \(result.outcome)")
                 } catch {
                     self.logger.error("migration \(request.id) of \(request.instance) to \(request.peer) not started: \(error)")
@@ -255,8 +274,12 @@ public final class MigrationService: Sendable {
     // MARK: source
 
     /// Moves a local running instance to `peer` under `agreementID` (default: the newest agreement
-    /// in force in which the peer is the provider and grants migrate-in).
-    public func migrate(instanceID: String, to peer: String, agreementID: String? = nil, migrationID: String? = nil) async throws -> MigrationRunner.Result {
+    /// in force in which the peer is the provider and grants migrate-in, and migrate-live for `.live`).
+    /// A live migration that this broker's driver cannot do is refused (and audited) before anything
+    /// is journaled or sent.
+    public func migrate(
+        instanceID: String, to peer: String, agreementID: String? = nil, migrationID: String? = nil, mode: MigrationMode = .cold
+    ) async throws -> MigrationRunner.Result {
         guard let runner = state.withLock({ $0.runner }) else { throw MigrationTransportError("migration is not ready: the provider driver is not reachable yet") }
         let bare = XmppAddr.bare(peer)
         let agreement: String
@@ -266,16 +289,61 @@ public final class MigrationService: Sendable {
             let now = Date()
             guard let found = try negotiation.store.agreements(peer: bare, state: .finalized).map(\.agreement).first(where: {
                 $0.provider == bare && $0.consumer == local && $0.isValid(at: now) && $0.terms.entitlements.contains(.migrateIn)
+                    && (mode == .cold || $0.terms.entitlements.contains(.migrateLive))
             }) else {
-                throw MigrationTransportError("no agreement in force with \(bare) granting migrate-in: negotiate one first (intercloud negotiate --peer \(bare) --entitle migrate-in)")
+                let needed = mode == .live ? "migrate-in,migrate-live" : "migrate-in"
+                if mode == .live { audit(refusedLive: bare, action: instanceID, reason: "no-agreement", detail: "no agreement in force granting \(needed)") }
+                throw MigrationTransportError("no agreement in force with \(bare) granting \(needed): negotiate one first (intercloud negotiate --peer \(bare) --entitle \(needed))")
             }
             agreement = found.id
         }
-        return try await runner.migrate(
-            instanceID: instanceID, to: bare, agreementID: agreement, migrationID: migrationID ?? "mig-\(NegotiationService.randomHex(8))")
+        do {
+            return try await runner.migrate(
+                instanceID: instanceID, to: bare, agreementID: agreement, migrationID: migrationID ?? "mig-\(NegotiationService.randomHex(8))", mode: mode)
+        } catch let error as MigrationRunner.RunnerError where mode == .live {
+            audit(refusedLive: bare, action: instanceID, reason: "not-possible", detail: "\(error)")
+            throw error
+        }
     }
 
     // MARK: authorization
+
+    /// Live migration, on top of `authorize` (which checked `migrate-in`/`migrate-out`): the
+    /// agreement must grant `migrate-live`, and this broker's policy entry for the peer (when policy
+    /// files are loaded) must list `migrate-live`, whichever side this broker plays. A refusal is
+    /// audited (`migration.live`).
+    func authorizeLive(role: MigrationRole, peer: String, agreementID: String, now: Date) -> PolicyDecision {
+        let bare = XmppAddr.bare(peer)
+        var reasons: [PolicyReason] = []
+        if let stored = try? negotiation.store.agreement(agreementID), stored.state == .finalized {
+            if !stored.agreement.terms.entitlements.contains(.migrateLive) {
+                reasons.append(PolicyReason(code: "not-entitled", message: "agreement \(agreementID) does not grant migrate-live"))
+            }
+        } else {
+            reasons.append(PolicyReason(code: "no-agreement", message: "no finalized agreement \(agreementID)"))
+        }
+        if !policies.peers.isEmpty {
+            if let entry = policies.policy(for: bare, at: now) {
+                if !entry.entitlements.contains(.migrateLive) {
+                    reasons.append(PolicyReason(code: "not-entitled", message: "policy '\(entry.name)' does not grant migrate-live"))
+                }
+            } else {
+                reasons.append(PolicyReason(code: "no-policy", message: "no policy entry for \(bare)"))
+            }
+        }
+        guard reasons.isEmpty else {
+            audit(
+                refusedLive: bare, action: agreementID, reason: reasons[0].code,
+                detail: "\(role.rawValue): " + reasons.map(\.message).joined(separator: "; "))
+            return .denied(reasons)
+        }
+        return .allowed
+    }
+
+    private func audit(refusedLive peer: String, action: String, reason: String, detail: String) {
+        _ = try? AuditLog(database: journal.database).refused(
+            module: "migration", kind: "migration.live", peer: peer, action: action, reason: reason, detail: detail, at: Date())
+    }
 
     /// The size of this cloud an instance of `spec` maps to: the same ID if this cloud has it,
     /// else the smallest size with at least its vCPUs, memory and disk (as the destination's
