@@ -42,6 +42,26 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: transfer.destination.path))
     }
 
+    /// The bulk cipher is AES-128-GCM (the cheapest per byte with AES-NI) even for a client that
+    /// lists AES-256 first: the server's order decides.
+    @Test func serverPicksAES128EvenWhenTheClientPrefersAES256() async throws {
+        let pair = try Pair()
+        defer { pair.cleanUp() }
+        let file = pair.directory.appendingPathComponent("image.raw")
+        _ = try makeFile(at: file, size: 4096)
+        _ = try pair.expect(file)
+        let suite: String? = try await runOnDedicatedThread(name: "raw-client") { () throws(TransferError) in
+            let fd = try Sockets.connect(host: "127.0.0.1", port: pair.server.port, timeout: 5)
+            let context = try TLSContext(
+                role: .client, identity: pair.brokers.source, pin: PeerPin { _ in true },
+                cipherSuites: "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256")
+            let stream = try TLSStream(fd: fd, context: context, idleTimeout: 5)
+            try stream.handshake(asServer: false)
+            return stream.negotiatedCipherSuite()
+        }
+        #expect(suite == "TLS_AES_128_GCM_SHA256")
+    }
+
     @Test func garbageInsteadOfHelloIsRefused() async throws {
         let pair = try Pair()
         defer { pair.cleanUp() }

@@ -29,8 +29,12 @@ final class TLSContext: @unchecked Sendable {
     let context: OpaquePointer
     let pin: PeerPin
 
-    init(role: Role, identity: TransferIdentity, pin: PeerPin) throws(TransferError) {
-        self.context = try Self.make(role: role, identity: identity)
+    /// AES-128-GCM first: fastest with AES-NI, and what both ends pick when they can.
+    static let cipherSuites = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+
+    /// `cipherSuites` other than the default are for tests of negotiation.
+    init(role: Role, identity: TransferIdentity, pin: PeerPin, cipherSuites: String = TLSContext.cipherSuites) throws(TransferError) {
+        self.context = try Self.make(role: role, identity: identity, cipherSuites: cipherSuites)
         self.pin = pin
         SSL_CTX_set_verify(context, SSL_VERIFY_PEER | (role == .server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), nil)
         SSL_CTX_set_cert_verify_callback(context, { storeContext, argument in
@@ -51,17 +55,20 @@ final class TLSContext: @unchecked Sendable {
 
     /// A context with protocol settings and identity, without peer verification (also used to
     /// check an identity loads).
-    static func make(role: Role, identity: TransferIdentity) throws(TransferError) -> OpaquePointer {
+    static func make(
+        role: Role, identity: TransferIdentity, cipherSuites: String = TLSContext.cipherSuites
+    ) throws(TransferError) -> OpaquePointer {
         ERR_clear_error()
         guard let context = SSL_CTX_new(role == .server ? TLS_server_method() : TLS_client_method()) else {
             throw .tlsFailure("SSL_CTX_new: \(OpenSSLErrors.drain())")
         }
         do throws(TransferError) {
             guard ic_SSL_CTX_set_min_proto_version(context, ic_TLS1_3_VERSION()) == 1,
-                // AES-128-GCM first: fastest with AES-NI, and what both ends pick when they can.
-                SSL_CTX_set_ciphersuites(
-                    context, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256") == 1
+                SSL_CTX_set_ciphersuites(context, cipherSuites) == 1
             else { throw .tlsFailure("protocol settings: \(OpenSSLErrors.drain())") }
+            // The server's order decides (SSL_OP_CIPHER_SERVER_PREFERENCE, bit 22; a macro Swift
+            // cannot import): a client listing AES-256 first still gets AES-128.
+            _ = SSL_CTX_set_options(context, UInt64(1) << 22)
             // Partial writes let one thread interleave reading acks with writing a big chunk.
             _ = ic_SSL_CTX_set_mode(
                 context, ic_SSL_MODE_ENABLE_PARTIAL_WRITE() | ic_SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER())

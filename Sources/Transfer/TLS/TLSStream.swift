@@ -82,6 +82,12 @@ final class TLSStream {
         return CertificateFingerprints.sha256(certificate)
     }
 
+    /// The TLS 1.3 cipher suite in use, after the handshake (e.g. "TLS_AES_128_GCM_SHA256").
+    func negotiatedCipherSuite() -> String? {
+        guard let cipher = SSL_get_current_cipher(ssl), let name = SSL_CIPHER_get_name(cipher) else { return nil }
+        return String(cString: name)
+    }
+
     func write(_ bytes: [UInt8]) throws(TransferError) {
         try withBytes(bytes) { (buffer) throws(TransferError) in try write(buffer) }
     }
