@@ -21,8 +21,10 @@ enum FileCopy {
     /// Copies `source` to `destination` (replacing it), returning size and SHA-256 of the content.
     /// `failAfter` aborts after that many bytes (fault injection); `onChunk` reports bytes done.
     /// `durable` fsyncs before the rename, so a completed copy survives a power loss, not only a crash.
+    /// `hashing: false` skips the digest (the result's `sha256` is then empty) for copies whose
+    /// content is already known, such as an instance disk cloned from a recorded image.
     static func copy(
-        from source: URL, to destination: URL, failAfter: Int64? = nil, durable: Bool = true,
+        from source: URL, to destination: URL, failAfter: Int64? = nil, durable: Bool = true, hashing: Bool = true,
         onChunk: ((Int64, Int64) -> Void)? = nil
     ) throws -> Result {
         let input = open(source.path, O_RDONLY)
@@ -56,7 +58,7 @@ enum FileCopy {
             }
             if count == 0 { break }
             let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
-            hasher.update(bufferPointer: chunk)
+            if hashing { hasher.update(bufferPointer: chunk) }
             var written = 0
             while written < count {
                 let n = write(output, chunk.baseAddress! + written, count - written)
@@ -82,7 +84,7 @@ enum FileCopy {
             unlink(temporary.path)
             throw error
         }
-        return Result(bytes: done, sha256: hasher.finalize().hex)
+        return Result(bytes: done, sha256: hashing ? hasher.finalize().hex : "")
     }
 
     /// Gives `source`'s content a second name at `destination` (replacing it) without copying: a hard

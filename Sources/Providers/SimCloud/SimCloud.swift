@@ -150,7 +150,8 @@ public actor SimCloud: CloudDriver {
         do {
             let driver = driverName
             _ = try FileCopy.copy(
-                from: configuration.dataDirectory.appendingPathComponent(imageRecord.file), to: diskURL
+                from: configuration.dataDirectory.appendingPathComponent(imageRecord.file), to: diskURL,
+                durable: configuration.durableWrites, hashing: false
             ) { done, total in
                 progress?(ProgressEvent(driver: driver, verb: verb, completed: done, total: total, message: "cloning disk"))
             }
@@ -185,6 +186,9 @@ public actor SimCloud: CloudDriver {
                 record.transitionDue = nil
             }
             let state = record.rawState
+            if verb == .start || verb == .restore, Self.state(forRaw: state) == .stopped || Self.state(forRaw: state) == .saved {
+                try unshareDisk(record)
+            }
             switch (verb, state) {
             case (.start, "stopped"), (.start, "stopped:destroyed"): transition("booting", "running", delays.boot)
             case (.start, "saved"), (.restore, "saved"): transition("restoring", "running", delays.save)
@@ -227,9 +231,51 @@ public actor SimCloud: CloudDriver {
         guard record.rawState != "terminating" else {
             throw ProviderError.invalidState(driver: driverName, verb: verb, "instance \(id) is terminating")
         }
-        return try await addImage(
-            name: name, from: configuration.dataDirectory.appendingPathComponent(record.diskFile), format: .raw,
-            expectedSHA256: nil, verb: verb, progress: progress)
+        let disk = configuration.dataDirectory.appendingPathComponent(record.diskFile)
+        if Self.state(forRaw: record.rawState) == .stopped {
+            return try await linkStoppedDisk(disk, name: name, verb: verb, progress: progress)
+        }
+        return try await addImage(name: name, from: disk, format: .raw, expectedSHA256: nil, verb: verb, progress: progress)
+    }
+
+    /// The disk of a stopped instance does not change until the instance starts again, and a start
+    /// first gives the instance a private copy of a disk it shares (`unshareDisk`): so the image can
+    /// share the disk's file (copy on write) instead of copying it now. One read pass for the digest.
+    private func linkStoppedDisk(_ disk: URL, name: String, verb: Verb, progress: ProgressHandler?) async throws -> Image {
+        let id = "sim-img-" + Self.randomHex(12)
+        let file = "images/\(id).raw"
+        let stored = configuration.dataDirectory.appendingPathComponent(file)
+        do {
+            let driver = driverName
+            let digest = try FileCopy.digest(of: disk) { done, total in
+                progress?(ProgressEvent(driver: driver, verb: verb, completed: done, total: total, message: "hashing"))
+            }
+            guard try FileCopy.link(from: disk, to: stored) else {
+                return try await addImage(name: name, from: disk, format: .raw, expectedSHA256: nil, verb: verb, progress: progress)
+            }
+            let record = SimImageRecord(
+                id: id, name: name, format: ImageFormat.raw.rawValue, sizeBytes: digest.bytes, sha256: digest.sha256,
+                file: file, createdAt: Date())
+            try write { db in try record.insert(db) }
+            try consumeFault(verb, late: true)
+            return image(record)
+        } catch {
+            _ = try? write { db in try SimImageRecord.deleteOne(db, key: id) }
+            try? FileManager.default.removeItem(at: stored)
+            var mapped = files.mapError(error, verb: verb)
+            mapped.verb = verb
+            throw mapped
+        }
+    }
+
+    /// Before an instance runs (and so may write its disk), a disk that still shares its file with
+    /// an image (a snapshot taken while stopped) becomes a private copy. Crash-safe: the copy is
+    /// renamed over the disk's name only when complete; until then the shared file is untouched.
+    private func unshareDisk(_ record: SimInstanceRecord) throws {
+        let disk = configuration.dataDirectory.appendingPathComponent(record.diskFile)
+        var info = stat()
+        guard stat(disk.path, &info) == 0, info.st_nlink > 1 else { return }
+        _ = try FileCopy.copy(from: disk, to: disk, durable: configuration.durableWrites, hashing: false)
     }
 
     // MARK: Images

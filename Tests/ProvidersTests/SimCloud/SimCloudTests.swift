@@ -154,6 +154,35 @@ struct SimCloudTests {
         #expect(try FileCopy.digest(of: stored).sha256 == file.contentSHA256)
     }
 
+    @Test("a stopped instance's snapshot shares its disk until the instance starts again, then the instance writes a private copy")
+    func stoppedSnapshotIsCopyOnWrite() async throws {
+        let (cloud, directory) = try makeCloud()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let created = try await cloud.create(CreateInstanceRequest(name: "vm", sizeID: "sim.small", imageID: SimCloud.seedImageID), progress: nil)
+        _ = try await cloud.waitFor(instance: created.id, state: .running, timeout: .seconds(10))
+        _ = try await cloud.shutdown(created.id)
+        _ = try await cloud.waitFor(instance: created.id, state: .stopped, timeout: .seconds(10))
+        let disk = directory.appendingPathComponent(try await cloud.describe(instance: created.id).extra["disk"] ?? "")
+        let image = try await cloud.snapshot(instance: created.id, name: "snap", progress: nil)
+        let stored = directory.appendingPathComponent(image.extra["file"] ?? "")
+        #expect(try inode(of: stored) == inode(of: disk))
+        #expect(image.sha256 == (try FileCopy.digest(of: disk).sha256))
+
+        _ = try await cloud.start(created.id)
+        #expect(try inode(of: stored) != inode(of: disk))
+        #expect(try FileCopy.digest(of: disk).sha256 == image.sha256)
+        // The guest writes its disk: the image keeps what it had.
+        let handle = try FileHandle(forWritingTo: disk)
+        try handle.write(contentsOf: Data("written by the guest".utf8))
+        try handle.close()
+        #expect(try FileCopy.digest(of: stored).sha256 == image.sha256)
+        #expect(try FileCopy.digest(of: disk).sha256 != image.sha256)
+        // A running instance's snapshot is a copy.
+        _ = try await cloud.waitFor(instance: created.id, state: .running, timeout: .seconds(10))
+        let running = try await cloud.snapshot(instance: created.id, name: "snap2", progress: nil)
+        #expect(try inode(of: directory.appendingPathComponent(running.extra["file"] ?? "")) != inode(of: disk))
+    }
+
     @Test("an adopted import is checked, then linked into the store; a wrong digest leaves the file and creates nothing")
     func adoptedImport() async throws {
         let (cloud, directory) = try makeCloud()
