@@ -57,7 +57,8 @@ public struct Agreement: Codable, Sendable, Hashable {
     /// in the fixed order below; collections sorted; decimals in plain notation without trailing
     /// zeros ("0.0230" and "0.023" sign the same); dates as integer Unix seconds, with
     /// milliseconds dropped (protocol times are whole seconds); absent values as "-"; `\`, newline
-    /// and `=` inside values escaped as `\\`, `\n`, `\=`. Any change needs a new first line.
+    /// and `=` inside values escaped as `\\`, `\n`, `\=`; `rates.per_1000_calls` only when not
+    /// zero (it came later). Any other change needs a new first line.
     public func canonicalBytes() -> [UInt8] {
         var lines: [(String, String)] = [
             ("format", "urn:intercloud:agreement:0"),
@@ -81,6 +82,10 @@ public struct Agreement: Codable, Sendable, Hashable {
             ("rates.per_gb_transferred", Self.decimal(terms.rates.perGBTransferred)),
             ("rates.per_gb_month_stored", Self.decimal(terms.rates.perGBMonthStored)),
         ]
+        // Written only when calls are priced, so agreements without it keep their encoding.
+        if terms.rates.perThousandCalls != 0 {
+            lines.append(("rates.per_1000_calls", Self.decimal(terms.rates.perThousandCalls)))
+        }
         for type in terms.rates.instanceHour.keys.sorted() {
             lines.append(("rates.instance_hour.\(Self.escape(type))", Self.decimal(terms.rates.instanceHour[type]!)))
         }

@@ -167,7 +167,7 @@ extension PolicyLoader {
         }
 
         mutating func parseRates(_ t: TOMLTable, _ path: String) -> RateCard {
-            checkKeys(t, path: path, allowed: ["currency", "instance_hour", "per_gb_transferred", "per_gb_month_stored"])
+            checkKeys(t, path: path, allowed: ["currency", "instance_hour", "per_gb_transferred", "per_gb_month_stored", "per_1000_calls"])
             let currency = string(t, "currency", path) ?? ""
             if t["currency"] == nil {
                 error(TOMLSourceLocator.append(path, "currency"), "missing")
@@ -184,7 +184,8 @@ extension PolicyLoader {
             return RateCard(
                 currency: currency, instanceHour: hourly,
                 perGBTransferred: amount(t, "per_gb_transferred", path) ?? 0,
-                perGBMonthStored: amount(t, "per_gb_month_stored", path) ?? 0)
+                perGBMonthStored: amount(t, "per_gb_month_stored", path) ?? 0,
+                perThousandCalls: amount(t, "per_1000_calls", path) ?? 0)
         }
 
         mutating func parseSLA(_ t: TOMLTable, _ path: String) -> ServiceLevel {

@@ -55,12 +55,31 @@ public struct RateCard: Codable, Sendable, Hashable {
     public var instanceHour: [String: Decimal]
     public var perGBTransferred: Decimal
     public var perGBMonthStored: Decimal
+    /// Price per 1000 calls to federated services (credentials checked by the provider's broker).
+    public var perThousandCalls: Decimal
 
-    public init(currency: String, instanceHour: [String: Decimal] = [:], perGBTransferred: Decimal = 0, perGBMonthStored: Decimal = 0) {
+    public init(
+        currency: String, instanceHour: [String: Decimal] = [:], perGBTransferred: Decimal = 0, perGBMonthStored: Decimal = 0,
+        perThousandCalls: Decimal = 0
+    ) {
         self.currency = currency
         self.instanceHour = instanceHour
         self.perGBTransferred = perGBTransferred
         self.perGBMonthStored = perGBMonthStored
+        self.perThousandCalls = perThousandCalls
+    }
+
+    private enum CodingKeys: String, CodingKey { case currency, instanceHour, perGBTransferred, perGBMonthStored, perThousandCalls }
+
+    /// `perThousandCalls` came later: terms stored without it price calls at zero.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            currency: try c.decode(String.self, forKey: .currency),
+            instanceHour: try c.decode([String: Decimal].self, forKey: .instanceHour),
+            perGBTransferred: try c.decode(Decimal.self, forKey: .perGBTransferred),
+            perGBMonthStored: try c.decode(Decimal.self, forKey: .perGBMonthStored),
+            perThousandCalls: try c.decodeIfPresent(Decimal.self, forKey: .perThousandCalls) ?? 0)
     }
 }
 

@@ -82,6 +82,9 @@ extension PeerPolicy {
                     if terms.rates.perGBMonthStored < card.perGBMonthStored {
                         reasons.append(PolicyReason(code: "price-too-low", message: "storage costs \(card.perGBMonthStored) \(card.currency)/GB-month"))
                     }
+                    if terms.entitlements.contains(.federate), terms.rates.perThousandCalls < card.perThousandCalls {
+                        reasons.append(PolicyReason(code: "price-too-low", message: "federated calls cost \(card.perThousandCalls) \(card.currency) per 1000"))
+                    }
                 }
             }
     }
@@ -108,7 +111,8 @@ extension PeerPolicy {
             let types = offer.instanceTypes.isEmpty ? Array(card.instanceHour.keys) : offer.instanceTypes
             offer.rates = RateCard(
                 currency: card.currency, instanceHour: card.instanceHour.filter { types.contains($0.key) },
-                perGBTransferred: card.perGBTransferred, perGBMonthStored: card.perGBMonthStored)
+                perGBTransferred: card.perGBTransferred, perGBMonthStored: card.perGBMonthStored,
+                perThousandCalls: granted.contains(.federate) ? card.perThousandCalls : 0)
         }
         if let sla = slaOffered { offer.sla = sla }
         if !placement.regions.isEmpty {

@@ -27,11 +27,11 @@ func period(_ fromOffset: TimeInterval, _ untilOffset: TimeInterval) -> Metering
 func record(
     agreement: String = "a1", sequence: Int64 = 1, period: MeteringPeriod = period(0, 24 * hour),
     types: [InstanceTypeUsage] = [InstanceTypeUsage(instanceType: "m1.small", instances: 2, runningSeconds: 36_000)],
-    vcpuSeconds: Int64 = 36_000, bytes: Decimal = 12_500_000_000, byteSeconds: Decimal = 360_000_000_000_000
+    vcpuSeconds: Int64 = 36_000, bytes: Decimal = 12_500_000_000, byteSeconds: Decimal = 360_000_000_000_000, calls: Int64 = 0
 ) -> UsageRecord {
     UsageRecord(
         agreementID: agreement, provider: provider, consumer: consumer, period: period, sequence: sequence,
-        usage: MeasuredUsage(instanceTypes: types, vcpuSeconds: vcpuSeconds, bytesTransferred: bytes, byteSecondsStored: byteSeconds),
+        usage: MeasuredUsage(instanceTypes: types, vcpuSeconds: vcpuSeconds, bytesTransferred: bytes, byteSecondsStored: byteSeconds, calls: calls),
         createdAt: t0 + 24 * hour + 60)
 }
 

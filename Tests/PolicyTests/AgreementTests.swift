@@ -38,6 +38,18 @@ import Testing
             """)
     }
 
+    @Test func callPriceIsSignedOnlyWhenSet() throws {
+        var priced = terms()
+        priced.rates.perThousandCalls = Decimal(string: "0.350")!
+        let text = String(decoding: agreement(priced).canonicalBytes(), as: UTF8.self)
+        #expect(text.contains("rates.per_gb_month_stored=0.04\nrates.per_1000_calls=0.35\nrates.instance_hour."))
+        // Unpriced calls leave the encoding of every earlier agreement as it was.
+        #expect(!String(decoding: agreement().canonicalBytes(), as: UTF8.self).contains("calls"))
+        // Terms stored before the field existed decode with calls unpriced.
+        let old = #"{"currency":"EUR","instanceHour":{},"perGBTransferred":0,"perGBMonthStored":0}"#
+        #expect(try JSONDecoder().decode(RateCard.self, from: Data(old.utf8)).perThousandCalls == 0)
+    }
+
     @Test func equalValuesSignTheSameAndChangesShow() {
         #expect(agreement(terms(price: "0.0230")).canonicalBytes() == agreement(terms(price: "0.023")).canonicalBytes())
         #expect(agreement(terms(price: "0.024")).canonicalBytes() != agreement().canonicalBytes())

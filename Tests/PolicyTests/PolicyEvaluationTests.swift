@@ -102,6 +102,18 @@ func migration(vcpu: Int = 2, memory: String = "4", region: String = "eu-west-1"
         cheap.rates.instanceHour["m1.small"] = Decimal(string: "0.0229")
         cheap.entitlements.insert(.migrateOut)
         #expect(entry.evaluate(terms: cheap, as: .provider).reasons.map(\.code) == ["not-entitled", "price-too-low"])
+        // Calls are priced only for federation: a card with a call price refuses cheaper terms then.
+        var priced = entry
+        priced.rates?.perThousandCalls = Decimal(string: "0.35")!
+        priced.entitlements.insert(.federate)
+        var federating = good
+        federating.entitlements.insert(.federate)
+        #expect(priced.evaluate(terms: federating, as: .provider).reasons.map(\.code) == ["price-too-low"])
+        federating.rates.perThousandCalls = Decimal(string: "0.35")!
+        #expect(priced.evaluate(terms: federating, as: .provider) == .allowed)
+        #expect(priced.evaluate(terms: good, as: .provider) == .allowed)
+        #expect(priced.counterOffer(to: federating)?.rates.perThousandCalls == Decimal(string: "0.35")!)
+        #expect(priced.counterOffer(to: good)?.rates.perThousandCalls == 0)
         var weak = good
         weak.sla.availabilityPercent = Decimal(string: "99.49")!
         #expect(entry.evaluate(terms: weak, as: .consumer).reasons.map(\.code) == ["sla-insufficient"])

@@ -60,6 +60,13 @@ let validPeer = """
         #expect(d.first?.message.hasPrefix("unknown field") == true)
     }
 
+    @Test func callsArePricedPerThousand() throws {
+        let set = try PolicyLoader.parse(validPeer + "[peer.rates]\ncurrency = \"EUR\"\nper_1000_calls = \"0.35\"\n", file: "test.toml")
+        #expect(set.peers.first?.rates?.perThousandCalls == Decimal(string: "0.35"))
+        let d = diagnostics(validPeer + "[peer.rates]\ncurrency = \"EUR\"\nper_1000_calls = \"-1\"\n")
+        #expect(d.map(\.field) == ["peer[0].rates.per_1000_calls"])
+    }
+
     @Test func wrongType() {
         let d = diagnostics(validPeer + "[peer.quota]\ninstances = \"ten\"\n")
         #expect(d.map(\.field) == ["peer[0].quota.instances"])

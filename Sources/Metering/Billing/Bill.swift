@@ -4,7 +4,7 @@ import Policy
 /// One priced line of a bill.
 public struct BillLine: Codable, Sendable, Hashable {
     public enum Kind: String, Codable, Sendable, Hashable {
-        case compute, transfer, storage
+        case compute, transfer, storage, calls
     }
 
     public var kind: Kind
@@ -82,6 +82,7 @@ public struct Bill: Codable, Sendable, Hashable {
         var peakInstances: [String: Int64] = [:]
         var bytes: Decimal = 0
         var byteSeconds: Decimal = 0
+        var calls: Int64 = 0
         for record in records {
             for type in record.usage.instanceTypes {
                 seconds[type.instanceType, default: 0] += type.runningSeconds
@@ -89,6 +90,7 @@ public struct Bill: Codable, Sendable, Hashable {
             }
             bytes += record.usage.bytesTransferred
             byteSeconds += record.usage.byteSecondsStored
+            calls += record.usage.calls
         }
 
         var lines: [BillLine] = []
@@ -116,6 +118,13 @@ public struct Bill: Codable, Sendable, Hashable {
                 baseQuantity: byteSeconds, baseUnit: "byte-seconds", quantity: byteSeconds / perGBMonth,
                 unit: "GB-month", rate: rates.perGBMonthStored,
                 amount: Self.round(byteSeconds * rates.perGBMonthStored / perGBMonth, digits: digits)))
+        }
+        if calls > 0 {
+            let base = Decimal(calls)
+            lines.append(BillLine(
+                kind: .calls, item: "Federated service calls", instanceType: nil, instances: nil,
+                baseQuantity: base, baseUnit: "calls", quantity: base / 1000, unit: "1000 calls", rate: rates.perThousandCalls,
+                amount: Self.round(base * rates.perThousandCalls / 1000, digits: digits)))
         }
         for line in lines where line.rate < 0 {
             throw .invalid("negative rate for \(line.item)")

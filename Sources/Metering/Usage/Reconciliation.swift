@@ -16,10 +16,15 @@ public struct ReconciliationTolerance: Codable, Sendable, Hashable {
     public var vcpuSeconds: Int64
     public var bytesTransferred: Decimal
     public var byteSecondsStored: Decimal
+    /// Slack for federated calls, when the consumer counts them too.
+    public var calls: Int64
+    /// Whether the provider's call count stands when the consumer has none of its own: its clients
+    /// call the federated service directly, so usually only the provider sees the calls.
+    public var acceptsProviderCallCount: Bool
 
     public init(
         relative: Decimal, instanceSeconds: Int64 = 0, instances: Int64 = 0, vcpuSeconds: Int64 = 0,
-        bytesTransferred: Decimal = 0, byteSecondsStored: Decimal = 0
+        bytesTransferred: Decimal = 0, byteSecondsStored: Decimal = 0, calls: Int64 = 0, acceptsProviderCallCount: Bool = true
     ) {
         self.relative = relative
         self.instanceSeconds = instanceSeconds
@@ -27,6 +32,23 @@ public struct ReconciliationTolerance: Codable, Sendable, Hashable {
         self.vcpuSeconds = vcpuSeconds
         self.bytesTransferred = bytesTransferred
         self.byteSecondsStored = byteSecondsStored
+        self.calls = calls
+        self.acceptsProviderCallCount = acceptsProviderCallCount
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case relative, instanceSeconds, instances, vcpuSeconds, bytesTransferred, byteSecondsStored, calls, acceptsProviderCallCount
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            relative: try c.decode(Decimal.self, forKey: .relative), instanceSeconds: try c.decode(Int64.self, forKey: .instanceSeconds),
+            instances: try c.decode(Int64.self, forKey: .instances), vcpuSeconds: try c.decode(Int64.self, forKey: .vcpuSeconds),
+            bytesTransferred: try c.decode(Decimal.self, forKey: .bytesTransferred),
+            byteSecondsStored: try c.decode(Decimal.self, forKey: .byteSecondsStored),
+            calls: try c.decodeIfPresent(Int64.self, forKey: .calls) ?? 0,
+            acceptsProviderCallCount: try c.decodeIfPresent(Bool.self, forKey: .acceptsProviderCallCount) ?? true)
     }
 
     /// Every dimension must match exactly.
@@ -43,6 +65,7 @@ public struct ReconciliationTolerance: Codable, Sendable, Hashable {
         case "vcpu_seconds": Decimal(vcpuSeconds)
         case "bytes_transferred": bytesTransferred
         case "byte_seconds_stored": byteSecondsStored
+        case "calls": Decimal(calls)
         case _ where key.hasSuffix(".instances"): Decimal(instances)
         default: Decimal(instanceSeconds)
         }
@@ -97,7 +120,8 @@ public struct Reconciliation: Sendable, Hashable {
     }
 
     /// Dimensions that differ beyond the tolerance. A dimension present on one side only (an
-    /// instance type the other did not see) counts as 0 on the other.
+    /// instance type the other did not see) counts as 0 on the other, except the provider's call
+    /// count when the consumer has none (`acceptsProviderCallCount`).
     public func discrepancies(provider record: UsageRecord, own: UsageRecord) -> [UsageDiscrepancy] {
         let providerLines = record.lines, ownLines = own.lines
         let ownByKey = Dictionary(ownLines.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
@@ -106,6 +130,7 @@ public struct Reconciliation: Sendable, Hashable {
         let keys = providerLines.map(\.key) + ownLines.map(\.key).filter { providerByKey[$0] == nil }
         var found: [UsageDiscrepancy] = []
         for key in keys {
+            if key == "calls", ownByKey[key] == nil, tolerance.acceptsProviderCallCount { continue }
             let providerValue = providerByKey[key]?.quantity ?? 0
             let ownValue = ownByKey[key]?.quantity ?? 0
             let unit = providerByKey[key]?.unit ?? ownByKey[key]?.unit ?? ""

@@ -56,12 +56,32 @@ public struct MeasuredUsage: Codable, Sendable, Hashable {
     public var bytesTransferred: Decimal
     /// Sum over time of bytes stored × seconds.
     public var byteSecondsStored: Decimal
+    /// Calls to federated services provided under the agreement whose credentials the provider's
+    /// broker accepted. Only the provider sees them: the consumer's clients call the service.
+    public var calls: Int64
 
-    public init(instanceTypes: [InstanceTypeUsage] = [], vcpuSeconds: Int64 = 0, bytesTransferred: Decimal = 0, byteSecondsStored: Decimal = 0) {
+    public init(
+        instanceTypes: [InstanceTypeUsage] = [], vcpuSeconds: Int64 = 0, bytesTransferred: Decimal = 0, byteSecondsStored: Decimal = 0,
+        calls: Int64 = 0
+    ) {
         self.instanceTypes = instanceTypes.sorted { CanonicalText.utf8Precedes($0.instanceType, $1.instanceType) }
         self.vcpuSeconds = vcpuSeconds
         self.bytesTransferred = bytesTransferred
         self.byteSecondsStored = byteSecondsStored
+        self.calls = calls
+    }
+
+    private enum CodingKeys: String, CodingKey { case instanceTypes, vcpuSeconds, bytesTransferred, byteSecondsStored, calls }
+
+    /// `calls` came later: stored usage without it reads as no calls.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            instanceTypes: try container.decode([InstanceTypeUsage].self, forKey: .instanceTypes),
+            vcpuSeconds: try container.decode(Int64.self, forKey: .vcpuSeconds),
+            bytesTransferred: try container.decode(Decimal.self, forKey: .bytesTransferred),
+            byteSecondsStored: try container.decode(Decimal.self, forKey: .byteSecondsStored),
+            calls: try container.decodeIfPresent(Int64.self, forKey: .calls) ?? 0)
     }
 
     public static let zero = MeasuredUsage()
@@ -124,6 +144,7 @@ public struct UsageRecord: Codable, Sendable, Hashable {
             UsageLine(key: "bytes_transferred", quantity: usage.bytesTransferred, unit: "bytes"),
             UsageLine(key: "byte_seconds_stored", quantity: usage.byteSecondsStored, unit: "byte-seconds"),
         ]
+        if usage.calls > 0 { lines.append(UsageLine(key: "calls", quantity: Decimal(usage.calls), unit: "calls")) }
         for type in usage.instanceTypes {
             lines.append(UsageLine(key: "instance_type.\(type.instanceType).instances", quantity: Decimal(type.instances), unit: "instances"))
             lines.append(UsageLine(key: "instance_type.\(type.instanceType).seconds", quantity: Decimal(type.runningSeconds), unit: "seconds"))
@@ -136,7 +157,8 @@ public struct UsageRecord: Codable, Sendable, Hashable {
     /// types sorted by UTF-8 bytes; decimals in plain notation; dates as integer Unix seconds; `\`,
     /// newline and `=` escaped as `\\`, `\n`, `\=` in keys and values. Quantities are integers in
     /// base units (seconds, bytes, byte-seconds), so both sides compute the same text without any
-    /// rounding rule. Any change needs a new first line.
+    /// rounding rule. `calls` is written only when non-zero, so records without federated calls
+    /// keep the encoding they always had. Any other change needs a new first line.
     public func canonicalBytes() -> [UInt8] {
         var lines: [(String, String)] = [
             ("format", Self.format),
@@ -151,6 +173,7 @@ public struct UsageRecord: Codable, Sendable, Hashable {
             ("bytes_transferred", CanonicalText.decimal(usage.bytesTransferred)),
             ("byte_seconds_stored", CanonicalText.decimal(usage.byteSecondsStored)),
         ]
+        if usage.calls > 0 { lines.append(("calls", String(usage.calls))) }
         for type in usage.instanceTypes.sorted(by: { CanonicalText.utf8Precedes($0.instanceType, $1.instanceType) }) {
             lines.append(("instance_type.\(type.instanceType).instances", String(type.instances)))
             lines.append(("instance_type.\(type.instanceType).seconds", String(type.runningSeconds)))
@@ -185,6 +208,8 @@ public struct UsageRecord: Codable, Sendable, Hashable {
         let vcpuSeconds = try CanonicalText.parseCount(try take("vcpu_seconds"), field: "vcpu_seconds")
         let transferred = try CanonicalText.parseIntegralDecimal(try take("bytes_transferred"), field: "bytes_transferred")
         let stored = try CanonicalText.parseIntegralDecimal(try take("byte_seconds_stored"), field: "byte_seconds_stored")
+        var calls: Int64 = 0
+        if remaining.first?.0 == "calls" { calls = try CanonicalText.parseCount(try take("calls"), field: "calls") }
 
         var types: [InstanceTypeUsage] = []
         while let (countKey, countValue) = remaining.popFirst() {
@@ -207,7 +232,8 @@ public struct UsageRecord: Codable, Sendable, Hashable {
         let record = UsageRecord(
             agreementID: agreementID, provider: provider, consumer: consumer,
             period: MeteringPeriod(from: from, until: until), sequence: sequence,
-            usage: MeasuredUsage(instanceTypes: types, vcpuSeconds: vcpuSeconds, bytesTransferred: transferred, byteSecondsStored: stored),
+            usage: MeasuredUsage(
+                instanceTypes: types, vcpuSeconds: vcpuSeconds, bytesTransferred: transferred, byteSecondsStored: stored, calls: calls),
             createdAt: created)
         try record.validate()
         guard record.canonicalBytes() == bytes else {
@@ -230,7 +256,7 @@ public struct UsageRecord: Codable, Sendable, Hashable {
         }
         guard period.from < period.until else { throw .invalid("period is empty: \(period)") }
         guard sequence >= 0 else { throw .invalid("negative sequence") }
-        guard usage.vcpuSeconds >= 0, usage.bytesTransferred >= 0, usage.byteSecondsStored >= 0 else {
+        guard usage.vcpuSeconds >= 0, usage.bytesTransferred >= 0, usage.byteSecondsStored >= 0, usage.calls >= 0 else {
             throw .invalid("negative quantity")
         }
         guard usage.instanceTypes.count <= Metering.maximumInstanceTypes else {

@@ -30,6 +30,19 @@ import Testing
         #expect(bill.currency == "EUR")
     }
 
+    @Test func federatedCallsAreBilledPerThousand() throws {
+        var card = rates
+        card.perThousandCalls = d("0.35")
+        let bill = try bill([record(period: month, types: [], vcpuSeconds: 0, bytes: 0, byteSeconds: 0, calls: 12_345)], rates: card)
+        #expect(bill.lines.map(\.item) == ["Federated service calls"])
+        #expect(bill.lines.first?.kind == .calls && bill.lines.first?.unit == "1000 calls")
+        #expect(bill.lines.first?.quantity == d("12.345"))
+        // 12.345 × 0.35 = 4.32075 → 4.32.
+        #expect(bill.total == d("4.32"))
+        // Records without calls bill no calls line.
+        #expect(try self.bill([record(period: month)], rates: card).lines.allSatisfy { $0.kind != .calls })
+    }
+
     @Test func totalIsExactToTheCentWhereFloatsDrift() throws {
         // Ten types at 0.1 per hour for one hour each: ten lines of 0.10. Summed as binary floats
         // they come to 0.9999999999999999.

@@ -23,6 +23,21 @@ import Testing
         // 100 MB of 12.5 GB is within 1 %: not a reason.
     }
 
+    @Test func providerCallCountStandsWhenTheConsumerHasNoneAndIsComparedWhenItHasOne() {
+        let reconciliation = Reconciliation(tolerance: .exact)
+        // The consumer's clients call the service: the consumer's own record has no calls.
+        #expect(reconciliation.reconcile(provider: record(calls: 1_500), own: record()) == .countersign)
+        #expect(reconciliation.reconcile(provider: record(calls: 1_500), own: record(calls: 1_400)) == .dispute(reasons: [
+            "calls: provider 1500 calls, consumer 1400 calls (difference 100, tolerance 0)",
+        ]))
+        // A consumer that does not take the provider's word disputes a count it cannot check.
+        var strict = ReconciliationTolerance.exact
+        strict.acceptsProviderCallCount = false
+        #expect(Reconciliation(tolerance: strict).reconcile(provider: record(calls: 1_500), own: record()) == .dispute(reasons: [
+            "calls: provider 1500 calls, consumer 0 calls (difference 1500, tolerance 0)",
+        ]))
+    }
+
     @Test func relativeToleranceEdgeIsInclusive() {
         let tolerance = ReconciliationTolerance(relative: d("0.01"))
         let reconciliation = Reconciliation(tolerance: tolerance)

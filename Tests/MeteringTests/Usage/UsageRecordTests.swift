@@ -30,6 +30,24 @@ import Testing
             """)
     }
 
+    @Test func callsAreEncodedOnlyWhenThereAreAnyAndParseBack() throws {
+        let without = record()
+        let with = record(calls: 42)
+        let text = String(decoding: with.canonicalBytes(), as: UTF8.self)
+        #expect(text.contains("byte_seconds_stored=360000000000000\ncalls=42\ninstance_type."))
+        #expect(!String(decoding: without.canonicalBytes(), as: UTF8.self).contains("calls"))
+        #expect(try UsageRecord(canonicalBytes: with.canonicalBytes()) == with)
+        #expect(try UsageRecord(canonicalBytes: without.canonicalBytes()) == without)
+        #expect(with.lines.contains(UsageLine(key: "calls", quantity: 42, unit: "calls")))
+        // "calls=0" is not canonical: zero is written by leaving the line out.
+        let zero = Array(String(decoding: without.canonicalBytes(), as: UTF8.self)
+            .replacingOccurrences(of: "byte_seconds_stored=360000000000000\n", with: "byte_seconds_stored=360000000000000\ncalls=0\n").utf8)
+        #expect(throws: UsageRecordError.self) { try UsageRecord(canonicalBytes: zero) }
+        // Usage stored before calls existed still decodes.
+        let old = #"{"instanceTypes":[],"vcpuSeconds":1,"bytesTransferred":2,"byteSecondsStored":3}"#
+        #expect(try JSONDecoder().decode(MeasuredUsage.self, from: Data(old.utf8)).calls == 0)
+    }
+
     @Test func equalRecordsEncodeTheSame() {
         // Input order of instance types, fractional seconds and Decimal representation do not matter.
         var reordered = record(types: [
