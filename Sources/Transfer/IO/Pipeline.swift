@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 
 /// A fixed-capacity buffer for one chunk, with room in front for the chunk frame header so the
 /// sender writes header and data in one call. The data starts on a page boundary (the header sits
@@ -33,22 +34,29 @@ final class ChunkBufferPool: @unchecked Sendable {
     // @unchecked: all mutable state is guarded by `condition`.
     private let condition = NSCondition()
     private var free: [ChunkBuffer] = []
-    private var all: [UnsafeMutableRawBufferPointer] = []
+    private let region: UnsafeMutableRawBufferPointer
+    let count: Int
     let chunkCapacity: Int
+    static let hugePage = 2 << 20
 
     init(count: Int, chunkCapacity: Int) {
+        self.count = count
         self.chunkCapacity = chunkCapacity
-        for _ in 0..<count {
-            let storage = UnsafeMutableRawBufferPointer.allocate(
-                byteCount: ChunkBuffer.headerRoom + chunkCapacity, alignment: ChunkBuffer.alignment)
-            all.append(storage)
-            free.append(ChunkBuffer(storage: storage))
+        // One region for all buffers, on a huge-page boundary and advised as such: every chunk
+        // is hashed, encrypted or decrypted, and (receiver) pinned for direct IO whole, and 2 MiB
+        // pages mean far fewer TLB misses and pages to pin. Advice only; 4 KiB pages work the same.
+        let alignment = ChunkBuffer.alignment
+        let stride = ChunkBuffer.headerRoom + (chunkCapacity + alignment - 1) / alignment * alignment
+        let size = (count * stride + Self.hugePage - 1) / Self.hugePage * Self.hugePage
+        region = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: Self.hugePage)
+        _ = madvise(region.baseAddress, size, MADV_HUGEPAGE)
+        for index in 0..<count {
+            free.append(ChunkBuffer(storage: UnsafeMutableRawBufferPointer(rebasing: region[index * stride..<(index + 1) * stride])))
         }
     }
 
-    deinit { for storage in all { storage.deallocate() } }
+    deinit { region.deallocate() }
 
-    var count: Int { all.count }
 
     /// A free buffer, or nil once `closed` is set (the connection is going down).
     func take(unless closed: @autoclosure () -> Bool = false) -> ChunkBuffer? {
