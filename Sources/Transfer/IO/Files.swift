@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 
 /// A file descriptor closed when the last owner (thread) lets go of it.
 final class FileDescriptor: Sendable {
@@ -163,6 +164,23 @@ final class PartialFileStore: @unchecked Sendable {
     private func recordOffset(of index: UInt64) -> UInt64 { recordHeaderLength + index * UInt64(WireLimits.digestLength) }
 
     var writesDirectly: Bool { directPartial != nil }
+    private let directRefused = Atomic<Bool>(false)
+
+    /// Writes with `O_DIRECT`; returns how much was written before the file system answered
+    /// EINVAL (direct IO not supported after all), throws on any other error.
+    private func writeDirect(
+        _ buffer: UnsafeRawBufferPointer, at offset: UInt64, to file: FileDescriptor
+    ) throws(TransferError) -> Int {
+        var done = 0
+        while done < buffer.count {
+            let result = pwrite(file.fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if result < 0, errno == EINTR { continue }
+            if result < 0, errno == EINVAL { return done }
+            guard result > 0 else { throw .fileError("write: \(Sockets.errnoText())") }
+            done += result
+        }
+        return done
+    }
 
     /// Writes (part of) a chunk at its place in the file: past the page cache when opened for it
     /// and `bytes` and `offset` are aligned (a whole chunk from a chunk buffer is, but for the
@@ -170,15 +188,22 @@ final class PartialFileStore: @unchecked Sendable {
     func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(TransferError) {
         precondition(offset + UInt64(bytes.count) <= layout.fileSize)
         let alignment = Self.directAlignment
-        guard let directPartial, offset % UInt64(alignment) == 0, let base = bytes.baseAddress,
-            Int(bitPattern: base) % alignment == 0
+        guard let directPartial, !directRefused.load(ordering: .relaxed), offset % UInt64(alignment) == 0,
+            let base = bytes.baseAddress, Int(bitPattern: base) % alignment == 0
         else {
             try partial.writeFully(bytes, at: offset)
             return
         }
         let aligned = bytes.count - bytes.count % alignment
         if aligned > 0 {
-            try directPartial.writeFully(UnsafeRawBufferPointer(rebasing: bytes[0..<aligned]), at: offset)
+            let written = try writeDirect(UnsafeRawBufferPointer(rebasing: bytes[0..<aligned]), at: offset, to: directPartial)
+            if written < aligned {
+                // The file system opened the file for direct IO but refuses the writes: buffered
+                // from here on.
+                directRefused.store(true, ordering: .relaxed)
+                try partial.writeFully(UnsafeRawBufferPointer(rebasing: bytes[written...]), at: offset + UInt64(written))
+                return
+            }
         }
         if aligned < bytes.count {
             try partial.writeFully(UnsafeRawBufferPointer(rebasing: bytes[aligned...]), at: offset + UInt64(aligned))
