@@ -201,6 +201,15 @@ public struct DestinationMigration: Sendable {
         return rollback("reservation unused for \(Int(snapshot.configuration.reservationTimeout)) s", answer: .none, now: now)
     }
 
+    /// The source's answer to this destination's `status` (see `MigrationRunner.checkReservations`):
+    /// a source that rolled back while this side still holds a reservation (its `abort` never
+    /// arrived) releases it now instead of at `reservationTimeout`. Only RESERVED is released, as
+    /// by `expire`: no copy exists yet. Returns nil when there is nothing to release.
+    public mutating func sourceAnswered(_ state: MigrationPeerState, now: Date) -> MigrationAction? {
+        guard snapshot.phase == .reserved, state.sourcePhase == .rolledBack else { return nil }
+        return rollback("the source rolled back; its abort did not arrive", answer: .none, now: now)
+    }
+
     /// A request from the source for this migration.
     public mutating func received(_ message: MigrationMessage, now: Date) -> MigrationAction {
         let state = snapshot.phase

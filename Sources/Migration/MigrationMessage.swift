@@ -14,6 +14,10 @@ import Providers
 /// | `abort`           | `state` (`rolledBack`, `completed` if it is too late, ...)  |
 /// | `status`          | `state`                                                     |
 ///
+/// One request goes the other way: a destination that has held a reservation for a while asks the
+/// source `status`, and the source answers `state` with its own phase (`sourcePhase`); a source
+/// that rolled back without its `abort` arriving is how a reservation is released before it expires.
+///
 /// Requests are idempotent: a repeated request gets the answer its first copy got (or the answer for
 /// the state the destination has reached since), which is what makes retries and resumes safe.
 public struct MigrationMessage: Codable, Sendable, Hashable {
@@ -230,12 +234,20 @@ public struct MigrationPeerState: Codable, Sendable, Hashable {
     /// Live migration, in answer to `status`: what the destination's hypervisor shows of the guest
     /// (looked up for the answer, not remembered).
     public var guest: GuestPresence?
+    /// In the source's answer to a destination's `status` (`phase` is then `unknown`: it holds no
+    /// destination record): the source's own phase, so that a destination still holding a
+    /// reservation learns that the source rolled back without reaching it.
+    public var sourcePhase: SourcePhase?
 
-    public init(phase: DestinationPhase, instance: StartedInstance? = nil, reason: String? = nil, guest: GuestPresence? = nil) {
+    public init(
+        phase: DestinationPhase, instance: StartedInstance? = nil, reason: String? = nil, guest: GuestPresence? = nil,
+        sourcePhase: SourcePhase? = nil
+    ) {
         self.phase = phase
         self.instance = instance
         self.reason = reason
         self.guest = guest
+        self.sourcePhase = sourcePhase
     }
 }
 

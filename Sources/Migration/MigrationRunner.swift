@@ -37,13 +37,17 @@ public actor MigrationRunner {
         public var liveURI: String?
         /// Live migration: how long the destination waits for an arrived guest to be running.
         public var liveArrivalTimeout: Duration
+        /// Destination side: how long a reservation is held before the source is asked about it
+        /// (`checkReservations`), and how often after that.
+        public var reservationCheckInterval: TimeInterval
 
         public init(
             workDirectory: URL, region: String = "default", migration: MigrationConfiguration = .init(),
             exportFormats: [ImageFormat]? = nil, importFormats: [ImageFormat]? = nil, networkMap: [String: String] = [:],
             defaultNetwork: String? = nil, bootTimeout: Duration = .seconds(120), maxRetriesPerRun: Int = 5,
-            liveURI: String? = nil, liveArrivalTimeout: Duration = .seconds(30)
+            liveURI: String? = nil, liveArrivalTimeout: Duration = .seconds(30), reservationCheckInterval: TimeInterval = 60
         ) {
+            self.reservationCheckInterval = reservationCheckInterval
             self.liveURI = liveURI
             self.liveArrivalTimeout = liveArrivalTimeout
             self.workDirectory = workDirectory
@@ -118,6 +122,8 @@ public actor MigrationRunner {
     /// Migrations a task of this runner is working on; a second request for one waits its turn by
     /// being answered with the current state instead of interleaving with the first.
     private var busy: Set<BusyKey> = []
+    /// When each held reservation's source was last asked about it (`checkReservations`).
+    private var reservationChecks: [String: Date] = [:]
 
     private struct BusyKey: Hashable {
         var id: String
@@ -259,6 +265,9 @@ public actor MigrationRunner {
         } else if busy.contains(key) {
             // A first proposal for this id is being handled and has not been journaled yet.
             return MigrationMessage(migrationID: id, body: .state(MigrationPeerState(phase: .authorizing)))
+        } else if case .status = message.body, let source = try journal.sourceSnapshot(id), source.peer == peer {
+            // The destination asks about a migration this broker runs as the source.
+            return MigrationMessage(migrationID: id, body: .state(MigrationPeerState(phase: .unknown, sourcePhase: source.phase)))
         } else if case .propose(let proposal) = message.body {
             machine = DestinationMigration(
                 migrationID: id, peer: peer, proposal: proposal, configuration: configuration.migration, now: now)
@@ -349,6 +358,46 @@ public actor MigrationRunner {
             guard let stored = try journal.destinationSnapshot(id) else { continue }
             var machine = DestinationMigration(resuming: stored)
             guard let first = machine.expire(now: now) else { continue }
+            busy.insert(BusyKey(id: id, role: .destination))
+            defer { busy.remove(BusyKey(id: id, role: .destination)) }
+            let (_, outcome) = try await runDestination(&machine, first)
+            results.append(Result(migrationID: id, role: .destination, outcome: outcome))
+        }
+        return results
+    }
+
+    /// Destination side: asks the source about every reservation held for at least
+    /// `reservationCheckInterval` (and not asked about for as long), and releases those whose
+    /// source says it rolled back: its `abort` was lost (the destination was unreachable then), and
+    /// waiting for `reservationTimeout` would keep the capacity for nothing. A source that does not
+    /// answer is asked again an interval later; the timeout still applies. The broker calls it
+    /// periodically.
+    public func checkReservations(now: Date = Date()) async throws -> [Result] {
+        try checkAlive()
+        guard let link else { return [] }
+        var results: [Result] = []
+        let interval = configuration.reservationCheckInterval
+        for (id, role) in try journal.unfinished() where role == .destination && !busy.contains(BusyKey(id: id, role: role)) {
+            guard let stored = try journal.destinationSnapshot(id), stored.phase == .reserved,
+                  now.timeIntervalSince(stored.phaseEnteredAt) >= interval,
+                  now.timeIntervalSince(reservationChecks[id] ?? .distantPast) >= interval
+            else { continue }
+            reservationChecks[id] = now
+            let answer: MigrationMessage
+            do {
+                answer = try await link.send(MigrationMessage(migrationID: id, body: .status), to: stored.peer)
+                try answer.validate()
+            } catch {
+                logger.debug("migration \(id): asking the source about the reservation failed: \(error)")
+                continue
+            }
+            // The state may have moved while the question was out (the source's abort arrived).
+            guard answer.migrationID == id, case .state(let state) = answer.body, !busy.contains(BusyKey(id: id, role: .destination)),
+                  let current = try journal.destinationSnapshot(id)
+            else { continue }
+            var machine = DestinationMigration(resuming: current)
+            guard let first = machine.sourceAnswered(state, now: Date()) else { continue }
+            reservationChecks[id] = nil
             busy.insert(BusyKey(id: id, role: .destination))
             defer { busy.remove(BusyKey(id: id, role: .destination)) }
             let (_, outcome) = try await runDestination(&machine, first)

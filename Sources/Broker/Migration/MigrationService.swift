@@ -130,6 +130,7 @@ public final class MigrationService: Sendable {
         while !Task.isCancelled {
             takeRequests(runner)
             _ = try? await runner.expireReservations()
+            _ = try? await runner.checkReservations()
             try? await Task.sleep(for: .milliseconds(200))
         }
         state.withLock { $0.transport }?.shutdown()
