@@ -184,6 +184,9 @@ func printAgreement(_ stored: NegotiationStore.StoredAgreement) {
     for type in t.rates.instanceHour.keys.sorted() { print("  \(type.padding(toLength: 24, withPad: " ", startingAt: 0)) \(t.rates.instanceHour[type]!) per hour") }
     print("  \("transfer".padding(toLength: 24, withPad: " ", startingAt: 0)) \(t.rates.perGBTransferred) per GB")
     print("  \("storage".padding(toLength: 24, withPad: " ", startingAt: 0)) \(t.rates.perGBMonthStored) per GB-month")
+    if t.rates.perThousandCalls != 0 {
+        print("  \("federated calls".padding(toLength: 24, withPad: " ", startingAt: 0)) \(t.rates.perThousandCalls) per 1000")
+    }
 }
 
 struct AgreementCommand: AsyncParsableCommand {

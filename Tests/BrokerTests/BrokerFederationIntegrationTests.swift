@@ -3,6 +3,7 @@ import Catalog
 import Federation
 import Foundation
 import GRDB
+import Metering
 import Policy
 import Providers
 import TestSupport
@@ -178,6 +179,18 @@ import XMPP
         #expect(try pair.consumer.node.metering.store.placements(agreementID: agreement.id, role: .consumer).first?.removedAt != nil)
         #expect(try federated.provider.validateCall(serviceID: selected.serviceID, token: newToken) == .serviceNotActive)
         #expect(try FederationStore.consumed(database: federated.consumer.database, serviceID: selected.serviceID)?.phase == "ended")
+
+        // Metering: the provider's usage record for the period counts the valid calls (3; the
+        // refused ones are not billed), a count only the provider sees and the consumer accepts.
+        let start = try #require(agreement.terms.period.from)
+        let period = MeteringPeriod(from: start, until: Date().addingTimeInterval(2))
+        #expect(try FederationStore.validCalls(database: federated.provider.database, agreementID: agreement.id, in: period) == 3)
+        #expect(try FederationStore.validCalls(
+            database: federated.provider.database, agreementID: agreement.id, in: MeteringPeriod(from: start.addingTimeInterval(-3600), until: start)) == 0)
+        let entry = try await pair.provider.node.metering.closePeriod(agreementID: agreement.id, period: period, now: period.until)
+        let record = try entry.record()
+        #expect(record.usage.calls == 3)
+        #expect(!entry.disputeReasons.contains { $0.hasPrefix("calls") }, "\(entry.disputeReasons)")
         await stop(federated)
     }
 

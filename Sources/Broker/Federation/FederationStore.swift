@@ -6,12 +6,13 @@ import Storage
 import Trust
 
 /// The broker's own federation tables, next to the Federation module's journal (`FederationSchema`,
-/// the provider side). "broker-federation.v1" is frozen: a schema change is a new migration.
+/// the provider side). "broker-federation.v1" and ".v2" are frozen: a schema change is a new migration.
 ///
 /// - `federation_consumed`: services this broker selected at peers (the consumer side): where
 ///   they answer and until when the credentials hold; never the token.
 /// - `federation_call`: calls to services this broker provides whose credentials were checked
-///   (`FederationService.validateCall`), counted per service (what "calls are metered" counts).
+///   (`FederationService.validateCall`), counted per service; `federation_call_second` keeps the
+///   valid ones per second, which usage records bill (`validCalls(agreementID:in:)`).
 /// - `federation_request`: operator requests from the CLI for the running broker (select, status,
 ///   renew, teardown), with their outcome. A new token stays in `outcome` only until the CLI that
 ///   asked has read it (`FederationStore.takeOutcome` wipes it): it is shown once.
@@ -54,6 +55,16 @@ public enum FederationStore {
                     t.column("finished", .boolean).notNull().defaults(to: false)
                     t.column("outcome", .text)
                     t.column("error", .text)
+                }
+            }
+            // Valid calls per service and second, so a usage record counts exactly the calls of
+            // its period (periods start at any second).
+            migrator.registerMigration("broker-federation.v2") { db in
+                try db.create(table: "federation_call_second") { t in
+                    t.column("service_id", .text).notNull()
+                    t.column("second", .integer).notNull()
+                    t.column("valid", .integer).notNull()
+                    t.primaryKey(["service_id", "second"])
                 }
             }
         }
@@ -228,8 +239,33 @@ public enum FederationStore {
                         last_call_at = excluded.last_call_at
                     """,
                 arguments: [serviceID, valid, 1 - valid, now, serviceID])
+            if result.isValid {
+                try db.execute(
+                    sql: """
+                        INSERT INTO federation_call_second (service_id, second, valid) VALUES (?, ?, 1)
+                        ON CONFLICT (service_id, second) DO UPDATE SET valid = valid + 1
+                        """,
+                    arguments: [serviceID, Int64(now.timeIntervalSince1970.rounded(.down))])
+            }
         }
         return result
+    }
+
+    /// Valid calls to services provided under `agreementID` in `period` (whole seconds, from
+    /// inclusive, until exclusive: consecutive periods split the calls without overlap or gap).
+    public static func validCalls(database: DatabasePool, agreementID: String, in period: MeteringPeriod) throws -> Int64 {
+        try database.read { db in
+            try Int64.fetchOne(
+                db,
+                sql: """
+                    SELECT COALESCE(SUM(c.valid), 0) FROM federation_call_second c JOIN federation_service s ON s.id = c.service_id
+                    WHERE s.agreement_id = ? AND c.second >= ? AND c.second < ?
+                    """,
+                arguments: [
+                    agreementID, Int64(period.from.timeIntervalSince1970.rounded(.down)),
+                    Int64(period.until.timeIntervalSince1970.rounded(.down)),
+                ]) ?? 0
+        }
     }
 
     public static func callCount(database: DatabasePool, serviceID: String) throws -> CallCount {

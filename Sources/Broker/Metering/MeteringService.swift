@@ -208,6 +208,7 @@ public actor MeteringService {
             provider: local, consumer: agreement.consumer, sequence: try ledger.nextSequence(agreementID: agreement.id, provider: local),
             createdAt: now)
         record.usage.bytesTransferred = try transferredInPeriod(agreement.id, role: .provider, period)
+        record.usage.calls = try FederationStore.validCalls(database: store.database, agreementID: agreement.id, in: period)
         try record.validate()
         let signature = try identity.sign(record.canonicalBytes())
         let entry = try ledger.propose(record, providerSignature: signature, role: .provider, at: now)

@@ -82,7 +82,9 @@ enum NegotiationWire {
             let texts = terms.instanceTypes + terms.placement.regions + terms.placement.jurisdictions + Array(terms.rates.instanceHour.keys)
                 + [terms.rates.currency, terms.sla.support]
             if texts.contains(where: { $0.count > maxTextLength }) { return "a text field is longer than \(maxTextLength) characters" }
-            if terms.rates.instanceHour.values.contains(where: { $0 < 0 }) || terms.rates.perGBTransferred < 0 || terms.rates.perGBMonthStored < 0 {
+            if terms.rates.instanceHour.values.contains(where: { $0 < 0 }) || terms.rates.perGBTransferred < 0 || terms.rates.perGBMonthStored < 0
+                || terms.rates.perThousandCalls < 0
+            {
                 return "prices must not be negative"
             }
             if terms.sla.availabilityPercent < 0 || terms.sla.availabilityPercent > 100 { return "availability must be within 0-100" }
