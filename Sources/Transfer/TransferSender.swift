@@ -22,16 +22,22 @@ public struct TransferSender: Sendable {
         /// A connection that makes no progress for this long is dropped (and retried).
         public var idleTimeout: TimeInterval
         public var retry: RetryPolicy
+        /// Read the file past the page cache (`O_DIRECT`) when the file system and chunk size
+        /// allow it, else through it. The file is read once, front to back: copying it out of the
+        /// page cache (and filling the cache with pages that are read once) cost the sender more
+        /// CPU than the device reading straight into the chunk buffers.
+        public var directReads: Bool
 
         public init(
             chunkSize: Int = 1 << 20, bufferCount: Int = 8, connectTimeout: TimeInterval = 10,
-            idleTimeout: TimeInterval = 30, retry: RetryPolicy = RetryPolicy()
+            idleTimeout: TimeInterval = 30, retry: RetryPolicy = RetryPolicy(), directReads: Bool = true
         ) {
             self.chunkSize = chunkSize
             self.bufferCount = max(2, bufferCount)
             self.connectTimeout = connectTimeout
             self.idleTimeout = idleTimeout
             self.retry = retry
+            self.directReads = directReads
         }
     }
 
@@ -99,6 +105,11 @@ private struct SendJob: Sendable {
         guard fd >= 0 else { throw .fileError("cannot open \(file.path): \(Sockets.errnoText())") }
         let source = FileDescriptor(fd)
         let fileSize = try source.size()
+        // Refused (EINVAL) by file systems without direct IO: then the buffered path it is.
+        let direct =
+            options.directReads && openDirectFlag != 0
+            && options.chunkSize % PartialFileStore.directAlignment == 0
+            && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | openDirectFlag) == 0
         let prototype = try SenderSession(
             transferID: transferID, token: token, fileSize: fileSize, chunkSize: UInt32(clamping: options.chunkSize))
         var meter = ProgressMeter(totalBytes: fileSize)
@@ -107,7 +118,8 @@ private struct SendJob: Sendable {
         while true {
             attempt += 1
             do throws(TransferError) {
-                let digest = try runAttempt(session: prototype, source: source, meter: &meter, totals: &totals)
+                let digest = try runAttempt(
+                    session: prototype, source: source, direct: direct, meter: &meter, totals: &totals)
                 return TransferReceipt(
                     transferID: transferID, fileSize: fileSize, sha256: Hex.encode(digest),
                     chunkBytesTransferred: totals.chunkBytes, attempts: attempt, resumePoints: totals.resumePoints,
@@ -140,7 +152,8 @@ private struct SendJob: Sendable {
     /// One connection: handshake, hello, stream chunks from the resume point, wait for completion.
     /// Returns the end-to-end SHA-256 the receiver confirmed.
     private func runAttempt(
-        session prototype: SenderSession, source: FileDescriptor, meter: inout ProgressMeter, totals: inout AttemptTotals
+        session prototype: SenderSession, source: FileDescriptor, direct: Bool, meter: inout ProgressMeter,
+        totals: inout AttemptTotals
     ) throws(TransferError) -> [UInt8] {
         let fd = try Sockets.connect(host: host, port: port, timeout: options.connectTimeout)
         let expected = expectedPeerFingerprint
@@ -202,7 +215,7 @@ private struct SendJob: Sendable {
         if from < chunkCount {
             let pipeline = ChunkReader(
                 source: source, layout: session.layout, bufferCount: options.bufferCount,
-                chunkCapacity: options.chunkSize, corruptChunk: sender.faults.corruptChunk)
+                chunkCapacity: options.chunkSize, direct: direct, corruptChunk: sender.faults.corruptChunk)
             pipeline.start(from: from, to: chunkCount, prefix: prefix)
             defer { pipeline.stop() }
             do throws(TransferError) {
@@ -254,10 +267,16 @@ private final class ChunkReader: Sendable {
     let pool: ChunkBufferPool
     let ready: BlockingQueue<Item>
     let corruptChunk: UInt64?
+    /// `source` has O_DIRECT set: whole chunks are read straight into the buffers.
+    let direct: Bool
     private let stopped = Atomic<Bool>(false)
     static let sliceLength = 256 * 1024
 
-    init(source: FileDescriptor, layout: ChunkLayout, bufferCount: Int, chunkCapacity: Int, corruptChunk: UInt64?) {
+    init(
+        source: FileDescriptor, layout: ChunkLayout, bufferCount: Int, chunkCapacity: Int, direct: Bool,
+        corruptChunk: UInt64?
+    ) {
+        self.direct = direct
         self.source = source
         self.layout = layout
         self.pool = ChunkBufferPool(count: bufferCount, chunkCapacity: chunkCapacity)
@@ -268,13 +287,24 @@ private final class ChunkReader: Sendable {
     func start(from: UInt64, to end: UInt64, prefix: ChainedDigest) {
         startThread(name: "transfer-read") { [self] in
             var hasher = prefix
+            var direct = self.direct
             for index in from..<end {
                 guard var buffer = pool.take(unless: stopped.load(ordering: .relaxed)) else { return }
                 buffer.index = index
                 buffer.length = layout.length(of: index)
-                // Read and hash slice by slice, so the hash reads bytes still in cache.
                 do throws(TransferError) {
                     var offset = 0
+                    if direct {
+                        if try readDirect(into: buffer) {
+                            hasher.update(UnsafeRawBufferPointer(buffer.data))
+                            offset = buffer.length
+                        } else {
+                            // Opened for direct IO but the reads are refused: buffered from here on.
+                            direct = false
+                            _ = fcntl(source.fd, F_SETFL, fcntl(source.fd, F_GETFL) & ~openDirectFlag)
+                        }
+                    }
+                    // Buffered: read and hash slice by slice, so the hash reads bytes still in cache.
                     while offset < buffer.length {
                         let slice = UnsafeMutableRawBufferPointer(
                             rebasing: buffer.data[offset..<min(buffer.length, offset + Self.sliceLength)])
@@ -296,6 +326,28 @@ private final class ChunkReader: Sendable {
                 }
             }
         }
+    }
+
+    /// Reads chunk `buffer.index` whole with O_DIRECT: the length rounded up to the alignment
+    /// (chunk buffers have room for it; the file's end cuts the last read short). Returns false
+    /// if the file system refuses direct reads (EINVAL) before any byte arrived.
+    private func readDirect(into buffer: ChunkBuffer) throws(TransferError) -> Bool {
+        let alignment = PartialFileStore.directAlignment
+        let rounded = (buffer.length + alignment - 1) / alignment * alignment
+        precondition(ChunkBuffer.headerRoom + rounded <= buffer.storage.count)
+        let base = buffer.storage.baseAddress! + ChunkBuffer.headerRoom
+        let offset = off_t(layout.offset(of: buffer.index))
+        var done = 0
+        while done < buffer.length {
+            let result = pread(source.fd, base + done, rounded - done, offset + off_t(done))
+            if result < 0, errno == EINTR { continue }
+            if result < 0, errno == EINVAL, done == 0 { return false }
+            guard result > 0 else {
+                throw .fileError(result == 0 ? "file ended at \(Int(offset) + done)" : "read: \(Sockets.errnoText())")
+            }
+            done += result
+        }
+        return true
     }
 
     func stop() {

@@ -286,19 +286,20 @@ import Testing
         #expect(try sha256(of: transfer.destination) == digest)
     }
 
-    /// Direct (past the page cache) and buffered writes: a break mid-file resumes from the
-    /// receiver's verified prefix, re-read from disk, and the chained hash still ends in the file's
-    /// SHA-256; the last chunk's short tail (not a whole page) is written too.
-    @Test(arguments: [true, false])
-    func resumeYieldsTheEndToEndHashWithEitherWriteMode(direct: Bool) async throws {
-        let pair = try Pair(serverOptions: .init(syncOnCompletion: false, directWrites: direct))
+    /// Direct (past the page cache) and buffered writes and reads: a break mid-file resumes from
+    /// the receiver's verified prefix, re-read from disk, and the chained hash still ends in the
+    /// file's SHA-256; the last chunk's short tail (not a whole page) is read and written too.
+    @Test(arguments: [true, false], [true, false])
+    func resumeYieldsTheEndToEndHashWithEitherIOMode(directWrites: Bool, directReads: Bool) async throws {
+        let pair = try Pair(serverOptions: .init(syncOnCompletion: false, directWrites: directWrites))
         defer { pair.cleanUp() }
         let file = pair.directory.appendingPathComponent("image.raw")
         let size = 30 * 64 * 1024 + 1000
         let digest = try makeFile(at: file, size: size)
         let transfer = try pair.expect(file)
         pair.server.faults.withLock { $0.dropConnectionAfterStoredChunks = 7 }
-        let sender = pair.sender(.init(chunkSize: 64 * 1024, retry: RetryPolicy(maximumAttempts: 3, initialBackoff: 0.05)))
+        let sender = pair.sender(
+            .init(chunkSize: 64 * 1024, retry: RetryPolicy(maximumAttempts: 3, initialBackoff: 0.05), directReads: directReads))
         let receipt = try await pair.send(file, transfer, sender: sender)
         #expect(receipt.attempts == 2)
         #expect(receipt.resumePoints.count == 2 && receipt.resumePoints[0] == 0 && receipt.resumePoints[1] >= 7)
@@ -306,6 +307,20 @@ import Testing
         #expect(try sha256(of: transfer.destination) == digest)
         let serverSide = try #require(await outcome(of: transfer.transferID, on: pair.server)).get()
         #expect(serverSide.sha256 == digest)
+    }
+
+    /// A chunk size that is a whole number of hash blocks but not of pages: direct IO is asked for
+    /// on both sides and cannot be used, and the transfer goes through the page cache instead.
+    @Test func chunkSizeOffThePageBoundaryFallsBackToBufferedIO() async throws {
+        let pair = try Pair(serverOptions: .init(syncOnCompletion: false, directWrites: true))
+        defer { pair.cleanUp() }
+        let file = pair.directory.appendingPathComponent("image.raw")
+        let chunk = 4096 + 64
+        let digest = try makeFile(at: file, size: 10 * chunk + 7)
+        let transfer = try pair.expect(file)
+        let receipt = try await pair.send(file, transfer, sender: pair.sender(.init(chunkSize: chunk, directReads: true)))
+        #expect(receipt.sha256 == digest)
+        #expect(try sha256(of: transfer.destination) == digest)
     }
 
     @Test func partialFileSurvivesServerRestartAndCorruptedChunksAreResent() async throws {
