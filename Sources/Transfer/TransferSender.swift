@@ -255,7 +255,7 @@ private struct SendJob: Sendable {
 
 /// The sender's reader stage: reads chunks into pool buffers, hashes them (chained, so the same
 /// pass yields the end-to-end hash), writes the frame header in front, and queues them for the
-/// connection thread.
+/// connection thread. One thread through the page cache, two (read, hash) with direct reads.
 private final class ChunkReader: Sendable {
     enum Item: Sendable {
         case chunk(ChunkBuffer)
@@ -266,6 +266,8 @@ private final class ChunkReader: Sendable {
     let layout: ChunkLayout
     let pool: ChunkBufferPool
     let ready: BlockingQueue<Item>
+    /// Direct mode: chunks read, not yet hashed.
+    private let filled: BlockingQueue<Item>
     let corruptChunk: UInt64?
     /// `source` has O_DIRECT set: whole chunks are read straight into the buffers.
     let direct: Bool
@@ -281,30 +283,29 @@ private final class ChunkReader: Sendable {
         self.layout = layout
         self.pool = ChunkBufferPool(count: bufferCount, chunkCapacity: chunkCapacity)
         self.ready = BlockingQueue(capacity: bufferCount)
+        self.filled = BlockingQueue(capacity: bufferCount)
         self.corruptChunk = corruptChunk
     }
 
     func start(from: UInt64, to end: UInt64, prefix: ChainedDigest) {
+        if direct {
+            startDirect(from: from, to: end, prefix: prefix)
+        } else {
+            startBuffered(from: from, to: end, prefix: prefix)
+        }
+    }
+
+    /// Through the page cache: one thread reads and hashes slice by slice, so the hash reads
+    /// bytes still in cache.
+    private func startBuffered(from: UInt64, to end: UInt64, prefix: ChainedDigest) {
         startThread(name: "transfer-read") { [self] in
             var hasher = prefix
-            var direct = self.direct
             for index in from..<end {
                 guard var buffer = pool.take(unless: stopped.load(ordering: .relaxed)) else { return }
                 buffer.index = index
                 buffer.length = layout.length(of: index)
                 do throws(TransferError) {
                     var offset = 0
-                    if direct {
-                        if try readDirect(into: buffer) {
-                            hasher.update(UnsafeRawBufferPointer(buffer.data))
-                            offset = buffer.length
-                        } else {
-                            // Opened for direct IO but the reads are refused: buffered from here on.
-                            direct = false
-                            _ = fcntl(source.fd, F_SETFL, fcntl(source.fd, F_GETFL) & ~openDirectFlag)
-                        }
-                    }
-                    // Buffered: read and hash slice by slice, so the hash reads bytes still in cache.
                     while offset < buffer.length {
                         let slice = UnsafeMutableRawBufferPointer(
                             rebasing: buffer.data[offset..<min(buffer.length, offset + Self.sliceLength)])
@@ -317,15 +318,62 @@ private final class ChunkReader: Sendable {
                     ready.push(.failed(error))
                     return
                 }
-                buffer.digest = hasher.chunkDigest(isLast: index + 1 == layout.chunkCount)
-                if index == corruptChunk { buffer.data[buffer.length / 2] ^= 0xff }
-                ChunkFrameHeader.write(into: buffer.header, index: index, digest: buffer.digest, dataLength: buffer.length)
-                guard ready.push(.chunk(buffer)) else {
+                guard finish(&buffer, hasher: hasher) else { return }
+            }
+        }
+    }
+
+    /// Past the page cache: a reader thread has the device fill whole chunks while a hash thread
+    /// hashes the ones already read, so neither waits for the other.
+    private func startDirect(from: UInt64, to end: UInt64, prefix: ChainedDigest) {
+        startThread(name: "transfer-read") { [self] in
+            var direct = true
+            for index in from..<end {
+                guard var buffer = pool.take(unless: stopped.load(ordering: .relaxed)) else { return }
+                buffer.index = index
+                buffer.length = layout.length(of: index)
+                do throws(TransferError) {
+                    if direct, try !readDirect(into: buffer) {
+                        // Opened for direct IO but the reads are refused: buffered from here on.
+                        direct = false
+                        _ = fcntl(source.fd, F_SETFL, fcntl(source.fd, F_GETFL) & ~openDirectFlag)
+                    }
+                    if !direct { try source.readFully(into: buffer.data, at: layout.offset(of: index)) }
+                } catch {
+                    pool.giveBack(buffer)
+                    filled.push(.failed(error))
+                    return
+                }
+                guard filled.push(.chunk(buffer)) else {
                     pool.giveBack(buffer)
                     return
                 }
             }
         }
+        startThread(name: "transfer-hash") { [self] in
+            var hasher = prefix
+            while let item = filled.pop() {
+                guard case .chunk(var buffer) = item else {
+                    ready.push(item)
+                    return
+                }
+                hasher.update(UnsafeRawBufferPointer(buffer.data))
+                guard finish(&buffer, hasher: hasher) else { return }
+            }
+        }
+    }
+
+    /// Sets the chunk's digest and frame header and queues it for the connection thread; false
+    /// (buffer returned) once stopped.
+    private func finish(_ buffer: inout ChunkBuffer, hasher: ChainedDigest) -> Bool {
+        buffer.digest = hasher.chunkDigest(isLast: buffer.index + 1 == layout.chunkCount)
+        if buffer.index == corruptChunk { buffer.data[buffer.length / 2] ^= 0xff }
+        ChunkFrameHeader.write(into: buffer.header, index: buffer.index, digest: buffer.digest, dataLength: buffer.length)
+        guard ready.push(.chunk(buffer)) else {
+            pool.giveBack(buffer)
+            return false
+        }
+        return true
     }
 
     /// Reads chunk `buffer.index` whole with O_DIRECT: the length rounded up to the alignment
@@ -352,10 +400,13 @@ private final class ChunkReader: Sendable {
 
     func stop() {
         stopped.store(true, ordering: .relaxed)
+        filled.close()
         ready.close()
         // Buffers still queued go back so the pool can be freed.
-        while let item = ready.tryPop() {
-            if case .chunk(let buffer) = item { pool.giveBack(buffer) }
+        for queue in [filled, ready] {
+            while let item = queue.tryPop() {
+                if case .chunk(let buffer) = item { pool.giveBack(buffer) }
+            }
         }
     }
 }
