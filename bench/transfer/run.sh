@@ -6,6 +6,10 @@
 #
 #   bench/transfer/run.sh [RUNS] [SIZE_MIB]      (defaults: 5 runs, 1024 MiB)
 #
+# The transfer runs with the broker's defaults: chained chunk digests, direct IO (the sender reads
+# and the receiver writes past the page cache). TRANSFER_BENCH_FLAGS=--buffered runs both ends
+# through the page cache instead, for comparison.
+#
 # Needs nginx (apt-get install nginx-light), curl, openssl. Builds bench/transfer (a stand-alone
 # package over the real Sources/Transfer) in release mode in .build-transfer-bench.
 set -euo pipefail
@@ -90,11 +94,11 @@ for run in $(seq "$runs"); do
     rm -f "$work/port"
     /usr/bin/time -o "$work/serve.time" -f "cpu=%U+%S" "$bench" serve --chain "$work/destination.pem" --key "$work/destination.key" --port-file "$work/port" \
         --destination "$work/in/image.raw" --id "run$run" --token "token$run" --size "$size" --sha256 "$digest" \
-        --peer "$source_fp" > "$work/serve.out" &
+        --peer "$source_fp" ${TRANSFER_BENCH_FLAGS:-} > "$work/serve.out" &
     serve_pid=$!
     for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.05; done
     send_line=$(/usr/bin/time -o "$work/send.time" -f "cpu=%U+%S" "$bench" send --chain "$work/source.pem" --key "$work/source.key" --port "$(cat "$work/port")" \
-        --file "$work/www/image.raw" --id "run$run" --token "token$run" --peer "$destination_fp")
+        --file "$work/www/image.raw" --id "run$run" --token "token$run" --peer "$destination_fp" ${TRANSFER_BENCH_FLAGS:-})
     wait "$serve_pid"
     grep -q "sha256=$digest" <<<"$send_line" || { echo "transfer digest mismatch: $send_line" >&2; exit 1; }
     [ "$(sha256sum "$work/in/image.raw" | cut -d' ' -f1)" = "$digest" ] || { echo "received file differs" >&2; exit 1; }

@@ -2,9 +2,12 @@
 // read separately:
 //
 //   transfer-bench serve --chain C --key K --port-file F --destination D --id ID --token T \
-//       --size N --sha256 H --peer FP [--sync]
+//       --size N --sha256 H --peer FP [--sync] [--buffered]
 //   transfer-bench send --chain C --key K --port P --file F --id ID --token T --peer FP \
-//       [--chunk-size BYTES] [--buffers N]
+//       [--chunk-size BYTES] [--buffers N] [--buffered]
+//
+// --buffered turns off direct IO (writes on the receiver, reads on the sender): both go through
+// the page cache, as before direct IO was the default.
 //
 // Each prints one line: `seconds=… bytes=… vmhwm_kib=…`.
 import Foundation
@@ -45,7 +48,7 @@ do {
     case "serve":
         let server = try TransferServer(
             host: "127.0.0.1", port: 0, identity: identity,
-            options: .init(syncOnCompletion: arguments.contains("--sync")))
+            options: .init(syncOnCompletion: arguments.contains("--sync"), directWrites: !arguments.contains("--buffered")))
         let id = required("id", in: arguments)
         try server.register(
             ExpectedTransfer(
@@ -61,6 +64,7 @@ do {
         var options = TransferSender.Options()
         if let chunk = option("chunk-size", in: arguments).flatMap(Int.init) { options.chunkSize = chunk }
         if let buffers = option("buffers", in: arguments).flatMap(Int.init) { options.bufferCount = buffers }
+        options.directReads = !arguments.contains("--buffered")
         let sender = TransferSender(identity: identity, options: options)
         let started = Date()
         let receipt = try await sender.send(
