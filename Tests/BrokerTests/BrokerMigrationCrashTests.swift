@@ -137,7 +137,12 @@ final class CrashTestClouds: @unchecked Sendable {
     var runs = 0
     private var readers: [String: DatabasePool] = [:]
 
-    init(server: TestProsody) throws {
+    /// `policy(role, peerJID)`: the policy file of that role's broker (default: the SimCloud crash
+    /// test's); `providerSection(role, dataDirectory)`: its `[provider]` and `[migration]` sections
+    /// (default: SimCloud in `dataDirectory`).
+    init(
+        server: TestProsody, policy: ((MigrationRole, String) -> String)? = nil, providerSection: ((MigrationRole, URL) -> String)? = nil
+    ) throws {
         self.server = server
         binary = try Self.intercloudBinary()
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("intercloud-crash-\(UUID().uuidString.prefix(8))")
@@ -150,9 +155,13 @@ final class CrashTestClouds: @unchecked Sendable {
         let consumer = try server.freshAccount(prefix: "crash-cloud1", host: "cloud1.test")
         let provider = try server.freshAccount(prefix: "crash-cloud2", host: "cloud2.test")
         brokers[.source] = try writeBroker(
-            cloud: "cloud1", account: consumer, root: root, rootPath: rootPath, room: room, policy: Self.consumerPolicy(provider: provider.jid))
+            cloud: "cloud1", account: consumer, root: root, rootPath: rootPath, room: room,
+            policy: policy?(.source, provider.jid) ?? Self.consumerPolicy(provider: provider.jid), providerSection: { data in
+                providerSection?(.source, data) ?? Self.simCloudSection(data) })
         brokers[.destination] = try writeBroker(
-            cloud: "cloud2", account: provider, root: root, rootPath: rootPath, room: room, policy: Self.providerPolicy(consumer: consumer.jid))
+            cloud: "cloud2", account: provider, root: root, rootPath: rootPath, room: room,
+            policy: policy?(.destination, consumer.jid) ?? Self.providerPolicy(consumer: consumer.jid), providerSection: { data in
+                providerSection?(.destination, data) ?? Self.simCloudSection(data) })
     }
 
     /// The `intercloud` executable built next to this test bundle (same build folder).
@@ -215,8 +224,22 @@ final class CrashTestClouds: @unchecked Sendable {
         """
     }
 
+    static func simCloudSection(_ data: URL) -> String {
+        """
+        [provider]
+        driver = "simcloud"
+        options = { data-dir = "\(data.path)", boot-delay-ms = "0", max-instances = "500", max-vcpu = "1000", max-memory-mib = "10000000" }
+
+        [migration]
+        graceful_shutdown_seconds = 2
+        boot_timeout_seconds = 30
+        request_timeout_seconds = 8
+        """
+    }
+
     private func writeBroker(
-        cloud: String, account: (jid: String, password: String), root: CertificateAuthority, rootPath: String, room: String, policy: String
+        cloud: String, account: (jid: String, password: String), root: CertificateAuthority, rootPath: String, room: String, policy: String,
+        providerSection: (URL) -> String
     ) throws -> Broker {
         let identity = try root.issueBrokerIdentity(jid: account.jid, notBefore: Date() - 86_400)
         try identity.save(
@@ -249,14 +272,7 @@ final class CrashTestClouds: @unchecked Sendable {
             [policy]
             files = ["\(cloud)-policy.toml"]
 
-            [provider]
-            driver = "simcloud"
-            options = { data-dir = "\(data.path)", boot-delay-ms = "0", max-instances = "500", max-vcpu = "1000", max-memory-mib = "10000000" }
-
-            [migration]
-            graceful_shutdown_seconds = 2
-            boot_timeout_seconds = 30
-            request_timeout_seconds = 8
+            \(providerSection(data))
             """
         let config = directory.appendingPathComponent("\(cloud).toml").path
         try toml.write(toFile: config, atomically: true, encoding: .utf8)
@@ -285,7 +301,7 @@ final class CrashTestClouds: @unchecked Sendable {
         }
     }
 
-    private func spawnBroker(_ role: MigrationRole, killAfter: String?) throws {
+    func spawnBroker(_ role: MigrationRole, killAfter: String?) throws {
         var broker = brokers[role]!
         var environment = ProcessInfo.processInfo.environment
         environment["INTERCLOUD_FAULT_KILL_AFTER_STEP"] = killAfter
@@ -296,7 +312,7 @@ final class CrashTestClouds: @unchecked Sendable {
     }
 
     /// Stops a broker gracefully (SIGTERM), as an operator would.
-    private func stopBroker(_ role: MigrationRole) async throws {
+    func stopBroker(_ role: MigrationRole) async throws {
         let broker = brokers[role]!
         kill(broker.pid, SIGTERM)
         guard try await ChildProcess.wait(broker.pid, timeout: .seconds(30)) != nil else {
@@ -308,7 +324,7 @@ final class CrashTestClouds: @unchecked Sendable {
     }
 
     /// Both brokers list each other as online (seen since their last start) and trusted.
-    private func waitUntilPeered(timeout: Duration = .seconds(60)) async throws {
+    func waitUntilPeered(timeout: Duration = .seconds(60)) async throws {
         let source = brokers[.source]!, destination = brokers[.destination]!
         let peered = try await eventually(timeout: timeout) {
             sees(source, destination.jid) && sees(destination, source.jid)
@@ -328,7 +344,7 @@ final class CrashTestClouds: @unchecked Sendable {
     }
 
     /// The broker's database, read-only (the broker owns its schema), once it exists.
-    private func readOnlyDatabase(_ broker: Broker) -> DatabasePool? {
+    func readOnlyDatabase(_ broker: Broker) -> DatabasePool? {
         if let open = readers[broker.database] { return open }
         guard FileManager.default.fileExists(atPath: broker.database),
             let database = try? IntercloudDatabase.open(path: broker.database, schema: [], readOnly: true)
@@ -337,7 +353,7 @@ final class CrashTestClouds: @unchecked Sendable {
         return database
     }
 
-    private func journal(_ role: MigrationRole) -> MigrationJournal? {
+    func journal(_ role: MigrationRole) -> MigrationJournal? {
         readOnlyDatabase(brokers[role]!).map(MigrationJournal.init(database:))
     }
 
@@ -364,13 +380,14 @@ final class CrashTestClouds: @unchecked Sendable {
     }
 
     /// An agreement in which cloud2 grants cloud1 migrate-in, large enough for every run.
-    func negotiate() async throws {
+    func negotiate(entitle: String = "query,migrate-in", types: String = "sim.small") async throws {
         let output = try await intercloud([
-            "negotiate", "--config", brokers[.source]!.config, "--peer", brokers[.destination]!.jid, "--entitle", "query,migrate-in",
+            "negotiate", "--config", brokers[.source]!.config, "--peer", brokers[.destination]!.jid, "--entitle", entitle,
             "--instances", "100", "--vcpu", "100", "--memory-gib", "500", "--storage-gib", "5000", "--transfer-gb", "5000",
-            "--types", "sim.small", "--output", "json",
+            "--types", types, "--output", "json",
         ])
         guard output.contains("FINALIZED") else { throw CrashTestError("negotiation did not finalize: \(output)") }
+        agreementID = (try? JSONDecoder().decode([String: String].self, from: Data(output.utf8)))?["agreement"] ?? ""
         // The provider reaches FINALIZED when its finalize message is acknowledged.
         let finalized = try await eventually(timeout: .seconds(20)) {
             guard let database = readOnlyDatabase(brokers[.destination]!) else { return false }
@@ -498,7 +515,7 @@ final class CrashTestClouds: @unchecked Sendable {
         return SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
     }
 
-    private func tail(_ file: URL, lines: Int = 40) -> String {
+    func tail(_ file: URL, lines: Int = 40) -> String {
         let text = (try? String(contentsOf: file, encoding: .utf8)) ?? ""
         return "--- \(file.lastPathComponent)\n" + text.split(separator: "\n").suffix(lines).joined(separator: "\n")
     }
