@@ -349,6 +349,10 @@ public struct DestinationMigration: Sendable {
                         "live migration needs libvirt on both sides; this cloud's driver is \(inventory.driverName.isEmpty ? "another" : inventory.driverName)",
                         answer: .abort, now: now)
                 }
+                // The prepared disk gets the size the source announces: no larger than the size it reserves.
+                guard live.diskBytes <= Int64(max(size.diskGiB, 1)) << 30 else {
+                    return rollback("a live disk of \(live.diskBytes) bytes exceeds the \(size.diskGiB) GiB of \(size.id)", answer: .abort, now: now)
+                }
                 snapshot.reservation = MigrationReservation(
                     sizeID: size.id, acceptedFormats: [], region: inventory.region, offer: TransferOffer(host: "", port: "", token: ""))
                 snapshot.undo.append(.discardLiveTarget)

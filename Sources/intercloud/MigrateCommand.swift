@@ -106,7 +106,7 @@ struct MigrateCommand: AsyncParsableCommand {
             If the move fails the guest keeps running here and the destination removes what it
             prepared; after a broker restart the source decides from where the guest actually is.
 
-              intercloud migrate 6f1c…-uuid --to broker@cloud2.example --live --config cloud1.toml
+              intercloud migrate 5a0c3d1e-7b2f-4c1d-9e8a-0f1b2c3d4e5f --to broker@cloud2.example --live --config cloud1.toml
 
             Exit status 0 when completed, 1 when rolled back or not finished in --timeout.
             Follow any migration with `intercloud migrations watch ID`.

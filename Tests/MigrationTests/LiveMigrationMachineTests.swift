@@ -165,6 +165,20 @@ struct LiveMigrationMachineTests {
         #expect(reason.contains("libvirt on both sides") && reason.contains("simcloud") && machine.phase == .rolledBack)
     }
 
+    @Test("a live disk larger than the reserved size is refused before anything is prepared")
+    func destinationBoundsTheLiveDisk() {
+        var machine = DestinationMigration(
+            migrationID: "m1", peer: "cloud1.test",
+            proposal: MigrationProposal(agreementID: "agr-1", instance: MigrationMessageTests.spec, live: LiveMigrationRequest(instanceID: guestID, diskBytes: 11 << 30)),
+            configuration: .init(), now: now)
+        _ = machine.begin(now: now)
+        _ = machine.handle(.authorized(.allowed), now: now)
+        guard case .reply(let reply) = machine.handle(.inventory(inventory(libvirt: true)), now: now), case .abort(let reason) = reply.body else {
+            Issue.record("not refused"); return
+        }
+        #expect(reason.contains("exceeds the 10 GiB of lv.small") && machine.phase == .rolledBack, "\(reason)")
+    }
+
     @Test("a restarted live destination keeps its reservation; status is answered from the hypervisor; abort discards the prepared files")
     func destinationKeepsAndDiscards() throws {
         let machine = destinationReserved()
