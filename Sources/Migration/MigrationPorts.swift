@@ -30,11 +30,16 @@ public struct ReceivedImageFile: Sendable, Hashable {
     public var url: URL
     public var bytes: Int64
     public var sha256: String
+    /// This broker computed `sha256` itself from the bytes as it stored them (the transfer
+    /// channel hashes every chunk it writes and matches the source's signed digest), so the
+    /// runner need not read the file again. Otherwise the runner hashes the file.
+    public var hashedAsStored: Bool
 
-    public init(url: URL, bytes: Int64, sha256: String) {
+    public init(url: URL, bytes: Int64, sha256: String, hashedAsStored: Bool = false) {
         self.url = url
         self.bytes = bytes
         self.sha256 = sha256
+        self.hashedAsStored = hashedAsStored
     }
 }
 

@@ -559,8 +559,13 @@ public actor MigrationRunner {
             if !FileManager.default.fileExists(atPath: staged.path) {
                 let received = try await transport.receivedFile(for: offer)
                 try FileManager.default.moveItem(at: received.url, to: staged)
+                if received.hashedAsStored {
+                    // This broker hashed the bytes as it stored them: reading 1 GiB back is no more evidence.
+                    return .file(StagedFile(name: staged.lastPathComponent, format: format, bytes: received.bytes, sha256: received.sha256))
+                }
             }
-            // Hashed here, by the destination itself: the transport's own figure is not evidence.
+            // Hashed here, by the destination itself: a transport's figure it did not compute is
+            // not evidence, nor is a file staged before a restart.
             let digest = try await FileDigest.sha256(of: staged)
             return .file(StagedFile(name: staged.lastPathComponent, format: format, bytes: digest.bytes, sha256: digest.sha256))
         case .withdraw(let id):
@@ -659,7 +664,9 @@ public actor MigrationRunner {
                 image = existing
             } else {
                 // The received file is ours to give: a driver that can take it over saves a copy.
-                image = try await driver.adoptImage(from: url, name: name, format: file.format, expectedSHA256: file.sha256, progress: nil)
+                // `file.sha256` was computed by this broker from the received bytes (above).
+                image = try await driver.adoptImage(
+                    from: url, name: name, format: file.format, expectedSHA256: file.sha256, digestVerified: true, progress: nil)
             }
             // The driver holds the image now; the received copy is no longer needed.
             try? FileManager.default.removeItem(at: url)
@@ -670,8 +677,12 @@ public actor MigrationRunner {
             }) {
                 return .instance(existing)
             }
+            // The image was imported for this instance only: a driver that can boot from the
+            // image's own file (SimCloud's `consumeImage`) needs no copy; others ignore it.
+            var options = extra
+            options["consumeImage"] = "true"
             return .instance(try await driver.create(
-                CreateInstanceRequest(name: name, sizeID: sizeID, imageID: imageID, extra: extra), progress: nil))
+                CreateInstanceRequest(name: name, sizeID: sizeID, imageID: imageID, extra: options), progress: nil))
         case .terminateInstances(let imageName):
             let imageIDs = Set(try await driver.listImages().filter { $0.name == imageName }.map(\.id))
             for instance in try await driver.listInstances() where instance.imageID.map(imageIDs.contains) ?? false {

@@ -133,18 +133,18 @@ final class BrokerImageTransport: ImageTransport, Sendable {
             // Completed (renamed into place only after the end-to-end hash matched).
             if let receipt = try? await server.completion(of: migrationID) {
                 onTransferred(migrationID, Int64(receipt.fileSize))
-                return ReceivedImageFile(url: stored.destination, bytes: Int64(receipt.fileSize), sha256: receipt.sha256)
+                return ReceivedImageFile(url: stored.destination, bytes: Int64(receipt.fileSize), sha256: receipt.sha256, hashedAsStored: true)
             }
             let (bytes, digest) = try await FileDigest.sha256(of: stored.destination)
             guard digest == expected else { throw MigrationTransportError("received file does not match the announced SHA-256") }
-            return ReceivedImageFile(url: stored.destination, bytes: bytes, sha256: digest)
+            return ReceivedImageFile(url: stored.destination, bytes: bytes, sha256: digest, hashedAsStored: true)
         }
         let receipt: TransferReceipt
         do { receipt = try await server.completion(of: migrationID) } catch {
             throw MigrationTransportError("transfer for migration \(migrationID) failed: \(error)")
         }
         onTransferred(migrationID, Int64(receipt.fileSize))
-        return ReceivedImageFile(url: stored.destination, bytes: Int64(receipt.fileSize), sha256: receipt.sha256)
+        return ReceivedImageFile(url: stored.destination, bytes: Int64(receipt.fileSize), sha256: receipt.sha256, hashedAsStored: true)
     }
 
     func withdraw(migrationID: String) async throws {

@@ -39,9 +39,12 @@ public protocol CloudDriver: Sendable {
     ) async throws -> Image
     /// Imports a local image file the caller gives up (a received migration image): the driver may
     /// take the file itself instead of copying it. On success `source` is gone; on failure it is left
-    /// as it was. The default imports a copy and then removes `source`.
+    /// as it was. `digestVerified`: the caller computed `expectedSHA256` from this very file (as it
+    /// received it), so the driver may record it without hashing the file again. The default
+    /// imports a copy (checked) and then removes `source`.
     func adoptImage(
-        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, progress: ProgressHandler?
+        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, digestVerified: Bool,
+        progress: ProgressHandler?
     ) async throws -> Image
 }
 
@@ -50,7 +53,8 @@ public let instanceActionVerbs: Set<Verb> = [.start, .shutdown, .destroy, .reboo
 
 extension CloudDriver {
     public func adoptImage(
-        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, progress: ProgressHandler?
+        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, digestVerified: Bool,
+        progress: ProgressHandler?
     ) async throws -> Image {
         let image = try await importImage(
             from: source, name: name, format: format, expectedSHA256: expectedSHA256, progress: progress)

@@ -56,10 +56,11 @@ struct LocalImageFiles: Sendable {
     /// source file. Returns the stored file's virtual size and raw-content SHA-256. On any failure
     /// nothing is left at `stored`.
     /// `adopting`: the caller gives the file up, so with `linksImmutableImages` a raw file is checked
-    /// in one read pass and linked into the store instead of copied (the caller removes its name).
+    /// in one read pass and linked into the store instead of copied (the caller removes its name);
+    /// with `digestVerified` too (the caller hashed this file as it received it) without the pass.
     func importFile(
         from source: URL, format: ImageFormat, expectedSHA256: String?, into stored: URL, storedFormat: ImageFormat,
-        shareLock: Bool = false, adopting: Bool = false, progress: ProgressHandler?
+        shareLock: Bool = false, adopting: Bool = false, digestVerified: Bool = false, progress: ProgressHandler?
     ) async throws -> (sizeBytes: Int64, contentSHA256: String) {
         let verb = Verb.importImage
         let driver = self.driver
@@ -69,6 +70,10 @@ struct LocalImageFiles: Sendable {
         }
         do {
             if adopting, linksImmutableImages, format == .raw, storedFormat == .raw {
+                if digestVerified, let expectedSHA256, expectedSHA256.count == 64 {
+                    let bytes = (try FileManager.default.attributesOfItem(atPath: source.path)[.size] as? NSNumber)?.int64Value ?? 0
+                    if try FileCopy.link(from: source, to: stored) { return (bytes, expectedSHA256.lowercased()) }
+                }
                 let digest = try FileCopy.digest(of: source) { done, total in
                     progress?(ProgressEvent(driver: driver, verb: verb, completed: done, total: total, message: "verifying"))
                 }

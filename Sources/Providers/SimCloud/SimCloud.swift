@@ -131,7 +131,12 @@ public actor SimCloud: CloudDriver {
         let imageRecord = try guarded(verb) {
             try database.read { db in try SimImageRecord.fetchOne(db, key: request.imageID) }
         }
-        guard let imageRecord else { throw ProviderError.notFound(driver: driverName, verb: verb, "image \(request.imageID)") }
+        guard var imageRecord else { throw ProviderError.notFound(driver: driverName, verb: verb, "image \(request.imageID)") }
+        if let consumer = imageRecord.consumedBy {
+            throw ProviderError.invalidState(
+                driver: driverName, verb: verb, "image \(imageRecord.id) was consumed by instance \(consumer) and starts no other")
+        }
+        let consume = request.extra["consumeImage"] == "true"
         let capacity = try guarded(verb) { try currentCapacity() }
         guard capacity.admits(size) else {
             throw ProviderError(
@@ -147,21 +152,41 @@ public actor SimCloud: CloudDriver {
             targetRawState: "running", transitionDue: now.adding(configuration.delays.boot), diskFile: disk,
             address: Self.address(for: id), createdAt: now)
         // Undo everything on any failure, cancellation included: no disk without a row, no row without a disk.
+        let imageFile = configuration.dataDirectory.appendingPathComponent(imageRecord.file)
         do {
             let driver = driverName
-            _ = try FileCopy.copy(
-                from: configuration.dataDirectory.appendingPathComponent(imageRecord.file), to: diskURL,
-                durable: configuration.durableWrites, hashing: false
-            ) { done, total in
-                progress?(ProgressEvent(driver: driver, verb: verb, completed: done, total: total, message: "cloning disk"))
+            // Booting from the image's own file (a volume made from it) needs no copy: the file
+            // gets the disk's name too, and the image's name goes once the instance is recorded.
+            let linked = try consume && FileCopy.link(from: imageFile, to: diskURL)
+            if !linked {
+                _ = try FileCopy.copy(
+                    from: imageFile, to: diskURL, durable: configuration.durableWrites, hashing: false
+                ) { done, total in
+                    progress?(ProgressEvent(driver: driver, verb: verb, completed: done, total: total, message: "cloning disk"))
+                }
             }
-            try write { db in try record.insert(db) }
+            try write { db in
+                try record.insert(db)
+                if consume {
+                    imageRecord.consumedBy = id
+                    try imageRecord.update(db)
+                }
+            }
             try consumeFault(verb, late: true)
         } catch {
-            _ = try? write { db in try SimInstanceRecord.deleteOne(db, key: id) }
+            _ = try? write { db in
+                try SimInstanceRecord.deleteOne(db, key: id)
+                if consume {
+                    imageRecord.consumedBy = nil
+                    try imageRecord.update(db)
+                }
+            }
             try? FileManager.default.removeItem(at: diskURL)
             throw files.mapError(error, verb: verb)
         }
+        // Only the disk's name is left, so a later start has nothing to un-share. A crash before
+        // this leaves both names: the next start then copies, as for any shared disk.
+        if consume { try? FileManager.default.removeItem(at: imageFile) }
         progress?(ProgressEvent(driver: driverName, verb: verb, completed: 1, total: 1, message: "booting"))
         return instance(record)
     }
@@ -317,6 +342,9 @@ public actor SimCloud: CloudDriver {
         guard let record = try guarded(verb, { try database.read { db in try SimImageRecord.fetchOne(db, key: id) } }) else {
             throw ProviderError.notFound(driver: driverName, verb: verb, "image \(id)")
         }
+        if let consumer = record.consumedBy {
+            throw ProviderError.invalidState(driver: driverName, verb: verb, "image \(id) was consumed by instance \(consumer)")
+        }
         let crashAfter = exportCrashAfter
         exportCrashAfter = nil
         let stored = configuration.dataDirectory.appendingPathComponent(record.file)
@@ -341,12 +369,13 @@ public actor SimCloud: CloudDriver {
     /// Takes a raw file over by linking it into `images/` after checking its digest (no copy): stored
     /// images are never written, so sharing the inode with the caller's name until it is removed is safe.
     public func adoptImage(
-        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, progress: ProgressHandler?
+        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, digestVerified: Bool,
+        progress: ProgressHandler?
     ) async throws -> Image {
         try consumeFault(.importImage)
         let image = try await addImage(
             name: name, from: source, format: format, expectedSHA256: expectedSHA256, verb: .importImage,
-            adopting: true, progress: progress)
+            adopting: true, digestVerified: digestVerified, progress: progress)
         try? FileManager.default.removeItem(at: source)
         return image
     }
@@ -354,7 +383,7 @@ public actor SimCloud: CloudDriver {
     /// Copies or converts a file into `images/` as raw and records it; on failure removes both.
     private func addImage(
         name: String, from source: URL, format: ImageFormat, expectedSHA256: String?, verb: Verb,
-        adopting: Bool = false, progress: ProgressHandler?
+        adopting: Bool = false, digestVerified: Bool = false, progress: ProgressHandler?
     ) async throws -> Image {
         let id = "sim-img-" + Self.randomHex(12)
         let file = "images/\(id).raw"
@@ -362,7 +391,7 @@ public actor SimCloud: CloudDriver {
         do {
             let result = try await files.importFile(
                 from: source, format: format, expectedSHA256: expectedSHA256, into: stored, storedFormat: .raw,
-                adopting: adopting, progress: progress)
+                adopting: adopting, digestVerified: digestVerified, progress: progress)
             let record = SimImageRecord(
                 id: id, name: name, format: ImageFormat.raw.rawValue, sizeBytes: result.sizeBytes,
                 sha256: result.contentSHA256, file: file, createdAt: Date())
@@ -437,7 +466,8 @@ public actor SimCloud: CloudDriver {
     private func image(_ record: SimImageRecord) -> Image {
         Image(
             id: record.id, name: record.name, format: ImageFormat(name: record.format), sizeBytes: record.sizeBytes,
-            sha256: record.sha256, rawState: "available", extra: ["file": record.file])
+            sha256: record.sha256, rawState: record.consumedBy == nil ? "available" : "consumed",
+            extra: record.consumedBy.map { ["file": record.file, "consumedBy": $0] } ?? ["file": record.file])
     }
 
     static func randomHex(_ count: Int) -> String {

@@ -2,7 +2,7 @@ import Foundation
 import GRDB
 import Storage
 
-/// SimCloud's tables. "simcloud.v1" is frozen: a schema change is a new migration.
+/// SimCloud's tables. "simcloud.v1" and ".v2" are frozen: a schema change is a new migration.
 public enum SimCloudSchema: SchemaContributor {
     public static func registerMigrations(in migrator: inout DatabaseMigrator) {
         migrator.registerMigration("simcloud.v1") { db in
@@ -29,6 +29,10 @@ public enum SimCloudSchema: SchemaContributor {
                 t.column("created_at", .datetime).notNull()
             }
         }
+        // An image an instance booted from directly (`consumeImage`): the instance's id.
+        migrator.registerMigration("simcloud.v2") { db in
+            try db.alter(table: "simcloud_image") { t in t.add(column: "consumed_by", .text) }
+        }
     }
 }
 
@@ -41,9 +45,11 @@ struct SimImageRecord: Codable, FetchableRecord, PersistableRecord {
     var sha256: String
     var file: String
     var createdAt: Date
+    /// The instance that took this image's file as its disk; the image cannot start others.
+    var consumedBy: String? = nil
 
     enum CodingKeys: String, CodingKey {
-        case id, name, format, sizeBytes = "size_bytes", sha256, file, createdAt = "created_at"
+        case id, name, format, sizeBytes = "size_bytes", sha256, file, createdAt = "created_at", consumedBy = "consumed_by"
     }
 }
 

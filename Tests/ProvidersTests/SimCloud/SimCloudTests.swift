@@ -154,6 +154,50 @@ struct SimCloudTests {
         #expect(try FileCopy.digest(of: stored).sha256 == file.contentSHA256)
     }
 
+    @Test("an instance created with consumeImage boots from the image's own file: no copy, the image starts no other instance")
+    func consumeImage() async throws {
+        let (cloud, directory) = try makeCloud()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let received = directory.appendingPathComponent("received.raw")
+        try Data(repeating: 9, count: 2 << 20).write(to: received)
+        let digest = try FileCopy.digest(of: received).sha256
+        let inodeReceived = try inode(of: received)
+        // The caller hashed the file as it received it: recorded without another pass, by link.
+        let image = try await cloud.adoptImage(from: received, name: "migrated", format: .raw, expectedSHA256: digest, digestVerified: true, progress: nil)
+        #expect(image.sha256 == digest)
+        let created = try await cloud.create(
+            CreateInstanceRequest(name: "vm", sizeID: "sim.small", imageID: image.id, extra: ["consumeImage": "true"]), progress: nil)
+        let disk = directory.appendingPathComponent(created.extra["disk"] ?? "")
+        #expect(try inode(of: disk) == inodeReceived)
+        #expect(try FileCopy.digest(of: disk).sha256 == digest)
+        #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent(image.extra["file"] ?? "").path))
+        let listed = try #require(try await cloud.listImages().first { $0.id == image.id })
+        #expect(listed.rawState == "consumed" && listed.extra["consumedBy"] == created.id)
+        let refused = await #expect(throws: ProviderError.self) {
+            _ = try await cloud.create(CreateInstanceRequest(name: "vm2", sizeID: "sim.small", imageID: image.id), progress: nil)
+        }
+        #expect(refused?.code == .invalidState)
+        // Stop and start: the disk has one name, nothing to un-share, the content stays.
+        _ = try await cloud.waitFor(instance: created.id, state: .running, timeout: .seconds(10))
+        _ = try await cloud.shutdown(created.id)
+        _ = try await cloud.waitFor(instance: created.id, state: .stopped, timeout: .seconds(10))
+        _ = try await cloud.start(created.id)
+        #expect(try inode(of: disk) == inodeReceived)
+        // Deregistering the consumed image leaves the instance's disk.
+        try await cloud.deregisterImage(id: image.id)
+        #expect(try FileCopy.digest(of: disk).sha256 == digest)
+        // A failed create does not consume the image.
+        let other = try await cloud.importImage(from: disk, name: "other", format: .raw, expectedSHA256: nil, progress: nil)
+        await cloud.inject(.failAfterWork(.create))
+        await #expect(throws: ProviderError.self) {
+            _ = try await cloud.create(
+                CreateInstanceRequest(name: "vm3", sizeID: "sim.small", imageID: other.id, extra: ["consumeImage": "true"]), progress: nil)
+        }
+        let kept = try #require(try await cloud.listImages().first { $0.id == other.id })
+        #expect(kept.rawState == "available")
+        #expect(try FileCopy.digest(of: directory.appendingPathComponent(kept.extra["file"] ?? "")).sha256 == digest)
+    }
+
     @Test("a stopped instance's snapshot shares its disk until the instance starts again, then the instance writes a private copy")
     func stoppedSnapshotIsCopyOnWrite() async throws {
         let (cloud, directory) = try makeCloud()
@@ -191,12 +235,13 @@ struct SimCloudTests {
         try Data(repeating: 7, count: 3 << 20).write(to: received)
         let digest = try FileCopy.digest(of: received).sha256
         await #expect(throws: ProviderError.self) {
-            _ = try await cloud.adoptImage(from: received, name: "bad", format: .raw, expectedSHA256: String(repeating: "0", count: 64), progress: nil)
+            _ = try await cloud.adoptImage(
+                from: received, name: "bad", format: .raw, expectedSHA256: String(repeating: "0", count: 64), digestVerified: false, progress: nil)
         }
         #expect(FileManager.default.fileExists(atPath: received.path))
         #expect(try await cloud.listImages().count == 1)
         let inodeBefore = try inode(of: received)
-        let image = try await cloud.adoptImage(from: received, name: "good", format: .raw, expectedSHA256: digest, progress: nil)
+        let image = try await cloud.adoptImage(from: received, name: "good", format: .raw, expectedSHA256: digest, digestVerified: false, progress: nil)
         #expect(image.sha256 == digest)
         #expect(!FileManager.default.fileExists(atPath: received.path))
         let stored = directory.appendingPathComponent(image.extra["file"] ?? "")
@@ -253,14 +298,12 @@ struct SimCloudTests {
         #expect(badSize?.code == .invalidInput)
     }
 
-    @Test("the schema is registered under simcloud.v1 in a shared broker database")
+    @Test("the schema is registered under simcloud.v1 and .v2 in a shared broker database")
     func sharedDatabase() async throws {
         let (pool, directory) = try Storage.IntercloudDatabase.temporary(schema: [SimCloudSchema.self])
         defer { try? FileManager.default.removeItem(at: directory) }
-        let applied = try await pool.read { db in try DatabaseMigrator().appliedIdentifiers(db) }
-        #expect(applied.isEmpty || true)
         let migrations = try await pool.read { db in try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") }
-        #expect(migrations == ["simcloud.v1"])
+        #expect(migrations == ["simcloud.v1", "simcloud.v2"])
         let cloud = try SimCloud(configuration: .init(dataDirectory: directory, delays: .instant), database: pool)
         #expect(try await cloud.listImages().count == 1)
     }
