@@ -110,12 +110,14 @@ public enum BrokerMigrationBenchmark {
                 migrations.append(ContinuousClock.now - migrationStart)
                 guard result.outcome == .completed else { throw BrokerTrustBenchmark.Failure(description: "migration \(result.outcome)") }
                 // Per-phase durations from the journal: time from a phase's first step to the next phase's.
-                let steps = try source.migration!.journal.steps(result.migrationID, role: .source)
-                var firstAt: [(String, Date)] = []
-                for step in steps where firstAt.last?.0 != step.phase { firstAt.append((step.phase, step.at)) }
-                for (index, entry) in firstAt.enumerated() where index + 1 < firstAt.count {
-                    let seconds = firstAt[index + 1].1.timeIntervalSince(entry.1)
-                    phases[entry.0, default: []].append(.milliseconds(Int64(seconds * 1000)))
+                for (node, role, prefix) in [(source, MigrationRole.source, ""), (destination, .destination, "destination ")] {
+                    let steps = try node.migration!.journal.steps(result.migrationID, role: role)
+                    var firstAt: [(String, Date)] = []
+                    for step in steps where firstAt.last?.0 != step.phase { firstAt.append((step.phase, step.at)) }
+                    for (index, entry) in firstAt.enumerated() where index + 1 < firstAt.count {
+                        let seconds = firstAt[index + 1].1.timeIntervalSince(entry.1)
+                        phases[prefix + entry.0, default: []].append(.milliseconds(Int64(seconds * 1000)))
+                    }
                 }
             }
             let peak = peakRSSKiB()
@@ -137,6 +139,10 @@ public enum BrokerMigrationBenchmark {
                 """
             let order = ["authorizing", "proposing", "stopping", "snapshotting", "exporting", "converting", "transferring", "announcing", "cuttingOver", "terminating", "cleaningUp", "handingOverMetering"]
             text += order.compactMap { phase in phases[phase].map { "\(phase) \(s(BrokerTrustBenchmark.median($0)))" } }.joined(separator: ", ")
+            text += "\n\nDestination phases (median s): "
+            text += phases.keys.filter { $0.hasPrefix("destination ") }
+                .sorted { BrokerTrustBenchmark.median(phases[$0]!) > BrokerTrustBenchmark.median(phases[$1]!) }
+                .map { "\($0.dropFirst("destination ".count)) \(s(BrokerTrustBenchmark.median(phases[$0]!)))" }.joined(separator: ", ")
             text += "\n\nPeak RSS of the process (both brokers): \(peak / 1024) MiB.\n"
             return text
         } catch {
