@@ -404,4 +404,53 @@ actor BrokerLibvirtPair {
         }
         await removeAll([source, destination])
     }
+
+    /// `kill -9` of the source broker while libvirt is moving the guest (the destination daemon
+    /// already shows the incoming domain): libvirt goes on, or aborts, without the broker. On
+    /// restart the source looks at both hypervisors and, if the move is still going, waits for it;
+    /// whichever way libvirt ended, both journals agree and exactly one copy runs, where they say.
+    @Test func sourceKilledWhileLibvirtMovesTheGuestEndsConsistently() async throws {
+        let (clouds, daemons) = try await clouds()
+        defer { clouds.killAll() }
+        try await clouds.negotiate(entitle: "query,migrate-in,migrate-live", types: "")
+        let source = try await driver(clouds, .source, uri: daemons.source, guest: daemons.guest)
+        let destination = try await driver(clouds, .destination, uri: daemons.destination, guest: daemons.guest)
+        do {
+            let guest = try await runningGuest(on: source, name: "live-m1", in: clouds.directory)
+            async let migration = migrateLive(clouds, instance: guest.id)
+            // The incoming domain appears at the destination while the move runs.
+            let arriving = await eventually(timeout: .seconds(90)) {
+                ((try? await destination.listInstances()) ?? []).contains { $0.id == guest.id }
+            }
+            #expect(arriving)
+            let victim = clouds.brokers[.source]!.pid
+            kill(victim, SIGKILL)
+            _ = try await ChildProcess.wait(victim, timeout: .seconds(10))
+            clouds.brokers[.source]!.pid = 0
+            let stateWhenKilled = (try? await destination.describe(instance: guest.id).rawState) ?? "gone"
+            try clouds.spawnBroker(.source, killAfter: nil)
+
+            let run = try await migration
+            let id = try #require(run.reply["migration"], "\(run.output)")
+            let context = "destination was \(stateWhenKilled) at the kill: \(run.output)\n\(diagnostics(clouds, id))"
+            let ended = try #require(run.reply["phase"], "\(context)")
+            #expect(ended == "completed" || ended == "rolledBack", "\(context)")
+            #expect(await eventually(timeout: .seconds(90)) {
+                ((try? clouds.journal(.destination)?.migrations()) ?? []).first { $0.migrationID == id }?.phase == ended
+            }, "\(context)")
+            let here = try await source.listInstances().filter { $0.state == .running }
+            let there = try await destination.listInstances().filter { $0.state == .running }
+            #expect(here.count + there.count == 1, "\(context)")
+            #expect((ended == "completed" ? there : here).first?.id == guest.id, "\(context)")
+            #expect(((try? clouds.journal(.source)?.unfinished()) ?? []).isEmpty && ((try? clouds.journal(.destination)?.unfinished()) ?? []).isEmpty)
+            // The restarted source did not move the guest again: it looked where the guest was.
+            let steps = try #require(try clouds.journal(.source)?.steps(id)).filter { $0.outcome == "issued" }.map(\.step)
+            #expect(steps.filter { $0 == "driver migrate-live" }.count == 1 && steps.contains("driver probe-guest"), "\(steps)")
+            print("source killed during the move (destination \(stateWhenKilled)): ended \(ended)")
+        } catch {
+            await removeAll([source, destination])
+            throw error
+        }
+        await removeAll([source, destination])
+    }
 }
