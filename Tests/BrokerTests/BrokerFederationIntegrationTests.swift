@@ -66,6 +66,7 @@ import XMPP
         var provider: FederationService
         var tasks: [Task<Void, Never>]
         var driver: any CloudDriver
+        var templates: URL
     }
 
     func federated() async throws -> Federated {
@@ -84,7 +85,7 @@ import XMPP
         let consumer = pair.consumer.node.federation
         #expect(await eventually(timeout: .seconds(20)) { provider.isReady })
         let driver = try await #require(pair.provider.node.provider).driver()
-        return Federated(pair: pair, consumer: consumer, provider: provider, tasks: [], driver: driver)
+        return Federated(pair: pair, consumer: consumer, provider: provider, tasks: [], driver: driver, templates: templates)
     }
 
     func stop(_ federated: Federated) async {
@@ -191,6 +192,44 @@ import XMPP
         let record = try entry.record()
         #expect(record.usage.calls == 3)
         #expect(!entry.disputeReasons.contains { $0.hasPrefix("calls") }, "\(entry.disputeReasons)")
+        await stop(federated)
+    }
+
+    @Test func templateFilesAreReadAgainWhenTheyChangeAndAnInvalidSetKeepsTheTemplatesInUse() async throws {
+        let federated = try await federated()
+        let pair = federated.pair
+        let runner = try #require(federated.provider.runner)
+        func offered() -> [String] { ((try? runner.journal.templates()) ?? []).map(\.name) }
+        func inCatalog() async throws -> [String] {
+            let found = try await pair.consumer.node.catalogQueries.query(
+                """
+                PREFIX ic: <\(TemplateCatalog.namespace)>
+                SELECT ?name WHERE { GRAPH <urn:intercloud:graph:templates> { ?o a ic:Offering ; ic:name ?name } } ORDER BY ?name
+                """, peer: try RunningBroker.full(pair.providerJID))
+            guard case .solutions(let table) = found else { return [] }
+            return table.rows.map { $0.map(CatalogProtocol.cell).joined() }
+        }
+        #expect(offered() == ["web-server"])
+
+        // A second template appears in the journal and in the catalog peers query.
+        let second = Self.template.replacingOccurrences(of: "name = \"web-server\"", with: "name = \"web-server-2\"")
+        try second.write(to: federated.templates.appendingPathComponent("web-server-2.toml"), atomically: true, encoding: .utf8)
+        #expect(await eventually(timeout: .seconds(15)) { offered() == ["web-server", "web-server-2"] })
+        #expect(try await inCatalog() == ["web-server", "web-server-2"])
+        #expect(pair.provider.auditEvents(kind: "federation.templates").map(\.reason) == ["reloaded"])
+
+        // A broken file: refused as a whole with its file:line, audited; both templates stay offered.
+        let broken = federated.templates.appendingPathComponent("broken.toml")
+        try "version = 1\nname = \"broken\"\nsize = 3\n".write(to: broken, atomically: true, encoding: .utf8)
+        #expect(await eventually(timeout: .seconds(15)) { pair.provider.auditEvents(kind: "federation.templates").count == 2 })
+        let refused = try #require(pair.provider.auditEvents(kind: "federation.templates").first { $0.reason == "invalid-templates" })
+        #expect(refused.outcome == .refused && refused.detail.contains("broken.toml:"))
+        #expect(offered() == ["web-server", "web-server-2"])
+
+        // Fixed by removing it: the set is read again.
+        try FileManager.default.removeItem(at: broken)
+        #expect(await eventually(timeout: .seconds(15)) { pair.provider.auditEvents(kind: "federation.templates").count == 3 })
+        #expect(offered() == ["web-server", "web-server-2"])
         await stop(federated)
     }
 

@@ -89,6 +89,8 @@ public final class FederationService: Sendable {
     let catalogQueries: CatalogQuerier
     let logger: Logger
     private let runnerState = Mutex<FederationRunner?>(nil)
+    /// Names, sizes and modification times of the template files last read: a change means reload.
+    private let templateFingerprint = Mutex<String?>(nil)
     /// Demand of selects being checked or provisioned, by service id: counted as used by quota
     /// checks, so two concurrent selects cannot both fit into the last free share.
     private let pending = Mutex<[String: (agreementID: String, demand: ResourceAmount)]>([:])
@@ -145,6 +147,7 @@ public final class FederationService: Sendable {
     /// down at their agreement's end, and ends consumed services whose agreement ended.
     public func run() async {
         var nextStartAttempt = Date.distantPast
+        var nextTemplateCheck = Date.distantPast
         while !Task.isCancelled {
             let now = Date()
             if provider != nil, !isReady, now >= nextStartAttempt {
@@ -152,6 +155,10 @@ public final class FederationService: Sendable {
                     logger.error("federation: not providing services yet: \(error)")
                     nextStartAttempt = now.addingTimeInterval(5)
                 }
+            }
+            if isReady, now >= nextTemplateCheck {
+                nextTemplateCheck = now.addingTimeInterval(Self.templateCheckInterval)
+                await reloadTemplatesIfChanged(now: now)
             }
             takeRequests()
             if let runner, let deadline = try? await runner.nextDeadline(), deadline <= now {
@@ -177,13 +184,53 @@ public final class FederationService: Sendable {
                     teardownRetryInterval: settings.teardownRetryInterval),
                 pollInterval: settings.pollInterval),
             metering: BrokerFederationMetering(store: metering.store), logger: logger)
+        let fingerprint = Self.fingerprint(of: settings.templatePaths)
         let templates = try await runner.importTemplates(paths: try Self.templateFiles(settings.templatePaths), now: now)
+        templateFingerprint.withLock { $0 = fingerprint }
         let triples = try await publish(runner)
         runnerState.withLock { $0 = runner }
         logger.info("federation: offering \(templates.count) template(s) (\(triples) catalog triples)")
         for (serviceID, status) in (try? await runner.resume(now: now)) ?? [:] {
             logger.info("federation: service \(serviceID) resumed: \(status.phase.rawValue)")
         }
+    }
+
+    /// How often the template files are checked for changes (seconds).
+    static let templateCheckInterval: TimeInterval = 2
+
+    /// Templates are read again when their files change (added, removed, edited): the new set
+    /// replaces the old one in the journal and the catalog. A set with errors is refused as a
+    /// whole, logged and audited with every `file:line: field` problem, and the templates in use
+    /// stay. Services already running keep what they were provisioned from.
+    func reloadTemplatesIfChanged(now: Date) async {
+        guard let runner else { return }
+        let fingerprint = Self.fingerprint(of: settings.templatePaths)
+        guard templateFingerprint.withLock({ $0 }) != fingerprint else { return }
+        templateFingerprint.withLock { $0 = fingerprint }
+        do {
+            let templates = try await runner.importTemplates(paths: try Self.templateFiles(settings.templatePaths), now: now)
+            let triples = try await publish(runner)
+            logger.info("federation: template files changed; offering \(templates.count) template(s) (\(triples) catalog triples)")
+            _ = try? audit.record(AuditEvent(
+                at: now, module: "broker", kind: "federation.templates", peer: local, action: "reload", outcome: .accepted,
+                reason: "reloaded", detail: templates.map(\.name).joined(separator: ", ")))
+        } catch {
+            logger.error("federation: template files changed but are not valid; still offering the previous templates:\n\(error)")
+            _ = try? audit.record(AuditEvent(
+                at: now, module: "broker", kind: "federation.templates", peer: local, action: "reload", outcome: .refused,
+                reason: "invalid-templates", detail: String(describing: error)))
+        }
+    }
+
+    /// What changes when a template file is added, removed or edited.
+    static func fingerprint(of paths: [String]) -> String {
+        let files = (try? templateFiles(paths)) ?? paths
+        return files.map { file in
+            let attributes = try? FileManager.default.attributesOfItem(atPath: file)
+            let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
+            let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? -1
+            return "\(file)\u{1}\(size)\u{1}\(modified)"
+        }.joined(separator: "\n")
     }
 
     /// The template files of `paths`: a file as given, a folder's `*.toml` files in name order.
