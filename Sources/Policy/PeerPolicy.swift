@@ -45,6 +45,8 @@ public struct PeerPolicy: Codable, Sendable, Hashable {
     public var rates: RateCard?
     public var slaOffered: ServiceLevel?
     public var slaRequired: ServiceLevel?
+    /// What we pay this peer at most when we consume (`[peer.max_rates]`).
+    public var maxRates: PriceCeiling?
     public var placement: Placement
     /// Where this entry came from, for diagnostics (`file:line`).
     public var source: String
@@ -52,8 +54,9 @@ public struct PeerPolicy: Codable, Sendable, Hashable {
     public init(
         name: String, match: [JIDPattern], validity: ValidityPeriod = .always, entitlements: Set<Entitlement> = [],
         quota: Quota = .unlimited, rates: RateCard? = nil, slaOffered: ServiceLevel? = nil, slaRequired: ServiceLevel? = nil,
-        placement: Placement = .anywhere, source: String = ""
+        placement: Placement = .anywhere, source: String = "", maxRates: PriceCeiling? = nil
     ) {
+        self.maxRates = maxRates
         self.name = name
         self.match = match
         self.validity = validity

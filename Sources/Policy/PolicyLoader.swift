@@ -116,7 +116,7 @@ extension PolicyLoader {
         mutating func parsePeer(_ t: TOMLTable, path: String) -> PeerPolicy? {
             checkKeys(t, path: path, allowed: [
                 "name", "match", "valid_from", "valid_until", "entitlements", "quota", "rates",
-                "sla_offered", "sla_required", "placement",
+                "sla_offered", "sla_required", "placement", "max_rates",
             ])
             let before = diagnostics.count
             let name = string(t, "name", path) ?? ""
@@ -146,6 +146,7 @@ extension PolicyLoader {
             let rates = table(t, "rates", path).map { parseRates($0, TOMLSourceLocator.append(path, "rates")) }
             let offered = table(t, "sla_offered", path).map { parseSLA($0, TOMLSourceLocator.append(path, "sla_offered")) }
             let required = table(t, "sla_required", path).map { parseSLA($0, TOMLSourceLocator.append(path, "sla_required")) }
+            let ceiling = table(t, "max_rates", path).map { parseCeiling($0, TOMLSourceLocator.append(path, "max_rates")) }
             var placement = Placement.anywhere
             if let p = table(t, "placement", path) {
                 let pp = TOMLSourceLocator.append(path, "placement")
@@ -155,7 +156,18 @@ extension PolicyLoader {
             guard diagnostics.count == before else { return nil }
             return PeerPolicy(
                 name: name, match: patterns, validity: validity, entitlements: entitlements, quota: quota,
-                rates: rates, slaOffered: offered, slaRequired: required, placement: placement, source: "\(file)#\(path)")
+                rates: rates, slaOffered: offered, slaRequired: required, placement: placement, source: "\(file)#\(path)",
+                maxRates: ceiling)
+        }
+
+        mutating func parseCeiling(_ t: TOMLTable, _ path: String) -> PriceCeiling {
+            // The same fields as a rate card; here an absent one means "no ceiling", not zero.
+            let card = parseRates(t, path)
+            return PriceCeiling(
+                currency: card.currency, instanceHour: card.instanceHour,
+                perGBTransferred: t["per_gb_transferred"] == nil ? nil : card.perGBTransferred,
+                perGBMonthStored: t["per_gb_month_stored"] == nil ? nil : card.perGBMonthStored,
+                perThousandCalls: t["per_1000_calls"] == nil ? nil : card.perThousandCalls)
         }
 
         mutating func parseQuota(_ t: TOMLTable, _ path: String) -> Quota {

@@ -83,6 +83,27 @@ public struct RateCard: Codable, Sendable, Hashable {
     }
 }
 
+/// The most a consumer pays a provider (`[peer.max_rates]`): offers above any ceiling are refused.
+/// A dimension without a ceiling is not limited; instance types without one are not limited either.
+public struct PriceCeiling: Codable, Sendable, Hashable {
+    public var currency: String
+    public var instanceHour: [String: Decimal]
+    public var perGBTransferred: Decimal?
+    public var perGBMonthStored: Decimal?
+    public var perThousandCalls: Decimal?
+
+    public init(
+        currency: String, instanceHour: [String: Decimal] = [:], perGBTransferred: Decimal? = nil, perGBMonthStored: Decimal? = nil,
+        perThousandCalls: Decimal? = nil
+    ) {
+        self.currency = currency
+        self.instanceHour = instanceHour
+        self.perGBTransferred = perGBTransferred
+        self.perGBMonthStored = perGBMonthStored
+        self.perThousandCalls = perThousandCalls
+    }
+}
+
 /// Service levels: what this cloud offers to a peer, or what it requires from one.
 public struct ServiceLevel: Codable, Sendable, Hashable {
     /// Percent, e.g. 99.9.

@@ -4,8 +4,8 @@ extension PeerPolicy {
     /// Checks proposed negotiation terms against this entry, from the side of `role` (the local
     /// broker's role). Both sides check the period lies within the entry's validity; the provider
     /// also checks entitlements, quota, placement and that prices are not below its rate card; the
-    /// consumer checks the SLA offered meets what it requires. Used to decide whether to accept,
-    /// counter or terminate.
+    /// consumer checks the SLA offered meets what it requires and prices are not above its
+    /// ceilings (`max_rates`). Used to decide whether to accept, counter or terminate.
     public func evaluate(terms: Terms, as role: NegotiationRole) -> PolicyDecision {
         var reasons: [PolicyReason] = []
         // Entitlements, quota and placement in our entry for a peer describe what that peer may do
@@ -28,6 +28,7 @@ extension PeerPolicy {
                     code: "sla-insufficient",
                     message: "offered \(terms.sla.availabilityPercent)% / \(terms.sla.maxMigrationDowntimeSeconds) s / \(terms.sla.support), required \(required.availabilityPercent)% / \(required.maxMigrationDowntimeSeconds) s / \(required.support)"))
             }
+            if let ceiling = maxRates { checkCeiling(ceiling, terms, into: &reasons) }
         }
         return reasons.isEmpty ? .allowed : .denied(reasons)
     }
@@ -60,6 +61,26 @@ extension PeerPolicy {
                 reasons.append(PolicyReason(code: "jurisdiction-not-allowed", message: "jurisdictions must be within \(placement.jurisdictions)"))
             }
         }
+    }
+
+    private func checkCeiling(_ ceiling: PriceCeiling, _ terms: Terms, into reasons: inout [PolicyReason]) {
+        let rates = terms.rates
+        guard rates.currency == ceiling.currency else {
+            reasons.append(PolicyReason(code: "currency-mismatch", message: "we pay in \(ceiling.currency), not \(rates.currency)"))
+            return
+        }
+        func over(_ what: String, _ price: Decimal, _ limit: Decimal?, _ unit: String) {
+            if let limit, price > limit {
+                reasons.append(PolicyReason(
+                    code: "price-too-high", message: "\(what) costs \(price) \(rates.currency)\(unit), we pay at most \(limit)"))
+            }
+        }
+        for type in rates.instanceHour.keys.sorted() {
+            over(type, rates.instanceHour[type]!, ceiling.instanceHour[type], "/h")
+        }
+        over("transfer", rates.perGBTransferred, ceiling.perGBTransferred, "/GB")
+        over("storage", rates.perGBMonthStored, ceiling.perGBMonthStored, "/GB-month")
+        over("federated calls", rates.perThousandCalls, ceiling.perThousandCalls, " per 1000")
     }
 
     private func checkPrices(_ terms: Terms, into reasons: inout [PolicyReason]) {

@@ -57,7 +57,7 @@ import XMPP
         """
     }
 
-    static func consumerPolicy(provider: String, requiredAvailability: String = "99.5") -> String {
+    static func consumerPolicy(provider: String, requiredAvailability: String = "99.5", extra: String = "") -> String {
         """
         version = 1
 
@@ -70,13 +70,14 @@ import XMPP
         availability_percent = "\(requiredAvailability)"
         max_migration_downtime_seconds = 600
         support = "24x7"
+        \(extra)
         """
     }
 
     /// Two brokers under one root CA, each with a policy file and short negotiation timers.
     func trustedPair(
         requiredAvailability: String = "99.5", negotiationTOML: String = "", consumerSection: String = "", providerSection: String = "",
-        providerPrices: [String: String] = [:]
+        providerPrices: [String: String] = [:], consumerPolicyExtra: String = ""
     ) async throws -> Pair {
         let fixture = TrustFixture(brokers: BrokerFixture(server: server))
         let root = try fixture.root("root")
@@ -108,7 +109,8 @@ import XMPP
         }
         let consumerConfig = try config(
             cloud: "cloud1", host: "cloud1.test", account: consumerAccount,
-            policy: Self.consumerPolicy(provider: providerAccount.jid, requiredAvailability: requiredAvailability), extra: consumerSection)
+            policy: Self.consumerPolicy(provider: providerAccount.jid, requiredAvailability: requiredAvailability, extra: consumerPolicyExtra),
+            extra: consumerSection)
         let providerConfig = try config(
             cloud: "cloud2", host: "cloud2.test", account: providerAccount, policy: Self.providerPolicy(consumer: consumerAccount.jid, extraPrices: providerPrices),
             extra: providerSection)
@@ -246,6 +248,24 @@ import XMPP
         #expect(await eventually { await pair.provider.node.negotiation.state(of: weak.negotiationID) == .terminated })
         #expect(try pair.provider.node.negotiation.store.agreements().isEmpty)
         #expect(pair.consumer.auditEvents(kind: "negotiation.terminated").count == 2)
+        await stop(pair)
+    }
+
+    @Test func aConsumerRefusesAnOfferAboveItsPriceCeiling() async throws {
+        // The consumer asks 0.01/h; the provider counters with its card, 0.0230/h for sim.small;
+        // the consumer pays at most 0.02 and terminates.
+        let pair = try await trustedPair(consumerPolicyExtra: """
+
+            [peer.max_rates]
+            currency = "EUR"
+            [peer.max_rates.instance_hour]
+            "sim.small" = "0.02"
+            """)
+        let outcome = try await pair.consumer.node.negotiation.negotiate(with: try JID(pair.providerJID), terms: Self.terms(price: "0.01"))
+        #expect(outcome.state == .terminated)
+        #expect(outcome.reason?.contains("price-too-high") == true, "\(outcome.reason ?? "")")
+        #expect(await eventually { await pair.provider.node.negotiation.state(of: outcome.negotiationID) == .terminated })
+        #expect(try pair.consumer.node.negotiation.store.agreements().isEmpty)
         await stop(pair)
     }
 

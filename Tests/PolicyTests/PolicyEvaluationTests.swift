@@ -93,6 +93,26 @@ func migration(vcpu: Int = 2, memory: String = "4", region: String = "eu-west-1"
         #expect(nested.evaluate(.query, context: context).reasons.count == 2)
     }
 
+    @Test func consumerRefusesPricesAboveItsCeilings() throws {
+        var entry = try #require(try exampleSet().peers.first)
+        entry.slaRequired = nil
+        entry.maxRates = PriceCeiling(currency: "EUR", instanceHour: ["m1.small": Decimal(string: "0.03")!], perGBTransferred: Decimal(string: "0.02")!)
+        var offer = terms()
+        offer.period = ValidityPeriod(from: june, until: june.addingTimeInterval(86_400))
+        offer.rates = RateCard(currency: "EUR", instanceHour: ["m1.small": Decimal(string: "0.03")!], perGBTransferred: Decimal(string: "0.02")!, perGBMonthStored: 5)
+        // At the ceiling is fine; storage has no ceiling.
+        #expect(entry.evaluate(terms: offer, as: .consumer) == .allowed)
+        offer.rates.instanceHour["m1.small"] = Decimal(string: "0.0301")!
+        offer.rates.perGBTransferred = Decimal(string: "0.05")!
+        let refused = entry.evaluate(terms: offer, as: .consumer)
+        #expect(refused.reasons.map(\.code) == ["price-too-high", "price-too-high"])
+        #expect(refused.reasons.first?.message == "m1.small costs 0.0301 EUR/h, we pay at most 0.03")
+        offer.rates.currency = "USD"
+        #expect(entry.evaluate(terms: offer, as: .consumer).reasons.map(\.code) == ["currency-mismatch"])
+        // The provider side does not apply the consumer's ceilings.
+        #expect(!entry.evaluate(terms: offer, as: .provider).reasons.contains { $0.code == "price-too-high" })
+    }
+
     @Test func termsCheckedAgainstPolicy() throws {
         let entry = try #require(try exampleSet().peers.first)
         var good = terms()

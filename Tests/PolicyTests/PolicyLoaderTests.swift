@@ -67,6 +67,16 @@ let validPeer = """
         #expect(d.map(\.field) == ["peer[0].rates.per_1000_calls"])
     }
 
+    @Test func priceCeilingsLeaveOutWhatIsNotLimited() throws {
+        let set = try PolicyLoader.parse(
+            validPeer + "[peer.max_rates]\ncurrency = \"EUR\"\nper_gb_transferred = \"0.03\"\n[peer.max_rates.instance_hour]\n\"m1.small\" = \"0.03\"\n",
+            file: "test.toml")
+        let ceiling = try #require(set.peers.first?.maxRates)
+        #expect(ceiling.currency == "EUR" && ceiling.instanceHour == ["m1.small": Decimal(string: "0.03")!])
+        #expect(ceiling.perGBTransferred == Decimal(string: "0.03") && ceiling.perGBMonthStored == nil && ceiling.perThousandCalls == nil)
+        #expect(diagnostics(validPeer + "[peer.max_rates]\ncurrency = \"EUR\"\nper_gb = 1\n").map(\.field) == ["peer[0].max_rates.per_gb"])
+    }
+
     @Test func wrongType() {
         let d = diagnostics(validPeer + "[peer.quota]\ninstances = \"ten\"\n")
         #expect(d.map(\.field) == ["peer[0].quota.instances"])
