@@ -1,4 +1,5 @@
 import Foundation
+import Migration
 import Policy
 import TOMLParsing
 import XMPP
@@ -165,6 +166,9 @@ public struct BrokerConfiguration: Sendable {
         /// How long the source waits for the destination's answer to one message (default 60;
         /// must cover the destination's import + create + start of the instance).
         public var request_timeout_seconds: TOMLNumber?
+        /// This cloud's libvirt URI as a peer's hypervisor must reach it for live migration, e.g.
+        /// `qemu+tls://hv1.cloud2.example/system` (default: the provider's `uri`).
+        public var live_uri: String?
     }
 
     /// `[automation]`: automatic migration driven by policy (off by default).
@@ -413,6 +417,12 @@ public struct BrokerConfiguration: Sendable {
             if let value = section.request_timeout_seconds?.value {
                 guard value.isFinite, value >= 1 else { throw Error(path: path, message: "migration.request_timeout_seconds must be ≥ 1") }
                 configuration.migration.requestTimeout = .milliseconds(Int64(value * 1000))
+            }
+            if let uri = section.live_uri {
+                do { try MigrationMessage.checkLiveURI(uri) } catch {
+                    throw Error(path: path, message: "migration.live_uri: \(error.message)")
+                }
+                configuration.migration.liveURI = uri
             }
         }
         if let section = file.federation {

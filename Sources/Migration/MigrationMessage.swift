@@ -394,16 +394,22 @@ extension MigrationMessage {
     /// The schemes of libvirt URIs a source's hypervisor may be asked to connect to.
     static let liveURISchemes: Set<String> = ["qemu", "qemu+unix", "qemu+tcp", "qemu+tls", "qemu+ssh"]
 
+    /// A hypervisor URI a peer's hypervisor may be told to connect to (the `[migration] live_uri`
+    /// setting is checked with the same rule as the URI a peer sends).
+    public static func checkLiveURI(_ uri: String) throws(MigrationMessageError) {
+        guard !uri.isEmpty, uri.utf8.count <= maximumTextLength,
+              uri.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "+:/._-?=&@[]%,~".unicodeScalars.contains($0)) }),
+              let separator = uri.range(of: "://"), liveURISchemes.contains(String(uri[..<separator.lowerBound]))
+        else {
+            throw MigrationMessageError("live target \"\(uri.prefix(60))\" is not a libvirt QEMU URI (\(liveURISchemes.sorted().joined(separator: ", ")))")
+        }
+    }
+
     /// The destination's hypervisor URI and paths go into the source's hypervisor (its connection
     /// target and, between single quotes, the domain XML): a libvirt QEMU URI, and absolute paths of
     /// plain characters, nothing that could end an XML attribute or start a shell word.
     static func checkLiveOffer(_ live: LiveMigrationOffer) throws(MigrationMessageError) {
-        guard !live.uri.isEmpty, live.uri.utf8.count <= maximumTextLength,
-              live.uri.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "+:/._-?=&@[]%,~".unicodeScalars.contains($0)) }),
-              let separator = live.uri.range(of: "://"), liveURISchemes.contains(String(live.uri[..<separator.lowerBound]))
-        else {
-            throw MigrationMessageError("live target \"\(live.uri.prefix(60))\" is not a libvirt QEMU URI (\(liveURISchemes.sorted().joined(separator: ", ")))")
-        }
+        try checkLiveURI(live.uri)
         for (path, what) in [(live.diskPath, "live disk path"), (live.consoleLogPath, "live console log path")] {
             guard path.hasPrefix("/"), path.utf8.count <= maximumTextLength,
                   path.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "/._-".unicodeScalars.contains($0)) }),

@@ -49,7 +49,7 @@ struct NegotiateCommand: AsyncParsableCommand {
     @Option(help: "Provider broker JID (bare).")
     var peer: String
 
-    @Option(help: "Comma-separated entitlements to ask for: query, federate, migrate-in, migrate-out.")
+    @Option(help: "Comma-separated entitlements to ask for: query, federate, migrate-in, migrate-out, migrate-live (live migration; with migrate-in).")
     var entitle: String = "query,migrate-in"
 
     @Option(help: "Instances the agreement allows.") var instances: Int = 1
@@ -75,7 +75,7 @@ struct NegotiateCommand: AsyncParsableCommand {
     func entitlements() throws -> Set<Entitlement> {
         Set(try entitle.split(separator: ",").map { name in
             guard let value = Entitlement(rawValue: String(name).trimmingCharacters(in: .whitespaces)) else {
-                throw ValidationError("unknown entitlement '\(name)' (query, federate, migrate-in, migrate-out)")
+                throw ValidationError("unknown entitlement '\(name)' (\(Entitlement.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
             return value
         })

@@ -9,7 +9,7 @@ struct PolicyCommand: AsyncParsableCommand {
         abstract: "Check peer policy files and explain how a request would be decided.",
         discussion: """
             Policy files (TOML, see policies/README.md) say what each peer or peer group may do:
-            entitlements (query, federate, migrate-in, migrate-out), quotas, rate cards, SLAs,
+            entitlements (query, federate, migrate-in, migrate-out, migrate-live), quotas, rate cards, SLAs,
             allowed regions and validity periods. A broker enforces the files listed in the
             [policy] section of its configuration:
 

@@ -46,6 +46,18 @@ import XMPP
         }
     }
 
+    @Test func liveMigrationURIIsCheckedLikeAPeersOffer() throws {
+        let configuration = try BrokerConfiguration.parse(
+            valid + "\n[migration]\nlive_uri = \"qemu+tls://hv1.cloud2.example/system\"\n", path: "/x/c.toml")
+        #expect(configuration.migration.liveURI == "qemu+tls://hv1.cloud2.example/system")
+        #expect(try BrokerConfiguration.parse(valid, path: "/x/c.toml").migration.liveURI == nil)
+        for bad in ["http://hv1/system", "qemu+tls://hv1/system'><x", ""] {
+            #expect(throws: BrokerConfiguration.Error.self) {
+                _ = try BrokerConfiguration.parse(valid + "\n[migration]\nlive_uri = \"\(bad)\"\n", path: "/x/c.toml")
+            }
+        }
+    }
+
     @Test func approvalPatterns() throws {
         #expect(ApprovalRule.matches(try JID("broker@cloud2.test/x"), patterns: ["*@cloud2.test"]))
         #expect(!ApprovalRule.matches(try JID("broker@cloud3.test"), patterns: ["*@cloud2.test"]))
