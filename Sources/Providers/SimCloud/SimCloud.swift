@@ -267,29 +267,14 @@ public actor SimCloud: CloudDriver {
     /// first gives the instance a private copy of a disk it shares (`unshareDisk`): so the image can
     /// share the disk's file (copy on write) instead of copying it now. One read pass for the digest.
     private func linkStoppedDisk(_ disk: URL, name: String, verb: Verb, progress: ProgressHandler?) async throws -> Image {
-        let id = "sim-img-" + Self.randomHex(12)
-        let file = "images/\(id).raw"
-        let stored = configuration.dataDirectory.appendingPathComponent(file)
-        do {
+        try await storeImage(name: name, verb: verb) { stored in
             let driver = driverName
             let digest = try FileCopy.digest(of: disk) { done, total in
                 progress?(ProgressEvent(driver: driver, verb: verb, completed: done, total: total, message: "hashing"))
             }
-            guard try FileCopy.link(from: disk, to: stored) else {
-                return try await addImage(name: name, from: disk, format: .raw, expectedSHA256: nil, verb: verb, progress: progress)
-            }
-            let record = SimImageRecord(
-                id: id, name: name, format: ImageFormat.raw.rawValue, sizeBytes: digest.bytes, sha256: digest.sha256,
-                file: file, createdAt: Date())
-            try write { db in try record.insert(db) }
-            try consumeFault(verb, late: true)
-            return image(record)
-        } catch {
-            _ = try? write { db in try SimImageRecord.deleteOne(db, key: id) }
-            try? FileManager.default.removeItem(at: stored)
-            var mapped = files.mapError(error, verb: verb)
-            mapped.verb = verb
-            throw mapped
+            if try FileCopy.link(from: disk, to: stored) { return (digest.bytes, digest.sha256) }
+            let copy = try FileCopy.copy(from: disk, to: stored, durable: configuration.durableWrites)
+            return (copy.bytes, copy.sha256)
         }
     }
 
@@ -385,16 +370,27 @@ public actor SimCloud: CloudDriver {
         name: String, from source: URL, format: ImageFormat, expectedSHA256: String?, verb: Verb,
         adopting: Bool = false, digestVerified: Bool = false, progress: ProgressHandler?
     ) async throws -> Image {
+        try await storeImage(name: name, verb: verb) { stored in
+            let result = try await files.importFile(
+                from: source, format: format, expectedSHA256: expectedSHA256, into: stored, storedFormat: .raw,
+                adopting: adopting, digestVerified: digestVerified, progress: progress)
+            return (result.sizeBytes, result.contentSHA256)
+        }
+    }
+
+    /// Records a new raw image whose file `fill` puts at the path it is given (returning size and
+    /// SHA-256); on any failure neither the record nor the file is left.
+    private func storeImage(
+        name: String, verb: Verb, _ fill: (URL) async throws -> (sizeBytes: Int64, sha256: String)
+    ) async throws -> Image {
         let id = "sim-img-" + Self.randomHex(12)
         let file = "images/\(id).raw"
         let stored = configuration.dataDirectory.appendingPathComponent(file)
         do {
-            let result = try await files.importFile(
-                from: source, format: format, expectedSHA256: expectedSHA256, into: stored, storedFormat: .raw,
-                adopting: adopting, digestVerified: digestVerified, progress: progress)
+            let result = try await fill(stored)
             let record = SimImageRecord(
                 id: id, name: name, format: ImageFormat.raw.rawValue, sizeBytes: result.sizeBytes,
-                sha256: result.contentSHA256, file: file, createdAt: Date())
+                sha256: result.sha256, file: file, createdAt: Date())
             try write { db in try record.insert(db) }
             try consumeFault(verb, late: true)
             return image(record)
