@@ -192,6 +192,9 @@ public struct BrokerConfiguration: Sendable {
         public var credential_ttl_seconds: TOMLNumber?
         public var boot_timeout_seconds: TOMLNumber?
         public var teardown_retry_seconds: TOMLNumber?
+        /// `host:port` where services' fronts check each call's credentials (`GET /v1/calls/check`),
+        /// e.g. "127.0.0.1:8181"; default: no call gate.
+        public var call_gate: String?
     }
 
     struct File: Codable {
@@ -438,6 +441,16 @@ public struct BrokerConfiguration: Sendable {
             if let value = section.teardown_retry_seconds?.value {
                 guard value.isFinite, value >= 1 else { throw Error(path: path, message: "federation.teardown_retry_seconds must be ≥ 1") }
                 configuration.federation.teardownRetryInterval = value
+            }
+            if let gate = section.call_gate {
+                guard let colon = gate.lastIndex(of: ":"), let port = UInt16(gate[gate.index(after: colon)...]) else {
+                    throw Error(path: path, message: "federation.call_gate must be host:port, e.g. \"127.0.0.1:8181\"")
+                }
+                let host = gate[..<colon].trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+                guard !host.isEmpty, host.allSatisfy({ $0.isHexDigit || $0 == "." || $0 == ":" }) else {
+                    throw Error(path: path, message: "federation.call_gate needs an IP address (IPv4 or IPv6), not \"\(host)\"")
+                }
+                configuration.federation.callGate = (host, port)
             }
         }
         if let section = file.automation {

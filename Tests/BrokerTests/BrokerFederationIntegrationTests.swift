@@ -69,7 +69,7 @@ import XMPP
         var templates: URL
     }
 
-    func federated() async throws -> Federated {
+    func federated(federationTOML: String = "") async throws -> Federated {
         let templates = FileManager.default.temporaryDirectory.appendingPathComponent("intercloud-templates-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: templates, withIntermediateDirectories: true)
         try Self.template.write(to: templates.appendingPathComponent("web-server.toml"), atomically: true, encoding: .utf8)
@@ -80,6 +80,7 @@ import XMPP
                 templates = ["\(templates.path)"]
                 credential_ttl_seconds = 600
                 boot_timeout_seconds = 30
+                \(federationTOML)
                 """)
         let provider = pair.provider.node.federation
         let consumer = pair.consumer.node.federation
@@ -192,6 +193,100 @@ import XMPP
         let record = try entry.record()
         #expect(record.usage.calls == 3)
         #expect(!entry.disputeReasons.contains { $0.hasPrefix("calls") }, "\(entry.disputeReasons)")
+        await stop(federated)
+    }
+
+    /// A free TCP port on loopback (asked of the kernel; closed again before use).
+    static func freePort() throws -> UInt16 {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, length) == 0 && getsockname(socket, $0, &length) == 0 }
+        }
+        guard bound else { throw POSIXError(.EADDRNOTAVAIL) }
+        return UInt16(bigEndian: address.sin_port)
+    }
+
+    /// HTTP status of `curl` against `url` with `headers`.
+    static func curlStatus(_ url: String, headers: [String] = []) throws -> Int {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("curl-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let flags = headers.map { "-H \(shellQuoted($0))" }.joined(separator: " ")
+        try runShell("curl -s -o /dev/null -w '%{http_code}' \(flags) \(shellQuoted(url)) > \(shellQuoted(out.path))")
+        return Int(try String(contentsOf: out, encoding: .utf8)) ?? -1
+    }
+
+    @Test func nginxInFrontOfAServiceChecksEveryCallAtTheCallGateAndTheValidOnesAreBilled() async throws {
+        let federated = try await federated(federationTOML: "call_gate = \"127.0.0.1:0\"")
+        let pair = federated.pair
+        let gatePort = try #require(try await federated.provider.callGatePort())
+        let agreement = try await agree(pair, entitlements: [.query, .federate])
+        let selected = try await federated.consumer.select(peer: pair.providerJID, templateName: "web-server", parameters: [:])
+        let token = try #require(selected.token)
+
+        // Debian's nginx as the service's front: every request asks the gate first (auth_request).
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gate-nginx-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("www"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try "hello from the federated service\n".write(to: directory.appendingPathComponent("www/index.html"), atomically: true, encoding: .utf8)
+        let port = try Self.freePort()
+        let d = directory.path
+        try """
+            user root;
+            worker_processes 1;
+            pid \(d)/nginx.pid;
+            error_log \(d)/error.log;
+            events { worker_connections 64; }
+            http {
+                access_log off;
+                client_body_temp_path \(d)/body; proxy_temp_path \(d)/proxy; fastcgi_temp_path \(d)/fcgi;
+                uwsgi_temp_path \(d)/uwsgi; scgi_temp_path \(d)/scgi;
+                server {
+                    listen 127.0.0.1:\(port);
+                    root \(d)/www;
+                    location = /_check {
+                        internal;
+                        proxy_pass http://127.0.0.1:\(gatePort)\(FederationCallGate.path);
+                        proxy_http_version 1.1;
+                        proxy_pass_request_body off;
+                        proxy_set_header Content-Length "";
+                        proxy_set_header \(FederationCallGate.serviceHeader) \(selected.serviceID);
+                    }
+                    location / { auth_request /_check; }
+                }
+            }
+            """.write(to: directory.appendingPathComponent("nginx.conf"), atomically: true, encoding: .utf8)
+        try runShell("nginx -p \(shellQuoted(d)) -c \(shellQuoted(d + "/nginx.conf")) -e \(shellQuoted(d + "/error.log"))")
+        defer { try? runShell("kill $(cat \(shellQuoted(d + "/nginx.pid")))") }
+        // The file itself: "/" would be an internal redirect to it, and nginx checks access again.
+        let url = "http://127.0.0.1:\(port)/index.html"
+        #expect(await eventually(timeout: .seconds(10)) { (try? Self.curlStatus(url)) == 401 || (try? Self.curlStatus(url)) == 500 })
+
+        // The current token passes (counted); none, a wrong one, or a renewed-away one does not.
+        #expect(try Self.curlStatus(url, headers: ["Authorization: Bearer \(token)"]) == 200)
+        #expect(try Self.curlStatus(url, headers: ["Authorization: Bearer \(token)"]) == 200)
+        #expect(try Self.curlStatus(url, headers: ["Authorization: Bearer \(String(repeating: "A", count: 43))"]) == 401)
+        #expect(try Self.curlStatus(url, headers: ["Authorization: Bearer \(String(repeating: "A", count: 4000))"]) != 200)
+        #expect(try Self.curlStatus(url) != 200)
+        let calls = try FederationStore.callCount(database: federated.provider.database, serviceID: selected.serviceID)
+        #expect(calls.valid == 2 && calls.refused == 1, "\(calls)")
+        // Straight at the gate: a request without the service header is a 400, other paths 404.
+        #expect(try Self.curlStatus("http://127.0.0.1:\(gatePort)\(FederationCallGate.path)", headers: ["Authorization: Bearer \(token)"]) == 400)
+        #expect(try Self.curlStatus("http://127.0.0.1:\(gatePort)/other") == 404)
+
+        // After teardown the service is not active: the front refuses (403 from the gate).
+        _ = try await federated.consumer.teardown(serviceID: selected.serviceID)
+        #expect(try Self.curlStatus(url, headers: ["Authorization: Bearer \(token)"]) == 403)
+
+        // The two valid calls are in the period's usage record.
+        let start = try #require(agreement.terms.period.from)
+        let entry = try await pair.provider.node.metering.closePeriod(
+            agreementID: agreement.id, period: MeteringPeriod(from: start, until: Date().addingTimeInterval(2)), now: Date().addingTimeInterval(2))
+        #expect(try entry.record().usage.calls == 2)
         await stop(federated)
     }
 

@@ -45,6 +45,13 @@ public final class FederationService: Sendable {
         public var teardownRetryInterval: TimeInterval
         /// How often the driver is asked whether a starting instance runs.
         public var pollInterval: Duration
+        /// Where the call gate listens (`FederationCallGate`), or nil for none.
+        public var callGate: (host: String, port: UInt16)? {
+            get { callGateHost.map { ($0, callGatePort) } }
+            set { callGateHost = newValue?.host; callGatePort = newValue?.port ?? 0 }
+        }
+        var callGateHost: String?
+        var callGatePort: UInt16 = 0
 
         public init(
             templatePaths: [String] = [], credentialTTL: TimeInterval = 900, bootTimeout: TimeInterval = 300,
@@ -89,6 +96,7 @@ public final class FederationService: Sendable {
     let catalogQueries: CatalogQuerier
     let logger: Logger
     private let runnerState = Mutex<FederationRunner?>(nil)
+    private let gate = Mutex<FederationCallGate?>(nil)
     /// Names, sizes and modification times of the template files last read: a change means reload.
     private let templateFingerprint = Mutex<String?>(nil)
     /// Demand of selects being checked or provisioned, by service id: counted as used by quota
@@ -146,6 +154,32 @@ public final class FederationService: Sendable {
     /// the templates, resumes unfinished services), performs operator requests, tears services
     /// down at their agreement's end, and ends consumed services whose agreement ended.
     public func run() async {
+        await withDiscardingTaskGroup { group in
+            if provider != nil, let (host, port) = settings.callGate {
+                do {
+                    let gate = try FederationCallGate(host: host, port: port, database: database, logger: logger)
+                    self.gate.withLock { $0 = gate }
+                    group.addTask { [logger] in
+                        do { try await gate.run() } catch is CancellationError {} catch {
+                            logger.error("federation: call gate on \(host):\(port) stopped: \(error)")
+                        }
+                    }
+                } catch {
+                    logger.error("federation: cannot open the call gate on \(host):\(port): \(error)")
+                }
+            }
+            await serve()
+            group.cancelAll()
+        }
+    }
+
+    /// The call gate's port once it listens (nil without `[federation] call_gate`).
+    public func callGatePort() async throws -> UInt16? {
+        guard let gate = gate.withLock({ $0 }) else { return nil }
+        return try await gate.port()
+    }
+
+    private func serve() async {
         var nextStartAttempt = Date.distantPast
         var nextTemplateCheck = Date.distantPast
         while !Task.isCancelled {
