@@ -166,6 +166,10 @@ public struct BrokerConfiguration: Sendable {
         /// How long the source waits for the destination's answer to one message (default 60;
         /// must cover the destination's import + create + start of the instance).
         public var request_timeout_seconds: TOMLNumber?
+        /// Destination side: how long a migration may wait on its source (a held reservation, or a
+        /// started copy waiting for the cut-over) before the source is asked where it stands, and
+        /// how often after that (default 60).
+        public var peer_check_seconds: TOMLNumber?
         /// This cloud's libvirt URI as a peer's hypervisor must reach it for live migration, e.g.
         /// `qemu+tls://hv1.cloud2.example/system` (default: the provider's `uri`).
         public var live_uri: String?
@@ -420,6 +424,10 @@ public struct BrokerConfiguration: Sendable {
             if let value = section.request_timeout_seconds?.value {
                 guard value.isFinite, value >= 1 else { throw Error(path: path, message: "migration.request_timeout_seconds must be ≥ 1") }
                 configuration.migration.requestTimeout = .milliseconds(Int64(value * 1000))
+            }
+            if let value = section.peer_check_seconds?.value {
+                guard value.isFinite, value >= 1 else { throw Error(path: path, message: "migration.peer_check_seconds must be ≥ 1") }
+                configuration.migration.peerCheckInterval = value
             }
             if let uri = section.live_uri {
                 do { try MigrationMessage.checkLiveURI(uri) } catch {

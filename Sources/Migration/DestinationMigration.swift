@@ -82,8 +82,9 @@ public enum DestinationUndo: Codable, Sendable, Hashable {
 /// reservation timeout removes the prepared files.
 ///
 /// **Resume rule** (`init(resuming:)` then `resume(now:)`):
-/// 1. COMPLETED, ROLLED BACK and STARTED stay (STARTED waits for the source's `cutover` or `abort`;
-///    it must not roll back on its own: the source may have terminated its copy already). A live
+/// 1. COMPLETED, ROLLED BACK and STARTED stay (STARTED waits for the source's `cutover` or `abort`,
+///    asking the source now and then, see `sourceAnswered`; it must not roll back on its own: the
+///    source may have terminated its copy already). A live
 ///    RESERVED or ARRIVING stays RESERVED: the source decides from what both hypervisors show.
 /// 2. COMPLETING and ROLLING BACK issue their in-flight action again and go on.
 /// 3. Any other phase rolls back: the request being handled died with the process, so the source
@@ -201,14 +202,38 @@ public struct DestinationMigration: Sendable {
         return rollback("reservation unused for \(Int(snapshot.configuration.reservationTimeout)) s", answer: .none, now: now)
     }
 
-    /// The source's answer to this destination's `status` (see `MigrationRunner.checkReservations`):
-    /// a source that rolled back while this side still holds a reservation (its `abort` never
-    /// arrived) releases it now instead of at `reservationTimeout`. Only RESERVED is released, as
-    /// by `expire`: no copy exists yet. Returns nil when there is nothing to release.
+    /// The source's answer to this destination's `status` (see `MigrationRunner.checkReservations`),
+    /// for the two phases in which the destination waits on the source:
+    ///
+    /// - RESERVED: a source that rolled back (its `abort` never arrived) releases the reservation
+    ///   now instead of at `reservationTimeout`: no copy exists yet.
+    /// - STARTED (the copy runs, `cutover` or `abort` never arrived): the destination follows the
+    ///   source's decision, never its own. A source that decided to cut over (`cuttingOver`, or
+    ///   past the commit) completes it here: every later step of the source takes `completed` as
+    ///   the commit, whether it asks `cutover` again or, having given up, `abort`. A source that
+    ///   rolled back runs its copy again, so this one is terminated. Anything else (the source
+    ///   still announcing or rolling back, or knowing nothing of the migration) keeps it waiting:
+    ///   rolling back alone could leave no running copy, going forward alone two.
+    ///
+    /// Returns nil when the answer changes nothing.
     public mutating func sourceAnswered(_ state: MigrationPeerState, now: Date) -> MigrationAction? {
-        guard snapshot.phase == .reserved, state.sourcePhase == .rolledBack else { return nil }
-        return rollback("the source rolled back; its abort did not arrive", answer: .none, now: now)
+        guard let source = state.sourcePhase else { return nil }
+        switch snapshot.phase {
+        case .reserved where source == .rolledBack:
+            return rollback("the source rolled back; its abort did not arrive", answer: .none, now: now)
+        case .started where source == .cuttingOver || source.isCommitted:
+            guard let action = cutOver(now: now) else { return nil }
+            snapshot.notes.append("completed on the source's status (\(source.rawValue)): its cutover did not arrive")
+            return action
+        case .started where source == .rolledBack:
+            return rollback("the source rolled back (its copy runs again); its abort did not arrive", answer: .none, now: now)
+        default:
+            return nil
+        }
     }
+
+    /// Whether this phase waits on the source and is worth asking it about (`sourceAnswered`).
+    public var waitsOnSource: Bool { snapshot.phase == .reserved || snapshot.phase == .started }
 
     /// A request from the source for this migration.
     public mutating func received(_ message: MigrationMessage, now: Date) -> MigrationAction {
@@ -252,14 +277,7 @@ public struct DestinationMigration: Sendable {
             return snapshot.inFlight!
 
         case .cutover:
-            guard state == .started, let instance = snapshot.instance, let reservation = snapshot.reservation else {
-                return .reply(reply(.state(peerState)))
-            }
-            snapshot.undo = []
-            let change = MeteringChange.start(
-                migrationID: snapshot.migrationID, instanceID: instance.instanceID, sizeID: reservation.sizeID,
-                agreementID: snapshot.proposal.agreementID, movedFrom: snapshot.peer)
-            return issue(.metering(change), phase: .completing, now: now)
+            return cutOver(now: now) ?? .reply(reply(.state(peerState)))
 
         case .abort(let reason):
             if state.isFinal || state == .completing || state == .rollingBack { return .reply(reply(.state(peerState))) }
@@ -428,6 +446,16 @@ public struct DestinationMigration: Sendable {
     }
 
     // MARK: helpers
+
+    /// Commits from STARTED: nothing is undone any more; metering moves here. Nil in any other phase.
+    private mutating func cutOver(now: Date) -> MigrationAction? {
+        guard snapshot.phase == .started, let instance = snapshot.instance, let reservation = snapshot.reservation else { return nil }
+        snapshot.undo = []
+        let change = MeteringChange.start(
+            migrationID: snapshot.migrationID, instanceID: instance.instanceID, sizeID: reservation.sizeID,
+            agreementID: snapshot.proposal.agreementID, movedFrom: snapshot.peer)
+        return issue(.metering(change), phase: .completing, now: now)
+    }
 
     private func reply(_ body: MigrationMessage.Body) -> MigrationMessage {
         MigrationMessage(migrationID: snapshot.migrationID, body: body)

@@ -40,14 +40,19 @@ public actor MigrationRunner {
         /// Destination side: how long a reservation is held before the source is asked about it
         /// (`checkReservations`), and how often after that.
         public var reservationCheckInterval: TimeInterval
+        /// Destination side: how long a started copy waits for the source's `cutover` or `abort`
+        /// before the source is asked where it stands (`checkReservations`), and how often after that.
+        public var startedCheckInterval: TimeInterval
 
         public init(
             workDirectory: URL, region: String = "default", migration: MigrationConfiguration = .init(),
             exportFormats: [ImageFormat]? = nil, importFormats: [ImageFormat]? = nil, networkMap: [String: String] = [:],
             defaultNetwork: String? = nil, bootTimeout: Duration = .seconds(120), maxRetriesPerRun: Int = 5,
-            liveURI: String? = nil, liveArrivalTimeout: Duration = .seconds(30), reservationCheckInterval: TimeInterval = 60
+            liveURI: String? = nil, liveArrivalTimeout: Duration = .seconds(30), reservationCheckInterval: TimeInterval = 60,
+            startedCheckInterval: TimeInterval = 60
         ) {
             self.reservationCheckInterval = reservationCheckInterval
+            self.startedCheckInterval = startedCheckInterval
             self.liveURI = liveURI
             self.liveArrivalTimeout = liveArrivalTimeout
             self.workDirectory = workDirectory
@@ -366,37 +371,60 @@ public actor MigrationRunner {
         return results
     }
 
-    /// Destination side: asks the source about every reservation held for at least
-    /// `reservationCheckInterval` (and not asked about for as long), and releases those whose
-    /// source says it rolled back: its `abort` was lost (the destination was unreachable then), and
-    /// waiting for `reservationTimeout` would keep the capacity for nothing. A source that does not
-    /// answer is asked again an interval later; the timeout still applies. The broker calls it
-    /// periodically.
+    /// Destination side: asks the source about every migration that waits on it for too long, and
+    /// acts on the answer (`DestinationMigration.sourceAnswered`):
+    ///
+    /// - a reservation held for `reservationCheckInterval`: released when the source rolled back
+    ///   (its `abort` was lost, and waiting for `reservationTimeout` would keep the capacity for nothing);
+    /// - a started copy waiting `startedCheckInterval` for `cutover` or `abort`: completed when the
+    ///   source cut over, terminated when the source rolled back (its copy runs again).
+    ///
+    /// A source that does not answer, or is still at work, is asked again an interval later; the
+    /// destination never decides alone. The answer and the decision are journaled as a step before
+    /// anything is done. The broker calls it periodically.
     public func checkReservations(now: Date = Date()) async throws -> [Result] {
         try checkAlive()
         guard let link else { return [] }
         var results: [Result] = []
-        let interval = configuration.reservationCheckInterval
         for (id, role) in try journal.unfinished() where role == .destination && !busy.contains(BusyKey(id: id, role: role)) {
-            guard let stored = try journal.destinationSnapshot(id), stored.phase == .reserved,
-                  now.timeIntervalSince(stored.phaseEnteredAt) >= interval,
+            guard let stored = try journal.destinationSnapshot(id), DestinationMigration(resuming: stored).waitsOnSource else { continue }
+            let interval = stored.phase == .started ? configuration.startedCheckInterval : configuration.reservationCheckInterval
+            guard now.timeIntervalSince(stored.phaseEnteredAt) >= interval,
                   now.timeIntervalSince(reservationChecks[id] ?? .distantPast) >= interval
             else { continue }
             reservationChecks[id] = now
+            let waiting = stored.phase == .started ? "its copy runs and waits for cutover" : "holding a reservation"
             let answer: MigrationMessage
             do {
                 answer = try await link.send(MigrationMessage(migrationID: id, body: .status), to: stored.peer)
                 try answer.validate()
             } catch {
-                logger.debug("migration \(id): asking the source about the reservation failed: \(error)")
+                // Unreachable is no reason to act: the source may be restarting, or its link down.
+                if stored.phase == .started {
+                    logger.warning("migration \(id): \(waiting); the source \(stored.peer) did not answer status (\(error)); asking again later")
+                } else {
+                    logger.debug("migration \(id): asking the source about the reservation failed: \(error)")
+                }
                 continue
             }
-            // The state may have moved while the question was out (the source's abort arrived).
+            // The state may have moved while the question was out (the source's cutover or abort arrived).
             guard answer.migrationID == id, case .state(let state) = answer.body, !busy.contains(BusyKey(id: id, role: .destination)),
                   let current = try journal.destinationSnapshot(id)
             else { continue }
+            let sourcePhase = state.sourcePhase?.rawValue ?? "no record"
             var machine = DestinationMigration(resuming: current)
-            guard let first = machine.sourceAnswered(state, now: Date()) else { continue }
+            guard let first = machine.sourceAnswered(state, now: Date()) else {
+                if current.phase == .started {
+                    logger.info("migration \(id): \(waiting); the source is \(sourcePhase); asking again later")
+                }
+                continue
+            }
+            // The decision is on disk before it is acted on (then each step is journaled as usual).
+            let decision = machine.phase == .completing ? "completing: the source cut over" : "rolling back: the source rolled back"
+            try journal.log(
+                migrationID: id, role: .destination, phase: current.phase.rawValue, step: "source status", outcome: "answered",
+                detail: "source \(sourcePhase) while \(current.phase.rawValue); \(decision)", now: Date())
+            logger.notice("migration \(id): the source \(stored.peer) is \(sourcePhase) while \(waiting); \(decision)")
             reservationChecks[id] = nil
             busy.insert(BusyKey(id: id, role: .destination))
             defer { busy.remove(BusyKey(id: id, role: .destination)) }

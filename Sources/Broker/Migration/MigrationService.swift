@@ -35,6 +35,11 @@ public final class MigrationService: Sendable {
         /// instance before it answers `transferred`); a destination that died mid-handler costs
         /// the source this long before it retries or rolls back.
         public var requestTimeout: Duration = .seconds(60)
+        /// Destination side: how long a migration may wait on its source (a reservation held, or a
+        /// started copy waiting for `cutover` or `abort`) before the source is asked where it
+        /// stands, and how often after that. The answer releases the reservation, completes or
+        /// rolls back the copy as the source did; an unreachable source is asked again.
+        public var peerCheckInterval: TimeInterval = 60
         /// Live migration into this cloud: the libvirt URI of this cloud's hypervisor as the source
         /// cloud's hypervisor must reach it (e.g. `qemu+tls://hv1.cloud2.example/system`); nil: the
         /// provider's own `uri`, which is right only when both hypervisors share a host.
@@ -130,7 +135,7 @@ public final class MigrationService: Sendable {
         while !Task.isCancelled {
             takeRequests(runner)
             _ = try? await runner.expireReservations()
-            _ = try? await runner.checkReservations()
+            if let results = try? await runner.checkReservations() { for result in results { audit(peerCheck: result) } }
             try? await Task.sleep(for: .milliseconds(200))
         }
         state.withLock { $0.transport }?.shutdown()
@@ -178,7 +183,8 @@ public final class MigrationService: Sendable {
             configuration: .init(
                 workDirectory: work.appendingPathComponent("work"), region: region,
                 migration: .init(gracefulShutdownTimeout: settings.gracefulShutdownSeconds), bootTimeout: settings.bootTimeout,
-                liveURI: settings.liveURI),
+                liveURI: settings.liveURI, reservationCheckInterval: settings.peerCheckInterval,
+                startedCheckInterval: settings.peerCheckInterval),
             observer: Self.crashInjection(ProcessInfo.processInfo.environment["INTERCLOUD_FAULT_KILL_AFTER_STEP"], logger: logger))
         state.withLock { $0 = (runner, transport) }
         return runner
@@ -339,6 +345,23 @@ public final class MigrationService: Sendable {
             return .denied(reasons)
         }
         return .allowed
+    }
+
+    /// A destination that acted on its source's answer to `status` (`checkReservations`): what it
+    /// decided without the source's own request is audited (`migration.peer-check`).
+    private func audit(peerCheck result: MigrationRunner.Result) {
+        let peer = (try? journal.destinationSnapshot(result.migrationID))?.peer ?? ""
+        let (reason, detail): (String, String) =
+            switch result.outcome {
+            case .completed: ("source-cut-over", "completed: the source cut over; its cutover did not arrive")
+            case .rolledBack(let why): ("source-rolled-back", "rolled back: \(why)")
+            case .stalled(let why): ("stalled", why)
+            case .waiting: ("waiting", "")
+            }
+        logger.notice("migration \(result.migrationID) from \(peer): \(detail)")
+        _ = try? AuditLog(database: journal.database).record(AuditEvent(
+            at: Date(), module: "migration", kind: "migration.peer-check", peer: XmppAddr.bare(peer), action: result.migrationID,
+            outcome: .accepted, reason: reason, detail: detail))
     }
 
     private func audit(refusedLive peer: String, action: String, reason: String, detail: String) {
