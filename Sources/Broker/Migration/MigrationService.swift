@@ -169,8 +169,10 @@ public final class MigrationService: Sendable {
             }
         }
         transport.install()
+        let sessions = PeerSessionWatch()
+        sessions.observe(signed.client)
         let runner = MigrationRunner(
-            driver: driver, journal: journal, transport: transport, link: BrokerMigrationLink(signed: signed, registry: registry, timeout: settings.requestTimeout),
+            driver: driver, journal: journal, transport: transport, link: BrokerMigrationLink(signed: signed, registry: registry, timeout: settings.requestTimeout, sessions: sessions),
             authorize: { [weak self] request, peer, agreementID, now in
                 guard let self else { return .denied([PolicyReason(code: "stopping", message: "broker stopping")]) }
                 return await self.authorize(request, peer: peer, agreementID: agreementID, now: now)
@@ -445,16 +447,57 @@ enum MigrationWire {
     }
 }
 
+/// Migration messages to a peer broker, each a signed IQ awaited for `timeout`. With `sessions`, a
+/// request races the peer's presence: the peer's session ending (it was killed or lost its
+/// connection) fails the request at once, so the migration's retry or rollback starts in seconds
+/// rather than at the timeout; and a request to a peer whose session is known to have ended waits
+/// (up to `timeout`) for it to be available again, so that retries land once it is back.
 struct BrokerMigrationLink: MigrationPeerLink {
     let signed: SignedRequests
     let registry: PeerRegistry
     let timeout: Duration
+    var sessions: PeerSessionWatch?
 
     func send(_ message: MigrationMessage, to peer: String) async throws -> MigrationMessage {
         let target = try NegotiationService.resolve(try JID(peer), registry: registry)
-        let answer = try await signed.request(
-            .set, to: target, namespace: MigrationMessage.namespace, payload: try MigrationWire.encode(message), timeout: timeout)
+        let payload = try MigrationWire.encode(message)
+        let (signed, timeout) = (self.signed, self.timeout)
+        guard let sessions else {
+            return try MigrationWire.decode(
+                try await signed.request(.set, to: target, namespace: MigrationMessage.namespace, payload: payload, timeout: timeout))
+        }
+        let key = target.description
+        if sessions.isGone(key) {
+            let back = await Self.first(
+                { await sessions.wait(for: key, available: true); return true },
+                or: { try? await Task.sleep(for: timeout); return false })
+            guard back else { throw PeerSessionEnded(peer: key, waited: timeout) }
+        }
+        let answer = try await withThrowingTaskGroup(of: [UInt8]?.self) { group in
+            group.addTask {
+                try await signed.request(.set, to: target, namespace: MigrationMessage.namespace, payload: payload, timeout: timeout)
+            }
+            group.addTask {
+                await sessions.wait(for: key, available: false)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let bytes = first else { throw PeerSessionEnded(peer: key, waited: nil) }
+            return bytes
+        }
         return try MigrationWire.decode(answer)
+    }
+
+    /// The result of whichever of two cancellable operations finishes first; the other is cancelled.
+    private static func first(
+        _ one: @escaping @Sendable () async -> Bool, or other: @escaping @Sendable () async -> Bool
+    ) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask(operation: one)
+            group.addTask(operation: other)
+            defer { group.cancelAll() }
+            return await group.next() ?? false
+        }
     }
 }
 
