@@ -54,3 +54,29 @@ import Testing
         print("destination killed inside a handler: the source's request failed after \(String(format: "%.1f", waited)) s (request timeout \(Int(Self.requestTimeout)) s: \(failed.detail)); whole run \(String(format: "%.0f", elapsed)) s")
     }
 }
+
+/// `[migration] peer_check_seconds`: how long a destination waits on its source before asking it.
+@Suite struct BrokerMigrationPeerCheckConfigurationTests {
+    let valid = """
+        [broker]
+        cloud = "cloud2"
+        regions = ["eu-west"]
+        database = "state/broker.sqlite"
+
+        [xmpp]
+        jid = "broker@cloud2.test"
+        password = "secret"
+        ca_file = "ca.pem"
+        """
+
+    @Test func peerCheckSecondsIsReadAndBounded() throws {
+        #expect(try BrokerConfiguration.parse(valid, path: "/x/c.toml").migration.peerCheckInterval == 60)
+        let set = try BrokerConfiguration.parse(valid + "\n[migration]\npeer_check_seconds = 15\n", path: "/x/c.toml")
+        #expect(set.migration.peerCheckInterval == 15)
+        for bad in ["0", "-3", "0.5"] {
+            #expect(throws: BrokerConfiguration.Error.self) {
+                _ = try BrokerConfiguration.parse(valid + "\n[migration]\npeer_check_seconds = \(bad)\n", path: "/x/c.toml")
+            }
+        }
+    }
+}
