@@ -20,15 +20,13 @@ import Trust
 /// journal write of the role under test (`role:phase:step`, what the fault hook matches) becomes
 /// a kill point, so a step that never happens for a role is never in its list.
 ///
-/// Runtime: every kill point costs a broker restart and a migration. A source kill takes about
-/// 3 s; a destination kill about 10 s, because the destination dies inside the handler of a
-/// source's request, which then waits out its request timeout (`[migration]
-/// request_timeout_seconds`, 8 s here; SimCloud's 8 MiB disk imports in well under a second)
-/// before it retries or rolls back. So
-/// normal runs take a representative subset — the first kill point of each phase of the role, so
-/// every phase on both sides is still crossed by a kill (12 source and 11 destination points,
-/// about 12 minutes in all: 45 s for the source, the rest for the destination) — and
-/// `INTERCLOUD_CRASH_MATRIX=full` runs every kill point (13 and 12).
+/// Runtime: every kill point costs a broker restart and a migration, about 3 s either side: a
+/// destination that dies inside the handler of a source's request fails that request as soon as
+/// its XMPP session ends (`BrokerMigrationPeerGoneTests`), not at the request timeout
+/// (`[migration] request_timeout_seconds`, 8 s here, the bound when presence does not tell). Normal
+/// runs take a representative subset — the first kill point of each phase of the role, so every
+/// phase on both sides is still crossed by a kill (12 source and 11 destination points, under
+/// 1.5 minutes in all) — and `INTERCLOUD_CRASH_MATRIX=full` runs every kill point (13 and 12).
 @Suite(.serialized, .timeLimit(.minutes(20))) struct BrokerMigrationCrashTests {
     let server: TestProsody
 

@@ -468,6 +468,9 @@ struct BrokerMigrationLink: MigrationPeerLink {
         }
         let key = target.description
         if sessions.isGone(key) {
+            // A `status` question is asked again later by whoever asks it (the periodic check runs
+            // in the service's loop, which must not stall on one peer): no waiting for it.
+            if case .status = message.body { throw PeerSessionEnded(peer: key, waited: .zero) }
             let back = await Self.first(
                 { await sessions.wait(for: key, available: true); return true },
                 or: { try? await Task.sleep(for: timeout); return false })

@@ -85,12 +85,14 @@ final class PeerSessionWatch: Sendable {
     }
 }
 
-/// A migration request whose peer's XMPP session ended before it answered.
+/// A migration request whose peer's XMPP session ended before it answered (`waited` nil), or
+/// had ended and did not come back within `waited` (`.zero`: not waited for).
 struct PeerSessionEnded: Error, CustomStringConvertible {
     var peer: String
     var waited: Duration?
 
     var description: String {
+        if waited == .zero { return "\(peer) is offline (its session ended)" }
         if let waited { return "\(peer) is offline (its session ended) and did not come back within \(waited)" }
         return "\(peer) went offline (its session ended) before it answered"
     }
