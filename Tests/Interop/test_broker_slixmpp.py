@@ -45,7 +45,7 @@ def _error_of(excinfo):
 
 def test_disco_info_names_the_broker_and_its_features(prosody, broker, account):
     async def body(client):
-        return await client["xep_0030"].get_info(jid=broker["jid"], timeout=10)
+        return await client.plugin["xep_0030"].get_info(jid=broker["jid"], timeout=10)
     info = run(prosody, account, body)
     identities = info["disco_info"]["identities"]
     features = info["disco_info"]["features"]
@@ -56,7 +56,7 @@ def test_disco_info_names_the_broker_and_its_features(prosody, broker, account):
 
 def test_ping_is_answered(prosody, broker, account):
     async def body(client):
-        return await client["xep_0199"].ping(jid=broker["jid"], timeout=10)
+        return await client.plugin["xep_0199"].ping(jid=broker["jid"], timeout=10)
     rtt = run(prosody, account, body)
     assert rtt < 5
 
@@ -98,7 +98,7 @@ def test_oversized_stanza_gets_not_acceptable_and_broker_survives(prosody, broke
         with pytest.raises(IqError) as excinfo:
             await _raw_iq(client, broker["jid"], "get", ["<query xmlns='urn:intercloud:big:0'>" + "x" * 100_000 + "</query>"])
         condition = _error_of(excinfo)
-        rtt = await client["xep_0199"].ping(jid=broker["jid"], timeout=10)
+        rtt = await client.plugin["xep_0199"].ping(jid=broker["jid"], timeout=10)
         return condition, rtt
     condition, rtt = run(prosody, account, body)
     assert condition == ("not-acceptable", "modify")
