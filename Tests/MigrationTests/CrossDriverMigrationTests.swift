@@ -226,6 +226,25 @@ struct CrossDriverFixture {
     func issuedSteps(_ side: CloudSide, _ migrationID: String) throws -> [String] {
         try side.journal.steps(migrationID).filter { $0.outcome == "issued" }.map(\.step)
     }
+
+    /// Two libvirt clouds (`a`, `b`) on the two session daemons; every guest and image they made
+    /// is removed afterwards, whether the body passed or not (the daemons outlive the test).
+    static func withLibvirtClouds(
+        _ a: String, _ b: String, _ body: (CrossDriverFixture, LibvirtDriver, LibvirtDriver) async throws -> Void
+    ) async throws {
+        let sessions = try await LibvirtSessionPair.shared.sessions()
+        let fixture = try CrossDriverFixture()
+        defer { fixture.removeFiles() }
+        let first = try await fixture.libvirt(a, daemon: sessions.first, guest: sessions.guest)
+        let second = try await fixture.libvirt(b, daemon: sessions.second, guest: sessions.guest)
+        do { try await body(fixture, first, second) } catch {
+            await fixture.clean(first)
+            await fixture.clean(second)
+            throw error
+        }
+        await fixture.clean(first)
+        await fixture.clean(second)
+    }
 }
 
 /// Migration across driver types with the runners of `MigrationRunnerTests` (in-process peer link,
@@ -235,13 +254,8 @@ struct CrossDriverFixture {
 struct CrossDriverMigrationTests {
     @Test("libvirt → SimCloud → libvirt: qcow2 converted to raw on the way out, the guest boots again at the end from the same content")
     func libvirtToSimCloudAndBack() async throws {
-        let sessions = try await LibvirtSessionPair.shared.sessions()
-        let fixture = try CrossDriverFixture()
-        defer { fixture.removeFiles() }
-        let first = try await fixture.libvirt("lv-a", daemon: sessions.first, guest: sessions.guest)
-        let second = try await fixture.libvirt("lv-b", daemon: sessions.second, guest: sessions.guest)
-        let sim = try fixture.simCloud("sim")
-        do {
+        try await CrossDriverFixture.withLibvirtClouds("lv-a", "lv-b") { fixture, first, second in
+            let sim = try fixture.simCloud("sim")
             let clock = ContinuousClock()
             var started = clock.now
             let (guest, image) = try await fixture.runningGuest(on: first, name: "web-1")
@@ -287,23 +301,12 @@ struct CrossDriverMigrationTests {
             let destination = try #require(try libvirtB.journal.destinationSnapshot("sim-to-lv"))
             #expect(destination.phase == .completed && destination.instance?.instanceID == arrived.id)
             #expect(try fixture.issuedSteps(libvirtB, "sim-to-lv").contains("driver start"))
-        } catch {
-            await fixture.clean(first)
-            await fixture.clean(second)
-            throw error
         }
-        await fixture.clean(first)
-        await fixture.clean(second)
     }
 
     @Test("libvirt → libvirt between two session daemons: qcow2 end to end, the destination guest boots")
     func libvirtToLibvirt() async throws {
-        let sessions = try await LibvirtSessionPair.shared.sessions()
-        let fixture = try CrossDriverFixture()
-        defer { fixture.removeFiles() }
-        let first = try await fixture.libvirt("lv-a", daemon: sessions.first, guest: sessions.guest)
-        let second = try await fixture.libvirt("lv-b", daemon: sessions.second, guest: sessions.guest)
-        do {
+        try await CrossDriverFixture.withLibvirtClouds("lv-a", "lv-b") { fixture, first, second in
             let (guest, image) = try await fixture.runningGuest(on: first, name: "db-1")
             let source = try await fixture.side("cloud-a.test", driver: first, exportFormats: [.qcow2])
             let destination = try await fixture.side("cloud-b.test", driver: second, importFormats: [.qcow2, .raw])
@@ -322,24 +325,14 @@ struct CrossDriverMigrationTests {
             #expect(fixture.bootMarkers(arrived) == 1)
             #expect(try await fixture.imageSHA256(second, of: arrived) == image.sha256)
             // The destination's own daemon runs it: the source daemon does not know the domain.
-            let daemonA = try await LibvirtDriver.connect(.init(uri: sessions.first.uri))
+            let daemonA = try await LibvirtDriver.connect(.init(uri: try await LibvirtSessionPair.shared.sessions().first.uri))
             #expect(try await daemonA.listInstances().allSatisfy { $0.id != arrived.id })
-        } catch {
-            await fixture.clean(first)
-            await fixture.clean(second)
-            throw error
         }
-        await fixture.clean(first)
-        await fixture.clean(second)
     }
+
     @Test("live migration between the two session daemons (virDomainMigrateToURI3, peer to peer, disk copied): the guest never stops")
     func liveLibvirtToLibvirt() async throws {
-        let sessions = try await LibvirtSessionPair.shared.sessions()
-        let fixture = try CrossDriverFixture()
-        defer { fixture.removeFiles() }
-        let first = try await fixture.libvirt("lv-a", daemon: sessions.first, guest: sessions.guest)
-        let second = try await fixture.libvirt("lv-b", daemon: sessions.second, guest: sessions.guest)
-        do {
+        try await CrossDriverFixture.withLibvirtClouds("lv-a", "lv-b") { fixture, first, second in
             let (guest, image) = try await fixture.runningGuest(on: first, name: "live-1")
             let events = first.lifecycleEvents()
             let bytes = try await first.liveMigrationDiskBytes(instance: guest.id)
@@ -366,13 +359,7 @@ struct CrossDriverMigrationTests {
                 if event.event == "stopped" || event.event == "undefined" { break }
             }
             #expect(seen.contains("stopped") && !seen.contains("crashed") && !seen.contains("shutdown"), "\(seen)")
-        } catch {
-            await fixture.clean(first)
-            await fixture.clean(second)
-            throw error
         }
-        await fixture.clean(first)
-        await fixture.clean(second)
     }
 
     @Test("EC2 (moto) as a source is refused before anything is journaled, sent or stopped: the driver exports no image")

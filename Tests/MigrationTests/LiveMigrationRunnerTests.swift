@@ -13,28 +13,9 @@ extension CrossDriverMigrationTests {
         agreementID == CrossDriverFixture.agreementID ? .allowed : .denied("not-entitled", "agreement \(agreementID) does not grant migrate-live")
     }
 
-    /// Two libvirt clouds (`a`, `b`) on the two session daemons; every guest and image they made
-    /// is removed afterwards, whether the body passed or not (the daemons outlive the test).
-    func withClouds(
-        _ a: String, _ b: String, _ body: (CrossDriverFixture, LibvirtDriver, LibvirtDriver) async throws -> Void
-    ) async throws {
-        let sessions = try await LibvirtSessionPair.shared.sessions()
-        let fixture = try CrossDriverFixture()
-        defer { fixture.removeFiles() }
-        let first = try await fixture.libvirt(a, daemon: sessions.first, guest: sessions.guest)
-        let second = try await fixture.libvirt(b, daemon: sessions.second, guest: sessions.guest)
-        do { try await body(fixture, first, second) } catch {
-            await fixture.clean(first)
-            await fixture.clean(second)
-            throw error
-        }
-        await fixture.clean(first)
-        await fixture.clean(second)
-    }
-
     @Test("live libvirt → libvirt through both runners: the guest never stops, one running copy at the end, at the destination")
     func liveHappyPath() async throws {
-        try await withClouds("lr-a", "lr-b") { fixture, first, second in
+        try await CrossDriverFixture.withLibvirtClouds("lr-a", "lr-b") { fixture, first, second in
             let (guest, image) = try await fixture.runningGuest(on: first, name: "live-r1")
             let source = try await fixture.side("cloud-a.test", driver: first, authorizeLive: Self.allowLiveMigration)
             let destination = try await fixture.side("cloud-b.test", driver: second, authorizeLive: Self.allowLiveMigration)
@@ -71,7 +52,7 @@ extension CrossDriverMigrationTests {
 
     @Test("refused when the agreement does not grant live: nothing sent, nothing prepared, the guest runs on")
     func refusedWithoutLiveGrant() async throws {
-        try await withClouds("lr-c", "lr-d") { fixture, first, second in
+        try await CrossDriverFixture.withLibvirtClouds("lr-c", "lr-d") { fixture, first, second in
             let (guest, _) = try await fixture.runningGuest(on: first, name: "live-r2")
             let refuse: LiveMigrationAuthorizer = { _, _, agreementID, _ in .denied("not-entitled", "agreement \(agreementID) does not grant migrate-live") }
             let source = try await fixture.side("cloud-c.test", driver: first, authorizeLive: refuse)
@@ -91,7 +72,7 @@ extension CrossDriverMigrationTests {
 
     @Test("refused by a SimCloud destination: it reserves nothing, the guest runs on at the source")
     func refusedBySimCloudDestination() async throws {
-        try await withClouds("lr-e", "lr-e2") { fixture, first, _ in
+        try await CrossDriverFixture.withLibvirtClouds("lr-e", "lr-e2") { fixture, first, _ in
             let (guest, _) = try await fixture.runningGuest(on: first, name: "live-r3")
             let sim = try fixture.simCloud("sim")
             let source = try await fixture.side("cloud-e.test", driver: first, authorizeLive: Self.allowLiveMigration)
@@ -117,7 +98,7 @@ extension CrossDriverMigrationTests {
 
     @Test("the source stops right after journaling the move, before it starts: on restart it finds the guest here and not there, and rolls back")
     func crashBeforeTheMoveRollsBack() async throws {
-        try await withClouds("lr-f", "lr-g") { fixture, first, second in
+        try await CrossDriverFixture.withLibvirtClouds("lr-f", "lr-g") { fixture, first, second in
             let (guest, _) = try await fixture.runningGuest(on: first, name: "live-r4")
             let crash: MigrationRunner.JournalObserver = { event in
                 if event.role == .source && event.step == "driver migrate-live" { throw SimulatedCrash(role: .source, step: event.step) }
