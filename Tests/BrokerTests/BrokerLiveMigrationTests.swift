@@ -219,6 +219,23 @@ actor BrokerLibvirtPair {
         return lines.joined(separator: "\n")
     }
 
+    /// Two brokers on their libvirt clouds with an agreement granting `entitle`, and both drivers;
+    /// every guest and image is removed afterwards, whether the body passed or not.
+    func withLiveClouds(
+        entitle: String, _ body: (CrashTestClouds, LibvirtDriver, LibvirtDriver) async throws -> Void
+    ) async throws {
+        let (clouds, daemons) = try await clouds()
+        defer { clouds.killAll() }
+        try await clouds.negotiate(entitle: entitle, types: "")
+        let source = try await driver(clouds, .source, uri: daemons.source, guest: daemons.guest)
+        let destination = try await driver(clouds, .destination, uri: daemons.destination, guest: daemons.guest)
+        do { try await body(clouds, source, destination) } catch {
+            await removeAll([source, destination])
+            throw error
+        }
+        await removeAll([source, destination])
+    }
+
     func removeAll(_ drivers: [LibvirtDriver]) async {
         for driver in drivers {
             for instance in (try? await driver.listInstances()) ?? [] { try? await driver.terminate(instance: instance.id) }
@@ -227,12 +244,7 @@ actor BrokerLibvirtPair {
     }
 
     @Test func liveMigrationMovesARunningGuestBetweenTwoBrokersWithoutStoppingIt() async throws {
-        let (clouds, daemons) = try await clouds()
-        defer { clouds.killAll() }
-        try await clouds.negotiate(entitle: "query,migrate-in,migrate-live", types: "")
-        let source = try await driver(clouds, .source, uri: daemons.source, guest: daemons.guest)
-        let destination = try await driver(clouds, .destination, uri: daemons.destination, guest: daemons.guest)
-        do {
+        try await withLiveClouds(entitle: "query,migrate-in,migrate-live") { clouds, source, destination in
             let guest = try await runningGuest(on: source, name: "live-b1", in: clouds.directory)
             #expect(bootMarkers(guest) == 1)
             let events = source.lifecycleEvents()
@@ -263,21 +275,12 @@ actor BrokerLibvirtPair {
             })
             let providerDatabase = try #require(clouds.readOnlyDatabase(clouds.brokers[.destination]!))
             #expect(try MeteringStore(database: providerDatabase).placements(agreementID: clouds.agreementID, role: .provider).count == 1)
-        } catch {
-            await removeAll([source, destination])
-            throw error
         }
-        await removeAll([source, destination])
     }
 
     @Test func liveMigrationIsRefusedAndAuditedWhenTheAgreementDoesNotGrantIt() async throws {
-        let (clouds, daemons) = try await clouds()
-        defer { clouds.killAll() }
         // An agreement for cold migration only.
-        try await clouds.negotiate(entitle: "query,migrate-in", types: "")
-        let source = try await driver(clouds, .source, uri: daemons.source, guest: daemons.guest)
-        let destination = try await driver(clouds, .destination, uri: daemons.destination, guest: daemons.guest)
-        do {
+        try await withLiveClouds(entitle: "query,migrate-in") { clouds, source, destination in
             let guest = try await runningGuest(on: source, name: "live-b2", in: clouds.directory)
             let run = try await migrateLive(clouds, instance: guest.id, agreement: clouds.agreementID)
             let id = try #require(run.reply["migration"], "\(run.output)")
@@ -296,11 +299,7 @@ actor BrokerLibvirtPair {
             let unnamed = try await migrateLive(clouds, instance: guest.id)
             #expect(unnamed.reply["phase"] == "not-started" && (unnamed.reply["error"] ?? "").contains("migrate-live"), "\(unnamed.output)")
             #expect(try await source.describe(instance: guest.id).state == .running)
-        } catch {
-            await removeAll([source, destination])
-            throw error
         }
-        await removeAll([source, destination])
     }
 
     @Test func liveMigrationIsRefusedByASimCloudDestination() async throws {
@@ -347,16 +346,11 @@ actor BrokerLibvirtPair {
         LiveKillPoint(role: .destination, point: "destination:reserved:reply reserved", ends: "rolledBack"),
     ])
     func killedDuringALiveMigrationAndRestartedEndsConsistently(_ killPoint: LiveKillPoint) async throws {
-        let (clouds, daemons) = try await clouds()
-        defer { clouds.killAll() }
-        try await clouds.negotiate(entitle: "query,migrate-in,migrate-live", types: "")
-        let source = try await driver(clouds, .source, uri: daemons.source, guest: daemons.guest)
-        let destination = try await driver(clouds, .destination, uri: daemons.destination, guest: daemons.guest)
-        let instancesAtDestination = clouds.brokers[.destination]!.dataDirectory.appendingPathComponent("instances")
-        func preparedDisks() throws -> [String] {
-            try FileManager.default.contentsOfDirectory(atPath: instancesAtDestination.path).filter { $0.hasSuffix(".qcow2") }
-        }
-        do {
+        try await withLiveClouds(entitle: "query,migrate-in,migrate-live") { clouds, source, destination in
+            let instancesAtDestination = clouds.brokers[.destination]!.dataDirectory.appendingPathComponent("instances")
+            func preparedDisks() throws -> [String] {
+                try FileManager.default.contentsOfDirectory(atPath: instancesAtDestination.path).filter { $0.hasSuffix(".qcow2") }
+            }
             let guest = try await runningGuest(on: source, name: "live-k\(clouds.runs)", in: clouds.directory)
             try await clouds.stopBroker(killPoint.role)
             try clouds.spawnBroker(killPoint.role, killAfter: killPoint.point)
@@ -398,11 +392,7 @@ actor BrokerLibvirtPair {
             let steps = try #require(try clouds.journal(.source)?.steps(id)).filter { $0.outcome == "issued" }.map(\.step)
             #expect(steps.filter { $0 == "driver migrate-live" }.count <= 1, "\(steps)")
             #expect(((try? clouds.journal(.source)?.unfinished()) ?? []).isEmpty && ((try? clouds.journal(.destination)?.unfinished()) ?? []).isEmpty)
-        } catch {
-            await removeAll([source, destination])
-            throw error
         }
-        await removeAll([source, destination])
     }
 
     /// `kill -9` of the source broker while libvirt is moving the guest (the destination daemon
@@ -410,12 +400,7 @@ actor BrokerLibvirtPair {
     /// restart the source looks at both hypervisors and, if the move is still going, waits for it;
     /// whichever way libvirt ended, both journals agree and exactly one copy runs, where they say.
     @Test func sourceKilledWhileLibvirtMovesTheGuestEndsConsistently() async throws {
-        let (clouds, daemons) = try await clouds()
-        defer { clouds.killAll() }
-        try await clouds.negotiate(entitle: "query,migrate-in,migrate-live", types: "")
-        let source = try await driver(clouds, .source, uri: daemons.source, guest: daemons.guest)
-        let destination = try await driver(clouds, .destination, uri: daemons.destination, guest: daemons.guest)
-        do {
+        try await withLiveClouds(entitle: "query,migrate-in,migrate-live") { clouds, source, destination in
             let guest = try await runningGuest(on: source, name: "live-m1", in: clouds.directory)
             async let migration = migrateLive(clouds, instance: guest.id)
             // The incoming domain appears at the destination while the move runs.
@@ -447,10 +432,6 @@ actor BrokerLibvirtPair {
             let steps = try #require(try clouds.journal(.source)?.steps(id)).filter { $0.outcome == "issued" }.map(\.step)
             #expect(steps.filter { $0 == "driver migrate-live" }.count == 1 && steps.contains("driver probe-guest"), "\(steps)")
             print("source killed during the move (destination \(stateWhenKilled)): ended \(ended)")
-        } catch {
-            await removeAll([source, destination])
-            throw error
         }
-        await removeAll([source, destination])
     }
 }
