@@ -458,7 +458,7 @@ public struct BrokerConfiguration: Sendable {
                 guard !host.isEmpty, host.allSatisfy({ $0.isHexDigit || $0 == "." || $0 == ":" }) else {
                     throw Error(path: path, message: "federation.call_gate needs an IP address (IPv4 or IPv6), not \"\(host)\"")
                 }
-                configuration.federation.callGate = (host, port)
+                configuration.federation.callGate = .init(host: host, port: port)
             }
         }
         if let section = file.automation {

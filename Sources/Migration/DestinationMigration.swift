@@ -202,7 +202,7 @@ public struct DestinationMigration: Sendable {
         return rollback("reservation unused for \(Int(snapshot.configuration.reservationTimeout)) s", answer: .none, now: now)
     }
 
-    /// The source's answer to this destination's `status` (see `MigrationRunner.checkReservations`),
+    /// The source's answer to this destination's `status` (see `MigrationRunner.checkWaitsOnSource`),
     /// for the two phases in which the destination waits on the source:
     ///
     /// - RESERVED: a source that rolled back (its `abort` never arrived) releases the reservation
@@ -388,19 +388,11 @@ public struct DestinationMigration: Sendable {
 
         case (.preparing, .liveTarget(let target)):
             snapshot.reservation?.live = target
-            guard let reservation = snapshot.reservation else { return rollback("no reservation", answer: .abort, now: now) }
-            snapshot.phase = .reserved
-            snapshot.phaseEnteredAt = now
-            snapshot.inFlight = nil
-            return .reply(reply(.reserved(reservation)))
+            return replyReserved(now: now)
 
         case (.offering, .offer(let offer)):
             snapshot.reservation?.offer = offer
-            guard let reservation = snapshot.reservation else { return rollback("no reservation", answer: .abort, now: now) }
-            snapshot.phase = .reserved
-            snapshot.phaseEnteredAt = now
-            snapshot.inFlight = nil
-            return .reply(reply(.reserved(reservation)))
+            return replyReserved(now: now)
 
         case (.receiving, .file(let file)):
             snapshot.undo.append(.removeFiles([file.name]))
@@ -459,6 +451,15 @@ public struct DestinationMigration: Sendable {
 
     private func reply(_ body: MigrationMessage.Body) -> MigrationMessage {
         MigrationMessage(migrationID: snapshot.migrationID, body: body)
+    }
+
+    /// The reservation is complete (transfer offer or live target made): RESERVED, and the source is told.
+    private mutating func replyReserved(now: Date) -> MigrationAction {
+        guard let reservation = snapshot.reservation else { return rollback("no reservation", answer: .abort, now: now) }
+        snapshot.phase = .reserved
+        snapshot.phaseEnteredAt = now
+        snapshot.inFlight = nil
+        return .reply(reply(.reserved(reservation)))
     }
 
     private mutating func issue(_ action: MigrationAction, phase: DestinationPhase, now: Date) -> MigrationAction {

@@ -38,10 +38,10 @@ public actor MigrationRunner {
         /// Live migration: how long the destination waits for an arrived guest to be running.
         public var liveArrivalTimeout: Duration
         /// Destination side: how long a reservation is held before the source is asked about it
-        /// (`checkReservations`), and how often after that.
+        /// (`checkWaitsOnSource`), and how often after that.
         public var reservationCheckInterval: TimeInterval
         /// Destination side: how long a started copy waits for the source's `cutover` or `abort`
-        /// before the source is asked where it stands (`checkReservations`), and how often after that.
+        /// before the source is asked where it stands (`checkWaitsOnSource`), and how often after that.
         public var startedCheckInterval: TimeInterval
 
         public init(
@@ -127,8 +127,8 @@ public actor MigrationRunner {
     /// Migrations a task of this runner is working on; a second request for one waits its turn by
     /// being answered with the current state instead of interleaving with the first.
     private var busy: Set<BusyKey> = []
-    /// When each held reservation's source was last asked about it (`checkReservations`).
-    private var reservationChecks: [String: Date] = [:]
+    /// When each held reservation's source was last asked about it (`checkWaitsOnSource`).
+    private var sourceChecks: [String: Date] = [:]
 
     private struct BusyKey: Hashable {
         var id: String
@@ -168,13 +168,9 @@ public actor MigrationRunner {
         try MigrationMessage.checkIdentifier(migrationID, "migration id")
         try MigrationMessage.checkIdentifier(agreementID, "agreement id")
         guard try journal.sourceSnapshot(migrationID) == nil else { throw RunnerError.duplicate(migrationID) }
-        if mode == .live {
-            guard driver is LibvirtDriver else {
-                throw RunnerError.instance(
-                    "live migration needs libvirt on both sides; this cloud's driver is \(driver.driverName): migrate without --live (cold)")
-            }
-            try MigrationMessage.checkIdentifier(instanceID, "instance id")
-        }
+        // A live migration needs libvirt here: refused before anything is journaled or sent.
+        let liveDriver = mode == .live ? try libvirt() : nil
+        if mode == .live { try MigrationMessage.checkIdentifier(instanceID, "instance id") }
         let instance = try await driver.describe(instance: instanceID)
         guard instance.state == .running else {
             throw RunnerError.instance("instance \(instanceID) is \(instance.state); only a running instance is migrated")
@@ -183,8 +179,8 @@ public actor MigrationRunner {
         guard let size = sizes.first(where: { $0.id == instance.sizeID }) else {
             throw RunnerError.instance("instance \(instanceID) has no known size (\(instance.sizeID ?? "none"))")
         }
-        if mode == .live, let libvirt = driver as? LibvirtDriver {
-            let diskBytes = try await libvirt.liveMigrationDiskBytes(instance: instanceID)
+        if let liveDriver {
+            let diskBytes = try await liveDriver.liveMigrationDiskBytes(instance: instanceID)
             let spec = MigratingInstanceSpec(
                 name: instance.name, instanceType: size.id, vCPU: size.vCPU, memoryMiB: size.memoryMiB, diskGiB: size.diskGiB,
                 imageFormats: [], canConvert: true, addresses: Array(instance.addresses.prefix(16)),
@@ -382,7 +378,7 @@ public actor MigrationRunner {
     /// A source that does not answer, or is still at work, is asked again an interval later; the
     /// destination never decides alone. The answer and the decision are journaled as a step before
     /// anything is done. The broker calls it periodically.
-    public func checkReservations(now: Date = Date()) async throws -> [Result] {
+    public func checkWaitsOnSource(now: Date = Date()) async throws -> [Result] {
         try checkAlive()
         guard let link else { return [] }
         var results: [Result] = []
@@ -390,9 +386,9 @@ public actor MigrationRunner {
             guard let stored = try journal.destinationSnapshot(id), DestinationMigration(resuming: stored).waitsOnSource else { continue }
             let interval = stored.phase == .started ? configuration.startedCheckInterval : configuration.reservationCheckInterval
             guard now.timeIntervalSince(stored.phaseEnteredAt) >= interval,
-                  now.timeIntervalSince(reservationChecks[id] ?? .distantPast) >= interval
+                  now.timeIntervalSince(sourceChecks[id] ?? .distantPast) >= interval
             else { continue }
-            reservationChecks[id] = now
+            sourceChecks[id] = now
             let waiting = stored.phase == .started ? "its copy runs and waits for cutover" : "holding a reservation"
             let answer: MigrationMessage
             do {
@@ -425,7 +421,7 @@ public actor MigrationRunner {
                 migrationID: id, role: .destination, phase: current.phase.rawValue, step: "source status", outcome: "answered",
                 detail: "source \(sourcePhase) while \(current.phase.rawValue); \(decision)", now: Date())
             logger.notice("migration \(id): the source \(stored.peer) is \(sourcePhase) while \(waiting); \(decision)")
-            reservationChecks[id] = nil
+            sourceChecks[id] = nil
             busy.insert(BusyKey(id: id, role: .destination))
             defer { busy.remove(BusyKey(id: id, role: .destination)) }
             let (_, outcome) = try await runDestination(&machine, first)
@@ -751,7 +747,8 @@ public actor MigrationRunner {
 
     private func libvirt() throws -> LibvirtDriver {
         guard let libvirt = driver as? LibvirtDriver else {
-            throw RunnerError.instance("live migration needs libvirt on both sides; this cloud's driver is \(driver.driverName)")
+            throw RunnerError.instance(
+                "live migration needs libvirt on both sides; this cloud's driver is \(driver.driverName): migrate without --live (cold)")
         }
         return libvirt
     }

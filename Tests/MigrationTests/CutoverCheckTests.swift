@@ -85,10 +85,10 @@ struct CutoverCheckTests {
         try await waitFor("the source to send cutover") { try sourceJournal.sourceSnapshot("mig-cut")?.phase == .cuttingOver }
         #expect(try destinationJournal.destinationSnapshot("mig-cut")?.phase == .started)
         // Too early: the copy has not waited the interval; the source is not asked.
-        #expect(try await destination.checkReservations(now: Date()).isEmpty)
+        #expect(try await destination.checkWaitsOnSource(now: Date()).isEmpty)
         #expect(try destinationJournal.destinationSnapshot("mig-cut")?.phase == .started)
 
-        let results = try await destination.checkReservations(now: Date().addingTimeInterval(1))
+        let results = try await destination.checkWaitsOnSource(now: Date().addingTimeInterval(1))
         #expect(results.map(\.outcome) == [.completed])
         let stored = try #require(try destinationJournal.destinationSnapshot("mig-cut"))
         #expect(stored.phase == .completed)
@@ -129,7 +129,7 @@ struct CutoverCheckTests {
         #expect(try destinationJournal.destinationSnapshot("mig-back")?.phase == .started)
         #expect(try await fixture.destinationCloud.listInstances().filter { $0.state == .running }.count == 1)
 
-        let results = try await destination.checkReservations(now: Date().addingTimeInterval(1))
+        let results = try await destination.checkWaitsOnSource(now: Date().addingTimeInterval(1))
         #expect(results.map(\.outcome) == [.rolledBack(reason: "the source rolled back (its copy runs again); its abort did not arrive")])
         #expect(try destinationJournal.destinationSnapshot("mig-back")?.phase == .rolledBack)
         let steps = try destinationJournal.steps("mig-back", role: .destination)
@@ -158,14 +158,14 @@ struct CutoverCheckTests {
         if let result { #expect(result.outcome.isStalled) }
         #expect(try sourceJournal.sourceSnapshot("mig-wait")?.phase == .rollingBack)
         // Asked, the source says it is rolling back: not a decision to follow yet.
-        #expect(try await destination.checkReservations(now: Date().addingTimeInterval(1)).isEmpty)
+        #expect(try await destination.checkWaitsOnSource(now: Date().addingTimeInterval(1)).isEmpty)
         #expect(try destinationJournal.destinationSnapshot("mig-wait")?.phase == .started)
         #expect(try destinationJournal.steps("mig-wait", role: .destination).contains { $0.step == "source status" } == false)
         // Asked only once per interval.
-        #expect(try await destination.checkReservations(now: Date().addingTimeInterval(1.2)).isEmpty)
+        #expect(try await destination.checkWaitsOnSource(now: Date().addingTimeInterval(1.2)).isEmpty)
         // Unreachable source: still waiting.
         await fixture.network.disconnect(MigrationFixture.sourceName)
-        #expect(try await destination.checkReservations(now: Date().addingTimeInterval(3)).isEmpty)
+        #expect(try await destination.checkWaitsOnSource(now: Date().addingTimeInterval(3)).isEmpty)
         #expect(try destinationJournal.destinationSnapshot("mig-wait")?.phase == .started)
 
         // The source comes back with a working link: its abort arrives, both end rolled back.

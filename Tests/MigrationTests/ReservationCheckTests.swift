@@ -51,10 +51,10 @@ struct ReservationCheckTests {
         #expect(try destinationJournal.reservedSizeIDs().count == 1)
 
         // Too early: the reservation is younger than the interval, the source is not asked.
-        #expect(try await destination.checkReservations(now: Date()).isEmpty)
+        #expect(try await destination.checkWaitsOnSource(now: Date()).isEmpty)
         #expect(try destinationJournal.destinationSnapshot("mig-lost")?.phase == .reserved)
         // Later: asked, the source says it rolled back; the reservation is released and journaled.
-        let results = try await destination.checkReservations(now: Date().addingTimeInterval(1))
+        let results = try await destination.checkWaitsOnSource(now: Date().addingTimeInterval(1))
         #expect(results.map(\.outcome) == [.rolledBack(reason: "the source rolled back; its abort did not arrive")])
         #expect(try destinationJournal.destinationSnapshot("mig-lost")?.phase == .rolledBack)
         #expect(try destinationJournal.reservedSizeIDs().isEmpty)

@@ -22,11 +22,9 @@ public final class FederationCallGate: Sendable {
     static let maximumFieldBytes = 256
 
     let server: HTTPServer
-    let host: String
 
     /// Binds to `host:port` (an IPv4 or IPv6 literal; port 0 picks a free one).
     public init(host: String, port: UInt16, database: DatabasePool, logger: Logger) throws {
-        self.host = host
         let check = Check(database: database, logger: logger)
         // The concrete address type, not sockaddr_storage: the server opens its socket by the type's family.
         if host.contains(":") {

@@ -46,12 +46,18 @@ public final class FederationService: Sendable {
         /// How often the driver is asked whether a starting instance runs.
         public var pollInterval: Duration
         /// Where the call gate listens (`FederationCallGate`), or nil for none.
-        public var callGate: (host: String, port: UInt16)? {
-            get { callGateHost.map { ($0, callGatePort) } }
-            set { callGateHost = newValue?.host; callGatePort = newValue?.port ?? 0 }
+        public var callGate: CallGateAddress?
+
+        public struct CallGateAddress: Sendable, Hashable {
+            /// An IPv4 or IPv6 literal.
+            public var host: String
+            /// 0: a free port, chosen when it opens.
+            public var port: UInt16
+            public init(host: String, port: UInt16) {
+                self.host = host
+                self.port = port
+            }
         }
-        var callGateHost: String?
-        var callGatePort: UInt16 = 0
 
         public init(
             templatePaths: [String] = [], credentialTTL: TimeInterval = 900, bootTimeout: TimeInterval = 300,
@@ -152,10 +158,12 @@ public final class FederationService: Sendable {
 
     /// Until cancelled: starts the runner when the driver can be reached (imports and publishes
     /// the templates, resumes unfinished services), performs operator requests, tears services
-    /// down at their agreement's end, and ends consumed services whose agreement ended.
+    /// down at their agreement's end, and ends consumed services whose agreement ended; with
+    /// `[federation] call_gate`, serves the call gate alongside.
     public func run() async {
         await withDiscardingTaskGroup { group in
-            if provider != nil, let (host, port) = settings.callGate {
+            if provider != nil, let address = settings.callGate {
+                let (host, port) = (address.host, address.port)
                 do {
                     let gate = try FederationCallGate(host: host, port: port, database: database, logger: logger)
                     self.gate.withLock { $0 = gate }

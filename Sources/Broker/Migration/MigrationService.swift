@@ -32,8 +32,8 @@ public final class MigrationService: Sendable {
         public var gracefulShutdownSeconds: TimeInterval = 30
         /// How long the source waits for the destination's answer to one message. It must cover
         /// the destination's slowest step inside a handler (import, create and start of the
-        /// instance before it answers `transferred`); a destination that died mid-handler costs
-        /// the source this long before it retries or rolls back.
+        /// instance before it answers `transferred`). A destination whose XMPP session ends
+        /// mid-handler fails the request at once (`PeerSessionWatch`), not after this long.
         public var requestTimeout: Duration = .seconds(60)
         /// Destination side: how long a migration may wait on its source (a reservation held, or a
         /// started copy waiting for `cutover` or `abort`) before the source is asked where it
@@ -135,7 +135,7 @@ public final class MigrationService: Sendable {
         while !Task.isCancelled {
             takeRequests(runner)
             _ = try? await runner.expireReservations()
-            if let results = try? await runner.checkReservations() { for result in results { audit(peerCheck: result) } }
+            if let results = try? await runner.checkWaitsOnSource() { for result in results { audit(peerCheck: result) } }
             try? await Task.sleep(for: .milliseconds(200))
         }
         state.withLock { $0.transport }?.shutdown()
@@ -349,7 +349,7 @@ public final class MigrationService: Sendable {
         return .allowed
     }
 
-    /// A destination that acted on its source's answer to `status` (`checkReservations`): what it
+    /// A destination that acted on its source's answer to `status` (`checkWaitsOnSource`): what it
     /// decided without the source's own request is audited (`migration.peer-check`).
     private func audit(peerCheck result: MigrationRunner.Result) {
         let peer = (try? journal.destinationSnapshot(result.migrationID))?.peer ?? ""
