@@ -23,7 +23,7 @@ let localTargetDependencies: [String: [String]] = [
     "Transfer": ["COpenSSL"], "TransferTests": ["Transfer", "Trust"],
     "Migration": ["Providers", "Policy", "Metering", "Transfer", "Storage"],
     "MigrationTests": ["Migration", "Providers", "Transfer", "Trust", "TestSupport"],
-    "Federation": ["Providers", "Policy", "Storage", "TOMLParsing"], "FederationTests": ["Federation", "Providers", "Policy"],
+    "Federation": ["Providers", "Policy", "Storage", "TOMLParsing"], "FederationTests": ["Federation", "Providers", "Policy", "TestSupport"],
 ]
 
 func selectedTargets() -> Set<String>? {
@@ -210,7 +210,7 @@ let package = Package(
         .testTarget(name: "BrokerTests", dependencies: ["Broker", "XMPP", "Trust", "Catalog", "Providers", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: swiftSettings),
         .testTarget(name: "MeteringTests", dependencies: ["Metering"], swiftSettings: swiftSettings),
-        .testTarget(name: "FederationTests", dependencies: ["Federation", "Providers", "Policy"], swiftSettings: swiftSettings),
+        .testTarget(name: "FederationTests", dependencies: ["Federation", "Providers", "Policy", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "TransferTests", dependencies: ["Transfer", "Trust"], swiftSettings: swiftSettings),
         .testTarget(
             name: "MigrationTests", dependencies: ["Migration", "Providers", "Transfer", "Trust", "TestSupport"],

@@ -70,7 +70,7 @@ case "$TARGET" in
     sparql) find "$ROOT/bench/catalog/queries" -name '*.rq' -exec cp {} "$OUT/corpus-$TARGET/" \; ;;
     turtle) cp "$ROOT/ontology/intercloud.ttl" "$OUT/corpus-$TARGET/" ;;
 esac
-W3C=${W3C:-$ROOT/../shared/w3c}
+W3C=${W3C_SUITES:-$ROOT/vendor/w3c}
 if [ -d "$W3C" ]; then
     case "$TARGET" in
         sparql) find "$W3C/sparql11" -name '*.rq' | head -300 | xargs -I{} cp {} "$OUT/corpus-$TARGET/" 2>/dev/null || true ;;

@@ -4,10 +4,19 @@
 set -euo pipefail
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
+# Every program a test, benchmark or script runs comes from this list, the pip line below, or the
+# machine image (coreutils, bash, gcc, pkg-config, python3): when a test starts calling a new one,
+# add its package here. What each is for:
+#   C libraries the build links: libstrophe-dev libsqlite3-dev libssl-dev libxml2-dev libraptor2-dev libvirt-dev
+#   real services the tests start: prosody (+ lua-unbound for its resolver), nginx-light (transfer
+#     benchmark, federation call gate), libvirt-daemon + libvirt-daemon-driver-qemu + qemu-system-x86
+#     (QEMU guests), libvirt-clients (virsh)
+#   programs tests run: qemu-utils (qemu-img), openssl, raptor2-utils (rapper), curl, util-linux
+#     (setpriv, setsid, prlimit), xz-utils
 packages=(nginx-light libstrophe-dev libsqlite3-dev libssl-dev libxml2-dev libraptor2-dev libvirt-dev
           libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils qemu-system-x86 prosody
-          lua-unbound openssl util-linux xz-utils curl
-          python3-pip ca-certificates busybox-static)
+          lua-unbound openssl raptor2-utils util-linux xz-utils curl
+          python3-pip ca-certificates)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -19,5 +28,14 @@ fi
 # Prosody's Debian service is not used (tests run private instances); keep it from holding ports.
 $SUDO systemctl disable --now prosody >/dev/null 2>&1 || true
 
-python3 -m pip install -q --disable-pip-version-check slixmpp pyoxigraph rdflib "moto[server]" awscli 2>&1 \
-    | grep -v -i "warning: running pip as" || true
+# Independent implementations for interop tests and benchmarks, and the test runner itself.
+# A failed install fails the setup (pip's root warning alone is filtered out).
+pip_log=$(mktemp)
+if ! python3 -m pip install -q --disable-pip-version-check pytest slixmpp pyoxigraph rdflib "moto[server]" awscli \
+        > "$pip_log" 2>&1; then
+    grep -v -i "warning: running pip as" "$pip_log" >&2
+    rm -f "$pip_log"
+    echo "setup: pip install failed" >&2
+    exit 1
+fi
+rm -f "$pip_log"

@@ -4,7 +4,9 @@ import Foundation
 import FoundationXML
 #endif
 
-/// Expected results of a W3C test, read from .srx, .srj, .tsv, .csv or an RDF graph file.
+/// Expected results of a W3C test, read from .srx, .srj, .tsv, .csv or an RDF file. An RDF file
+/// holds either the graph a CONSTRUCT/DESCRIBE must produce or, as in the SPARQL 1.0 (DAWG
+/// data-r2) suite, a result set written in the `rs:` vocabulary, decoded by `decodeResultSet`.
 enum ExpectedResult {
     case solutions(SolutionTable)
     case boolean(Bool)
@@ -26,10 +28,62 @@ enum ResultFiles {
         case "csv": return .csv(String(decoding: data, as: UTF8.self))
         case "ttl", "nt", "rdf":
             let format = RDFFormat(fileExtension: url.pathExtension) ?? .turtle
-            return .graph(try RDFLoader.parse(data, format: format, baseIRI: url.absoluteString, limits: .init()))
+            let triples = try RDFLoader.parse(data, format: format, baseIRI: url.absoluteString, limits: .init())
+            return try decodeResultSet(triples) ?? .graph(triples)
         default:
             throw ResultFileError(description: "unknown result format \(url.lastPathComponent)")
         }
+    }
+
+    // MARK: RDF result sets (http://www.w3.org/2001/sw/DataAccess/tests/result-set#)
+
+    static let rs = "http://www.w3.org/2001/sw/DataAccess/tests/result-set#"
+
+    /// Decodes the `rs:ResultSet` node of a graph, or returns nil when the graph has none (it is then
+    /// an expected CONSTRUCT result). A result set is either `rs:boolean` (ASK) or
+    /// `rs:resultVariable`s with `rs:solution`s, each a set of `rs:binding [rs:variable; rs:value]`
+    /// and, for ordered results, an `rs:index` that gives the row its place.
+    static func decodeResultSet(_ triples: [Triple]) throws -> ExpectedResult? {
+        var bySubject: [Term: [(predicate: Term, object: Term)]] = [:]
+        for triple in triples { bySubject[triple.subject, default: []].append((triple.predicate, triple.object)) }
+        func objects(_ subject: Term, _ localName: String) -> [Term] {
+            (bySubject[subject] ?? []).filter { $0.predicate == .iri(rs + localName) }.map(\.object)
+        }
+        func text(_ term: Term?) -> String? {
+            if case .literal(let literal)? = term { return literal.lexical }
+            return nil
+        }
+        let resultSets = triples.filter {
+            $0.predicate == .iri(Vocabulary.rdfType) && $0.object == .iri(rs + "ResultSet")
+        }.map(\.subject)
+        guard let resultSet = resultSets.first else { return nil }
+        guard resultSets.count == 1 else { throw ResultFileError(description: "\(resultSets.count) rs:ResultSet nodes") }
+        if let boolean = objects(resultSet, "boolean").first {
+            guard let value = text(boolean), value == "true" || value == "false" else {
+                throw ResultFileError(description: "rs:boolean is not true or false")
+            }
+            return .boolean(value == "true")
+        }
+        // The variables' order is not recorded (RDF has no order of objects); the comparison is by name.
+        let variables = objects(resultSet, "resultVariable").compactMap(text).sorted()
+        var rows: [(index: Int?, row: [Term?])] = []
+        for solution in objects(resultSet, "solution") {
+            var row = [Term?](repeating: nil, count: variables.count)
+            for binding in objects(solution, "binding") {
+                guard let name = text(objects(binding, "variable").first), let value = objects(binding, "value").first else {
+                    throw ResultFileError(description: "rs:binding without rs:variable or rs:value")
+                }
+                guard let column = variables.firstIndex(of: name) else {
+                    throw ResultFileError(description: "rs:binding of ?\(name), which is not an rs:resultVariable")
+                }
+                row[column] = value
+            }
+            rows.append((text(objects(solution, "index").first).flatMap { Int($0) }, row))
+        }
+        if rows.contains(where: { $0.index != nil }) {
+            rows.sort { ($0.index ?? Int.max) < ($1.index ?? Int.max) }
+        }
+        return .solutions(SolutionTable(variables: variables, rows: rows.map(\.row)))
     }
 
     // MARK: SPARQL Query Results XML

@@ -1,5 +1,6 @@
 import Foundation
 import Providers
+import TestSupport
 import Testing
 
 @testable import Federation
@@ -11,7 +12,7 @@ struct TemplateCatalogTests {
         let directory = try TemporaryDirectory()
         let path = try directory.file("catalog.ttl", turtle)
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/rapper")
+        process.executableURL = URL(fileURLWithPath: try RequiredProgram.path("/usr/bin/rapper", package: "Debian's raptor2-utils"))
         process.arguments = ["-q", "-i", "turtle", "-o", "ntriples", path, "https://cloud1.test/"]
         let output = Pipe()
         let errors = Pipe()
@@ -28,7 +29,6 @@ struct TemplateCatalogTests {
 
     @Test("the example templates are valid Turtle (Raptor) with the offering, service, image, size and parameters")
     func examplesParse() throws {
-        #expect(FileManager.default.isExecutableFile(atPath: "/usr/bin/rapper"), "rapper (raptor2-utils) is needed to check the Turtle")
         let templates = try TemplateLoader.load(directory: templatesDirectory)
         let sizes = SimCloud.defaultSizes
         let images = [Image(id: "sim-img-seed", name: "seed-linux", format: .raw)]

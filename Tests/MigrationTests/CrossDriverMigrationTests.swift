@@ -71,9 +71,10 @@ actor MotoEndpoint {
             port = known
         } else {
             port = Int.random(in: 41000...48000)
+            let motoServer = try RequiredProgram.path("moto_server", package: "PyPI's moto[server]")
             let pid = getpid()
             try await FileDigest.onBlockingQueue {
-                try runShell("MOTO_SERVER=$(command -v moto_server) setsid bash \(script) run \(port) \(pid) >/dev/null 2>&1 &")
+                try runShell("MOTO_SERVER=\(shellQuoted(motoServer)) setsid bash \(script) run \(port) \(pid) >/dev/null 2>&1 &")
                 for _ in 0..<200 where (try? Data(contentsOf: URL(string: "http://127.0.0.1:\(port)/moto-api/")!)) == nil {
                     Thread.sleep(forTimeInterval: 0.1)
                 }

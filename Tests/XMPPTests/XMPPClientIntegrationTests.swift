@@ -118,12 +118,14 @@ import XMPP
         // A CA that did not sign the server certificate: the client must not go online.
         let otherCA = FileManager.default.temporaryDirectory.appendingPathComponent("other-ca-\(UUID().uuidString.prefix(6)).pem")
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        process.executableURL = URL(fileURLWithPath: try RequiredProgram.path("/usr/bin/openssl", package: "Debian's openssl"))
         process.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
                              "-subj", "/CN=Other CA", "-keyout", "/dev/null", "-out", otherCA.path]
         process.standardError = FileHandle.nullDevice
         try process.run()
         process.waitUntilExit()
+        // Without the other CA the refusal below would prove nothing.
+        try #require(process.terminationStatus == 0 && FileManager.default.fileExists(atPath: otherCA.path), "openssl req failed")
         let a = try client(host: "cloud1.test", tls: .required(caFile: otherCA.path))
         a.start()
         await #expect(throws: XMPPError.self) { try await a.waitUntilOnline(timeout: .seconds(2)) }
