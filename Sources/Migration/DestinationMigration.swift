@@ -106,6 +106,9 @@ public struct DestinationMigration: Sendable {
         public var inFlight: MigrationAction?
         public var attempts: Int
         public var reservation: MigrationReservation?
+        /// The disk of the reserved size, in GiB: the largest virtual disk an image from the source may
+        /// describe. Nil in journals written before it was kept (the announced disk is used then).
+        public var reservedDiskGiB: Int?
         /// The destination network the source's network maps to.
         public var network: String?
         public var transferred: TransferredImage?
@@ -139,6 +142,11 @@ public struct DestinationMigration: Sendable {
 
     /// The largest disk file accepted: the announced disk size plus room for a format's metadata.
     var maximumImageBytes: Int64 { (Int64(max(snapshot.proposal.instance.diskGiB, 1)) << 30) + (64 << 20) }
+
+    /// The largest virtual disk the received image may describe: the reserved size's disk.
+    var maximumVirtualDiskBytes: Int64 {
+        Int64(max(snapshot.reservedDiskGiB ?? snapshot.proposal.instance.diskGiB, 1)) << 30
+    }
 
     /// A machine for a proposal just received; call `begin(now:)`.
     public init(migrationID: String, peer: String, proposal: MigrationProposal, configuration: MigrationConfiguration = .init(), now: Date) {
@@ -382,6 +390,7 @@ public struct DestinationMigration: Sendable {
             }
             snapshot.reservation = MigrationReservation(
                 sizeID: size.id, acceptedFormats: accepted, region: inventory.region, offer: TransferOffer(host: "", port: "", token: ""))
+            snapshot.reservedDiskGiB = size.diskGiB
             snapshot.network = spec.networkName.flatMap { inventory.networkMap[$0] } ?? inventory.defaultNetwork
             snapshot.undo.append(.withdrawOffer)
             return issue(.transport(.prepareOffer(migrationID: snapshot.migrationID, maximumBytes: maximumImageBytes)), phase: .offering, now: now)
@@ -404,7 +413,9 @@ public struct DestinationMigration: Sendable {
             }
             snapshot.received = file
             snapshot.undo.append(.deregisterImages(named: imageName))
-            return issue(.driver(.importImage(file: file, imageName: imageName)), phase: .importing, now: now)
+            return issue(
+                .driver(.importImage(file: file, imageName: imageName, maxVirtualSizeBytes: maximumVirtualDiskBytes)),
+                phase: .importing, now: now)
 
         case (.importing, .image(let image)):
             guard let reservation = snapshot.reservation else { return rollback("no reservation", answer: .abort, now: now) }

@@ -50,8 +50,11 @@ public enum MigrationOperation: Codable, Sendable, Hashable {
     case removeFiles([String])
     /// Destination: sizes, free capacity (minus other reservations) and import formats.
     case inspect
-    /// Destination: imports a received file as image `imageName`, verifying its checksum first.
-    case importImage(file: StagedFile, imageName: String)
+    /// Destination: imports a received file as image `imageName`, verifying its checksum first and
+    /// refusing it (`ImageInspection`) if it names another file or describes a virtual disk larger
+    /// than `maxVirtualSizeBytes` (nil in journals written before the limit existed: the strict checks
+    /// without a size limit).
+    case importImage(file: StagedFile, imageName: String, maxVirtualSizeBytes: Int64?)
     /// Destination: creates (or finds) the instance from `imageID`.
     case create(name: String, sizeID: String, imageID: String, extra: [String: String])
     /// Destination: terminates every instance created from an image named `imageName`.

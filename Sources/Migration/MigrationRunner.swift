@@ -681,7 +681,7 @@ public actor MigrationRunner {
                 importFormats: Self.preferenceOrder(configuration.importFormats, available: driver.capabilities.importFormats),
                 region: configuration.region, networkMap: configuration.networkMap, defaultNetwork: configuration.defaultNetwork,
                 driverName: driver.driverName, acceptsLiveMigration: driver is LibvirtDriver))
-        case .importImage(let file, let name):
+        case .importImage(let file, let name, let maxVirtualSizeBytes):
             let url = try workDirectory(migrationID).appendingPathComponent(file.name)
             let image: Image
             if let existing = try await driver.listImages().first(where: { $0.name == name }) {
@@ -689,8 +689,10 @@ public actor MigrationRunner {
             } else {
                 // The received file is ours to give: a driver that can take it over saves a copy.
                 // `file.sha256` was computed by this broker from the received bytes (above).
+                // A peer's file: every check, and no disk larger than the size reserved for it.
                 image = try await driver.adoptImage(
-                    from: url, name: name, format: file.format, expectedSHA256: file.sha256, digestVerified: true, progress: nil)
+                    from: url, name: name, format: file.format, expectedSHA256: file.sha256, digestVerified: true,
+                    admission: ImageAdmission(maxVirtualSizeBytes: maxVirtualSizeBytes), progress: nil)
             }
             // The driver holds the image now; the received copy is no longer needed.
             try? FileManager.default.removeItem(at: url)

@@ -32,10 +32,13 @@ public protocol CloudDriver: Sendable {
     func exportImage(
         id: String, to destination: URL, format: ImageFormat, progress: ProgressHandler?
     ) async throws -> ImageFile
-    /// Imports a local image file. If `expectedSHA256` is given, the file is checked against it first and
-    /// nothing is created on mismatch.
+    /// Imports a local image file from elsewhere. If `expectedSHA256` is given, the file is checked
+    /// against it first and nothing is created on mismatch. The file must pass `admission`
+    /// (`ImageInspection`: it names no other file, is in its declared format, is no larger than
+    /// allowed) before anything is converted or stored; a refusal is `ProviderError.Code.refusedImage`.
     func importImage(
-        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, progress: ProgressHandler?
+        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, admission: ImageAdmission,
+        progress: ProgressHandler?
     ) async throws -> Image
     /// Imports a local image file the caller gives up (a received migration image): the driver may
     /// take the file itself instead of copying it. On success `source` is gone; on failure it is left
@@ -44,7 +47,7 @@ public protocol CloudDriver: Sendable {
     /// imports a copy (checked) and then removes `source`.
     func adoptImage(
         from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, digestVerified: Bool,
-        progress: ProgressHandler?
+        admission: ImageAdmission, progress: ProgressHandler?
     ) async throws -> Image
 }
 
@@ -54,12 +57,30 @@ public let instanceActionVerbs: Set<Verb> = [.start, .shutdown, .destroy, .reboo
 extension CloudDriver {
     public func adoptImage(
         from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, digestVerified: Bool,
-        progress: ProgressHandler?
+        admission: ImageAdmission, progress: ProgressHandler?
     ) async throws -> Image {
         let image = try await importImage(
-            from: source, name: name, format: format, expectedSHA256: expectedSHA256, progress: progress)
+            from: source, name: name, format: format, expectedSHA256: expectedSHA256, admission: admission, progress: progress)
         try? FileManager.default.removeItem(at: source)
         return image
+    }
+
+    /// Imports with every check and no size limit (`ImageAdmission.strict`).
+    public func importImage(
+        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, progress: ProgressHandler?
+    ) async throws -> Image {
+        try await importImage(
+            from: source, name: name, format: format, expectedSHA256: expectedSHA256, admission: .strict, progress: progress)
+    }
+
+    /// Adopts with every check and no size limit (`ImageAdmission.strict`).
+    public func adoptImage(
+        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, digestVerified: Bool,
+        progress: ProgressHandler?
+    ) async throws -> Image {
+        try await adoptImage(
+            from: source, name: name, format: format, expectedSHA256: expectedSHA256, digestVerified: digestVerified,
+            admission: .strict, progress: progress)
     }
 
     /// The error every undeclared verb throws.

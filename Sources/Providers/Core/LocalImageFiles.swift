@@ -58,15 +58,28 @@ struct LocalImageFiles: Sendable {
     /// `adopting`: the caller gives the file up, so with `linksImmutableImages` a raw file is checked
     /// in one read pass and linked into the store instead of copied (the caller removes its name);
     /// with `digestVerified` too (the caller hashed this file as it received it) without the pass.
+    /// `admission`: the checks a file from elsewhere must pass before anything is converted or stored
+    /// (`ImageInspection`); nil only for one of this driver's own instance disks (a snapshot), whose
+    /// backing image is part of its content.
     func importFile(
         from source: URL, format: ImageFormat, expectedSHA256: String?, into stored: URL, storedFormat: ImageFormat,
-        shareLock: Bool = false, adopting: Bool = false, digestVerified: Bool = false, progress: ProgressHandler?
+        admission: ImageAdmission?, shareLock: Bool = false, adopting: Bool = false, digestVerified: Bool = false,
+        progress: ProgressHandler?
     ) async throws -> (sizeBytes: Int64, contentSHA256: String) {
         let verb = Verb.importImage
         let driver = self.driver
         try checkFormat(format, verb: verb)
         guard FileManager.default.fileExists(atPath: source.path) else {
             throw ProviderError(driver: driver, verb: verb, code: .invalidInput, message: "\(source.path) does not exist")
+        }
+        if let admission {
+            do {
+                _ = try await ImageInspection.inspect(source, format: format, admission: admission)
+            } catch let refusal as ImageRefusal {
+                throw ProviderError.refusedImage(driver: driver, verb: verb, source, refusal)
+            } catch {
+                throw mapError(error, verb: verb)
+            }
         }
         do {
             if adopting, linksImmutableImages, format == .raw, storedFormat == .raw {
@@ -99,13 +112,19 @@ struct LocalImageFiles: Sendable {
                     throw checksumMismatch(source, expected: expectedSHA256, actual: digest.sha256)
                 }
             }
-            let detected = try await QemuImg.info(source, shareLock: shareLock)
-            guard ImageFormat(name: detected.format) == format || (format == .vpc && detected.format == "vpc") else {
-                throw ProviderError(
-                    driver: driver, verb: verb, code: .unsupportedFormat,
-                    message: "\(source.lastPathComponent) is \(detected.format), not \(format)")
+            if admission == nil {
+                // Our own disk: qemu-img's answer is trusted (the admitted path checked it above instead).
+                let detected = try await QemuImg.info(source, shareLock: shareLock)
+                guard ImageFormat(name: detected.format) == format || (format == .vpc && detected.format == "vpc") else {
+                    throw ProviderError(
+                        driver: driver, verb: verb, code: .unsupportedFormat,
+                        message: "\(source.lastPathComponent) is \(detected.format), not \(format)")
+                }
             }
-            try await QemuImg.convert(source, from: format, to: stored, format: storedFormat, shareLock: shareLock) { fraction in
+            try await QemuImg.convert(
+                source, from: format, to: stored, format: storedFormat, shareLock: shareLock,
+                followsBacking: admission?.allowsReferences ?? true
+            ) { fraction in
                 progress?(ProgressEvent(
                     driver: driver, verb: verb, completed: Int64(fraction * 1000), total: 1000, message: "converting"))
             }

@@ -30,6 +30,9 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible, Equatable
         public static let checksumMismatch = Code("checksum-mismatch")
         /// The image format is not one this driver (or qemu-img) handles.
         public static let unsupportedFormat = Code("unsupported-format")
+        /// An image from elsewhere was refused before anything was stored: it names another file or a
+        /// protocol, is not in its declared format, or is larger than allowed (`ImageRefusal`).
+        public static let refusedImage = Code("refused-image")
         /// A wait for a state did not finish in time.
         public static let timeout = Code("timeout")
         /// The backend kept throttling after all retries.
@@ -69,6 +72,12 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible, Equatable
         ProviderError(
             driver: driver, verb: verb, code: .unsupported,
             message: detail ?? "the \(driver) driver cannot \(verb)")
+    }
+
+    public static func refusedImage(driver: String, verb: Verb, _ file: URL, _ refusal: ImageRefusal) -> ProviderError {
+        ProviderError(
+            driver: driver, verb: verb, code: .refusedImage, backendCode: refusal.reason.rawValue,
+            message: "\(file.lastPathComponent) was refused (\(refusal.detail)); nothing was imported")
     }
 
     public static func notFound(driver: String, verb: Verb, _ what: String) -> ProviderError {

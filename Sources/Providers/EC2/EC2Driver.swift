@@ -285,7 +285,8 @@ public struct EC2Driver: CloudDriver {
     /// Uploads the file to S3 (multipart) and asks EC2 to ImportImage it. If the endpoint lacks
     /// ImportImage, the uploaded object is deleted and `.unsupported` is thrown: nothing is left behind.
     public func importImage(
-        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, progress: ProgressHandler?
+        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, admission: ImageAdmission,
+        progress: ProgressHandler?
     ) async throws -> Image {
         guard configuration.imageImportExport else {
             throw unsupported(.importImage, "this EC2 endpoint does not implement ImportImage")
@@ -294,6 +295,13 @@ public struct EC2Driver: CloudDriver {
             throw ProviderError(
                 driver: driverName, verb: .importImage, code: .unsupportedFormat,
                 message: "EC2 ImportImage reads raw, vmdk, vhd or vhdx, not \(format)")
+        }
+        // The cloud converts the upload itself, but a file that names others or lies about its size is
+        // refused here too: nothing is uploaded.
+        do {
+            _ = try await ImageInspection.inspect(source, format: format, admission: admission)
+        } catch let refusal as ImageRefusal {
+            throw ProviderError.refusedImage(driver: driverName, verb: .importImage, source, refusal)
         }
         if let expectedSHA256 {
             let digest = try FileCopy.digest(of: source)

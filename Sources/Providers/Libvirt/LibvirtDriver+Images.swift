@@ -96,10 +96,11 @@ extension LibvirtDriver {
     /// Imports into the image directory, keeping raw as raw and storing everything else as qcow2 (what
     /// QEMU runs best from and what overlays are made on).
     public func importImage(
-        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, progress: ProgressHandler?
+        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, admission: ImageAdmission,
+        progress: ProgressHandler?
     ) async throws -> Image {
-        try await store(from: source, name: name, format: format, expectedSHA256: expectedSHA256, verb: .importImage,
-                        shareLock: false, progress: progress)
+        try await store(from: source, name: name, format: format, expectedSHA256: expectedSHA256, admission: admission,
+                        verb: .importImage, shareLock: false, progress: progress)
     }
 
     /// Flattens the instance's disk (overlay + backing image) into a new qcow2 image. A running guest
@@ -110,14 +111,15 @@ extension LibvirtDriver {
         guard let disk = Self.parseDomain(status.xml).disk else {
             throw ProviderError(driver: driverName, verb: .snapshot, code: .invalidState, message: "instance \(id) has no disk")
         }
+        // The instance's own disk: its backing image is part of its content (admission nil).
         return try await store(
-            from: URL(fileURLWithPath: disk), name: name, format: .qcow2, expectedSHA256: nil, verb: .snapshot, shareLock: true,
-            progress: progress)
+            from: URL(fileURLWithPath: disk), name: name, format: .qcow2, expectedSHA256: nil, admission: nil, verb: .snapshot,
+            shareLock: true, progress: progress)
     }
 
     private func store(
-        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, verb: Verb, shareLock: Bool,
-        progress: ProgressHandler?
+        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, admission: ImageAdmission?, verb: Verb,
+        shareLock: Bool, progress: ProgressHandler?
     ) async throws -> Image {
         let directory = try requireImageDirectory(verb)
         let id = "img-" + UUID().uuidString.prefix(12).lowercased()
@@ -127,7 +129,7 @@ extension LibvirtDriver {
         do {
             let result = try await files.importFile(
                 from: source, format: format, expectedSHA256: expectedSHA256, into: file, storedFormat: storedFormat,
-                shareLock: shareLock, progress: progress)
+                admission: admission, shareLock: shareLock, progress: progress)
             let manifest = ImageManifest(
                 id: id, name: name, format: storedFormat, sizeBytes: result.sizeBytes, sha256: result.contentSHA256,
                 createdAt: Date())

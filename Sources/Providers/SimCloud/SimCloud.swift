@@ -260,7 +260,8 @@ public actor SimCloud: CloudDriver {
         if Self.state(forRaw: record.rawState) == .stopped {
             return try await linkStoppedDisk(disk, name: name, verb: verb, progress: progress)
         }
-        return try await addImage(name: name, from: disk, format: .raw, expectedSHA256: nil, verb: verb, progress: progress)
+        // The instance's own disk: nothing to admit (admission nil).
+        return try await addImage(name: name, from: disk, format: .raw, expectedSHA256: nil, admission: nil, verb: verb, progress: progress)
     }
 
     /// The disk of a stopped instance does not change until the instance starts again, and a start
@@ -303,8 +304,8 @@ public actor SimCloud: CloudDriver {
                 driver: driverName, verb: verb, code: .unsupportedFormat, message: "unknown format \(options["format"] ?? "")")
         }
         return try await addImage(
-            name: name, from: URL(fileURLWithPath: path), format: format, expectedSHA256: options["sha256"], verb: verb,
-            progress: nil)
+            name: name, from: URL(fileURLWithPath: path), format: format, expectedSHA256: options["sha256"], admission: .strict,
+            verb: verb, progress: nil)
     }
 
     public func deregisterImage(id: String) async throws {
@@ -344,22 +345,24 @@ public actor SimCloud: CloudDriver {
     }
 
     public func importImage(
-        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, progress: ProgressHandler?
+        from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, admission: ImageAdmission,
+        progress: ProgressHandler?
     ) async throws -> Image {
         try consumeFault(.importImage)
         return try await addImage(
-            name: name, from: source, format: format, expectedSHA256: expectedSHA256, verb: .importImage, progress: progress)
+            name: name, from: source, format: format, expectedSHA256: expectedSHA256, admission: admission, verb: .importImage,
+            progress: progress)
     }
 
     /// Takes a raw file over by linking it into `images/` after checking its digest (no copy): stored
     /// images are never written, so sharing the inode with the caller's name until it is removed is safe.
     public func adoptImage(
         from source: URL, name: String, format: ImageFormat, expectedSHA256: String?, digestVerified: Bool,
-        progress: ProgressHandler?
+        admission: ImageAdmission, progress: ProgressHandler?
     ) async throws -> Image {
         try consumeFault(.importImage)
         let image = try await addImage(
-            name: name, from: source, format: format, expectedSHA256: expectedSHA256, verb: .importImage,
+            name: name, from: source, format: format, expectedSHA256: expectedSHA256, admission: admission, verb: .importImage,
             adopting: true, digestVerified: digestVerified, progress: progress)
         try? FileManager.default.removeItem(at: source)
         return image
@@ -367,13 +370,13 @@ public actor SimCloud: CloudDriver {
 
     /// Copies or converts a file into `images/` as raw and records it; on failure removes both.
     private func addImage(
-        name: String, from source: URL, format: ImageFormat, expectedSHA256: String?, verb: Verb,
+        name: String, from source: URL, format: ImageFormat, expectedSHA256: String?, admission: ImageAdmission?, verb: Verb,
         adopting: Bool = false, digestVerified: Bool = false, progress: ProgressHandler?
     ) async throws -> Image {
         try await storeImage(name: name, verb: verb) { stored in
             let result = try await files.importFile(
                 from: source, format: format, expectedSHA256: expectedSHA256, into: stored, storedFormat: .raw,
-                adopting: adopting, digestVerified: digestVerified, progress: progress)
+                admission: admission, adopting: adopting, digestVerified: digestVerified, progress: progress)
             return (result.sizeBytes, result.contentSHA256)
         }
     }
