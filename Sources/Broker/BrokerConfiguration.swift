@@ -2,6 +2,7 @@ import Foundation
 import Migration
 import Policy
 import TOMLParsing
+import Trust
 import XMPP
 
 /// A broker's configuration, read from a TOML file (see `examples/` and README).
@@ -201,6 +202,25 @@ public struct BrokerConfiguration: Sendable {
         public var call_gate: String?
     }
 
+    /// `[audit]`: how refusals are aggregated and how long the audit log is kept (all optional).
+    public struct AuditSection: Sendable, Codable {
+        /// Refusals with the same sender, kind and reason within this many seconds are written as
+        /// the first one plus one summary row with their count (default 60).
+        public var aggregate_seconds: TOMLNumber?
+        /// Senders tracked at once; refusals from more share one row per window (default 4096).
+        public var max_tracked_senders: Int?
+        /// Events older than this many days are deleted (default 90; 0 keeps them forever).
+        public var retention_days: TOMLNumber?
+    }
+
+    /// Audit aggregation and retention (`[audit]`).
+    public struct AuditSettings: Sendable {
+        public var aggregation = RefusalAggregator.Settings()
+        /// Seconds an event is kept; nil keeps them forever.
+        public var retention: TimeInterval? = 90 * 86_400
+        public init() {}
+    }
+
     struct File: Codable {
         var broker: Broker
         var xmpp: XMPPSection
@@ -214,6 +234,7 @@ public struct BrokerConfiguration: Sendable {
         var migration: MigrationSection?
         var automation: AutomationSection?
         var federation: FederationSection?
+        var audit: AuditSection?
     }
 
     public var broker: Broker
@@ -243,6 +264,8 @@ public struct BrokerConfiguration: Sendable {
     public var automation = AutomationService.Settings()
     /// Server templates and federated services (`[federation]`).
     public var federation = FederationService.Settings()
+    /// Audit aggregation and retention (`[audit]`).
+    public var audit = AuditSettings()
 
     public struct Error: Swift.Error, CustomStringConvertible {
         public var path: String
@@ -280,6 +303,9 @@ public struct BrokerConfiguration: Sendable {
         let fullJID = jid.isBare ? (try? jid.with(resource: "broker")) ?? jid : jid
         var password = file.xmpp.password
         if let passwordFile = file.xmpp.password_file {
+            do { try SecretFile.checkPrivate(resolve(passwordFile), setting: "xmpp.password_file") } catch {
+                throw Error(path: path, message: error.description)
+            }
             do {
                 password = try String(contentsOfFile: resolve(passwordFile), encoding: .utf8)
                     .trimmingCharacters(in: .whitespacesAndNewlines)
@@ -296,6 +322,12 @@ public struct BrokerConfiguration: Sendable {
             }
             tls = .required(caFile: resolve(caFile))
         case "disabled-for-testing":
+            // Without TLS the password crosses in clear: only to a server on this machine.
+            guard let host = file.xmpp.host, isLoopback(host) else {
+                throw Error(
+                    path: path,
+                    message: "xmpp.tls = \"disabled-for-testing\" sends the password in clear: it needs xmpp.host set to a loopback address (127.0.0.1, ::1 or localhost), not \(file.xmpp.host.map { "\"\($0)\"" } ?? "the JID's domain")")
+            }
             tls = .disabledForTesting
         case let other:
             throw Error(path: path, message: "xmpp.tls must be \"required\" or \"disabled-for-testing\", not \"\(other)\"")
@@ -461,6 +493,20 @@ public struct BrokerConfiguration: Sendable {
                 configuration.federation.callGate = .init(host: host, port: port)
             }
         }
+        if let section = file.audit {
+            if let value = section.aggregate_seconds?.value {
+                guard value.isFinite, value >= 1 else { throw Error(path: path, message: "audit.aggregate_seconds must be ≥ 1") }
+                configuration.audit.aggregation.window = value
+            }
+            if let value = section.max_tracked_senders {
+                guard value >= 1 else { throw Error(path: path, message: "audit.max_tracked_senders must be ≥ 1") }
+                configuration.audit.aggregation.maxKeys = value
+            }
+            if let value = section.retention_days?.value {
+                guard value.isFinite, value >= 0 else { throw Error(path: path, message: "audit.retention_days must be ≥ 0") }
+                configuration.audit.retention = value == 0 ? nil : value * 86_400
+            }
+        }
         if let section = file.automation {
             if let mode = section.mode {
                 guard let value = AutomationService.Mode(rawValue: mode) else {
@@ -541,4 +587,12 @@ public struct TOMLNumber: Codable, Sendable, Hashable {
         var container = encoder.singleValueContainer()
         try container.encode(value)
     }
+}
+
+/// Whether `host` names this machine: "localhost", 127.0.0.0/8 or ::1.
+func isLoopback(_ host: String) -> Bool {
+    let host = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")).lowercased()
+    if host == "localhost" || host == "::1" { return true }
+    let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+    return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
 }

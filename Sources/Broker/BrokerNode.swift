@@ -77,11 +77,12 @@ public final class BrokerNode: Service, Sendable {
         self.database = try IntercloudDatabase.open(path: configuration.databasePath, schema: Self.schema)
         self.registry = PeerRegistry(database: database)
         self.client = XMPPClient(configuration: configuration.xmpp, logger: logger)
-        self.audit = AuditLog(database: database)
+        // One audit log for every service: its aggregator bounds what refusal floods cost.
+        self.audit = AuditLog(database: database, aggregator: RefusalAggregator(settings: configuration.audit.aggregation))
         if let settings = configuration.trust {
             trust = try BrokerTrust(
-                settings: settings, ownJID: configuration.xmpp.jid, database: database, client: client, logger: logger,
-                tasks: tasks)
+                settings: settings, ownJID: configuration.xmpp.jid, database: database, audit: audit, client: client,
+                logger: logger, tasks: tasks)
         } else {
             trust = nil
             logger.warning("no [trust] section in \(configuration.sourcePath): announcing no certificate fingerprint; no peer can be trusted and every federation request will be refused (not-authorized)")
@@ -148,9 +149,12 @@ public final class BrokerNode: Service, Sendable {
                 return false
             }
         }
+        let known = try registry.all()
         self.discovery = Mutex(PeerDiscovery(settings: .init(
             ownJID: configuration.xmpp.jid, rooms: configuration.rooms, directPeers: configuration.directPeers,
-            approvalPatterns: configuration.approvalPatterns)))
+            approvalPatterns: configuration.approvalPatterns,
+            approvedPeers: known.filter { $0.subscription == "approved" }.compactMap { try? JID($0.jid) },
+            pendingApprovals: known.filter { $0.subscription == "pending-approval" }.compactMap { try? JID($0.jid) })))
         (inputs, inputContinuation) = AsyncStream<PeerDiscovery.Event>.makeStream()
         announcement = Mutex(Announcement(
             cloud: configuration.broker.cloud, regions: configuration.broker.regions,
@@ -256,6 +260,23 @@ public final class BrokerNode: Service, Sendable {
                 await trust.reloadAnchors()
             }
         }
+        let auditLoop = Task { [audit, logger, settings = configuration.audit] in
+            // Summaries of aggregated refusals go out a little after their window ends; retention
+            // is applied hourly.
+            var pruned = Date.distantPast
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(max(1, min(settings.aggregation.window / 4, 15))))
+                let now = Date()
+                do { try audit.flushAggregated(now: now) } catch { logger.error("audit summaries not written: \(error)") }
+                if let retention = settings.retention, now.timeIntervalSince(pruned) >= 3600 {
+                    pruned = now
+                    do {
+                        let removed = try audit.prune(before: now.addingTimeInterval(-retention))
+                        if removed > 0 { logger.info("audit retention: removed \(removed) events older than \(Int(retention / 86_400)) days") }
+                    } catch { logger.error("audit retention failed: \(error)") }
+                }
+            }
+        }
         let inventory = Task { [weak self] in await self?.publishInventory() }
         let negotiations = Task { [negotiation] in await negotiation.run() }
         let meteringLoop = Task { [metering] in await metering.run() }
@@ -267,6 +288,7 @@ public final class BrokerNode: Service, Sendable {
             for action in actions { perform(action) }
         }
         approvals.cancel()
+        auditLoop.cancel()
         revalidation.cancel()
         inventory.cancel()
         negotiations.cancel()
@@ -275,6 +297,7 @@ public final class BrokerNode: Service, Sendable {
         automationLoop.cancel()
         federationLoop.cancel()
         await federationLoop.value
+        await auditLoop.value
         await automationLoop.value
         await migrationLoop.value
         await negotiations.value
@@ -315,6 +338,8 @@ public final class BrokerNode: Service, Sendable {
         await tasks.close()
         await client.stop()
         try? registry.allOffline()
+        // Refusals still counted in open windows are written before the database closes.
+        try? audit.drainAggregated()
         try? database.close()
         logger.info("stopped")
     }
@@ -384,8 +409,13 @@ public final class BrokerNode: Service, Sendable {
                 }
             case .storeFeatures(let jid, let features):
                 try registry.storeFeatures(jid, features: features)
-            case .refused(let from, let reason):
-                logger.notice("ignored presence from \(from): \(reason)")
+            case .refused(let from, let reason, let stranger):
+                // Audited through the aggregator: a flood of presences costs one row per sender
+                // and window, and the log says so once per window too.
+                let written = try audit.refused(
+                    module: "discovery", kind: stranger ? "discovery.stranger" : "discovery.presence", peer: from,
+                    action: "presence", reason: stranger ? "stranger" : "ignored", detail: reason, at: now)
+                if written != nil { logger.notice("ignored presence from \(from): \(reason) (repeats are counted, audited once per window)") }
             }
         } catch {
             logger.error("registry write failed for \(action): \(error)")

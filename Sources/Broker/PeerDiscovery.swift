@@ -9,11 +9,27 @@ public struct PeerDiscovery: Sendable {
         public var rooms: Set<JID>
         public var directPeers: Set<JID>
         public var approvalPatterns: [String]
-        public init(ownJID: JID, rooms: [JID], directPeers: [JID], approvalPatterns: [String]) {
+        /// Peers whose subscription was approved before this run (the registry's `approved` rows).
+        public var approvedPeers: Set<JID>
+        /// Peering requests already waiting for the operator (the registry's `pending-approval` rows).
+        public var pendingApprovals: Set<JID>
+        /// At most this many peering requests wait for the operator at once; more are refused.
+        public var maxPendingApprovals: Int
+        /// Bound on the caps cache and on the set of caps already asked about (input-keyed).
+        public var maxCapsEntries: Int
+
+        public init(
+            ownJID: JID, rooms: [JID], directPeers: [JID], approvalPatterns: [String], approvedPeers: [JID] = [],
+            pendingApprovals: [JID] = [], maxPendingApprovals: Int = 64, maxCapsEntries: Int = 512
+        ) {
             self.ownJID = ownJID
             self.rooms = Set(rooms.map(\.bare))
             self.directPeers = Set(directPeers.map(\.bare))
             self.approvalPatterns = approvalPatterns
+            self.approvedPeers = Set(approvedPeers.map(\.bare))
+            self.pendingApprovals = Set(pendingApprovals.map(\.bare))
+            self.maxPendingApprovals = maxPendingApprovals
+            self.maxCapsEntries = maxCapsEntries
         }
     }
 
@@ -50,7 +66,9 @@ public struct PeerDiscovery: Sendable {
         /// The room refused our join (typically still locked by the broker that is creating it):
         /// join again after a pause.
         case rejoinRoom(JID, after: Duration, attempt: Int)
-        case refused(from: String, reason: String)
+        /// A presence that changed nothing. `stranger`: it came from a JID that is neither a
+        /// configured or approved peer nor an occupant of a configured exchange room.
+        case refused(from: String, reason: String, stranger: Bool = false)
     }
 
     public let settings: Settings
@@ -61,9 +79,22 @@ public struct PeerDiscovery: Sendable {
     private var featuresByCaps: [String: [String]] = [:]
     private var capsQueried: Set<String> = []
     private var joinAttempts: [JID: Int] = [:]
+    /// Peers whose direct presence we take: configured, approved by the operator or by a rule.
+    private var acceptedDirect: Set<JID>
+    private var pendingApprovals: Set<JID>
     public static let maxJoinAttempts = 20
 
-    public init(settings: Settings) { self.settings = settings }
+    public init(settings: Settings) {
+        self.settings = settings
+        acceptedDirect = settings.directPeers.union(settings.approvedPeers)
+        pendingApprovals = settings.pendingApprovals.subtracting(acceptedDirect)
+    }
+
+    /// Entries in the input-keyed caps caches (bounded by `Settings.maxCapsEntries` each).
+    public var cachedCapsEntries: Int { featuresByCaps.count + capsQueried.count }
+
+    /// Whether direct presence from `jid` is taken (for tests and the node's status answers).
+    public func acceptsDirectPresence(from jid: JID) -> Bool { acceptedDirect.contains(jid.bare) }
 
     public func onlinePeers() -> [JID] { sources.keys.sorted() }
 
@@ -80,9 +111,14 @@ public struct PeerDiscovery: Sendable {
             sources.removeAll()
             return [.allPeersOffline]
         case .operatorApproved(let jid):
+            acceptedDirect.insert(jid.bare)
+            pendingApprovals.remove(jid.bare)
             return [.approveSubscription(jid.bare), .subscribe(jid.bare)]
         case .featuresDiscovered(let ver, let peer, let features):
-            if let ver { featuresByCaps[ver] = features }
+            if let ver {
+                if featuresByCaps.count >= settings.maxCapsEntries { featuresByCaps.removeAll() }
+                featuresByCaps[ver] = features
+            }
             return [.storeFeatures(peer.bare, features)]
         case .presence(let stanza):
             return presence(stanza)
@@ -92,24 +128,36 @@ public struct PeerDiscovery: Sendable {
     private mutating func presence(_ stanza: Stanza) -> [Action] {
         guard let fromString = stanza.fromString else { return [] }
         guard let from = try? JID(fromString) else {
-            return [.refused(from: fromString, reason: "presence from an invalid JID")]
+            return [.refused(from: fromString, reason: "presence from an invalid JID", stranger: true)]
         }
         if settings.rooms.contains(from.bare) { return roomPresence(stanza, from: from) }
         if from.bare == settings.ownJID.bare { return [] }
         switch stanza.type {
         case "subscribe":
-            if settings.directPeers.contains(from.bare) || ApprovalRule.matches(from, patterns: settings.approvalPatterns) {
+            if acceptedDirect.contains(from.bare) || ApprovalRule.matches(from, patterns: settings.approvalPatterns) {
                 var actions: [Action] = [.approveSubscription(from.bare)]
                 if !settings.directPeers.contains(from.bare) { actions.append(.subscribe(from.bare)) }
+                acceptedDirect.insert(from.bare)
                 return actions
             }
+            if pendingApprovals.contains(from.bare) { return [] }  // asked again: already waiting
+            guard pendingApprovals.count < settings.maxPendingApprovals else {
+                return [.refused(
+                    from: fromString, reason: "peering request refused: \(settings.maxPendingApprovals) requests already wait for the operator",
+                    stranger: true)]
+            }
+            pendingApprovals.insert(from.bare)
             return [.recordPendingApproval(from.bare)]
         case "subscribed", "unsubscribe", "unsubscribed", "probe", "error":
             return []
         case nil, "unavailable":
+            // A stranger's presence creates nothing: no row, no handshake, no disco query.
+            guard acceptedDirect.contains(from.bare) else {
+                return stanza.type == nil ? [.refused(from: fromString, reason: "presence from a stranger", stranger: true)] : []
+            }
             return peerPresence(stanza, peer: from.bare, fullJID: from, source: "direct/\(from.resourcepart ?? "")", via: "direct")
         default:
-            return [.refused(from: fromString, reason: "unknown presence type \(stanza.type ?? "")")]
+            return [.refused(from: fromString, reason: "unknown presence type", stranger: !acceptedDirect.contains(from.bare))]
         }
     }
 
@@ -158,6 +206,7 @@ public struct PeerDiscovery: Sendable {
             if let ver = caps?.ver, let known = featuresByCaps[ver] {
                 actions.append(.storeFeatures(peer, known))
             } else if !capsQueried.contains(caps?.ver ?? fullJID.description) {
+                if capsQueried.count >= settings.maxCapsEntries { capsQueried.removeAll() }
                 capsQueried.insert(caps?.ver ?? fullJID.description)
                 actions.append(.queryFeatures(fullJID))
             }

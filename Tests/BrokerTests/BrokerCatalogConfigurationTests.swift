@@ -12,6 +12,7 @@ import Testing
         jid = "broker@cloud1.test"
         password = "secret"
         tls = "disabled-for-testing"
+        host = "127.0.0.1"
 
         """
 

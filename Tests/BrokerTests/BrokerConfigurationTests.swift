@@ -1,3 +1,4 @@
+import Foundation
 import Broker
 import Testing
 import XMPP
@@ -33,7 +34,11 @@ import XMPP
         ("[broker]\ncloud = \"c\"\nregions = []\ndatabase = \"d\"\n[xmpp]\njid = \"broker@c\"\npassword = \"p\"\n", "ca_file is required"),
         ("[broker]\ncloud = \"c\"\nregions = []\ndatabase = \"d\"\n[xmpp]\njid = \"bad jid@@\"\npassword = \"p\"\ntls = \"disabled-for-testing\"\n", "xmpp.jid"),
         ("[broker]\ncloud = \"c\"\nregions = []\ndatabase = \"d\"\n[xmpp]\njid = \"b@c\"\ntls = \"disabled-for-testing\"\n", "password"),
-        ("[broker]\ncloud = \"no spaces\"\nregions = []\ndatabase = \"d\"\n[xmpp]\njid = \"b@c\"\npassword = \"p\"\ntls = \"disabled-for-testing\"\n", "broker.cloud"),
+        ("[broker]\ncloud = \"no spaces\"\nregions = []\ndatabase = \"d\"\n[xmpp]\njid = \"b@c\"\npassword = \"p\"\ntls = \"disabled-for-testing\"\nhost = \"127.0.0.1\"\n", "broker.cloud"),
+        // Plaintext only towards this machine: the password would cross the network in clear.
+        ("[broker]\ncloud = \"c\"\nregions = []\ndatabase = \"d\"\n[xmpp]\njid = \"b@c\"\npassword = \"p\"\ntls = \"disabled-for-testing\"\n", "needs xmpp.host set to a loopback address"),
+        ("[broker]\ncloud = \"c\"\nregions = []\ndatabase = \"d\"\n[xmpp]\njid = \"b@c\"\npassword = \"p\"\ntls = \"disabled-for-testing\"\nhost = \"192.0.2.7\"\n", "not \"192.0.2.7\""),
+        ("[broker]\ncloud = \"c\"\nregions = []\ndatabase = \"d\"\n[xmpp]\njid = \"b@c\"\npassword = \"p\"\ntls = \"disabled-for-testing\"\nhost = \"127.0.0.1\"\n[audit]\naggregate_seconds = 0\n", "audit.aggregate_seconds"),
         ("[broker]\ncloud = \"c\"\nregions = []\ndatabase = \"d\"\n[xmpp]\njid = \"b@c\"\npassword = \"p\"\ntls = \"maybe\"\n", "xmpp.tls"),
         ("[broker\ncloud = ", "invalid TOML"),
     ])
@@ -44,6 +49,36 @@ import XMPP
         } catch {
             #expect("\(error)".contains(expected), "\(error)")
         }
+    }
+
+    @Test("a password file or key readable by others refuses to start, with the chmod that fixes it")
+    func secretFilesMustBePrivate() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("secret-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let passwordFile = directory.appendingPathComponent("password")
+        try "s3cret".write(to: passwordFile, atomically: true, encoding: .utf8)
+        let text = """
+            [broker]
+            cloud = "c"
+            regions = []
+            database = "d"
+            [xmpp]
+            jid = "b@c"
+            password_file = "password"
+            tls = "disabled-for-testing"
+            host = "localhost"
+            """
+        let path = directory.appendingPathComponent("c.toml").path
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: passwordFile.path)
+        do {
+            _ = try BrokerConfiguration.parse(text, path: path)
+            Issue.record("a world-readable password file was accepted")
+        } catch {
+            #expect("\(error)".contains("chmod 600 \(passwordFile.path)"), "\(error)")
+        }
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: passwordFile.path)
+        #expect(try BrokerConfiguration.parse(text, path: path).audit.aggregation.window == 60)
     }
 
     @Test func liveMigrationURIIsCheckedLikeAPeersOffer() throws {

@@ -72,6 +72,7 @@ import Testing
             jid = "broker@cloud1.test"
             password = "p"
             tls = "disabled-for-testing"
+            host = "127.0.0.1"
 
             """
         let parsed = try BrokerConfiguration.parse(base + "[provider]\ndriver = \"simcloud\"\noptions = { data-dir = \"sim\" }\n", path: "/etc/ic/c.toml")

@@ -15,6 +15,7 @@ import Testing
             jid = "broker@cloud1.test"
             password = "p"
             tls = "disabled-for-testing"
+            host = "127.0.0.1"
             [policy]
             files = ["policies/peers.toml"]
             """

@@ -62,7 +62,7 @@ import Trust
         let other = try root.issueBrokerIdentity(jid: "someone-else@cloud1.test", notBefore: Date() - 3600)
         try other.save(keyPath: directory.appendingPathComponent("b.key").path, chainPath: directory.appendingPathComponent("b.pem").path)
         let path = directory.appendingPathComponent("c.toml").path
-        let text = base.replacingOccurrences(of: "ca_file = \"ca.pem\"", with: "tls = \"disabled-for-testing\"")
+        let text = base.replacingOccurrences(of: "ca_file = \"ca.pem\"", with: "tls = \"disabled-for-testing\"\nhost = \"127.0.0.1\"")
             .replacingOccurrences(of: "state/broker.sqlite", with: "broker.sqlite") + """
             [trust]
             key = "b.key"

@@ -111,6 +111,63 @@ import XMPP
         #expect(discovery.onlinePeers().isEmpty)
     }
 
+    @Test("a stranger's presence with a valid announcement creates nothing: no peer, no disco query, no handshake")
+    func strangerPresenceCreatesNothing() throws {
+        var discovery = machine(approve: ["*@cloud2.test"])
+        let stranger = Stanza(XMLElement("presence", attributes: [("from", "broker@evil.test/x")], children: [.element(announce("evil"))]))
+        let actions = discovery.handle(.presence(stranger))
+        #expect(actions == [.refused(from: "broker@evil.test/x", reason: "presence from a stranger", stranger: true)])
+        #expect(discovery.onlinePeers().isEmpty)
+        // A pattern match alone is not an approval: until it subscribes, cloud2's presence is a stranger's too.
+        let unsubscribed = Stanza(XMLElement("presence", attributes: [("from", "broker@cloud2.test/b")], children: [.element(announce())]))
+        #expect(discovery.handle(.presence(unsubscribed)).allSatisfy { if case .refused = $0 { true } else { false } })
+        _ = discovery.handle(.presence(Stanza(XMLElement("presence", attributes: [("from", "broker@cloud2.test"), ("type", "subscribe")]))))
+        #expect(discovery.handle(.presence(unsubscribed)).contains { if case .peerSeen = $0 { true } else { false } })
+        // Approved in an earlier run (the registry's approved rows) counts as approved.
+        var restarted = PeerDiscovery(settings: .init(
+            ownJID: own, rooms: [], directPeers: [], approvalPatterns: [], approvedPeers: [try JID("broker@cloud3.test")]))
+        let fromCloud3 = Stanza(XMLElement("presence", attributes: [("from", "broker@cloud3.test/b")], children: [.element(announce("cloud3"))]))
+        #expect(restarted.handle(.presence(fromCloud3)).contains { if case .peerSeen = $0 { true } else { false } })
+    }
+
+    @Test("peering requests waiting for the operator are bounded; asking again adds nothing")
+    func pendingApprovalsAreBounded() throws {
+        var discovery = PeerDiscovery(settings: .init(ownJID: own, rooms: [], directPeers: [], approvalPatterns: [], maxPendingApprovals: 3))
+        var recorded = 0
+        var refused = 0
+        for index in 0..<10 {
+            for _ in 0..<2 {
+                let request = Stanza(XMLElement("presence", attributes: [("from", "b\(index)@evil.test"), ("type", "subscribe")]))
+                for action in discovery.handle(.presence(request)) {
+                    if case .recordPendingApproval = action { recorded += 1 }
+                    if case .refused(_, _, let stranger) = action, stranger { refused += 1 }
+                }
+            }
+        }
+        #expect(recorded == 3)
+        #expect(refused == 14)  // 7 senders, twice each
+        // The operator approving one frees a place.
+        _ = discovery.handle(.operatorApproved(try JID("b0@evil.test")))
+        #expect(discovery.handle(.presence(Stanza(XMLElement("presence", attributes: [("from", "b9@evil.test"), ("type", "subscribe")])))) == [
+            .recordPendingApproval(try JID("b9@evil.test")),
+        ])
+    }
+
+    @Test("the caps caches keyed by peers' input stay bounded")
+    func capsCachesAreBounded() throws {
+        var discovery = PeerDiscovery(settings: .init(ownJID: own, rooms: [room], directPeers: [], approvalPatterns: [], maxCapsEntries: 8))
+        var queries = 0
+        for index in 0..<100 {
+            var presence = roomPresence(nick: "n\(index)", real: "broker@cloud2.test/r\(index)", announcement: announce())
+            presence.element.append(XMLElement(
+                "c", namespace: EntityCapabilities.namespace, attributes: [("hash", "sha-1"), ("node", "n"), ("ver", "V\(index)")]))
+            queries += discovery.handle(.presence(presence)).filter { if case .queryFeatures = $0 { true } else { false } }.count
+            _ = discovery.handle(.featuresDiscovered(capsVer: "V\(index)", peer: try JID("broker@cloud2.test/r\(index)"), features: ["f"]))
+        }
+        #expect(queries == 100)
+        #expect(discovery.cachedCapsEntries <= 16)
+    }
+
     @Test func presenceFromInvalidJIDIsRefused() {
         var discovery = machine()
         let stanza = Stanza(XMLElement("presence", attributes: [("from", "bad jid@@x")], children: [.element(announce())]))

@@ -45,9 +45,12 @@ public final class BrokerTrust: Sendable {
     private let tasks: TaskBag
 
     init(
-        settings: BrokerConfiguration.TrustSettings, ownJID: JID, database: DatabasePool, client: XMPPClient,
+        settings: BrokerConfiguration.TrustSettings, ownJID: JID, database: DatabasePool, audit: AuditLog, client: XMPPClient,
         logger: Logger, tasks: TaskBag
     ) throws {
+        do { try SecretFile.checkPrivate(settings.keyPath, setting: "trust.key") } catch {
+            throw BrokerTrustSetupError(error.description)
+        }
         let identity: BrokerIdentity
         do { identity = try BrokerIdentity.load(keyPath: settings.keyPath, chainPath: settings.chainPath) } catch {
             throw BrokerTrustSetupError("cannot load trust.key \(settings.keyPath) / trust.chain \(settings.chainPath): \(error)")
@@ -71,7 +74,7 @@ public final class BrokerTrust: Sendable {
         self.ownBareJID = bare
         self.tasks = tasks
         self.service = TrustService(
-            myJID: bare, identity: identity, anchors: anchors, database: database, logger: logger)
+            myJID: bare, identity: identity, anchors: anchors, database: database, audit: audit, logger: logger)
         logger.info("trust: announcing fingerprint \(identity.fingerprint); \(anchors.anchors.count) anchor(s), \(anchors.crls.count) CRL(s)")
     }
 

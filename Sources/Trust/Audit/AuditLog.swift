@@ -27,11 +27,15 @@ public struct AuditEvent: Sendable, Codable, Hashable {
     /// Machine-readable code (`TrustRefusalReason` raw value, `EnvelopeError` code, a module's own).
     public var reason: String
     public var detail: String
+    /// How many decisions this row stands for: 1, or for a summary of aggregated refusals the
+    /// number counted in its window (`RefusalAggregator`).
+    public var count: Int = 1
 
     public init(
         at: Date, module: String, kind: String, peer: String, action: String, outcome: Outcome,
-        reason: String = "", detail: String = ""
+        reason: String = "", detail: String = "", count: Int = 1
     ) {
+        self.count = count
         self.at = at
         self.module = module
         self.kind = kind
@@ -73,27 +77,35 @@ public struct AuditQuery: Sendable, Hashable {
 /// The broker's audit log (table of `AuditSchema`): every trust decision and every refused request
 /// of every module. Writes are synchronous and durable (the database runs `synchronous = FULL`):
 /// a refusal is on disk before the refusal is sent.
+///
+/// Every text field is cut to a bound before it is written (a peer chooses JIDs, namespaces and
+/// details). With an `aggregator`, refusals are aggregated per sender, kind and reason (see
+/// `RefusalAggregator`): the first of a window is written at once, the rest are counted into one
+/// summary row, so a flood costs a bounded number of rows and fsyncs.
 public struct AuditLog: Sendable {
     public let database: DatabasePool
+    public let aggregator: RefusalAggregator?
 
-    public init(database: DatabasePool) { self.database = database }
+    /// The longest text kept per field, in characters; longer values end in "…".
+    public static let fieldLimits = (peer: 320, action: 200, reason: 100, detail: 1000)
 
+    public init(database: DatabasePool, aggregator: RefusalAggregator? = nil) {
+        self.database = database
+        self.aggregator = aggregator
+    }
+
+    /// Writes `event` (a refusal through the aggregator when there is one). Returns the row written,
+    /// or nil when the refusal was only counted into an open window.
     @discardableResult
-    public func record(_ event: AuditEvent) throws -> AuditEvent {
-        try database.write { db in
-            try db.execute(
-                sql: """
-                    INSERT INTO audit_event (at, module, kind, peer, action, outcome, reason, detail)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [
-                    event.at.timeIntervalSince1970, event.module, event.kind, event.peer, event.action,
-                    event.outcome.rawValue, event.reason, event.detail,
-                ])
-            var recorded = event
-            recorded.id = db.lastInsertedRowID
-            return recorded
-        }
+    public func record(_ event: AuditEvent) throws -> AuditEvent? {
+        guard event.outcome == .refused, let aggregator else { return try write([event]).first }
+        let (decision, summaries) = aggregator.admit(Self.bounded(event))
+        var rows = summaries
+        if case .write(let first) = decision { rows.append(first) }
+        guard !rows.isEmpty else { return nil }
+        let written = try write(rows)
+        if case .write = decision { return written.last }
+        return nil
     }
 
     /// Convenience for a refusal by any module.
@@ -101,10 +113,67 @@ public struct AuditLog: Sendable {
     public func refused(
         module: String, kind: String, peer: String, action: String, reason: String, detail: String = "",
         at: Date
-    ) throws -> AuditEvent {
+    ) throws -> AuditEvent? {
         try record(AuditEvent(
             at: at, module: module, kind: kind, peer: XmppAddr.bare(peer), action: action, outcome: .refused,
             reason: reason, detail: detail))
+    }
+
+    /// Writes the summaries of aggregation windows that ended by `now` (call it periodically).
+    @discardableResult
+    public func flushAggregated(now: Date) throws -> Int {
+        guard let aggregator else { return 0 }
+        return try write(aggregator.due(now: now)).count
+    }
+
+    /// Writes the summaries of every open aggregation window (at shutdown).
+    @discardableResult
+    public func drainAggregated() throws -> Int {
+        guard let aggregator else { return 0 }
+        return try write(aggregator.drain()).count
+    }
+
+    /// Deletes events older than `date` (retention); returns how many.
+    @discardableResult
+    public func prune(before date: Date) throws -> Int {
+        try database.write { db in
+            try db.execute(sql: "DELETE FROM audit_event WHERE at < ?", arguments: [date.timeIntervalSince1970])
+            return db.changesCount
+        }
+    }
+
+    /// The event with every text field cut to `fieldLimits`.
+    static func bounded(_ event: AuditEvent) -> AuditEvent {
+        func cut(_ text: String, _ limit: Int) -> String {
+            text.count <= limit ? text : String(text.prefix(limit - 1)) + "…"
+        }
+        var bounded = event
+        bounded.peer = cut(event.peer, fieldLimits.peer)
+        bounded.action = cut(event.action, fieldLimits.action)
+        bounded.reason = cut(event.reason, fieldLimits.reason)
+        bounded.detail = cut(event.detail, fieldLimits.detail)
+        return bounded
+    }
+
+    private func write(_ events: [AuditEvent]) throws -> [AuditEvent] {
+        guard !events.isEmpty else { return [] }
+        return try database.write { db in
+            try events.map { event in
+                let event = Self.bounded(event)
+                try db.execute(
+                    sql: """
+                        INSERT INTO audit_event (at, module, kind, peer, action, outcome, reason, detail, count)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        event.at.timeIntervalSince1970, event.module, event.kind, event.peer, event.action,
+                        event.outcome.rawValue, event.reason, event.detail, event.count,
+                    ])
+                var recorded = event
+                recorded.id = db.lastInsertedRowID
+                return recorded
+            }
+        }
     }
 
     public func events(matching query: AuditQuery = AuditQuery()) throws -> [AuditEvent] {
@@ -132,7 +201,7 @@ public struct AuditLog: Sendable {
                     at: Date(timeIntervalSince1970: row["at"]), module: row["module"], kind: row["kind"],
                     peer: row["peer"], action: row["action"],
                     outcome: AuditEvent.Outcome(rawValue: row["outcome"]) ?? .refused,
-                    reason: row["reason"], detail: row["detail"])
+                    reason: row["reason"], detail: row["detail"], count: row["count"])
                 event.id = row["id"]
                 return event
             }

@@ -45,12 +45,14 @@ public actor TrustService {
         myJID: String, identity: BrokerIdentity, anchors: TrustAnchors, database: DatabasePool,
         replaySkew: TimeInterval = 120, handshakeTimeout: TimeInterval = 30,
         clock: @escaping @Sendable () -> Date = { Date() },
+        audit: AuditLog? = nil,
         logger: Logger = Logger(label: "intercloud.trust")
     ) {
         self.myJID = XmppAddr.bare(myJID)
         self.identity = identity
         self.store = TrustStore(database: database)
-        self.audit = AuditLog(database: database)
+        // The broker passes its one audit log, whose aggregator bounds refusal floods.
+        self.audit = audit ?? AuditLog(database: database)
         self.envelopes = EnvelopeVerifier(
             store: store, replay: ReplayGuard(database: database, skew: replaySkew), audit: audit)
         self.verifier = PeerVerifier(configuration: anchors)

@@ -58,5 +58,9 @@ public enum AuditSchema: SchemaContributor {
             try db.execute(sql: "CREATE INDEX audit_event_peer_at ON audit_event(peer, at)")
             try db.execute(sql: "CREATE INDEX audit_event_kind_at ON audit_event(kind, at)")
         }
+        // How many decisions a row stands for: a summary of aggregated refusals counts many.
+        migrator.registerMigration("audit.v2-count") { db in
+            try db.execute(sql: "ALTER TABLE audit_event ADD COLUMN count INTEGER NOT NULL DEFAULT 1")
+        }
     }
 }
