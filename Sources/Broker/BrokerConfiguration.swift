@@ -148,6 +148,9 @@ public struct BrokerConfiguration: Sendable {
         public var period_seconds: TOMLNumber?
         /// Relative difference the consumer accepts before disputing, in percent (default 1).
         public var tolerance_percent: TOMLNumber?
+        /// Consumer side: the most federated calls per second of a period it accepts being billed
+        /// for; a record above it is refused (default 1000).
+        public var max_calls_per_second: Int?
     }
 
     /// `[migration]`: the image transfer channel and working files (all optional).
@@ -435,6 +438,10 @@ public struct BrokerConfiguration: Sendable {
             if let value = section.tolerance_percent?.value {
                 guard value.isFinite, value >= 0, value <= 100 else { throw Error(path: path, message: "metering.tolerance_percent must be within 0-100") }
                 configuration.metering.tolerance.relative = Decimal(string: String(value))! / 100
+            }
+            if let value = section.max_calls_per_second {
+                guard value >= 1 else { throw Error(path: path, message: "metering.max_calls_per_second must be ≥ 1") }
+                configuration.metering.maxCallsPerSecond = Int64(value)
             }
         }
         configuration.migration = MigrationService.Settings(workDirectory: resolve(file.migration?.work_dir ?? "\(file.broker.database).migrations"))

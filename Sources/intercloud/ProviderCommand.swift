@@ -163,17 +163,41 @@ struct ProviderCommand: AsyncParsableCommand {
 
     struct Import: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "import", abstract: "Import a disk image file (raw or qcow2) as an image of this cloud.")
+            commandName: "import", abstract: "Import a disk image file as an image of this cloud.",
+            discussion: """
+                The file is read in the format you declare (never guessed) and checked before anything \
+                is stored, exactly like a peer's image: it must not name another file (a qcow2 backing \
+                file or external data file, VMDK extents, a VHD/VDI parent), its header must be the \
+                declared format's, and `qemu-img info` must read it within 1 GiB, 30 s of CPU and 60 s. \
+                A refusal says why and stores nothing.
+
+                --allow-unsafe-image skips the checks for other files, for this one call, and follows \
+                them (a qcow2 overlay is flattened with its backing file): only for images you built \
+                yourself. It is logged.
+                """)
         @OptionGroup var options: Options
         @Argument(help: "Image file.") var file: String
         @Option(help: "Image name.") var name: String
-        @Option(help: "Image format: raw or qcow2.") var format: String = "raw"
+        @Option(help: "Image format: raw, qcow2, vmdk, vdi, vhdx or vhd.") var format: String = "raw"
+        @Option(help: "Refuse a virtual disk larger than this many GiB.") var maxVirtualGib: Int?
+        @Flag(help: "Accept an image that names other files (backing file, extents) and read them. Your own images only.")
+        var allowUnsafeImage = false
 
         func run() async throws {
-            guard let imageFormat = ImageFormat(rawValue: format) else { throw ValidationError("--format must be raw or qcow2") }
+            guard let imageFormat = ImageFormat(name: format) else {
+                throw ValidationError("--format must be one of raw, qcow2, vmdk, vdi, vhdx, vhd")
+            }
+            if let maxVirtualGib, maxVirtualGib < 1 { throw ValidationError("--max-virtual-gib must be ≥ 1") }
+            if allowUnsafeImage {
+                FileHandle.standardError.write(Data(
+                    "warning: --allow-unsafe-image: \(file) may read other files of this host (backing files, extents), and their bytes become part of the image\n".utf8))
+            }
+            let admission = ImageAdmission(
+                maxVirtualSizeBytes: maxVirtualGib.map { Int64($0) << 30 }, allowsReferences: allowUnsafeImage)
             let driver = try await options.makeDriver()
             let image = try await driver.importImage(
-                from: URL(fileURLWithPath: file), name: name, format: imageFormat, expectedSHA256: nil, progress: ProviderCommand.progress)
+                from: URL(fileURLWithPath: file), name: name, format: imageFormat, expectedSHA256: nil, admission: admission,
+                progress: ProviderCommand.progress)
             try options.emit(image, header: ["ID", "NAME", "FORMAT", "SIZE"], rows: [[image.id, image.name, image.format?.rawValue ?? "-", image.sizeBytes.map { String($0) } ?? "-"]])
         }
     }

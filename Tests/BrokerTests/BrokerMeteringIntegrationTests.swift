@@ -171,4 +171,41 @@ import XMPP
         #expect(try pair.consumer.node.metering.ledger.entry(record.key) == nil)
         await negotiation.stop(pair)
     }
+
+    @Test("records signed by the real provider but lying about the period, the quantities or calls are refused, audited, not stored")
+    func lyingRecordsSignedByTheProviderAreRefused() async throws {
+        let (pair, agreement) = try await meteredPair()
+        let consumerFull = try RunningBroker.full(pair.consumerJID)
+        let signed = pair.provider.node.signed
+        let providerIdentity = try #require(pair.provider.node.trust?.service.identity)
+        let namespace = "urn:intercloud:metering:0"
+        let start = agreement.terms.period.from!
+        func send(_ record: UsageRecord) async throws -> String? {
+            let bytes = record.canonicalBytes()
+            let signature = try providerIdentity.sign(bytes)
+            let payload = Array(
+                "<usage xmlns='\(namespace)' record='\(Data(bytes).base64EncodedString())' signature='\(Data(signature).base64EncodedString())'/>".utf8)
+            return await stanzaCondition {
+                _ = try await signed.request(.set, to: consumerFull, namespace: namespace, payload: payload)
+            }
+        }
+        func record(sequence: Int64, from: Date, seconds: TimeInterval = 3600, calls: Int64 = 0) -> UsageRecord {
+            UsageRecord(
+                agreementID: agreement.id, provider: pair.providerJID, consumer: pair.consumerJID,
+                period: MeteringPeriod(from: from, until: from.addingTimeInterval(seconds)), sequence: sequence,
+                usage: MeasuredUsage(calls: calls), createdAt: from.addingTimeInterval(seconds))
+        }
+        let offGrid = record(sequence: 1, from: start.addingTimeInterval(1800))
+        let beforeAgreement = record(sequence: 2, from: start.addingTimeInterval(-3600))
+        let callsWithoutServices = record(sequence: 3, from: start.addingTimeInterval(3600), calls: 1_000_000)
+        #expect(try await send(offGrid) == "not-acceptable")
+        #expect(try await send(beforeAgreement) == "not-acceptable")
+        #expect(try await send(callsWithoutServices) == "not-acceptable")
+        for lie in [offGrid, beforeAgreement, callsWithoutServices] {
+            #expect(try pair.consumer.node.metering.ledger.entry(lie.key) == nil)
+        }
+        let reasons = Set(pair.consumer.auditEvents(kind: "metering.record").map(\.reason))
+        #expect(reasons == ["offGrid", "outsideAgreement", "callsNotAgreed"], "\(reasons)")
+        await negotiation.stop(pair)
+    }
 }

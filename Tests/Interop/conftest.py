@@ -78,6 +78,10 @@ host = "127.0.0.1"
 port = {prosody.port}
 ca_file = "{prosody.ca}"
 max_stanza_bytes = 65536
+
+[audit]
+# Short windows so the flood tests see the aggregated summaries within seconds.
+aggregate_seconds = 3
 """)
     log = open(directory / "broker.log", "w")
     process = subprocess.Popen([_intercloud_binary(), "serve", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)

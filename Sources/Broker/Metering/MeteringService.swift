@@ -30,11 +30,17 @@ public actor MeteringService {
         public var sampleInterval: TimeInterval
         public var periodSeconds: TimeInterval
         public var tolerance: ReconciliationTolerance
+        /// Consumer side: the most calls per second of a period it accepts being billed for.
+        public var maxCallsPerSecond: Int64
 
-        public init(sampleInterval: TimeInterval = 60, periodSeconds: TimeInterval = 3600, tolerance: ReconciliationTolerance = .standard) {
+        public init(
+            sampleInterval: TimeInterval = 60, periodSeconds: TimeInterval = 3600, tolerance: ReconciliationTolerance = .standard,
+            maxCallsPerSecond: Int64 = 1000
+        ) {
             self.sampleInterval = sampleInterval
             self.periodSeconds = periodSeconds
             self.tolerance = tolerance
+            self.maxCallsPerSecond = maxCallsPerSecond
         }
     }
 
@@ -287,6 +293,19 @@ public actor MeteringService {
         guard let leaf = try? trustStore?.pin(for: request.peer)?.leaf(), DetachedSignature.isValid(parsed.signature, for: parsed.record, signedBy: leaf)
         else { throw refuse(request.peer, "badSignature", record.key.description, .notAcceptable("the provider signature does not verify")) }
         guard let identity else { throw .serviceUnavailable("this broker cannot countersign") }
+        // The provider's word is checked against what was agreed before anything is stored.
+        do {
+            let settled = try ledger.entries(peer: request.peer, overlapping: record.period, state: .countersigned)
+                .filter { $0.key.agreementID == agreement.id && $0.key != record.key }.map(\.period)
+            let hasServices = try FederationStore.consumed(database: store.database).contains { $0.agreementID == agreement.id }
+            try UsageRecordAdmission(periodSeconds: Int64(settings.periodSeconds), maxCallsPerSecond: settings.maxCallsPerSecond)
+                .check(record, .init(agreement: agreement, countersignedPeriods: settled, hasFederatedServices: hasServices))
+        } catch let refusal as UsageRecordAdmission.Refusal {
+            throw refuse(request.peer, refusal.code, refusal.detail, .notAcceptable(refusal.detail))
+        } catch {
+            logger.error("metering: cannot check \(record.key): \(error)")
+            throw .internalServerError("cannot check the usage record")
+        }
         do {
             let entry = try ledger.propose(record, providerSignature: parsed.signature, role: .consumer, at: now)
             switch entry.state {

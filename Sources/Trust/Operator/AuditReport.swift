@@ -4,11 +4,12 @@ import Foundation
 public enum AuditReport {
     public static func table(_ events: [AuditEvent]) -> String {
         let formatter = ISO8601DateFormatter()
-        var rows = [["TIME", "MODULE", "KIND", "PEER", "ACTION", "OUTCOME", "REASON", "DETAIL"]]
+        // COUNT: how many decisions a row stands for (a summary of aggregated refusals counts many).
+        var rows = [["TIME", "MODULE", "KIND", "PEER", "ACTION", "OUTCOME", "REASON", "COUNT", "DETAIL"]]
         for event in events {
             rows.append([
                 formatter.string(from: event.at), event.module, event.kind, event.peer.isEmpty ? "-" : event.peer,
-                event.action, event.outcome.rawValue, event.reason, event.detail,
+                event.action, event.outcome.rawValue, event.reason, String(event.count), event.detail,
             ])
         }
         return TextTable.render(rows)
