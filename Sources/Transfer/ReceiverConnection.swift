@@ -32,6 +32,9 @@ struct ReceiverConnection {
             logger.warning("transfer connection: \(error)")
             return
         }
+        // The handshake and the hello after it must finish within handshakeTimeout in all: a
+        // client that trickles bytes cannot hold a connection slot for longer.
+        stream.setDeadline(ContinuousClock.now.advanced(by: .milliseconds(Int64(server.options.handshakeTimeout * 1000))))
         do throws(TransferError) {
             try stream.handshake(asServer: true)
         } catch {
@@ -75,6 +78,7 @@ private struct ActiveConnection {
             guard case .hello(let hello) = try stream.decode(header, payload: stream.readExactly(header.length)) else {
                 throw .protocolViolation("undecodable hello")
             }
+            stream.setDeadline(nil)  // authenticated: from here each wait is bounded by idleTimeout
             try execute(server.registry.evaluate(hello, session: &session, now: Date()))
             while !closing {
                 if let event = pipeline?.events.tryPop() {

@@ -16,9 +16,17 @@ public final class TransferServer: Sendable {
         public var maximumChunkSize: Int
         /// Chunk buffers per connection (network → store pipeline).
         public var bufferCount: Int
+        /// The TLS handshake and the hello together, from the TCP accept: an absolute deadline.
         public var handshakeTimeout: TimeInterval
+        /// Longest wait for the next bytes of an authenticated connection.
         public var idleTimeout: TimeInterval
         public var maximumConnections: Int
+        /// Connections from one remote address at once (before anyone is authenticated the address
+        /// is all we know): one source cannot take every slot.
+        public var maximumConnectionsPerAddress: Int
+        /// A registered transfer with no connection for this long fails (`timedOut`): announced and
+        /// never connected, or broken off and never resumed. Its waiter is told; the offer ends.
+        public var waitTimeout: TimeInterval
         /// fsync the file before renaming it into place (and the directory after).
         public var syncOnCompletion: Bool
         /// Write chunks past the page cache (`O_DIRECT`) when the file system and chunk size allow
@@ -30,14 +38,16 @@ public final class TransferServer: Sendable {
 
         public init(
             maximumChunkSize: Int = 16 << 20, bufferCount: Int = 8, handshakeTimeout: TimeInterval = 10,
-            idleTimeout: TimeInterval = 30, maximumConnections: Int = 16, syncOnCompletion: Bool = true,
-            directWrites: Bool = true
+            idleTimeout: TimeInterval = 30, maximumConnections: Int = 16, maximumConnectionsPerAddress: Int = 4,
+            waitTimeout: TimeInterval = 120, syncOnCompletion: Bool = true, directWrites: Bool = true
         ) {
             self.maximumChunkSize = maximumChunkSize
             self.bufferCount = max(2, bufferCount)
             self.handshakeTimeout = handshakeTimeout
             self.idleTimeout = idleTimeout
             self.maximumConnections = maximumConnections
+            self.maximumConnectionsPerAddress = maximumConnectionsPerAddress
+            self.waitTimeout = waitTimeout
             self.syncOnCompletion = syncOnCompletion
             self.directWrites = directWrites
         }
@@ -59,7 +69,7 @@ public final class TransferServer: Sendable {
     private let context: TLSContext
     private let listener: Int32
     private let wakeUp: (read: Int32, write: Int32)
-    private let connections = Mutex<[ObjectIdentifier: ConnectionInterrupter]>([:])
+    private let connections = Mutex<[ObjectIdentifier: (interrupter: ConnectionInterrupter, address: String)]>([:])
     private let stopped = Atomic<Bool>(false)
 
     public init(
@@ -129,7 +139,7 @@ public final class TransferServer: Sendable {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         var byte: UInt8 = 1
         _ = write(wakeUp.write, &byte, 1)
-        connections.withLock { for interrupter in $0.values { interrupter.interrupt() } }
+        connections.withLock { for connection in $0.values { connection.interrupter.interrupt() } }
     }
 
     deinit {
@@ -147,21 +157,32 @@ public final class TransferServer: Sendable {
                 pollfd(fd: listener, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: wakeUp.read, events: Int16(POLLIN), revents: 0),
             ]
-            let ready = poll(&descriptors, 2, -1)
+            // Wakes once a second to end transfers that waited too long for a connection.
+            let ready = poll(&descriptors, 2, 1000)
+            registry.expireWaiting(olderThan: options.waitTimeout, now: Date(), logger: logger)
             if ready < 0 { if errno == EINTR { continue } else { return } }
             if descriptors[1].revents != 0 { return }
             guard descriptors[0].revents & Int16(POLLIN) != 0 else { continue }
-            let fd = accept(listener, nil, nil)
+            var peerAddress = sockaddr_storage()
+            var peerAddressLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let fd = withUnsafeMutablePointer(to: &peerAddress) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(listener, $0, &peerAddressLength) }
+            }
             guard fd >= 0 else { continue }
             Sockets.setCloseOnExec(fd)
+            let address = Sockets.addressText(peerAddress)
             let interrupter = ConnectionInterrupter()
-            let admitted = connections.withLock { table in
-                guard table.count < options.maximumConnections else { return false }
-                table[ObjectIdentifier(interrupter)] = interrupter
-                return true
+            let refusal: String? = connections.withLock { table in
+                guard table.count < options.maximumConnections else { return "\(options.maximumConnections) connections already" }
+                guard table.values.filter({ $0.address == address }).count < options.maximumConnectionsPerAddress else {
+                    return "\(options.maximumConnectionsPerAddress) connections from \(address) already"
+                }
+                table[ObjectIdentifier(interrupter)] = (interrupter, address)
+                return nil
             }
-            guard admitted, interrupter.attach(fd) else {
-                logger.warning("transfer server: too many connections, refusing one")
+            guard refusal == nil, interrupter.attach(fd) else {
+                logger.warning("transfer server: refusing a connection: \(refusal ?? "cannot watch it")")
+                connections.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(interrupter)) }
                 close(fd)
                 continue
             }
@@ -181,6 +202,8 @@ final class TransferRegistry: Sendable {
     struct Entry {
         var expected: ExpectedTransfer
         var activeConnection = false
+        /// When it was registered, or its last connection ended: the start of its wait.
+        var waitingSince = Date()
         var outcome: Result<TransferReceipt, TransferError>?
         var waiters: [@Sendable (Result<TransferReceipt, TransferError>) -> Void] = []
         var started: Date?
@@ -236,6 +259,7 @@ final class TransferRegistry: Sendable {
     func release(_ transferID: String, chunkBytes: UInt64, resumePoint: UInt64?) {
         entries.withLock { table in
             table[transferID]?.activeConnection = false
+            table[transferID]?.waitingSince = Date()
             table[transferID]?.chunkBytes += chunkBytes
             if let resumePoint { table[transferID]?.resumePoints.append(resumePoint) }
         }
@@ -248,6 +272,18 @@ final class TransferRegistry: Sendable {
                 transferID: transferID, fileSize: entry.expected.fileSize, sha256: Hex.encode(sha256),
                 chunkBytesTransferred: entry.chunkBytes, attempts: entry.attempts, resumePoints: entry.resumePoints,
                 duration: now.timeIntervalSince(entry.started ?? now))
+        }
+    }
+
+    /// Fails every pending transfer that has had no connection for `limit` seconds.
+    func expireWaiting(olderThan limit: TimeInterval, now: Date, logger: Logger) {
+        let expired: [String] = entries.withLock { table in
+            table.filter { $0.value.outcome == nil && !$0.value.activeConnection && now.timeIntervalSince($0.value.waitingSince) >= limit }
+                .map(\.key)
+        }
+        for transferID in expired {
+            logger.notice("transfer \(transferID): no connection for \(Int(limit)) s; the transfer ends")
+            finish(transferID, with: .failure(.timedOut("no connection for \(Int(limit)) s")))
         }
     }
 

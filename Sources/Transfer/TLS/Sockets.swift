@@ -120,6 +120,19 @@ enum Sockets {
     }
 
     static func errnoText() -> String { String(cString: strerror(errno)) }
+
+    /// The numeric host of a peer address ("127.0.0.1", "::1"); "?" when it has none.
+    static func addressText(_ storage: sockaddr_storage) -> String {
+        var storage = storage
+        var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        let length = socklen_t(storage.ss_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
+        let status = withUnsafePointer(to: &storage) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                getnameinfo($0, length, &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST)
+            }
+        }
+        return status == 0 ? String(cString: host) : "?"
+    }
 }
 
 /// The socket of a connection in progress, so another thread (task cancellation, server

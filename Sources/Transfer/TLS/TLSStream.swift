@@ -66,6 +66,22 @@ final class TLSStream {
 
     func setIdleTimeout(_ timeout: TimeInterval) { idleTimeout = timeout }
 
+    /// An absolute deadline on top of the idle timeout (nil: none). A peer that trickles one byte
+    /// per idle period never trips the idle timeout; the deadline bounds the whole phase
+    /// (the server sets it for the TLS handshake and the hello).
+    private var deadline: ContinuousClock.Instant?
+
+    func setDeadline(_ deadline: ContinuousClock.Instant?) { self.deadline = deadline }
+
+    /// Milliseconds `poll` may wait: the idle timeout, cut to what is left before the deadline.
+    private func pollBudget(during operation: String) throws(TransferError) -> Int32 {
+        guard let deadline else { return Sockets.milliseconds(idleTimeout) }
+        let left = ContinuousClock.now.duration(to: deadline)
+        guard left > .zero else { throw .timedOut("\(operation) did not finish before its deadline") }
+        let leftSeconds = Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18
+        return Sockets.milliseconds(min(idleTimeout, leftSeconds))
+    }
+
     func handshake(asServer: Bool) throws(TransferError) {
         while true {
             ERR_clear_error()
@@ -260,8 +276,11 @@ final class TLSStream {
         default: throw failure(result, during: operation, sslError: error)
         }
         var descriptor = pollfd(fd: fd, events: events, revents: 0)
-        let ready = poll(&descriptor, 1, Sockets.milliseconds(idleTimeout))
-        if ready == 0 { throw .timedOut("no progress on \(operation) for \(idleTimeout) s") }
+        let ready = poll(&descriptor, 1, try pollBudget(during: operation))
+        if ready == 0 {
+            if let deadline, ContinuousClock.now >= deadline { throw .timedOut("\(operation) did not finish before its deadline") }
+            throw .timedOut("no progress on \(operation) for \(idleTimeout) s")
+        }
         if ready < 0, errno != EINTR { throw .connectionLost("poll: \(Sockets.errnoText())") }
         if drainWhileWaiting, descriptor.revents & Int16(POLLIN) != 0 { try pumpAvailable() }
     }
