@@ -167,7 +167,11 @@ public actor MigrationRunner {
         try checkAlive()
         try MigrationMessage.checkIdentifier(migrationID, "migration id")
         try MigrationMessage.checkIdentifier(agreementID, "agreement id")
-        guard try journal.sourceSnapshot(migrationID) == nil else { throw RunnerError.duplicate(migrationID) }
+        // Ids are unique across roles: a migration we receive and one we send never share work
+        // files, transfer registrations or image names.
+        guard try journal.sourceSnapshot(migrationID) == nil, try journal.destinationSnapshot(migrationID) == nil else {
+            throw RunnerError.duplicate(migrationID)
+        }
         // A live migration needs libvirt here: refused before anything is journaled or sent.
         let liveDriver = mode == .live ? try libvirt() : nil
         if mode == .live { try MigrationMessage.checkIdentifier(instanceID, "instance id") }
@@ -269,6 +273,10 @@ public actor MigrationRunner {
         } else if case .status = message.body, let source = try journal.sourceSnapshot(id), source.peer == peer {
             // The destination asks about a migration this broker runs as the source.
             return MigrationMessage(migrationID: id, body: .state(MigrationPeerState(phase: .unknown, sourcePhase: source.phase)))
+        } else if case .propose = message.body, try journal.sourceSnapshot(id) != nil {
+            // A peer proposing the id of one of our own outgoing migrations would share its work
+            // folder, transfer registration and image name: refused, whoever the peer is.
+            throw MigrationMessageError("migration id \(id) is already in use here; propose another id")
         } else if case .propose(let proposal) = message.body {
             machine = DestinationMigration(
                 migrationID: id, peer: peer, proposal: proposal, configuration: configuration.migration, now: now)

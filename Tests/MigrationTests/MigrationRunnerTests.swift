@@ -45,6 +45,29 @@ struct MigrationRunnerTests {
         #expect(starts == [.start(migrationID: "mig-1", instanceID: destination.instance?.instanceID ?? "", sizeID: "sim.nano", agreementID: "agr-1", movedFrom: "cloud1.test")])
     }
 
+    @Test("a peer proposing the id of one of our own outgoing migrations is refused; ids are unique across roles")
+    func migrationIDsAreUniqueAcrossRoles() async throws {
+        let fixture = try MigrationFixture()
+        defer { fixture.removeFiles() }
+        let instanceID = try await fixture.setUp()
+        #expect(try await fixture.migrate(instanceID).outcome == .completed)
+        let proposal = try #require(try await fixture.destinationJournal.destinationSnapshot("mig-1")).proposal
+        // cloud2 turns around and proposes "mig-1" to cloud1, where it names cloud1's own source migration.
+        await #expect(throws: MigrationMessageError.self) {
+            _ = try await fixture.sourceRunner.handle(
+                MigrationMessage(migrationID: "mig-1", body: .propose(proposal)), from: MigrationFixture.destinationName)
+        }
+        #expect(try await fixture.sourceJournal.destinationSnapshot("mig-1") == nil)
+        // And cloud2 cannot start an outgoing migration under an id it already received.
+        do {
+            _ = try await fixture.destinationRunner.migrate(
+                instanceID: "any", to: MigrationFixture.sourceName, agreementID: MigrationFixture.agreementID, migrationID: "mig-1")
+            Issue.record("a second migration under id mig-1 started")
+        } catch {
+            #expect("\(error)".contains("mig-1 already exists"), "\(error)")
+        }
+    }
+
     /// A fault at one step, and where it is injected.
     enum InjectedFault: String, CaseIterable, CustomTestStringConvertible {
         case sourceShutdown, sourceSnapshot, sourceSnapshotAfterWork, sourceExport, sourceExportCrash, sourceExportAfterWork

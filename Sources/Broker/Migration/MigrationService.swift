@@ -58,6 +58,8 @@ public final class MigrationService: Sendable {
     let metering: MeteringService
     let policies: PolicySet
     let trustStore: TrustStore
+    /// The broker's one audit log (with its refusal aggregator), shared through the signed transport.
+    var audit: AuditLog { signed.audit }
     let identity: TransferIdentity
     let region: String
     let logger: Logger
@@ -221,6 +223,9 @@ public final class MigrationService: Sendable {
                 let answer = try await runner.handle(message, from: request.peer)
                 return try MigrationWire.encode(answer)
             } catch let error as MigrationMessageError {
+                _ = try? audit.refused(
+                    module: "migration", kind: "migration.request", peer: request.peer, action: message.migrationID,
+                    reason: "invalidRequest", detail: error.description, at: Date())
                 throw .badRequest(error.description)
             } catch {
                 logger.error("migration \(message.migrationID) from \(request.peer): \(error)")
@@ -361,13 +366,13 @@ public final class MigrationService: Sendable {
             case .waiting: ("waiting", "")
             }
         logger.notice("migration \(result.migrationID) from \(peer): \(detail)")
-        _ = try? AuditLog(database: journal.database).record(AuditEvent(
+        _ = try? audit.record(AuditEvent(
             at: Date(), module: "migration", kind: "migration.peer-check", peer: XmppAddr.bare(peer), action: result.migrationID,
             outcome: .accepted, reason: reason, detail: detail))
     }
 
     private func audit(refusedLive peer: String, action: String, reason: String, detail: String) {
-        _ = try? AuditLog(database: journal.database).refused(
+        _ = try? audit.refused(
             module: "migration", kind: "migration.live", peer: peer, action: action, reason: reason, detail: detail, at: Date())
     }
 
