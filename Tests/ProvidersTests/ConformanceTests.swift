@@ -157,13 +157,15 @@ struct ConformanceTests {
             }
             #expect(corrupt?.code == .checksumMismatch)
             #expect(try await driver.listImages().count == before)
-            // Wrong format claimed: refused.
+            // Wrong format claimed: refused before anything is stored (the file is never probed, so a
+            // qcow2 declared VDI is not a VDI), or the driver does not take that format at all.
             let wrongFormat = await #expect(throws: ProviderError.self) {
                 _ = try await driver.importImage(
                     from: exported.url, name: "wrong-format", format: fixture.exportFormat == .vdi ? .vmdk : .vdi,
                     expectedSHA256: nil, progress: nil)
             }
-            #expect([.unsupportedFormat, .invalidInput].contains(wrongFormat?.code), "\(String(describing: wrongFormat))")
+            #expect([.refusedImage, .unsupportedFormat].contains(wrongFormat?.code), "\(String(describing: wrongFormat))")
+            if wrongFormat?.code == .refusedImage { #expect(wrongFormat?.backendCode == "not-declared-format") }
             #expect(try await driver.listImages().count == before)
 
             let imported = try await driver.importImage(
