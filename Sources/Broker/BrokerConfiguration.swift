@@ -177,6 +177,18 @@ public struct BrokerConfiguration: Sendable {
         /// This cloud's libvirt URI as a peer's hypervisor must reach it for live migration, e.g.
         /// `qemu+tls://hv1.cloud2.example/system` (default: the provider's `uri`).
         public var live_uri: String?
+        /// Live migration out: per peer (bare JID), the hypervisor URIs it may offer and whether
+        /// the guest may cross unencrypted:
+        /// `"broker@cloud2.example" = { uris = ["qemu+tls://hv1.cloud2.example/system"] }`.
+        public var live_peers: [String: LivePeerSection]?
+    }
+
+    /// One peer's entry in `[migration.live_peers]`.
+    public struct LivePeerSection: Sendable, Codable {
+        /// URIs accepted as offered, or any URI with one's scheme and host and no query parameters.
+        public var uris: [String]
+        /// Accept a migration stream without TLS (anything but `qemu+tls`); default false.
+        public var allow_plaintext: Bool?
     }
 
     /// `[automation]`: automatic migration driven by policy (off by default).
@@ -473,6 +485,19 @@ public struct BrokerConfiguration: Sendable {
                     throw Error(path: path, message: "migration.live_uri: \(error.message)")
                 }
                 configuration.migration.liveURI = uri
+            }
+            for (peer, entry) in section.live_peers ?? [:] {
+                guard let jid = try? JID(peer), jid.isBare, jid.localpart != nil else {
+                    throw Error(path: path, message: "migration.live_peers: \"\(peer)\" is not a bare JID (user@domain)")
+                }
+                guard !entry.uris.isEmpty else { throw Error(path: path, message: "migration.live_peers.\"\(peer)\".uris is empty") }
+                for uri in entry.uris {
+                    do { try MigrationMessage.checkLiveURI(uri) } catch {
+                        throw Error(path: path, message: "migration.live_peers.\"\(peer)\": \(error.message)")
+                    }
+                }
+                configuration.migration.livePeers.peers[jid.description.lowercased()] = .init(
+                    uris: entry.uris, allowsPlaintext: entry.allow_plaintext ?? false)
             }
         }
         if let section = file.federation {

@@ -37,6 +37,9 @@ public actor MigrationRunner {
         public var liveURI: String?
         /// Live migration: how long the destination waits for an arrived guest to be running.
         public var liveArrivalTimeout: Duration
+        /// Live migration (source side): the hypervisor URIs each peer may offer, and whether the
+        /// stream may go unencrypted. No entry for a peer: no live migration to it.
+        public var livePeers = LivePeerPolicy()
         /// Destination side: how long a reservation is held before the source is asked about it
         /// (`checkWaitsOnSource`), and how often after that.
         public var reservationCheckInterval: TimeInterval
@@ -49,8 +52,9 @@ public actor MigrationRunner {
             exportFormats: [ImageFormat]? = nil, importFormats: [ImageFormat]? = nil, networkMap: [String: String] = [:],
             defaultNetwork: String? = nil, bootTimeout: Duration = .seconds(120), maxRetriesPerRun: Int = 5,
             liveURI: String? = nil, liveArrivalTimeout: Duration = .seconds(30), reservationCheckInterval: TimeInterval = 60,
-            startedCheckInterval: TimeInterval = 60
+            startedCheckInterval: TimeInterval = 60, livePeers: LivePeerPolicy = .init()
         ) {
+            self.livePeers = livePeers
             self.reservationCheckInterval = reservationCheckInterval
             self.startedCheckInterval = startedCheckInterval
             self.liveURI = liveURI
@@ -729,9 +733,16 @@ public actor MigrationRunner {
             return .liveTarget(LiveMigrationOffer(
                 uri: configuration.liveURI ?? target.uri, diskPath: target.disk.path, consoleLogPath: target.consoleLog.path))
         case .migrateLive(let id, let target):
+            // The peer chose the URI: our hypervisor connects only where the operator allows for it.
+            let peer = try journal.sourceSnapshot(migrationID)?.peer ?? ""
+            let decision: LivePeerPolicy.Decision
+            do { decision = try configuration.livePeers.check(uri: target.uri, peer: peer) } catch {
+                throw RunnerError.peer("live migration refused: \(error.message)")
+            }
             try await libvirt().migrateLive(
                 instance: id,
-                to: .init(uri: target.uri, disk: URL(fileURLWithPath: target.diskPath), consoleLog: URL(fileURLWithPath: target.consoleLogPath)))
+                to: .init(uri: decision.uri, disk: URL(fileURLWithPath: target.diskPath), consoleLog: URL(fileURLWithPath: target.consoleLogPath)),
+                tls: decision.tls)
             return .done
         case .probeGuest(let id):
             return .presence(try await guestPresence(id))

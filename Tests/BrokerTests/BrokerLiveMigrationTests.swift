@@ -125,7 +125,11 @@ actor BrokerLibvirtPair {
     }
 
     /// libvirt on the role's daemon (or SimCloud for a destination when `simCloudDestination`).
-    static func provider(_ role: MigrationRole, data: URL, daemons: BrokerLibvirtPair.Daemons, simCloudDestination: Bool) -> String {
+    /// The source lists the destination's daemon as the one live target it accepts from that peer,
+    /// in clear: the two session daemons on this machine have no TLS certificates.
+    static func provider(
+        _ role: MigrationRole, data: URL, daemons: BrokerLibvirtPair.Daemons, simCloudDestination: Bool, peer: String
+    ) -> String {
         if role == .destination && simCloudDestination { return CrashTestClouds.simCloudSection(data) }
         let images = data.appendingPathComponent("images"), instances = data.appendingPathComponent("instances")
         for folder in [data, images, instances] {
@@ -145,6 +149,9 @@ actor BrokerLibvirtPair {
             graceful_shutdown_seconds = 5
             boot_timeout_seconds = 120
             request_timeout_seconds = 15
+
+            [migration.live_peers]
+            "\(peer)" = { uris = ["\(daemons.destination)"], allow_plaintext = true }
             """
     }
 
@@ -154,7 +161,9 @@ actor BrokerLibvirtPair {
         let daemons = try await BrokerLibvirtPair.shared.daemons()
         let clouds = try CrashTestClouds(
             server: server, policy: { role, peer in Self.policy(role, peer: peer) },
-            providerSection: { role, data in Self.provider(role, data: data, daemons: daemons, simCloudDestination: simCloudDestination) })
+            providerSection: { role, data, peer in
+                Self.provider(role, data: data, daemons: daemons, simCloudDestination: simCloudDestination, peer: peer)
+            })
         try await clouds.start()
         return (clouds, daemons)
     }

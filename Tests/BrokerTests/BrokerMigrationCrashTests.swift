@@ -136,10 +136,11 @@ final class CrashTestClouds: @unchecked Sendable {
     private var readers: [String: DatabasePool] = [:]
 
     /// `policy(role, peerJID)`: the policy file of that role's broker (default: the SimCloud crash
-    /// test's); `providerSection(role, dataDirectory)`: its `[provider]` and `[migration]` sections
-    /// (default: SimCloud in `dataDirectory`).
+    /// test's); `providerSection(role, dataDirectory, peerJID)`: its `[provider]` and `[migration]`
+    /// sections (default: SimCloud in `dataDirectory`).
     init(
-        server: TestProsody, policy: ((MigrationRole, String) -> String)? = nil, providerSection: ((MigrationRole, URL) -> String)? = nil
+        server: TestProsody, policy: ((MigrationRole, String) -> String)? = nil,
+        providerSection: ((MigrationRole, URL, String) -> String)? = nil
     ) throws {
         self.server = server
         binary = try Self.intercloudBinary()
@@ -155,11 +156,11 @@ final class CrashTestClouds: @unchecked Sendable {
         brokers[.source] = try writeBroker(
             cloud: "cloud1", account: consumer, root: root, rootPath: rootPath, room: room,
             policy: policy?(.source, provider.jid) ?? Self.consumerPolicy(provider: provider.jid), providerSection: { data in
-                providerSection?(.source, data) ?? Self.simCloudSection(data) })
+                providerSection?(.source, data, provider.jid) ?? Self.simCloudSection(data) })
         brokers[.destination] = try writeBroker(
             cloud: "cloud2", account: provider, root: root, rootPath: rootPath, room: room,
             policy: policy?(.destination, consumer.jid) ?? Self.providerPolicy(consumer: consumer.jid), providerSection: { data in
-                providerSection?(.destination, data) ?? Self.simCloudSection(data) })
+                providerSection?(.destination, data, consumer.jid) ?? Self.simCloudSection(data) })
     }
 
     /// The `intercloud` executable built next to this test bundle (same build folder).

@@ -18,7 +18,7 @@ import Testing
     static let requestTimeout: TimeInterval = 30
 
     @Test func aDestinationKilledInsideAHandlerFailsTheSourcesRequestWithinSeconds() async throws {
-        let clouds = try CrashTestClouds(server: server, providerSection: { _, data in
+        let clouds = try CrashTestClouds(server: server, providerSection: { _, data, _ in
             CrashTestClouds.simCloudSection(data).replacingOccurrences(
                 of: "request_timeout_seconds = 8", with: "request_timeout_seconds = \(Int(Self.requestTimeout))")
         })

@@ -68,8 +68,11 @@ extension RunningBroker {
         return (try? node.registry.trustStatus(of: record).description) ?? "(error)"
     }
 
+    /// Audit events, newest first, after writing the summaries of refusals still counted in open
+    /// aggregation windows (a summary row's `count` says how many refusals it stands for).
     func auditEvents(peer: String? = nil, kind: String? = nil) -> [AuditEvent] {
-        (try? node.audit.events(matching: AuditQuery(peer: peer, kind: kind))) ?? []
+        _ = try? node.audit.drainAggregated()
+        return (try? node.audit.events(matching: AuditQuery(peer: peer, kind: kind))) ?? []
     }
 
     /// The full JID brokers use in these tests (`jid/broker`).

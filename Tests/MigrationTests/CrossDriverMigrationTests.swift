@@ -156,7 +156,8 @@ struct CrossDriverFixture {
     /// `observer`: the runner's journal observer (the crash tests stop a runner with it).
     func side(
         _ name: String, driver: any CloudDriver, exportFormats: [ImageFormat]? = nil, importFormats: [ImageFormat]? = nil,
-        authorizeLive: LiveMigrationAuthorizer? = nil, observer: MigrationRunner.JournalObserver? = nil
+        authorizeLive: LiveMigrationAuthorizer? = nil, livePeers: LivePeerPolicy = .init(),
+        observer: MigrationRunner.JournalObserver? = nil
     ) async throws -> CloudSide {
         let directory = root.appendingPathComponent(name)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -165,7 +166,8 @@ struct CrossDriverFixture {
         let configuration = MigrationRunner.Configuration(
             workDirectory: directory.appendingPathComponent("work"), region: "eu-1",
             migration: MigrationConfiguration(gracefulShutdownTimeout: 30, maxAttempts: 3, retryDelay: 0.5),
-            exportFormats: exportFormats, importFormats: importFormats, bootTimeout: .seconds(150), maxRetriesPerRun: 3)
+            exportFormats: exportFormats, importFormats: importFormats, bootTimeout: .seconds(150), maxRetriesPerRun: 3,
+            livePeers: livePeers)
         let runner = MigrationRunner(
             driver: driver, journal: journal, transport: transport, link: InProcessPeerLink(local: name, network: network),
             authorize: { request, _, agreementID, _ in

@@ -13,11 +13,17 @@ extension CrossDriverMigrationTests {
         agreementID == CrossDriverFixture.agreementID ? .allowed : .denied("not-entitled", "agreement \(agreementID) does not grant migrate-live")
     }
 
+    /// The source's list for one peer: that daemon's URI, in clear (the session daemons have no TLS).
+    static func livePeer(_ name: String, _ driver: LibvirtDriver) -> LivePeerPolicy {
+        LivePeerPolicy(peers: [name: .init(uris: [driver.configuration.uri], allowsPlaintext: true)])
+    }
+
     @Test("live libvirt → libvirt through both runners: the guest never stops, one running copy at the end, at the destination")
     func liveHappyPath() async throws {
         try await CrossDriverFixture.withLibvirtClouds("lr-a", "lr-b") { fixture, first, second in
             let (guest, image) = try await fixture.runningGuest(on: first, name: "live-r1")
-            let source = try await fixture.side("cloud-a.test", driver: first, authorizeLive: Self.allowLiveMigration)
+            let source = try await fixture.side(
+                "cloud-a.test", driver: first, authorizeLive: Self.allowLiveMigration, livePeers: Self.livePeer("cloud-b.test", second))
             let destination = try await fixture.side("cloud-b.test", driver: second, authorizeLive: Self.allowLiveMigration)
             let events = first.lifecycleEvents()
 
@@ -47,6 +53,25 @@ extension CrossDriverMigrationTests {
             #expect(!steps.contains { $0.hasPrefix("driver shutdown") || $0.hasPrefix("driver snapshot") || $0.hasPrefix("transport") }, "\(steps)")
             #expect(try fixture.issuedSteps(destination, "live-ok").contains("driver confirm-live"))
             #expect(try destination.journal.migrations().first?.phase == "completed")
+        }
+    }
+
+    @Test("a destination offering a hypervisor URI not allowed for it: our hypervisor never connects, rolled back, the guest runs on here")
+    func liveTargetNotAllowedForThePeer() async throws {
+        try await CrossDriverFixture.withLibvirtClouds("lr-h", "lr-i") { fixture, first, second in
+            let (guest, _) = try await fixture.runningGuest(on: first, name: "live-r5")
+            // The list names another host for this peer: the offered (real, reachable) URI is not on it.
+            let elsewhere = LivePeerPolicy(peers: ["cloud-i.test": .init(uris: ["qemu+tls://hv9.cloud-i.example/system"])])
+            let source = try await fixture.side("cloud-h.test", driver: first, authorizeLive: Self.allowLiveMigration, livePeers: elsewhere)
+            let destination = try await fixture.side("cloud-i.test", driver: second, authorizeLive: Self.allowLiveMigration)
+            let result = try await source.runner.migrate(
+                instanceID: guest.id, to: destination.name, agreementID: CrossDriverFixture.agreementID, migrationID: "live-nope", mode: .live)
+            guard case .rolledBack(let reason) = result.outcome else {
+                Issue.record("not rolled back: \(result.outcome)"); return
+            }
+            #expect(reason.contains("not among the URIs allowed"), "\(reason)")
+            #expect(try await first.describe(instance: guest.id).state == .running)
+            #expect(try await second.listInstances().isEmpty)
         }
     }
 
@@ -103,7 +128,9 @@ extension CrossDriverMigrationTests {
             let crash: MigrationRunner.JournalObserver = { event in
                 if event.role == .source && event.step == "driver migrate-live" { throw SimulatedCrash(role: .source, step: event.step) }
             }
-            let source = try await fixture.side("cloud-f.test", driver: first, authorizeLive: Self.allowLiveMigration, observer: crash)
+            let source = try await fixture.side(
+                "cloud-f.test", driver: first, authorizeLive: Self.allowLiveMigration, livePeers: Self.livePeer("cloud-g.test", second),
+                observer: crash)
             let destination = try await fixture.side("cloud-g.test", driver: second, authorizeLive: Self.allowLiveMigration)
             await #expect(throws: SimulatedCrash.self) {
                 _ = try await source.runner.migrate(

@@ -24,7 +24,7 @@ struct AuditAggregationTests {
         let t0 = Date(timeIntervalSince1970: 1_800_000_000)
         var written = 0
         for index in 0..<2000 {
-            if try log.record(refusal("mallory@evil.test", at: t0 + Double(index) * 0.01)) != nil { written += 1 }
+            if try log.recordRefusal(refusal("mallory@evil.test", at: t0 + Double(index) * 0.01)) != nil { written += 1 }
         }
         #expect(written == 1)
         #expect(try log.events().count == 1)
@@ -36,7 +36,7 @@ struct AuditAggregationTests {
         #expect(events.map(\.count).reduce(0, +) == 2000)
         #expect(events.first?.detail.contains("1999 more") == true)
         // A refusal in the next window is written again at once.
-        #expect(try log.record(refusal("mallory@evil.test", at: t0 + 62)) != nil)
+        #expect(try log.recordRefusal(refusal("mallory@evil.test", at: t0 + 62)) != nil)
     }
 
     @Test("senders, kinds and reasons are counted apart; accepted and operator events are never aggregated")
@@ -45,9 +45,9 @@ struct AuditAggregationTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let t0 = Date(timeIntervalSince1970: 1_800_000_000)
         for _ in 0..<3 {
-            try log.record(refusal("a@evil.test", at: t0))
-            try log.record(refusal("b@evil.test", at: t0))
-            try log.record(refusal("a@evil.test", at: t0, reason: "stale"))
+            try log.recordRefusal(refusal("a@evil.test", at: t0))
+            try log.recordRefusal(refusal("b@evil.test", at: t0))
+            try log.recordRefusal(refusal("a@evil.test", at: t0, reason: "stale"))
             try log.record(AuditEvent(at: t0, module: "trust", kind: "trust.handshake", peer: "c@ok.test", action: "respond", outcome: .accepted))
         }
         #expect(try log.events(matching: AuditQuery(outcome: .refused)).count == 3)
@@ -61,7 +61,7 @@ struct AuditAggregationTests {
         let (log, directory) = try temporaryLog(maxKeys: 16)
         defer { try? FileManager.default.removeItem(at: directory) }
         let t0 = Date(timeIntervalSince1970: 1_800_000_000)
-        for index in 0..<1000 { try log.record(refusal("s\(index)@evil.test", at: t0)) }
+        for index in 0..<1000 { try log.recordRefusal(refusal("s\(index)@evil.test", at: t0)) }
         #expect(log.aggregator?.openWindows == 17)
         #expect(try log.events().count == 17)
         try log.drainAggregated()
@@ -75,7 +75,7 @@ struct AuditAggregationTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let t0 = Date(timeIntervalSince1970: 1_800_000_000)
         let long = String(repeating: "x", count: 100_000)
-        let written = try #require(try log.record(refusal("\(long)@evil.test", at: t0, detail: long)))
+        let written = try #require(try log.recordRefusal(refusal("\(long)@evil.test", at: t0, detail: long)))
         #expect(written.peer.count == AuditLog.fieldLimits.peer)
         #expect(written.detail.count == AuditLog.fieldLimits.detail)
         try log.record(AuditEvent(at: t0 + 86_400 * 10, module: "trust", kind: "trust.operator", peer: "p@x.test", action: "allow", outcome: .operator))

@@ -44,6 +44,9 @@ public final class MigrationService: Sendable {
         /// cloud's hypervisor must reach it (e.g. `qemu+tls://hv1.cloud2.example/system`); nil: the
         /// provider's own `uri`, which is right only when both hypervisors share a host.
         public var liveURI: String?
+        /// Live migration out of this cloud: the hypervisor URIs each peer may offer
+        /// (`[migration.live_peers]`); no entry, no live migration to that peer.
+        public var livePeers = LivePeerPolicy()
 
         public init(workDirectory: String) { self.workDirectory = workDirectory }
     }
@@ -188,7 +191,7 @@ public final class MigrationService: Sendable {
                 workDirectory: work.appendingPathComponent("work"), region: region,
                 migration: .init(gracefulShutdownTimeout: settings.gracefulShutdownSeconds), bootTimeout: settings.bootTimeout,
                 liveURI: settings.liveURI, reservationCheckInterval: settings.peerCheckInterval,
-                startedCheckInterval: settings.peerCheckInterval),
+                startedCheckInterval: settings.peerCheckInterval, livePeers: settings.livePeers),
             observer: Self.crashInjection(ProcessInfo.processInfo.environment["INTERCLOUD_FAULT_KILL_AFTER_STEP"], logger: logger))
         state.withLock { $0 = (runner, transport) }
         return runner

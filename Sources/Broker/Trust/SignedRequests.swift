@@ -48,22 +48,30 @@ public final class SignedRequests: Sendable {
     private let installed = Mutex(false)
     /// Upper bound on one envelope IQ child; routes bound their decoded payloads more tightly.
     static let maxEnvelopeBytes = 1 << 20
-    /// Requests being checked or handled at once; more are answered `resource-constraint` (not
-    /// audited), so a flood cannot queue unbounded signature checks and durable audit writes.
+    /// Requests being checked or handled at once, in all and per sender (`RequestSlots`); more are
+    /// answered `resource-constraint`, so a flood cannot queue unbounded signature checks and
+    /// database writes, and one sender cannot take the slots every other peer needs.
     public static let maxConcurrentRequests = 64
-    private let inProgress = Mutex(0)
+    public static let maxConcurrentRequestsPerPeer = 16
+    private let slots = Mutex(RequestSlots(global: maxConcurrentRequests, perPeer: maxConcurrentRequestsPerPeer))
 
-    /// Runs `work` in a task if fewer than `maxConcurrentRequests` are running, else refuses.
-    private func admit(_ responder: IQResponder, _ work: @escaping @Sendable () async -> Void) {
-        let admitted = inProgress.withLock { count in
-            guard count < Self.maxConcurrentRequests else { return false }
-            count += 1
-            return true
+    /// Runs `work` in a task if a slot is free for the request's sender, else refuses.
+    private func admit(_ request: Stanza, _ responder: IQResponder, _ work: @escaping @Sendable () async -> Void) {
+        let sender = request.from?.bare.description ?? request.fromString ?? ""
+        if let refusal = slots.withLock({ $0.acquire(sender) }) {
+            if refusal == .peer {
+                // Audited (aggregated per sender and window); a global refusal is load, not blame.
+                _ = try? audit.refused(
+                    module: "broker", kind: "broker.request", peer: sender, action: request.payload?.namespace ?? "",
+                    reason: "tooManyInProgress", detail: "\(Self.maxConcurrentRequestsPerPeer) requests from this sender in progress",
+                    at: Date())
+            }
+            return responder.fail(.resourceConstraint(
+                refusal == .peer ? "too many of your federation requests in progress" : "too many federation requests in progress"))
         }
-        guard admitted else { return responder.fail(.resourceConstraint("too many federation requests in progress")) }
         tasks.spawn { [self] in
             await work()
-            inProgress.withLock { $0 -= 1 }
+            slots.withLock { $0.release(sender) }
         }
     }
 
@@ -88,13 +96,13 @@ public final class SignedRequests: Sendable {
         if first {
             client.setIQHandler(namespace: TrustNamespace.envelope, maxPayloadBytes: Self.maxEnvelopeBytes, .deferred { [weak self] request, responder in
                 guard let self else { return responder.fail(.serviceUnavailable()) }
-                self.admit(responder) { await self.handleSigned(request, responder) }
+                self.admit(request, responder) { await self.handleSigned(request, responder) }
             })
         }
         // Unsigned payloads in the namespace itself: refused, and audited off the loop thread.
         client.setIQHandler(namespace: namespace, maxPayloadBytes: maxPayloadBytes, .deferred { [weak self] request, responder in
             guard let self else { return responder.fail(.serviceUnavailable()) }
-            self.admit(responder) { await self.refuseUnsigned(request, namespace: namespace, responder) }
+            self.admit(request, responder) { await self.refuseUnsigned(request, namespace: namespace, responder) }
         })
     }
 

@@ -286,7 +286,7 @@ final class LibvirtConnection: @unchecked Sendable {
     /// (`VIR_MIGRATE_NON_SHARED_DISK`: the two hosts share no storage) into the files named in
     /// `destinationXML`, which must exist. The destination keeps the domain defined, the source
     /// undefines it. Blocks this connection's queue for the duration (seconds for a small guest).
-    func migrateLive(_ uuid: String, destinationURI: String, destinationXML: String) async throws {
+    func migrateLive(_ uuid: String, destinationURI: String, destinationXML: String, tls: Bool = false) async throws {
         try await perform("live migrate") { handle in
             let domain = try Self.lookup(handle, uuid, "live migrate")
             defer { virDomainFree(domain) }
@@ -300,6 +300,7 @@ final class LibvirtConnection: @unchecked Sendable {
             }
             let flags = VIR_MIGRATE_LIVE.rawValue | VIR_MIGRATE_PEER2PEER.rawValue | VIR_MIGRATE_PERSIST_DEST.rawValue
                 | VIR_MIGRATE_UNDEFINE_SOURCE.rawValue | VIR_MIGRATE_NON_SHARED_DISK.rawValue
+                | (tls ? VIR_MIGRATE_TLS.rawValue : 0)
             guard virDomainMigrateToURI3(domain, destinationURI, parameters, UInt32(count), flags) == 0 else {
                 throw Self.lastError("live migrate \(uuid) to \(destinationURI)")
             }

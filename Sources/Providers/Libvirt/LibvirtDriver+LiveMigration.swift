@@ -55,7 +55,9 @@ extension LibvirtDriver {
     /// Source side: moves the running instance to `target` without stopping it. On success the
     /// domain is defined and running at the destination (same UUID) and gone here, and this side's
     /// overlay disk is removed. On failure the guest keeps running here (libvirt's own guarantee).
-    public func migrateLive(instance id: String, to target: LiveMigrationTarget) async throws {
+    /// `tls`: the migration stream is encrypted by QEMU (`VIR_MIGRATE_TLS`; both hypervisors need
+    /// their TLS certificates configured).
+    public func migrateLive(instance id: String, to target: LiveMigrationTarget, tls: Bool = false) async throws {
         try await libvirt(.terminate) {
             let status = try await connection.status(of: id)
             guard Self.state(status) == .running else {
@@ -67,7 +69,7 @@ extension LibvirtDriver {
             // The same domain, with its files where the destination prepared them.
             if let disk = parsed.disk { xml = xml.replacingOccurrences(of: "'\(disk)'", with: "'\(target.disk.path)'") }
             if let log = parsed.consoleLog { xml = xml.replacingOccurrences(of: "'\(log)'", with: "'\(target.consoleLog.path)'") }
-            try await connection.migrateLive(id, destinationURI: target.uri, destinationXML: xml)
+            try await connection.migrateLive(id, destinationURI: target.uri, destinationXML: xml, tls: tls)
             if let disk = parsed.disk, let directory = configuration.instanceDirectory, disk.hasPrefix(directory.path) {
                 try? FileManager.default.removeItem(atPath: disk)
             }

@@ -94,10 +94,18 @@ public struct AuditLog: Sendable {
         self.aggregator = aggregator
     }
 
-    /// Writes `event` (a refusal through the aggregator when there is one). Returns the row written,
-    /// or nil when the refusal was only counted into an open window.
+    /// Writes `event` as it is: decisions about something journaled (a negotiation that ended, a
+    /// migration step), whose number is bounded by what peers may start. Refusals of requests,
+    /// which a flood can multiply, go through `refused(...)`.
     @discardableResult
     public func record(_ event: AuditEvent) throws -> AuditEvent? {
+        try write([event]).first
+    }
+
+    /// Writes a refused request through the aggregator when there is one. Returns the row written,
+    /// or nil when the refusal was only counted into an open window.
+    @discardableResult
+    public func recordRefusal(_ event: AuditEvent) throws -> AuditEvent? {
         guard event.outcome == .refused, let aggregator else { return try write([event]).first }
         let (decision, summaries) = aggregator.admit(Self.bounded(event))
         var rows = summaries
@@ -114,7 +122,7 @@ public struct AuditLog: Sendable {
         module: String, kind: String, peer: String, action: String, reason: String, detail: String = "",
         at: Date
     ) throws -> AuditEvent? {
-        try record(AuditEvent(
+        try recordRefusal(AuditEvent(
             at: at, module: module, kind: kind, peer: XmppAddr.bare(peer), action: action, outcome: .refused,
             reason: reason, detail: detail))
     }

@@ -54,7 +54,7 @@ public actor TrustService {
         // The broker passes its one audit log, whose aggregator bounds refusal floods.
         self.audit = audit ?? AuditLog(database: database)
         self.envelopes = EnvelopeVerifier(
-            store: store, replay: ReplayGuard(database: database, skew: replaySkew), audit: audit)
+            store: store, replay: ReplayGuard(database: database, skew: replaySkew), audit: self.audit)
         self.verifier = PeerVerifier(configuration: anchors)
         self.handshakeTimeout = handshakeTimeout
         self.clock = clock
