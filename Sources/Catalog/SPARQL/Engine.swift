@@ -114,6 +114,10 @@ public struct SPARQLEngine: Sendable {
         let parsed = try SPARQLParser.parse(query, baseIRI: baseIRI)
         let evaluator = Evaluator(snapshot: snapshot, variableNames: parsed.variableNames, limits: limits, deadline: deadline)
         evaluator.baseIRI = parsed.baseIRI ?? baseIRI
-        return try evaluator.run(parsed.query)
+        let result = try evaluator.run(parsed.query)
+        // A regular expression stopped at the deadline leaves an expression error behind, not an
+        // answer: the query fails with the limit it hit, however few rows followed.
+        if let interrupted = evaluator.interruptedMatch { throw interrupted }
+        return result
     }
 }

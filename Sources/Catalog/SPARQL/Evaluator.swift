@@ -71,6 +71,9 @@ final class Evaluator {
     var namedGraphs: [Int: IndexedGraph]
     var blankNodeCounter = 0
     var regexCache: [String: NSRegularExpression?] = [:]
+    /// Set when a regular expression match was stopped at the deadline or on cancellation: the
+    /// next limit check throws it at once instead of after the next 1024 rows.
+    var interruptedMatch: QueryError?
     lazy var now: Term = .typed(ISO8601DateFormatter().string(from: Date()), Vocabulary.xsdDateTime)
 
     init(snapshot: StoreSnapshot, variableNames: [String], limits: QueryLimits, deadline: ContinuousClock.Instant) {
@@ -139,7 +142,7 @@ final class Evaluator {
 
     @inline(__always) func tick() throws(QueryError) {
         ticks &+= 1
-        if ticks & 0x3FF == 0 { try checkLimits() }
+        if ticks & 0x3FF == 0 || interruptedMatch != nil { try checkLimits() }
     }
 
     /// For loops inside non-throwing index callbacks: the error to stop with, checked every 4096 calls.
@@ -151,6 +154,7 @@ final class Evaluator {
     }
 
     func checkLimits() throws(QueryError) {
+        if let interruptedMatch { throw interruptedMatch }
         if Task.isCancelled { throw .cancelled }
         if ContinuousClock.now > deadline { throw .limitExceeded("query ran longer than \(limits.timeout)") }
     }

@@ -360,9 +360,10 @@ extension Evaluator {
                   let pattern = string(values[1]), pattern.language == nil else { return nil }
             var flags = ""
             if values.count > 2 { guard let f = string(values[2]) else { return nil }; flags = f.lexical }
-            return regex(pattern.lexical, flags: flags).map { expression in
-                .boolean(expression.firstMatch(in: literal.lexical, range: NSRange(literal.lexical.startIndex..., in: literal.lexical)) != nil)
+            guard let expression = regex(pattern.lexical, flags: flags), let found = firstMatch(expression, in: literal.lexical) else {
+                return nil
             }
+            return .boolean(found)
         case "REPLACE":
             guard let literal = string(values[0]), literal.lexical.utf8.count <= Self.maxRegexSubjectBytes,
                   let pattern = string(values[1]), pattern.language == nil,
@@ -371,6 +372,9 @@ extension Evaluator {
             if values.count > 3 { guard let f = string(values[3]) else { return nil }; flags = f.lexical }
             guard let expression = regex(pattern.lexical, flags: flags) else { return nil }
             let text = literal.lexical
+            // The replacement runs the same matcher: a subject that cannot be matched within the
+            // deadline is refused before it is replaced.
+            guard firstMatch(expression, in: text) != nil else { return nil }
             // XPath uses $1 for groups, as NSRegularExpression does.
             let result = expression.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: replacement.lexical)
             return stringLike(result, literal)
@@ -402,6 +406,34 @@ extension Evaluator {
         default:
             return cast(name, values)
         }
+    }
+
+    /// Whether `expression` matches somewhere in `text`; nil when the match was stopped because the
+    /// query ran out of time or was cancelled. ICU calls the progress block periodically while a
+    /// match runs (every few hundred microseconds, `.reportProgress`), so even a pattern that
+    /// backtracks polynomially over the subject (`.*.*.*.*x`) ends at the deadline, not after it.
+    func firstMatch(_ expression: NSRegularExpression, in text: String) -> Bool? {
+        var found = false
+        var stoppedBy: QueryError?
+        let deadline = self.deadline
+        let timeout = limits.timeout
+        expression.enumerateMatches(in: text, options: [.reportProgress], range: NSRange(text.startIndex..., in: text)) { result, _, stop in
+            if result != nil {
+                found = true
+                stop.pointee = true
+            } else if Task.isCancelled {
+                stoppedBy = .cancelled
+                stop.pointee = true
+            } else if ContinuousClock.now > deadline {
+                stoppedBy = .limitExceeded("query ran longer than \(timeout) (in a regular expression)")
+                stop.pointee = true
+            }
+        }
+        if let stoppedBy {
+            interruptedMatch = stoppedBy
+            return nil
+        }
+        return found
     }
 
     private func regex(_ pattern: String, flags: String) -> NSRegularExpression? {

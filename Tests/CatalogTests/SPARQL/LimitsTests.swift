@@ -103,6 +103,20 @@ import Testing
         #expect(!Evaluator.isSafeRegex("(a)\\1"))
     }
 
+    @Test("a polynomially backtracking regex stops at the query's time limit and the query fails with it")
+    func regexMatchingEndsAtTheDeadline() throws {
+        // No nested quantifier, so the static check lets it through; on 60 KiB it would run for ages.
+        let subject = String(repeating: "a", count: 60_000)
+        let query = "SELECT ?m WHERE { BIND(REGEX(\"\(subject)\", \".*.*.*.*.*.*x\") AS ?m) }"
+        #expect(Evaluator.isSafeRegex(".*.*.*.*.*.*x"))
+        let store = TripleStore()
+        let start = ContinuousClock.now
+        #expect(throws: QueryError.self) {
+            _ = try SPARQLEngine(store).execute(query: query, limits: QueryLimits(timeout: .milliseconds(300)))
+        }
+        #expect(ContinuousClock.now - start < .seconds(2), "took \(ContinuousClock.now - start)")
+    }
+
     @Test func stringsBuiltByQueriesAreBounded() throws {
         var query = "SELECT (STRLEN(?s20) AS ?n) WHERE { BIND(\"0123456789abcdef\" AS ?s0)"
         for i in 1...20 { query += " BIND(CONCAT(?s\(i - 1), ?s\(i - 1)) AS ?s\(i))" }
