@@ -22,7 +22,7 @@ struct AuditCommand: AsyncParsableCommand {
             Reasons: unknownCA, expired, notYetValid, revoked, xmppAddrMismatch,
             missingXmppAddr, wrongKeyUsage, badSignature, replayedNonce, pinRevoked,
             distrusted, peerRefused, timeout (handshakes); unsigned, malformed,
-            badSignature, untrustedSender, pinRevoked, replayed, stale, wrongNamespace,
+            badSignature, untrustedSender, pinRevoked, replayed, stale, wrongNamespace, notThisExchange,
             trustNotConfigured (requests).
             """)
 

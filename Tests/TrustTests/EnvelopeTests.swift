@@ -134,6 +134,37 @@ import Testing
         #expect(try b.store.pin(for: a.jid)?.state == .revoked)
     }
 
+    @Test("an answer is bound to its request: not a request, not another request's answer, and its binding cannot be stripped")
+    func answersAreBoundToTheirRequest() async throws {
+        let (a, b) = try await trustedPair()
+        defer { a.remove(); b.remove() }
+        // a asks b; b answers that request.
+        let request = try a.service.sealRequest(payload, namespace: Self.catalog, to: b.jid)
+        let opened = try b.service.open(xml: request.xml, from: a.jid, namespace: Self.catalog)
+        let answer = try b.service.seal(Array("answer".utf8), namespace: Self.catalog, to: a.jid, inReplyTo: opened.nonce)
+        #expect(try a.service.open(xml: answer, from: b.jid, namespace: Self.catalog, answering: request.nonce).payload == Array("answer".utf8))
+
+        // The same answer presented to a as a request from b (a compromised server replaying it).
+        let again = try b.service.seal(Array("answer".utf8), namespace: Self.catalog, to: a.jid, inReplyTo: opened.nonce)
+        try expectRefused(.notThisExchange, at: a) { _ = try a.service.open(xml: again, from: b.jid, namespace: Self.catalog) }
+        // As the answer to another request of a's.
+        let other = try a.service.sealRequest(payload, namespace: Self.catalog, to: b.jid)
+        let third = try b.service.seal(Array("answer".utf8), namespace: Self.catalog, to: a.jid, inReplyTo: opened.nonce)
+        try expectRefused(.notThisExchange, at: a) {
+            _ = try a.service.open(xml: third, from: b.jid, namespace: Self.catalog, answering: other.nonce)
+        }
+        // With its `re` stripped it reads as a request, but the signature covered "answer" and the nonce.
+        var stripped = try SignedEnvelope.decode(xml: try b.service.seal(
+            Array("answer".utf8), namespace: Self.catalog, to: a.jid, inReplyTo: opened.nonce))
+        stripped.inReplyTo = nil
+        try expectRefused(.badSignature, at: a) { _ = try a.service.open(xml: stripped.xml, from: b.jid, namespace: Self.catalog) }
+        // A request where an answer was expected.
+        let plainRequest = try b.service.seal(payload, namespace: Self.catalog, to: a.jid)
+        try expectRefused(.notThisExchange, at: a) {
+            _ = try a.service.open(xml: plainRequest, from: b.jid, namespace: Self.catalog, answering: request.nonce)
+        }
+    }
+
     @Test func unsignedRequest() async throws {
         let (a, b) = try await trustedPair()
         defer { a.remove(); b.remove() }

@@ -166,7 +166,7 @@ public final class SignedRequests: Sendable {
             from: from, peer: from.bare.description, namespace: envelope.namespace, type: type, payload: envelope.payload)
         do {
             let answer = try await route.handler(signed)
-            let sealed = try trust.seal(answer, namespace: envelope.namespace, to: signed.peer)
+            let sealed = try trust.seal(answer, namespace: envelope.namespace, to: signed.peer, inReplyTo: envelope.nonce)
             responder.respond(try PayloadBridge.element(sealed))
         } catch let error as StanzaError {
             responder.fail(error)
@@ -183,11 +183,11 @@ public final class SignedRequests: Sendable {
         _ type: Stanza.IQType = .get, to peer: JID, namespace: String, payload: [UInt8], timeout: Duration = .seconds(10)
     ) async throws -> [UInt8] {
         guard let trust else { throw BrokerTrustSetupError("this broker has no [trust] section: it cannot sign requests") }
-        let sealed = try trust.seal(payload, namespace: namespace, to: peer.bare.description)
-        let answer = try await client.iq(type, to: peer, payload: try PayloadBridge.element(sealed), timeout: timeout)
+        let sealed = try trust.sealRequest(payload, namespace: namespace, to: peer.bare.description)
+        let answer = try await client.iq(type, to: peer, payload: try PayloadBridge.element(sealed.xml), timeout: timeout)
         // The XMPP client only accepts answers from the JID the request went to.
         let sender = answer.fromString ?? peer.description
         let xml = answer.payload.map(PayloadBridge.string) ?? ""
-        return try trust.open(xml: xml, from: sender, namespace: namespace).payload
+        return try trust.open(xml: xml, from: sender, namespace: namespace, answering: sealed.nonce).payload
     }
 }

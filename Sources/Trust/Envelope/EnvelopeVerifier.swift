@@ -22,11 +22,14 @@ public struct EnvelopeVerifier: Sendable {
     ///   - xml: the IQ/message payload as received.
     ///   - sender / recipient: the stanza's routed `from` and `to` (bare or full JIDs).
     ///   - namespace: if given, the envelope's signed namespace must equal it.
+    ///   - answering: nil to open a request (which must not be an answer); the nonce of the request
+    ///     we sent to open its answer (which must answer exactly that request).
     public func open(
-        xml: String, from sender: String, to recipient: String, namespace: String? = nil, now: Date
+        xml: String, from sender: String, to recipient: String, namespace: String? = nil, answering: [UInt8]? = nil, now: Date
     ) throws(EnvelopeError) -> SignedEnvelope {
         do {
             let envelope = try SignedEnvelope.decode(xml: xml)
+            try Self.checkExchange(envelope, answering: answering)
             try check(envelope, from: sender, to: recipient, namespace: namespace, now: now)
             return envelope
         } catch {
@@ -44,6 +47,20 @@ public struct EnvelopeVerifier: Sendable {
         } catch {
             record(error, sender: sender, namespace: namespace ?? envelope.namespace, now: now)
             throw error
+        }
+    }
+
+    /// A request must not be an answer; an answer must answer the request we sent. Checked before
+    /// the signature, which covers both fields, so neither can be changed on the way.
+    static func checkExchange(_ envelope: SignedEnvelope, answering: [UInt8]?) throws(EnvelopeError) {
+        switch (answering, envelope.inReplyTo) {
+        case (nil, nil): return
+        case (nil, .some):
+            throw EnvelopeError(.notThisExchange, "an answer presented as a request")
+        case (.some, nil):
+            throw EnvelopeError(.notThisExchange, "a request where the answer to ours was expected")
+        case (.some(let expected), .some(let answered)):
+            guard expected == answered else { throw EnvelopeError(.notThisExchange, "the answer to another request") }
         }
     }
 

@@ -12,7 +12,8 @@ import Foundation
 /// What is signed (`signedBytes`), and why: the *exact payload bytes*, carried base64, plus context,
 /// each field length-prefixed (4-byte big-endian length, then bytes):
 /// `urn:intercloud:envelope:0` label · sender bare JID · recipient bare JID · payload namespace ·
-/// timestamp (Unix ms, 8 bytes big-endian) · nonce · payload.
+/// timestamp (Unix ms, 8 bytes big-endian) · nonce · direction (`request` or `answer`) · the nonce of
+/// the request answered (empty for a request) · payload.
 /// - Exact bytes rather than a canonical XML form: XML canonicalisation (C14N) is complex and
 ///   fragile across libstrophe, Prosody and Foundation, which re-serialise attributes, prefixes and
 ///   whitespace freely. Base64 is opaque to every XML layer, so the bytes verified are the bytes
@@ -23,6 +24,11 @@ import Foundation
 ///   as a migration request.
 /// - Timestamp + nonce give the replay window: outside ±skew it is `stale`, inside it the nonce
 ///   must be new (seen-set persisted in SQLite).
+/// - Direction and the answered request's nonce bind an answer to the request it answers: an
+///   answer cannot be presented as a request (to make a peer act on it), nor as the answer to
+///   another request (a compromised server holding old answers). On the wire an answer carries
+///   `re='base64(request nonce)'`; a requester opens answers expecting its own nonce there, and a
+///   request must have none. Stripping or changing `re` changes the signed bytes.
 /// - The label separates these signatures from the handshake's proof-of-possession signatures made
 ///   with the same key. Length prefixes make field boundaries unambiguous.
 public struct SignedEnvelope: Sendable, Hashable {
@@ -32,6 +38,10 @@ public struct SignedEnvelope: Sendable, Hashable {
     public var nonce: [UInt8]
     public var payload: [UInt8]
     public var signature: [UInt8]
+    /// For an answer, the nonce of the request it answers; nil for a request.
+    public var inReplyTo: [UInt8]?
+
+    public var isAnswer: Bool { inReplyTo != nil }
 
     public var timestamp: Date { Date(timeIntervalSince1970: Double(timestampMilliseconds) / 1000) }
 
@@ -39,7 +49,7 @@ public struct SignedEnvelope: Sendable, Hashable {
 
     public static func signedBytes(
         sender: String, recipient: String, namespace: String, timestampMilliseconds: Int64, nonce: [UInt8],
-        payload: [UInt8]
+        inReplyTo: [UInt8]? = nil, payload: [UInt8]
     ) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(payload.count + 160)
@@ -54,6 +64,8 @@ public struct SignedEnvelope: Sendable, Hashable {
         field(Array(namespace.utf8))
         field((0..<8).reversed().map { UInt8(truncatingIfNeeded: timestampMilliseconds >> ($0 * 8)) })
         field(nonce)
+        field(Array((inReplyTo == nil ? "request" : "answer").utf8))
+        field(inReplyTo ?? [])
         field(payload)
         return out
     }
@@ -61,33 +73,33 @@ public struct SignedEnvelope: Sendable, Hashable {
     public func signedBytes(sender: String, recipient: String) -> [UInt8] {
         Self.signedBytes(
             sender: sender, recipient: recipient, namespace: namespace, timestampMilliseconds: timestampMilliseconds,
-            nonce: nonce, payload: payload)
+            nonce: nonce, inReplyTo: inReplyTo, payload: payload)
     }
 
-    /// Signs `payload` from `sender` (our JID) to `recipient` with our identity.
+    /// Signs `payload` from `sender` (our JID) to `recipient` with our identity: a request, or with
+    /// `inReplyTo` the answer to the request that carried that nonce.
     public static func seal(
         _ payload: [UInt8], namespace: String, from sender: String, to recipient: String, identity: BrokerIdentity,
-        now: Date, nonce: [UInt8] = EnvelopeNonce.make()
+        now: Date, nonce: [UInt8] = EnvelopeNonce.make(), inReplyTo: [UInt8]? = nil
     ) throws -> SignedEnvelope {
         let milliseconds = Int64((now.timeIntervalSince1970 * 1000).rounded())
         let bytes = signedBytes(
             sender: sender, recipient: recipient, namespace: namespace, timestampMilliseconds: milliseconds,
-            nonce: nonce, payload: payload)
+            nonce: nonce, inReplyTo: inReplyTo, payload: payload)
         return SignedEnvelope(
             namespace: namespace, timestampMilliseconds: milliseconds, nonce: nonce, payload: payload,
-            signature: try identity.sign(bytes))
+            signature: try identity.sign(bytes), inReplyTo: inReplyTo)
     }
 
     // MARK: Wire
 
     public var element: PayloadElement {
-        PayloadElement(
-            name: "signed", namespace: TrustNamespace.envelope,
-            attributes: [
-                "ns": namespace, "ts": String(timestampMilliseconds), "nonce": TrustWire.b64(nonce),
-                "sig": TrustWire.b64(signature),
-            ],
-            text: TrustWire.b64(payload))
+        var attributes = [
+            "ns": namespace, "ts": String(timestampMilliseconds), "nonce": TrustWire.b64(nonce),
+            "sig": TrustWire.b64(signature),
+        ]
+        if let inReplyTo { attributes["re"] = TrustWire.b64(inReplyTo) }
+        return PayloadElement(name: "signed", namespace: TrustNamespace.envelope, attributes: attributes, text: TrustWire.b64(payload))
     }
 
     public var xml: String { element.xml }
@@ -117,8 +129,16 @@ public struct SignedEnvelope: Sendable, Hashable {
             let signature = element.attributes["sig"].flatMap(TrustWire.unb64), !signature.isEmpty,
             let payload = TrustWire.unb64(element.text)
         else { throw EnvelopeError(.malformed, "envelope lacks ns, ts, nonce, sig or payload") }
+        var inReplyTo: [UInt8]?
+        if let re = element.attributes["re"] {
+            guard let decoded = TrustWire.unb64(re), (8...64).contains(decoded.count) else {
+                throw EnvelopeError(.malformed, "envelope with a malformed re (the answered request's nonce)")
+            }
+            inReplyTo = decoded
+        }
         return SignedEnvelope(
-            namespace: namespace, timestampMilliseconds: timestamp, nonce: nonce, payload: payload, signature: signature)
+            namespace: namespace, timestampMilliseconds: timestamp, nonce: nonce, payload: payload, signature: signature,
+            inReplyTo: inReplyTo)
     }
 }
 
@@ -157,6 +177,8 @@ public struct EnvelopeError: Error, Sendable, Hashable, CustomStringConvertible 
         case stale
         /// The envelope is for another namespace than the one it arrived on.
         case wrongNamespace
+        /// An answer where a request was expected, or the answer to another request.
+        case notThisExchange
     }
 
     public var code: Code

@@ -261,17 +261,26 @@ public actor TrustService {
     // MARK: Envelopes
 
     /// Signs `payload` for `recipient` (bare JID) and returns the `<signed/>` payload XML.
-    public nonisolated func seal(_ payload: [UInt8], namespace: String, to recipient: String) throws -> String {
+    public nonisolated func seal(_ payload: [UInt8], namespace: String, to recipient: String, inReplyTo: [UInt8]? = nil) throws -> String {
         try SignedEnvelope.seal(
-            payload, namespace: namespace, from: myJID, to: recipient, identity: identity, now: clock()
+            payload, namespace: namespace, from: myJID, to: recipient, identity: identity, now: clock(), inReplyTo: inReplyTo
         ).xml
+    }
+
+    /// Seals a request and returns its nonce too, to open the answer with (`open(…, answering:)`).
+    public nonisolated func sealRequest(_ payload: [UInt8], namespace: String, to recipient: String) throws -> (xml: String, nonce: [UInt8]) {
+        let envelope = try SignedEnvelope.seal(payload, namespace: namespace, from: myJID, to: recipient, identity: identity, now: clock())
+        return (envelope.xml, envelope.nonce)
     }
 
     /// Verifies an inbound `<signed/>` payload from `sender` (routed `from`) and returns it; the
     /// payload bytes are `envelope.payload`. Refusals are audited; answer them with
     /// `error.stanzaErrorCondition` (`not-authorized`).
-    public nonisolated func open(xml: String, from sender: String, namespace: String? = nil) throws(EnvelopeError) -> SignedEnvelope {
-        try envelopes.open(xml: xml, from: sender, to: myJID, namespace: namespace, now: clock())
+    /// `answering`: the nonce of our request when opening its answer; nil for a request.
+    public nonisolated func open(
+        xml: String, from sender: String, namespace: String? = nil, answering: [UInt8]? = nil
+    ) throws(EnvelopeError) -> SignedEnvelope {
+        try envelopes.open(xml: xml, from: sender, to: myJID, namespace: namespace, answering: answering, now: clock())
     }
 
     // MARK: Operator decisions (CLI and admin commands), audited
