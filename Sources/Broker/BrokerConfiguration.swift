@@ -60,6 +60,12 @@ public struct BrokerConfiguration: Sendable {
         public var retry_seconds: Double?
         /// How often anchor and CRL files are read again and every pin re-verified (default 3600).
         public var revalidate_seconds: Double?
+        /// Anchor file → the JID domains its CA may vouch for, e.g.
+        /// `{ "anchors/cloud2-ca.pem" = ["cloud2.example", "*.cloud2.example"] }`; unlisted anchors vouch for any.
+        public var anchor_domains: [String: [String]]?
+        /// When a pinned peer may present another key: "same-anchor" (default: its new chain ends
+        /// at the anchor its pinned one did) or "operator" (only after `intercloud trust allow JID --new-key`).
+        public var key_change: String?
     }
 
     /// The resolved `[trust]` section: absolute paths, ready for `BrokerIdentity.load` and
@@ -71,15 +77,29 @@ public struct BrokerConfiguration: Sendable {
         public var crlPaths: [String]
         public var retryAfterRefusal: Duration
         public var revalidationInterval: Duration
+        /// Resolved anchor file → JID domain patterns (`anchor_domains`).
+        public var anchorDomains: [String: [String]]
+        public var keyChange: KeyChangePolicy
 
         public init(keyPath: String, chainPath: String, anchorPaths: [String], crlPaths: [String] = [],
-                    retryAfterRefusal: Duration = .seconds(300), revalidationInterval: Duration = .seconds(3600)) {
+                    retryAfterRefusal: Duration = .seconds(300), revalidationInterval: Duration = .seconds(3600),
+                    anchorDomains: [String: [String]] = [:], keyChange: KeyChangePolicy = .sameAnchor) {
             self.keyPath = keyPath
             self.chainPath = chainPath
             self.anchorPaths = anchorPaths
             self.crlPaths = crlPaths
             self.retryAfterRefusal = retryAfterRefusal
             self.revalidationInterval = revalidationInterval
+            self.anchorDomains = anchorDomains
+            self.keyChange = keyChange
+        }
+
+        /// The anchors, CRLs, anchor scopes and key-change policy this section names: the one way
+        /// every part of the broker and the CLI reads them.
+        public func loadAnchors() throws -> TrustAnchors {
+            var anchors = try TrustAnchors.load(anchorPaths: anchorPaths, crlPaths: crlPaths, scopes: anchorDomains)
+            anchors.keyChange = keyChange
+            return anchors
         }
     }
 
@@ -372,11 +392,25 @@ public struct BrokerConfiguration: Sendable {
             if let revalidate = section.revalidate_seconds, !(revalidate.isFinite && revalidate >= 1) {
                 throw Error(path: path, message: "trust.revalidate_seconds must be a number ≥ 1")
             }
+            let keyChange = try section.key_change.map { value in
+                guard let policy = KeyChangePolicy(rawValue: value) else {
+                    throw Error(path: path, message: "trust.key_change must be \"same-anchor\" or \"operator\", not \"\(value)\"")
+                }
+                return policy
+            } ?? .sameAnchor
+            var anchorDomains: [String: [String]] = [:]
+            for (file, domains) in section.anchor_domains ?? [:] {
+                guard !domains.isEmpty, domains.allSatisfy({ !$0.isEmpty && !$0.contains("@") && !$0.contains("/") }) else {
+                    throw Error(path: path, message: "trust.anchor_domains.\"\(file)\" must list JID domains such as \"cloud2.example\" or \"*.cloud2.example\"")
+                }
+                anchorDomains[resolve(file)] = domains
+            }
             trust = TrustSettings(
                 keyPath: resolve(section.key), chainPath: resolve(section.chain), anchorPaths: section.anchors.map(resolve),
                 crlPaths: (section.crls ?? []).map(resolve),
                 retryAfterRefusal: .milliseconds(Int64(((section.retry_seconds ?? 300) * 1000).rounded())),
-                revalidationInterval: .milliseconds(Int64(((section.revalidate_seconds ?? 3600) * 1000).rounded())))
+                revalidationInterval: .milliseconds(Int64(((section.revalidate_seconds ?? 3600) * 1000).rounded())),
+                anchorDomains: anchorDomains, keyChange: keyChange)
         }
         let catalogSection = file.catalog ?? CatalogSection()
         if let timeout = catalogSection.timeout_ms, timeout < 1 {

@@ -129,7 +129,7 @@ struct CertsCommand: AsyncParsableCommand {
                 throw ValidationError("\(path) has no [trust] section: the broker would announce no fingerprint and refuse all federation requests")
             }
             let identity = try BrokerIdentity.load(keyPath: trust.keyPath, chainPath: trust.chainPath)
-            let anchors = try TrustAnchors.load(anchorPaths: trust.anchorPaths, crlPaths: trust.crlPaths)
+            let anchors = try trust.loadAnchors()
             let bare = configuration.xmpp.jid.bare.description
             let matches = identity.jids.contains { $0.lowercased() == bare.lowercased() }
             if json {

@@ -81,12 +81,28 @@ struct TrustCommand: AsyncParsableCommand {
     }
 
     struct Allow: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Lift a revoke or distrust.")
+        static let configuration = CommandConfiguration(
+            abstract: "Lift a revoke or distrust, or (--new-key) accept a pinned peer's next key.",
+            discussion: """
+                A pinned peer that presents another key is re-pinned on its own only as [trust] key_change \
+                allows ("same-anchor", the default: its new chain ends at the anchor its pinned one did; \
+                "operator": never). Otherwise its handshakes are refused (keyChangeRefused, audited) and \
+                the old pin stays; --new-key lets its next handshake re-pin it once, with any key that \
+                verifies against the anchors.
+                """)
         @OptionGroup var options: DatabaseOptions
         @Argument(help: "Peer JID.") var jid: String
         @Option(help: "Why.") var note: String = ""
+        @Flag(help: "Accept the peer's next key (one re-pin) instead of lifting a revoke or distrust.") var newKey = false
 
         func run() async throws {
+            if newKey {
+                guard try options.open().acceptNewKey(jid, note: note, at: Date()) else {
+                    throw TrustCommandFailure("\(jid) has no trusted pin: its next handshake pins whatever key verifies")
+                }
+                print("\(jid): its next handshake may re-pin it with a new key (once)")
+                return
+            }
             let pin = try options.open().allow(jid, note: note, at: Date())
             print(pin.map { "\($0.jid) trusted again (\($0.fingerprint ?? ""))" } ?? "\(jid) forgotten; its next handshake decides")
         }

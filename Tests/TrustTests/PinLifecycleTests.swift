@@ -50,6 +50,56 @@ import X509
         #expect(try b.store.pin(for: cloud1.jid)?.fingerprint == renewed.fingerprint)
     }
 
+    /// Two anchors trusted for cloud1 (say an old and a new federation root): a key from the other
+    /// one does not replace the pin on its own; the operator's consent lets the next handshake do it.
+    @Test func aNewKeyFromAnotherAnchorNeedsTheOperator() async throws {
+        let other = try TestPKI.cloud("cloud1-other", jid: cloud1.jid)
+        let b = try TestBroker(jid: cloud2.jid, identity: cloud2.identity, anchors: [cloud1.root.certificate, other.root.certificate])
+        let a = try TestBroker(jid: cloud1.jid, identity: cloud1.identity, anchors: [cloud2.root.certificate])
+        let a2 = try TestBroker(jid: cloud1.jid, identity: other.identity, anchors: [cloud2.root.certificate])
+        defer { a.remove(); a2.remove(); b.remove() }
+        _ = try await runHandshake(a, b).get()
+        guard case .failure(let refusal) = await runHandshake(a2, b) else { Issue.record("re-pinned from another anchor"); return }
+        // The initiator is told only that it is not trusted: nothing about our pins.
+        #expect(refusal.reason == .peerRefused && refusal.detail.contains("distrusted"), "\(refusal)")
+        #expect(try b.store.pin(for: cloud1.jid)?.fingerprint == cloud1.identity.fingerprint)
+        #expect(try b.auditEvents(AuditQuery(outcome: .refused)).first?.reason == "keyChangeRefused")
+        // The operator consents once: the next handshake re-pins, and the consent is used up.
+        #expect(try TrustOperator(store: b.store, audit: b.audit).acceptNewKey(cloud1.jid, at: TestPKI.now))
+        _ = try await runHandshake(a2, b).get()
+        #expect(try b.store.pin(for: cloud1.jid)?.fingerprint == other.identity.fingerprint)
+        #expect(try b.store.pin(for: cloud1.jid)?.acceptsNewKey == false)
+        guard case .failure = await runHandshake(a, b) else { Issue.record("the consent was used twice"); return }
+    }
+
+    /// With key_change = "operator", even a renewal from the same anchor waits for the operator.
+    @Test func operatorOnlyPolicyRefusesEveryKeyChange() async throws {
+        let b = try TestBroker(jid: cloud2.jid, identity: cloud2.identity, anchors: [cloud1.root.certificate], keyChange: .operatorOnly)
+        let a = try TestBroker(jid: cloud1.jid, identity: cloud1.identity, anchors: [cloud2.root.certificate])
+        let renewed = try cloud1.ca.issueBrokerIdentity(jid: cloud1.jid, notBefore: TestPKI.now - 60)
+        let a2 = try TestBroker(jid: cloud1.jid, identity: renewed, anchors: [cloud2.root.certificate])
+        defer { a.remove(); a2.remove(); b.remove() }
+        _ = try await runHandshake(a, b).get()
+        guard case .failure = await runHandshake(a2, b) else { Issue.record("renewal accepted without the operator"); return }
+        #expect(try b.store.pin(for: cloud1.jid)?.fingerprint == cloud1.identity.fingerprint)
+    }
+
+    /// An anchor limited to cloud9's domain vouches for no broker of cloud1, however valid its chain.
+    @Test func anAnchorLimitedToOtherDomainsVouchesForNoOneElse() async throws {
+        let b = try TestBroker(
+            jid: cloud2.jid, identity: cloud2.identity, anchors: [cloud1.root.certificate],
+            scopes: [cloud1.root.certificate: ["cloud9.test", "*.cloud9.test"]])
+        let a = try TestBroker(jid: cloud1.jid, identity: cloud1.identity, anchors: [cloud2.root.certificate])
+        defer { a.remove(); b.remove() }
+        guard case .failure = await runHandshake(a, b) else { Issue.record("an out-of-scope anchor vouched"); return }
+        #expect(try b.store.pin(for: cloud1.jid) == nil)
+        #expect(try b.auditEvents(AuditQuery(outcome: .refused)).first?.reason == "anchorOutOfScope")
+        let scoped = TrustAnchors(anchors: [cloud1.root.certificate], scopes: [cloud1.root.certificate: ["*.cloud1.test", "cloud1.test"]])
+        #expect(scoped.allows(anchor: cloud1.root.certificate, domain: "cloud1.test"))
+        #expect(scoped.allows(anchor: cloud1.root.certificate, domain: "eu.cloud1.test"))
+        #expect(!scoped.allows(anchor: cloud1.root.certificate, domain: "evilcloud1.test"))
+    }
+
     /// A CRL published after the handshake: reloading anchors re-verifies pins, removes the revoked
     /// one (audited), and its envelopes are refused from then on.
     @Test func newCRLRemovesExistingPin() async throws {

@@ -37,14 +37,15 @@ struct TestBroker: Sendable {
 
     init(
         jid: String, identity: BrokerIdentity, anchors: [Certificate], crls: [CertificateRevocationList] = [],
-        now: Date = TestPKI.now
+        scopes: [Certificate: [String]] = [:], keyChange: KeyChangePolicy = .sameAnchor, now: Date = TestPKI.now
     ) throws {
         let (pool, directory) = try IntercloudDatabase.temporary(schema: [TrustSchema.self, AuditSchema.self])
         self.jid = jid
         self.database = pool
         self.directory = directory
         self.service = TrustService(
-            myJID: jid, identity: identity, anchors: TrustAnchors(anchors: anchors, crls: crls), database: pool,
+            myJID: jid, identity: identity, anchors: TrustAnchors(anchors: anchors, crls: crls, scopes: scopes, keyChange: keyChange),
+            database: pool,
             clock: { now })
     }
 

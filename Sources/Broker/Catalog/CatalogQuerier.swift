@@ -210,7 +210,7 @@ public final class CatalogRequester: Sendable {
             throw BrokerTrustSetupError("cannot load trust.key \(settings.keyPath) / trust.chain \(settings.chainPath): \(error)")
         }
         let anchors: TrustAnchors
-        do { anchors = try TrustAnchors.load(anchorPaths: settings.anchorPaths, crlPaths: settings.crlPaths) } catch {
+        do { anchors = try settings.loadAnchors() } catch {
             throw BrokerTrustSetupError("cannot load trust.anchors / trust.crls: \(error)")
         }
         let database = try IntercloudDatabase.open(path: configuration.databasePath, schema: BrokerNode.schema)

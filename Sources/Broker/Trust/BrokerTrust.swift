@@ -62,7 +62,7 @@ public final class BrokerTrust: Sendable {
                 "trust.chain \(settings.chainPath) is for \(identity.jids.joined(separator: ", ")), not for \(bare); issue one with `intercloud certs issue --jid \(bare)`")
         }
         let anchors: TrustAnchors
-        do { anchors = try TrustAnchors.load(anchorPaths: settings.anchorPaths, crlPaths: settings.crlPaths) } catch {
+        do { anchors = try settings.loadAnchors() } catch {
             throw BrokerTrustSetupError("cannot load trust.anchors / trust.crls: \(error)")
         }
         guard !anchors.anchors.isEmpty else {
@@ -86,7 +86,7 @@ public final class BrokerTrust: Sendable {
     @discardableResult
     public func reloadAnchors() async -> [TrustRefusal] {
         do {
-            let anchors = try TrustAnchors.load(anchorPaths: settings.anchorPaths, crlPaths: settings.crlPaths)
+            let anchors = try settings.loadAnchors()
             return await service.reloadAnchors(anchors)
         } catch {
             logger.error("cannot reload trust.anchors / trust.crls, keeping the loaded ones: \(error)")

@@ -152,7 +152,7 @@ public actor TrustService {
                 action = machine.chainVerified(verdict, now: clock())
             case .trust(let verified, _):
                 do {
-                    let (pin, replaced) = try store.recordTrusted(verified, at: clock())
+                    let (pin, replaced) = try store.recordTrusted(verified, at: clock(), keyChange: verifier.configuration.keyChange)
                     recordAccepted(pin, replaced: replaced, action: "initiate")
                     return .success(pin)
                 } catch {
@@ -230,14 +230,18 @@ public actor TrustService {
                 return .result(payload: TrustWire.encode(reply))
             case .trust(let verified, let reply):
                 do {
-                    let (pin, replaced) = try store.recordTrusted(verified, at: clock())
+                    let (pin, replaced) = try store.recordTrusted(verified, at: clock(), keyChange: verifier.configuration.keyChange)
                     recordAccepted(pin, replaced: replaced, action: "respond")
                     return .result(payload: reply.map(TrustWire.encode))
                 } catch {
                     let refusal = error as? TrustRefusal ?? TrustRefusal(.unexpectedMessage, "trust store: \(error)")
                     recordRefusal(refusal, peer: peer, action: "respond")
+                    // The audit has the reason; the wire says only that we do not trust it, so a
+                    // requester learns nothing of our pins or the operator's decisions.
+                    let told = Self.pinStateReasons.contains(refusal.reason)
+                        ? TrustRefusal(.distrusted, "not trusted here") : refusal
                     return Self.errorResponse(.refused(.init(
-                        reason: refusal.reason, detail: refusal.detail, session: machine.sessionID)))
+                        reason: told.reason, detail: told.detail, session: machine.sessionID)))
                 }
             case .refuse(let refusal, let reply):
                 recordRefusal(refusal, peer: peer, action: "respond")
@@ -289,6 +293,9 @@ public actor TrustService {
     public nonisolated func revoke(_ jid: String, note: String = "") throws -> Bool {
         try TrustOperator(store: store, audit: audit).revoke(jid, note: note, at: clock())
     }
+
+    /// Refusals that would tell a requester about our pins and the operator's decisions.
+    static let pinStateReasons: Set<TrustRefusalReason> = [.pinRevoked, .distrusted, .keyChangeRefused]
 
     // MARK: Audit
 

@@ -34,6 +34,14 @@ public struct TrustOperator: Sendable {
         return pin
     }
 
+    /// Consents to `jid`'s next key (one re-pin); see `KeyChangePolicy`.
+    @discardableResult
+    public func acceptNewKey(_ jid: String, note: String = "", at now: Date) throws -> Bool {
+        let changed = try store.acceptNewKey(jid, at: now, note: note)
+        try record("accept-new-key", jid: jid, detail: changed ? note : "no trusted pin for \(XmppAddr.bare(jid))", at: now)
+        return changed
+    }
+
     private func record(_ action: String, jid: String, detail: String, at now: Date) throws {
         try audit.record(AuditEvent(
             at: now, module: "trust", kind: "trust.operator", peer: XmppAddr.bare(jid), action: action,

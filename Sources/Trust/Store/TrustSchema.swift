@@ -34,6 +34,12 @@ public enum TrustSchema: SchemaContributor {
                 """)
             try db.execute(sql: "CREATE INDEX trust_nonce_sent_at ON trust_nonce(sent_at)")
         }
+        // The anchor a pin's chain ended at (a new key from the same anchor may replace it), and
+        // the operator's one-time consent to a new key.
+        migrator.registerMigration("trust.v2-key-change") { db in
+            try db.execute(sql: "ALTER TABLE trust_pin ADD COLUMN anchor_fingerprint TEXT")
+            try db.execute(sql: "ALTER TABLE trust_pin ADD COLUMN accept_new_key INTEGER NOT NULL DEFAULT 0")
+        }
     }
 }
 

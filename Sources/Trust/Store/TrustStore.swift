@@ -27,6 +27,10 @@ public struct PeerPin: Sendable, Codable, Hashable {
     public var lastVerified: Date?
     public var updatedAt: Date
     public var note: String
+    /// SHA-256 of the anchor the pinned chain ended at (nil for pins made before it was kept).
+    public var anchorFingerprint: String?
+    /// The operator consented to this peer's next key (`intercloud trust allow --new-key`).
+    public var acceptsNewKey: Bool
 
     /// The pinned leaf, parsed.
     public func leaf() throws -> Certificate? {
@@ -53,6 +57,8 @@ public struct PeerPin: Sendable, Codable, Hashable {
         lastVerified = (row["last_verified"] as Double?).map(Date.init(timeIntervalSince1970:))
         updatedAt = Date(timeIntervalSince1970: row["updated_at"])
         note = row["note"]
+        anchorFingerprint = row["anchor_fingerprint"]
+        acceptsNewKey = (row["accept_new_key"] as Int?) == 1
     }
 }
 
@@ -120,7 +126,13 @@ public struct TrustStore: Sendable {
     /// writing, if the operator blocked the JID meanwhile (checked in the same transaction).
     /// Returns the new pin and the fingerprint it replaced, if the key changed.
     @discardableResult
-    public func recordTrusted(_ peer: VerifiedPeer, at now: Date) throws -> (pin: PeerPin, replacedFingerprint: String?) {
+    /// Pins `peer` after its chain verified. A peer already pinned with another key is re-pinned
+    /// only as `keyChange` allows: with `.sameAnchor`, when the new chain ends at the anchor the
+    /// old one did; with `.operatorOnly`, only after the operator consented
+    /// (`acceptNewKey`). Otherwise `keyChangeRefused` is thrown and the old pin stays.
+    public func recordTrusted(
+        _ peer: VerifiedPeer, at now: Date, keyChange: KeyChangePolicy = .sameAnchor
+    ) throws -> (pin: PeerPin, replacedFingerprint: String?) {
         let der = Array(try peer.leaf.derBytes())
         // The chain as presented, without the anchor (which is ours): enough to re-verify later.
         let presented = peer.chain.count > 1 ? Array(peer.chain.dropLast()) : peer.chain
@@ -137,21 +149,37 @@ public struct TrustStore: Sendable {
                 throw TrustRefusal(existing.state == .revoked ? .pinRevoked : .distrusted,
                                    "operator decision on \(peer.jid) is \(existing.state.rawValue)")
             }
+            let anchor = peer.chain.last.map(CertificateFingerprint.sha256)
+            if let existing, let old = existing.fingerprint, old != fingerprint, !existing.acceptsNewKey {
+                switch keyChange {
+                case .sameAnchor where existing.anchorFingerprint == nil || existing.anchorFingerprint == anchor:
+                    break
+                case .sameAnchor:
+                    throw TrustRefusal(
+                        .keyChangeRefused,
+                        "\(peer.jid) presented a new key from another anchor than its pinned one; the operator accepts it with `intercloud trust allow \(peer.jid) --new-key`")
+                case .operatorOnly:
+                    throw TrustRefusal(
+                        .keyChangeRefused,
+                        "\(peer.jid) presented a new key; the operator accepts it with `intercloud trust allow \(peer.jid) --new-key`")
+                }
+            }
             let firstTrusted = existing?.fingerprint == fingerprint ? (existing?.firstTrusted ?? now) : now
             try db.execute(
                 sql: """
                     INSERT INTO trust_pin (jid, state, fingerprint, leaf_der, chain_der, not_before, not_after,
-                                           first_trusted, last_verified, updated_at, note)
-                    VALUES (?, 'trusted', ?, ?, ?, ?, ?, ?, ?, ?, '')
+                                           first_trusted, last_verified, updated_at, note, anchor_fingerprint, accept_new_key)
+                    VALUES (?, 'trusted', ?, ?, ?, ?, ?, ?, ?, ?, '', ?, 0)
                     ON CONFLICT(jid) DO UPDATE SET state = 'trusted', fingerprint = excluded.fingerprint,
                         leaf_der = excluded.leaf_der, chain_der = excluded.chain_der, not_before = excluded.not_before,
                         not_after = excluded.not_after, first_trusted = excluded.first_trusted,
-                        last_verified = excluded.last_verified, updated_at = excluded.updated_at
+                        last_verified = excluded.last_verified, updated_at = excluded.updated_at,
+                        anchor_fingerprint = excluded.anchor_fingerprint, accept_new_key = 0
                     """,
                 arguments: [
                     peer.jid, fingerprint, Data(der), Data(chainDER), peer.leaf.notValidBefore.timeIntervalSince1970,
                     peer.leaf.notValidAfter.timeIntervalSince1970, firstTrusted.timeIntervalSince1970,
-                    now.timeIntervalSince1970, now.timeIntervalSince1970,
+                    now.timeIntervalSince1970, now.timeIntervalSince1970, anchor,
                 ])
             let pin = try Row.fetchOne(db, sql: "SELECT * FROM trust_pin WHERE jid = ?", arguments: [peer.jid])
                 .map(PeerPin.init(row:))!
@@ -199,6 +227,18 @@ public struct TrustStore: Sendable {
                 arguments: [now.timeIntervalSince1970, note, bare])
             return try Row.fetchOne(db, sql: "SELECT * FROM trust_pin WHERE jid = ?", arguments: [bare])
                 .map(PeerPin.init(row:))
+        }
+    }
+
+    /// The operator's consent to `jid`'s next key: its next handshake may re-pin it with any key that
+    /// verifies, once. Returns false when there is no trusted pin for it.
+    @discardableResult
+    public func acceptNewKey(_ jid: String, at now: Date, note: String = "") throws -> Bool {
+        try database.write { db in
+            try db.execute(
+                sql: "UPDATE trust_pin SET accept_new_key = 1, updated_at = ?, note = ? WHERE jid = ? AND state = 'trusted'",
+                arguments: [now.timeIntervalSince1970, note, XmppAddr.bare(jid)])
+            return db.changesCount > 0
         }
     }
 

@@ -22,14 +22,17 @@ public struct VerifiedPeer: Sendable, Hashable {
 public struct PeerVerifier: Sendable {
     public var anchors: [Certificate]
     public var crls: [CertificateRevocationList]
+    /// Anchors limited to some JID domains (see `TrustAnchors.scopes`).
+    public var configuration: TrustAnchors
 
     public init(anchors: [Certificate], crls: [CertificateRevocationList] = []) {
-        self.anchors = anchors
-        self.crls = crls
+        self.init(configuration: TrustAnchors(anchors: anchors, crls: crls))
     }
 
     public init(configuration: TrustAnchors) {
-        self.init(anchors: configuration.anchors, crls: configuration.crls)
+        self.anchors = configuration.anchors
+        self.crls = configuration.crls
+        self.configuration = configuration
     }
 
     /// Critical extensions our policy set as a whole enforces. A leaf with any other critical
@@ -59,6 +62,11 @@ public struct PeerVerifier: Sendable {
         let result = await verifier.validate(leaf: leaf, intermediates: CertificateStore(chain.dropFirst()))
         switch result {
         case .validCertificate(let validated):
+            let domain = bareJID.split(separator: "@").last.map(String.init) ?? bareJID
+            if let anchor = validated.last, !configuration.allows(anchor: anchor, domain: domain) {
+                return .failure(TrustRefusal(
+                    .anchorOutOfScope, "the chain ends at \(anchor.subject), which the operator limited to \(configuration.scopes[anchor]?.joined(separator: ", ") ?? ""), not \(domain)"))
+            }
             return .success(VerifiedPeer(jid: bareJID, leaf: leaf, chain: Array(validated)))
         case .couldNotValidate(let failures):
             guard let first = failures.first else {

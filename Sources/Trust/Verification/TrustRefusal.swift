@@ -33,6 +33,11 @@ public enum TrustRefusalReason: String, Sendable, Codable, CaseIterable, Hashabl
     /// The peer refused us; the detail carries its reason.
     case peerRefused
     case timeout
+    /// The chain ends at an anchor the operator limited to other JID domains.
+    case anchorOutOfScope
+    /// A pinned peer presented another key that the key-change policy does not accept on its own
+    /// (another anchor, or the policy asks the operator): the old pin stays.
+    case keyChangeRefused
 }
 
 /// A refusal with its machine-readable reason and a human-readable detail for logs.
