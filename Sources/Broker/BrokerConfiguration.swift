@@ -201,6 +201,8 @@ public struct BrokerConfiguration: Sendable {
         /// the guest may cross unencrypted:
         /// `"broker@cloud2.example" = { uris = ["qemu+tls://hv1.cloud2.example/system"] }`.
         public var live_peers: [String: LivePeerSection]?
+        /// Migrations into this cloud under one agreement at once (default 4).
+        public var max_concurrent_per_agreement: Int?
     }
 
     /// One peer's entry in `[migration.live_peers]`.
@@ -519,6 +521,10 @@ public struct BrokerConfiguration: Sendable {
                     throw Error(path: path, message: "migration.live_uri: \(error.message)")
                 }
                 configuration.migration.liveURI = uri
+            }
+            if let value = section.max_concurrent_per_agreement {
+                guard value >= 1 else { throw Error(path: path, message: "migration.max_concurrent_per_agreement must be ≥ 1") }
+                configuration.migration.maxConcurrentPerAgreement = value
             }
             for (peer, entry) in section.live_peers ?? [:] {
                 guard let jid = try? JID(peer), jid.isBare, jid.localpart != nil else {

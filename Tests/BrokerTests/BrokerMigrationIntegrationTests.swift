@@ -1,6 +1,6 @@
 import Broker
 import Foundation
-import Migration
+@testable import Migration
 import Policy
 import Providers
 import TestSupport
@@ -110,6 +110,34 @@ import XMPP
         #expect(bogusReason.contains("agreement"), "\(bogusReason)")
         #expect(try await source.describe(instance: instance.id).state == .running)
         #expect(try await destination.listInstances().count == before)
+        await negotiation.stop(pair)
+    }
+
+    /// A peer's migration left holding a reservation (never transferred, never cut over) counts
+    /// against the agreement's quota: a second migration that would exceed it is refused, and the
+    /// number of migrations in progress under one agreement is capped.
+    @Test func reservationsInProgressCountAgainstTheQuota() async throws {
+        let pair = try await pair()
+        let agreement = try await agree(pair, instances: 1, vcpu: 4)
+        let (source, instance) = try await runningInstance(pair.consumer.node)
+        let destination = try #require(pair.provider.node.migration)
+        // At the destination: a migration under this agreement reserved and waiting on its source.
+        let spec = MigratingInstanceSpec(
+            name: "held", instanceType: "sim.small", vCPU: 1, memoryMiB: 512, diskGiB: 1, imageFormats: [.raw], canConvert: false)
+        var held = DestinationMigration(
+            migrationID: "mig-held", peer: pair.consumerJID, proposal: MigrationProposal(agreementID: agreement.id, instance: spec), now: Date())
+        _ = held.begin(now: Date())
+        var snapshot = held.snapshot
+        snapshot.phase = .reserved
+        try destination.journal.save(
+            snapshot, migrationID: "mig-held", role: .destination, peer: pair.consumerJID, phase: "reserved", finished: false,
+            step: "reply reserved", outcome: "issued", detail: "", now: Date())
+
+        let refused = try await pair.consumer.node.migration!.migrate(instanceID: instance.id, to: pair.providerJID, agreementID: agreement.id)
+        guard case .rolledBack(let reason) = refused.outcome else { Issue.record("expected a rollback, got \(refused.outcome)"); return }
+        #expect(reason.contains("quota-exceeded"), "\(reason)")
+        #expect(try await source.describe(instance: instance.id).state == .running)
+        #expect(destination.inFlightMigrations(agreementID: agreement.id).count == 1)
         await negotiation.stop(pair)
     }
 

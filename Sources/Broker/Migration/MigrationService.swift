@@ -40,6 +40,9 @@ public final class MigrationService: Sendable {
         /// stands, and how often after that. The answer releases the reservation, completes or
         /// rolls back the copy as the source did; an unreachable source is asked again.
         public var peerCheckInterval: TimeInterval = 60
+        /// Migrations into this cloud under one agreement at once (reserved to cut over); more are
+        /// refused (`too-many-migrations`).
+        public var maxConcurrentPerAgreement = 4
         /// Live migration into this cloud: the libvirt URI of this cloud's hypervisor as the source
         /// cloud's hypervisor must reach it (e.g. `qemu+tls://hv1.cloud2.example/system`); nil: the
         /// provider's own `uri`, which is right only when both hypervisors share a host.
@@ -379,6 +382,29 @@ public final class MigrationService: Sendable {
             module: "migration", kind: "migration.live", peer: peer, action: action, reason: reason, detail: detail, at: Date())
     }
 
+    /// Migrations into this cloud under `agreementID` that are past authorization, not finished and
+    /// not yet placed in metering (whose instance metering does not count yet), and what they hold.
+    /// The one being authorized (still `authorizing`) is not among them.
+    public func inFlightMigrations(agreementID: String) -> (count: Int, held: ResourceAmount) {
+        let placed = Set(((try? metering.store.placements(agreementID: agreementID, role: .provider)) ?? [])
+            .filter { $0.removedAt == nil }.map(\.instanceID))
+        var count = 0
+        var held = ResourceAmount()
+        for (id, role) in (try? journal.unfinished()) ?? [] where role == .destination {
+            guard let snapshot = try? journal.destinationSnapshot(id), snapshot.proposal.agreementID == agreementID,
+                  snapshot.phase != .authorizing, !snapshot.phase.isFinal
+            else { continue }
+            if let instance = snapshot.instance, placed.contains(instance.instanceID) { continue }
+            let spec = snapshot.proposal.instance
+            count += 1
+            held.instances += 1
+            held.vcpu += spec.vCPU
+            held.memoryGiB += Decimal(spec.memoryMiB) / 1024
+            held.storageGiB += Decimal(spec.diskGiB)
+        }
+        return (count, held)
+    }
+
     /// The size of this cloud an instance of `spec` maps to: the same ID if this cloud has it,
     /// else the smallest size with at least its vCPUs, memory and disk (as the destination's
     /// reservation chooses).
@@ -411,7 +437,20 @@ public final class MigrationService: Sendable {
             // (`lv.tiny` from libvirt, `t3.micro` from EC2). Check the size this cloud will run.
             if let size = await destinationSize(for: spec) { spec.instanceType = size }
             let request = PolicyRequest.migrateIn(spec)
-            let usage = await metering.usage(agreementID: agreementID, role: .provider, at: now)
+            // What runs under the agreement, plus what migrations into this cloud already hold
+            // (reserved, receiving, importing, started but not yet cut over): quota is spent from
+            // the first reserved byte, not from the cut-over.
+            var usage = await metering.usage(agreementID: agreementID, role: .provider, at: now)
+            let inFlight = inFlightMigrations(agreementID: agreementID)
+            guard inFlight.count < settings.maxConcurrentPerAgreement else {
+                return .denied([PolicyReason(
+                    code: "too-many-migrations",
+                    message: "\(inFlight.count) migrations under \(agreementID) are already in progress (at most \(settings.maxConcurrentPerAgreement))")])
+            }
+            usage.instances += inFlight.held.instances
+            usage.vcpu += inFlight.held.vcpu
+            usage.memoryGiB += inFlight.held.memoryGiB
+            usage.storageGiB += inFlight.held.storageGiB
             let context = PolicyContext(peer: bare, now: now, usage: usage, policy: nil)
             let decision = AgreementRule(agreement: agreement).evaluate(request, context: context)
             guard decision == .allowed else { return decision }
