@@ -747,8 +747,13 @@ public actor MigrationRunner {
         case .probeGuest(let id):
             return .presence(try await guestPresence(id))
         case .confirmLive(let id):
-            return .instance(try await driver.waitFor(
-                instance: id, state: [.running], timeout: configuration.liveArrivalTimeout, pollInterval: .milliseconds(100)))
+            let arrived = try await driver.waitFor(
+                instance: id, state: [.running], timeout: configuration.liveArrivalTimeout, pollInterval: .milliseconds(100))
+            // The source's hypervisor wrote the domain that arrived: it must use the files prepared here.
+            if let prepared = try journal.destinationSnapshot(migrationID)?.reservation?.live {
+                try await libvirt().checkArrival(instance: id, preparedDisk: prepared.diskPath, preparedConsoleLog: prepared.consoleLogPath)
+            }
+            return .instance(arrived)
         case .discardLiveTarget(let id, let diskPath, let consoleLogPath):
             let presence = try await guestPresence(id)
             guard presence == .absent else {

@@ -76,3 +76,52 @@ extension LibvirtDriver {
         }
     }
 }
+
+extension LibvirtDriver {
+    /// Destination side, once a guest has arrived: its domain must use the disk and console log
+    /// this side prepared for it and nothing else. The source's hypervisor wrote the domain XML it
+    /// sent; a hostile source could name another file of this host as a disk (another guest's, a
+    /// device) for its guest to read. A guest that does is destroyed and undefined, and the arrival
+    /// fails (`invalidInput`), which rolls the migration back.
+    public func checkArrival(instance id: String, preparedDisk: String, preparedConsoleLog: String) async throws {
+        let status = try await libvirt(.describe) { try await connection.status(of: id) }
+        let problems = Self.arrivalProblems(xml: status.xml, preparedDisk: preparedDisk, preparedConsoleLog: preparedConsoleLog)
+        guard !problems.isEmpty else { return }
+        _ = try? await perform(.destroy, instance: id)
+        try? await terminate(instance: id)
+        throw ProviderError(
+            driver: driverName, verb: .describe, code: .invalidInput,
+            message: "the guest \(id) arrived with files it was not given (\(problems.joined(separator: "; "))); it was destroyed")
+    }
+
+    /// What in an arrived domain's XML is not what was prepared: every disk must be a file, and the
+    /// one prepared disk; every serial or console log must be the prepared log.
+    static func arrivalProblems(xml: String, preparedDisk: String, preparedConsoleLog: String) -> [String] {
+        guard let root = try? XMLElement.parse(Data(xml.utf8)), let devices = root.at("devices") else {
+            return ["unreadable domain XML"]
+        }
+        var problems: [String] = []
+        let disks = devices.children.filter { $0.name == "disk" && $0.attributes["device"] != "cdrom" }
+        for disk in disks {
+            guard disk.attributes["type"] == "file", let file = disk.child("source")?.attributes["file"] else {
+                problems.append("a \(disk.attributes["type"] ?? "?") disk")
+                continue
+            }
+            if file != preparedDisk { problems.append("disk \(file.prefix(200))") }
+            if disk.child("backingStore")?.child("source") != nil { problems.append("a disk with a backing store") }
+        }
+        if disks.count != 1 { problems.append("\(disks.count) disks") }
+        for cdrom in devices.children where cdrom.name == "disk" && cdrom.attributes["device"] == "cdrom" {
+            if cdrom.child("source") != nil { problems.append("a CD-ROM with a source") }
+        }
+        for device in devices.children where device.name == "serial" || device.name == "console" {
+            if let path = device.child("source")?.attributes["path"] ?? device.child("log")?.attributes["file"], path != preparedConsoleLog {
+                problems.append("\(device.name) log \(path.prefix(200))")
+            }
+        }
+        for device in devices.children where device.name == "filesystem" || device.name == "hostdev" {
+            problems.append("a \(device.name) device")
+        }
+        return problems
+    }
+}
