@@ -30,17 +30,13 @@ public final class BrokerTrust: Sendable {
     /// a flood of hellos cannot queue unbounded chain verifications.
     static let maxConcurrentResponses = 16
     static let maxHandshakePayloadBytes = 64 * 1024
+    /// Handshakes this broker starts at once (a room full of new peers queues behind them).
+    public static let maxConcurrentInitiations = 8
+    /// Coming back online shortens a refused peer's wait, but never below this since its last
+    /// attempt: a peer flapping its presence gets at most one handshake per interval.
+    public static let comebackRetryFloor: Duration = .seconds(30)
 
-    private struct PeerState {
-        /// The peer's latest presence (full JID to send IQs to, announced fingerprint).
-        var target: JID
-        var announced: String
-        var inFlight = false
-        /// The fingerprint the last failed handshake was for, and when it may be tried again.
-        var failed: (fingerprint: String, retryAt: ContinuousClock.Instant)?
-    }
-
-    private let peers = Mutex<[String: PeerState]>([:])
+    private let schedule: Mutex<HandshakeSchedule>
     private let responses = Mutex(0)
     private let tasks: TaskBag
 
@@ -69,6 +65,9 @@ public final class BrokerTrust: Sendable {
             throw BrokerTrustSetupError("trust.anchors \(settings.anchorPaths.joined(separator: ", ")) hold no certificate")
         }
         self.settings = settings
+        self.schedule = Mutex(HandshakeSchedule(
+            maxConcurrent: Self.maxConcurrentInitiations, retryAfterRefusal: settings.retryAfterRefusal,
+            retryAfterTimeout: Self.retryAfterTimeout, comebackFloor: Self.comebackRetryFloor))
         self.client = client
         self.logger = logger
         self.ownBareJID = bare
@@ -128,17 +127,13 @@ public final class BrokerTrust: Sendable {
     // MARK: Initiator
 
     /// Called for every presence of a peer broker: starts a handshake if one is needed and none
-    /// is running. A refused peer is tried again after `retryAfterRefusal` (an unanswered one after
-    /// `retryAfterTimeout`), at once when it announces another fingerprint, and once each time it
-    /// comes online again (`cameOnline`: its operator may have fixed what was refused).
+    /// is running (`HandshakeSchedule`: a refused peer waits, a new fingerprint is tried at once,
+    /// coming back online shortens the wait to at most `comebackRetryFloor` after the last attempt,
+    /// at most `maxConcurrentInitiations` run at once).
     func peerSeen(_ jid: JID, fullJID: JID, fingerprint announced: String, cameOnline: Bool) {
         let peer = jid.bare.description
         let fingerprint = announced.lowercased()
-        peers.withLock { peers in
-            peers[peer, default: PeerState(target: fullJID, announced: fingerprint)].target = fullJID
-            peers[peer]!.announced = fingerprint
-            if cameOnline { peers[peer]!.failed = nil }
-        }
+        schedule.withLock { $0.seen(peer, target: fullJID, fingerprint: fingerprint, cameOnline: cameOnline, now: .now) }
         consider(peer)
     }
 
@@ -147,7 +142,7 @@ public final class BrokerTrust: Sendable {
     public static let retryAfterTimeout: Duration = .seconds(15)
 
     private func consider(_ peer: String) {
-        guard let state = peers.withLock({ $0[peer] }), !state.announced.isEmpty else {
+        guard let state = schedule.withLock({ $0.peers[peer] }), !state.announced.isEmpty else {
             // No fingerprint: the peer runs without [trust]; there is nothing to verify.
             return
         }
@@ -157,14 +152,7 @@ public final class BrokerTrust: Sendable {
             logger.debug("not handshaking with \(peer): \(refusal)")
             return
         }
-        let now = ContinuousClock.now
-        let start = peers.withLock { peers -> Bool in
-            guard var state = peers[peer], !state.inFlight else { return false }
-            if let failed = state.failed, failed.fingerprint == state.announced, now < failed.retryAt { return false }
-            state.inFlight = true
-            peers[peer] = state
-            return true
-        }
+        let start = schedule.withLock { $0.start(peer, now: .now) }
         guard start else { return }
         let delay = ownBareJID < peer ? Duration.zero : Self.initiatorGrace
         tasks.spawn { [self] in
@@ -175,7 +163,7 @@ public final class BrokerTrust: Sendable {
                     return
                 }
             }
-            let target = peers.withLock { $0[peer]?.target } ?? state.target
+            let target = schedule.withLock { $0.peers[peer]?.target } ?? state.target
             switch await handshake(with: target) {
             case .failure(let refusal):
                 finished(peer, fingerprint: state.announced, refusal: refusal)
@@ -191,20 +179,13 @@ public final class BrokerTrust: Sendable {
     }
 
     private func finished(_ peer: String, fingerprint: String, refusal: TrustRefusal?) {
-        let changed = peers.withLock { peers -> Bool in
-            guard var state = peers[peer] else { return false }
-            state.inFlight = false
-            if let refusal {
-                let pause = refusal.reason == .timeout ? min(Self.retryAfterTimeout, settings.retryAfterRefusal) : settings.retryAfterRefusal
-                state.failed = (fingerprint, ContinuousClock.now + pause)
-            } else {
-                state.failed = nil
-            }
-            peers[peer] = state
-            return state.announced != fingerprint
+        let (changed, next) = schedule.withLock {
+            $0.finished(peer, fingerprint: fingerprint, failed: refusal != nil, timedOut: refusal?.reason == .timeout, now: .now)
         }
         // The peer announced another key while we were busy: look again with the new one.
         if changed { consider(peer) }
+        // A slot is free: the next peer waiting for one.
+        if let next { consider(next) }
     }
 
     /// Runs one handshake as initiator with the broker at `target` (a full JID: IQs to a bare JID
