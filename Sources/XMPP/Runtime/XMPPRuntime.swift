@@ -188,8 +188,10 @@ private func stropheLog(
     if stropheDebugEnabled {
         // INTERCLOUD_STROPHE_DEBUG=1: every libstrophe message, with a timestamp, for diagnosing
         // connection problems (it includes stanza dumps: never enable in production).
+        // SASL exchanges are never printed (DebugLogRedaction).
         let area = area.map { String(cString: $0) } ?? "strophe"
-        FileHandle.standardError.write(Data("\(ContinuousClock.now) strophe \(area): \(String(cString: message))\n".utf8))
+        let text = DebugLogRedaction.redact(String(cString: message))
+        FileHandle.standardError.write(Data("\(ContinuousClock.now) strophe \(area): \(text)\n".utf8))
     }
     // libstrophe offers no API to tell a resumed stream-management session from a fresh one; its
     // debug log line is the only signal. Only messages from the "xmpp" area are inspected, and only
@@ -200,7 +202,7 @@ private func stropheLog(
         }
         return
     }
-    let text = String(cString: message)
+    let text = DebugLogRedaction.redact(String(cString: message))
     let areaName = area.map { String(cString: $0) } ?? "strophe"
     let logger = Logger(label: "intercloud.xmpp.strophe")
     switch level {
