@@ -327,6 +327,8 @@ public struct BrokerConfiguration: Sendable {
         let file: File
         do {
             file = try SerializedTOML.decode(File.self, from: text)
+        } catch let error as TOMLText.Invalid {
+            throw Error(path: "\(path):\(error.line):\(error.column)", message: "invalid TOML: \(error.message)")
         } catch let error as TOMLParseError {
             throw Error(path: "\(path):\(error.source.begin.line):\(error.source.begin.column)", message: "invalid TOML")
         } catch let error as DecodingError {

@@ -21,6 +21,9 @@ public struct TOMLDiagnostic: Error, Sendable, Hashable, CustomStringConvertible
 
     /// A parse failure, at the position TOMLKit reports when it reports one.
     public static func syntax(_ error: any Error, file: String) -> TOMLDiagnostic {
+        if let error = error as? TOMLText.Invalid {
+            return TOMLDiagnostic(file: file, line: error.line, column: error.column, field: "", message: "syntax error: \(error.message)")
+        }
         if let error = error as? TOMLParseError {
             return TOMLDiagnostic(
                 file: file, line: error.source.begin.line, column: error.source.begin.column, field: "",

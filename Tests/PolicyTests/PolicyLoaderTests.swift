@@ -53,6 +53,16 @@ let validPeer = """
         #expect(d.first?.description.hasPrefix("test.toml:3:") == true)
     }
 
+    /// Found by scripts/fuzz.sh: toml++ aborted the process (an assertion in parse_key) on a control
+    /// character in a table header. Control characters are refused before the parser sees them.
+    @Test func controlCharactersAreRefusedNotFatal() {
+        let d = diagnostics("version = 1\n[\u{04}\u{00}\u{00}]\nname = \"x\"\n")
+        #expect(d.count == 1)
+        #expect(d.first?.line == 2 && d.first?.column == 2, "\(d)")
+        #expect(d.first?.message.contains("U+0004") == true, "\(d)")
+        #expect(diagnostics("version = 1 # a comment with a bell \u{07}\n").first?.message.contains("U+0007") == true)
+    }
+
     @Test func unknownFieldIsReportedAtItsLine() {
         let d = diagnostics(validPeer + "[peer.quota]\nvcpus = 4\n")
         #expect(d.map(\.field) == ["peer[0].quota.vcpus"])
