@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TOMLParsing
 @testable import Policy
 
 /// The repository's `policies/` directory, found from this file so tests run from any directory.
@@ -61,6 +62,37 @@ let validPeer = """
         #expect(d.first?.line == 2 && d.first?.column == 2, "\(d)")
         #expect(d.first?.message.contains("U+0004") == true, "\(d)")
         #expect(diagnostics("version = 1 # a comment with a bell \u{07}\n").first?.message.contains("U+0007") == true)
+        // A non-ASCII bare key in a table header aborted toml++ too; quoted, or in strings and
+        // comments, non-ASCII text is fine.
+        let bare = diagnostics("version = 1\n[é]\nname = \"x\"\n")
+        #expect(bare.first?.line == 2 && bare.first?.message.contains("non-ASCII") == true, "\(bare)")
+        let strings = "version = 1 # café\n[[peer]]\nname = \"café \\\" é\"\nmatch = ['*@é.example']\nnote = \"\"\"é\n\"\"\"\nmore = '''é''' # é\n"
+        for header in ["[@]", "[[@]]", "[ @]", "[.a]", "[=]"] {
+            #expect(diagnostics("version = 1\n\(header)\n").first?.message.contains("table header") == true, "\(header)")
+        }
+        // toml++ asserted in parse_time on this date: the grammar check refuses it first.
+        #expect(diagnostics("version = 1\nvalid_until = 2027-01-01T\"*\"00:00Z\n").first?.line == 2)
+        // Valid TOML of every kind still passes the grammar check.
+        let kinds = """
+            version = 1
+            a = 0x1F_ff
+            b = -1_000.5e+3
+            c = inf
+            d = 1979-05-27 07:32:00-08:00
+            e = 07:32:00.999
+            f = { g = [1, [2, 3], { h = 'x' }], "i j" = true }
+            k.l."m" = \"""two
+            lines\"""
+            n = [
+              1, # one
+              2,
+            ]
+            [[o.p]]
+            """
+        #expect(TOMLTextCheck.passes(kinds), "\(diagnostics(kinds))")
+        // Arrays that open lines are values, not headers.
+        #expect(diagnostics("version = 1\nx = [\n[{a = 1}],\n]\n").allSatisfy { !$0.message.contains("table header") })
+        #expect(diagnostics(strings).allSatisfy { !$0.message.contains("non-ASCII") && !$0.message.contains("control") }, "\(diagnostics(strings))")
     }
 
     @Test func unknownFieldIsReportedAtItsLine() {
@@ -200,5 +232,15 @@ let validPeer = """
             #expect(error.diagnostics.map(\.file) == [b.path])
             #expect(error.diagnostics.first?.line == 3)
         }
+    }
+}
+
+/// Whether a document passes the checks made before toml++ parses it.
+enum TOMLTextCheck {
+    static func passes(_ text: String) -> Bool {
+        do {
+            try TOMLText.check(text)
+            return true
+        } catch { return false }
     }
 }
