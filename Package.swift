@@ -218,6 +218,26 @@ let package = Package(
     ]
 )
 
+// scripts/fuzz.sh: INTERCLOUD_FUZZ=1 adds the libFuzzer harness of every wire decoder and file
+// loader, and instruments the project's own Swift modules for it (coverage, AddressSanitizer).
+// Unset (every ordinary build and CI), the package is as above.
+if Context.environment["INTERCLOUD_FUZZ"] == "1" {
+    let instrumented: [SwiftSetting] = [.unsafeFlags(["-sanitize=fuzzer,address"])]
+    for target in package.targets where target.type == .regular {
+        target.swiftSettings = (target.swiftSettings ?? []) + instrumented
+    }
+    // The harness's main() is its own (SwiftPM names it), so libFuzzer comes without one:
+    // clang's libclang_rt.fuzzer_no_main, whose path scripts/fuzz.sh finds in the toolchain.
+    let fuzzerLibrary = Context.environment["INTERCLOUD_FUZZER_LIBRARY"] ?? ""
+    package.targets.append(.target(name: "CLibFuzzer", path: "Sources/CLibFuzzer"))
+    package.targets.append(.executableTarget(
+        name: "intercloud-fuzz",
+        dependencies: ["CLibFuzzer", "Broker", "Federation", "Metering", "Migration", "Policy", "Providers", "Transfer", "Trust", "XMPP"],
+        swiftSettings: swiftSettings + instrumented + [.unsafeFlags(["-parse-as-library"])],
+        linkerSettings: [.unsafeFlags(["-sanitize=address", "-Xlinker", fuzzerLibrary, "-lstdc++"])]))
+    package.products.append(.executable(name: "intercloud-fuzz", targets: ["intercloud-fuzz"]))
+}
+
 if let selected = selectedTargets() {
     package.targets = package.targets.filter { selected.contains($0.name) }
     package.products = package.products.filter { selected.contains($0.name) }
