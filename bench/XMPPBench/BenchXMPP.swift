@@ -7,6 +7,8 @@
 //   seq_us <latency per sequential request, µs> ...
 //   pipelined_rps <requests per second with WINDOW in flight>
 // and, with --connect-samples N, `connect_ms ...` for XMPP connect + SASL SCRAM + bind.
+// With --hostile-flood N: what a stranger's flood costs a broker (bench/hostile/run.sh,
+// BrokerHostileBenchmark): broker B runs as its own `intercloud serve` process.
 import ArgumentParser
 import Broker
 import Foundation
@@ -36,6 +38,18 @@ struct BenchXMPP: AsyncParsableCommand {
     @Option(help: "Instead: a SimCloud cold migration of a disk of this many MiB between two brokers, against cp + sha256sum.")
     var migrationMib = 0
     @Flag(help: "Run the requesting task on the XMPP loop's task executor (no thread hops).") var loopExecutor = false
+    @Option(help: "Instead: the hostile-flood benchmark with this many refused stanzas in all (and as many pings); broker B (--jid-b) runs as an `intercloud serve` process, the stranger (--jid-stranger) floods it.")
+    var hostileFlood = 0
+    @Option(help: "Hostile flood: alternating ping/hostile rounds.") var hostileRounds = 5
+    @Option(help: "Hostile flood: signed catalog queries per latency phase.") var hostileSamples = 300
+    @Option(help: "Hostile flood: the victim's [audit] aggregate_seconds.") var aggregateSeconds = 60
+    @Option(help: "Hostile flood: the stranger's account (not a peer).") var jidStranger: String?
+    @Option var passStranger: String?
+    @Option(help: "Hostile flood: the `intercloud` executable (default: next to this one).") var victimBinary: String?
+    @Option(help: "Hostile flood: the XMPP server's pid (its CPU is reported).") var serverPid: Int32?
+    @Option(help: "Hostile flood: the victim's --log-level.") var victimLogLevel = "info"
+    @Option(help: "Hostile flood: write the victim's pid to this file.") var victimPidFile: String?
+    @Option(help: .hidden) var strangerWorker: String?
 
     func configuration(_ jid: String, _ password: String, cloud: String, peer: String, directory: URL) throws -> BrokerConfiguration {
         let tls = transport == "tls" ? "tls = \"required\"\nca_file = \"\(caFile ?? "")\"" : "tls = \"disabled-for-testing\""
@@ -69,6 +83,40 @@ struct BenchXMPP: AsyncParsableCommand {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bench-xmpp-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
+
+        if let victim = strangerWorker {
+            try await BrokerHostileBenchmark.runStranger(
+                server: .init(host: host, port: port, caFile: caFile ?? ""),
+                stranger: .init(jid: jidStranger ?? "", password: passStranger ?? ""), victim: victim)
+            return
+        }
+
+        if hostileFlood > 0 {
+            guard let jidStranger, let passStranger else { throw ValidationError("--hostile-flood needs --jid-stranger and --pass-stranger") }
+            let executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+            var options = BrokerHostileBenchmark.Options(
+                victimBinary: victimBinary ?? URL(fileURLWithPath: executable).deletingLastPathComponent().appendingPathComponent("intercloud").path,
+                strangerCommand: [
+                    executable, "--host", host, "--port", "\(port)", "--jid-a", jidA, "--pass-a", passA, "--jid-b", jidB,
+                    "--pass-b", passB, "--ca-file", caFile ?? "", "--jid-stranger", jidStranger, "--pass-stranger", passStranger,
+                    "--stranger-worker", "\(jidB)/bench",
+                ])
+            options.floodStanzas = hostileFlood
+            options.rounds = hostileRounds
+            options.samples = hostileSamples
+            options.window = window
+            options.aggregateSeconds = aggregateSeconds
+            options.streamManagement = streamManagement
+            options.serverPID = serverPid
+            options.victimLogLevel = victimLogLevel
+            options.victimPIDFile = victimPidFile
+            let report = try await BrokerHostileBenchmark.run(
+                server: .init(host: host, port: port, caFile: caFile ?? ""),
+                trusted: .init(jid: jidA, password: passA), victim: .init(jid: jidB, password: passB),
+                stranger: .init(jid: jidStranger, password: passStranger), options: options)
+            print(report)
+            return
+        }
 
         if trustIterations > 0 {
             let report = try await BrokerTrustBenchmark.run(
