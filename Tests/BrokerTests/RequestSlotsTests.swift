@@ -1,4 +1,4 @@
-import Broker
+@testable import Broker
 import Testing
 
 /// One sender cannot take the slots every other peer needs.
@@ -22,5 +22,19 @@ import Testing
         for _ in 0..<16 { slots.release("mallory@evil.test") }
         slots.release("unknown@x.test")
         #expect(slots.peersInProgress == 5)
+    }
+}
+
+/// A flood of refusals from one sender logs one line per window, not one per stanza.
+@Suite struct RefusalLogGateTests {
+    @Test func oneLinePerSenderAndWindow() {
+        let gate = RefusalLogGate(window: .seconds(60), maxSenders: 3)
+        let t0 = ContinuousClock.now
+        var logged = 0
+        for second in 0..<120 where gate.shouldLog("mallory@evil.test", now: t0 + .seconds(second)) { logged += 1 }
+        #expect(logged == 2)
+        #expect(gate.shouldLog("broker@cloud2.test", now: t0))  // another sender is logged at once
+        // Bounded: more senders than remembered start the table afresh instead of growing it.
+        for index in 0..<10 { _ = gate.shouldLog("s\(index)@evil.test", now: t0) }
     }
 }

@@ -54,6 +54,8 @@ public final class SignedRequests: Sendable {
     public static let maxConcurrentRequests = 64
     public static let maxConcurrentRequestsPerPeer = 16
     private let slots = Mutex(RequestSlots(global: maxConcurrentRequests, perPeer: maxConcurrentRequestsPerPeer))
+    /// Refusals are logged once per sender and audit window; the audit counts every one.
+    private let refusalLog: RefusalLogGate
 
     /// Runs `work` in a task if a slot is free for the request's sender, else refuses.
     private func admit(_ request: Stanza, _ responder: IQResponder, _ work: @escaping @Sendable () async -> Void) {
@@ -78,6 +80,7 @@ public final class SignedRequests: Sendable {
     init(trust: TrustService?, audit: AuditLog, client: XMPPClient, logger: Logger, tasks: TaskBag) {
         self.trust = trust
         self.audit = audit
+        self.refusalLog = RefusalLogGate(window: .seconds(audit.aggregator?.settings.window ?? 60))
         self.client = client
         self.logger = logger
         self.tasks = tasks
@@ -115,13 +118,17 @@ public final class SignedRequests: Sendable {
             _ = try trust.open(xml: xml, from: sender, namespace: namespace)
             responder.fail(.notAuthorized("requests in \(namespace) must be signed"))
         } catch {
-            logger.notice("refused unsigned \(namespace) request from \(sender): \(error)")
+            if refusalLog.shouldLog(sender) {
+                logger.notice("refused unsigned \(namespace) request from \(sender): \(error) (more from this sender are counted in the audit, not logged, for a while)")
+            }
             responder.fail(.notAuthorized(error.description))
         }
     }
 
     private func refuseWithoutTrust(sender: String, namespace: String, _ responder: IQResponder) {
-        logger.notice("refused \(namespace) request from \(sender): trust is not configured on this broker")
+        if refusalLog.shouldLog(sender) {
+            logger.notice("refused \(namespace) request from \(sender): trust is not configured on this broker")
+        }
         _ = try? audit.refused(
             module: "broker", kind: "trust.envelope", peer: sender, action: namespace, reason: "trustNotConfigured",
             detail: "this broker has no [trust] section", at: Date())
@@ -152,7 +159,9 @@ public final class SignedRequests: Sendable {
         do {
             envelope = try trust.open(xml: xml, from: sender, namespace: namespace)
         } catch {
-            logger.notice("refused signed \(namespace ?? "?") request from \(sender): \(error)")
+            if refusalLog.shouldLog(sender) {
+                logger.notice("refused signed \(namespace ?? "?") request from \(sender): \(error)")
+            }
             return responder.fail(.notAuthorized(error.description))
         }
         guard let route else { return responder.fail(.notAuthorized("envelope without namespace")) }
