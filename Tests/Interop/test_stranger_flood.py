@@ -76,7 +76,10 @@ def test_unsigned_query_flood_costs_bounded_audit_rows(prosody, broker, account)
 
     started = time.time()
     stranger, conditions = asyncio.run(_stranger(prosody, account, body))
-    assert conditions == {"not-authorized": total}, conditions
+    # Each is refused: not-authorized (unsigned), or resource-constraint past the 16 requests one
+    # sender may have in progress (the per-sender share of the request slots).
+    assert set(conditions) <= {"not-authorized", "resource-constraint"}, conditions
+    assert sum(conditions.values()) == total and conditions.get("not-authorized", 0) > 0, conditions
     # Every refusal is counted: the first row at once, the rest in summaries when windows end.
     deadline = time.time() + 15
     while True:
