@@ -56,7 +56,8 @@ public enum TOMLText {
         guard text.utf8.count <= maximumBytes else {
             throw Invalid(line: 1, column: 1, message: "the document is larger than \(maximumBytes) bytes")
         }
-        let scalars = Array(text.unicodeScalars)
+        // A byte order mark at the start is not content (toml++ skips it too).
+        let scalars = Array(text.unicodeScalars.drop { $0 == "\u{FEFF}" }.prefix(Int.max))
         var context = Context.outside
         var line = 1
         var column = 1

@@ -46,16 +46,19 @@ struct TOMLGrammar {
         return false
     }
 
-    private mutating func comment() {
+    private mutating func comment() throws(Failure) {
         guard current == 0x23 else { return }
-        while let byte = current, byte != 0x0A, !(byte == 0x0D && peek(1) == 0x0A) { index += 1 }
+        while let byte = current, byte != 0x0A, !(byte == 0x0D && peek(1) == 0x0A) {
+            if (byte < 0x20 && byte != 0x09) || byte == 0x7F { throw fail("a control character in a comment") }
+            index += 1
+        }
     }
 
     /// Spaces, comments and newlines (inside arrays).
-    private mutating func skipBlank() {
+    private mutating func skipBlank() throws(Failure) {
         while true {
             skipSpaces()
-            comment()
+            try comment()
             if !newline() { return }
         }
     }
@@ -69,6 +72,8 @@ struct TOMLGrammar {
     // MARK: Document
 
     private mutating func document() throws(Failure) {
+        // A byte order mark at the start is allowed (and ignored) as toml++ does.
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { index = 3 }
         while index < bytes.count {
             skipSpaces()
             if current == 0x5B {
@@ -77,7 +82,7 @@ struct TOMLGrammar {
                 try keyValue(depth: 0)
             }
             skipSpaces()
-            comment()
+            try comment()
             guard index == bytes.count || newline() else { throw fail("expected the end of the line") }
         }
     }
@@ -138,13 +143,13 @@ struct TOMLGrammar {
 
     private mutating func array(depth: Int) throws(Failure) {
         index += 1
-        skipBlank()
+        try skipBlank()
         while current != 0x5D {
             try value(depth: depth + 1)
-            skipBlank()
+            try skipBlank()
             guard current == 0x2C else { break }
             index += 1
-            skipBlank()
+            try skipBlank()
         }
         try expect(0x5D, "] or , in an array")
     }

@@ -76,10 +76,14 @@ struct AuditAggregationTests {
         let t0 = Date(timeIntervalSince1970: 1_800_000_000)
         let long = String(repeating: "x", count: 100_000)
         let written = try #require(try log.recordRefusal(refusal("\(long)@evil.test", at: t0, detail: long)))
-        #expect(written.peer.count == AuditLog.fieldLimits.peer)
-        #expect(written.detail.count == AuditLog.fieldLimits.detail)
+        #expect(written.peer.utf8.count <= AuditLog.fieldLimits.peer && written.peer.hasSuffix("…"))
+        #expect(written.detail.utf8.count <= AuditLog.fieldLimits.detail)
+        // One Character of half a million combining marks is cut too (bytes, not Characters).
+        let combining = "a" + String(repeating: "\u{0301}", count: 500_000)
+        let cut = try #require(try log.recordRefusal(refusal("z@evil.test", at: t0, detail: combining)))
+        #expect(cut.detail.utf8.count <= AuditLog.fieldLimits.detail)
         try log.record(AuditEvent(at: t0 + 86_400 * 10, module: "trust", kind: "trust.operator", peer: "p@x.test", action: "allow", outcome: .operator))
-        #expect(try log.prune(before: t0 + 86_400) == 1)
+        #expect(try log.prune(before: t0 + 86_400) == 2)
         #expect(try log.events().map(\.kind) == ["trust.operator"])
     }
 }

@@ -382,20 +382,27 @@ public final class MigrationService: Sendable {
             module: "migration", kind: "migration.live", peer: peer, action: action, reason: reason, detail: detail, at: Date())
     }
 
-    /// Migrations into this cloud under `agreementID` that are past authorization, not finished and
-    /// not yet placed in metering (whose instance metering does not count yet), and what they hold.
-    /// The one being authorized (still `authorizing`) is not among them.
-    public func inFlightMigrations(agreementID: String) -> (count: Int, held: ResourceAmount) {
+    /// Migrations into this cloud under `agreementID` that are not finished and not yet placed in
+    /// metering (whose instance metering does not count yet), and what they hold. Those still being
+    /// authorized count too (proposals arriving together must not all pass on the same usage),
+    /// except one like `authorizing`: the proposal being decided, journaled as `authorizing` itself.
+    public func inFlightMigrations(agreementID: String, authorizing: MigrationSpec? = nil) -> (count: Int, held: ResourceAmount) {
         let placed = Set(((try? metering.store.placements(agreementID: agreementID, role: .provider)) ?? [])
             .filter { $0.removedAt == nil }.map(\.instanceID))
         var count = 0
         var held = ResourceAmount()
+        var selfSkipped = authorizing == nil
         for (id, role) in (try? journal.unfinished()) ?? [] where role == .destination {
             guard let snapshot = try? journal.destinationSnapshot(id), snapshot.proposal.agreementID == agreementID,
-                  snapshot.phase != .authorizing, !snapshot.phase.isFinal
+                  !snapshot.phase.isFinal
             else { continue }
             if let instance = snapshot.instance, placed.contains(instance.instanceID) { continue }
             let spec = snapshot.proposal.instance
+            if !selfSkipped, snapshot.phase == .authorizing, let asked = authorizing, asked.vcpu == spec.vCPU,
+               asked.memoryGiB * 1024 == Decimal(spec.memoryMiB), asked.diskGiB == Decimal(spec.diskGiB) {
+                selfSkipped = true
+                continue
+            }
             count += 1
             held.instances += 1
             held.vcpu += spec.vCPU
@@ -441,7 +448,7 @@ public final class MigrationService: Sendable {
             // (reserved, receiving, importing, started but not yet cut over): quota is spent from
             // the first reserved byte, not from the cut-over.
             var usage = await metering.usage(agreementID: agreementID, role: .provider, at: now)
-            let inFlight = inFlightMigrations(agreementID: agreementID)
+            let inFlight = inFlightMigrations(agreementID: agreementID, authorizing: spec)
             guard inFlight.count < settings.maxConcurrentPerAgreement else {
                 return .denied([PolicyReason(
                     code: "too-many-migrations",

@@ -3,7 +3,8 @@ import Synchronization
 /// Lets a refusal's log line through once per sender and window, as the audit aggregator does for
 /// its rows: a stranger's flood of refused requests would otherwise write a log line (~200 bytes)
 /// per stanza, two hundred times what its audit rows cost. Bounded: at most `maxSenders` senders
-/// are remembered; past that the table starts afresh (a few extra lines, never unbounded memory).
+/// are remembered; when that many logged within the window, further senders are not logged until
+/// entries expire (a flood from many JIDs is in the audit, not the log).
 final class RefusalLogGate: Sendable {
     private let window: Duration
     private let maxSenders: Int
@@ -18,7 +19,10 @@ final class RefusalLogGate: Sendable {
     func shouldLog(_ sender: String, now: ContinuousClock.Instant = .now) -> Bool {
         lastLogged.withLock { table in
             if let last = table[sender], now - last < window { return false }
-            if table.count >= maxSenders { table.removeAll() }
+            if table.count >= maxSenders {
+                table = table.filter { now - $0.value < window }
+                if table.count >= maxSenders { return false }
+            }
             table[sender] = now
             return true
         }

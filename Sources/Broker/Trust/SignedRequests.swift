@@ -62,11 +62,15 @@ public final class SignedRequests: Sendable {
         let sender = request.from?.bare.description ?? request.fromString ?? ""
         if let refusal = slots.withLock({ $0.acquire(sender) }) {
             if refusal == .peer {
-                // Audited (aggregated per sender and window); a global refusal is load, not blame.
-                _ = try? audit.refused(
-                    module: "broker", kind: "broker.request", peer: sender, action: request.payload?.namespace ?? "",
-                    reason: "tooManyInProgress", detail: "\(Self.maxConcurrentRequestsPerPeer) requests from this sender in progress",
-                    at: Date())
+                // Audited (aggregated per sender and window) off the XMPP loop thread, which must not
+                // wait for a durable write; a global refusal is load, not blame.
+                let namespace = request.payload?.namespace ?? ""
+                tasks.spawn { [audit] in
+                    _ = try? audit.refused(
+                        module: "broker", kind: "broker.request", peer: sender, action: namespace,
+                        reason: "tooManyInProgress", detail: "\(Self.maxConcurrentRequestsPerPeer) requests from this sender in progress",
+                        at: Date())
+                }
             }
             return responder.fail(.resourceConstraint(
                 refusal == .peer ? "too many of your federation requests in progress" : "too many federation requests in progress"))

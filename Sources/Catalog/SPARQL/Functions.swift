@@ -371,12 +371,8 @@ extension Evaluator {
             var flags = ""
             if values.count > 3 { guard let f = string(values[3]) else { return nil }; flags = f.lexical }
             guard let expression = regex(pattern.lexical, flags: flags) else { return nil }
-            let text = literal.lexical
-            // The replacement runs the same matcher: a subject that cannot be matched within the
-            // deadline is refused before it is replaced.
-            guard firstMatch(expression, in: text) != nil else { return nil }
             // XPath uses $1 for groups, as NSRegularExpression does.
-            let result = expression.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: replacement.lexical)
+            guard let result = replacingMatches(expression, in: literal.lexical, template: replacement.lexical) else { return nil }
             return stringLike(result, literal)
         case "YEAR", "MONTH", "DAY", "HOURS", "MINUTES", "SECONDS", "TIMEZONE", "TZ":
             guard let literal = first?.literal, literal.datatype == Vocabulary.xsdDateTime, let value = DateTimeValue(literal.lexical) else { return nil }
@@ -406,6 +402,40 @@ extension Evaluator {
         default:
             return cast(name, values)
         }
+    }
+
+    /// `text` with every match of `expression` replaced by `template`, built inside the same
+    /// interruptible enumeration as `firstMatch` (every match and every progress report checks the
+    /// deadline); nil when it was stopped.
+    func replacingMatches(_ expression: NSRegularExpression, in text: String, template: String) -> String? {
+        let source = text as NSString
+        var result = ""
+        var copiedUpTo = 0
+        var stoppedBy: QueryError?
+        let deadline = self.deadline
+        let timeout = limits.timeout
+        expression.enumerateMatches(in: text, options: [.reportProgress], range: NSRange(location: 0, length: source.length)) { match, _, stop in
+            if Task.isCancelled {
+                stoppedBy = .cancelled
+                stop.pointee = true
+                return
+            }
+            if ContinuousClock.now > deadline {
+                stoppedBy = .limitExceeded("query ran longer than \(timeout) (in a regular expression)")
+                stop.pointee = true
+                return
+            }
+            guard let match else { return }
+            result.append(source.substring(with: NSRange(location: copiedUpTo, length: match.range.location - copiedUpTo)))
+            result.append(expression.replacementString(for: match, in: text, offset: 0, template: template))
+            copiedUpTo = match.range.location + match.range.length
+        }
+        if let stoppedBy {
+            interruptedMatch = stoppedBy
+            return nil
+        }
+        result.append(source.substring(from: copiedUpTo))
+        return result
     }
 
     /// Whether `expression` matches somewhere in `text`; nil when the match was stopped because the

@@ -53,7 +53,7 @@ public enum ImageInspection {
         do {
             output = try await QemuImg.run(
                 ["info", "--output=json", "-f", format.rawValue, file.path], limits: admission.inspectionLimits)
-        } catch let error as QemuImgError where error.timedOut || error.status != 0 {
+        } catch let error as QemuImgError where error.timedOut || error.status > 0 {
             // A file qemu-img cannot read as its declared format, or reads past the limits, is refused.
             throw ImageRefusal(
                 error.timedOut ? .inspectionLimit : .notDeclaredFormat,

@@ -85,7 +85,9 @@ extension LibvirtDriver {
     /// fails (`invalidInput`), which rolls the migration back.
     public func checkArrival(instance id: String, preparedDisk: String, preparedConsoleLog: String) async throws {
         let status = try await libvirt(.describe) { try await connection.status(of: id) }
-        let problems = Self.arrivalProblems(xml: status.xml, preparedDisk: preparedDisk, preparedConsoleLog: preparedConsoleLog)
+        let boot = configuration.directBoot.map { [$0.kernel.path, $0.initrd.path] } ?? []
+        let problems = Self.arrivalProblems(
+            xml: status.xml, preparedDisk: preparedDisk, preparedConsoleLog: preparedConsoleLog, bootFiles: boot)
         guard !problems.isEmpty else { return }
         _ = try? await perform(.destroy, instance: id)
         try? await terminate(instance: id)
@@ -96,11 +98,18 @@ extension LibvirtDriver {
 
     /// What in an arrived domain's XML is not what was prepared: every disk must be a file, and the
     /// one prepared disk; every serial or console log must be the prepared log.
-    static func arrivalProblems(xml: String, preparedDisk: String, preparedConsoleLog: String) -> [String] {
+    static func arrivalProblems(xml: String, preparedDisk: String, preparedConsoleLog: String, bootFiles: [String] = []) -> [String] {
         guard let root = try? XMLElement.parse(Data(xml.utf8)), let devices = root.at("devices") else {
             return ["unreadable domain XML"]
         }
         var problems: [String] = []
+        // Direct boot reads the kernel and initrd into the guest: only this cloud's own.
+        for name in ["kernel", "initrd", "dtb"] {
+            if let path = root.at("os")?.child(name)?.text, !bootFiles.contains(path.trimmingCharacters(in: .whitespaces)) {
+                problems.append("\(name) \(path.prefix(200))")
+            }
+        }
+        if root.children.contains(where: { $0.name.hasSuffix("commandline") }) { problems.append("a QEMU command line") }
         let disks = devices.children.filter { $0.name == "disk" && $0.attributes["device"] != "cdrom" }
         for disk in disks {
             guard disk.attributes["type"] == "file", let file = disk.child("source")?.attributes["file"] else {
@@ -114,14 +123,24 @@ extension LibvirtDriver {
         for cdrom in devices.children where cdrom.name == "disk" && cdrom.attributes["device"] == "cdrom" {
             if cdrom.child("source") != nil { problems.append("a CD-ROM with a source") }
         }
-        for device in devices.children where device.name == "serial" || device.name == "console" {
-            if let path = device.child("source")?.attributes["path"] ?? device.child("log")?.attributes["file"], path != preparedConsoleLog {
-                problems.append("\(device.name) log \(path.prefix(200))")
+        // Character devices: a file on the prepared log or a pty, nothing that reaches other files
+        // or the network (tcp, udp, unix, pipe, dev).
+        for device in devices.children where ["serial", "console", "channel", "parallel"].contains(device.name) {
+            let type = device.attributes["type"] ?? "pty"
+            guard type == "file" || type == "pty" else {
+                problems.append("a \(type) \(device.name)")
+                continue
+            }
+            for path in [device.child("source")?.attributes["path"], device.child("log")?.attributes["file"]].compactMap({ $0 }) {
+                if path != preparedConsoleLog, !(type == "pty" && path.hasPrefix("/dev/pts/")) {
+                    problems.append("\(device.name) file \(path.prefix(200))")
+                }
             }
         }
-        for device in devices.children where device.name == "filesystem" || device.name == "hostdev" {
+        for device in devices.children where ["filesystem", "hostdev", "smartcard", "redirdev", "tpm", "shmem"].contains(device.name) {
             problems.append("a \(device.name) device")
         }
+        if root.at("memoryBacking")?.child("source") != nil { problems.append("memory backed by a host file") }
         return problems
     }
 }

@@ -86,7 +86,8 @@ public struct AuditLog: Sendable {
     public let database: DatabasePool
     public let aggregator: RefusalAggregator?
 
-    /// The longest text kept per field, in characters; longer values end in "…".
+    /// The longest text kept per field, in UTF-8 bytes; longer values are cut at a scalar and end
+    /// in "…". Bytes, not characters: one Character may hold any number of combining scalars.
     public static let fieldLimits = (peer: 320, action: 200, reason: 100, detail: 1000)
 
     public init(database: DatabasePool, aggregator: RefusalAggregator? = nil) {
@@ -153,7 +154,16 @@ public struct AuditLog: Sendable {
     /// The event with every text field cut to `fieldLimits`.
     static func bounded(_ event: AuditEvent) -> AuditEvent {
         func cut(_ text: String, _ limit: Int) -> String {
-            text.count <= limit ? text : String(text.prefix(limit - 1)) + "…"
+            guard text.utf8.count > limit else { return text }
+            var kept = String.UnicodeScalarView()
+            var bytes = 0
+            for scalar in text.unicodeScalars {
+                let size = String(scalar).utf8.count
+                guard bytes + size <= limit - 3 else { break }  // "…" is 3 bytes
+                kept.append(scalar)
+                bytes += size
+            }
+            return String(kept) + "…"
         }
         var bounded = event
         bounded.peer = cut(event.peer, fieldLimits.peer)

@@ -51,6 +51,9 @@ public final class RefusalAggregator: @unchecked Sendable {
     public let settings: Settings
     private let lock = NSLock()
     private var windows: [Key: Window] = [:]
+    /// When a full table was last scanned for ended windows: at most once a second, so a flood from
+    /// many senders does not cost a scan of every window per refusal.
+    private var lastFullScan: Date?
 
     public init(settings: Settings = .init()) { self.settings = settings }
 
@@ -69,7 +72,10 @@ public final class RefusalAggregator: @unchecked Sendable {
                 windows[key] = nil
             }
             if windows[key] == nil, windows.count >= settings.maxKeys {
-                summaries += closeEnded(now: event.at)
+                if lastFullScan.map({ event.at.timeIntervalSince($0) >= 1 }) ?? true {
+                    lastFullScan = event.at
+                    summaries += closeEnded(now: event.at)
+                }
                 if windows.count >= settings.maxKeys { key.peer = Self.overflowPeer }
             }
             if var open = windows[key] {

@@ -117,6 +117,20 @@ import Testing
         #expect(ContinuousClock.now - start < .seconds(2), "took \(ContinuousClock.now - start)")
     }
 
+    @Test("REPLACE stops at the deadline too, even after an early match")
+    func replaceEndsAtTheDeadline() throws {
+        let subject = "b" + String(repeating: "y", count: 60_000)
+        let query = "SELECT ?r WHERE { BIND(REPLACE(\"\(subject)\", \"^b|.*.*.*.*x\", \"\") AS ?r) }"
+        let start = ContinuousClock.now
+        #expect(throws: QueryError.self) {
+            _ = try SPARQLEngine(TripleStore()).execute(query: query, limits: QueryLimits(timeout: .milliseconds(300)))
+        }
+        #expect(ContinuousClock.now - start < .seconds(2), "took \(ContinuousClock.now - start)")
+        // And it still replaces as before.
+        let rows = try Fixtures.select("SELECT (REPLACE(\"abcabc\", \"b(c)\", \"[$1]\") AS ?r) WHERE {}")
+        #expect(rows.first?["r"] == "\"a[c]a[c]\"")
+    }
+
     @Test func stringsBuiltByQueriesAreBounded() throws {
         var query = "SELECT (STRLEN(?s20) AS ?n) WHERE { BIND(\"0123456789abcdef\" AS ?s0)"
         for i in 1...20 { query += " BIND(CONCAT(?s\(i - 1), ?s\(i - 1)) AS ?s\(i))" }

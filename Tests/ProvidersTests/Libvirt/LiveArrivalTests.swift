@@ -36,5 +36,13 @@ import Testing
         #expect(!problems(preparedDisk + "<filesystem type='mount'><source dir='/'/><target dir='root'/></filesystem>").isEmpty)
         #expect(!problems(preparedDisk + "<disk type='file' device='cdrom'><source file='/etc/hosts'/><target dev='hdc'/></disk>").isEmpty)
         #expect(LibvirtDriver.arrivalProblems(xml: "not xml", preparedDisk: disk, preparedConsoleLog: log) == ["unreadable domain XML"])
+        // A log file behind the prepared source, a network console, another kernel.
+        #expect(!problems(preparedDisk + "<serial type='file'><source path='\(log)'/><log file='/etc/cron.d/x' append='on'/></serial>").isEmpty)
+        #expect(!problems(preparedDisk + "<serial type='tcp'><source mode='connect' host='10.0.0.9' service='22'/></serial>").isEmpty)
+        #expect(!problems(preparedDisk + "<channel type='unix'><source mode='bind' path='/run/x.sock'/></channel>").isEmpty)
+        let kernel = "<domain type='qemu'><os><kernel>/etc/shadow</kernel></os><devices>\(preparedDisk)</devices></domain>"
+        #expect(!LibvirtDriver.arrivalProblems(xml: kernel, preparedDisk: disk, preparedConsoleLog: log, bootFiles: ["/boot/vmlinuz"]).isEmpty)
+        let ownKernel = "<domain type='qemu'><os><kernel>/boot/vmlinuz</kernel></os><devices>\(preparedDisk)</devices></domain>"
+        #expect(LibvirtDriver.arrivalProblems(xml: ownKernel, preparedDisk: disk, preparedConsoleLog: log, bootFiles: ["/boot/vmlinuz"]).isEmpty)
     }
 }
