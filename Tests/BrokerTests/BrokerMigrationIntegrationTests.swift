@@ -141,6 +141,27 @@ import XMPP
         await negotiation.stop(pair)
     }
 
+    /// Proposals that arrive together are each still `authorizing` when the others are decided: they
+    /// count against the quota too, or all would pass on the same usage.
+    @Test func proposalsBeingAuthorizedCountAgainstTheQuota() async throws {
+        let pair = try await pair()
+        let agreement = try await agree(pair, instances: 1, vcpu: 4)
+        let (source, instance) = try await runningInstance(pair.consumer.node)
+        let destination = try #require(pair.provider.node.migration)
+        let spec = MigratingInstanceSpec(
+            name: "other", instanceType: "sim.medium", vCPU: 2, memoryMiB: 2048, diskGiB: 2, imageFormats: [.raw], canConvert: false)
+        let other = DestinationMigration(
+            migrationID: "mig-other", peer: pair.consumerJID, proposal: MigrationProposal(agreementID: agreement.id, instance: spec), now: Date())
+        try destination.journal.save(
+            other.snapshot, migrationID: "mig-other", role: .destination, peer: pair.consumerJID, phase: "authorizing", finished: false,
+            step: "authorize", outcome: "issued", detail: "", now: Date())
+        let refused = try await pair.consumer.node.migration!.migrate(instanceID: instance.id, to: pair.providerJID, agreementID: agreement.id)
+        guard case .rolledBack(let reason) = refused.outcome else { Issue.record("expected a rollback, got \(refused.outcome)"); return }
+        #expect(reason.contains("quota-exceeded"), "\(reason)")
+        #expect(try await source.describe(instance: instance.id).state == .running)
+        await negotiation.stop(pair)
+    }
+
     /// `[automation] mode = "migrate"`: a cloud over its capacity threshold moves an instance to
     /// the peer it holds an agreement with, by itself, and audits it.
     @Test func automaticMigrationMovesAnInstanceWhenTheCloudIsOverCapacity() async throws {
