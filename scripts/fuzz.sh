@@ -13,7 +13,8 @@
 # interesting go to var/fuzz/corpus-TARGET, crashes to var/fuzz/crash-TARGET-*. Exits non-zero on
 # the first crash or timeout. Leak detection is off: FoundationXML leaks a CFError on every XML
 # parse error (_CFErrorCreateFromXMLInterface, in the toolchain), which would end every run that
-# feeds malformed XML; memory growth is still bounded by -rss_limit_mb.
+# feeds malformed XML; memory growth is still bounded by -rss_limit_mb (8 GiB: that leak alone
+# reaches 2 GiB within a million malformed inputs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 targets=(envelope handshake announce negotiation usage migration federation transfer policy template image-header)
@@ -37,7 +38,7 @@ for target in "${targets[@]}"; do
     [ -n "${FUZZ_SECONDS:-}" ] && limit=(-max_total_time="$FUZZ_SECONDS")
     started=$(date +%s)
     ASAN_OPTIONS=detect_leaks=0 INTERCLOUD_FUZZ_TARGET=$target "$binary" "$corpus" "Tests/Fuzz/corpus/$target" "${limit[@]}" \
-        -max_len=65536 -timeout=10 -rss_limit_mb=2048 -detect_leaks=0 -artifact_prefix="var/fuzz/crash-$target-" \
+        -max_len=65536 -timeout=10 -rss_limit_mb=8192 -detect_leaks=0 -artifact_prefix="var/fuzz/crash-$target-" \
         -print_final_stats=1 > "var/fuzz/$target.log" 2>&1 || {
         why=$(grep -m1 -E "Assertion|Fatal error|ERROR: AddressSanitizer|ERROR: libFuzzer|deadly signal|timeout" "var/fuzz/$target.log" | cut -c1-200)
         echo "$target: FAILED after $(( $(date +%s) - started )) s: ${why:-see var/fuzz/$target.log} (input: $(ls var/fuzz/crash-"$target"-* 2>/dev/null | head -1))"
