@@ -42,3 +42,19 @@ import Testing
         #expect(throws: (any Error).self) { try PayloadElement.parse("<a/><b/>") }
     }
 }
+
+/// Found by the fuzzer: Foundation's XML parser dereferenced NULL on a processing instruction
+/// without data, so a trusted peer's payload could crash the broker. Refused before parsing now.
+@Suite struct PayloadProcessingInstructionTests {
+    @Test func processingInstructionsAndDTDsAreRefusedNotFatal() {
+        for xml in [
+            "<hello xmlns='urn:intercloud:trust:0'><?xmlnn?></hello>",
+            "<negotiation xmlns='urn:intercloud:negotiation:0'><?pi?>{}</negotiation>",
+            "<!DOCTYPE x [<!ENTITY a 'b'>]><x xmlns='y'>&a;</x>",
+        ] {
+            #expect(throws: (any Error).self, "\(xml)") { _ = try PayloadElement.parse(xml) }
+        }
+        // The XML declaration at the start is still fine.
+        #expect((try? PayloadElement.parse("<?xml version='1.0'?><x xmlns='y'>z</x>"))?.text == "z")
+    }
+}

@@ -44,6 +44,13 @@ struct XMLElement: Sendable {
     }
 
     static func parse(_ data: Data) throws -> XMLElement {
+        // Foundation's parser dereferences NULL on a processing instruction without data; only the
+        // XML declaration at the very start is let through (libvirt and EC2 write nothing else).
+        let body = data.starts(with: Array("<?xml".utf8)) ? data.drop { $0 != UInt8(ascii: ">") } : data[...]
+        if body.range(of: Data("<?".utf8)) != nil || body.range(of: Data("<!DOCTYPE".utf8)) != nil {
+            throw XMLTreeError(message: "processing instructions and document type declarations are not accepted",
+                               snippet: String(decoding: data.prefix(200), as: UTF8.self))
+        }
         let delegate = TreeBuilder()
         let parser = XMLParser(data: data)
         parser.delegate = delegate
