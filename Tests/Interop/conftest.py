@@ -58,18 +58,13 @@ def prosody(tmp_path_factory):
     subprocess.run([str(ROOT / "scripts/prosody.sh"), "stop", str(directory)], check=False)
 
 
-@pytest.fixture(scope="session")
-def broker(prosody, tmp_path_factory):
-    """A broker for cloud1.test, started with the CLI as an operator would."""
-    directory = tmp_path_factory.mktemp("broker")
-    password = uuid.uuid4().hex
-    jid = prosody.register("broker", "cloud1.test", password)
-    config = directory / "cloud1.toml"
-    config.write_text(f"""
+def broker_config(path, prosody, cloud, jid, password, extra=""):
+    """A minimal broker configuration for `cloud` on the test Prosody (verified TLS), plus `extra`."""
+    path.write_text(f"""
 [broker]
-cloud = "cloud1"
+cloud = "{cloud}"
 regions = ["eu-west"]
-database = "cloud1.sqlite"
+database = "{cloud}.sqlite"
 
 [xmpp]
 jid = "{jid}/broker"
@@ -77,7 +72,17 @@ password = "{password}"
 host = "127.0.0.1"
 port = {prosody.port}
 ca_file = "{prosody.ca}"
-max_stanza_bytes = 65536
+{extra}""")
+    return path
+
+
+@pytest.fixture(scope="session")
+def broker(prosody, tmp_path_factory):
+    """A broker for cloud1.test, started with the CLI as an operator would."""
+    directory = tmp_path_factory.mktemp("broker")
+    password = uuid.uuid4().hex
+    jid = prosody.register("broker", "cloud1.test", password)
+    config = broker_config(directory / "cloud1.toml", prosody, "cloud1", jid, password, extra="""max_stanza_bytes = 65536
 
 [audit]
 # Short windows so the flood tests see the aggregated summaries within seconds.
@@ -102,3 +107,21 @@ def account(prosody):
         password = uuid.uuid4().hex
         return prosody.register(user, host, password), password
     return make
+
+
+async def slix_session(prosody, jid, password, resource, body):
+    """Runs `body(client)` with a slixmpp client logged in as `jid`/`resource` over verified TLS."""
+    import asyncio
+    import slixmpp
+    client = slixmpp.ClientXMPP(f"{jid}/{resource}", password)
+    client.register_plugin("xep_0030")
+    client.register_plugin("xep_0199")
+    client.ca_certs = prosody.ca
+    ready = asyncio.Event()
+    client.add_event_handler("session_start", lambda _: ready.set())
+    client.connect(host="127.0.0.1", port=prosody.port)
+    await asyncio.wait_for(ready.wait(), 15)
+    try:
+        return await body(client)
+    finally:
+        client.disconnect()

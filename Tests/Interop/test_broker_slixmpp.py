@@ -8,23 +8,14 @@ import pytest
 import slixmpp
 from slixmpp.exceptions import IqError
 
+from conftest import slix_session
+
 ANNOUNCE_NS = "urn:intercloud:presence:0"
 
 
 async def _with_client(prosody, account, body):
     jid, password = account()
-    client = slixmpp.ClientXMPP(jid + "/slix", password)
-    client.register_plugin("xep_0030")
-    client.register_plugin("xep_0199")
-    client.ca_certs = prosody.ca
-    ready = asyncio.Event()
-    client.add_event_handler("session_start", lambda _: ready.set())
-    client.connect(host="127.0.0.1", port=prosody.port)
-    await asyncio.wait_for(ready.wait(), 15)
-    try:
-        return await body(client)
-    finally:
-        client.disconnect()
+    return await slix_session(prosody, jid, password, "slix", body)
 
 
 def run(prosody, account, body):

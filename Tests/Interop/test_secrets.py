@@ -6,26 +6,13 @@ import subprocess
 import time
 import uuid
 
-from conftest import _intercloud_binary
+from conftest import _intercloud_binary, broker_config
 
 
 def test_stanza_debug_log_never_prints_sasl(prosody, tmp_path):
     password = uuid.uuid4().hex
     jid = prosody.register("debugbroker", "cloud1.test", password)
-    config = tmp_path / "debug.toml"
-    config.write_text(f"""
-[broker]
-cloud = "debugcloud"
-regions = ["eu-west"]
-database = "debug.sqlite"
-
-[xmpp]
-jid = "{jid}/broker"
-password = "{password}"
-host = "127.0.0.1"
-port = {prosody.port}
-ca_file = "{prosody.ca}"
-""")
+    config = broker_config(tmp_path / "debug.toml", prosody, "debugcloud", jid, password)
     log_path = tmp_path / "debug.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(

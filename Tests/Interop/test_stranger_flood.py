@@ -7,10 +7,9 @@ import subprocess
 import time
 import xml.etree.ElementTree as ET
 
-import slixmpp
 from slixmpp.exceptions import IqError
 
-from conftest import _intercloud_binary
+from conftest import _intercloud_binary, slix_session
 
 ANNOUNCE_NS = "urn:intercloud:presence:0"
 CATALOG_QUERY = "<query xmlns='urn:intercloud:catalog:0'>SELECT * WHERE { ?s ?p ?o }</query>"
@@ -24,16 +23,7 @@ def _cli(broker, *arguments):
 
 async def _stranger(prosody, account, body):
     jid, password = account("cloud2.test")
-    client = slixmpp.ClientXMPP(jid + "/flood", password)
-    client.ca_certs = prosody.ca
-    ready = asyncio.Event()
-    client.add_event_handler("session_start", lambda _: ready.set())
-    client.connect(host="127.0.0.1", port=prosody.port)
-    await asyncio.wait_for(ready.wait(), 15)
-    try:
-        return await body(client, jid)
-    finally:
-        client.disconnect()
+    return await slix_session(prosody, jid, password, "flood", lambda client: body(client, jid))
 
 
 def test_stranger_presence_creates_no_peer(prosody, broker, account):
