@@ -113,25 +113,22 @@ import XMPP
         await negotiation.stop(pair)
     }
 
-    /// A peer's migration left holding a reservation (never transferred, never cut over) counts
-    /// against the agreement's quota: a second migration that would exceed it is refused, and the
-    /// number of migrations in progress under one agreement is capped.
-    @Test func reservationsInProgressCountAgainstTheQuota() async throws {
+    /// Stages, at the destination, another migration under a fresh one-instance agreement in
+    /// `phase` (as a peer would leave it), then migrates a running instance there: it must be
+    /// refused for quota, and the source copy must keep running.
+    func expectQuotaRefusal(whileAnotherIs phase: DestinationPhase, spec: MigratingInstanceSpec) async throws {
         let pair = try await pair()
         let agreement = try await agree(pair, instances: 1, vcpu: 4)
         let (source, instance) = try await runningInstance(pair.consumer.node)
         let destination = try #require(pair.provider.node.migration)
-        // At the destination: a migration under this agreement reserved and waiting on its source.
-        let spec = MigratingInstanceSpec(
-            name: "held", instanceType: "sim.small", vCPU: 1, memoryMiB: 512, diskGiB: 1, imageFormats: [.raw], canConvert: false)
-        var held = DestinationMigration(
-            migrationID: "mig-held", peer: pair.consumerJID, proposal: MigrationProposal(agreementID: agreement.id, instance: spec), now: Date())
-        _ = held.begin(now: Date())
-        var snapshot = held.snapshot
-        snapshot.phase = .reserved
+        var other = DestinationMigration(
+            migrationID: "mig-other", peer: pair.consumerJID, proposal: MigrationProposal(agreementID: agreement.id, instance: spec), now: Date())
+        if phase != .authorizing { _ = other.begin(now: Date()) }
+        var snapshot = other.snapshot
+        snapshot.phase = phase
         try destination.journal.save(
-            snapshot, migrationID: "mig-held", role: .destination, peer: pair.consumerJID, phase: "reserved", finished: false,
-            step: "reply reserved", outcome: "issued", detail: "", now: Date())
+            snapshot, migrationID: "mig-other", role: .destination, peer: pair.consumerJID, phase: phase.rawValue, finished: false,
+            step: "staged", outcome: "issued", detail: "", now: Date())
 
         let refused = try await pair.consumer.node.migration!.migrate(instanceID: instance.id, to: pair.providerJID, agreementID: agreement.id)
         guard case .rolledBack(let reason) = refused.outcome else { Issue.record("expected a rollback, got \(refused.outcome)"); return }
@@ -141,25 +138,18 @@ import XMPP
         await negotiation.stop(pair)
     }
 
+    /// A peer's migration left holding a reservation (never transferred, never cut over) counts
+    /// against the agreement's quota: a second migration that would exceed it is refused.
+    @Test func reservationsInProgressCountAgainstTheQuota() async throws {
+        try await expectQuotaRefusal(whileAnotherIs: .reserved, spec: MigratingInstanceSpec(
+            name: "held", instanceType: "sim.small", vCPU: 1, memoryMiB: 512, diskGiB: 1, imageFormats: [.raw], canConvert: false))
+    }
+
     /// Proposals that arrive together are each still `authorizing` when the others are decided: they
     /// count against the quota too, or all would pass on the same usage.
     @Test func proposalsBeingAuthorizedCountAgainstTheQuota() async throws {
-        let pair = try await pair()
-        let agreement = try await agree(pair, instances: 1, vcpu: 4)
-        let (source, instance) = try await runningInstance(pair.consumer.node)
-        let destination = try #require(pair.provider.node.migration)
-        let spec = MigratingInstanceSpec(
-            name: "other", instanceType: "sim.medium", vCPU: 2, memoryMiB: 2048, diskGiB: 2, imageFormats: [.raw], canConvert: false)
-        let other = DestinationMigration(
-            migrationID: "mig-other", peer: pair.consumerJID, proposal: MigrationProposal(agreementID: agreement.id, instance: spec), now: Date())
-        try destination.journal.save(
-            other.snapshot, migrationID: "mig-other", role: .destination, peer: pair.consumerJID, phase: "authorizing", finished: false,
-            step: "authorize", outcome: "issued", detail: "", now: Date())
-        let refused = try await pair.consumer.node.migration!.migrate(instanceID: instance.id, to: pair.providerJID, agreementID: agreement.id)
-        guard case .rolledBack(let reason) = refused.outcome else { Issue.record("expected a rollback, got \(refused.outcome)"); return }
-        #expect(reason.contains("quota-exceeded"), "\(reason)")
-        #expect(try await source.describe(instance: instance.id).state == .running)
-        await negotiation.stop(pair)
+        try await expectQuotaRefusal(whileAnotherIs: .authorizing, spec: MigratingInstanceSpec(
+            name: "other", instanceType: "sim.medium", vCPU: 2, memoryMiB: 2048, diskGiB: 2, imageFormats: [.raw], canConvert: false))
     }
 
     /// `[automation] mode = "migrate"`: a cloud over its capacity threshold moves an instance to

@@ -25,6 +25,21 @@ struct ImageInspectionTests {
 
         func path(_ name: String) -> URL { directory.appendingPathComponent(name) }
 
+        /// Where the SimCloud of `simCloud()` keeps its images (inside the workspace, removed with it).
+        var store: URL { directory.appendingPathComponent("store") }
+
+        /// A SimCloud storing into `store`: the image store the secret must never reach.
+        func simCloud() throws -> SimCloud {
+            try SimCloud(configuration: .init(dataDirectory: store, delays: .instant))
+        }
+
+        /// A qcow2 overlay whose backing file is the host secret.
+        func backedBySecret(_ name: String) throws -> URL {
+            let overlay = path(name)
+            try qemuImg(["create", "-q", "-f", "qcow2", "-b", secret.path, "-F", "raw", overlay.path])
+            return overlay
+        }
+
         func qemuImg(_ arguments: [String]) throws {
             try runCommand(QemuImg.executable, arguments)
         }
@@ -39,8 +54,7 @@ struct ImageInspectionTests {
 
     /// Each hostile image, its declared format and the reason it must be refused for.
     static func hostileImages(_ w: Workspace) throws -> [(name: String, file: URL, format: ImageFormat, reason: ImageRefusal.Reason)] {
-        let backing = w.path("backing.qcow2")
-        try w.qemuImg(["create", "-q", "-f", "qcow2", "-b", w.secret.path, "-F", "raw", backing.path])
+        let backing = try w.backedBySecret("backing.qcow2")
         let jsonBacking = w.path("json-backing.qcow2")
         try w.qemuImg([
             "create", "-q", "-f", "qcow2", "-b",
@@ -132,9 +146,7 @@ struct ImageInspectionTests {
     func simCloudRefuses() async throws {
         let w = try Workspace.make()
         defer { try? FileManager.default.removeItem(at: w.directory) }
-        let store = try TemporaryDirectory.make("simcloud-hostile")
-        defer { try? FileManager.default.removeItem(at: store) }
-        let driver = try SimCloud(configuration: .init(dataDirectory: store, delays: .instant))
+        let driver = try w.simCloud()
         let before = try await driver.listImages()
         for image in try Self.hostileImages(w) {
             do {
@@ -155,7 +167,7 @@ struct ImageInspectionTests {
             #expect(FileManager.default.fileExists(atPath: image.file.path))
         }
         #expect(try await driver.listImages() == before)
-        #expect(try Self.containsSecret(under: store) == [])
+        #expect(try Self.containsSecret(under: w.store) == [])
     }
 
     @Test("a tiny qcow2 declaring 8 TiB is refused at once against the reserved disk")
@@ -164,9 +176,7 @@ struct ImageInspectionTests {
         defer { try? FileManager.default.removeItem(at: w.directory) }
         let huge = w.path("huge.qcow2")
         try w.qemuImg(["create", "-q", "-f", "qcow2", huge.path, "8T"])
-        let store = try TemporaryDirectory.make("simcloud-huge")
-        defer { try? FileManager.default.removeItem(at: store) }
-        let driver = try SimCloud(configuration: .init(dataDirectory: store, delays: .instant))
+        let driver = try w.simCloud()
         let clock = ContinuousClock()
         let started = clock.now
         do {
@@ -194,9 +204,7 @@ struct ImageInspectionTests {
     func cleanImagesImport() async throws {
         let w = try Workspace.make()
         defer { try? FileManager.default.removeItem(at: w.directory) }
-        let store = try TemporaryDirectory.make("simcloud-clean")
-        defer { try? FileManager.default.removeItem(at: store) }
-        let driver = try SimCloud(configuration: .init(dataDirectory: store, delays: .instant))
+        let driver = try w.simCloud()
         let raw = w.path("disk.raw")
         try Data((0..<(2 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) }).write(to: raw)
         let qcow2 = w.path("disk.qcow2")
@@ -207,22 +215,18 @@ struct ImageInspectionTests {
         let expected = try FileCopy.digest(of: raw).sha256
         #expect(fromQcow2.sha256 == expected)
         // Declared raw: the qcow2 with a backing file is just bytes, never opened as qcow2.
-        let backing = w.path("backing.qcow2")
-        try w.qemuImg(["create", "-q", "-f", "qcow2", "-b", w.secret.path, "-F", "raw", backing.path])
+        let backing = try w.backedBySecret("backing.qcow2")
         let asRaw = try await driver.importImage(from: backing, name: "bytes", format: .raw, expectedSHA256: nil, progress: nil)
         #expect(asRaw.sha256 == (try FileCopy.digest(of: backing).sha256))
-        #expect(try Self.containsSecret(under: store) == [])
+        #expect(try Self.containsSecret(under: w.store) == [])
     }
 
     @Test("the operator may override the reference checks for one call, and then the backing is followed")
     func operatorOverride() async throws {
         let w = try Workspace.make()
         defer { try? FileManager.default.removeItem(at: w.directory) }
-        let backing = w.path("operator-backing.qcow2")
-        try w.qemuImg(["create", "-q", "-f", "qcow2", "-b", w.secret.path, "-F", "raw", backing.path])
-        let store = try TemporaryDirectory.make("simcloud-override")
-        defer { try? FileManager.default.removeItem(at: store) }
-        let driver = try SimCloud(configuration: .init(dataDirectory: store, delays: .instant))
+        let backing = try w.backedBySecret("operator-backing.qcow2")
+        let driver = try w.simCloud()
         let image = try await driver.importImage(
             from: backing, name: "operator", format: .qcow2, expectedSHA256: nil,
             admission: ImageAdmission(allowsReferences: true), progress: nil)
