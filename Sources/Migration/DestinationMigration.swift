@@ -456,7 +456,7 @@ public struct DestinationMigration: Sendable {
         snapshot.undo = []
         let change = MeteringChange.start(
             migrationID: snapshot.migrationID, instanceID: instance.instanceID, sizeID: reservation.sizeID,
-            agreementID: snapshot.proposal.agreementID, movedFrom: snapshot.peer)
+            agreementID: snapshot.proposal.agreementID, movedFrom: snapshot.peer, since: snapshot.phaseEnteredAt)
         return issue(.metering(change), phase: .completing, now: now)
     }
 

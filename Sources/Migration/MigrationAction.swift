@@ -88,9 +88,14 @@ public enum TransportOperation: Codable, Sendable, Hashable {
 }
 
 /// Metering follows the instance: the source stops charging, the destination starts.
+///
+/// `since`: when the destination's copy started running (the destination's clock for `start`, the
+/// moment the source heard of it for `stop`). The copy uses the provider's resources from then, so
+/// it is metered from then, not from the cut-over that follows (nil in journals written before it
+/// was recorded: metered from the change).
 public enum MeteringChange: Codable, Sendable, Hashable {
-    case stop(migrationID: String, instanceID: String, movedTo: String)
-    case start(migrationID: String, instanceID: String, sizeID: String, agreementID: String, movedFrom: String)
+    case stop(migrationID: String, instanceID: String, movedTo: String, since: Date? = nil)
+    case start(migrationID: String, instanceID: String, sizeID: String, agreementID: String, movedFrom: String, since: Date? = nil)
 }
 
 /// The one side effect a migration machine asks for. The runner stores the machine's snapshot

@@ -133,6 +133,8 @@ public struct SourceMigration: Sendable {
         public var exported: StagedFile?
         public var transferFile: StagedFile?
         public var destinationInstance: StartedInstance?
+        /// When the destination said its copy runs (`started`): metering moves from then.
+        public var destinationStartedAt: Date?
         /// Undo recorded so far; run in `SourceUndo.order` when rolling back.
         public var undo: [SourceUndo]
         /// The undo step being performed while rolling back.
@@ -298,6 +300,7 @@ public struct SourceMigration: Sendable {
             switch answer.body {
             case .started(let started):
                 snapshot.destinationInstance = started
+                snapshot.destinationStartedAt = now
                 return issue(.send(message(.cutover)), phase: .cuttingOver, now: now)
             case .abort(let reason): return rollback("destination failed: \(reason)", now: now)
             default: return rollback("unexpected answer \(answer.kind) to transferred", now: now)
@@ -362,7 +365,8 @@ public struct SourceMigration: Sendable {
     private mutating func issueMeteringHandoff(now: Date) -> MigrationAction {
         let change = MeteringChange.stop(
             migrationID: snapshot.migrationID, instanceID: snapshot.instanceID,
-            movedTo: snapshot.destinationInstance.map { "\(snapshot.peer)/\($0.instanceID)" } ?? snapshot.peer)
+            movedTo: snapshot.destinationInstance.map { "\(snapshot.peer)/\($0.instanceID)" } ?? snapshot.peer,
+            since: snapshot.destinationStartedAt)
         return issue(.metering(change), phase: .handingOverMetering, now: now)
     }
 
@@ -449,6 +453,7 @@ public struct SourceMigration: Sendable {
             switch answer.body {
             case .started(let started):
                 snapshot.destinationInstance = started
+                snapshot.destinationStartedAt = now
                 return issue(.send(message(.cutover)), phase: .cuttingOver, now: now)
             case .state(let state) where state.phase == .completed:
                 return commit(destination: state.instance, now: now)

@@ -38,11 +38,20 @@ struct MigrationRunnerTests {
         #expect(destination.reservation?.region == "eu-1")
         #expect(destination.network == "cloud2-lan")
 
-        // Metering moved: the source stopped charging, the destination started.
+        // Metering moved: the source stopped charging, the destination started, both from the
+        // moment the destination's copy ran (not from the cut-over after it).
+        let source = try #require(try await fixture.sourceJournal.sourceSnapshot("mig-1"))
+        let startedAt = try #require(source.destinationStartedAt)
         let stops = await fixture.sourceMetering.changes
         let starts = await fixture.destinationMetering.changes
-        #expect(stops == [.stop(migrationID: "mig-1", instanceID: instanceID, movedTo: "cloud2.test/\(destination.instance?.instanceID ?? "")")])
-        #expect(starts == [.start(migrationID: "mig-1", instanceID: destination.instance?.instanceID ?? "", sizeID: "sim.nano", agreementID: "agr-1", movedFrom: "cloud1.test")])
+        #expect(stops == [.stop(migrationID: "mig-1", instanceID: instanceID, movedTo: "cloud2.test/\(destination.instance?.instanceID ?? "")", since: startedAt)])
+        guard case .start(let id, let copy, let size, let agreement, let from, let since)? = starts.first, starts.count == 1 else {
+            Issue.record("expected one start, got \(starts)"); return
+        }
+        #expect([id, copy, size, agreement, from] == ["mig-1", destination.instance?.instanceID ?? "", "sim.nano", "agr-1", "cloud1.test"])
+        // The destination entered STARTED before the source heard of it, and before the cut-over.
+        let startedHere = try #require(since)
+        #expect(startedHere <= startedAt && destination.phaseEnteredAt >= startedHere)
     }
 
     @Test("a peer proposing the id of one of our own outgoing migrations is refused; ids are unique across roles")

@@ -567,21 +567,21 @@ struct BrokerMeteringHandoff: MeteringHandoff {
 
     func apply(_ change: MeteringChange, at now: Date) async throws {
         switch change {
-        case .start(let migrationID, let instanceID, let sizeID, let agreementID, let movedFrom):
+        case .start(let migrationID, let instanceID, let sizeID, let agreementID, let movedFrom, let since):
             let size = try await provider.driver().listSizes().first { $0.id == sizeID }
             let spec = try journal.destinationSnapshot(migrationID)?.proposal.instance
             try await metering.store.place(MeteringStore.Placement(
                 agreementID: agreementID, instanceID: instanceID, role: .provider, peer: movedFrom, instanceType: sizeID,
                 vcpu: size?.vCPU ?? spec?.vCPU ?? 1, memoryGiB: Decimal(size?.memoryMiB ?? spec?.memoryMiB ?? 0) / 1024,
-                diskBytes: Int64(size?.diskGiB ?? spec?.diskGiB ?? 0) << 30, placedAt: now))
-        case .stop(let migrationID, _, let movedTo):
+                diskBytes: Int64(size?.diskGiB ?? spec?.diskGiB ?? 0) << 30, placedAt: min(since ?? now, now)))
+        case .stop(let migrationID, _, let movedTo, let since):
             guard let source = try journal.sourceSnapshot(migrationID) else { return }
             let destinationInstance = source.destinationInstance?.instanceID ?? migrationID
             let sizeID = source.reservation?.sizeID ?? source.spec.instanceType
             try await metering.store.place(MeteringStore.Placement(
                 agreementID: source.agreementID, instanceID: destinationInstance, role: .consumer, peer: movedTo, instanceType: sizeID,
                 vcpu: source.spec.vCPU, memoryGiB: Decimal(source.spec.memoryMiB) / 1024, diskBytes: Int64(source.spec.diskGiB) << 30,
-                placedAt: now))
+                placedAt: min(since ?? now, now)))
         }
     }
 }
