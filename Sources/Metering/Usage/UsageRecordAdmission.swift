@@ -8,7 +8,8 @@ import Policy
 /// `periodSeconds` from the agreement's start, as the provider closes them); it must not overlap a
 /// record this consumer already countersigned under the same agreement (one hour is billed once);
 /// its quantities must fit what the agreement allows (no more running seconds than its instances
-/// could run, no more vCPU seconds than its vCPUs); and calls are counted only for a consumer that
+/// could run, no more vCPU seconds than its vCPUs, no more bytes stored than its storage, no more
+/// bytes transferred than its transfer); and calls are counted only for a consumer that
 /// holds federated services under the agreement, up to a ceiling it sets. All arithmetic on the
 /// provider's numbers is checked: an overflow is a refusal, never a crash.
 public struct UsageRecordAdmission: Sendable, Equatable {
@@ -93,6 +94,29 @@ public struct UsageRecordAdmission: Sendable, Equatable {
                 throw Refusal(
                     code: "aboveAgreement",
                     detail: "\(record.usage.vcpuSeconds) vCPU-seconds in \(seconds) s exceed the agreement's \(resources.vcpu) vCPUs")
+            }
+        }
+        // Bytes: never negative; stored bytes within the agreement's storage at every second of the
+        // period, transferred bytes within the whole agreement's transfer (one period cannot
+        // carry more than all of them). Decimal: no overflow to check.
+        let usage = record.usage
+        if usage.bytesTransferred < 0 || usage.byteSecondsStored < 0 {
+            throw Refusal(code: "malformedQuantity", detail: "negative bytes transferred or stored")
+        }
+        if resources.storageGiB > 0 {
+            let allowed = resources.storageGiB * Decimal(1 << 30) * Decimal(seconds)
+            if usage.byteSecondsStored > allowed {
+                throw Refusal(
+                    code: "aboveAgreement",
+                    detail: "\(usage.byteSecondsStored) byte-seconds stored in \(seconds) s exceed the agreement's \(resources.storageGiB) GiB")
+            }
+        }
+        if resources.transferGB > 0 {
+            let allowed = resources.transferGB * Metering.bytesPerGB
+            if usage.bytesTransferred > allowed {
+                throw Refusal(
+                    code: "aboveAgreement",
+                    detail: "\(usage.bytesTransferred) bytes transferred exceed the agreement's \(resources.transferGB) GB")
             }
         }
         if !agreement.terms.instanceTypes.isEmpty {

@@ -74,6 +74,29 @@ struct UsageRecordAdmissionTests {
         #expect(code(overflowing, context(services: true)) == "callsAboveCeiling")
     }
 
+    @Test("bytes stored and transferred are bounded by the agreement's storage and transfer, and never negative")
+    func bytes() {
+        var bounded = agreement
+        bounded.terms.resources.storageGiB = 10
+        bounded.terms.resources.transferGB = 5
+        let context = UsageRecordAdmission.Context(agreement: bounded, countersignedPeriods: [], hasFederatedServices: false)
+        var record = hourRecord(4)
+        record.usage.byteSecondsStored = Decimal(10 << 30) * 3600  // 10 GiB all hour: the most
+        record.usage.bytesTransferred = 5_000_000_000
+        #expect(code(record, context) == nil)
+        record.usage.byteSecondsStored += 1
+        #expect(code(record, context) == "aboveAgreement")
+        record.usage.byteSecondsStored = 0
+        record.usage.bytesTransferred = Decimal(string: "1e30")!
+        #expect(code(record, context) == "aboveAgreement")
+        record.usage.bytesTransferred = -1
+        #expect(code(record, context) == "malformedQuantity")
+        // Unbounded in the agreement (0): only the sign is checked.
+        var unbounded = hourRecord(4)
+        unbounded.usage.bytesTransferred = Decimal(string: "1e30")!
+        #expect(code(unbounded, self.context()) == nil)
+    }
+
     @Test("calls are billed only to a consumer with federated services, and up to its ceiling")
     func calls() {
         #expect(code(hourRecord(1, calls: 5), context(services: false)) == "callsNotAgreed")
