@@ -43,6 +43,8 @@ public struct BrokerConfiguration: Sendable {
         public var approve: [String]?
         /// Room nickname; defaults to the cloud name.
         public var nickname: String?
+        /// Hours a peering request waits for the operator before it is declined (default 168).
+        public var approval_wait_hours: TOMLNumber?
     }
 
     /// `[trust]` as written in the file (paths relative to the configuration file).
@@ -158,6 +160,10 @@ public struct BrokerConfiguration: Sendable {
         public var decision_timeout_seconds: TOMLNumber?
         /// Requests plus offers allowed in one negotiation (default 8).
         public var max_rounds: Int?
+        /// Negotiations one peer may hold open with this broker as provider (default 8).
+        public var max_open_per_peer: Int?
+        /// Negotiations all peers together may hold open with this broker as provider (default 128).
+        public var max_open: Int?
     }
 
     /// `[metering]`: sampling and metering periods (all optional).
@@ -279,6 +285,10 @@ public struct BrokerConfiguration: Sendable {
     public var rooms: [JID]
     public var directPeers: [JID]
     public var approvalPatterns: [String]
+    /// How long a peering request waits for `intercloud peers approve` before it is declined
+    /// (`[discovery] approval_wait_hours`, default 168): strangers' requests must not fill the
+    /// bounded waiting list for good.
+    public var approvalWait: Duration = .seconds(7 * 24 * 3600)
     public var nickname: String
     public var databasePath: String
     public var sourcePath: String
@@ -293,6 +303,8 @@ public struct BrokerConfiguration: Sendable {
     public var policyFiles: [String] = []
     /// Negotiation timers and limits (`[negotiation]`, defaults otherwise).
     public var negotiation = NegotiationStateMachine.Configuration()
+    /// How many negotiations peers may hold open with us (`[negotiation] max_open_per_peer`, `max_open`).
+    public var negotiationAdmission = NegotiationAdmission()
     /// Metering sampling and periods (`[metering]`, defaults otherwise).
     public var metering = MeteringService.Settings()
     /// Migration transfer channel and work folder (`[migration]`, defaults otherwise).
@@ -463,6 +475,16 @@ public struct BrokerConfiguration: Sendable {
                 negotiation.maxRounds = value
             }
         }
+        var negotiationAdmission = NegotiationAdmission()
+        if let section = file.negotiation {
+            let perPeer = section.max_open_per_peer ?? NegotiationAdmission.defaultMaxOpenPerPeer
+            let all = section.max_open ?? NegotiationAdmission.defaultMaxOpen
+            guard perPeer >= 1 else { throw Error(path: path, message: "negotiation.max_open_per_peer must be ≥ 1") }
+            guard all >= perPeer else {
+                throw Error(path: path, message: "negotiation.max_open (\(all)) must be ≥ negotiation.max_open_per_peer (\(perPeer))")
+            }
+            negotiationAdmission = NegotiationAdmission(maxOpenPerPeer: perPeer, maxOpen: all)
+        }
         var configuration = BrokerConfiguration(
             broker: file.broker, xmpp: client,
             rooms: try jids(file.discovery?.rooms, field: "discovery.rooms"),
@@ -476,6 +498,11 @@ public struct BrokerConfiguration: Sendable {
             provider: provider,
             policyFiles: (file.policy?.files ?? []).map(resolve))
         configuration.negotiation = negotiation
+        configuration.negotiationAdmission = negotiationAdmission
+        if let hours = file.discovery?.approval_wait_hours?.value {
+            guard hours.isFinite, hours > 0 else { throw Error(path: path, message: "discovery.approval_wait_hours must be > 0") }
+            configuration.approvalWait = .milliseconds(Int64((hours * 3_600_000).rounded()))
+        }
         if let section = file.metering {
             if let value = section.sample_seconds?.value {
                 guard value.isFinite, value >= 0.05 else { throw Error(path: path, message: "metering.sample_seconds must be ≥ 0.05") }

@@ -100,7 +100,7 @@ public final class BrokerNode: Service, Sendable {
         let negotiation = NegotiationService(
             local: configuration.xmpp.jid.bare.description, identity: trust?.service.identity, trustStore: trust?.service.store,
             database: database, signed: signed, registry: registry, audit: audit, policies: policies,
-            configuration: configuration.negotiation, logger: logger)
+            configuration: configuration.negotiation, admission: configuration.negotiationAdmission, logger: logger)
         self.negotiation = negotiation
         let provider = configuration.provider.map(ProviderHandle.init(settings:))
         self.provider = provider
@@ -241,13 +241,17 @@ public final class BrokerNode: Service, Sendable {
         }
         client.start()
         logger.info("broker for cloud \(configuration.broker.cloud) starting as \(configuration.xmpp.jid)")
+        let wait = configuration.approvalWait.components
+        let approvalWait = TimeInterval(wait.seconds) + TimeInterval(wait.attoseconds) / 1e18
         let approvals = Task { [registry, inputContinuation, logger] in
             while !Task.isCancelled {
                 do {
-                    for jid in try registry.takePendingApprovals() {
-                        logger.info("operator approved peering with \(jid)")
-                        inputContinuation.yield(.operatorApproved(jid))
+                    for (jid, decision) in try registry.takeOperatorDecisions() {
+                        logger.info("operator \(decision == .approve ? "approved" : "rejected") peering with \(jid)")
+                        inputContinuation.yield(decision == .approve ? .operatorApproved(jid) : .operatorRejected(jid))
                     }
+                    let expired = try registry.pendingApprovals(requestedBefore: Date() - approvalWait)
+                    if !expired.isEmpty { inputContinuation.yield(.pendingApprovalsExpired(expired)) }
                 } catch { logger.error("cannot read approvals: \(error)") }
                 try? await Task.sleep(for: .seconds(1))
             }
@@ -378,6 +382,13 @@ public final class BrokerNode: Service, Sendable {
                 logger.info("peer \(jid) offline")
             case .allPeersOffline:
                 try registry.allOffline()
+            case .declineSubscription(let jid, let reason):
+                logger.notice("peering request from \(jid) declined: \(reason)")
+                try registry.clearPendingApproval(jid)
+                client.send(Stanza.presence(type: "unsubscribed", to: jid))
+                _ = try? audit.record(AuditEvent(
+                    at: now, module: "broker", kind: "peering.request", peer: jid.description, action: "subscribe",
+                    outcome: .refused, reason: "declined", detail: reason))
             case .recordPendingApproval(let jid):
                 logger.notice("peering request from \(jid) waits for approval: intercloud peers approve \(jid) --config \(configuration.sourcePath)")
                 try registry.setSubscription(jid, "pending-approval", now: now)

@@ -47,6 +47,10 @@ public struct PeerDiscovery: Sendable {
         case sessionLost
         case presence(Stanza)
         case operatorApproved(JID)
+        /// The operator declined the peering request (`intercloud peers reject`).
+        case operatorRejected(JID)
+        /// These requests waited longer than `[discovery] approval_wait_hours`.
+        case pendingApprovalsExpired([JID])
         case featuresDiscovered(capsVer: String?, peer: JID, features: [String])
     }
 
@@ -59,6 +63,9 @@ public struct PeerDiscovery: Sendable {
         case peerOffline(JID)
         case allPeersOffline
         case recordPendingApproval(JID)
+        /// Decline a peering request that waited for the operator: answer `unsubscribed` and drop
+        /// its registry row (`reason` for the log and audit).
+        case declineSubscription(JID, reason: String)
         case queryFeatures(JID)
         case storeFeatures(JID, [String])
         /// We created an exchange room: unlock it and make real JIDs visible.
@@ -114,6 +121,15 @@ public struct PeerDiscovery: Sendable {
             acceptedDirect.insert(jid.bare)
             pendingApprovals.remove(jid.bare)
             return [.approveSubscription(jid.bare), .subscribe(jid.bare)]
+        case .operatorRejected(let jid):
+            // Also a request the operator rejects before it arrives: nothing waits, nothing to send,
+            // but a stale row (from an earlier run) is dropped all the same.
+            guard !acceptedDirect.contains(jid.bare) else { return [] }
+            pendingApprovals.remove(jid.bare)
+            return [.declineSubscription(jid.bare, reason: "rejected by the operator")]
+        case .pendingApprovalsExpired(let jids):
+            return jids.filter { pendingApprovals.remove($0.bare) != nil }
+                .map { .declineSubscription($0.bare, reason: "no operator decision within the approval wait") }
         case .featuresDiscovered(let ver, let peer, let features):
             if let ver {
                 if featuresByCaps.count >= settings.maxCapsEntries { featuresByCaps.removeAll() }

@@ -60,6 +60,15 @@ public struct PeerRegistry: Sendable {
                     t.column("applied", .boolean).notNull().defaults(to: false)
                 }
             }
+            // The operator may also reject a peering request, and a request waits only so long:
+            // when it was made is kept apart from `first_seen` (the peer may be known from a room).
+            migrator.registerMigration("peers.v2-reject") { db in
+                try db.alter(table: "peer_approval") { t in
+                    t.add(column: "decision", .text).notNull().defaults(to: "approve")
+                }
+                try db.alter(table: "peer") { t in t.add(column: "requested_at", .datetime) }
+                try db.execute(sql: "UPDATE peer SET requested_at = first_seen WHERE subscription = 'pending-approval'")
+            }
         }
     }
 
@@ -116,6 +125,8 @@ public struct PeerRegistry: Sendable {
             } else {
                 try db.execute(sql: "UPDATE peer SET subscription = ? WHERE jid = ?", arguments: [state, key])
             }
+            let requestedAt: Date? = state == "pending-approval" ? now : nil
+            try db.execute(sql: "UPDATE peer SET requested_at = ? WHERE jid = ?", arguments: [requestedAt, key])
         }
     }
 
@@ -129,19 +140,62 @@ public struct PeerRegistry: Sendable {
 
     /// Records an operator's approval (from the CLI); the running broker applies it.
     public func approve(_ jid: JID, now: Date) throws {
+        try recordDecision(jid, .approve, now: now)
+    }
+
+    /// Records an operator's rejection of a peering request (from the CLI); the running broker
+    /// answers the peer `unsubscribed` and drops the request.
+    public func reject(_ jid: JID, now: Date) throws {
+        try recordDecision(jid, .reject, now: now)
+    }
+
+    public enum Decision: String, Sendable {
+        case approve, reject
+    }
+
+    private func recordDecision(_ jid: JID, _ decision: Decision, now: Date) throws {
         try database.write { db in
             try db.execute(
-                sql: "INSERT INTO peer_approval(jid, approved_at, applied) VALUES (?, ?, 0) ON CONFLICT(jid) DO UPDATE SET approved_at = excluded.approved_at, applied = 0",
-                arguments: [jid.bare.description, now])
+                sql: """
+                    INSERT INTO peer_approval(jid, approved_at, applied, decision) VALUES (?, ?, 0, ?)
+                    ON CONFLICT(jid) DO UPDATE SET approved_at = excluded.approved_at, applied = 0, decision = excluded.decision
+                    """,
+                arguments: [jid.bare.description, now, decision.rawValue])
         }
     }
 
-    /// Approvals not yet applied by the broker, marked applied in the same transaction.
-    public func takePendingApprovals() throws -> [JID] {
+    /// Operator decisions not yet applied by the broker, in order, marked applied in the same
+    /// transaction.
+    public func takeOperatorDecisions() throws -> [(jid: JID, decision: Decision)] {
         try database.write { db in
-            let jids = try String.fetchAll(db, sql: "SELECT jid FROM peer_approval WHERE applied = 0 ORDER BY approved_at")
+            let rows = try Row.fetchAll(db, sql: "SELECT jid, decision FROM peer_approval WHERE applied = 0 ORDER BY approved_at")
             try db.execute(sql: "UPDATE peer_approval SET applied = 1 WHERE applied = 0")
-            return jids.compactMap { try? JID($0) }
+            return rows.compactMap { row in
+                guard let jid = try? JID(row["jid"] as String), let decision = Decision(rawValue: row["decision"]) else { return nil }
+                return (jid, decision)
+            }
+        }
+    }
+
+    /// Peering requests waiting for the operator since before `cutoff`.
+    public func pendingApprovals(requestedBefore cutoff: Date) throws -> [JID] {
+        try database.read { db in
+            try String.fetchAll(
+                db, sql: "SELECT jid FROM peer WHERE subscription = 'pending-approval' AND requested_at < ? ORDER BY requested_at",
+                arguments: [cutoff]
+            ).compactMap { try? JID($0) }
+        }
+    }
+
+    /// Drops a declined peering request: a row that exists only because of the request goes,
+    /// a peer also known otherwise (from a room) keeps its row with no subscription.
+    public func clearPendingApproval(_ jid: JID) throws {
+        try database.write { db in
+            let key = jid.bare.description
+            try db.execute(sql: "DELETE FROM peer WHERE jid = ? AND subscription = 'pending-approval' AND via IS NULL", arguments: [key])
+            try db.execute(
+                sql: "UPDATE peer SET subscription = 'none', requested_at = NULL WHERE jid = ? AND subscription = 'pending-approval'",
+                arguments: [key])
         }
     }
 }

@@ -143,7 +143,7 @@ struct CatalogCommand: AsyncParsableCommand {
             switch await catalog.run(sparql) {
             case .success(let result):
                 print(output == .json ? result.serializedJSON() : CatalogTable.render(result))
-            case .failure(.busy):
+            case .failure(.busy), .failure(.busyForPeer):
                 throw CatalogCommandFailure("busy")
             case .failure(.query(let error)):
                 throw CatalogCommandFailure("\(error)")

@@ -7,12 +7,13 @@ import XMPP
 struct PeersCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "peers",
-        abstract: "Show the peer brokers this broker has found, or approve a peering request.",
+        abstract: "Show the peer brokers this broker has found, or approve or reject a peering request.",
         discussion: """
             Reads the peer registry of the broker configured in --config (works while the
             broker runs). ONLINE is the broker's current view; LAST SEEN is when presence
             last arrived. SUBSCRIPTION shows direct-peering state: pending-approval means
-            the peer asked and waits for `intercloud peers approve JID`.
+            the peer asked and waits for `intercloud peers approve JID` (or `reject`), at
+            most [discovery] approval_wait_hours (168) before it is declined.
 
             TRUST comes from the trust store and the audit log:
               trusted         a mutual certificate handshake succeeded and the
@@ -28,7 +29,7 @@ struct PeersCommand: AsyncParsableCommand {
             Details: `intercloud audit --config FILE --peer JID` and
             `intercloud trust show JID --config FILE`.
             """,
-        subcommands: [ListPeers.self, ApprovePeer.self],
+        subcommands: [ListPeers.self, ApprovePeer.self, RejectPeer.self],
         defaultSubcommand: ListPeers.self)
 
     struct ListPeers: AsyncParsableCommand {
@@ -93,6 +94,33 @@ struct PeersCommand: AsyncParsableCommand {
             try PeerRegistry(database: database).approve(peer, now: Date())
             print("approved \(peer.bare); the broker will accept its peering request")
         }
+    }
+}
+
+struct RejectPeer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reject",
+        abstract: "Decline a direct-peering request; the running broker answers it within a second.",
+        discussion: """
+            The broker answers the peer `unsubscribed`, drops the request from the waiting list
+            (at most 64 wait at once) and records the decision in the audit log. A request nobody
+            decides on is declined the same way after [discovery] approval_wait_hours (168).
+            The peer may ask again later; `intercloud peers approve` accepts it then.
+            """)
+
+    @Argument(help: "The requesting broker's JID, e.g. broker@cloud3.example.")
+    var jid: String
+
+    @Option(name: .shortAndLong, help: "Broker configuration file (TOML).")
+    var config: String
+
+    func run() async throws {
+        let configuration = try loadConfiguration(config)
+        let peer: JID
+        do { peer = try JID(jid) } catch { throw ValidationError("\(jid): \(error)") }
+        let database = try IntercloudDatabase.open(path: configuration.databasePath, schema: BrokerNode.schema)
+        try PeerRegistry(database: database).reject(peer, now: Date())
+        print("rejected \(peer.bare); the broker will decline its peering request")
     }
 }
 

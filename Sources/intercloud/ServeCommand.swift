@@ -61,6 +61,16 @@ struct ServeCommand: AsyncParsableCommand {
             With [catalog] (and [trust]) the broker answers SPARQL queries from trusted peers
             over urn:intercloud:catalog:0 against the listed RDF files plus a generated
             description of itself (named graph <urn:intercloud:graph:self>).
+
+            Limits against lying peers and strangers (SECURITY.md lists them all):
+              federation requests in progress   64, 16 per sender (resource-constraint)
+              catalog queries evaluated at once 2, 1 per peer
+              [negotiation] max_open_per_peer   8 open with us as provider (max_open 128)
+              [migration] max_concurrent_per_agreement   4
+              [migration.live_peers]            where a peer may have our hypervisor send a guest
+              [metering] max_calls_per_second   1000, the most calls billed per second
+              [audit] aggregate_seconds         60: one audit row per sender, kind and window
+              [audit] retention_days            90 (0 keeps audit rows forever)
             """)
 
     @Option(name: .shortAndLong, help: "Broker configuration file (TOML).")

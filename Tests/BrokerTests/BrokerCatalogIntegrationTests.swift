@@ -1,4 +1,5 @@
 import Broker
+import Catalog
 import Foundation
 import TestSupport
 import Testing
@@ -74,6 +75,35 @@ import XMPP
             running.allSatisfy { a in running.allSatisfy { b in a.jid == b.jid || (a.broker.isTrusted(b.jid) && a.broker.trustStatus(b.jid) == "trusted") } }
         })
         return (fixture, running)
+    }
+
+    /// A peer whose query keeps the engine busy holds one of the two query slots, never both: a
+    /// second query of its own is refused at once while another peer's still runs.
+    @Test func onePeerHoldsAtMostItsShareOfTheQuerySlots() async throws {
+        let fixture = TrustFixture(brokers: BrokerFixture(server: server))
+        let root = try fixture.root("root")
+        let (config, _) = try broker(
+            fixture, cloud: "cloud1", host: "cloud1.test", room: uniqueRoom(), ca: root.ca, anchor: root.path,
+            offerings: [("m1", 4, "0.10"), ("m2", 8, "0.20")])
+        let catalog = try BrokerCatalog(configuration: config)
+        // A polynomially backtracking match on 20 000 characters: runs until its time limit.
+        let endless = "SELECT ?m WHERE { BIND(REGEX(\"\(String(repeating: "a", count: 20_000))\", \".*.*.*.*.*.*x\") AS ?m) }"
+        let limits = QueryLimits(timeout: .seconds(3), maxResults: 5, maxQueryBytes: CatalogProtocol.maxQueryBytes)
+        let busy = Task { await catalog.run(endless, limits: limits, for: "mallory@cloud3.test") }
+        // Until the first query is admitted, the second might be the one that runs: wait for it.
+        var second: Result<QueryResult, BrokerCatalog.RunError>?
+        for _ in 0..<100 {
+            second = await catalog.run(Self.offeringNames, for: "mallory@cloud3.test")
+            if case .failure(.busyForPeer) = second { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        guard case .failure(.busyForPeer) = second else { Issue.record("second query of the same peer was not refused: \(String(describing: second))"); return }
+        // Another peer still gets the other slot, and the operator too.
+        guard case .success = await catalog.run(Self.offeringNames, for: "broker@cloud2.test") else { Issue.record("other peer not served"); return }
+        guard case .success = await catalog.run(Self.offeringNames) else { Issue.record("operator not served"); return }
+        guard case .failure(.query) = await busy.value else { Issue.record("the endless query did not end at its limit"); return }
+        // Its slot is free again.
+        guard case .success = await catalog.run(Self.offeringNames, for: "mallory@cloud3.test") else { Issue.record("slot not released"); return }
     }
 
     @Test func localCatalogHoldsTheFilesAndTheGeneratedSelfDescription() async throws {

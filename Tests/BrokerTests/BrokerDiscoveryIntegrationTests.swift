@@ -69,6 +69,36 @@ import XMPP
         await broker2.stop()
     }
 
+    /// `intercloud peers reject` declines a waiting request; a request nobody decides on is
+    /// declined after `[discovery] approval_wait_hours`. Either way the row goes and the audit says why.
+    @Test func theOperatorRejectsAPeeringRequestAndUndecidedOnesExpire() async throws {
+        let fixture = BrokerFixture(server: server)
+        let account2 = try server.freshAccount(prefix: "broker-cloud2", host: "cloud2.test")
+        let (config1, jid1) = try fixture.configuration(cloud: "cloud1", host: "cloud1.test", peers: [account2.jid])
+        let (config3, jid3) = try fixture.configuration(cloud: "cloud3", host: "cloud1.test", peers: [account2.jid])
+        var (config2, _) = try fixture.configuration(cloud: "cloud2", host: "cloud2.test", account: account2)
+        config2.approvalWait = .seconds(3)
+        let broker2 = try RunningBroker(configuration: config2)
+        let broker1 = try RunningBroker(configuration: config1)
+        #expect(await eventually { broker2.peer(jid1)?.subscription == "pending-approval" })
+        // What `intercloud peers reject` does: record the decision in the broker's database.
+        try broker2.node.registry.reject(try JID(jid1), now: Date())
+        #expect(await eventually { broker2.peer(jid1) == nil })
+        let rejected = broker2.auditEvents(peer: jid1, kind: "peering.request")
+        #expect(rejected.map(\.reason) == ["declined"] && rejected.first?.detail == "rejected by the operator", "\(rejected)")
+
+        let broker3 = try RunningBroker(configuration: config3)
+        #expect(await eventually { broker2.peer(jid3)?.subscription == "pending-approval" })
+        #expect(await eventually(timeout: .seconds(15)) { broker2.peer(jid3) == nil })
+        let expired = broker2.auditEvents(peer: jid3, kind: "peering.request")
+        #expect(expired.first?.detail == "no operator decision within the approval wait", "\(expired)")
+        #expect(!broker1.sees(account2.jid) && !broker3.sees(account2.jid))
+        #expect(!broker2.sees(jid1) && !broker2.sees(jid3))
+        await broker3.stop()
+        await broker1.stop()
+        await broker2.stop()
+    }
+
     @Test func statusQueryAnswersPeersAndRefusesStrangersAndMalformedRequests() async throws {
         let fixture = BrokerFixture(server: server)
         let room = uniqueRoom()

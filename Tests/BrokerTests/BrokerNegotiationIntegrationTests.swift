@@ -353,4 +353,32 @@ import XMPP
         #expect(try pair.provider.node.negotiation.store.negotiations().isEmpty)
         await stop(pair)
     }
+
+    /// A peer may hold `max_open_per_peer` negotiations open with us as provider: the next request
+    /// is refused `resource-constraint` (audited, nothing stored) until one ends.
+    @Test func aPeerCannotOpenMoreNegotiationsThanItsShare() async throws {
+        let pair = try await trustedPair(negotiationTOML: "max_open_per_peer = 2\nmax_open = 4")
+        await pair.provider.node.negotiation.holdDecisions(in: [.requested])
+        let provider = try JID(pair.providerJID)
+        var open: [String] = []
+        for _ in 0..<2 {
+            let id = try await pair.consumer.node.negotiation.start(with: provider, terms: Self.terms())
+            #expect(await eventually { await pair.provider.node.negotiation.state(of: id) == .requested })
+            open.append(id)
+        }
+        let third = try await pair.consumer.node.negotiation.start(with: provider, terms: Self.terms())
+        let refused = await pair.consumer.node.negotiation.outcome(of: third)
+        #expect(refused.state == .terminated)
+        #expect(refused.reason?.contains("2 negotiations with this peer are already open") == true, "\(refused.reason ?? "")")
+        #expect(await pair.provider.node.negotiation.state(of: third) == nil)
+        #expect(try pair.provider.node.negotiation.store.negotiations().count == 2)
+        #expect(pair.provider.auditEvents(peer: pair.consumerJID, kind: "negotiation.message").map(\.reason).contains("tooManyOpen"))
+
+        // Once they end, the peer's share is free again.
+        await pair.provider.node.negotiation.holdDecisions(in: [])
+        for id in open { #expect(await pair.consumer.node.negotiation.outcome(of: id).state == .finalized) }
+        let after = try await pair.consumer.node.negotiation.negotiate(with: provider, terms: Self.terms())
+        #expect(after.state == .finalized, "\(after.reason ?? "")")
+        await stop(pair)
+    }
 }

@@ -153,6 +153,30 @@ import XMPP
         ])
     }
 
+    @Test("a rejected or expired peering request is declined and frees its place")
+    func rejectedAndExpiredRequestsAreDeclined() throws {
+        var discovery = PeerDiscovery(settings: .init(ownJID: own, rooms: [], directPeers: [], approvalPatterns: [], maxPendingApprovals: 2))
+        func ask(_ from: String) -> [PeerDiscovery.Action] {
+            discovery.handle(.presence(Stanza(XMLElement("presence", attributes: [("from", from), ("type", "subscribe")]))))
+        }
+        let a = try JID("a@evil.test"), b = try JID("b@evil.test"), c = try JID("c@evil.test")
+        #expect(ask("a@evil.test") == [.recordPendingApproval(a)])
+        #expect(ask("b@evil.test") == [.recordPendingApproval(b)])
+        guard case .refused = ask("c@evil.test").first else { Issue.record("a third request fits"); return }
+        #expect(discovery.handle(.operatorRejected(a)) == [.declineSubscription(a, reason: "rejected by the operator")])
+        #expect(ask("c@evil.test") == [.recordPendingApproval(c)])
+        // Only requests still waiting expire (b and c), each once.
+        #expect(discovery.handle(.pendingApprovalsExpired([a, b, c])) == [
+            .declineSubscription(b, reason: "no operator decision within the approval wait"),
+            .declineSubscription(c, reason: "no operator decision within the approval wait"),
+        ])
+        #expect(discovery.handle(.pendingApprovalsExpired([b])) == [])
+        // A declined peer may ask again; an approved one is never declined.
+        #expect(ask("a@evil.test") == [.recordPendingApproval(a)])
+        _ = discovery.handle(.operatorApproved(a))
+        #expect(discovery.handle(.operatorRejected(a)) == [])
+    }
+
     @Test("the caps caches keyed by peers' input stay bounded")
     func capsCachesAreBounded() throws {
         var discovery = PeerDiscovery(settings: .init(ownJID: own, rooms: [room], directPeers: [], approvalPatterns: [], maxCapsEntries: 8))

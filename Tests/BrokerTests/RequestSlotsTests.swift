@@ -23,6 +23,17 @@ import Testing
         slots.release("unknown@x.test")
         #expect(slots.peersInProgress == 5)
     }
+
+    @Test func workWithoutAPeerBoundStillCountsAgainstTheGlobalOne() {
+        var slots = RequestSlots(global: 2, perPeer: 1)
+        #expect(slots.acquire("operator", perPeerBound: false) == nil)
+        #expect(slots.acquire("operator", perPeerBound: false) == nil)
+        #expect(slots.acquire("operator", perPeerBound: false) == .global)
+        #expect(slots.acquire("broker@cloud2.test") == .global)
+        slots.release("operator")
+        #expect(slots.acquire("broker@cloud2.test") == nil)
+        #expect(slots.acquire("broker@cloud2.test") == .global)
+    }
 }
 
 /// A flood of refusals from one sender logs one line per window, not one per stanza.

@@ -18,11 +18,14 @@ public final class BrokerCatalog: Sendable {
     /// its own, outside Swift's cooperative pool (2 threads on this 2-core machine): a query may
     /// compute for its whole time budget, and must not stall handshakes and other requests.
     public static let maxConcurrentQueries = 2
+    /// Queries one peer may have evaluated at once: a peer that keeps the engine busy (every query
+    /// runs to its time limit) holds at most this many of the slots, so the others still get one.
+    public static let maxConcurrentQueriesPerPeer = 1
 
     public let store: TripleStore
     public let limits: QueryLimits
     public let cloudIRI: IRI
-    private let running = Mutex(0)
+    private let running = Mutex(RequestSlots(global: maxConcurrentQueries, perPeer: maxConcurrentQueriesPerPeer))
     private static let queue = DispatchQueue(label: "intercloud.catalog.query", qos: .utility, attributes: .concurrent)
 
     public struct LoadError: Error, CustomStringConvertible {
@@ -61,21 +64,28 @@ public final class BrokerCatalog: Sendable {
     }
 
     public enum RunError: Error {
+        /// `maxConcurrentQueries` are running.
         case busy
+        /// `maxConcurrentQueriesPerPeer` of this peer's queries are running.
+        case busyForPeer
         case query(QueryError)
     }
 
     /// Runs `query` with `limits` (the configured ones unless given) on a dispatch thread and
-    /// returns its result, or `.busy` when `maxConcurrentQueries` are already running.
+    /// returns its result, or `.busy` when `maxConcurrentQueries` are already running, or
+    /// `.busyForPeer` when `peer` (a bare JID; nil for the operator's own queries, which only the
+    /// global bound limits) has `maxConcurrentQueriesPerPeer` running.
     /// The engine stops at its deadline; cancelling the awaiting task does not reach it (it checks
     /// `Task.isCancelled`, which is false off a task), so a cancelled query ends at its time limit.
-    public func run(_ query: String, limits: QueryLimits? = nil) async -> Result<QueryResult, RunError> {
-        let admitted = running.withLock { count in
-            guard count < Self.maxConcurrentQueries else { return false }
-            count += 1
-            return true
+    public func run(_ query: String, limits: QueryLimits? = nil, for peer: String? = nil) async -> Result<QueryResult, RunError> {
+        // The operator's queries take a key no peer can have (bare JIDs contain no space).
+        let slot = peer ?? "local operator"
+        let refusal = running.withLock { $0.acquire(slot, perPeerBound: peer != nil) }
+        switch refusal {
+        case .global: return .failure(.busy)
+        case .peer: return .failure(.busyForPeer)
+        case nil: break
         }
-        guard admitted else { return .failure(.busy) }
         let engine = SPARQLEngine(store)
         let limits = limits ?? self.limits
         return await withCheckedContinuation { continuation in
@@ -84,7 +94,7 @@ public final class BrokerCatalog: Sendable {
                 do throws(QueryError) { result = .success(try engine.execute(query: query, limits: limits)) } catch {
                     result = .failure(.query(error))
                 }
-                running.withLock { $0 -= 1 }
+                running.withLock { $0.release(slot) }
                 continuation.resume(returning: result)
             }
         }

@@ -52,7 +52,7 @@ public final class CatalogService: Sendable {
             throw refuse(peer, "notEntitled", "no query entitlement", .forbidden("\(peer) holds no catalog query entitlement"))
         }
         let started = ContinuousClock.now
-        switch await catalog.run(query) {
+        switch await catalog.run(query, for: peer) {
         case .success(let result):
             let xml = Array(result.serializedXML().utf8)
             guard xml.count <= CatalogProtocol.maxAnswerBytes else {
@@ -64,6 +64,9 @@ public final class CatalogService: Sendable {
         case .failure(.busy):
             throw refuse(peer, "busy", "\(BrokerCatalog.maxConcurrentQueries) queries running",
                          .resourceConstraint("too many catalog queries running; retry later"))
+        case .failure(.busyForPeer):
+            throw refuse(peer, "busyForPeer", "\(BrokerCatalog.maxConcurrentQueriesPerPeer) of this peer's queries running",
+                         .resourceConstraint("\(BrokerCatalog.maxConcurrentQueriesPerPeer) of your catalog queries already running; wait for its answer"))
         case .failure(.query(let error)):
             switch error {
             case .syntax(let message, let line, let column):

@@ -47,6 +47,7 @@ public actor NegotiationService {
     let logger: Logger
     let policies: PolicySet
     let configuration: NegotiationStateMachine.Configuration
+    let admission: NegotiationAdmission
     private var active: [String: Active] = [:]
     private var waiters: [String: [CheckedContinuation<NegotiationOutcome, Never>]] = [:]
     /// Test and operator hook: in these states this broker makes no decisions (messages are still
@@ -56,7 +57,7 @@ public actor NegotiationService {
     init(
         local: String, identity: BrokerIdentity?, trustStore: TrustStore?, database: DatabasePool, signed: SignedRequests,
         registry: PeerRegistry, audit: AuditLog, policies: PolicySet, configuration: NegotiationStateMachine.Configuration,
-        logger: Logger
+        admission: NegotiationAdmission = NegotiationAdmission(), logger: Logger
     ) {
         self.local = local
         self.identity = identity
@@ -67,6 +68,7 @@ public actor NegotiationService {
         self.audit = audit
         self.policies = policies
         self.configuration = configuration
+        self.admission = admission
         self.logger = logger
     }
 
@@ -207,6 +209,10 @@ public actor NegotiationService {
                 active[id] = Active(machine: NegotiationStateMachine(resuming: stored.snapshot), peerJID: request.from)
             } else if case .request = message.body {
                 guard identity != nil else { throw .serviceUnavailable("this broker cannot sign agreements") }
+                if let refusal = admissionRefusal(for: request.peer) {
+                    throw refuse(request.peer, "tooManyOpen", "\(id): \(refusal)",
+                                 .resourceConstraint("\(refusal); finish or let one end before requesting another"))
+                }
                 let machine = NegotiationStateMachine(
                     negotiationID: id, role: .provider, local: local, peer: request.peer, configuration: configuration, now: now)
                 active[id] = Active(machine: machine, peerJID: request.from)
@@ -299,6 +305,17 @@ public actor NegotiationService {
             finishIfFinal(id)
             return NegotiationWire.ack(message.messageID)
         }
+    }
+
+    /// Whether `peer` may open one more negotiation with us as provider (`admission`).
+    private func admissionRefusal(for peer: String) -> NegotiationAdmission.Refusal? {
+        var withPeer = 0
+        var inAll = 0
+        for entry in active.values where entry.machine.role == .provider && !entry.machine.state.isFinal {
+            inAll += 1
+            if entry.machine.snapshot.peer == peer { withPeer += 1 }
+        }
+        return admission.admit(openWithPeer: withPeer, openInAll: inAll)
     }
 
     /// Turns a termination into one that also refuses the message being handled.

@@ -20,11 +20,12 @@ public struct RequestSlots: Sendable, Equatable {
         case peer
     }
 
-    /// Takes a slot for `peer`, or says which bound is reached.
-    public mutating func acquire(_ peer: String) -> Refusal? {
+    /// Takes a slot for `peer`, or says which bound is reached. `perPeerBound: false` takes one
+    /// under the global bound only (the operator's own work, keyed apart from every peer).
+    public mutating func acquire(_ peer: String, perPeerBound: Bool = true) -> Refusal? {
         guard total < global else { return .global }
         let held = byPeer[peer, default: 0]
-        guard held < perPeer else { return .peer }
+        guard held < perPeer || !perPeerBound else { return .peer }
         total += 1
         byPeer[peer] = held + 1
         return nil
