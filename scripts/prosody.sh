@@ -15,7 +15,10 @@
 # non-anonymous rooms so brokers see each other's real JIDs) and a SOCKS5 proxy (proxy.HOST).
 # c2s on PORT (default 25222), s2s on PORT+1, proxy65 on PORT+2. STARTTLS is offered with
 # certificates from a CA generated here (DIR/certs/ca.crt); plaintext stays allowed so that
-# benchmarks can compare clients on equal terms. No Debian default `limits` module.
+# benchmarks can compare clients on equal terms. No Debian default `limits` module, unless
+# PROSODY_C2S_RATE is set (e.g. "20kb/s"): then every c2s session is read at most at that rate
+# (mod_limits), except the accounts listed in PROSODY_UNLIMITED_JIDS (space-separated bare JIDs),
+# as an operator shapes accounts that are not brokers.
 set -euo pipefail
 
 command=${1:?usage: prosody.sh start|register|stop|kill DIR ...}
@@ -59,10 +62,20 @@ s2s_secure_auth = false
 allow_registration = false
 certificates = "$dir/certs"
 ssl = { cafile = "$dir/certs/ca.crt" }
-modules_disabled = { "limits" }
 c2s_stanza_size_limit = 1024 * 1024
 CFG
+    if [ -n "${PROSODY_C2S_RATE:-}" ]; then
+        local jids="" jid
+        for jid in ${PROSODY_UNLIMITED_JIDS:-}; do jids="$jids\"$jid\"; "; done
+        echo "limits = { c2s = { rate = \"$PROSODY_C2S_RATE\"; burst = \"1s\" } }"
+        echo "unlimited_jids = { $jids}"
+    else
+        echo 'modules_disabled = { "limits" }'
+    fi
 }
+
+# "limits" when PROSODY_C2S_RATE asks for it (see the header).
+limits_module() { [ -n "${PROSODY_C2S_RATE:-}" ] && echo '; "limits"' || true; }
 
 write_config() {
     local port=$1
@@ -74,7 +87,7 @@ c2s_ports = { $port }
 s2s_ports = { $((port + 1)) }
 proxy65_ports = { $((port + 2)) }
 $(common_settings)
-modules_enabled = { "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "smacks"; "version"; "uptime"; "time"; "posix" }
+modules_enabled = { "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "smacks"; "version"; "uptime"; "time"; "posix" $(limits_module) }
 smacks_hibernation_time = 60
 statistics = nil
 

@@ -8,7 +8,9 @@
 # The victim is a real `intercloud serve` process; the stranger floods from a process of its own.
 #
 #   bench/hostile/run.sh [FLOOD_STANZAS [SAMPLES [ROUNDS]]] [-- EXTRA-BENCH-XMPP-ARGS]
-#   (defaults 20000 300 5; BENCH_PORT overrides the port 27522; BENCH_STDERR=FILE keeps bench-xmpp's stderr)
+#   (defaults 20000 300 5; BENCH_PORT overrides the port 27522; BENCH_STDERR=FILE keeps bench-xmpp's stderr;
+#   BENCH_SERVER_RATE=20kb/s shapes every account but the two brokers in Prosody (mod_limits), as an
+#   operator shapes accounts that are not peers: the flood then comes at the server's rate for them)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 numbers=()
@@ -34,11 +36,14 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+if [ -n "${BENCH_SERVER_RATE:-}" ]; then
+    export PROSODY_C2S_RATE=$BENCH_SERVER_RATE PROSODY_UNLIMITED_JIDS="broker@cloud1.test broker@cloud2.test"
+fi
 scripts/prosody.sh start "$work/prosody" "$port" > /dev/null
 scripts/prosody.sh register "$work/prosody" broker cloud1.test pw
 scripts/prosody.sh register "$work/prosody" broker cloud2.test pw
 scripts/prosody.sh register "$work/prosody" stranger cloud2.test pw
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; Prosody $(dpkg-query -W -f '${Version}' prosody 2>/dev/null || echo ?)"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; Prosody $(dpkg-query -W -f '${Version}' prosody 2>/dev/null || echo ?); server rate limit for non-brokers: ${BENCH_SERVER_RATE:-none}"
 .build/release/bench-xmpp --port "$port" --ca-file "$work/prosody/certs/ca.crt" \
     --jid-a broker@cloud1.test --pass-a pw --jid-b broker@cloud2.test --pass-b pw \
     --jid-stranger stranger@cloud2.test --pass-stranger pw \
