@@ -382,12 +382,28 @@ import XMPP
         #expect(stranger?.condition == "item-not-found")
         #expect(lastRefusalReason() == "unknown-service")
 
+        // A service id the provider itself uses as a consumer elsewhere: ids are unique across roles.
+        try await federated.provider.database.write { db in
+            try db.execute(sql: """
+                INSERT INTO federation_consumed (service_id, peer, agreement_id, template, phase, agreement_ends_at, created_at, updated_at)
+                VALUES ('svc-taken', 'broker@cloud9.test', 'agr-elsewhere', 'web-server', 'active', NULL, '2026-01-01 00:00:00.000', '2026-01-01 00:00:00.000')
+                """)
+        }
+        var squatting = select(federated.consumer, peer: pair.providerJID, agreementID: agreement.id)
+        squatting.serviceID = "svc-taken"
+        let taken = await refusal(squatting)
+        #expect(taken?.condition == "conflict", "\(String(describing: taken))")
+        #expect(lastRefusalReason() == "service-id-in-use")
+        try await federated.provider.database.write { db in
+            try db.execute(sql: "DELETE FROM federation_consumed WHERE service_id = 'svc-taken'")
+        }
+
         // Nothing was created anywhere, and every refusal is in the audit log.
         #expect(try await federated.driver.listInstances().count == before)
         #expect(try federated.provider.journal.services().isEmpty)
         #expect(try pair.provider.node.metering.store.placements(agreementID: agreement.id, role: .provider).isEmpty)
         #expect(try FederationStore.consumed(database: federated.consumer.database).isEmpty)
-        #expect(pair.provider.auditEvents(kind: "federation.request").filter { $0.outcome == .refused }.map(\.count).reduce(0, +) == 7)
+        #expect(pair.provider.auditEvents(kind: "federation.request").filter { $0.outcome == .refused }.map(\.count).reduce(0, +) == 8)
 
         // Beyond quota: the agreement allows one instance; the second select is refused.
         _ = try await federated.consumer.select(peer: pair.providerJID, templateName: "web-server", agreementID: agreement.id)

@@ -349,6 +349,15 @@ public final class FederationService: Sendable {
         _ selection: ServiceSelection, serviceID: String, peer: String, now: Date
     ) async throws(StanzaError) -> Agreement {
         let agreementID = selection.agreementID
+        // Ids are unique across roles: a peer may not name its service after one we consume
+        // elsewhere (the id keys our metering placements, logs and the operator's commands).
+        let ours: FederationStore.ConsumedService?
+        do { ours = try FederationStore.consumed(database: database, serviceID: serviceID) } catch {
+            throw .internalServerError("services unreadable")
+        }
+        if ours != nil {
+            throw refuse(peer, "service-id-in-use", serviceID, .conflict("service id \(serviceID) is already used here; choose another"))
+        }
         let stored: NegotiationStore.StoredAgreement?
         do { stored = try negotiation.store.agreement(agreementID) } catch {
             logger.error("federation: agreements unreadable: \(error)")
@@ -431,6 +440,10 @@ public final class FederationService: Sendable {
         let bare = XmppAddr.bare(peer)
         let agreement = try consumerAgreement(with: bare, id: agreementID, now: now)
         let serviceID = serviceID ?? "svc-" + FederationStore.randomHex(8)
+        // Unique across roles: not one of the services we provide either.
+        if (try? journal.snapshot(serviceID)) != nil || (try? FederationStore.consumed(database: database, serviceID: serviceID)) != nil {
+            throw RequestError("service id \(serviceID) is already used on this broker")
+        }
         let message = FederationMessage(
             serviceID: serviceID, body: .select(ServiceSelection(templateName: templateName, parameters: parameters, agreementID: agreement.id)))
         do { try message.validate() } catch { throw RequestError(error.description) }

@@ -98,6 +98,7 @@ public struct StanzaError: Error, Sendable, Hashable, CustomStringConvertible {
         .init(condition: "not-acceptable", type: .modify, text: "stanza larger than \(limit) bytes")
     }
     public static func resourceConstraint(_ text: String? = nil) -> StanzaError { .init(condition: "resource-constraint", type: .wait, text: text) }
+    public static func conflict(_ text: String? = nil) -> StanzaError { .init(condition: "conflict", type: .cancel, text: text) }
     public static func jidMalformed(_ text: String? = nil) -> StanzaError { .init(condition: "jid-malformed", type: .modify, text: text) }
 
     public var element: XMLElement {
