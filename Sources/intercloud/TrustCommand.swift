@@ -29,6 +29,12 @@ struct TrustCommand: AsyncParsableCommand {
               distrust  the same for a JID, pinned or not
               allow     lifts either: a pinned key is trusted again, an
                         unpinned JID handshakes anew
+
+            A pin whose chain stops validating (leaf expired, revoked by a CRL,
+            anchor removed; checked at every anchor reload) becomes lapsed: the
+            peer's requests are refused until a new handshake, and the new key is
+            pinned only as [trust] key_change allows against the lapsed pin's
+            anchor (`trust allow JID --new-key` accepts one from elsewhere).
             """,
         subcommands: [List.self, Show.self, Revoke.self, Allow.self, Distrust.self]
     )
@@ -45,7 +51,7 @@ struct TrustCommand: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List pinned and refused peers.")
         @OptionGroup var options: DatabaseOptions
-        @Option(help: "Only this state: trusted, revoked, distrusted.") var state: String?
+        @Option(help: "Only this state: trusted, revoked, distrusted, lapsed.") var state: String?
 
         func run() async throws {
             let filter = try state.map { value -> PinState in

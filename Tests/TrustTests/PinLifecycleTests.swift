@@ -115,13 +115,44 @@ import X509
             nextUpdate: TestPKI.now + TestPKI.day)
         let removed = await b.service.reloadAnchors(TrustAnchors(anchors: [cloud1.root.certificate], crls: [crl]))
         #expect(removed.map(\.reason) == [.revoked])
-        #expect(try b.store.pin(for: a.jid) == nil)
+        #expect(try b.store.pin(for: a.jid)?.state == .lapsed)
         #expect(try b.auditEvents(AuditQuery(kind: "trust.revalidate")).map(\.reason) == ["revoked"])
 
         let xml = try a.service.seal(Array("usage".utf8), namespace: "urn:intercloud:metering:0", to: b.jid)
-        #expect(throws: EnvelopeError(.untrustedSender, "broker@cloud1.test is not pinned")) {
+        #expect(throws: EnvelopeError(.untrustedSender, "the pinned certificate of broker@cloud1.test no longer validates; re-handshake")) {
             _ = try b.service.open(xml: xml, from: a.jid)
         }
+        #expect(b.service.needsHandshake(with: a.jid, announcedFingerprint: cloud1.identity.fingerprint))
+    }
+
+    /// A lapsed pin keeps its anchor: the next key must come from the same anchor (or the
+    /// operator), so letting a certificate lapse is no way around `key_change`.
+    @Test func aLapsedPinStillHoldsTheKeyChangePolicy() async throws {
+        let other = try TestPKI.cloud("cloud1-other", jid: cloud1.jid)
+        let b = try TestBroker(jid: cloud2.jid, identity: cloud2.identity, anchors: [cloud1.root.certificate, other.root.certificate])
+        let a = try TestBroker(jid: cloud1.jid, identity: cloud1.identity, anchors: [cloud2.root.certificate])
+        let fromOther = try TestBroker(jid: cloud1.jid, identity: other.identity, anchors: [cloud2.root.certificate])
+        defer { a.remove(); fromOther.remove(); b.remove() }
+        _ = try await runHandshake(a, b).get()
+        let crl = try CertificateRevocationList.make(
+            issuer: cloud1.ca, revoked: [(cloud1.identity.leaf.serialNumber, TestPKI.now)], thisUpdate: TestPKI.now,
+            nextUpdate: TestPKI.now + TestPKI.day)
+        _ = await b.service.reloadAnchors(TrustAnchors(anchors: [cloud1.root.certificate, other.root.certificate], crls: [crl]))
+        #expect(try b.store.pin(for: cloud1.jid)?.state == .lapsed)
+        // Another anchor's key for the same JID: refused, the lapsed pin stays.
+        guard case .failure = await runHandshake(fromOther, b) else { Issue.record("a lapse let another anchor's key in"); return }
+        #expect(try b.auditEvents(AuditQuery(outcome: .refused)).first?.reason == "keyChangeRefused")
+        #expect(try b.store.pin(for: cloud1.jid)?.state == .lapsed)
+        // The operator's allow does not revive the revoked leaf.
+        _ = try TrustOperator(store: b.store, audit: b.audit).allow(cloud1.jid, at: TestPKI.now)
+        #expect(try b.store.pin(for: cloud1.jid)?.state == .lapsed)
+        // A renewed key from the pinned anchor is taken.
+        let renewed = try cloud1.ca.issueBrokerIdentity(jid: cloud1.jid, notBefore: TestPKI.now - 60)
+        let a2 = try TestBroker(jid: cloud1.jid, identity: renewed, anchors: [cloud2.root.certificate])
+        defer { a2.remove() }
+        _ = try await runHandshake(a2, b).get()
+        #expect(try b.store.pin(for: cloud1.jid)?.state == .trusted)
+        #expect(try b.store.pin(for: cloud1.jid)?.fingerprint == renewed.fingerprint)
     }
 
     @Test func pendingHandshakesPerPeerAreBounded() async throws {

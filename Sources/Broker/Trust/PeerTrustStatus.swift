@@ -28,6 +28,7 @@ public enum PeerTrustStatus: Sendable, Hashable, CustomStringConvertible {
         switch pin?.state {
         case .revoked?: return .refused(reason: TrustRefusalReason.pinRevoked.rawValue)
         case .distrusted?: return .refused(reason: TrustRefusalReason.distrusted.rawValue)
+        case .lapsed?: break  // the revalidation's audit record says why
         case .trusted?:
             let announced = (announcedFingerprint ?? "").lowercased()
             let expired = pin?.notAfter.map { Date() > $0 } ?? false

@@ -106,6 +106,7 @@ public struct EnvelopeVerifier: Sendable {
         case .trusted: break
         case .revoked: throw EnvelopeError(.pinRevoked, "operator revoked the pin of \(jid)")
         case .distrusted: throw EnvelopeError(.untrustedSender, "operator distrusts \(jid)")
+        case .lapsed: throw EnvelopeError(.untrustedSender, "the pinned certificate of \(jid) no longer validates; re-handshake")
         }
         if let notAfter, now > notAfter {
             throw EnvelopeError(.untrustedSender, "pinned certificate of \(jid) expired at \(notAfter); re-handshake")

@@ -70,9 +70,9 @@ public actor TrustService {
     }
 
     /// Re-verifies each trusted pin's stored chain with the current anchors, CRLs and clock. A pin
-    /// that no longer validates (now revoked by a CRL, expired, anchor removed) is removed and the
-    /// removal audited, so its envelopes are refused (`untrustedSender`) and only a new, valid
-    /// handshake can trust the peer again. Call it periodically (e.g. hourly) and after reloads.
+    /// that no longer validates (now revoked by a CRL, expired, anchor removed) becomes `lapsed`
+    /// and the lapse is audited, so its envelopes are refused (`untrustedSender`) and only a new,
+    /// valid handshake can trust the peer again, with a key the key-change policy takes. Call it periodically (e.g. hourly) and after reloads.
     @discardableResult
     public func revalidatePins() async -> [TrustRefusal] {
         guard let pins = try? store.pins(state: .trusted) else { return [] }
@@ -87,7 +87,9 @@ public actor TrustService {
             }
             guard case .failure(let refusal) = verdict else { continue }
             // Only the pin that was checked goes: a concurrent handshake may have replaced it.
-            guard (try? store.forget(pin.jid, fingerprint: pin.fingerprint)) == true else { continue }
+            guard let fingerprint = pin.fingerprint,
+                  (try? store.lapse(pin.jid, fingerprint: fingerprint, at: now, note: "lapsed: \(refusal.reason.rawValue)")) == true
+            else { continue }
             removed.append(refusal)
             logger.notice("pin no longer valid", metadata: ["peer": "\(pin.jid)", "reason": "\(refusal.reason.rawValue)"])
             _ = try? audit.refused(

@@ -11,6 +11,11 @@ public enum PinState: String, Sendable, Codable, CaseIterable {
     case revoked
     /// The operator refuses this JID altogether, pinned or not, until `allow`.
     case distrusted
+    /// The pinned chain stopped validating (leaf expired, revoked by a CRL, anchor removed):
+    /// envelopes are refused, and the next handshake may pin a new key only as `[trust]
+    /// key_change` allows, measured against this pin's anchor. Kept rather than deleted so a lapse
+    /// is no way around the key-change policy.
+    case lapsed
 }
 
 /// A pinned peer.
@@ -115,7 +120,7 @@ public struct TrustStore: Sendable {
     public func operatorRefusal(for jid: String) throws -> TrustRefusal? {
         guard let pin = try pin(for: jid) else { return nil }
         switch pin.state {
-        case .trusted: return nil
+        case .trusted, .lapsed: return nil
         case .revoked: return TrustRefusal(.pinRevoked, "operator revoked the pin of \(pin.jid)")
         case .distrusted: return TrustRefusal(.distrusted, "operator distrusts \(pin.jid)")
         }
@@ -145,12 +150,14 @@ public struct TrustStore: Sendable {
         return try database.write { db in
             let existing = try Row.fetchOne(db, sql: "SELECT * FROM trust_pin WHERE jid = ?", arguments: [peer.jid])
                 .map(PeerPin.init(row:))
-            if let existing, existing.state != .trusted {
+            if let existing, existing.state == .revoked || existing.state == .distrusted {
                 throw TrustRefusal(existing.state == .revoked ? .pinRevoked : .distrusted,
                                    "operator decision on \(peer.jid) is \(existing.state.rawValue)")
             }
             let anchor = peer.chain.last.map(CertificateFingerprint.sha256)
-            if let existing, let old = existing.fingerprint, old != fingerprint, !existing.acceptsNewKey {
+            // A lapsed pin counts as a key change even for the same leaf: it stopped validating.
+            let keyChanged = existing.map { $0.state == .lapsed || ($0.fingerprint.map { $0 != fingerprint } ?? false) } ?? false
+            if let existing, keyChanged, !existing.acceptsNewKey {
                 switch keyChange {
                 case .sameAnchor where existing.anchorFingerprint == nil || existing.anchorFingerprint == anchor:
                     break
@@ -222,8 +229,10 @@ public struct TrustStore: Sendable {
         let bare = XmppAddr.bare(jid)
         return try database.write { db in
             try db.execute(sql: "DELETE FROM trust_pin WHERE jid = ? AND fingerprint IS NULL", arguments: [bare])
+            // A lapsed pin stays lapsed: its chain no longer validates, so only a handshake (or
+            // `acceptNewKey`) may trust the peer again.
             try db.execute(
-                sql: "UPDATE trust_pin SET state = 'trusted', updated_at = ?, note = ? WHERE jid = ?",
+                sql: "UPDATE trust_pin SET state = 'trusted', updated_at = ?, note = ? WHERE jid = ? AND state != 'lapsed'",
                 arguments: [now.timeIntervalSince1970, note, bare])
             return try Row.fetchOne(db, sql: "SELECT * FROM trust_pin WHERE jid = ?", arguments: [bare])
                 .map(PeerPin.init(row:))
@@ -236,8 +245,20 @@ public struct TrustStore: Sendable {
     public func acceptNewKey(_ jid: String, at now: Date, note: String = "") throws -> Bool {
         try database.write { db in
             try db.execute(
-                sql: "UPDATE trust_pin SET accept_new_key = 1, updated_at = ?, note = ? WHERE jid = ? AND state = 'trusted'",
+                sql: "UPDATE trust_pin SET accept_new_key = 1, updated_at = ?, note = ? WHERE jid = ? AND state IN ('trusted', 'lapsed')",
                 arguments: [now.timeIntervalSince1970, note, XmppAddr.bare(jid)])
+            return db.changesCount > 0
+        }
+    }
+
+    /// Marks a trusted pin lapsed (revalidation found its chain no longer valid), if it still has
+    /// `fingerprint`; returns false if a concurrent handshake replaced it meanwhile.
+    @discardableResult
+    public func lapse(_ jid: String, fingerprint: String, at now: Date, note: String) throws -> Bool {
+        try database.write { db in
+            try db.execute(
+                sql: "UPDATE trust_pin SET state = 'lapsed', updated_at = ?, note = ? WHERE jid = ? AND fingerprint = ? AND state = 'trusted'",
+                arguments: [now.timeIntervalSince1970, note, XmppAddr.bare(jid), fingerprint])
             return db.changesCount > 0
         }
     }
