@@ -203,10 +203,17 @@ public struct DestinationMigration: Sendable {
     /// gone for good), so that capacity does not leak. Only RESERVED expires: no copy exists yet, and
     /// a source that comes back later gets `abort` for `transferred` and restarts its own copy.
     /// Returns nil when there is nothing to expire.
-    public mutating func expire(now: Date) -> MigrationAction? {
-        guard snapshot.phase == .reserved,
-              now >= snapshot.phaseEnteredAt.addingTimeInterval(snapshot.configuration.reservationTimeout)
-        else { return nil }
+    ///
+    /// `transferFailure`: the transport's word that the image announced for this reservation will
+    /// never arrive (it did not connect within the transfer's deadline, or broke off for good).
+    /// A source that announced a transfer and never sends `transferred` would otherwise hold the
+    /// reservation, and the quota and capacity behind it, for the whole `reservationTimeout`.
+    public mutating func expire(now: Date, transferFailure: String? = nil) -> MigrationAction? {
+        guard snapshot.phase == .reserved else { return nil }
+        if let transferFailure {
+            return rollback("the image transfer ended before the image arrived: \(transferFailure)", answer: .none, now: now)
+        }
+        guard now >= snapshot.phaseEnteredAt.addingTimeInterval(snapshot.configuration.reservationTimeout) else { return nil }
         return rollback("reservation unused for \(Int(snapshot.configuration.reservationTimeout)) s", answer: .none, now: now)
     }
 

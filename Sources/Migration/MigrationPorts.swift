@@ -55,6 +55,15 @@ public protocol ImageTransport: Sendable {
     func withdraw(migrationID: String) async throws
     /// Source: sends `file` to the destination's `offer`, reporting progress.
     func send(file: URL, to offer: TransferOffer, progress: @escaping @Sendable (TransferProgress) -> Void) async throws
+    /// Destination: why the transfer announced for `migrationID` ended without a file (it never
+    /// connected within its deadline, broke off for good, was cancelled); nil while it can still
+    /// complete, once it completed, or when none was announced. Does not wait.
+    func transferFailure(migrationID: String) async -> String?
+}
+
+extension ImageTransport {
+    /// Transports whose transfers cannot lapse on their own (a local copy) never report one.
+    public func transferFailure(migrationID: String) async -> String? { nil }
 }
 
 /// Moves metering with the instance (the broker implements it with the Metering module).

@@ -362,15 +362,18 @@ public actor MigrationRunner {
         return results
     }
 
-    /// Releases destination reservations unused for their `reservationTimeout`; the broker calls it
-    /// periodically.
+    /// Releases destination reservations unused for their `reservationTimeout`, or at once when
+    /// the transfer announced for them failed for good (`ImageTransport.transferFailure`); the
+    /// broker calls it periodically.
     public func expireReservations(now: Date = Date()) async throws -> [Result] {
         try checkAlive()
         var results: [Result] = []
-        for (id, role) in try journal.unfinished() where role == .destination && !busy.contains(BusyKey(id: id, role: role)) {
-            guard let stored = try journal.destinationSnapshot(id) else { continue }
+        for (id, role) in try journal.unfinished() where role == .destination {
+            // Asked first: the snapshot and `busy` are read after the last suspension point.
+            let transferFailure = await transport.transferFailure(migrationID: id)
+            guard !busy.contains(BusyKey(id: id, role: role)), let stored = try journal.destinationSnapshot(id) else { continue }
             var machine = DestinationMigration(resuming: stored)
-            guard let first = machine.expire(now: now) else { continue }
+            guard let first = machine.expire(now: now, transferFailure: transferFailure) else { continue }
             busy.insert(BusyKey(id: id, role: .destination))
             defer { busy.remove(BusyKey(id: id, role: .destination)) }
             let (_, outcome) = try await runDestination(&machine, first)

@@ -125,6 +125,13 @@ public final class TransferServer: Sendable {
         registry.finish(transferID, with: .failure(.cancelled))
     }
 
+    /// Why the transfer failed for good (no connection within `waitTimeout`, cancelled, a broken
+    /// stream that was not resumed in time), or nil while it may still complete or did complete.
+    /// Does not wait.
+    public func failure(of transferID: String) -> TransferError? {
+        registry.failure(of: transferID)
+    }
+
     /// Waits until the transfer completes (the file is at its destination) or fails for good.
     public func completion(of transferID: String) async throws(TransferError) -> TransferReceipt {
         let result: Result<TransferReceipt, TransferError> = await withCheckedContinuation { continuation in
@@ -284,6 +291,13 @@ final class TransferRegistry: Sendable {
         for transferID in expired {
             logger.notice("transfer \(transferID): no connection for \(Int(limit)) s; the transfer ends")
             finish(transferID, with: .failure(.timedOut("no connection for \(Int(limit)) s")))
+        }
+    }
+
+    func failure(of transferID: String) -> TransferError? {
+        entries.withLock { table in
+            guard case .failure(let error)? = table[transferID]?.outcome else { return nil }
+            return error
         }
     }
 

@@ -14,6 +14,7 @@ actor LocalFileTransport: ImageTransport {
     let inbox: URL
     private var failNextSendAfterBytes: Int64?
     private var corruptNextSend = false
+    private var failedTransfers: [String: String] = [:]
 
     init(inbox: URL) throws {
         self.inbox = inbox
@@ -24,6 +25,10 @@ actor LocalFileTransport: ImageTransport {
     func failNextSend(afterBytes bytes: Int64) { failNextSendAfterBytes = bytes }
     /// The next `send` flips one byte of the copy (the destination's checksum must catch it).
     func corruptNextSendOnce() { corruptNextSend = true }
+    /// The transfer of `migrationID` failed for good (what a TLS server reports when the source
+    /// announced it and never connected).
+    func failTransfer(of migrationID: String, reason: String) { failedTransfers[migrationID] = reason }
+    func transferFailure(migrationID: String) async -> String? { failedTransfers[migrationID] }
 
     private func offerFile(_ migrationID: String) -> URL { inbox.appendingPathComponent("\(migrationID).offer") }
 

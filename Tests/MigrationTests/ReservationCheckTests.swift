@@ -20,6 +20,37 @@ struct AbortLosingLink: MigrationPeerLink {
 /// the capacity until `reservationTimeout`.
 @Suite("Reservations released when the source's abort was lost")
 struct ReservationCheckTests {
+    @Test("a reservation whose transfer failed for good is released at once, not at the reservation timeout")
+    func failedTransferReleasesTheReservation() async throws {
+        let fixture = try MigrationFixture()
+        defer { fixture.removeFiles() }
+        let instanceID = try await fixture.setUp()
+        // The source holds the reservation and never sends its image: its export cannot write.
+        let work = fixture.root.appendingPathComponent("source/work")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        try Data("in the way".utf8).write(to: work.appendingPathComponent("mig-held"))
+        let sourceRunner = MigrationRunner(
+            driver: await fixture.sourceCloud!, journal: await fixture.sourceJournal!, transport: await fixture.sourceTransport!,
+            link: AbortLosingLink(inner: InProcessPeerLink(local: MigrationFixture.sourceName, network: fixture.network)),
+            authorize: { _, _, _, _ in .allowed },
+            configuration: .init(workDirectory: work, migration: .init(retryDelay: 0.01)))
+        await fixture.network.connect(MigrationFixture.sourceName, sourceRunner)
+        _ = try await sourceRunner.migrate(
+            instanceID: instanceID, to: MigrationFixture.destinationName, agreementID: MigrationFixture.agreementID, migrationID: "mig-held")
+        let destination = await fixture.destinationRunner!
+        let journal = await fixture.destinationJournal!
+        #expect(try journal.destinationSnapshot("mig-held")?.phase == .reserved)
+        // While the transfer may still come, nothing is released before the reservation timeout.
+        #expect(try await destination.expireReservations(now: Date()).isEmpty)
+        #expect(try journal.reservedSizeIDs().count == 1)
+        // The transport gives up on it: the reservation goes at the next check.
+        await fixture.destinationTransport.failTransfer(of: "mig-held", reason: "no connection for 120 s")
+        let results = try await destination.expireReservations(now: Date())
+        #expect(results.map(\.outcome) == [.rolledBack(reason: "the image transfer ended before the image arrived: no connection for 120 s")])
+        #expect(try journal.destinationSnapshot("mig-held")?.phase == .rolledBack)
+        #expect(try journal.reservedSizeIDs().isEmpty)
+    }
+
     @Test("the destination asks the source, learns it rolled back, and releases the reservation")
     func lostAbortReleasedByAsking() async throws {
         let fixture = try MigrationFixture()

@@ -147,6 +147,10 @@ final class BrokerImageTransport: ImageTransport, Sendable {
         return ReceivedImageFile(url: stored.destination, bytes: Int64(receipt.fileSize), sha256: receipt.sha256, hashedAsStored: true)
     }
 
+    func transferFailure(migrationID: String) async -> String? {
+        server.failure(of: migrationID).map { "\($0)" }
+    }
+
     func withdraw(migrationID: String) async throws {
         server.cancel(transferID: migrationID)
         offers.withLock { _ = $0.removeValue(forKey: migrationID) }

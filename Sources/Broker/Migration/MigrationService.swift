@@ -195,9 +195,38 @@ public final class MigrationService: Sendable {
                 migration: .init(gracefulShutdownTimeout: settings.gracefulShutdownSeconds), bootTimeout: settings.bootTimeout,
                 liveURI: settings.liveURI, reservationCheckInterval: settings.peerCheckInterval,
                 startedCheckInterval: settings.peerCheckInterval, livePeers: settings.livePeers),
-            observer: Self.crashInjection(ProcessInfo.processInfo.environment["INTERCLOUD_FAULT_KILL_AFTER_STEP"], logger: logger))
+            observer: Self.observers(
+                Self.rollbackAudit(journal: journal, audit: audit),
+                Self.crashInjection(ProcessInfo.processInfo.environment["INTERCLOUD_FAULT_KILL_AFTER_STEP"], logger: logger)))
         state.withLock { $0 = (runner, transport) }
         return runner
+    }
+
+    /// Every migration that ends rolled back is audited (`migration.rollback`, with the role and
+    /// the machine's reason): most rollbacks are the answer to a peer's input this broker refused
+    /// (an image that names another file, a live target outside `[migration.live_peers]`, a
+    /// transfer that never connected), and the operator must see them where the other refusals
+    /// are. Through the aggregator, so a peer forcing rollbacks in a loop costs one row per window.
+    static func rollbackAudit(journal: MigrationJournal, audit: AuditLog) -> MigrationRunner.JournalObserver {
+        { event in
+            guard event.phase == "rolledBack" else { return }
+            let (peer, reason): (String?, String?) =
+                switch event.role {
+                case .source: ((try? journal.sourceSnapshot(event.migrationID))??.peer, (try? journal.sourceSnapshot(event.migrationID))??.rollbackReason)
+                case .destination:
+                    ((try? journal.destinationSnapshot(event.migrationID))??.peer, (try? journal.destinationSnapshot(event.migrationID))??.rollbackReason)
+                }
+            _ = try? audit.refused(
+                module: "migration", kind: "migration.rollback", peer: peer ?? "", action: event.migrationID, reason: event.role.rawValue,
+                detail: reason ?? "rolled back", at: Date())
+        }
+    }
+
+    /// Runs each observer in turn (a throwing one stops the runner, as alone).
+    static func observers(_ observers: MigrationRunner.JournalObserver?...) -> MigrationRunner.JournalObserver? {
+        let present = observers.compactMap { $0 }
+        guard !present.isEmpty else { return nil }
+        return { event in for observer in present { try await observer(event) } }
     }
 
     /// Fault injection for the crash tests, never set in production: with

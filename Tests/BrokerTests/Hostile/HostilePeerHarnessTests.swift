@@ -24,12 +24,11 @@ import XMPP
 /// (d) capacity and quota back to their baseline where the case touches them;
 /// (e) a trusted peer still served: a signed catalog query of the honest broker answered.
 ///
-/// Gaps these tests found are marked with `withKnownIssue` (the suite passes and reports them; a
-/// fix makes the known issue fail until the marker is removed): a destination's migration
-/// refusals (a refused image, a transfer that never connected, a live target not allowed) are
-/// journaled but not written to the audit log; and a transfer announced and never connected to
-/// without `transferred` holds its reservation (and quota) for the reservation timeout (1 h), not
-/// the transfer server's 120 s.
+/// Two gaps these tests found are closed: a migration refused because of the peer's input (a
+/// refused image, a transfer that never connected, a live target not allowed) is in the audit
+/// log (`migration.rollback`), not only in the journal; and a transfer announced and never
+/// connected to releases its reservation (and quota) when the transfer server gives up on it
+/// (120 s), not at the reservation timeout (1 h).
 ///
 /// Runtime: about 2.5 minutes on 2 cores, 2 of them the transfer server's fixed 120 s wait for a
 /// transfer that never connects (`TransferServer.Options.waitTimeout` and the 10 s handshake
@@ -179,9 +178,7 @@ import XMPP
                 #expect(steps.contains { $0.step == "driver probe-guest" && $0.detail.contains("running") }, "\(context)")
                 #expect(try victim.journal?.unfinished().isEmpty == true)
             }
-            withKnownIssue("a live target refused by [migration.live_peers] is journaled, not audited") {
-                #expect(victim.audit(peer: attacker.jid, kind: "migration.live").contains { $0.detail.contains("not among") })
-            }
+            #expect(victim.audit(peer: attacker.jid, kind: "migration.rollback").contains { $0.detail.contains("not among") })
             try await scene.expectTrustedPeerServed()
         }
     }
@@ -225,9 +222,7 @@ import XMPP
             let steps = try #require(try victim.journal?.steps(x))
             #expect(steps.contains { $0.outcome == "failed" && $0.detail.contains("no connection for 120 s") }, "\(steps.map(\.detail))")
             #expect(try victim.journal?.migrations().first { $0.migrationID == x }?.phase == "rolledBack")
-            withKnownIssue("a migration refused at the destination (transfer timed out) is journaled, not audited") {
-                #expect(victim.audit(peer: attacker.jid).contains { $0.action == x })
-            }
+            #expect(victim.audit(peer: attacker.jid, kind: "migration.rollback").contains { $0.action == x })
             // (c) nothing was imported or created
             #expect(try await victim.instances().isEmpty)
             #expect(try await victim.images().map(\.id) == imagesBefore)
@@ -236,10 +231,9 @@ import XMPP
             let refill = try await attacker.propose(migrationID: w, agreementID: agreement.id, spec: spec)
             #expect(refill.reservation != nil, "\(refill)")
             // Y announced and never connected, without `transferred`: its transfer ended at the
-            // server's deadline too, but the migration still holds its reservation.
-            withKnownIssue("a transfer announced and never connected holds its reservation until the reservation timeout (1 h) unless `transferred` is claimed") {
-                #expect(!victim.unfinishedDestinationMigrations.contains(y), "\(victim.unfinishedDestinationMigrations)")
-            }
+            // server's deadline too, and that released its reservation.
+            #expect(await eventually { !victim.unfinishedDestinationMigrations.contains(y) }, "\(victim.unfinishedDestinationMigrations)")
+            #expect(try victim.journal?.migrations().first { $0.migrationID == y }?.phase == "rolledBack")
             for migration in [y, w] { _ = try await attacker.send(MigrationMessage(migrationID: migration, body: .abort(reason: "done"))) }
             #expect(await eventually { victim.unfinishedDestinationMigrations.isEmpty }, "\(victim.unfinishedDestinationMigrations)")
             try await scene.expectTrustedPeerServed()
@@ -274,9 +268,7 @@ import XMPP
             // (b) journaled with the reason
             let steps = try #require(try victim.journal?.steps(migration))
             #expect(steps.contains { $0.outcome == "failed" && $0.detail.contains("references-other-file") }, "\(steps.map(\.detail))")
-            withKnownIssue("an image refused at a migration's import is journaled, not audited") {
-                #expect(victim.audit(peer: attacker.jid).contains { $0.action == migration })
-            }
+            #expect(victim.audit(peer: attacker.jid, kind: "migration.rollback").contains { $0.action == migration && $0.detail.contains("references-other-file") })
             // (c) no image, no instance, and no byte of the host file anywhere under the victim's folders
             #expect(try await victim.images().map(\.id) == imagesBefore)
             #expect(try await victim.instances().isEmpty)
