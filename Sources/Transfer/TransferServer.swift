@@ -22,7 +22,7 @@ public final class TransferServer: Sendable {
         public var idleTimeout: TimeInterval
         public var maximumConnections: Int
         /// Connections from one remote address at once (before anyone is authenticated the address
-        /// is all we know): one source cannot take every slot.
+        /// is all we know; an IPv6 address counts as its /64): one source cannot take every slot.
         public var maximumConnectionsPerAddress: Int
         /// A registered transfer with no connection for this long fails (`timedOut`): announced and
         /// never connected, or broken off and never resumed. Its waiter is told; the offer ends.
@@ -177,7 +177,8 @@ public final class TransferServer: Sendable {
             }
             guard fd >= 0 else { continue }
             Sockets.setCloseOnExec(fd)
-            let address = Sockets.addressText(peerAddress)
+            // IPv6 connections count against their /64: one host usually holds all of it.
+            let address = Sockets.sourceKey(peerAddress)
             let interrupter = ConnectionInterrupter()
             let refusal: String? = connections.withLock { table in
                 guard table.count < options.maximumConnections else { return "\(options.maximumConnections) connections already" }

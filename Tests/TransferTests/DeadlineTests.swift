@@ -6,6 +6,21 @@ import Testing
 
 /// Every wait of the receiving server has a deadline, and one remote address cannot take every slot.
 @Suite struct DeadlineTests {
+    /// The per-address cap counts an IPv6 source by its /64 (a host holds the whole prefix), and an
+    /// IPv4-mapped address as the IPv4 address it carries.
+    @Test func ipv6SourcesAreCountedByTheirSlash64() {
+        func bytes(_ text: String) -> [UInt8] {
+            var address = in6_addr()
+            #expect(inet_pton(AF_INET6, text, &address) == 1)
+            return withUnsafeBytes(of: address) { Array($0) }
+        }
+        #expect(Sockets.sourceKey(ipv6: bytes("2001:db8:0:1::5")) == "2001:db8:0:1::/64")
+        #expect(Sockets.sourceKey(ipv6: bytes("2001:db8:0:1:ffff:1:2:3")) == Sockets.sourceKey(ipv6: bytes("2001:db8:0:1::9")))
+        #expect(Sockets.sourceKey(ipv6: bytes("2001:db8:0:2::5")) != Sockets.sourceKey(ipv6: bytes("2001:db8:0:1::5")))
+        #expect(Sockets.sourceKey(ipv6: bytes("::ffff:192.0.2.7")) == "192.0.2.7")
+        #expect(Sockets.sourceKey(ipv6: [1, 2, 3]) == nil)
+    }
+
     /// A client that opens TCP and trickles TLS bytes one at a time, each within the idle timeout:
     /// the absolute handshake deadline still ends it.
     @Test func slowTLSClientIsCutOffAtTheHandshakeDeadline() async throws {

@@ -133,6 +133,31 @@ enum Sockets {
         }
         return status == 0 ? String(cString: host) : "?"
     }
+
+    /// Whom a connection is counted against for the per-source cap: an IPv4 address (also when
+    /// mapped into IPv6), or an IPv6 address's /64 (one host usually holds a whole /64, so per
+    /// address it could open connections without end).
+    static func sourceKey(_ storage: sockaddr_storage) -> String {
+        guard storage.ss_family == sa_family_t(AF_INET6) else { return addressText(storage) }
+        var storage = storage
+        let bytes: [UInt8] = withUnsafePointer(to: &storage) { pointer in
+            pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { address in
+                withUnsafeBytes(of: address.pointee.sin6_addr) { Array($0) }
+            }
+        }
+        return sourceKey(ipv6: bytes) ?? addressText(storage)
+    }
+
+    /// The /64 of an IPv6 address as text ("2001:db8:0:1::/64"), or the IPv4 address an
+    /// IPv4-mapped one carries; nil unless `bytes` are 16.
+    static func sourceKey(ipv6 bytes: [UInt8]) -> String? {
+        guard bytes.count == 16 else { return nil }
+        if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xff, bytes[11] == 0xff {
+            return bytes[12...].map(String.init).joined(separator: ".")
+        }
+        let groups = stride(from: 0, to: 8, by: 2).map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }
+        return groups.joined(separator: ":") + "::/64"
+    }
 }
 
 /// The socket of a connection in progress, so another thread (task cancellation, server
