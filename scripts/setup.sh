@@ -12,10 +12,10 @@ SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 #     benchmark, federation call gate), libvirt-daemon + libvirt-daemon-driver-qemu + qemu-system-x86
 #     (QEMU guests), libvirt-clients (virsh)
 #   programs tests run: qemu-utils (qemu-img), openssl, raptor2-utils (rapper), curl, util-linux
-#     (setpriv, setsid, prlimit), xz-utils
+#     (setpriv, setsid, prlimit), xz-utils, libxml2-utils (xmllint)
 packages=(nginx-light libstrophe-dev libsqlite3-dev libssl-dev libxml2-dev libraptor2-dev libvirt-dev
           libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils qemu-system-x86 prosody
-          lua-unbound openssl raptor2-utils util-linux xz-utils curl
+          lua-unbound openssl raptor2-utils util-linux xz-utils curl libxml2-utils
           python3-pip ca-certificates)
 missing=()
 for package in "${packages[@]}"; do
@@ -31,7 +31,7 @@ $SUDO systemctl disable --now prosody >/dev/null 2>&1 || true
 # Independent implementations for interop tests and benchmarks, and the test runner itself.
 # A failed install fails the setup (pip's root warning alone is filtered out).
 pip_log=$(mktemp)
-if ! python3 -m pip install -q --disable-pip-version-check pytest slixmpp pyoxigraph rdflib "moto[server]" awscli \
+if ! python3 -m pip install -q --disable-pip-version-check pytest slixmpp cryptography pyoxigraph rdflib "moto[server]" awscli \
         > "$pip_log" 2>&1; then
     grep -v -i "warning: running pip as" "$pip_log" >&2
     rm -f "$pip_log"
