@@ -1,0 +1,484 @@
+import Catalog
+import Foundation
+import TestSupport
+import Testing
+import X509
+
+@testable import Broker
+@testable import Trust
+@testable import XMPP
+
+/// docs/protocol against the code: every XML example of every document is validated against its
+/// namespace's RELAX NG schema with `xmllint` and parsed with the broker's own decoders (valid
+/// examples accepted by both, `<!-- invalid: … -->` ones refused by both); every signature in the
+/// examples verifies with the example certificates, every hex dump is the byte layout the code
+/// signs, answers are bound to the requests they answer, and the documented reason codes and
+/// stanza error types are exactly the code's.
+@Suite struct ProtocolDocumentTests {
+    static let documents = ["presence", "trust", "envelope", "catalog"]
+    /// The examples' time stamps are of 2026-06-01T12:00:00Z.
+    static let exampleTime = Date(timeIntervalSince1970: 1_780_315_200)
+
+    // MARK: The documents
+
+    struct Example {
+        var document: String
+        var line: Int
+        var xml: String
+        var invalid: Bool { xml.drop(while: \.isWhitespace).hasPrefix("<!-- invalid:") }
+        var label: String { "\(document).md:\(line)" }
+    }
+
+    enum Block {
+        case xml(Example)
+        case hex(line: Int, bytes: [UInt8])
+    }
+
+    struct DocumentError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func directory() throws -> URL {
+        try TestProsody.repositoryRoot().appendingPathComponent("docs/protocol")
+    }
+
+    static func text(_ document: String) throws -> String {
+        try String(contentsOf: directory().appendingPathComponent("\(document).md"), encoding: .utf8)
+    }
+
+    /// The fenced ```xml and ```hex blocks of a document, in order.
+    static func blocks(_ document: String) throws -> [Block] {
+        var blocks: [Block] = []
+        var open: (kind: String, line: Int, lines: [String])?
+        for (number, line) in try text(document).components(separatedBy: "\n").enumerated() {
+            if var current = open {
+                if line == "```" {
+                    let body = current.lines.joined(separator: "\n")
+                    if current.kind == "xml" {
+                        blocks.append(.xml(Example(document: document, line: current.line, xml: body)))
+                    } else {
+                        blocks.append(.hex(line: current.line, bytes: try hexBytes(body, at: "\(document).md:\(current.line)")))
+                    }
+                    open = nil
+                } else {
+                    current.lines.append(line)
+                    open = current
+                }
+            } else if line == "```xml" || line == "```hex" {
+                open = (String(line.dropFirst(3)), number + 1, [])
+            }
+        }
+        guard open == nil else { throw DocumentError(description: "\(document).md: unterminated code block") }
+        return blocks
+    }
+
+    /// `0000  00 01 …` lines: an offset, then bytes in hex.
+    static func hexBytes(_ body: String, at place: String) throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        for line in body.split(separator: "\n") {
+            let tokens = line.split(separator: " ")
+            guard let offset = tokens.first.flatMap({ Int($0, radix: 16) }), offset == bytes.count else {
+                throw DocumentError(description: "\(place): hex line without the right offset: \(line)")
+            }
+            for token in tokens.dropFirst() {
+                guard token.count == 2, let byte = UInt8(token, radix: 16) else {
+                    throw DocumentError(description: "\(place): not a byte: \(token)")
+                }
+                bytes.append(byte)
+            }
+        }
+        return bytes
+    }
+
+    // MARK: The schemas (xmllint)
+
+    /// Validates every example of `document` with one `xmllint --relaxng` run; returns the
+    /// examples' labels that validated.
+    static func validate(_ examples: [Example], document: String) throws -> Set<String> {
+        let xmllint = try RequiredProgram.path("xmllint", package: "libxml2-utils")
+        let schema = try directory().appendingPathComponent("schemas/\(document).rng").path
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("protocol-docs-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        var files: [String: String] = [:]
+        for (index, example) in examples.enumerated() {
+            let path = scratch.appendingPathComponent("example-\(index).xml").path
+            try Data(example.xml.utf8).write(to: URL(fileURLWithPath: path))
+            files[path] = example.label
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: xmllint)
+        process.arguments = ["--noout", "--relaxng", schema] + files.keys.sorted()
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let output = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        // xmllint ends with one line per file: "<file> validates" or "<file> fails to validate".
+        guard !output.contains("failed to compile") else {
+            throw DocumentError(description: "schema \(schema) does not compile:\n\(output)")
+        }
+        var validated: Set<String> = []
+        var verdicts = 0
+        for line in output.split(separator: "\n") {
+            if line.hasSuffix(" validates"), let label = files[String(line.dropLast(" validates".count))] {
+                validated.insert(label)
+                verdicts += 1
+            } else if line.hasSuffix(" fails to validate"), files[String(line.dropLast(" fails to validate".count))] != nil {
+                verdicts += 1
+            }
+        }
+        guard verdicts == examples.count else {
+            throw DocumentError(description: "xmllint gave \(verdicts) verdicts for \(examples.count) examples:\n\(output)")
+        }
+        return validated
+    }
+
+    // MARK: The decoders
+
+    indirect enum Decoded {
+        case announce(Announcement)
+        case status
+        case trust(TrustMessage)
+        case envelope(SignedEnvelope, payload: Decoded)
+        case query(String)
+        case answer(QueryResult)
+        case error(StanzaError, application: Decoded?)
+        case empty
+    }
+
+    struct Received {
+        var from: String?
+        var to: String?
+        var type: String?
+        var decoded: Decoded
+    }
+
+    /// Decodes an example as a receiver would: a stanza's payload, or a bare payload, with the
+    /// broker's own decoders. Throws where a receiver refuses.
+    static func decode(_ example: Example) throws -> Received {
+        let root = try PayloadElement.parse(example.xml, maxBytes: 1 << 20)
+        guard root.namespace == "jabber:client" else {
+            return Received(decoded: try decodePayload(root, raw: Array(example.xml.utf8)))
+        }
+        var stanza = Received(from: root.attributes["from"], to: root.attributes["to"], type: root.attributes["type"], decoded: .empty)
+        switch root.name {
+        case "presence":
+            // As PeerDiscovery reads it: the announcement in the presence, if any.
+            guard let found = Announcement.find(in: Stanza(PayloadBridge.element(root))) else {
+                throw DocumentError(description: "presence without an announcement")
+            }
+            stanza.decoded = .announce(try found.get())
+        case "iq":
+            if let error = root.child(named: "error") {
+                guard let parsed = StanzaError(parsing: PayloadBridge.element(error, inherited: "jabber:client")) else {
+                    throw DocumentError(description: "unreadable stanza error")
+                }
+                // An application condition travels as the client hands it on (BrokerTrust.exchange).
+                let application = try parsed.applicationCondition.map { element in
+                    let xml = PayloadBridge.string(element)
+                    return try decodePayload(try PayloadElement.parse(xml), raw: Array(xml.utf8))
+                }
+                stanza.decoded = .error(parsed, application: application)
+            } else {
+                guard root.children.count <= 1 else { throw DocumentError(description: "an IQ with more than one payload") }
+                if let payload = root.children.first {
+                    // The payload as the XMPP layer hands it to a handler: serialised with its xmlns.
+                    let xml = PayloadBridge.string(PayloadBridge.element(payload, inherited: "jabber:client"))
+                    stanza.decoded = try decodePayload(try PayloadElement.parse(xml), raw: Array(xml.utf8))
+                }
+            }
+        default:
+            throw DocumentError(description: "unexpected stanza <\(root.name)>")
+        }
+        return stanza
+    }
+
+    static func decodePayload(_ element: PayloadElement, raw: [UInt8]) throws -> Decoded {
+        switch element.namespace {
+        case Announcement.namespace where element.name == "announce":
+            return .announce(try Announcement(parsing: PayloadBridge.element(element)))
+        case Announcement.namespace where element.name == "status":
+            // BrokerNode's status handler: an empty <status/>, nothing else.
+            guard element.children.isEmpty, element.attributes.isEmpty, element.text.isEmpty else {
+                throw DocumentError(description: "status with content")
+            }
+            return .status
+        case TrustNamespace.handshake:
+            return .trust(try TrustWire.decode(element))
+        case TrustNamespace.envelope:
+            let envelope = try SignedEnvelope.decode(element)
+            guard envelope.namespace == CatalogProtocol.namespace else {
+                throw DocumentError(description: "an envelope for \(envelope.namespace), which no document here describes")
+            }
+            let payload: Decoded = envelope.isAnswer
+                ? .answer(try CatalogProtocol.parseAnswer(envelope.payload))
+                : .query(try query(envelope.payload))
+            return .envelope(envelope, payload: payload)
+        case "http://www.w3.org/2005/sparql-results#":
+            return .answer(try CatalogProtocol.parseAnswer(raw))
+        case let namespace? where namespace.hasPrefix("urn:intercloud:catalog:"):
+            return .query(try query(raw))
+        default:
+            throw DocumentError(description: "<\(element.name)> in \(element.namespace ?? "no namespace") is not a payload these documents describe")
+        }
+    }
+
+    static func query(_ bytes: [UInt8]) throws -> String {
+        guard let text = CatalogProtocol.parseRequest(bytes) else { throw DocumentError(description: "not a catalog query") }
+        return text
+    }
+
+    // MARK: The example PKI
+
+    struct ExamplePKI {
+        var root: [Certificate]
+        /// Leaf certificates by their XmppAddr.
+        var leaves: [String: Certificate]
+    }
+
+    static func examplePKI() throws -> ExamplePKI {
+        let examples = try directory().appendingPathComponent("examples")
+        let root = try PEMFiles.certificates(atPath: examples.appendingPathComponent("example-root.pem").path)
+        var leaves: [String: Certificate] = [:]
+        for name in ["broker-cloud1.example.pem", "broker-cloud2.example.pem"] {
+            for certificate in try PEMFiles.certificates(atPath: examples.appendingPathComponent(name).path) {
+                for jid in XmppAddr.values(in: certificate) { leaves[XmppAddr.bare(jid)] = certificate }
+            }
+        }
+        return ExamplePKI(root: root, leaves: leaves)
+    }
+
+    // MARK: Tests
+
+    @Test(arguments: documents)
+    func everyExampleMatchesSchemaAndDecoder(_ document: String) throws {
+        let examples = try Self.blocks(document).compactMap { block -> Example? in
+            if case .xml(let example) = block { return example } else { return nil }
+        }
+        #expect(examples.contains { !$0.invalid }, "\(document).md has no valid example")
+        #expect(examples.contains { $0.invalid }, "\(document).md has no invalid example")
+        let validated = try Self.validate(examples, document: document)
+        for example in examples {
+            let decoded = Result { try Self.decode(example) }
+            if example.invalid {
+                #expect(!validated.contains(example.label), "\(example.label): an invalid example passes the schema")
+                #expect(throws: (any Error).self, "\(example.label): an invalid example passes the decoder") { try decoded.get() }
+            } else {
+                #expect(validated.contains(example.label), "\(example.label): the schema refuses a valid example")
+                #expect(throws: Never.self, "\(example.label): the decoder refuses a valid example") { try decoded.get() }
+            }
+        }
+    }
+
+    /// Signatures, hex dumps, handshake and exchange bindings, chains and fingerprints of the
+    /// examples, checked with the code's own byte layouts and verifiers.
+    @Test(arguments: documents)
+    func examplesAreSignedAndBoundAsDocumented(_ document: String) async throws {
+        let pki = try Self.examplePKI()
+        #expect(pki.root.count == 1 && pki.leaves.count == 2)
+        var counts = (signatures: 0, hex: 0, bindings: 0, chains: 0, fingerprints: 0)
+        var requests: [(envelope: SignedEnvelope, from: String, to: String)] = []
+        var hello: (message: TrustMessage.Hello, from: String, to: String)?
+        var result: TrustMessage.Result?
+        var last: Received?
+
+        func key(_ jid: String?, _ label: String) throws -> Certificate {
+            guard let jid, let certificate = pki.leaves[XmppAddr.bare(jid)] else {
+                throw DocumentError(description: "\(label): no example certificate for \(jid ?? "a stanza without from")")
+            }
+            return certificate
+        }
+        func verifyChain(_ chain: [Certificate], for jid: String, _ label: String) async {
+            let verdict = await PeerVerifier(anchors: pki.root).verify(chain: chain, peerJID: jid, at: Self.exampleTime)
+            if case .failure(let refusal) = verdict { Issue.record("\(label): the example chain of \(jid) does not verify: \(refusal)") }
+            counts.chains += 1
+        }
+
+        for block in try Self.blocks(document) {
+            switch block {
+            case .hex(let line, let bytes):
+                let label = "\(document).md:\(line)"
+                switch last?.decoded {
+                case .envelope(let envelope, _)?:
+                    let from = try #require(last?.from), to = try #require(last?.to)
+                    #expect(bytes == envelope.signedBytes(sender: from, recipient: to), "\(label): not the bytes the code signs")
+                case .trust(.result(let answer))?:
+                    let opened = try #require(hello, "\(label): a transcript without a hello before it")
+                    let transcript = TrustTranscript(
+                        initiatorJID: opened.from, responderJID: opened.to, initiatorNonce: opened.message.nonce,
+                        responderNonce: answer.nonce, initiatorLeaf: opened.message.chain[0], responderLeaf: answer.chain[0])
+                    #expect(bytes == transcript.bytes(signer: .responder), "\(label): not the transcript the code signs")
+                default:
+                    Issue.record("\(label): a hex dump after an example that signs nothing")
+                }
+                counts.hex += 1
+
+            case .xml(let example) where !example.invalid:
+                let stanza = try Self.decode(example)
+                last = stanza
+                switch stanza.decoded {
+                case .envelope(let envelope, _):
+                    guard let from = stanza.from, let to = stanza.to else { break }
+                    let signer = try key(from, example.label)
+                    #expect(
+                        DetachedSignature.isValid(envelope.signature, for: envelope.signedBytes(sender: from, recipient: to), signedBy: signer),
+                        "\(example.label): the envelope's signature does not verify")
+                    counts.signatures += 1
+                    if let answered = envelope.inReplyTo {
+                        let request = requests.first { $0.envelope.nonce == answered }
+                        #expect(request != nil, "\(example.label): answers no request of this document")
+                        if let request {
+                            #expect(XmppAddr.bare(request.from) == XmppAddr.bare(to) && XmppAddr.bare(request.to) == XmppAddr.bare(from))
+                            #expect(request.envelope.namespace == envelope.namespace)
+                            #expect(throws: Never.self) { try EnvelopeVerifier.checkExchange(envelope, answering: request.envelope.nonce) }
+                            // Presented as a request, or as the answer to another request, it is refused.
+                            #expect(throws: EnvelopeError.self) { try EnvelopeVerifier.checkExchange(envelope, answering: nil) }
+                            #expect(throws: EnvelopeError.self) {
+                                try EnvelopeVerifier.checkExchange(envelope, answering: Array(repeating: 0, count: 16))
+                            }
+                            counts.bindings += 1
+                        }
+                    } else {
+                        #expect(throws: Never.self) { try EnvelopeVerifier.checkExchange(envelope, answering: nil) }
+                        requests.append((envelope, from, to))
+                    }
+                case .trust(.hello(let message)):
+                    let from = try #require(stanza.from), to = try #require(stanza.to)
+                    hello = (message, from, to)
+                    result = nil
+                    await verifyChain(message.chain, for: from, example.label)
+                case .trust(.result(let answer)):
+                    let opened = try #require(hello, "\(example.label): a result without a hello before it")
+                    #expect(answer.echo == opened.message.nonce && answer.nonce != opened.message.nonce)
+                    #expect(XmppAddr.bare(try #require(stanza.from)) == XmppAddr.bare(opened.to))
+                    await verifyChain(answer.chain, for: opened.to, example.label)
+                    let transcript = TrustTranscript(
+                        initiatorJID: opened.from, responderJID: opened.to, initiatorNonce: opened.message.nonce,
+                        responderNonce: answer.nonce, initiatorLeaf: opened.message.chain[0], responderLeaf: answer.chain[0])
+                    #expect(
+                        DetachedSignature.isValid(answer.signature, for: transcript.bytes(signer: .responder), signedBy: answer.chain[0]),
+                        "\(example.label): the responder's proof does not verify")
+                    // The proof is bound to its role: it does not verify as the initiator's.
+                    #expect(!DetachedSignature.isValid(answer.signature, for: transcript.bytes(signer: .initiator), signedBy: answer.chain[0]))
+                    result = answer
+                    counts.signatures += 1
+                case .trust(.finish(let finish)):
+                    let opened = try #require(hello), answer = try #require(result, "\(example.label): a finish without a result before it")
+                    #expect(finish.session == opened.message.nonce && finish.echo == answer.nonce)
+                    let transcript = TrustTranscript(
+                        initiatorJID: opened.from, responderJID: opened.to, initiatorNonce: opened.message.nonce,
+                        responderNonce: answer.nonce, initiatorLeaf: opened.message.chain[0], responderLeaf: answer.chain[0])
+                    #expect(
+                        DetachedSignature.isValid(finish.signature, for: transcript.bytes(signer: .initiator), signedBy: opened.message.chain[0]),
+                        "\(example.label): the initiator's proof does not verify")
+                    counts.signatures += 1
+                case .trust(.ok(let ok)):
+                    #expect(ok.session == hello?.message.nonce, "\(example.label): ok for another handshake")
+                case .announce(let announcement) where !announcement.fingerprint.isEmpty:
+                    // The announced fingerprint is the example certificate of the announcing broker.
+                    let leaf = try key(stanza.from, example.label)
+                    #expect(announcement.fingerprint == CertificateFingerprint.sha256(leaf), "\(example.label): another fingerprint")
+                    counts.fingerprints += 1
+                case .error(let error, let application):
+                    // The documented type is the one the code sends with this condition.
+                    #expect(error.type == Self.errorTypes[error.condition], "\(example.label): \(error.condition) is sent as \(String(describing: Self.errorTypes[error.condition]))")
+                    if case .trust(.refused(let refused))? = application {
+                        #expect(error.condition == "not-authorized" && error.type == .auth)
+                        #expect(refused.reason != .peerRefused || example.xml.contains("reason='peerRefused'"), "\(example.label): an unknown reason code")
+                    }
+                default:
+                    break
+                }
+
+            case .xml:
+                continue
+            }
+        }
+
+        switch document {
+        case "trust": #expect(counts.signatures == 2 && counts.hex == 1 && counts.chains == 2, "\(counts)")
+        case "envelope": #expect(counts.signatures == 2 && counts.hex == 2 && counts.bindings == 1, "\(counts)")
+        case "catalog": #expect(counts.signatures == 2 && counts.bindings == 1, "\(counts)")
+        case "presence": #expect(counts.fingerprints == 3, "\(counts)")
+        default: Issue.record("no expectations for \(document)")
+        }
+    }
+
+    /// The condition → type pairs the code sends (XMPP's `StanzaError` factories).
+    static let errorTypes: [String: StanzaError.ErrorType] = Dictionary(uniqueKeysWithValues: [
+        StanzaError.badRequest(), .serviceUnavailable(), .featureNotImplemented(), .notAuthorized(), .forbidden(),
+        .policyViolation(), .internalServerError(), .itemNotFound(), .notAcceptable(), .resourceConstraint(), .conflict(),
+        .jidMalformed(),
+    ].map { ($0.condition, $0.type) })
+
+    /// Every error table row (`| when | \`condition\` | \`type\` | text |`) names a condition the
+    /// code sends, with the type it sends it with.
+    @Test(arguments: documents)
+    func documentedErrorTypesAreTheCodes(_ document: String) throws {
+        var rows = 0
+        for line in try Self.text(document).split(separator: "\n") where line.hasPrefix("|") {
+            let cells = line.split(separator: "|", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            for index in cells.indices.dropLast() {
+                guard let condition = Self.code(cells[index]), let type = Self.code(cells[index + 1]),
+                    StanzaError.ErrorType(rawValue: type) != nil
+                else { continue }
+                #expect(Self.errorTypes[condition]?.rawValue == type, "\(document).md: `\(condition)` `\(type)` is not what the code sends: \(line)")
+                rows += 1
+            }
+        }
+        #expect(rows >= (document == "presence" ? 5 : 4), "\(document).md: \(rows) error rows")
+    }
+
+    static func code(_ cell: String) -> String? {
+        guard cell.count > 2, cell.hasPrefix("`"), cell.hasSuffix("`"), !cell.dropFirst().dropLast().contains("`") else { return nil }
+        return String(cell.dropFirst().dropLast())
+    }
+
+    /// The codes of a `| \`code\` | meaning |` table under `heading`.
+    static func codes(in document: String, under heading: String) throws -> [String] {
+        let text = try Self.text(document)
+        guard let start = text.range(of: "\n\(heading)\n") else { throw DocumentError(description: "\(document).md has no \(heading)") }
+        var codes: [String] = []
+        for line in text[start.upperBound...].split(separator: "\n") {
+            if line.hasPrefix("#") { break }
+            let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            if line.hasPrefix("|"), let code = cells.first.flatMap(Self.code) { codes.append(code) }
+        }
+        return codes
+    }
+
+    /// The reason codes are wire values: the documented lists are exactly the code's, so renaming
+    /// a Swift case (which would change the wire) fails here.
+    @Test func documentedReasonCodesAreTheWireValues() throws {
+        #expect(try Self.codes(in: "trust", under: "### Refusal reasons") == TrustRefusalReason.allCases.map(\.rawValue))
+        #expect(try Self.codes(in: "envelope", under: "### Refusal codes") == EnvelopeError.Code.allCases.map(\.rawValue))
+    }
+
+    /// The byte layouts the documents describe field by field, rebuilt here from the tables'
+    /// rules and compared with the code's.
+    @Test func signedLayoutsAreTheDocumentedOnes() throws {
+        func field(_ bytes: [UInt8]) -> [UInt8] {
+            let count = UInt32(bytes.count)
+            return [UInt8(count >> 24), UInt8(count >> 16 & 0xff), UInt8(count >> 8 & 0xff), UInt8(count & 0xff)] + bytes
+        }
+        let payload = Array("<x xmlns='urn:y'/>".utf8)
+        let nonce: [UInt8] = Array(1...16), answered: [UInt8] = Array(17...32)
+        let timestamp: Int64 = -2
+        let request = SignedEnvelope.signedBytes(
+            sender: "Broker@Cloud1.Example/res", recipient: "broker@cloud2.example", namespace: "urn:intercloud:catalog:0",
+            timestampMilliseconds: timestamp, nonce: nonce, payload: payload)
+        let answer = SignedEnvelope.signedBytes(
+            sender: "broker@cloud2.example/broker", recipient: "broker@cloud1.example", namespace: "urn:intercloud:catalog:0",
+            timestampMilliseconds: 1_780_315_200_164, nonce: answered, inReplyTo: nonce, payload: payload)
+        let common = field(Array("urn:intercloud:envelope:0".utf8))
+        #expect(request == common + field(Array("broker@cloud1.example".utf8)) + field(Array("broker@cloud2.example".utf8))
+            + field(Array("urn:intercloud:catalog:0".utf8)) + field([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe])
+            + field(nonce) + field(Array("request".utf8)) + field([]) + field(payload))
+        #expect(answer == common + field(Array("broker@cloud2.example".utf8)) + field(Array("broker@cloud1.example".utf8))
+            + field(Array("urn:intercloud:catalog:0".utf8)) + field([0, 0, 0x01, 0x9e, 0x83, 0x0e, 0x1a, 0xa4])
+            + field(answered) + field(Array("answer".utf8)) + field(nonce) + field(payload))
+        #expect(Array(SignedEnvelope.label.utf8).count == 25 && Array(TrustTranscript.label.utf8).count == 28)
+    }
+}
