@@ -125,3 +125,55 @@ async def slix_session(prosody, jid, password, resource, body):
         return await body(client)
     finally:
         client.disconnect()
+
+
+def intercloud_cli(*arguments):
+    """Runs the `intercloud` CLI as an operator would; returns its output, fails the test on an error."""
+    done = subprocess.run([_intercloud_binary(), *arguments], capture_output=True, text=True)
+    assert done.returncode == 0, f"intercloud {' '.join(arguments)}: {done.stdout}{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def trusted_broker_factory(prosody, tmp_path_factory):
+    """Starts brokers with a [trust] section on the test Prosody, set up with the CLI as an operator
+    would: a root and an intermediate CA and the broker's certificate from `intercloud certs`. Its
+    anchors are its own root plus the PEM certificates the test passes in (the CAs of the peers it
+    should trust). `start(anchors)` returns the broker's full and bare JID, configuration, log and
+    the PEM of its root (for peers to anchor)."""
+    started = []
+
+    def start(anchors, cloud="cloud1"):
+        directory = tmp_path_factory.mktemp("trusted-broker")
+        password = uuid.uuid4().hex
+        jid = prosody.register("broker-" + uuid.uuid4().hex[:8], f"{cloud}.test", password)
+        pki = directory / "pki"
+        intercloud_cli("certs", "init-ca", "--dir", str(pki / "root"), "--cn", f"{cloud} test root")
+        intercloud_cli("certs", "init-ca", "--dir", str(pki / "ca"), "--cn", f"{cloud} CA", "--parent", str(pki / "root"))
+        intercloud_cli("certs", "issue", "--ca", str(pki / "ca"), "--jid", jid, "--out", str(directory / "identity"))
+        (directory / "anchors").mkdir()
+        (directory / "anchors/own-root.pem").write_bytes((pki / "root/ca.pem").read_bytes())
+        for index, pem in enumerate(anchors):
+            (directory / f"anchors/peer-{index}.pem").write_bytes(pem)
+        config = broker_config(directory / f"{cloud}.toml", prosody, cloud, jid, password, extra="""
+[trust]
+key = "identity/broker.key"
+chain = "identity/broker-chain.pem"
+anchors = ["anchors"]
+""")
+        log_path = directory / "broker.log"
+        log = open(log_path, "w")
+        process = subprocess.Popen([_intercloud_binary(), "serve", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        started.append((process, log))
+        deadline = time.time() + 20
+        while time.time() < deadline and "session started" not in log_path.read_text():
+            time.sleep(0.1)
+        assert "session started" in log_path.read_text(), log_path.read_text()
+        return {"jid": f"{jid}/broker", "bare": jid, "config": str(config), "log": log_path, "cloud": cloud,
+                "root_pem": (pki / "root/ca.pem").read_bytes()}
+
+    yield start
+    for process, log in started:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()

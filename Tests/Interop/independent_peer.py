@@ -1,0 +1,550 @@
+"""An Intercloud peer written from docs/protocol alone: slixmpp for XMPP, `cryptography` for keys,
+certificates and signatures, and nothing from the Swift sources.
+
+It implements what a peer needs to query a broker's catalog:
+- the trust handshake as initiator (docs/protocol/trust.md): hello, result (chain verified against
+  our anchors, responder's proof checked), finish, ok; a refusal of ours is sent as the document says;
+- signed envelopes (docs/protocol/envelope.md): sealing requests and opening answers, with the
+  pinned key, the answer binding (`re`, direction), the namespace, the time window and the nonces;
+- the catalog query (docs/protocol/catalog.md): the <query/> payload and SPARQL Query Results XML.
+
+Chain verification follows trust.md, "Verifying a chain", rules 1 to 5; this peer has no CRLs and
+no anchor scopes, so rules 6 and 7 have nothing to check.
+"""
+import base64
+import binascii
+import datetime
+import hashlib
+import os
+import struct
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field as dataclass_field
+from xml.sax.saxutils import escape
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, ObjectIdentifier
+
+PRESENCE_NS = "urn:intercloud:presence:0"
+TRUST_NS = "urn:intercloud:trust:0"
+ENVELOPE_NS = "urn:intercloud:envelope:0"
+CATALOG_NS = "urn:intercloud:catalog:0"
+SPARQL_RESULTS_NS = "http://www.w3.org/2005/sparql-results#"
+STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+CLIENT_NS = "jabber:client"
+
+XMPP_ADDR = ObjectIdentifier("1.3.6.1.5.5.7.8.5")
+TRANSCRIPT_LABEL = b"urn:intercloud:trust:0 proof"
+ENVELOPE_LABEL = b"urn:intercloud:envelope:0"
+REPLAY_WINDOW_MS = 120_000
+
+
+# --- Conventions (README.md) -------------------------------------------------------------------
+
+class Malformed(Exception):
+    pass
+
+
+def b64(data: bytes) -> str:
+    """RFC 4648 section 4, padded, no line breaks."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text, minimum=0, maximum=None, what="value") -> bytes:
+    """Strict base64: the standard alphabet, padded, nothing else; and a length in bytes."""
+    if text is None:
+        raise Malformed(f"missing {what}")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise Malformed(f"{what} is not base64: {error}") from None
+    if b64(data) != text:
+        raise Malformed(f"{what} is not in canonical padded base64")
+    if len(data) < minimum or (maximum is not None and len(data) > maximum):
+        raise Malformed(f"{what} has {len(data)} bytes, not {minimum} to {maximum}")
+    return data
+
+
+def field(data: bytes) -> bytes:
+    """A length-prefixed field: 4 bytes big-endian length, then the bytes."""
+    return struct.pack(">I", len(data)) + data
+
+
+def bare(jid: str) -> str:
+    """The bare JID, lowercase, as it goes into signed bytes."""
+    return str(jid).split("/", 1)[0].lower()
+
+
+def fingerprint(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+_HASHES = {"secp256r1": hashes.SHA256, "secp384r1": hashes.SHA384, "secp521r1": hashes.SHA512}
+
+
+def sign(private_key, data: bytes) -> bytes:
+    """The scheme follows from the key type: ECDSA with the curve's hash (DER), or Ed25519."""
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        return private_key.sign(data, ec.ECDSA(_HASHES[private_key.curve.name]()))
+    if isinstance(private_key, ed25519.Ed25519PrivateKey):
+        return private_key.sign(data)
+    raise ValueError(f"unsupported key {type(private_key).__name__}")
+
+
+def verify(public_key, signature: bytes, data: bytes) -> bool:
+    try:
+        if isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name in _HASHES:
+            public_key.verify(signature, data, ec.ECDSA(_HASHES[public_key.curve.name]()))
+            return True
+        if isinstance(public_key, ed25519.Ed25519PublicKey):
+            public_key.verify(signature, data)
+            return True
+    except InvalidSignature:
+        return False
+    return False
+
+
+# --- Trust (trust.md) --------------------------------------------------------------------------
+
+class Refusal(Exception):
+    """A refusal with its reason code from trust.md's table (or envelope.md's codes)."""
+
+    def __init__(self, reason, detail=""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def transcript(role, initiator, responder, initiator_nonce, responder_nonce, initiator_leaf_der, responder_leaf_der) -> bytes:
+    """The bytes both proofs of possession sign (trust.md, "The transcript")."""
+    return b"".join(field(part) for part in [
+        TRANSCRIPT_LABEL, role.encode("ascii"), bare(initiator).encode(), bare(responder).encode(),
+        initiator_nonce, responder_nonce,
+        hashlib.sha256(initiator_leaf_der).digest(), hashlib.sha256(responder_leaf_der).digest()])
+
+
+def _der_utf8string(value: bytes) -> str:
+    """The UTF8String an XmppAddr otherName holds (DER: tag 0x0C, length, bytes)."""
+    if len(value) < 2 or value[0] != 0x0C:
+        raise ValueError("not a UTF8String")
+    length, offset = value[1], 2
+    if length & 0x80:
+        count = length & 0x7F
+        length, offset = int.from_bytes(value[2:2 + count], "big"), 2 + count
+    if offset + length != len(value):
+        raise ValueError("bad UTF8String length")
+    return value[offset:].decode("utf-8")
+
+
+def xmpp_addrs(certificate: x509.Certificate):
+    try:
+        names = certificate.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+    except x509.ExtensionNotFound:
+        return []
+    found = []
+    for other in names.get_values_for_type(x509.OtherName):
+        if other.type_id == XMPP_ADDR:
+            try:
+                found.append(_der_utf8string(other.value))
+            except (ValueError, UnicodeDecodeError):
+                pass
+    return found
+
+
+_HANDLED_CRITICAL = {ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.NAME_CONSTRAINTS, ExtensionOID.KEY_USAGE,
+                     ExtensionOID.EXTENDED_KEY_USAGE, ExtensionOID.SUBJECT_ALTERNATIVE_NAME}
+
+
+def _issued_by(certificate, issuer) -> bool:
+    try:
+        certificate.verify_directly_issued_by(issuer)
+        return True
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+
+
+def _extension(certificate, oid):
+    try:
+        return certificate.extensions.get_extension_for_oid(oid).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def verify_chain(chain_der, peer_jid, anchors, now=None) -> x509.Certificate:
+    """trust.md, "Verifying a chain": returns the leaf, or raises Refusal with the reason code."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if not 1 <= len(chain_der) <= 8:
+        raise Refusal("malformed", f"chain has {len(chain_der)} certificates")
+    try:
+        chain = [x509.load_der_x509_certificate(der) for der in chain_der]
+    except ValueError as error:
+        raise Refusal("malformed", f"undecodable certificate: {error}") from None
+    leaf = chain[0]
+    key = leaf.public_key()
+    if not ((isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in _HASHES)
+            or isinstance(key, ed25519.Ed25519PublicKey)):
+        raise Refusal("unsupportedKey", f"leaf key {type(key).__name__}")
+    for extension in leaf.extensions:
+        if extension.critical and extension.oid not in _HANDLED_CRITICAL:
+            raise Refusal("invalidChain", f"leaf has unhandled critical extension {extension.oid.dotted_string}")
+    # Rule 3: a path from the leaf through the sent intermediates to one of our anchors.
+    path, current, pool = [leaf], leaf, list(chain[1:])
+    while True:
+        anchor = next((a for a in anchors if a.subject == current.issuer and _issued_by(current, a)), None)
+        if anchor is not None:
+            path.append(anchor)
+            break
+        issuer = next((c for c in pool if c.subject == current.issuer and _issued_by(current, c)), None)
+        if issuer is None or len(path) > 8:
+            raise Refusal("unknownCA", f"no chain from {current.issuer.rfc4514_string()} to a configured anchor")
+        pool.remove(issuer)
+        path.append(issuer)
+        current = issuer
+    # Rule 2: every certificate of the path, the anchor included, is valid now.
+    for index, certificate in enumerate(path):
+        role = "leaf" if index == 0 else f"CA {certificate.subject.rfc4514_string()}"
+        if now < certificate.not_valid_before_utc:
+            raise Refusal("notYetValid", f"{role} valid from {certificate.not_valid_before_utc}")
+        if now > certificate.not_valid_after_utc:
+            raise Refusal("expired", f"{role} expired at {certificate.not_valid_after_utc}")
+    # Rule 3, RFC 5280: every issuer is a CA, within its path length, allowed to sign certificates.
+    for index, issuer in enumerate(path[1:], start=1):
+        constraints = _extension(issuer, ExtensionOID.BASIC_CONSTRAINTS)
+        if constraints is None or not constraints.ca:
+            raise Refusal("invalidChain", f"{issuer.subject.rfc4514_string()} is not a CA")
+        intermediates_below = index - 1
+        if constraints.path_length is not None and intermediates_below > constraints.path_length:
+            raise Refusal("invalidChain", f"path length of {issuer.subject.rfc4514_string()} exceeded")
+        usage = _extension(issuer, ExtensionOID.KEY_USAGE)
+        if usage is not None and not usage.key_cert_sign:
+            raise Refusal("invalidChain", f"{issuer.subject.rfc4514_string()} may not sign certificates")
+    leaf_constraints = _extension(leaf, ExtensionOID.BASIC_CONSTRAINTS)
+    if leaf_constraints is not None and leaf_constraints.ca:
+        raise Refusal("invalidChain", "the leaf is a CA")
+    # Rule 4: key usage.
+    usage = _extension(leaf, ExtensionOID.KEY_USAGE)
+    if usage is None or not usage.digital_signature:
+        raise Refusal("wrongKeyUsage", "leaf keyUsage lacks digitalSignature")
+    extended = _extension(leaf, ExtensionOID.EXTENDED_KEY_USAGE)
+    allowed = {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
+    if extended is not None and not any(usage_oid in allowed for usage_oid in extended):
+        raise Refusal("wrongKeyUsage", "leaf extendedKeyUsage allows neither clientAuth nor serverAuth")
+    # Rule 5: the XmppAddr is the routed bare JID.
+    addresses = xmpp_addrs(leaf)
+    if not addresses:
+        raise Refusal("missingXmppAddr", "leaf has no XmppAddr")
+    if bare(peer_jid) not in {bare(address) for address in addresses}:
+        raise Refusal("xmppAddrMismatch", f"leaf is for {', '.join(addresses)}, peer is {bare(peer_jid)}")
+    return leaf
+
+
+@dataclass
+class Identity:
+    """Our leaf's private key and our chain (leaf first, DER)."""
+    private_key: object
+    chain_der: list
+
+    @property
+    def leaf_der(self) -> bytes:
+        return self.chain_der[0]
+
+    @staticmethod
+    def from_pem(key_pem: bytes, chain_pem: bytes) -> "Identity":
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        chain = [c.public_bytes(serialization.Encoding.DER) for c in x509.load_pem_x509_certificates(chain_pem)]
+        return Identity(key, chain)
+
+
+@dataclass
+class Pin:
+    jid: str
+    leaf: x509.Certificate
+    leaf_der: bytes
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.leaf_der)
+
+
+def _element(name, namespace, attributes=None, children=(), text=None) -> ET.Element:
+    element = ET.Element(f"{{{namespace}}}{name}", attributes or {})
+    for child in children:
+        element.append(child)
+    if text is not None:
+        element.text = text
+    return element
+
+
+def _child(namespace, name, text):
+    child = ET.Element(f"{{{namespace}}}{name}")
+    child.text = text
+    return child
+
+
+def hello_element(nonce, identity):
+    return _element("hello", TRUST_NS, {"nonce": b64(nonce)}, [_child(TRUST_NS, "cert", b64(der)) for der in identity.chain_der])
+
+
+def finish_element(session, echo, signature):
+    return _element("finish", TRUST_NS, {"session": b64(session), "echo": b64(echo)}, [_child(TRUST_NS, "signature", b64(signature))])
+
+
+def refused_element(reason, detail, session):
+    attributes = {"reason": reason}
+    if session is not None:
+        attributes["session"] = b64(session)
+    return _element("refused", TRUST_NS, attributes, text=detail)
+
+
+def parse_result(element):
+    """A <result/>: (nonce, echo, chain DER list, signature); raises Refusal("malformed")."""
+    try:
+        nonce = unb64(element.get("nonce"), 16, 64, "nonce")
+        echo = unb64(element.get("echo"), 16, 64, "echo")
+        chain = [unb64((cert.text or "").strip(), 1, None, "cert") for cert in element.findall(f"{{{TRUST_NS}}}cert")]
+        signature_element = element.find(f"{{{TRUST_NS}}}signature")
+        signature = unb64((signature_element.text or "").strip() if signature_element is not None else None, 1, 1024, "signature")
+    except Malformed as error:
+        raise Refusal("malformed", str(error)) from None
+    if not 1 <= len(chain) <= 8:
+        raise Refusal("malformed", f"chain has {len(chain)} certificates")
+    return nonce, echo, chain, signature
+
+
+# --- Envelopes (envelope.md) -------------------------------------------------------------------
+
+def envelope_bytes(sender, recipient, namespace, timestamp_ms, nonce, answered, payload) -> bytes:
+    """The nine signed fields (envelope.md, "The signed bytes")."""
+    return b"".join(field(part) for part in [
+        ENVELOPE_LABEL, bare(sender).encode(), bare(recipient).encode(), namespace.encode(),
+        struct.pack(">q", timestamp_ms), nonce, b"answer" if answered is not None else b"request",
+        answered if answered is not None else b"", payload])
+
+
+@dataclass
+class Envelope:
+    namespace: str
+    timestamp_ms: int
+    nonce: bytes
+    signature: bytes
+    payload: bytes
+    answered: bytes = None
+
+    def element(self) -> ET.Element:
+        attributes = {"ns": self.namespace, "ts": str(self.timestamp_ms), "nonce": b64(self.nonce), "sig": b64(self.signature)}
+        if self.answered is not None:
+            attributes["re"] = b64(self.answered)
+        return _element("signed", ENVELOPE_NS, attributes, text=b64(self.payload))
+
+    def signed_bytes(self, sender, recipient) -> bytes:
+        return envelope_bytes(sender, recipient, self.namespace, self.timestamp_ms, self.nonce, self.answered, self.payload)
+
+
+def seal(identity, sender, recipient, namespace, payload, answered=None, timestamp_ms=None, nonce=None) -> Envelope:
+    timestamp_ms = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    nonce = os.urandom(16) if nonce is None else nonce
+    envelope = Envelope(namespace, timestamp_ms, nonce, b"", payload, answered)
+    envelope.signature = sign(identity.private_key, envelope.signed_bytes(sender, recipient))
+    return envelope
+
+
+def decode_envelope(element) -> Envelope:
+    """envelope.md, "Opening an envelope", step 1; raises Refusal("unsigned" / "malformed")."""
+    if element is None or element.tag != f"{{{ENVELOPE_NS}}}signed":
+        raise Refusal("unsigned", "the payload is not an envelope")
+    try:
+        namespace = element.get("ns")
+        if not namespace:
+            raise Malformed("missing ns")
+        text = element.get("ts")
+        if text is None or not text.lstrip("-").isdigit():
+            raise Malformed("ts is not an integer")
+        nonce = unb64(element.get("nonce"), 8, 64, "nonce")
+        signature = unb64(element.get("sig"), 1, None, "sig")
+        payload = unb64((element.text or "").strip(), 0, None, "payload")
+        answered = unb64(element.get("re"), 8, 64, "re") if element.get("re") is not None else None
+    except Malformed as error:
+        raise Refusal("malformed", str(error)) from None
+    return Envelope(namespace, int(text), nonce, signature, payload, answered)
+
+
+class ReplayWindow:
+    """Nonces accepted per sender bare JID, remembered for twice the window."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def admit(self, sender, nonce, timestamp_ms, now_ms):
+        if abs(timestamp_ms - now_ms) > REPLAY_WINDOW_MS:
+            raise Refusal("stale", f"timestamp {timestamp_ms} is more than 120 s from {now_ms}")
+        self.seen = {key: at for key, at in self.seen.items() if at >= now_ms - 2 * REPLAY_WINDOW_MS}
+        key = (bare(sender), nonce)
+        if key in self.seen:
+            raise Refusal("replayed", f"nonce already seen from {bare(sender)}")
+        self.seen[key] = timestamp_ms
+
+
+def open_envelope(element, sender, recipient, namespace, pin, window, answering=None, now_ms=None) -> Envelope:
+    """envelope.md, "Opening an envelope", steps 1 to 7. `answering`: our request's nonce."""
+    envelope = decode_envelope(element)
+    if answering is None and envelope.answered is not None:
+        raise Refusal("notThisExchange", "an answer presented as a request")
+    if answering is not None and envelope.answered is None:
+        raise Refusal("notThisExchange", "a request where the answer to ours was expected")
+    if answering is not None and envelope.answered != answering:
+        raise Refusal("notThisExchange", "the answer to another request")
+    if envelope.namespace != namespace:
+        raise Refusal("wrongNamespace", f"envelope for {envelope.namespace} arrived on {namespace}")
+    if pin is None or pin.jid != bare(sender):
+        raise Refusal("untrustedSender", f"{bare(sender)} is not pinned")
+    if not verify(pin.leaf.public_key(), envelope.signature, envelope.signed_bytes(sender, recipient)):
+        raise Refusal("badSignature", f"signature does not verify with the pinned key {pin.fingerprint}")
+    window.admit(sender, envelope.nonce, envelope.timestamp_ms, int(time.time() * 1000) if now_ms is None else now_ms)
+    return envelope
+
+
+# --- Catalog (catalog.md) ----------------------------------------------------------------------
+
+def query_payload(sparql: str) -> bytes:
+    return f"<query xmlns='{CATALOG_NS}'>{escape(sparql)}</query>".encode("utf-8")
+
+
+def parse_results(payload: bytes):
+    """SPARQL Query Results XML: {"variables": [...], "rows": [{name: (kind, value, tag)}]} or {"boolean": b}."""
+    root = ET.fromstring(payload)
+    if root.tag != f"{{{SPARQL_RESULTS_NS}}}sparql":
+        raise Malformed(f"answer root is {root.tag}, not SPARQL results")
+    ns = f"{{{SPARQL_RESULTS_NS}}}"
+    boolean = root.find(f"{ns}boolean")
+    if boolean is not None:
+        return {"boolean": boolean.text.strip() == "true"}
+    variables = [v.get("name") for v in root.find(f"{ns}head").findall(f"{ns}variable")]
+    rows = []
+    for result in root.find(f"{ns}results").findall(f"{ns}result"):
+        row = {}
+        for binding in result.findall(f"{ns}binding"):
+            term = binding[0]
+            kind = term.tag[len(ns):]
+            extra = term.get("{http://www.w3.org/XML/1998/namespace}lang") or term.get("datatype")
+            row[binding.get("name")] = (kind, term.text or "", extra)
+        rows.append(row)
+    return {"variables": variables, "rows": rows}
+
+
+# --- The peer over XMPP ------------------------------------------------------------------------
+
+def payload_of(iq_element, namespace, name):
+    return iq_element.find(f"{{{namespace}}}{name}")
+
+
+def stanza_error(iq_element):
+    """(condition, type, text, application element) of an IQ error."""
+    error = iq_element.find(f"{{{CLIENT_NS}}}error")
+    if error is None:
+        return None
+    condition = next((c.tag.split("}", 1)[1] for c in error if c.tag.startswith(f"{{{STANZAS_NS}}}") and not c.tag.endswith("}text")), None)
+    text = error.find(f"{{{STANZAS_NS}}}text")
+    application = next((c for c in error if not c.tag.startswith(f"{{{STANZAS_NS}}}")), None)
+    return condition, error.get("type"), text.text if text is not None else None, application
+
+
+class PeerError(Exception):
+    """The broker answered an IQ error."""
+
+    def __init__(self, condition, type_, text, application=None):
+        super().__init__(f"{condition} ({type_}): {text}")
+        self.condition, self.type, self.text, self.application = condition, type_, text, application
+
+
+@dataclass
+class Exchange:
+    """One signed request and its verified answer, kept for inspection."""
+    request: Envelope
+    answer: Envelope
+    answer_element: ET.Element
+    sender: str
+    recipient: str
+
+
+@dataclass
+class IndependentPeer:
+    client: object  # a connected slixmpp.ClientXMPP
+    identity: Identity
+    anchors: list
+    pins: dict = dataclass_field(default_factory=dict)
+    window: ReplayWindow = dataclass_field(default_factory=ReplayWindow)
+    last: Exchange = None
+
+    @property
+    def jid(self) -> str:
+        return bare(self.client.boundjid.bare)
+
+    async def iq(self, to, itype, payload, timeout=10):
+        """Sends one IQ with `payload` and returns the answer's XML, or raises PeerError."""
+        from slixmpp.exceptions import IqError
+        iq = self.client.make_iq(ito=to, itype=itype)
+        iq.append(payload)
+        try:
+            answer = await iq.send(timeout=timeout)
+        except IqError as error:
+            raise PeerError(*stanza_error(error.iq.xml)) from None
+        return answer.xml
+
+    async def handshake(self, broker) -> Pin:
+        """trust.md as initiator, with the broker's full JID; pins and returns the broker's leaf."""
+        initiator_nonce = os.urandom(32)
+        try:
+            answer = await self.iq(broker, "set", hello_element(initiator_nonce, self.identity))
+        except PeerError as error:
+            if error.application is not None and error.application.tag == f"{{{TRUST_NS}}}refused":
+                raise Refusal("peerRefused", f"{error.application.get('reason')}: {error.application.text or ''}") from None
+            raise
+        result = payload_of(answer, TRUST_NS, "result")
+        try:
+            if result is None:
+                raise Refusal("unexpectedMessage", "the hello was not answered with a result")
+            responder_nonce, echo, chain, signature = parse_result(result)
+            if echo != initiator_nonce:
+                raise Refusal("replayedNonce", "result answers another handshake's nonce")
+            if responder_nonce == initiator_nonce:
+                raise Refusal("replayedNonce", "responder reflected our nonce")
+            leaf = verify_chain(chain, broker, self.anchors)
+            signed = transcript("responder", self.jid, broker, initiator_nonce, responder_nonce, self.identity.leaf_der, chain[0])
+            if not verify(leaf.public_key(), signature, signed):
+                raise Refusal("badSignature", "responder's proof of possession does not verify")
+        except Refusal as refusal:
+            # Tell the responder, so it can drop the handshake now; it answers with an empty result.
+            await self.iq(broker, "set", refused_element(refusal.reason, refusal.detail, initiator_nonce))
+            raise
+        proof = sign(self.identity.private_key, transcript(
+            "initiator", self.jid, broker, initiator_nonce, responder_nonce, self.identity.leaf_der, chain[0]))
+        try:
+            answer = await self.iq(broker, "set", finish_element(initiator_nonce, responder_nonce, proof))
+        except PeerError as error:
+            if error.application is not None and error.application.tag == f"{{{TRUST_NS}}}refused":
+                raise Refusal("peerRefused", f"{error.application.get('reason')}: {error.application.text or ''}") from None
+            raise
+        ok = payload_of(answer, TRUST_NS, "ok")
+        if ok is None or unb64(ok.get("session"), 16, 64, "session") != initiator_nonce:
+            raise Refusal("replayedNonce", "ok for another handshake")
+        pin = Pin(bare(broker), leaf, chain[0])
+        self.pins[pin.jid] = pin
+        return pin
+
+    async def request(self, broker, namespace, payload, itype="get") -> bytes:
+        """A signed request; returns the verified payload of the signed answer."""
+        envelope = seal(self.identity, self.jid, broker, namespace, payload)
+        answer = await self.iq(broker, itype, envelope.element())
+        element = payload_of(answer, ENVELOPE_NS, "signed")
+        sender = answer.get("from") or broker
+        if bare(sender) != bare(broker):
+            raise Refusal("untrustedSender", f"answer from {sender}, asked {broker}")
+        opened = open_envelope(element, sender, self.jid, namespace, self.pins.get(bare(broker)), self.window, answering=envelope.nonce)
+        self.last = Exchange(envelope, opened, element, sender, self.jid)
+        return opened.payload
+
+    async def catalog_query(self, broker, sparql):
+        return parse_results(await self.request(broker, CATALOG_NS, query_payload(sparql)))

@@ -1,0 +1,323 @@
+"""A peer written from docs/protocol alone (independent_peer.py: slixmpp + cryptography) against
+the documents' own examples and against a running `intercloud serve` over a real Prosody: it
+completes the trust handshake, sends a signed catalog query, verifies the signed answer and its
+binding to the request, and gets the refusals the documents promise."""
+import asyncio
+import datetime
+import re
+import subprocess
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+import independent_peer as peer
+from conftest import intercloud_cli, slix_session
+
+DOCS = Path(__file__).resolve().parents[2] / "docs/protocol"
+OWN_NAME = "https://intercloud.example.org/ontology#name"
+OWN_ADDRESS = "https://intercloud.example.org/ontology#xmppAddress"
+
+
+# --- A PKI of the peer's own, made with `cryptography` -----------------------------------------
+
+class PeerCA:
+    """A root and an intermediate CA, and broker leaves under them with an XmppAddr."""
+
+    def __init__(self, name):
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self.validity = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=30))
+        self.root_key = ec.generate_private_key(ec.SECP256R1())
+        self.root = self._ca(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} root")]), self.root_key, None, None)
+        self.ca_key = ec.generate_private_key(ec.SECP256R1())
+        self.ca = self._ca(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA")]), self.ca_key, self.root, self.root_key)
+
+    def _builder(self, subject, issuer, key):
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(self.validity[0]).not_valid_after(self.validity[1])
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
+
+    def _ca(self, subject, key, issuer, issuer_key):
+        builder = (self._builder(subject, issuer.subject if issuer else subject, key)
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None if issuer is None else 0), critical=True)
+                   .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True))
+        return builder.sign(issuer_key or key, hashes.SHA256())
+
+    @property
+    def root_pem(self):
+        return self.root.public_bytes(serialization.Encoding.PEM)
+
+    def issue(self, jid):
+        """A broker identity for `jid`: leaf (digitalSignature, clientAuth+serverAuth, XmppAddr) + intermediate."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = jid.encode()
+        leaf = (self._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, jid)]), self.ca.subject, key)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                .add_extension(x509.SubjectAlternativeName([x509.OtherName(peer.XMPP_ADDR, bytes([0x0C, len(name)]) + name)]), critical=False)
+                .sign(self.ca_key, hashes.SHA256()))
+        return peer.Identity(key, [c.public_bytes(serialization.Encoding.DER) for c in (leaf, self.ca)])
+
+
+@pytest.fixture(scope="module")
+def peer_ca():
+    return PeerCA("independent peer")
+
+
+@pytest.fixture(scope="module")
+def broker(trusted_broker_factory, peer_ca):
+    """A broker that trusts the peer's root (and nothing else but its own)."""
+    return trusted_broker_factory([peer_ca.root_pem])
+
+
+def run_peer(prosody, account, identity_for, anchors, body):
+    """Logs a fresh account in with slixmpp and runs `body(peer)` with an identity issued for it."""
+    jid, password = account()
+    identity = identity_for(jid)
+
+    async def session(client):
+        return await body(peer.IndependentPeer(client, identity, anchors))
+    return asyncio.run(slix_session(prosody, jid, password, "peer", session)), jid, identity
+
+
+# --- The documents' examples, checked with this implementation ---------------------------------
+
+def examples(document):
+    text = (DOCS / f"{document}.md").read_text()
+    return [ET.fromstring(block) for block in re.findall(r"```xml\n(.*?)```", text, re.S)
+            if not block.lstrip().startswith("<!-- invalid:")]
+
+
+def hex_dumps(document):
+    text = (DOCS / f"{document}.md").read_text()
+    return [bytes.fromhex("".join(line.split(None, 1)[1] for line in block.strip().splitlines()))
+            for block in re.findall(r"```hex\n(.*?)```", text, re.S)]
+
+
+def invalid_examples(document):
+    text = (DOCS / f"{document}.md").read_text()
+    return [block for block in re.findall(r"```xml\n(.*?)```", text, re.S) if block.lstrip().startswith("<!-- invalid:")]
+
+
+def example_certificates():
+    certificates = {}
+    for name in ("broker-cloud1.example.pem", "broker-cloud2.example.pem"):
+        certificate = x509.load_pem_x509_certificate((DOCS / "examples" / name).read_bytes())
+        certificates[peer.xmpp_addrs(certificate)[0]] = certificate
+    root = x509.load_pem_x509_certificate((DOCS / "examples/example-root.pem").read_bytes())
+    return certificates, root
+
+
+EXAMPLE_TIME = datetime.datetime(2026, 6, 1, 12, tzinfo=datetime.timezone.utc)
+
+
+def test_trust_examples_verify_with_this_implementation():
+    certificates, root = example_certificates()
+    stanzas = examples("trust")
+    hello_iq = next(s for s in stanzas if s.find(f"{{{peer.TRUST_NS}}}hello") is not None)
+    result_iq = next(s for s in stanzas if s.find(f"{{{peer.TRUST_NS}}}result") is not None)
+    finish_iq = next(s for s in stanzas if s.find(f"{{{peer.TRUST_NS}}}finish") is not None)
+    hello = hello_iq.find(f"{{{peer.TRUST_NS}}}hello")
+    initiator, responder = hello_iq.get("from"), hello_iq.get("to")
+    na = peer.unb64(hello.get("nonce"), 16, 64)
+    initiator_chain = [peer.unb64(c.text) for c in hello.findall(f"{{{peer.TRUST_NS}}}cert")]
+    nb, echo, responder_chain, responder_proof = peer.parse_result(result_iq.find(f"{{{peer.TRUST_NS}}}result"))
+    assert echo == na
+    initiator_leaf = peer.verify_chain(initiator_chain, initiator, [root], EXAMPLE_TIME)
+    responder_leaf = peer.verify_chain(responder_chain, responder, [root], EXAMPLE_TIME)
+    assert initiator_leaf == certificates[peer.bare(initiator)] and responder_leaf == certificates[peer.bare(responder)]
+    signed = peer.transcript("responder", initiator, responder, na, nb, initiator_chain[0], responder_chain[0])
+    assert hex_dumps("trust") == [signed]
+    assert peer.verify(responder_leaf.public_key(), responder_proof, signed)
+    finish = finish_iq.find(f"{{{peer.TRUST_NS}}}finish")
+    initiator_proof = peer.unb64(finish.find(f"{{{peer.TRUST_NS}}}signature").text)
+    as_initiator = peer.transcript("initiator", initiator, responder, na, nb, initiator_chain[0], responder_chain[0])
+    assert peer.verify(initiator_leaf.public_key(), initiator_proof, as_initiator)
+    # Each proof is bound to its role, its JIDs and its certificates.
+    assert not peer.verify(responder_leaf.public_key(), responder_proof, as_initiator)
+    assert not peer.verify(responder_leaf.public_key(), responder_proof,
+                           peer.transcript("responder", "broker@cloud3.example", responder, na, nb, initiator_chain[0], responder_chain[0]))
+    # The chains are refused for the wrong JID, without the anchor, and before their validity.
+    with pytest.raises(peer.Refusal, match="xmppAddrMismatch"):
+        peer.verify_chain(initiator_chain, responder, [root], EXAMPLE_TIME)
+    with pytest.raises(peer.Refusal, match="unknownCA"):
+        peer.verify_chain(initiator_chain, initiator, [], EXAMPLE_TIME)
+    with pytest.raises(peer.Refusal, match="notYetValid"):
+        peer.verify_chain(initiator_chain, initiator, [root], datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc))
+
+
+def test_envelope_examples_verify_with_this_implementation():
+    certificates, _ = example_certificates()
+    stanzas = [s for s in examples("envelope") if s.find(f"{{{peer.ENVELOPE_NS}}}signed") is not None]
+    request_iq, answer_iq = stanzas
+    pins = {jid: peer.Pin(jid, certificate, certificate.public_bytes(serialization.Encoding.DER)) for jid, certificate in certificates.items()}
+    request = peer.decode_envelope(request_iq.find(f"{{{peer.ENVELOPE_NS}}}signed"))
+    answer = peer.decode_envelope(answer_iq.find(f"{{{peer.ENVELOPE_NS}}}signed"))
+    assert hex_dumps("envelope") == [request.signed_bytes(request_iq.get("from"), request_iq.get("to")),
+                                     answer.signed_bytes(answer_iq.get("from"), answer_iq.get("to"))]
+    window = peer.ReplayWindow()
+    opened = peer.open_envelope(request_iq.find(f"{{{peer.ENVELOPE_NS}}}signed"), request_iq.get("from"), request_iq.get("to"),
+                                peer.CATALOG_NS, pins[peer.bare(request_iq.get("from"))], window, now_ms=request.timestamp_ms)
+    assert opened.payload.startswith(b"<query xmlns='urn:intercloud:catalog:0'>")
+    answer_element = answer_iq.find(f"{{{peer.ENVELOPE_NS}}}signed")
+    answer_pin = pins[peer.bare(answer_iq.get("from"))]
+    arguments = (answer_iq.get("from"), answer_iq.get("to"), peer.CATALOG_NS, answer_pin)
+    # The answer opens only as the answer to its request, once, within the window.
+    with pytest.raises(peer.Refusal, match="notThisExchange"):
+        peer.open_envelope(answer_element, *arguments, peer.ReplayWindow(), answering=None, now_ms=answer.timestamp_ms)
+    with pytest.raises(peer.Refusal, match="notThisExchange"):
+        peer.open_envelope(answer_element, *arguments, peer.ReplayWindow(), answering=bytes(16), now_ms=answer.timestamp_ms)
+    with pytest.raises(peer.Refusal, match="stale"):
+        peer.open_envelope(answer_element, *arguments, peer.ReplayWindow(), answering=request.nonce, now_ms=answer.timestamp_ms + 121_000)
+    opened = peer.open_envelope(answer_element, *arguments, window, answering=request.nonce, now_ms=answer.timestamp_ms)
+    with pytest.raises(peer.Refusal, match="replayed"):
+        peer.open_envelope(answer_element, *arguments, window, answering=request.nonce, now_ms=answer.timestamp_ms)
+    results = peer.parse_results(opened.payload)
+    assert results["rows"] == [{"cloud": ("uri", "urn:intercloud:cloud:cloud2", None), "name": ("literal", "cloud2", None)}]
+    # Redirected to another broker, or signed by the other one, it does not verify.
+    with pytest.raises(peer.Refusal, match="badSignature"):
+        peer.open_envelope(answer_element, answer_iq.get("from"), "broker@cloud3.example", peer.CATALOG_NS, answer_pin,
+                           peer.ReplayWindow(), answering=request.nonce, now_ms=answer.timestamp_ms)
+    with pytest.raises(peer.Refusal, match="badSignature"):
+        wrong = pins[peer.bare(request_iq.get("from"))]
+        peer.open_envelope(answer_element, answer_iq.get("from"), answer_iq.get("to"), peer.CATALOG_NS,
+                           peer.Pin(answer_pin.jid, wrong.leaf, wrong.leaf_der), peer.ReplayWindow(), answering=request.nonce,
+                           now_ms=answer.timestamp_ms)
+    # The documents' invalid envelopes are refused here too.
+    for block in invalid_examples("envelope"):
+        with pytest.raises(peer.Refusal, match="malformed"):
+            peer.decode_envelope(ET.fromstring(block))
+
+
+# --- Against a running broker ------------------------------------------------------------------
+
+SELF_QUERY = (f"SELECT ?cloud ?name ?address WHERE {{ GRAPH <urn:intercloud:graph:self> "
+              f"{{ ?cloud <{OWN_NAME}> ?name ; <{OWN_ADDRESS}> ?address }} }}")
+
+
+def test_handshake_then_signed_catalog_query_with_a_verified_answer(prosody, broker, account, peer_ca):
+    anchors = [x509.load_pem_x509_certificate(broker["root_pem"])]
+
+    async def body(independent):
+        pin = await independent.handshake(broker["jid"])
+        results = await independent.catalog_query(broker["jid"], SELF_QUERY)
+        return pin, results, independent.last
+
+    (pin, results, exchange), jid, identity = run_peer(prosody, account, peer_ca.issue, anchors, body)
+    # The broker we pinned is the one that announces this fingerprint.
+    assert f"announcing fingerprint {pin.fingerprint}" in broker["log"].read_text()
+    # The answer: signed by it, bound to our request, the rows of its self-description.
+    assert exchange.answer.answered == exchange.request.nonce and exchange.answer.namespace == peer.CATALOG_NS
+    assert peer.bare(exchange.sender) == broker["bare"]
+    assert results["variables"] == ["cloud", "name", "address"]
+    assert results["rows"] == [{"cloud": ("uri", f"urn:intercloud:cloud:{broker['cloud']}", None),
+                                "name": ("literal", broker["cloud"], None),
+                                "address": ("literal", broker["bare"], None)}]
+    # The signature covers the binding: any other request nonce, the request direction, another
+    # payload or another recipient does not verify.
+    key, answer = pin.leaf.public_key(), exchange.answer
+    assert peer.verify(key, answer.signature, answer.signed_bytes(exchange.sender, exchange.recipient))
+    for changed in (dict(answered=bytes(16)), dict(answered=None), dict(payload=answer.payload + b" ")):
+        values = dict(namespace=answer.namespace, timestamp_ms=answer.timestamp_ms, nonce=answer.nonce,
+                      answered=answer.answered, payload=answer.payload) | changed
+        assert not peer.verify(key, answer.signature, peer.envelope_bytes(exchange.sender, exchange.recipient, **values))
+    assert not peer.verify(key, answer.signature, answer.signed_bytes(exchange.sender, "someone@cloud2.test"))
+    # And the broker pinned us: our leaf, trusted.
+    listing = intercloud_cli("trust", "list", "--config", broker["config"])
+    line = next(line for line in listing.splitlines() if jid in line)
+    assert "trusted" in line and peer.fingerprint(identity.leaf_der)[:16] in line, listing
+
+
+def test_broker_refuses_what_the_documents_say_it_refuses(prosody, broker, account, peer_ca):
+    anchors = [x509.load_pem_x509_certificate(broker["root_pem"])]
+
+    async def refusal(independent, payload, itype="get"):
+        with pytest.raises(peer.PeerError) as caught:
+            await independent.iq(broker["jid"], itype, payload)
+        return caught.value.condition, caught.value.type, caught.value.text
+
+    async def body(independent):
+        target, me = broker["jid"], independent.jid
+        outcomes = {}
+        # Before the handshake: a correctly signed envelope from an unpinned sender.
+        envelope = peer.seal(independent.identity, me, target, peer.CATALOG_NS, peer.query_payload("ASK {}"))
+        outcomes["unpinned"] = await refusal(independent, envelope.element())
+        await independent.handshake(target)
+        # Signed requests the documents say are refused.
+        envelope = peer.seal(independent.identity, me, target, peer.CATALOG_NS, peer.query_payload("ASK {}"))
+        answer = await independent.iq(target, "get", envelope.element())
+        assert answer.find(f"{{{peer.ENVELOPE_NS}}}signed").get("re") == peer.b64(envelope.nonce)
+        outcomes["replayed"] = await refusal(independent, envelope.element())
+        forged = peer.seal(independent.identity, me, target, peer.CATALOG_NS, peer.query_payload("ASK {}"))
+        forged.payload = peer.query_payload("ASK { ?s ?p ?o }")
+        outcomes["badSignature"] = await refusal(independent, forged.element())
+        old = peer.seal(independent.identity, me, target, peer.CATALOG_NS, peer.query_payload("ASK {}"),
+                        timestamp_ms=envelope.timestamp_ms - 300_000)
+        outcomes["stale"] = await refusal(independent, old.element())
+        as_answer = peer.seal(independent.identity, me, target, peer.CATALOG_NS, peer.query_payload("ASK {}"), answered=envelope.nonce)
+        outcomes["notThisExchange"] = await refusal(independent, as_answer.element())
+        redirected = peer.seal(independent.identity, me, "someone@cloud1.test", peer.CATALOG_NS, peer.query_payload("ASK {}"))
+        outcomes["redirected"] = await refusal(independent, redirected.element())
+        unsigned = ET.fromstring(peer.query_payload("ASK {}"))
+        outcomes["unsigned"] = await refusal(independent, unsigned)
+        nothing = peer.seal(independent.identity, me, target, "urn:intercloud:nothing:0", b"<x xmlns='urn:intercloud:nothing:0'/>")
+        outcomes["unserved"] = await refusal(independent, nothing.element())
+        syntax = peer.seal(independent.identity, me, target, peer.CATALOG_NS, peer.query_payload("SELECT ?x WHERE { ?x ?y }"))
+        outcomes["syntax"] = await refusal(independent, syntax.element())
+        child = peer.seal(independent.identity, me, target, peer.CATALOG_NS,
+                          b"<query xmlns='urn:intercloud:catalog:0'>ASK {}<limit>1</limit></query>")
+        outcomes["child"] = await refusal(independent, child.element())
+        # And still a good query afterwards: none of this broke the pin.
+        outcomes["ask"] = await independent.catalog_query(target, "ASK { GRAPH ?g { ?s ?p ?o } }")
+        return outcomes
+
+    outcomes, _, _ = run_peer(prosody, account, peer_ca.issue, anchors, body)
+    for name in ("unpinned", "replayed", "badSignature", "stale", "notThisExchange", "redirected", "unsigned"):
+        assert outcomes[name][:2] == ("not-authorized", "auth"), (name, outcomes[name])
+    assert outcomes["unpinned"][2].startswith("untrustedSender: ")
+    assert outcomes["replayed"][2].startswith("replayed: nonce already seen from ")
+    assert outcomes["badSignature"][2].startswith("badSignature: ")
+    assert outcomes["stale"][2].startswith("stale: ")
+    assert outcomes["notThisExchange"][2] == "notThisExchange: an answer presented as a request"
+    assert outcomes["redirected"][2].startswith("badSignature: ")
+    assert outcomes["unsigned"][2] == "unsigned: payload <query> in urn:intercloud:catalog:0 is not signed"
+    assert outcomes["unserved"] == ("service-unavailable", "cancel", "no signed service in urn:intercloud:nothing:0")
+    assert outcomes["syntax"][:2] == ("bad-request", "modify")
+    assert re.match(r"line 1, column \d+: ", outcomes["syntax"][2]), outcomes["syntax"]
+    assert outcomes["child"] == ("bad-request", "modify",
+                                 "expected <query xmlns='urn:intercloud:catalog:0'>SPARQL</query> of at most 32768 bytes")
+    assert outcomes["ask"] == {"boolean": True}
+
+
+def test_handshake_refusals_both_ways(prosody, broker, account, peer_ca):
+    broker_root = x509.load_pem_x509_certificate(broker["root_pem"])
+    stranger_ca = PeerCA("a CA the broker does not know")
+
+    async def refused_by_broker(independent):
+        with pytest.raises(peer.Refusal) as caught:
+            await independent.handshake(broker["jid"])
+        return caught.value
+
+    # The broker refuses a chain that does not end at one of its anchors, and a leaf for another JID.
+    unknown, _, _ = run_peer(prosody, account, stranger_ca.issue, [broker_root], refused_by_broker)
+    assert unknown.reason == "peerRefused" and unknown.detail.startswith("unknownCA: "), unknown
+    other_jid, _, _ = run_peer(prosody, account, lambda jid: peer_ca.issue("someone-else@cloud2.test"), [broker_root],
+                               refused_by_broker)
+    assert other_jid.reason == "peerRefused" and other_jid.detail.startswith("xmppAddrMismatch: "), other_jid
+
+    # We refuse a broker whose chain does not end at one of ours, and tell it (it answers an empty result).
+    async def refusing(independent):
+        with pytest.raises(peer.Refusal) as caught:
+            await independent.handshake(broker["jid"])
+        return caught.value, independent.pins
+
+    (ours, pins), jid, _ = run_peer(prosody, account, peer_ca.issue, [stranger_ca.root], refusing)
+    assert ours.reason == "unknownCA" and pins == {}
+    # The broker had verified us and answered; it pinned nothing, as the handshake never finished.
+    assert jid not in intercloud_cli("trust", "list", "--config", broker["config"])
