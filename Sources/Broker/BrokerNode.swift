@@ -243,69 +243,70 @@ public final class BrokerNode: Service, Sendable {
         logger.info("broker for cloud \(configuration.broker.cloud) starting as \(configuration.xmpp.jid)")
         let wait = configuration.approvalWait.components
         let approvalWait = TimeInterval(wait.seconds) + TimeInterval(wait.attoseconds) / 1e18
-        let approvals = Task { [registry, inputContinuation, logger] in
-            while !Task.isCancelled {
-                do {
-                    for (jid, decision) in try registry.takeOperatorDecisions() {
-                        logger.info("operator \(decision == .approve ? "approved" : "rejected") peering with \(jid)")
-                        inputContinuation.yield(decision == .approve ? .operatorApproved(jid) : .operatorRejected(jid))
+        let registry = self.registry, inputContinuation = self.inputContinuation, logger = self.logger
+        let trust = self.trust, audit = self.audit, auditSettings = configuration.audit
+        let negotiation = self.negotiation, metering = self.metering, migration = self.migration
+        let automation = self.automation, federation = self.federation
+        // Every long-running loop is a Service of one group, so shutdown is ordered (the reverse
+        // of this list: automation, which drives the others, first; the audit flush last) and
+        // awaited: no loop still writes when `shutdown()` closes the database.
+        let loops: [BrokerLoop] = [
+            BrokerLoop("audit") {
+                // Summaries of aggregated refusals go out a little after their window ends;
+                // retention is applied hourly.
+                var pruned = Date.distantPast
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(max(1, min(auditSettings.aggregation.window / 4, 15))))
+                    let now = Date()
+                    do { try audit.flushAggregated(now: now) } catch { logger.error("audit summaries not written: \(error)") }
+                    if let retention = auditSettings.retention, now.timeIntervalSince(pruned) >= 3600 {
+                        pruned = now
+                        do {
+                            let removed = try audit.prune(before: now.addingTimeInterval(-retention))
+                            if removed > 0 { logger.info("audit retention: removed \(removed) events older than \(Int(retention / 86_400)) days") }
+                        } catch { logger.error("audit retention failed: \(error)") }
                     }
-                    let expired = try registry.pendingApprovals(requestedBefore: Date() - approvalWait)
-                    if !expired.isEmpty { inputContinuation.yield(.pendingApprovalsExpired(expired)) }
-                } catch { logger.error("cannot read approvals: \(error)") }
-                try? await Task.sleep(for: .seconds(1))
-            }
-        }
-        let revalidation = Task { [trust] in
-            guard let trust else { return }
-            while !Task.isCancelled {
-                try? await Task.sleep(for: trust.settings.revalidationInterval)
-                if Task.isCancelled { break }
-                await trust.reloadAnchors()
-            }
-        }
-        let auditLoop = Task { [audit, logger, settings = configuration.audit] in
-            // Summaries of aggregated refusals go out a little after their window ends; retention
-            // is applied hourly.
-            var pruned = Date.distantPast
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(max(1, min(settings.aggregation.window / 4, 15))))
-                let now = Date()
-                do { try audit.flushAggregated(now: now) } catch { logger.error("audit summaries not written: \(error)") }
-                if let retention = settings.retention, now.timeIntervalSince(pruned) >= 3600 {
-                    pruned = now
-                    do {
-                        let removed = try audit.prune(before: now.addingTimeInterval(-retention))
-                        if removed > 0 { logger.info("audit retention: removed \(removed) events older than \(Int(retention / 86_400)) days") }
-                    } catch { logger.error("audit retention failed: \(error)") }
                 }
-            }
-        }
-        let inventory = Task { [weak self] in await self?.publishInventory() }
-        let negotiations = Task { [negotiation] in await negotiation.run() }
-        let meteringLoop = Task { [metering] in await metering.run() }
-        let migrationLoop = Task { [migration] in await migration?.run() }
-        let automationLoop = Task { [automation] in await automation?.run() }
-        let federationLoop = Task { [federation] in await federation.run() }
+            },
+            BrokerLoop("operator decisions") {
+                while !Task.isCancelled {
+                    do {
+                        for (jid, decision) in try registry.takeOperatorDecisions() {
+                            logger.info("operator \(decision == .approve ? "approved" : "rejected") peering with \(jid)")
+                            inputContinuation.yield(decision == .approve ? .operatorApproved(jid) : .operatorRejected(jid))
+                        }
+                        let expired = try registry.pendingApprovals(requestedBefore: Date() - approvalWait)
+                        if !expired.isEmpty { inputContinuation.yield(.pendingApprovalsExpired(expired)) }
+                    } catch { logger.error("cannot read approvals: \(error)") }
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            },
+            BrokerLoop("trust revalidation") {
+                guard let trust else { return }
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: trust.settings.revalidationInterval)
+                    if Task.isCancelled { break }
+                    await trust.reloadAnchors()
+                }
+            },
+            BrokerLoop("inventory") { [weak self] in await self?.publishInventory() },
+            BrokerLoop("negotiation") { await negotiation.run() },
+            BrokerLoop("metering") { await metering.run() },
+            BrokerLoop("migration") { await migration?.run() },
+            BrokerLoop("federation") { await federation.run() },
+            BrokerLoop("automation") { await automation?.run() },
+        ]
+        let group = ServiceGroup(configuration: .init(
+            // A loop with nothing to do (no provider, no trust) returns at once; the others go on.
+            services: loops.map { .init(service: $0, successTerminationBehavior: .ignore) },
+            logger: logger))
+        let running = Task { try await group.run() }
         for await input in inputs.cancelOnGracefulShutdown() {
             let actions = discovery.withLock { $0.handle(input) }
             for action in actions { perform(action) }
         }
-        approvals.cancel()
-        auditLoop.cancel()
-        revalidation.cancel()
-        inventory.cancel()
-        negotiations.cancel()
-        meteringLoop.cancel()
-        migrationLoop.cancel()
-        automationLoop.cancel()
-        federationLoop.cancel()
-        await federationLoop.value
-        await auditLoop.value
-        await automationLoop.value
-        await migrationLoop.value
-        await negotiations.value
-        await meteringLoop.value
+        await group.triggerGracefulShutdown()
+        do { try await running.value } catch { logger.error("a broker loop failed: \(error)") }
         client.removeObserver(observer)
         await shutdown()
     }
@@ -431,5 +432,21 @@ public final class BrokerNode: Service, Sendable {
         } catch {
             logger.error("registry write failed for \(action): \(error)")
         }
+    }
+}
+
+/// One of the broker's long-running loops as a swift-service-lifecycle `Service`: it runs until
+/// the group shuts down gracefully, which cancels it (the loops watch `Task.isCancelled`).
+struct BrokerLoop: Service, CustomStringConvertible {
+    let description: String
+    let body: @Sendable () async -> Void
+
+    init(_ name: String, _ body: @escaping @Sendable () async -> Void) {
+        description = name
+        self.body = body
+    }
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await body() }
     }
 }
