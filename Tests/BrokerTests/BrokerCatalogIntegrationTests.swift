@@ -90,14 +90,10 @@ import XMPP
         let endless = "SELECT ?m WHERE { BIND(REGEX(\"\(String(repeating: "a", count: 20_000))\", \".*.*.*.*.*.*x\") AS ?m) }"
         let limits = QueryLimits(timeout: .seconds(3), maxResults: 5, maxQueryBytes: CatalogProtocol.maxQueryBytes)
         let busy = Task { await catalog.run(endless, limits: limits, for: "mallory@cloud3.test") }
-        // Until the first query is admitted, the second might be the one that runs: wait for it.
-        var second: Result<QueryResult, BrokerCatalog.RunError>?
-        for _ in 0..<100 {
-            second = await catalog.run(Self.offeringNames, for: "mallory@cloud3.test")
-            if case .failure(.busyForPeer) = second { break }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        guard case .failure(.busyForPeer) = second else { Issue.record("second query of the same peer was not refused: \(String(describing: second))"); return }
+        // The endless query must hold its slot before the second one asks.
+        #expect(await eventually(timeout: .seconds(2)) { catalog.runningQueries == 1 })
+        let second = await catalog.run(Self.offeringNames, for: "mallory@cloud3.test")
+        guard case .failure(.busyForPeer) = second else { Issue.record("second query of the same peer was not refused: \(second)"); return }
         // Another peer still gets the other slot, and the operator too.
         guard case .success = await catalog.run(Self.offeringNames, for: "broker@cloud2.test") else { Issue.record("other peer not served"); return }
         guard case .success = await catalog.run(Self.offeringNames) else { Issue.record("operator not served"); return }

@@ -63,6 +63,9 @@ public final class BrokerCatalog: Sendable {
         return triples
     }
 
+    /// Queries being evaluated now (for status and tests).
+    public var runningQueries: Int { running.withLock { $0.total } }
+
     public enum RunError: Error {
         /// `maxConcurrentQueries` are running.
         case busy
