@@ -106,3 +106,95 @@ public struct NegotiationMessage: Codable, Sendable, Hashable {
         }
     }
 }
+
+// MARK: Wire form
+
+/// The JSON of `urn:intercloud:negotiation:0` (docs/protocol/negotiation.md), written out by hand:
+/// every name on the wire is a string literal here, so renaming a Swift property or case cannot
+/// change it. (The same coding serves the negotiation journal.)
+extension NegotiationMessage {
+    private enum WireKey: String, CodingKey {
+        case negotiationID = "negotiationID"
+        case messageID = "messageID"
+        case inReplyTo = "inReplyTo"
+        case body = "body"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: WireKey.self)
+        self.init(
+            negotiationID: try container.decode(String.self, forKey: .negotiationID),
+            messageID: try container.decode(String.self, forKey: .messageID),
+            inReplyTo: try container.decodeIfPresent(String.self, forKey: .inReplyTo),
+            body: try container.decode(Body.self, forKey: .body))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: WireKey.self)
+        try container.encode(negotiationID, forKey: .negotiationID)
+        try container.encode(messageID, forKey: .messageID)
+        try container.encodeIfPresent(inReplyTo, forKey: .inReplyTo)
+        try container.encode(body, forKey: .body)
+    }
+}
+
+/// A body is an object with exactly one member, named by the message kind, whose value is an
+/// object: `{"request":{"_0":TERMS}}`, `{"accept":{}}`, `{"terminate":{"reason":"…"}}`.
+extension NegotiationMessage.Body {
+    private enum Kind: String, CodingKey {
+        case request = "request"
+        case offer = "offer"
+        case accept = "accept"
+        case agreement = "agreement"
+        case verify = "verify"
+        case finalize = "finalize"
+        case terminate = "terminate"
+    }
+
+    private enum ValueKey: String, CodingKey {
+        case value = "_0"
+        case reason = "reason"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: Kind.self)
+        guard container.allKeys.count == 1, let kind = container.allKeys.first else {
+            throw DecodingError.dataCorrupted(.init(
+                codingPath: container.codingPath, debugDescription: "a negotiation body has exactly one known message kind"))
+        }
+        let value = try container.nestedContainer(keyedBy: ValueKey.self, forKey: kind)
+        switch kind {
+        case .request: self = .request(try value.decode(Terms.self, forKey: .value))
+        case .offer: self = .offer(try value.decode(Terms.self, forKey: .value))
+        case .accept: self = .accept
+        case .agreement: self = .agreement(try value.decode(Agreement.self, forKey: .value))
+        case .verify: self = .verify
+        case .finalize: self = .finalize
+        case .terminate: self = .terminate(reason: try value.decode(String.self, forKey: .reason))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: Kind.self)
+        switch self {
+        case .request(let terms):
+            var value = container.nestedContainer(keyedBy: ValueKey.self, forKey: .request)
+            try value.encode(terms, forKey: .value)
+        case .offer(let terms):
+            var value = container.nestedContainer(keyedBy: ValueKey.self, forKey: .offer)
+            try value.encode(terms, forKey: .value)
+        case .accept:
+            _ = container.nestedContainer(keyedBy: ValueKey.self, forKey: .accept)
+        case .agreement(let agreement):
+            var value = container.nestedContainer(keyedBy: ValueKey.self, forKey: .agreement)
+            try value.encode(agreement, forKey: .value)
+        case .verify:
+            _ = container.nestedContainer(keyedBy: ValueKey.self, forKey: .verify)
+        case .finalize:
+            _ = container.nestedContainer(keyedBy: ValueKey.self, forKey: .finalize)
+        case .terminate(let reason):
+            var value = container.nestedContainer(keyedBy: ValueKey.self, forKey: .terminate)
+            try value.encode(reason, forKey: .reason)
+        }
+    }
+}
