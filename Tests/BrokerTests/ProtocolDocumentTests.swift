@@ -1,5 +1,6 @@
 import Catalog
 import Foundation
+import Policy
 import TestSupport
 import Testing
 import X509
@@ -15,7 +16,7 @@ import X509
 /// signs, answers are bound to the requests they answer, and the documented reason codes and
 /// stanza error types are exactly the code's.
 @Suite struct ProtocolDocumentTests {
-    static let documents = ["presence", "trust", "envelope", "catalog"]
+    static let documents = ["presence", "trust", "envelope", "catalog", "negotiation"]
     /// The examples' time stamps are of 2026-06-01T12:00:00Z.
     static let exampleTime = Date(timeIntervalSince1970: 1_780_315_200)
 
@@ -25,13 +26,19 @@ import X509
         var document: String
         var line: Int
         var xml: String
-        var invalid: Bool { xml.drop(while: \.isWhitespace).hasPrefix("<!-- invalid:") }
+        var invalid: Bool { xml.drop(while: \.isWhitespace).hasPrefix("<!-- invalid") }
+        /// Well-formed XML whose JSON content is refused: the schema accepts it, the decoder not.
+        var invalidJSON: Bool { xml.drop(while: \.isWhitespace).hasPrefix("<!-- invalid JSON:") }
         var label: String { "\(document).md:\(line)" }
     }
 
     enum Block {
         case xml(Example)
         case hex(line: Int, bytes: [UInt8])
+        /// A negotiation message as JSON.
+        case json(line: Int, text: String)
+        /// An agreement's canonical text.
+        case canonical(line: Int, text: String)
     }
 
     struct DocumentError: Error, CustomStringConvertible {
@@ -54,17 +61,18 @@ import X509
             if var current = open {
                 if line == "```" {
                     let body = current.lines.joined(separator: "\n")
-                    if current.kind == "xml" {
-                        blocks.append(.xml(Example(document: document, line: current.line, xml: body)))
-                    } else {
-                        blocks.append(.hex(line: current.line, bytes: try hexBytes(body, at: "\(document).md:\(current.line)")))
+                    switch current.kind {
+                    case "xml": blocks.append(.xml(Example(document: document, line: current.line, xml: body)))
+                    case "hex": blocks.append(.hex(line: current.line, bytes: try hexBytes(body, at: "\(document).md:\(current.line)")))
+                    case "json": blocks.append(.json(line: current.line, text: body))
+                    default: blocks.append(.canonical(line: current.line, text: body + "\n"))
                     }
                     open = nil
                 } else {
                     current.lines.append(line)
                     open = current
                 }
-            } else if line == "```xml" || line == "```hex" {
+            } else if ["```xml", "```hex", "```json", "```canonical"].contains(line) {
                 open = (String(line.dropFirst(3)), number + 1, [])
             }
         }
@@ -145,6 +153,8 @@ import X509
         case query(String)
         case answer(QueryResult)
         case error(StanzaError, application: Decoded?)
+        case negotiation(NegotiationMessage, signature: [UInt8]?)
+        case ack(String)
         case empty
     }
 
@@ -209,13 +219,19 @@ import X509
             return .trust(try TrustWire.decode(element))
         case TrustNamespace.envelope:
             let envelope = try SignedEnvelope.decode(element)
-            guard envelope.namespace == CatalogProtocol.namespace else {
-                throw DocumentError(description: "an envelope for \(envelope.namespace), which no document here describes")
+            let payload: Decoded
+            switch (envelope.namespace, envelope.isAnswer) {
+            case (CatalogProtocol.namespace, true): payload = .answer(try CatalogProtocol.parseAnswer(envelope.payload))
+            case (CatalogProtocol.namespace, false): payload = .query(try query(envelope.payload))
+            case (NegotiationWire.namespace, true): payload = .ack(try ack(envelope.payload))
+            case (NegotiationWire.namespace, false): payload = try negotiation(envelope.payload)
+            default: throw DocumentError(description: "an envelope for \(envelope.namespace), which no document here describes")
             }
-            let payload: Decoded = envelope.isAnswer
-                ? .answer(try CatalogProtocol.parseAnswer(envelope.payload))
-                : .query(try query(envelope.payload))
             return .envelope(envelope, payload: payload)
+        case NegotiationWire.namespace where element.name == "ack":
+            return .ack(try ack(raw))
+        case NegotiationWire.namespace:
+            return try negotiation(raw)
         case "http://www.w3.org/2005/sparql-results#":
             return .answer(try CatalogProtocol.parseAnswer(raw))
         case let namespace? where namespace.hasPrefix("urn:intercloud:catalog:"):
@@ -223,6 +239,16 @@ import X509
         default:
             throw DocumentError(description: "<\(element.name)> in \(element.namespace ?? "no namespace") is not a payload these documents describe")
         }
+    }
+
+    static func negotiation(_ bytes: [UInt8]) throws -> Decoded {
+        let decoded = try NegotiationWire.decode(bytes)
+        return .negotiation(decoded.message, signature: decoded.signature)
+    }
+
+    static func ack(_ bytes: [UInt8]) throws -> String {
+        guard let message = NegotiationWire.parseAck(bytes) else { throw DocumentError(description: "not an acknowledgement") }
+        return message
     }
 
     static func query(_ bytes: [UInt8]) throws -> String {
@@ -262,7 +288,10 @@ import X509
         let validated = try Self.validate(examples, document: document)
         for example in examples {
             let decoded = Result { try Self.decode(example) }
-            if example.invalid {
+            if example.invalidJSON {
+                #expect(validated.contains(example.label), "\(example.label): the schema refuses well-formed XML (its JSON is the invalid part)")
+                #expect(throws: (any Error).self, "\(example.label): an invalid example passes the decoder") { try decoded.get() }
+            } else if example.invalid {
                 #expect(!validated.contains(example.label), "\(example.label): an invalid example passes the schema")
                 #expect(throws: (any Error).self, "\(example.label): an invalid example passes the decoder") { try decoded.get() }
             } else {
@@ -278,11 +307,13 @@ import X509
     func examplesAreSignedAndBoundAsDocumented(_ document: String) async throws {
         let pki = try Self.examplePKI()
         #expect(pki.root.count == 1 && pki.leaves.count == 2)
-        var counts = (signatures: 0, hex: 0, bindings: 0, chains: 0, fingerprints: 0)
+        var counts = (signatures: 0, hex: 0, bindings: 0, chains: 0, fingerprints: 0, agreementSignatures: 0, texts: 0)
         var requests: [(envelope: SignedEnvelope, from: String, to: String)] = []
         var hello: (message: TrustMessage.Hello, from: String, to: String)?
         var result: TrustMessage.Result?
         var last: Received?
+        var agreement: Agreement?
+        var lastMessage: NegotiationMessage?
 
         func key(_ jid: String?, _ label: String) throws -> Certificate {
             guard let jid, let certificate = pki.leaves[XmppAddr.bare(jid)] else {
@@ -298,6 +329,16 @@ import X509
 
         for block in try Self.blocks(document) {
             switch block {
+            case .json(let line, let text):
+                // A negotiation message as JSON: the same message as the example before it.
+                let escaped = text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+                let decoded = try NegotiationWire.decode(Array("<negotiation xmlns='\(NegotiationWire.namespace)'>\(escaped)</negotiation>".utf8))
+                #expect(decoded.message == lastMessage, "\(document).md:\(line): not the message of the example before it")
+                counts.texts += 1
+            case .canonical(let line, let text):
+                let signed = try #require(agreement, "\(document).md:\(line): canonical text without an agreement before it")
+                #expect(text == String(decoding: signed.canonicalBytes(), as: UTF8.self), "\(document).md:\(line): not the text the code signs")
+                counts.texts += 1
             case .hex(let line, let bytes):
                 let label = "\(document).md:\(line)"
                 switch last?.decoded {
@@ -326,6 +367,24 @@ import X509
                         DetachedSignature.isValid(envelope.signature, for: envelope.signedBytes(sender: from, recipient: to), signedBy: signer),
                         "\(example.label): the envelope's signature does not verify")
                     counts.signatures += 1
+                    if case .negotiation(let message, let signature) = stanza.decoded.envelopePayload {
+                        // Byte for byte what the broker writes for this message.
+                        #expect(try NegotiationWire.encode(message, signature: signature) == envelope.payload, "\(example.label): not the broker's bytes")
+                        lastMessage = message
+                        switch message.body {
+                        case .agreement(let concluded):
+                            let text = concluded.canonicalBytes()
+                            #expect(DetachedSignature.isValid(try #require(signature), for: text, signedBy: signer), "\(example.label): provider's signature")
+                            agreement = concluded
+                            counts.agreementSignatures += 1
+                        case .verify:
+                            let text = try #require(agreement, "\(example.label): verify without an agreement before it").canonicalBytes()
+                            #expect(DetachedSignature.isValid(try #require(signature), for: text, signedBy: signer), "\(example.label): countersignature")
+                            counts.agreementSignatures += 1
+                        default:
+                            #expect(signature == nil, "\(example.label): a signature on \(message.kind)")
+                        }
+                    }
                     if let answered = envelope.inReplyTo {
                         let request = requests.first { $0.envelope.nonce == answered }
                         #expect(request != nil, "\(example.label): answers no request of this document")
@@ -402,9 +461,12 @@ import X509
         case "envelope": #expect(counts.signatures == 2 && counts.hex == 2 && counts.bindings == 1, "\(counts)")
         case "catalog": #expect(counts.signatures == 2 && counts.bindings == 1, "\(counts)")
         case "presence": #expect(counts.fingerprints == 3, "\(counts)")
+        case "negotiation": #expect(counts.signatures == 5 && counts.bindings == 1 && counts.agreementSignatures == 2 && counts.texts == 2, "\(counts)")
         default: Issue.record("no expectations for \(document)")
         }
     }
+
+    // MARK: helpers
 
     /// The condition → type pairs the code sends (XMPP's `StanzaError` factories).
     static let errorTypes: [String: StanzaError.ErrorType] = Dictionary(uniqueKeysWithValues: [
@@ -480,5 +542,12 @@ import X509
             + field(Array("urn:intercloud:catalog:0".utf8)) + field([0, 0, 0x01, 0x9e, 0x83, 0x0e, 0x1a, 0xa4])
             + field(answered) + field(Array("answer".utf8)) + field(nonce) + field(payload))
         #expect(Array(SignedEnvelope.label.utf8).count == 25 && Array(TrustTranscript.label.utf8).count == 28)
+    }
+}
+
+extension ProtocolDocumentTests.Decoded {
+    var envelopePayload: ProtocolDocumentTests.Decoded? {
+        if case .envelope(_, let payload) = self { return payload }
+        return nil
     }
 }
