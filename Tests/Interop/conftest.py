@@ -143,7 +143,8 @@ def trusted_broker_factory(prosody, tmp_path_factory):
     the PEM of its root (for peers to anchor)."""
     started = []
 
-    def start(anchors, cloud="cloud1"):
+    def start(anchors, cloud="cloud1", policy=None):
+        """`policy`: the text of a policy file (policies/README.md) for the broker's [policy] section."""
         directory = tmp_path_factory.mktemp("trusted-broker")
         password = uuid.uuid4().hex
         jid = prosody.register("broker-" + uuid.uuid4().hex[:8], f"{cloud}.test", password)
@@ -160,7 +161,12 @@ def trusted_broker_factory(prosody, tmp_path_factory):
 key = "identity/broker.key"
 chain = "identity/broker-chain.pem"
 anchors = ["anchors"]
-""")
+""" + ("" if policy is None else """
+[policy]
+files = ["peers.toml"]
+"""))
+        if policy is not None:
+            (directory / "peers.toml").write_text(policy)
         log_path = directory / "broker.log"
         log = open(log_path, "w")
         process = subprocess.Popen([_intercloud_binary(), "serve", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)

@@ -6,20 +6,26 @@ It implements what a peer needs to query a broker's catalog:
   our anchors, responder's proof checked), finish, ok; a refusal of ours is sent as the document says;
 - signed envelopes (docs/protocol/envelope.md): sealing requests and opening answers, with the
   pinned key, the answer binding (`re`, direction), the namespace, the time window and the nonces;
-- the catalog query (docs/protocol/catalog.md): the <query/> payload and SPARQL Query Results XML.
+- the catalog query (docs/protocol/catalog.md): the <query/> payload and SPARQL Query Results XML;
+- contract negotiation as consumer (docs/protocol/negotiation.md): the JSON messages, answering the
+  provider's signed requests with signed acknowledgements, the agreement's canonical text, checking
+  the provider's signature over it and countersigning it, to FINALIZED.
 
 Chain verification follows trust.md, "Verifying a chain", rules 1 to 5; this peer has no CRLs and
 no anchor scopes, so rules 6 and 7 have nothing to check.
 """
+import asyncio
 import base64
 import binascii
 import datetime
 import hashlib
+import json
 import os
 import struct
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field as dataclass_field
+from decimal import Decimal
 from xml.sax.saxutils import escape
 
 from cryptography import x509
@@ -32,6 +38,7 @@ PRESENCE_NS = "urn:intercloud:presence:0"
 TRUST_NS = "urn:intercloud:trust:0"
 ENVELOPE_NS = "urn:intercloud:envelope:0"
 CATALOG_NS = "urn:intercloud:catalog:0"
+NEGOTIATION_NS = "urn:intercloud:negotiation:0"
 SPARQL_RESULTS_NS = "http://www.w3.org/2005/sparql-results#"
 STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 CLIENT_NS = "jabber:client"
@@ -469,6 +476,225 @@ class Exchange:
     recipient: str
 
 
+# --- Negotiation (negotiation.md) ---------------------------------------------------------------
+
+def to_json(value) -> str:
+    """JSON with sorted keys; Decimal numbers in plain notation, so no digit is lost."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, (int, str)):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(key, ensure_ascii=False)}:{to_json(value[key])}" for key in sorted(value)) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(to_json(item) for item in value) + "]"
+    raise TypeError(f"no JSON for {type(value).__name__}")
+
+
+def from_json(text):
+    """Numbers as Decimal (or int), so prices and sizes are exact."""
+    return json.loads(text, parse_float=Decimal)
+
+
+def normalized_terms(terms):
+    """Terms compared by meaning: numbers as Decimal, entitlements as a set, optional fields filled in."""
+    def numbers(value):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, Decimal)):
+            return Decimal(value)
+        if isinstance(value, dict):
+            return {key: numbers(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [numbers(item) for item in value]
+        return value
+    result = numbers(terms)
+    result["entitlements"] = sorted(set(result["entitlements"]))
+    result["rates"].setdefault("perThousandCalls", Decimal(0))
+    return result
+
+
+def _canonical_decimal(value) -> str:
+    text = format(Decimal(value), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def _canonical_seconds(value) -> str:
+    return str(int(Decimal(str(value)).to_integral_value(rounding="ROUND_FLOOR")))
+
+
+def _canonical_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace("=", "\\=")
+
+
+def canonical_agreement(agreement) -> bytes:
+    """The text both brokers sign (negotiation.md, "The agreement's canonical text")."""
+    terms = agreement["terms"]
+    resources, rates, sla = terms["resources"], terms["rates"], terms["sla"]
+    period, placement = terms["period"], terms["placement"]
+    lines = [
+        ("format", "urn:intercloud:agreement:0"),
+        ("id", agreement["id"]),
+        ("negotiation", agreement["negotiationID"]),
+        ("consumer", agreement["consumer"]),
+        ("provider", agreement["provider"]),
+        ("created", _canonical_seconds(agreement["createdAt"])),
+        ("period.from", _canonical_seconds(period["from"]) if period.get("from") is not None else "-"),
+        ("period.until", _canonical_seconds(period["until"]) if period.get("until") is not None else "-"),
+        ("resources.instances", str(int(resources["instances"]))),
+        ("resources.vcpu", str(int(resources["vcpu"]))),
+        ("resources.memory_gib", _canonical_decimal(resources["memoryGiB"])),
+        ("resources.storage_gib", _canonical_decimal(resources["storageGiB"])),
+        ("resources.transfer_gb", _canonical_decimal(resources["transferGB"])),
+        ("instance_types", ",".join(sorted(terms["instanceTypes"]))),
+        ("entitlements", ",".join(sorted(set(terms["entitlements"])))),
+        ("placement.regions", ",".join(sorted(placement["regions"]))),
+        ("placement.jurisdictions", ",".join(sorted(placement["jurisdictions"]))),
+        ("rates.currency", rates["currency"]),
+        ("rates.per_gb_transferred", _canonical_decimal(rates["perGBTransferred"])),
+        ("rates.per_gb_month_stored", _canonical_decimal(rates["perGBMonthStored"])),
+    ]
+    if Decimal(rates.get("perThousandCalls", 0)) != 0:
+        lines.append(("rates.per_1000_calls", _canonical_decimal(rates["perThousandCalls"])))
+    for name in sorted(rates["instanceHour"]):
+        lines.append((f"rates.instance_hour.{_canonical_escape(name)}", _canonical_decimal(rates["instanceHour"][name])))
+    lines += [
+        ("sla.availability_percent", _canonical_decimal(sla["availabilityPercent"])),
+        ("sla.max_migration_downtime_seconds", str(int(sla["maxMigrationDowntimeSeconds"]))),
+        ("sla.support", sla["support"]),
+    ]
+    return "".join(f"{key}={_canonical_escape(value)}\n" for key, value in lines).encode("utf-8")
+
+
+def negotiation_payload(message, signature=None) -> bytes:
+    attributes = f" signature='{b64(signature)}'" if signature is not None else ""
+    return f"<negotiation xmlns='{NEGOTIATION_NS}'{attributes}>{escape(to_json(message))}</negotiation>".encode("utf-8")
+
+
+def parse_negotiation(payload: bytes):
+    """(message, signature or None) of a <negotiation/> payload; raises Malformed."""
+    try:
+        element = ET.fromstring(payload)
+    except ET.ParseError as error:
+        raise Malformed(f"not XML: {error}") from None
+    if element.tag != f"{{{NEGOTIATION_NS}}}negotiation" or len(element):
+        raise Malformed("expected <negotiation/> with JSON text")
+    signature = element.get("signature")
+    try:
+        message = from_json(element.text or "")
+    except ValueError as error:
+        raise Malformed(f"malformed negotiation message: {error}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("body"), dict) or len(message["body"]) != 1:
+        raise Malformed("a message has one body of one kind")
+    return message, unb64(signature, 1, None, "signature") if signature is not None else None
+
+
+def ack_payload(message_id) -> bytes:
+    return f"<ack xmlns='{NEGOTIATION_NS}' message='{escape(message_id, {chr(39): '&apos;'})}'/>".encode("utf-8")
+
+
+def parse_ack(payload: bytes):
+    element = ET.fromstring(payload)
+    return element.get("message") if element.tag == f"{{{NEGOTIATION_NS}}}ack" else None
+
+
+def kind_of(message) -> str:
+    return next(iter(message["body"]))
+
+
+# Consumer's view of the provider's messages: the states each may arrive in, and where it leads.
+PROVIDER_MESSAGES = {"offer": {"INITIAL", "REQUESTED"}, "agreement": {"REQUESTED", "ACCEPTED"}, "finalize": {"VERIFIED"}}
+TARGETS = {"request": "REQUESTED", "offer": "OFFERED", "accept": "ACCEPTED", "agreement": "AGREED", "verify": "VERIFIED",
+           "finalize": "FINALIZED", "terminate": "TERMINATED"}
+FINAL = {"FINALIZED", "TERMINATED"}
+
+
+class ConsumerNegotiation:
+    """One negotiation, this peer as consumer (negotiation.md, "States")."""
+
+    def __init__(self, negotiation_id, consumer, provider, provider_pin):
+        self.id, self.consumer, self.provider, self.provider_pin = negotiation_id, consumer, provider, provider_pin
+        self.state = "INITIAL"
+        self.sent = 0
+        self.last_received = None
+        self.pending = None
+        self.terms = None
+        self.agreement = None
+        self.provider_signature = None
+        self.reason = None
+        self.inbox = asyncio.Queue()
+        self.received = []
+
+    def propose(self, body):
+        self.sent += 1
+        message = {"negotiationID": self.id, "messageID": f"{self.id}/consumer/{self.sent}", "body": body}
+        if self.last_received is not None:
+            message["inReplyTo"] = self.last_received
+        self.pending = message
+        return message
+
+    def _apply(self, message):
+        kind = kind_of(message)
+        value = message["body"][kind]
+        if kind in ("request", "offer"):
+            self.terms = value["_0"]
+        elif kind == "agreement":
+            self.agreement = value["_0"]
+        self.state = TARGETS[kind]
+
+    def acknowledged(self, message_id):
+        if self.pending is not None and self.pending["messageID"] == message_id and self.state not in FINAL:
+            self._apply(self.pending)
+            self.pending = None
+
+    def _end(self, reason):
+        self.state, self.reason, self.pending = "TERMINATED", reason, None
+        self.inbox.put_nowait(None)
+        return reason
+
+    def receive(self, message, signature):
+        """Applies a provider's message; returns None to acknowledge it, or the reason to refuse it."""
+        if message.get("negotiationID") != self.id:
+            return f"unknown negotiation {message.get('negotiationID')}"
+        if message.get("messageID") == self.last_received:
+            return None  # a retransmission: our acknowledgement was lost
+        kind = kind_of(message)
+        if kind == "terminate":
+            if self.state == "FINALIZED":
+                return "negotiation is FINALIZED"
+            self.last_received = message["messageID"]
+            self._end(f"peer terminated: {message['body']['terminate'].get('reason', '')}")
+            return None
+        if self.state in FINAL:
+            return f"negotiation is {self.state}"
+        if self.pending is not None and message.get("inReplyTo") == self.pending["messageID"]:
+            self.acknowledged(self.pending["messageID"])
+        if self.pending is not None:
+            return self._end(f"received {kind} while waiting for the result of {kind_of(self.pending)}")
+        if kind not in PROVIDER_MESSAGES:
+            return self._end(f"a provider cannot send {kind}")
+        if self.state not in PROVIDER_MESSAGES[kind]:
+            return self._end(f"unexpected {kind} in state {self.state}")
+        if kind == "agreement":
+            agreement = message["body"]["agreement"]["_0"]
+            if agreement.get("negotiationID") != self.id or (agreement.get("consumer"), agreement.get("provider")) != (self.consumer, self.provider):
+                return self._end("agreement does not match: parties or negotiation")
+            if normalized_terms(agreement["terms"]) != normalized_terms(self.terms):
+                return self._end("agreement does not match: terms differ from those on the table")
+            if signature is None or not verify(self.provider_pin.leaf.public_key(), signature, canonical_agreement(agreement)):
+                return self._end("agreement signature does not verify with the provider's pinned certificate")
+            self.provider_signature = signature
+        self.last_received = message["messageID"]
+        self._apply(message)
+        self.received.append(message)
+        self.inbox.put_nowait(message)
+        return None
+
+
 @dataclass
 class IndependentPeer:
     client: object  # a connected slixmpp.ClientXMPP
@@ -477,6 +703,8 @@ class IndependentPeer:
     pins: dict = dataclass_field(default_factory=dict)
     window: ReplayWindow = dataclass_field(default_factory=ReplayWindow)
     last: Exchange = None
+    negotiations: dict = dataclass_field(default_factory=dict)
+    served: bool = False
 
     @property
     def jid(self) -> str:
@@ -548,3 +776,88 @@ class IndependentPeer:
 
     async def catalog_query(self, broker, sparql):
         return parse_results(await self.request(broker, CATALOG_NS, query_payload(sparql)))
+
+    # Negotiation as consumer: the provider sends its messages as signed requests of its own.
+
+    def serve_negotiations(self):
+        """Answers the brokers' signed IQ sets in the negotiation namespace (negotiation.md)."""
+        if self.served:
+            return
+        from slixmpp.xmlstream.handler import Callback
+        from slixmpp.xmlstream.matcher import MatchXPath
+        self.client.register_handler(Callback(
+            "intercloud signed request", MatchXPath(f"{{{CLIENT_NS}}}iq/{{{ENVELOPE_NS}}}signed"), self._on_signed))
+        self.served = True
+
+    def _error(self, iq, condition, type_, text):
+        reply = iq.reply(clear=True)
+        reply["type"] = "error"
+        reply["error"]["condition"] = condition
+        reply["error"]["type"] = type_
+        reply["error"]["text"] = text
+        reply.send()
+
+    def _on_signed(self, iq):
+        if iq["type"] not in ("get", "set"):
+            return
+        sender = iq["from"].full
+        element = iq.xml.find(f"{{{ENVELOPE_NS}}}signed")
+        if element.get("ns") != NEGOTIATION_NS:
+            return self._error(iq, "service-unavailable", "cancel", f"no signed service in {element.get('ns')}")
+        try:
+            envelope = open_envelope(element, sender, self.jid, NEGOTIATION_NS, self.pins.get(bare(sender)), self.window)
+        except Refusal as refusal:
+            return self._error(iq, "not-authorized", "auth", f"{refusal.reason}: {refusal.detail}")
+        if iq["type"] != "set":
+            return self._error(iq, "bad-request", "modify", "negotiation messages are IQ sets")
+        try:
+            message, signature = parse_negotiation(envelope.payload)
+        except Malformed as error:
+            return self._error(iq, "bad-request", "modify", str(error))
+        negotiation = self.negotiations.get(message.get("negotiationID"))
+        if negotiation is None:
+            return self._error(iq, "item-not-found", "cancel", f"unknown negotiation {message.get('negotiationID')}")
+        if negotiation.provider != bare(sender):
+            return self._error(iq, "forbidden", "auth", f"negotiation {negotiation.id} is not with {bare(sender)}")
+        refusal = negotiation.receive(message, signature)
+        if refusal is not None:
+            return self._error(iq, "not-acceptable", "modify", refusal)
+        answer = seal(self.identity, self.jid, bare(sender), NEGOTIATION_NS, ack_payload(message["messageID"]), answered=envelope.nonce)
+        reply = iq.reply(clear=True)
+        reply.append(answer.element())
+        reply.send()
+
+    async def _send(self, broker, negotiation, body, signature=None):
+        message = negotiation.propose(body)
+        try:
+            answer = await self.request(broker, NEGOTIATION_NS, negotiation_payload(message, signature), itype="set")
+        except PeerError as error:
+            negotiation._end(f"peer refused {kind_of(message)}: {error.condition}: {error.text}")
+            raise
+        if parse_ack(answer) != message["messageID"]:
+            negotiation._end(f"answer is not an acknowledgement of {message['messageID']}")
+            raise Refusal("unexpectedMessage", negotiation.reason)
+        negotiation.acknowledged(message["messageID"])
+
+    async def negotiate(self, broker, terms, negotiation_id=None, timeout=30, countersign=None):
+        """Negotiates as consumer with a pinned broker (full JID): request, then accept the offer
+        if there is one, check and countersign the agreement, wait for FINALIZED. `countersign`
+        (tests): makes the countersignature from the agreement's canonical text instead of us."""
+        self.serve_negotiations()
+        negotiation = ConsumerNegotiation(
+            negotiation_id or f"neg-py-{os.urandom(6).hex()}", self.jid, bare(broker), self.pins[bare(broker)])
+        self.negotiations[negotiation.id] = negotiation
+        await self._send(broker, negotiation, {"request": {"_0": terms}})
+        while negotiation.state not in FINAL:
+            message = await asyncio.wait_for(negotiation.inbox.get(), timeout)
+            if message is None or negotiation.state in FINAL:
+                continue
+            kind = kind_of(message)
+            if kind == "offer" and negotiation.state == "OFFERED":
+                await self._send(broker, negotiation, {"accept": {}})
+            elif kind == "agreement" and negotiation.state == "AGREED":
+                text = canonical_agreement(negotiation.agreement)
+                countersignature = countersign(text) if countersign else sign(self.identity.private_key, text)
+                negotiation.countersignature = countersignature
+                await self._send(broker, negotiation, {"verify": {}}, countersignature)
+        return negotiation

@@ -4,6 +4,7 @@ completes the trust handshake, sends a signed catalog query, verifies the signed
 binding to the request, and gets the refusals the documents promise."""
 import asyncio
 import datetime
+import json
 import re
 import subprocess
 import uuid
@@ -195,6 +196,38 @@ def test_envelope_examples_verify_with_this_implementation():
             peer.decode_envelope(ET.fromstring(block))
 
 
+def test_negotiation_examples_verify_with_this_implementation():
+    certificates, _ = example_certificates()
+    text = (DOCS / "negotiation.md").read_text()
+    canonical = re.findall(r"```canonical\n(.*?)```", text, re.S)
+    messages = {}
+    for stanza in examples("negotiation"):
+        element = stanza.find(f"{{{peer.ENVELOPE_NS}}}signed")
+        if element is None:
+            continue
+        sender, recipient = stanza.get("from"), stanza.get("to")
+        leaf = certificates[peer.bare(sender)]
+        pin = peer.Pin(peer.bare(sender), leaf, leaf.public_bytes(serialization.Encoding.DER))
+        envelope = peer.decode_envelope(element)
+        opened = peer.open_envelope(element, sender, recipient, peer.NEGOTIATION_NS, pin, peer.ReplayWindow(),
+                                    answering=envelope.answered, now_ms=envelope.timestamp_ms)
+        if opened.answered is None:
+            message, signature = peer.parse_negotiation(opened.payload)
+            messages[peer.kind_of(message)] = (message, signature, leaf)
+    assert sorted(messages) == ["agreement", "finalize", "request", "verify"]
+    agreement_message, provider_signature, provider_leaf = messages["agreement"]
+    agreement = agreement_message["body"]["agreement"]["_0"]
+    # The canonical text this peer computes is the document's, and both signatures verify over it.
+    assert [peer.canonical_agreement(agreement).decode()] == canonical
+    assert peer.verify(provider_leaf.public_key(), provider_signature, peer.canonical_agreement(agreement))
+    _, countersignature, consumer_leaf = messages["verify"]
+    assert peer.verify(consumer_leaf.public_key(), countersignature, peer.canonical_agreement(agreement))
+    assert not peer.verify(consumer_leaf.public_key(), provider_signature, peer.canonical_agreement(agreement))
+    # The agreement is over exactly the terms requested.
+    request, _, _ = messages["request"]
+    assert peer.normalized_terms(agreement["terms"]) == peer.normalized_terms(request["body"]["request"]["_0"])
+
+
 # --- Against a running broker ------------------------------------------------------------------
 
 SELF_QUERY = (f"SELECT ?cloud ?name ?address WHERE {{ GRAPH <urn:intercloud:graph:self> "
@@ -321,3 +354,111 @@ def test_handshake_refusals_both_ways(prosody, broker, account, peer_ca):
     assert ours.reason == "unknownCA" and pins == {}
     # The broker had verified us and answered; it pinned nothing, as the handshake never finished.
     assert jid not in intercloud_cli("trust", "list", "--config", broker["config"])
+
+
+# --- Negotiation to FINALIZED ------------------------------------------------------------------
+
+POLICY = """
+version = 1
+
+[[peer]]
+name = "independent peers"
+match = ["*@cloud2.test"]
+entitlements = ["query", "migrate-in"]
+
+[peer.quota]
+instances = 4
+vcpu = 8
+memory_gib = 16
+storage_gib = 100
+transfer_gb = "50.5"
+
+[peer.rates]
+currency = "EUR"
+per_gb_transferred = "0.02"
+per_gb_month_stored = "0.04"
+
+[peer.rates.instance_hour]
+"m1.small" = "0.0450"
+
+[peer.sla_offered]
+availability_percent = "99.9"
+max_migration_downtime_seconds = 300
+support = "24x7"
+
+[peer.placement]
+regions = ["eu-west"]
+jurisdictions = ["EU"]
+"""
+
+
+@pytest.fixture(scope="module")
+def provider(trusted_broker_factory, peer_ca):
+    """A broker whose policy lets brokers at cloud2.test query and migrate in, at its prices."""
+    return trusted_broker_factory([peer_ca.root_pem], policy=POLICY)
+
+
+def requested_terms(entitlements=("query",), price="0.03"):
+    now = int(datetime.datetime.now(datetime.timezone.utc).timestamp())
+    D = peer.Decimal
+    return {
+        "resources": {"instances": 2, "vcpu": 4, "memoryGiB": D("8"), "storageGiB": D("40"), "transferGB": D("10.5")},
+        "instanceTypes": ["m1.small"],
+        "period": {"from": now - 60, "until": now + 86_400},
+        "rates": {"currency": "EUR", "instanceHour": {"m1.small": D(price)}, "perGBTransferred": D("0.02"),
+                  "perGBMonthStored": D("0.04"), "perThousandCalls": D("0")},
+        "sla": {"availabilityPercent": D("99"), "maxMigrationDowntimeSeconds": 600, "support": ""},
+        "entitlements": list(entitlements),
+        "placement": {"regions": ["eu-west"], "jurisdictions": ["EU"]},
+    }
+
+
+def negotiate(prosody, account, peer_ca, provider, terms, **options):
+    anchors = [x509.load_pem_x509_certificate(provider["root_pem"])]
+
+    async def body(independent):
+        await independent.handshake(provider["jid"])
+        try:
+            return await independent.negotiate(provider["jid"], terms, **options)
+        except (peer.PeerError, peer.Refusal):
+            return next(iter(independent.negotiations.values()))
+    return run_peer(prosody, account, peer_ca.issue, anchors, body)
+
+
+def test_negotiation_to_finalized_with_a_counter_offer(prosody, provider, account, peer_ca, tmp_path):
+    negotiation, jid, _ = negotiate(prosody, account, peer_ca, provider, requested_terms(price="0.03"))
+    assert negotiation.state == "FINALIZED", negotiation.reason
+    # Our price was too low: the provider countered at its rate card, we accepted, it agreed.
+    assert [peer.kind_of(m) for m in negotiation.received] == ["offer", "agreement", "finalize"]
+    offer = negotiation.received[0]["body"]["offer"]["_0"]
+    assert offer["rates"]["instanceHour"] == {"m1.small": peer.Decimal("0.045")}
+    assert offer["sla"] == {"availabilityPercent": peer.Decimal("99.9"), "maxMigrationDowntimeSeconds": 300, "support": "24x7"}
+    agreement = negotiation.agreement
+    assert (agreement["consumer"], agreement["provider"]) == (jid, provider["bare"])
+    # The broker holds it FINALIZED, with our countersignature, and its own tool verifies both
+    # signatures and both chains in the exported file.
+    rows = json.loads(intercloud_cli("negotiations", "--config", provider["config"], "--output", "json"))
+    assert any(row.get("state") == "FINALIZED" and negotiation.id in json.dumps(row) for row in rows), rows
+    exported = tmp_path / "agreement.json"
+    intercloud_cli("agreement", "export", "--config", provider["config"], "--out", str(exported), agreement["id"])
+    report = intercloud_cli("agreement", "verify", str(exported), "--anchors", str(Path(provider["config"]).parent / "anchors"),
+                            "--output", "json")
+    assert json.loads(report)["valid"] is True, report
+    # The text both signed is the one this peer computed from the documents.
+    document = json.loads(exported.read_text())
+    assert peer.b64(negotiation.countersignature) in exported.read_text()
+    assert peer.verify(negotiation.provider_pin.leaf.public_key(), negotiation.provider_signature, peer.canonical_agreement(agreement))
+    assert document["agreement"]["id"] == agreement["id"]
+
+
+def test_negotiation_terminated_by_the_provider_policy(prosody, provider, account, peer_ca):
+    negotiation, _, _ = negotiate(prosody, account, peer_ca, provider, requested_terms(entitlements=("federate",)))
+    assert negotiation.state == "TERMINATED"
+    assert "not-entitled" in negotiation.reason, negotiation.reason
+
+
+def test_a_bad_countersignature_ends_the_negotiation(prosody, provider, account, peer_ca):
+    negotiation, _, _ = negotiate(prosody, account, peer_ca, provider, requested_terms(price="0.05"),
+                                  countersign=lambda text: peer.sign(ec.generate_private_key(ec.SECP256R1()), text))
+    assert negotiation.state == "TERMINATED"
+    assert "not-acceptable" in negotiation.reason and "countersignature" in negotiation.reason, negotiation.reason
