@@ -345,6 +345,8 @@ public final class BrokerNode: Service, Sendable {
         try? registry.allOffline()
         // Refusals still counted in open windows are written before the database closes.
         try? audit.drainAggregated()
+        // Last write: the replay window's run ended cleanly (its nonces are durable with it).
+        do { try trust?.service.endRun() } catch { logger.error("replay window not closed cleanly: \(error)") }
         try? database.close()
         logger.info("stopped")
     }

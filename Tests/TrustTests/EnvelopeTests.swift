@@ -76,6 +76,40 @@ import Testing
         try expectRefused(.replayed, at: b) { _ = try b.service.open(xml: xml, from: a.jid) }
     }
 
+    /// Nonces are committed without their own fsync; the run marker keeps the guarantee. After an
+    /// unclean stop (no `endRun`), an envelope signed before the restart is refused (its nonce may
+    /// be the one a power loss took) and one signed after it is accepted; after a clean stop the
+    /// earlier envelope is accepted as usual.
+    @Test(arguments: [false, true])
+    func envelopesSignedBeforeARestartAfterAnUncleanStopAreRefused(_ clean: Bool) async throws {
+        let (a, b) = try await trustedPair()
+        defer { a.remove(); b.remove() }
+        let early = try a.service.seal(payload, namespace: Self.catalog, to: b.jid)
+        if clean { try b.service.endRun() }
+        let path = b.database.path
+        try b.database.close()
+        let reopened = try IntercloudDatabase.open(path: path, schema: [TrustSchema.self, AuditSchema.self])
+        let restarted = TrustService(
+            myJID: b.jid, identity: cloud2.identity, anchors: TrustAnchors(anchors: [cloud1.root.certificate]),
+            database: reopened, clock: { TestPKI.now + 5 })
+        if clean {
+            _ = try restarted.open(xml: early, from: a.jid)
+        } else {
+            do {
+                _ = try restarted.open(xml: early, from: a.jid)
+                Issue.record("an envelope signed before an unclean restart was accepted")
+            } catch {
+                #expect(error.code == .stale, "\(error)")
+            }
+            #expect(try ReplayGuard(database: reopened).rememberedCount() == 0)  // the refusal recorded no nonce
+            // Sealed after the restart: accepted.
+            let later = TrustService(
+                myJID: a.jid, identity: cloud1.identity, anchors: TrustAnchors(anchors: [cloud2.root.certificate]),
+                database: a.database, clock: { TestPKI.now + 6 })
+            _ = try restarted.open(xml: try later.seal(payload, namespace: Self.catalog, to: b.jid), from: a.jid)
+        }
+    }
+
     @Test func replayedEnvelopeAfterReopeningTheDatabase() async throws {
         let (a, b) = try await trustedPair()
         defer { a.remove(); b.remove() }

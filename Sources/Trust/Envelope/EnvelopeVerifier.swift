@@ -120,7 +120,7 @@ public struct EnvelopeVerifier: Sendable {
             throw EnvelopeError(.stale, "timestamp \(envelope.timestamp) is more than \(Int(replay.skew)) s from \(now)")
         }
         do {
-            return try replay.database.write { db -> Bool in
+            return try replay.writeUnsynced { db -> Bool in
                 guard let row = try Row.fetchOne(
                     db, sql: "SELECT state, fingerprint, not_after FROM trust_pin WHERE jid = ?", arguments: [sender])
                 else { throw EnvelopeError(.untrustedSender, "\(sender) is not pinned") }

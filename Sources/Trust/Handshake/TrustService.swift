@@ -54,11 +54,19 @@ public actor TrustService {
         // The broker passes its one audit log, whose aggregator bounds refusal floods.
         self.audit = audit ?? AuditLog(database: database)
         self.envelopes = EnvelopeVerifier(
-            store: store, replay: ReplayGuard(database: database, skew: replaySkew), audit: self.audit)
+            store: store,
+            replay: ReplayGuard(database: database, skew: replaySkew, notBefore: ReplayGuard.beginRun(database: database, now: clock())),
+            audit: self.audit)
         self.verifier = PeerVerifier(configuration: anchors)
         self.handshakeTimeout = handshakeTimeout
         self.clock = clock
         self.logger = logger
+    }
+
+    /// Ends the replay window's run cleanly (`ReplayGuard.endRun`): call it last before the
+    /// database closes, so the next start need not refuse envelopes signed before it.
+    public nonisolated func endRun() throws {
+        try ReplayGuard.endRun(database: store.database)
     }
 
     /// Replaces anchors and CRLs (e.g. after the operator updated `certs/` or a new CRL arrived)

@@ -40,6 +40,18 @@ public enum TrustSchema: SchemaContributor {
             try db.execute(sql: "ALTER TABLE trust_pin ADD COLUMN anchor_fingerprint TEXT")
             try db.execute(sql: "ALTER TABLE trust_pin ADD COLUMN accept_new_key INTEGER NOT NULL DEFAULT 0")
         }
+        // Whether the last run of the replay window ended cleanly (`ReplayGuard.beginRun`): nonces
+        // are committed without an fsync of their own, so after an unclean end the last few may
+        // be gone, and envelopes signed before this run are refused instead.
+        migrator.registerMigration("trust.v3-run") { db in
+            try db.execute(sql: """
+                CREATE TABLE trust_run (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    clean INTEGER NOT NULL,
+                    started_at REAL NOT NULL
+                )
+                """)
+        }
     }
 }
 
