@@ -110,6 +110,23 @@ import Testing
         }
     }
 
+    /// An answer is bound to our request's fresh nonce, so it needs no nonce record of its own: the
+    /// requester writes nothing, and the answer still cannot be used for another request.
+    @Test func answersRecordNoNonce() async throws {
+        let (a, b) = try await trustedPair()
+        defer { a.remove(); b.remove() }
+        let request = try a.service.sealRequest(payload, namespace: Self.catalog, to: b.jid)
+        let opened = try b.service.open(xml: request.xml, from: a.jid, namespace: Self.catalog)
+        let answer = try b.service.seal(payload, namespace: Self.catalog, to: a.jid, inReplyTo: opened.nonce)
+        _ = try a.service.open(xml: answer, from: b.jid, namespace: Self.catalog, answering: request.nonce)
+        #expect(try ReplayGuard(database: a.database).rememberedCount() == 0)
+        #expect(try ReplayGuard(database: b.database).rememberedCount() == 1)
+        let other = try a.service.sealRequest(payload, namespace: Self.catalog, to: b.jid)
+        try expectRefused(.notThisExchange, at: a) {
+            _ = try a.service.open(xml: answer, from: b.jid, namespace: Self.catalog, answering: other.nonce)
+        }
+    }
+
     @Test func replayedEnvelopeAfterReopeningTheDatabase() async throws {
         let (a, b) = try await trustedPair()
         defer { a.remove(); b.remove() }

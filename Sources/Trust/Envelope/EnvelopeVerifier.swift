@@ -30,7 +30,10 @@ public struct EnvelopeVerifier: Sendable {
         do {
             let envelope = try SignedEnvelope.decode(xml: xml)
             try Self.checkExchange(envelope, answering: answering)
-            try check(envelope, from: sender, to: recipient, namespace: namespace, now: now)
+            // An answer records no nonce: it is bound (signed `re`) to our own request's nonce,
+            // which is fresh and whose pending IQ takes one answer, so a replayed answer has
+            // nothing to be accepted as. Requests are the ones a replay could repeat.
+            try check(envelope, from: sender, to: recipient, namespace: namespace, recordNonce: answering == nil, now: now)
             return envelope
         } catch {
             record(error, sender: sender, namespace: namespace, now: now)
@@ -43,7 +46,7 @@ public struct EnvelopeVerifier: Sendable {
         _ envelope: SignedEnvelope, from sender: String, to recipient: String, namespace: String? = nil, now: Date
     ) throws(EnvelopeError) {
         do {
-            try check(envelope, from: sender, to: recipient, namespace: namespace, now: now)
+            try check(envelope, from: sender, to: recipient, namespace: namespace, recordNonce: envelope.inReplyTo == nil, now: now)
         } catch {
             record(error, sender: sender, namespace: namespace ?? envelope.namespace, now: now)
             throw error
@@ -69,7 +72,7 @@ public struct EnvelopeVerifier: Sendable {
     /// the nonce, so decisions made meanwhile (CLI revoke, re-handshake) still apply. Slow path
     /// (first envelope, or the pin changed): read the pin status first, then the same.
     private func check(
-        _ envelope: SignedEnvelope, from sender: String, to recipient: String, namespace: String?, now: Date
+        _ envelope: SignedEnvelope, from sender: String, to recipient: String, namespace: String?, recordNonce: Bool, now: Date
     ) throws(EnvelopeError) {
         if let namespace, namespace != envelope.namespace {
             throw EnvelopeError(.wrongNamespace, "envelope for \(envelope.namespace) arrived on \(namespace)")
@@ -78,7 +81,7 @@ public struct EnvelopeVerifier: Sendable {
         let bytes = envelope.signedBytes(sender: sender, recipient: recipient)
         if let cached = keys.lastKey(for: bare),
             SignatureScheme.isValid(signature: envelope.signature, for: bytes, key: cached.key),
-            try admit(envelope, sender: bare, fingerprint: cached.fingerprint, now: now)
+            try admit(envelope, sender: bare, fingerprint: cached.fingerprint, recordNonce: recordNonce, now: now)
         {
             return
         }
@@ -96,7 +99,7 @@ public struct EnvelopeVerifier: Sendable {
         guard SignatureScheme.isValid(signature: envelope.signature, for: bytes, key: key) else {
             throw EnvelopeError(.badSignature, "signature does not verify with the pinned key \(fingerprint)")
         }
-        guard try admit(envelope, sender: bare, fingerprint: fingerprint, now: now) else {
+        guard try admit(envelope, sender: bare, fingerprint: fingerprint, recordNonce: recordNonce, now: now) else {
             throw EnvelopeError(.untrustedSender, "pin of \(bare) changed during the check")
         }
     }
@@ -115,20 +118,18 @@ public struct EnvelopeVerifier: Sendable {
 
     /// Timestamp window, then in one write transaction: the pin must still be trusted, unexpired
     /// and have `fingerprint` (else false, nothing written), and the nonce must be new.
-    private func admit(_ envelope: SignedEnvelope, sender: String, fingerprint: String, now: Date) throws(EnvelopeError) -> Bool {
+    private func admit(
+        _ envelope: SignedEnvelope, sender: String, fingerprint: String, recordNonce: Bool, now: Date
+    ) throws(EnvelopeError) -> Bool {
         if abs(envelope.timestamp.timeIntervalSince(now)) > replay.skew {
             throw EnvelopeError(.stale, "timestamp \(envelope.timestamp) is more than \(Int(replay.skew)) s from \(now)")
         }
         do {
+            if !recordNonce {
+                return try replay.database.read { db -> Bool in try usablePin(db, sender: sender, fingerprint: fingerprint, now: now) }
+            }
             return try replay.writeUnsynced { db -> Bool in
-                guard let row = try Row.fetchOne(
-                    db, sql: "SELECT state, fingerprint, not_after FROM trust_pin WHERE jid = ?", arguments: [sender])
-                else { throw EnvelopeError(.untrustedSender, "\(sender) is not pinned") }
-                let current: String? = row[1]
-                guard current == fingerprint else { return false }
-                try Self.checkUsable(
-                    state: PinState(rawValue: row[0]) ?? .distrusted,
-                    notAfter: (row[2] as Double?).map(Date.init(timeIntervalSince1970:)), jid: sender, now: now)
+                guard try usablePin(db, sender: sender, fingerprint: fingerprint, now: now) else { return false }
                 if let verdict = try replay.admit(db, sender: sender, nonce: envelope.nonce, sentAt: envelope.timestamp, now: now) {
                     throw verdict
                 }
@@ -140,6 +141,20 @@ public struct EnvelopeVerifier: Sendable {
             // Fail closed: without a durable nonce record we cannot exclude a replay.
             throw EnvelopeError(.replayed, "cannot record nonce: \(error)")
         }
+    }
+
+    /// The pin of `sender` as it is now: still `fingerprint` (else false), trusted and unexpired
+    /// (else the refusal is thrown).
+    private func usablePin(_ db: Database, sender: String, fingerprint: String, now: Date) throws -> Bool {
+        guard let row = try Row.fetchOne(
+            db, sql: "SELECT state, fingerprint, not_after FROM trust_pin WHERE jid = ?", arguments: [sender])
+        else { throw EnvelopeError(.untrustedSender, "\(sender) is not pinned") }
+        let current: String? = row[1]
+        guard current == fingerprint else { return false }
+        try Self.checkUsable(
+            state: PinState(rawValue: row[0]) ?? .distrusted,
+            notAfter: (row[2] as Double?).map(Date.init(timeIntervalSince1970:)), jid: sender, now: now)
+        return true
     }
 
     private func record(_ error: EnvelopeError, sender: String, namespace: String?, now: Date) {
