@@ -379,14 +379,16 @@ def decode_envelope(element) -> Envelope:
 
 
 class ReplayWindow:
-    """Nonces accepted per sender bare JID, remembered for twice the window."""
+    """Nonces of requests accepted per sender bare JID, remembered for twice the window."""
 
     def __init__(self):
         self.seen = {}
 
-    def admit(self, sender, nonce, timestamp_ms, now_ms):
+    def admit(self, sender, nonce, timestamp_ms, now_ms, record=True):
         if abs(timestamp_ms - now_ms) > REPLAY_WINDOW_MS:
             raise Refusal("stale", f"timestamp {timestamp_ms} is more than 120 s from {now_ms}")
+        if not record:
+            return  # an answer: bound to our request's nonce instead
         self.seen = {key: at for key, at in self.seen.items() if at >= now_ms - 2 * REPLAY_WINDOW_MS}
         key = (bare(sender), nonce)
         if key in self.seen:
@@ -409,7 +411,8 @@ def open_envelope(element, sender, recipient, namespace, pin, window, answering=
         raise Refusal("untrustedSender", f"{bare(sender)} is not pinned")
     if not verify(pin.leaf.public_key(), envelope.signature, envelope.signed_bytes(sender, recipient)):
         raise Refusal("badSignature", f"signature does not verify with the pinned key {pin.fingerprint}")
-    window.admit(sender, envelope.nonce, envelope.timestamp_ms, int(time.time() * 1000) if now_ms is None else now_ms)
+    window.admit(sender, envelope.nonce, envelope.timestamp_ms, int(time.time() * 1000) if now_ms is None else now_ms,
+                 record=answering is None)
     return envelope
 
 

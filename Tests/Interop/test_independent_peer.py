@@ -177,8 +177,10 @@ def test_envelope_examples_verify_with_this_implementation():
     with pytest.raises(peer.Refusal, match="stale"):
         peer.open_envelope(answer_element, *arguments, peer.ReplayWindow(), answering=request.nonce, now_ms=answer.timestamp_ms + 121_000)
     opened = peer.open_envelope(answer_element, *arguments, window, answering=request.nonce, now_ms=answer.timestamp_ms)
+    # The request opens once: the same envelope again is a replay.
     with pytest.raises(peer.Refusal, match="replayed"):
-        peer.open_envelope(answer_element, *arguments, window, answering=request.nonce, now_ms=answer.timestamp_ms)
+        peer.open_envelope(request_iq.find(f"{{{peer.ENVELOPE_NS}}}signed"), request_iq.get("from"), request_iq.get("to"),
+                           peer.CATALOG_NS, pins[peer.bare(request_iq.get("from"))], window, now_ms=request.timestamp_ms)
     results = peer.parse_results(opened.payload)
     assert results["rows"] == [{"cloud": ("uri", "urn:intercloud:cloud:cloud2", None), "name": ("literal", "cloud2", None)}]
     # Redirected to another broker, or signed by the other one, it does not verify.
