@@ -206,8 +206,9 @@ public actor TrustService {
             do {
                 if let refusal = try store.operatorRefusal(for: peer) {
                     recordRefusal(refusal, peer: peer, action: "respond")
+                    // As for the pinning step below: the wire does not say what the operator decided.
                     return Self.errorResponse(.refused(.init(
-                        reason: refusal.reason, detail: refusal.detail, session: message.session)))
+                        reason: .distrusted, detail: "not trusted here", session: message.session)))
                 }
             } catch {
                 return Self.errorResponse(.refused(.init(reason: .unexpectedMessage, detail: "\(error)", session: nil)))
