@@ -113,12 +113,14 @@ public struct MigrationJournal: Sendable {
     }()
 
     /// Stores a machine's snapshot and logs the step it is about to perform, in one transaction.
-    func save<S: Encodable>(
+    func save<S: Encodable & Sendable>(
         _ snapshot: S, migrationID: String, role: MigrationRole, peer: String, phase: String, finished: Bool,
         step: String, outcome: String, detail: String, now: Date
-    ) throws {
+    ) async throws {
         let data = try Self.encoder.encode(snapshot)
-        try database.write { db in
+        // GRDB's async write: the durable commit (an fsync) runs on the database's own writer
+        // queue while this task is suspended, not on one of the cooperative threads.
+        try await database.write { db in
             try db.execute(
                 sql: """
                     INSERT INTO migration (id, role, peer, phase, finished, snapshot, created_at, updated_at)
@@ -132,8 +134,8 @@ public struct MigrationJournal: Sendable {
     }
 
     /// Logs the result of a step (the snapshot is stored with the next action).
-    func log(migrationID: String, role: MigrationRole, phase: String, step: String, outcome: String, detail: String, now: Date) throws {
-        try database.write { db in
+    func log(migrationID: String, role: MigrationRole, phase: String, step: String, outcome: String, detail: String, now: Date) async throws {
+        try await database.write { db in
             try Self.insertStep(db, migrationID: migrationID, role: role, phase: phase, step: step, outcome: outcome, detail: detail, now: now)
         }
     }

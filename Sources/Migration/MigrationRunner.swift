@@ -246,7 +246,7 @@ public actor MigrationRunner {
             default: break
             }
             let result = await perform(action, migrationID: snapshot.migrationID, role: .source, peer: snapshot.peer)
-            try logResult(result, of: action, id: snapshot.migrationID, role: .source, phase: snapshot.phase.rawValue)
+            try await logResult(result, of: action, id: snapshot.migrationID, role: .source, phase: snapshot.phase.rawValue)
             if case .failed = result {} else { retries = 0 }
             action = machine.handle(result, now: Date())
         }
@@ -326,7 +326,7 @@ public actor MigrationRunner {
             default: break
             }
             let result = await perform(action, migrationID: snapshot.migrationID, role: .destination, peer: snapshot.peer)
-            try logResult(result, of: action, id: snapshot.migrationID, role: .destination, phase: snapshot.phase.rawValue)
+            try await logResult(result, of: action, id: snapshot.migrationID, role: .destination, phase: snapshot.phase.rawValue)
             if case .failed = result {} else { retries = 0 }
             action = machine.handle(result, now: Date())
         }
@@ -432,13 +432,14 @@ public actor MigrationRunner {
             }
             // The decision is on disk before it is acted on (then each step is journaled as usual).
             let decision = machine.phase == .completing ? "completing: the source cut over" : "rolling back: the source rolled back"
-            try journal.log(
+            // Taken before the journal write, which suspends: nothing else may run this migration meanwhile.
+            busy.insert(BusyKey(id: id, role: .destination))
+            defer { busy.remove(BusyKey(id: id, role: .destination)) }
+            try await journal.log(
                 migrationID: id, role: .destination, phase: current.phase.rawValue, step: "source status", outcome: "answered",
                 detail: "source \(sourcePhase) while \(current.phase.rawValue); \(decision)", now: Date())
             logger.notice("migration \(id): the source \(stored.peer) is \(sourcePhase) while \(waiting); \(decision)")
             sourceChecks[id] = nil
-            busy.insert(BusyKey(id: id, role: .destination))
-            defer { busy.remove(BusyKey(id: id, role: .destination)) }
             let (_, outcome) = try await runDestination(&machine, first)
             results.append(Result(migrationID: id, role: .destination, outcome: outcome))
         }
@@ -447,12 +448,12 @@ public actor MigrationRunner {
 
     // MARK: journal
 
-    private func journaled<S: Encodable>(
+    private func journaled<S: Encodable & Sendable>(
         _ snapshot: S, id: String, role: MigrationRole, peer: String, phase: String, finished: Bool, action: MigrationAction
     ) async throws {
         try checkAlive()
         let (step, outcome) = Self.describe(action)
-        try journal.save(
+        try await journal.save(
             snapshot, migrationID: id, role: role, peer: peer, phase: phase, finished: finished, step: step,
             outcome: outcome, detail: Self.detail(of: action), now: Date())
         logger.debug("migration \(id) \(role.rawValue) \(phase): \(step) \(outcome)")
@@ -465,7 +466,7 @@ public actor MigrationRunner {
         }
     }
 
-    private func logResult(_ result: StepResult, of action: MigrationAction, id: String, role: MigrationRole, phase: String) throws {
+    private func logResult(_ result: StepResult, of action: MigrationAction, id: String, role: MigrationRole, phase: String) async throws {
         let (step, _) = Self.describe(action)
         let (outcome, detail): (String, String) =
             switch result {
@@ -482,7 +483,7 @@ public actor MigrationRunner {
             case .presence(let presence): ("succeeded", "guest \(presence.rawValue)")
             case .done: ("succeeded", "")
             }
-        try journal.log(migrationID: id, role: role, phase: phase, step: step, outcome: outcome, detail: detail, now: Date())
+        try await journal.log(migrationID: id, role: role, phase: phase, step: step, outcome: outcome, detail: detail, now: Date())
     }
 
     static func describe(_ action: MigrationAction) -> (step: String, outcome: String) {

@@ -126,7 +126,7 @@ import XMPP
         if phase != .authorizing { _ = other.begin(now: Date()) }
         var snapshot = other.snapshot
         snapshot.phase = phase
-        try destination.journal.save(
+        try await destination.journal.save(
             snapshot, migrationID: "mig-other", role: .destination, peer: pair.consumerJID, phase: phase.rawValue, finished: false,
             step: "staged", outcome: "issued", detail: "", now: Date())
 
