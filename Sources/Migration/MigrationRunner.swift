@@ -696,7 +696,7 @@ public actor MigrationRunner {
                 sizes: sizes, capacity: capacity,
                 importFormats: Self.preferenceOrder(configuration.importFormats, available: driver.capabilities.importFormats),
                 region: configuration.region, networkMap: configuration.networkMap, defaultNetwork: configuration.defaultNetwork,
-                driverName: driver.driverName, acceptsLiveMigration: driver is LibvirtDriver))
+                driverName: driver.driverName, acceptsLiveMigration: driver is any LiveMigrationDriver))
         case .importImage(let file, let name, let maxVirtualSizeBytes):
             let url = try workDirectory(migrationID).appendingPathComponent(file.name)
             let image: Image
@@ -763,7 +763,7 @@ public actor MigrationRunner {
             guard presence == .absent else {
                 throw RunnerError.instance("guest \(id) is here (\(presence.rawValue)): its prepared disk stays")
             }
-            let directory = try libvirt().configuration.instanceDirectory?.standardizedFileURL.path
+            let directory = try libvirt().liveTargetDirectory?.standardizedFileURL.path
             for path in [diskPath, consoleLogPath].compactMap({ $0 }) {
                 // Only files this driver prepared: inside its instance directory.
                 guard let directory, URL(fileURLWithPath: path).standardizedFileURL.path.hasPrefix(directory + "/") else {
@@ -775,8 +775,8 @@ public actor MigrationRunner {
         }
     }
 
-    private func libvirt() throws -> LibvirtDriver {
-        guard let libvirt = driver as? LibvirtDriver else {
+    private func libvirt() throws -> any LiveMigrationDriver {
+        guard let libvirt = driver as? any LiveMigrationDriver else {
             throw RunnerError.instance(
                 "live migration needs libvirt on both sides; this cloud's driver is \(driver.driverName): migrate without --live (cold)")
         }

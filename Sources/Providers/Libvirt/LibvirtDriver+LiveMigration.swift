@@ -7,20 +7,10 @@ import Foundation
 /// The destination prepares first (`prepareLiveMigration`: an empty disk of the source disk's
 /// virtual size, and the paths the domain will use there); the source then moves the guest
 /// (`migrateLive`), and libvirt copies the disk blocks into the prepared file while the guest runs.
-extension LibvirtDriver {
-    /// Where a live-migrated guest lands: the destination daemon and the files made for it there.
-    public struct LiveMigrationTarget: Sendable, Hashable {
-        /// The destination daemon's URI as the source daemon must reach it.
-        public var uri: String
-        public var disk: URL
-        public var consoleLog: URL
+extension LibvirtDriver: LiveMigrationDriver {
+    public typealias LiveMigrationTarget = Providers.LiveMigrationTarget
 
-        public init(uri: String, disk: URL, consoleLog: URL) {
-            self.uri = uri
-            self.disk = disk
-            self.consoleLog = consoleLog
-        }
-    }
+    public var liveTargetDirectory: URL? { configuration.instanceDirectory }
 
     /// Source side: the virtual size of the instance's disk, which the destination's disk must have.
     public func liveMigrationDiskBytes(instance id: String) async throws -> Int64 {
