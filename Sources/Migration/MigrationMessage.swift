@@ -123,13 +123,13 @@ public struct LiveMigrationOffer: Codable, Sendable, Hashable {
 }
 
 /// What a live migration's destination sees of the guest on its hypervisor.
-public enum GuestPresence: String, Codable, Sendable, Hashable {
+public enum GuestPresence: String, Codable, Sendable, Hashable, CaseIterable {
     /// No such guest.
-    case absent
+    case absent = "absent"
     /// Defined but not running: an incoming migration still in progress (or one that failed and
     /// has not been cleaned up by the hypervisor yet).
-    case arriving
-    case running
+    case arriving = "arriving"
+    case running = "running"
 }
 
 /// The instance being moved, as the source describes it.
@@ -421,6 +421,424 @@ extension MigrationMessage {
     static func checkSHA256(_ value: String) throws(MigrationMessageError) {
         guard value.utf8.count == 64, value.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else {
             throw MigrationMessageError("sha256 must be 64 lowercase hex digits")
+        }
+    }
+}
+
+// MARK: - Wire form
+
+/// The JSON of `urn:intercloud:migration:0` (docs/protocol/migration.md), written out by hand:
+/// every name on the wire is a string literal here, so renaming a Swift property or case cannot
+/// change it. (The same coding serves the migration journal.)
+extension MigrationMessage {
+    private enum WireKey: String, CodingKey {
+        case migrationID = "migrationID"
+        case body = "body"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: WireKey.self)
+        self.init(migrationID: try container.decode(String.self, forKey: .migrationID), body: try container.decode(Body.self, forKey: .body))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: WireKey.self)
+        try container.encode(migrationID, forKey: .migrationID)
+        try container.encode(body, forKey: .body)
+    }
+}
+
+/// A body is an object with exactly one member, named by the message kind, whose value is an
+/// object: `{"propose":{"_0":PROPOSAL}}`, `{"cutover":{}}`, `{"abort":{"reason":"…"}}`.
+extension MigrationMessage.Body {
+    private enum Kind: String, CodingKey {
+        case propose = "propose"
+        case reserved = "reserved"
+        case transferred = "transferred"
+        case liveMigrated = "liveMigrated"
+        case started = "started"
+        case cutover = "cutover"
+        case abort = "abort"
+        case status = "status"
+        case state = "state"
+    }
+
+    private enum ValueKey: String, CodingKey {
+        case value = "_0"
+        case reason = "reason"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: Kind.self)
+        guard container.allKeys.count == 1, let kind = container.allKeys.first else {
+            throw DecodingError.dataCorrupted(.init(
+                codingPath: container.codingPath, debugDescription: "a migration body has exactly one known message kind"))
+        }
+        let value = try container.nestedContainer(keyedBy: ValueKey.self, forKey: kind)
+        switch kind {
+        case .propose: self = .propose(try value.decode(MigrationProposal.self, forKey: .value))
+        case .reserved: self = .reserved(try value.decode(MigrationReservation.self, forKey: .value))
+        case .transferred: self = .transferred(try value.decode(TransferredImage.self, forKey: .value))
+        case .liveMigrated: self = .liveMigrated
+        case .started: self = .started(try value.decode(StartedInstance.self, forKey: .value))
+        case .cutover: self = .cutover
+        case .abort: self = .abort(reason: try value.decode(String.self, forKey: .reason))
+        case .status: self = .status
+        case .state: self = .state(try value.decode(MigrationPeerState.self, forKey: .value))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: Kind.self)
+        switch self {
+        case .propose(let proposal):
+            var value = container.nestedContainer(keyedBy: ValueKey.self, forKey: .propose)
+            try value.encode(proposal, forKey: .value)
+        case .reserved(let reservation):
+            var value = container.nestedContainer(keyedBy: ValueKey.self, forKey: .reserved)
+            try value.encode(reservation, forKey: .value)
+        case .transferred(let image):
+            var value = container.nestedContainer(keyedBy: ValueKey.self, forKey: .transferred)
+            try value.encode(image, forKey: .value)
+        case .liveMigrated:
+            _ = container.nestedContainer(keyedBy: ValueKey.self, forKey: .liveMigrated)
+        case .started(let instance):
+            var value = container.nestedContainer(keyedBy: ValueKey.self, forKey: .started)
+            try value.encode(instance, forKey: .value)
+        case .cutover:
+            _ = container.nestedContainer(keyedBy: ValueKey.self, forKey: .cutover)
+        case .abort(let reason):
+            var value = container.nestedContainer(keyedBy: ValueKey.self, forKey: .abort)
+            try value.encode(reason, forKey: .reason)
+        case .status:
+            _ = container.nestedContainer(keyedBy: ValueKey.self, forKey: .status)
+        case .state(let state):
+            var value = container.nestedContainer(keyedBy: ValueKey.self, forKey: .state)
+            try value.encode(state, forKey: .value)
+        }
+    }
+}
+
+extension MigrationProposal {
+    private enum WireKey: String, CodingKey {
+        case agreementID = "agreementID"
+        case instance = "instance"
+        case live = "live"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: WireKey.self)
+        self.init(
+            agreementID: try container.decode(String.self, forKey: .agreementID),
+            instance: try container.decode(MigratingInstanceSpec.self, forKey: .instance),
+            live: try container.decodeIfPresent(LiveMigrationRequest.self, forKey: .live))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: WireKey.self)
+        try container.encode(agreementID, forKey: .agreementID)
+        try container.encode(instance, forKey: .instance)
+        try container.encodeIfPresent(live, forKey: .live)
+    }
+}
+
+extension LiveMigrationRequest {
+    private enum WireKey: String, CodingKey {
+        case instanceID = "instanceID"
+        case diskBytes = "diskBytes"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: WireKey.self)
+        self.init(instanceID: try container.decode(String.self, forKey: .instanceID), diskBytes: try container.decode(Int64.self, forKey: .diskBytes))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: WireKey.self)
+        try container.encode(instanceID, forKey: .instanceID)
+        try container.encode(diskBytes, forKey: .diskBytes)
+    }
+}
+
+extension LiveMigrationOffer {
+    private enum WireKey: String, CodingKey {
+        case uri = "uri"
+        case diskPath = "diskPath"
+        case consoleLogPath = "consoleLogPath"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: WireKey.self)
+        self.init(
+            uri: try container.decode(String.self, forKey: .uri), diskPath: try container.decode(String.self, forKey: .diskPath),
+            consoleLogPath: try container.decode(String.self, forKey: .consoleLogPath))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: WireKey.self)
+        try container.encode(uri, forKey: .uri)
+        try container.encode(diskPath, forKey: .diskPath)
+        try container.encode(consoleLogPath, forKey: .consoleLogPath)
+    }
+}
+
+extension MigratingInstanceSpec {
+    private enum WireKey: String, CodingKey {
+        case name = "name"
+        case instanceType = "instanceType"
+        case vCPU = "vCPU"
+        case memoryMiB = "memoryMiB"
+        case diskGiB = "diskGiB"
+        case imageFormats = "imageFormats"
+        case canConvert = "canConvert"
+        case addresses = "addresses"
+        case networkName = "networkName"
+        case region = "region"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: WireKey.self)
+        self.init(
+            name: try container.decode(String.self, forKey: .name), instanceType: try container.decode(String.self, forKey: .instanceType),
+            vCPU: try container.decode(Int.self, forKey: .vCPU), memoryMiB: try container.decode(Int.self, forKey: .memoryMiB),
+            diskGiB: try container.decode(Int.self, forKey: .diskGiB),
+            imageFormats: try container.decodeWireValues(ImageFormat.self, forKey: .imageFormats),
+            canConvert: try container.decode(Bool.self, forKey: .canConvert), addresses: try container.decode([String].self, forKey: .addresses),
+            networkName: try container.decodeIfPresent(String.self, forKey: .networkName),
+            region: try container.decodeIfPresent(String.self, forKey: .region))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: WireKey.self)
+        try container.encode(name, forKey: .name)
+        try container.encode(instanceType, forKey: .instanceType)
+        try container.encode(vCPU, forKey: .vCPU)
+        try container.encode(memoryMiB, forKey: .memoryMiB)
+        try container.encode(diskGiB, forKey: .diskGiB)
+        try container.encode(imageFormats.map(\.migrationWireName), forKey: .imageFormats)
+        try container.encode(canConvert, forKey: .canConvert)
+        try container.encode(addresses, forKey: .addresses)
+        try container.encodeIfPresent(networkName, forKey: .networkName)
+        try container.encodeIfPresent(region, forKey: .region)
+    }
+}
+
+extension TransferOffer {
+    private enum WireKey: String, CodingKey {
+        case host = "host"
+        case port = "port"
+        case token = "token"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: WireKey.self)
+        self.init(
+            host: try container.decode(String.self, forKey: .host), port: try container.decode(String.self, forKey: .port),
+            token: try container.decode(String.self, forKey: .token))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: WireKey.self)
+        try container.encode(host, forKey: .host)
+        try container.encode(port, forKey: .port)
+        try container.encode(token, forKey: .token)
+    }
+}
+
+extension MigrationReservation {
+    private enum WireKey: String, CodingKey {
+        case sizeID = "sizeID"
+        case acceptedFormats = "acceptedFormats"
+        case region = "region"
+        case offer = "offer"
+        case live = "live"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: WireKey.self)
+        self.init(
+            sizeID: try container.decode(String.self, forKey: .sizeID),
+            acceptedFormats: try container.decodeWireValues(ImageFormat.self, forKey: .acceptedFormats),
+            region: try container.decode(String.self, forKey: .region), offer: try container.decode(TransferOffer.self, forKey: .offer),
+            live: try container.decodeIfPresent(LiveMigrationOffer.self, forKey: .live))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: WireKey.self)
+        try container.encode(sizeID, forKey: .sizeID)
+        try container.encode(acceptedFormats.map(\.migrationWireName), forKey: .acceptedFormats)
+        try container.encode(region, forKey: .region)
+        try container.encode(offer, forKey: .offer)
+        try container.encodeIfPresent(live, forKey: .live)
+    }
+}
+
+extension TransferredImage {
+    private enum WireKey: String, CodingKey {
+        case format = "format"
+        case bytes = "bytes"
+        case sha256 = "sha256"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: WireKey.self)
+        self.init(
+            format: try container.decodeWireValue(ImageFormat.self, forKey: .format), bytes: try container.decode(Int64.self, forKey: .bytes),
+            sha256: try container.decode(String.self, forKey: .sha256))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: WireKey.self)
+        try container.encode(format.migrationWireName, forKey: .format)
+        try container.encode(bytes, forKey: .bytes)
+        try container.encode(sha256, forKey: .sha256)
+    }
+}
+
+extension StartedInstance {
+    private enum WireKey: String, CodingKey {
+        case instanceID = "instanceID"
+        case addresses = "addresses"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: WireKey.self)
+        self.init(instanceID: try container.decode(String.self, forKey: .instanceID), addresses: try container.decode([String].self, forKey: .addresses))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: WireKey.self)
+        try container.encode(instanceID, forKey: .instanceID)
+        try container.encode(addresses, forKey: .addresses)
+    }
+}
+
+extension MigrationPeerState {
+    private enum WireKey: String, CodingKey {
+        case phase = "phase"
+        case instance = "instance"
+        case reason = "reason"
+        case guest = "guest"
+        case sourcePhase = "sourcePhase"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: WireKey.self)
+        self.init(
+            phase: try container.decodeWireValue(DestinationPhase.self, forKey: .phase),
+            instance: try container.decodeIfPresent(StartedInstance.self, forKey: .instance),
+            reason: try container.decodeIfPresent(String.self, forKey: .reason),
+            guest: try container.decodeWireValueIfPresent(GuestPresence.self, forKey: .guest),
+            sourcePhase: try container.decodeWireValueIfPresent(SourcePhase.self, forKey: .sourcePhase))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: WireKey.self)
+        try container.encode(phase.migrationWireName, forKey: .phase)
+        try container.encodeIfPresent(instance, forKey: .instance)
+        try container.encodeIfPresent(reason, forKey: .reason)
+        try container.encodeIfPresent(guest?.migrationWireName, forKey: .guest)
+        try container.encodeIfPresent(sourcePhase?.migrationWireName, forKey: .sourcePhase)
+    }
+}
+
+/// A value named on the wire by a string written out here (the phases and image formats are
+/// defined with the state machines and providers; their names in these messages are fixed here).
+protocol MigrationWireValue: CaseIterable {
+    var migrationWireName: String { get }
+}
+
+extension GuestPresence: MigrationWireValue {
+    var migrationWireName: String {
+        switch self {
+        case .absent: "absent"
+        case .arriving: "arriving"
+        case .running: "running"
+        }
+    }
+}
+
+extension ImageFormat: MigrationWireValue {
+    var migrationWireName: String {
+        switch self {
+        case .raw: "raw"
+        case .qcow2: "qcow2"
+        case .vmdk: "vmdk"
+        case .vdi: "vdi"
+        case .vhdx: "vhdx"
+        case .vpc: "vpc"
+        }
+    }
+}
+
+extension DestinationPhase: MigrationWireValue {
+    var migrationWireName: String {
+        switch self {
+        case .unknown: "unknown"
+        case .authorizing: "authorizing"
+        case .inspecting: "inspecting"
+        case .offering: "offering"
+        case .preparing: "preparing"
+        case .reserved: "reserved"
+        case .receiving: "receiving"
+        case .importing: "importing"
+        case .creating: "creating"
+        case .starting: "starting"
+        case .arriving: "arriving"
+        case .started: "started"
+        case .completing: "completing"
+        case .completed: "completed"
+        case .rollingBack: "rollingBack"
+        case .rolledBack: "rolledBack"
+        }
+    }
+}
+
+extension SourcePhase: MigrationWireValue {
+    var migrationWireName: String {
+        switch self {
+        case .authorizing: "authorizing"
+        case .proposing: "proposing"
+        case .stopping: "stopping"
+        case .poweringOff: "poweringOff"
+        case .snapshotting: "snapshotting"
+        case .exporting: "exporting"
+        case .converting: "converting"
+        case .transferring: "transferring"
+        case .migratingLive: "migratingLive"
+        case .verifyingLive: "verifyingLive"
+        case .announcing: "announcing"
+        case .cuttingOver: "cuttingOver"
+        case .terminating: "terminating"
+        case .cleaningUp: "cleaningUp"
+        case .handingOverMetering: "handingOverMetering"
+        case .completed: "completed"
+        case .rollingBack: "rollingBack"
+        case .rolledBack: "rolledBack"
+        }
+    }
+}
+
+extension KeyedDecodingContainer {
+    fileprivate func decodeWireValue<Value: MigrationWireValue>(_ type: Value.Type, forKey key: Key) throws -> Value {
+        let name = try decode(String.self, forKey: key)
+        guard let value = Value.allCases.first(where: { $0.migrationWireName == name }) else {
+            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "unknown \(Value.self) \"\(name.prefix(40))\"")
+        }
+        return value
+    }
+
+    fileprivate func decodeWireValueIfPresent<Value: MigrationWireValue>(_ type: Value.Type, forKey key: Key) throws -> Value? {
+        guard contains(key), try !decodeNil(forKey: key) else { return nil }
+        return try decodeWireValue(type, forKey: key)
+    }
+
+    fileprivate func decodeWireValues<Value: MigrationWireValue>(_ type: Value.Type, forKey key: Key) throws -> [Value] {
+        try decode([String].self, forKey: key).map { name in
+            guard let value = Value.allCases.first(where: { $0.migrationWireName == name }) else {
+                throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "unknown \(Value.self) \"\(name.prefix(40))\"")
+            }
+            return value
         }
     }
 }
