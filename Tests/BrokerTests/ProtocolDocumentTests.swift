@@ -1,11 +1,13 @@
 import Catalog
 import Foundation
 import Policy
+import Providers
 import TestSupport
 import Testing
 import X509
 
 @testable import Broker
+@testable import Migration
 @testable import Trust
 @testable import XMPP
 
@@ -16,7 +18,7 @@ import X509
 /// signs, answers are bound to the requests they answer, and the documented reason codes and
 /// stanza error types are exactly the code's.
 @Suite struct ProtocolDocumentTests {
-    static let documents = ["presence", "trust", "envelope", "catalog", "negotiation"]
+    static let documents = ["presence", "trust", "envelope", "catalog", "negotiation", "migration"]
     /// The examples' time stamps are of 2026-06-01T12:00:00Z.
     static let exampleTime = Date(timeIntervalSince1970: 1_780_315_200)
 
@@ -155,6 +157,10 @@ import X509
         case error(StanzaError, application: Decoded?)
         case negotiation(NegotiationMessage, signature: [UInt8]?)
         case ack(String)
+        case migration(MigrationMessage)
+        /// `<announce xmlns='urn:intercloud:transfer:0'/>`: migration, token, size, SHA-256.
+        case transferAnnounce(migration: String, token: String, size: Int64, sha256: String)
+        case transferAccepted(migration: String)
         case empty
     }
 
@@ -225,6 +231,9 @@ import X509
             case (CatalogProtocol.namespace, false): payload = .query(try query(envelope.payload))
             case (NegotiationWire.namespace, true): payload = .ack(try ack(envelope.payload))
             case (NegotiationWire.namespace, false): payload = try negotiation(envelope.payload)
+            case (MigrationMessage.namespace, _): payload = .migration(try MigrationWire.decode(envelope.payload))
+            case (BrokerImageTransport.namespace, _):
+                payload = try decodePayload(try PayloadElement.parse(String(decoding: envelope.payload, as: UTF8.self)), raw: envelope.payload)
             default: throw DocumentError(description: "an envelope for \(envelope.namespace), which no document here describes")
             }
             return .envelope(envelope, payload: payload)
@@ -232,6 +241,21 @@ import X509
             return .ack(try ack(raw))
         case NegotiationWire.namespace:
             return try negotiation(raw)
+        case MigrationMessage.namespace:
+            return .migration(try MigrationWire.decode(raw))
+        case BrokerImageTransport.namespace where element.name == "announce":
+            // BrokerImageTransport's handler reads the announcement inside its (private) handler;
+            // these are its checks, in its order, before it looks up the offer.
+            guard let migration = element.attributes["migration"], let token = element.attributes["token"],
+                let size = element.attributes["size"].flatMap(Int64.init), size >= 0,
+                let sha256 = element.attributes["sha256"], sha256.count == 64, element.children.isEmpty
+            else { throw DocumentError(description: "expected <announce xmlns='\(BrokerImageTransport.namespace)' migration='' token='' size='' sha256=''/>") }
+            return .transferAnnounce(migration: migration, token: token, size: size, sha256: sha256)
+        case BrokerImageTransport.namespace where element.name == "accepted":
+            guard let migration = element.attributes["migration"], element.children.isEmpty else {
+                throw DocumentError(description: "an <accepted/> without its migration")
+            }
+            return .transferAccepted(migration: migration)
         case "http://www.w3.org/2005/sparql-results#":
             return .answer(try CatalogProtocol.parseAnswer(raw))
         case let namespace? where namespace.hasPrefix("urn:intercloud:catalog:"):
@@ -314,6 +338,8 @@ import X509
         var last: Received?
         var agreement: Agreement?
         var lastMessage: NegotiationMessage?
+        var lastMigration: MigrationMessage?
+        var migrationKinds: Set<String> = []
 
         func key(_ jid: String?, _ label: String) throws -> Certificate {
             guard let jid, let certificate = pki.leaves[XmppAddr.bare(jid)] else {
@@ -329,6 +355,11 @@ import X509
 
         for block in try Self.blocks(document) {
             switch block {
+            case .json(let line, let text) where document == "migration":
+                // A migration message as JSON: the same message as the example before it.
+                let decoded = try MigrationMessage.decode(Data(text.utf8))
+                #expect(decoded == lastMigration, "\(document).md:\(line): not the message of the example before it")
+                counts.texts += 1
             case .json(let line, let text):
                 // A negotiation message as JSON: the same message as the example before it.
                 let escaped = text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
@@ -403,6 +434,16 @@ import X509
                         #expect(throws: Never.self) { try EnvelopeVerifier.checkExchange(envelope, answering: nil) }
                         requests.append((envelope, from, to))
                     }
+                case .migration(let message):
+                    // The example's JSON is byte for byte what the broker writes for this message.
+                    let written = try PayloadElement.parse(String(decoding: try MigrationWire.encode(message), as: UTF8.self))
+                    #expect(written.text == (try PayloadElement.parse(example.xml)).text, "\(example.label): not the broker's bytes")
+                    lastMigration = message
+                    migrationKinds.insert(message.kind)
+                case .transferAnnounce(let migration, _, let size, let sha256):
+                    // The announcement of the file of the example's transferred message.
+                    #expect(migration == "mig-8d2f6a1c" && size == 1_073_741_824 && sha256 == "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+                    migrationKinds.insert("announce")
                 case .trust(.hello(let message)):
                     let from = try #require(stanza.from), to = try #require(stanza.to)
                     hello = (message, from, to)
@@ -462,6 +503,11 @@ import X509
         case "catalog": #expect(counts.signatures == 2 && counts.bindings == 1, "\(counts)")
         case "presence": #expect(counts.fingerprints == 3, "\(counts)")
         case "negotiation": #expect(counts.signatures == 5 && counts.bindings == 1 && counts.agreementSignatures == 2 && counts.texts == 2, "\(counts)")
+        case "migration":
+            // Every message kind has an example, and so has the announcement of the disk image.
+            #expect(migrationKinds == ["propose", "reserved", "transferred", "liveMigrated", "started", "cutover", "abort", "status", "state", "announce"],
+                    "\(migrationKinds.sorted())")
+            #expect(counts.texts == 1, "\(counts)")
         default: Issue.record("no expectations for \(document)")
         }
     }
@@ -516,6 +562,17 @@ import X509
     @Test func documentedReasonCodesAreTheWireValues() throws {
         #expect(try Self.codes(in: "trust", under: "### Refusal reasons") == TrustRefusalReason.allCases.map(\.rawValue))
         #expect(try Self.codes(in: "envelope", under: "### Refusal codes") == EnvelopeError.Code.allCases.map(\.rawValue))
+        #expect(try Self.names(in: "migration", after: "Destination phases:") == DestinationPhase.allCases.map(\.migrationWireName))
+        #expect(try Self.names(in: "migration", after: "Source phases:") == SourcePhase.allCases.map(\.migrationWireName))
+        #expect(try Self.names(in: "migration", after: "Image formats are named as `qemu-img` names\nthem:") == ImageFormat.allCases.map(\.migrationWireName))
+    }
+
+    /// The `code` names of the paragraph that starts with `lead`, up to its first full stop.
+    static func names(in document: String, after lead: String) throws -> [String] {
+        let text = try Self.text(document)
+        guard let start = text.range(of: lead) else { throw DocumentError(description: "\(document).md has no \(lead)") }
+        let paragraph = text[start.upperBound...].prefix { $0 != "." }
+        return paragraph.split(separator: "`", omittingEmptySubsequences: false).enumerated().filter { $0.offset % 2 == 1 }.map { String($0.element) }
     }
 
     /// The byte layouts the documents describe field by field, rebuilt here from the tables'
