@@ -1,4 +1,5 @@
 import Catalog
+import Metering
 import Foundation
 import Policy
 import Providers
@@ -18,7 +19,7 @@ import X509
 /// signs, answers are bound to the requests they answer, and the documented reason codes and
 /// stanza error types are exactly the code's.
 @Suite struct ProtocolDocumentTests {
-    static let documents = ["presence", "trust", "envelope", "catalog", "negotiation", "migration"]
+    static let documents = ["presence", "trust", "envelope", "catalog", "negotiation", "migration", "metering"]
     /// The examples' time stamps are of 2026-06-01T12:00:00Z.
     static let exampleTime = Date(timeIntervalSince1970: 1_780_315_200)
 
@@ -29,8 +30,12 @@ import X509
         var line: Int
         var xml: String
         var invalid: Bool { xml.drop(while: \.isWhitespace).hasPrefix("<!-- invalid") }
-        /// Well-formed XML whose JSON content is refused: the schema accepts it, the decoder not.
-        var invalidJSON: Bool { xml.drop(while: \.isWhitespace).hasPrefix("<!-- invalid JSON:") }
+        /// Well-formed XML whose JSON content (or other content the schema does not describe, such
+        /// as a usage record's text) is refused: the schema accepts it, the decoder not.
+        var invalidJSON: Bool {
+            let text = xml.drop(while: \.isWhitespace)
+            return text.hasPrefix("<!-- invalid JSON:") || text.hasPrefix("<!-- invalid content:")
+        }
         var label: String { "\(document).md:\(line)" }
     }
 
@@ -161,6 +166,9 @@ import X509
         /// `<announce xmlns='urn:intercloud:transfer:0'/>`: migration, token, size, SHA-256.
         case transferAnnounce(migration: String, token: String, size: Int64, sha256: String)
         case transferAccepted(migration: String)
+        case usage(UsageRecord, signature: [UInt8])
+        case countersigned([UInt8])
+        case disputed([String])
         case empty
     }
 
@@ -232,6 +240,8 @@ import X509
             case (NegotiationWire.namespace, true): payload = .ack(try ack(envelope.payload))
             case (NegotiationWire.namespace, false): payload = try negotiation(envelope.payload)
             case (MigrationMessage.namespace, _): payload = .migration(try MigrationWire.decode(envelope.payload))
+            case (MeteringService.namespace, _):
+                payload = try decodePayload(try PayloadElement.parse(String(decoding: envelope.payload, as: UTF8.self)), raw: envelope.payload)
             case (BrokerImageTransport.namespace, _):
                 payload = try decodePayload(try PayloadElement.parse(String(decoding: envelope.payload, as: UTF8.self)), raw: envelope.payload)
             default: throw DocumentError(description: "an envelope for \(envelope.namespace), which no document here describes")
@@ -243,6 +253,15 @@ import X509
             return try negotiation(raw)
         case MigrationMessage.namespace:
             return .migration(try MigrationWire.decode(raw))
+        case MeteringService.namespace where element.name == "usage":
+            // As MeteringService's handler reads a record: the element, then the canonical text.
+            let parsed = try MeteringWire.parseUsage(raw)
+            return .usage(try UsageRecord(canonicalBytes: parsed.record), signature: parsed.signature)
+        case MeteringService.namespace:
+            switch try MeteringWire.parseAnswer(raw) {
+            case .countersigned(let signature): return .countersigned(signature)
+            case .disputed(let reasons): return .disputed(reasons)
+            }
         case BrokerImageTransport.namespace where element.name == "announce":
             // BrokerImageTransport's handler reads the announcement inside its (private) handler;
             // these are its checks, in its order, before it looks up the offer.
@@ -339,7 +358,7 @@ import X509
         var agreement: Agreement?
         var lastMessage: NegotiationMessage?
         var lastMigration: MigrationMessage?
-        var migrationKinds: Set<String> = []
+        var kinds: Set<String> = []
 
         func key(_ jid: String?, _ label: String) throws -> Certificate {
             guard let jid, let certificate = pki.leaves[XmppAddr.bare(jid)] else {
@@ -365,6 +384,15 @@ import X509
                 let escaped = text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
                 let decoded = try NegotiationWire.decode(Array("<negotiation xmlns='\(NegotiationWire.namespace)'>\(escaped)</negotiation>".utf8))
                 #expect(decoded.message == lastMessage, "\(document).md:\(line): not the message of the example before it")
+                counts.texts += 1
+            case .canonical(let line, let text) where document == "metering":
+                // The record's canonical text: the bytes of the usage example before it.
+                guard case .usage(let record, _)? = last?.decoded else {
+                    Issue.record("\(document).md:\(line): canonical text without a usage record before it")
+                    continue
+                }
+                #expect(text == String(decoding: record.canonicalBytes(), as: UTF8.self), "\(document).md:\(line): not the record's canonical text")
+                #expect(try UsageRecord(canonicalBytes: Array(text.utf8)) == record)
                 counts.texts += 1
             case .canonical(let line, let text):
                 let signed = try #require(agreement, "\(document).md:\(line): canonical text without an agreement before it")
@@ -439,11 +467,13 @@ import X509
                     let written = try PayloadElement.parse(String(decoding: try MigrationWire.encode(message), as: UTF8.self))
                     #expect(written.text == (try PayloadElement.parse(example.xml)).text, "\(example.label): not the broker's bytes")
                     lastMigration = message
-                    migrationKinds.insert(message.kind)
+                    kinds.insert(message.kind)
+                case .usage, .countersigned, .disputed:
+                    kinds.insert(example.xml.split(separator: " ").first.map { String($0.dropFirst()) } ?? "")
                 case .transferAnnounce(let migration, _, let size, let sha256):
                     // The announcement of the file of the example's transferred message.
                     #expect(migration == "mig-8d2f6a1c" && size == 1_073_741_824 && sha256 == "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
-                    migrationKinds.insert("announce")
+                    kinds.insert("announce")
                 case .trust(.hello(let message)):
                     let from = try #require(stanza.from), to = try #require(stanza.to)
                     hello = (message, from, to)
@@ -505,8 +535,11 @@ import X509
         case "negotiation": #expect(counts.signatures == 5 && counts.bindings == 1 && counts.agreementSignatures == 2 && counts.texts == 2, "\(counts)")
         case "migration":
             // Every message kind has an example, and so has the announcement of the disk image.
-            #expect(migrationKinds == ["propose", "reserved", "transferred", "liveMigrated", "started", "cutover", "abort", "status", "state", "announce"],
-                    "\(migrationKinds.sorted())")
+            #expect(kinds == ["propose", "reserved", "transferred", "liveMigrated", "started", "cutover", "abort", "status", "state", "announce"],
+                    "\(kinds.sorted())")
+            #expect(counts.texts == 1, "\(counts)")
+        case "metering":
+            #expect(kinds == ["usage", "countersigned", "disputed"], "\(kinds.sorted())")
             #expect(counts.texts == 1, "\(counts)")
         default: Issue.record("no expectations for \(document)")
         }
