@@ -254,3 +254,233 @@ extension FederationMessage {
         else { throw FederationMessageError("token must be 16...256 characters of base64url") }
     }
 }
+
+// MARK: - Wire form
+
+/// The JSON of `urn:intercloud:federation:0` (docs/protocol/federation.md), written out by hand:
+/// every name on the wire is a string literal here, so renaming a Swift property or case cannot
+/// change it. Times are left to the coder's date strategy (ISO 8601 in `encoded()`/`decode(_:)`).
+extension FederationMessage {
+    private enum WireKey: String, CodingKey {
+        case serviceID = "serviceID"
+        case body = "body"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: WireKey.self)
+        self.init(serviceID: try container.decode(String.self, forKey: .serviceID), body: try container.decode(Body.self, forKey: .body))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: WireKey.self)
+        try container.encode(serviceID, forKey: .serviceID)
+        try container.encode(body, forKey: .body)
+    }
+}
+
+/// A body is an object with exactly one member, named by the message kind, whose value is an
+/// object: `{"select":{"_0":SELECTION}}`, `{"status":{}}`, `{"refused":{"reason":"…"}}`.
+extension FederationMessage.Body {
+    private enum Kind: String, CodingKey {
+        case select = "select"
+        case provisioned = "provisioned"
+        case status = "status"
+        case state = "state"
+        case renew = "renew"
+        case renewed = "renewed"
+        case teardown = "teardown"
+        case done = "done"
+        case refused = "refused"
+    }
+
+    private enum ValueKey: String, CodingKey {
+        case value = "_0"
+        case reason = "reason"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: Kind.self)
+        guard container.allKeys.count == 1, let kind = container.allKeys.first else {
+            throw DecodingError.dataCorrupted(.init(
+                codingPath: container.codingPath, debugDescription: "a federation body has exactly one known message kind"))
+        }
+        let value = try container.nestedContainer(keyedBy: ValueKey.self, forKey: kind)
+        switch kind {
+        case .select: self = .select(try value.decode(ServiceSelection.self, forKey: .value))
+        case .provisioned: self = .provisioned(try value.decode(ProvisionedService.self, forKey: .value))
+        case .status: self = .status
+        case .state: self = .state(try value.decode(ServiceStatus.self, forKey: .value))
+        case .renew: self = .renew
+        case .renewed: self = .renewed(try value.decode(ServiceCredentials.self, forKey: .value))
+        case .teardown: self = .teardown
+        case .done: self = .done
+        case .refused: self = .refused(reason: try value.decode(String.self, forKey: .reason))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: Kind.self)
+        switch self {
+        case .select(let selection):
+            var value = container.nestedContainer(keyedBy: ValueKey.self, forKey: .select)
+            try value.encode(selection, forKey: .value)
+        case .provisioned(let service):
+            var value = container.nestedContainer(keyedBy: ValueKey.self, forKey: .provisioned)
+            try value.encode(service, forKey: .value)
+        case .status:
+            _ = container.nestedContainer(keyedBy: ValueKey.self, forKey: .status)
+        case .state(let status):
+            var value = container.nestedContainer(keyedBy: ValueKey.self, forKey: .state)
+            try value.encode(status, forKey: .value)
+        case .renew:
+            _ = container.nestedContainer(keyedBy: ValueKey.self, forKey: .renew)
+        case .renewed(let credentials):
+            var value = container.nestedContainer(keyedBy: ValueKey.self, forKey: .renewed)
+            try value.encode(credentials, forKey: .value)
+        case .teardown:
+            _ = container.nestedContainer(keyedBy: ValueKey.self, forKey: .teardown)
+        case .done:
+            _ = container.nestedContainer(keyedBy: ValueKey.self, forKey: .done)
+        case .refused(let reason):
+            var value = container.nestedContainer(keyedBy: ValueKey.self, forKey: .refused)
+            try value.encode(reason, forKey: .reason)
+        }
+    }
+}
+
+extension ServiceSelection {
+    private enum WireKey: String, CodingKey {
+        case templateName = "templateName"
+        case parameters = "parameters"
+        case agreementID = "agreementID"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: WireKey.self)
+        self.init(
+            templateName: try container.decode(String.self, forKey: .templateName),
+            parameters: try container.decode([String: String].self, forKey: .parameters),
+            agreementID: try container.decode(String.self, forKey: .agreementID))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: WireKey.self)
+        try container.encode(templateName, forKey: .templateName)
+        try container.encode(parameters, forKey: .parameters)
+        try container.encode(agreementID, forKey: .agreementID)
+    }
+}
+
+extension ServiceEndpoint {
+    private enum WireKey: String, CodingKey {
+        case host = "host"
+        case port = "port"
+        case protocolName = "protocolName"
+        case path = "path"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: WireKey.self)
+        self.init(
+            host: try container.decode(String.self, forKey: .host), port: try container.decode(Int.self, forKey: .port),
+            protocolName: try container.decode(String.self, forKey: .protocolName), path: try container.decodeIfPresent(String.self, forKey: .path))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: WireKey.self)
+        try container.encode(host, forKey: .host)
+        try container.encode(port, forKey: .port)
+        try container.encode(protocolName, forKey: .protocolName)
+        try container.encodeIfPresent(path, forKey: .path)
+    }
+}
+
+extension ServiceCredentials {
+    private enum WireKey: String, CodingKey {
+        case username = "username"
+        case token = "token"
+        case expiresAt = "expiresAt"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: WireKey.self)
+        self.init(
+            username: try container.decode(String.self, forKey: .username), token: try container.decode(String.self, forKey: .token),
+            expiresAt: try container.decode(Date.self, forKey: .expiresAt))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: WireKey.self)
+        try container.encode(username, forKey: .username)
+        try container.encode(token, forKey: .token)
+        try container.encode(expiresAt, forKey: .expiresAt)
+    }
+}
+
+extension ProvisionedService {
+    private enum WireKey: String, CodingKey {
+        case endpoint = "endpoint"
+        case interfaceDescription = "interfaceDescription"
+        case credentials = "credentials"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: WireKey.self)
+        self.init(
+            endpoint: try container.decode(ServiceEndpoint.self, forKey: .endpoint),
+            interfaceDescription: try container.decodeIfPresent(String.self, forKey: .interfaceDescription),
+            credentials: try container.decode(ServiceCredentials.self, forKey: .credentials))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: WireKey.self)
+        try container.encode(endpoint, forKey: .endpoint)
+        try container.encodeIfPresent(interfaceDescription, forKey: .interfaceDescription)
+        try container.encode(credentials, forKey: .credentials)
+    }
+}
+
+extension ServiceStatus {
+    private enum WireKey: String, CodingKey {
+        case phase = "phase"
+        case endpoint = "endpoint"
+        case credentialsExpireAt = "credentialsExpireAt"
+        case reason = "reason"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: WireKey.self)
+        let name = try container.decode(String.self, forKey: .phase)
+        guard let phase = FederatedService.Phase.allCases.first(where: { $0.federationWireName == name }) else {
+            throw DecodingError.dataCorruptedError(forKey: .phase, in: container, debugDescription: "unknown phase \"\(name.prefix(40))\"")
+        }
+        self.init(
+            phase: phase, endpoint: try container.decodeIfPresent(ServiceEndpoint.self, forKey: .endpoint),
+            credentialsExpireAt: try container.decodeIfPresent(Date.self, forKey: .credentialsExpireAt),
+            reason: try container.decodeIfPresent(String.self, forKey: .reason))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: WireKey.self)
+        try container.encode(phase.federationWireName, forKey: .phase)
+        try container.encodeIfPresent(endpoint, forKey: .endpoint)
+        try container.encodeIfPresent(credentialsExpireAt, forKey: .credentialsExpireAt)
+        try container.encodeIfPresent(reason, forKey: .reason)
+    }
+}
+
+extension FederatedService.Phase {
+    /// The phase's name in `state` messages (the phases are defined with the service's state
+    /// machine; their names on the wire are fixed here).
+    var federationWireName: String {
+        switch self {
+        case .requested: "requested"
+        case .provisioning: "provisioning"
+        case .starting: "starting"
+        case .active: "active"
+        case .tearingDown: "tearing-down"
+        case .ended: "ended"
+        case .failed: "failed"
+        }
+    }
+}
