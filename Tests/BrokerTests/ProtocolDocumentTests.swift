@@ -1,4 +1,5 @@
 import Catalog
+@testable import Federation
 import Metering
 import Foundation
 import Policy
@@ -19,7 +20,7 @@ import X509
 /// signs, answers are bound to the requests they answer, and the documented reason codes and
 /// stanza error types are exactly the code's.
 @Suite struct ProtocolDocumentTests {
-    static let documents = ["presence", "trust", "envelope", "catalog", "negotiation", "migration", "metering"]
+    static let documents = ["presence", "trust", "envelope", "catalog", "negotiation", "migration", "metering", "federation"]
     /// The examples' time stamps are of 2026-06-01T12:00:00Z.
     static let exampleTime = Date(timeIntervalSince1970: 1_780_315_200)
 
@@ -167,6 +168,9 @@ import X509
         case transferAnnounce(migration: String, token: String, size: Int64, sha256: String)
         case transferAccepted(migration: String)
         case usage(UsageRecord, signature: [UInt8])
+        case federation(FederationMessage)
+        case ping(String)
+        case pong(FederationPing.Pong)
         case countersigned([UInt8])
         case disputed([String])
         case empty
@@ -240,6 +244,9 @@ import X509
             case (NegotiationWire.namespace, true): payload = .ack(try ack(envelope.payload))
             case (NegotiationWire.namespace, false): payload = try negotiation(envelope.payload)
             case (MigrationMessage.namespace, _): payload = .migration(try MigrationWire.decode(envelope.payload))
+            case (FederationMessage.namespace, _): payload = .federation(try FederationWire.decode(envelope.payload))
+            case (FederationPing.namespace, false): payload = .ping(try FederationPing.parseRequest(envelope.payload))
+            case (FederationPing.namespace, true): payload = .pong(try FederationPing.parseAnswer(envelope.payload))
             case (MeteringService.namespace, _):
                 payload = try decodePayload(try PayloadElement.parse(String(decoding: envelope.payload, as: UTF8.self)), raw: envelope.payload)
             case (BrokerImageTransport.namespace, _):
@@ -253,6 +260,12 @@ import X509
             return try negotiation(raw)
         case MigrationMessage.namespace:
             return .migration(try MigrationWire.decode(raw))
+        case FederationMessage.namespace:
+            return .federation(try FederationWire.decode(raw))
+        case FederationPing.namespace where element.name == "ping":
+            return .ping(try FederationPing.parseRequest(raw))
+        case FederationPing.namespace:
+            return .pong(try FederationPing.parseAnswer(raw))
         case MeteringService.namespace where element.name == "usage":
             // As MeteringService's handler reads a record: the element, then the canonical text.
             let parsed = try MeteringWire.parseUsage(raw)
@@ -358,6 +371,7 @@ import X509
         var agreement: Agreement?
         var lastMessage: NegotiationMessage?
         var lastMigration: MigrationMessage?
+        var lastFederation: FederationMessage?
         var kinds: Set<String> = []
 
         func key(_ jid: String?, _ label: String) throws -> Certificate {
@@ -378,6 +392,10 @@ import X509
                 // A migration message as JSON: the same message as the example before it.
                 let decoded = try MigrationMessage.decode(Data(text.utf8))
                 #expect(decoded == lastMigration, "\(document).md:\(line): not the message of the example before it")
+                counts.texts += 1
+            case .json(let line, let text) where document == "federation":
+                let decoded = try FederationMessage.decode(Data(text.utf8))
+                #expect(decoded == lastFederation, "\(document).md:\(line): not the message of the example before it")
                 counts.texts += 1
             case .json(let line, let text):
                 // A negotiation message as JSON: the same message as the example before it.
@@ -468,6 +486,20 @@ import X509
                     #expect(written.text == (try PayloadElement.parse(example.xml)).text, "\(example.label): not the broker's bytes")
                     lastMigration = message
                     kinds.insert(message.kind)
+                case .federation(let message):
+                    // The example's JSON is byte for byte what the broker writes for this message.
+                    let written = try PayloadElement.parse(String(decoding: try FederationWire.encode(message), as: UTF8.self))
+                    #expect(written.text == (try PayloadElement.parse(example.xml)).text, "\(example.label): not the broker's bytes")
+                    lastFederation = message
+                    kinds.insert(message.kind)
+                case .ping(let text):
+                    // Byte for byte what the broker writes.
+                    #expect(FederationPing.request(text: text) == Array(example.xml.utf8), "\(example.label): not the broker's bytes")
+                    kinds.insert("ping")
+                case .pong(let pong):
+                    let announcement = Announcement(cloud: pong.cloud, regions: [], load: pong.load, fingerprint: "")
+                    #expect(FederationPing.answer(text: pong.text, announcement: announcement) == Array(example.xml.utf8), "\(example.label): not the broker's bytes")
+                    kinds.insert("pong")
                 case .usage, .countersigned, .disputed:
                     kinds.insert(example.xml.split(separator: " ").first.map { String($0.dropFirst()) } ?? "")
                 case .transferAnnounce(let migration, _, let size, let sha256):
@@ -538,6 +570,10 @@ import X509
             #expect(kinds == ["propose", "reserved", "transferred", "liveMigrated", "started", "cutover", "abort", "status", "state", "announce"],
                     "\(kinds.sorted())")
             #expect(counts.texts == 1, "\(counts)")
+        case "federation":
+            #expect(kinds == ["select", "provisioned", "status", "state", "renew", "renewed", "teardown", "done", "refused", "ping", "pong"],
+                    "\(kinds.sorted())")
+            #expect(counts.texts == 1, "\(counts)")
         case "metering":
             #expect(kinds == ["usage", "countersigned", "disputed"], "\(kinds.sorted())")
             #expect(counts.texts == 1, "\(counts)")
@@ -597,14 +633,16 @@ import X509
         #expect(try Self.codes(in: "envelope", under: "### Refusal codes") == EnvelopeError.Code.allCases.map(\.rawValue))
         #expect(try Self.names(in: "migration", after: "Destination phases:") == DestinationPhase.allCases.map(\.migrationWireName))
         #expect(try Self.names(in: "migration", after: "Source phases:") == SourcePhase.allCases.map(\.migrationWireName))
+        #expect(try Self.names(in: "federation", after: "Service phases:") == FederatedService.Phase.allCases.map(\.federationWireName))
+        #expect(Set(try Self.names(in: "federation", after: "| `protocolName` | one of", end: "\n")) == ServiceInterface.knownProtocols)
         #expect(try Self.names(in: "migration", after: "Image formats are named as `qemu-img` names\nthem:") == ImageFormat.allCases.map(\.migrationWireName))
     }
 
-    /// The `code` names of the paragraph that starts with `lead`, up to its first full stop.
-    static func names(in document: String, after lead: String) throws -> [String] {
+    /// The `code` names after `lead`, up to the first `end` (a full stop: the end of a sentence).
+    static func names(in document: String, after lead: String, end: Character = ".") throws -> [String] {
         let text = try Self.text(document)
         guard let start = text.range(of: lead) else { throw DocumentError(description: "\(document).md has no \(lead)") }
-        let paragraph = text[start.upperBound...].prefix { $0 != "." }
+        let paragraph = text[start.upperBound...].prefix { $0 != end }
         return paragraph.split(separator: "`", omittingEmptySubsequences: false).enumerated().filter { $0.offset % 2 == 1 }.map { String($0.element) }
     }
 
