@@ -9,31 +9,22 @@ let swiftSettings: [SwiftSetting] = [
 
 /// Developers working on one module in parallel can build and test it alone, without the other
 /// modules having to compile at that moment: `INTERCLOUD_ONLY=Catalog swift test --scratch-path
-/// .build-catalog`. Unset (as in CI), the whole package is built.
-let localTargetDependencies: [String: [String]] = [
-    "XMPP": ["CStrophe"], "Storage": [], "Trust": ["Storage"], "Catalog": ["CRaptor"],
-    "Providers": ["CLibvirt", "Storage"],
-    "TOMLParsing": [],
-    "Broker": ["XMPP", "Storage", "Trust", "Catalog", "Providers", "TOMLParsing", "Policy", "Metering", "Migration", "Transfer", "Federation"],
-    "intercloud": ["Broker", "Trust", "Providers", "Catalog", "Policy", "Storage", "Metering", "Migration"], "sparql-conformance": ["Catalog"], "bench-xmpp": ["Broker", "XMPP"],
-    "TestSupport": [], "XMPPTests": ["XMPP", "TestSupport"], "StorageTests": ["Storage"], "TrustTests": ["Trust"],
-    "CatalogTests": ["Catalog"], "ProvidersTests": ["Providers"], "BrokerTests": ["Broker", "XMPP", "Trust", "Catalog", "Providers", "TestSupport"],
-    "Policy": ["TOMLParsing"], "PolicyTests": ["Policy"],
-    "Metering": ["Policy", "Storage"], "MeteringTests": ["Metering"],
-    "Transfer": ["COpenSSL"], "TransferTests": ["Transfer", "Trust"],
-    "Migration": ["Providers", "Policy", "Metering", "Transfer", "Storage"],
-    "MigrationTests": ["Migration", "Providers", "Transfer", "Trust", "TestSupport"],
-    "Federation": ["Providers", "Policy", "Storage", "TOMLParsing"], "FederationTests": ["Federation", "Providers", "Policy", "TestSupport"],
-]
-
-func selectedTargets() -> Set<String>? {
+/// .build-catalog`. Unset (as in CI), the whole package is built. The selection is each named
+/// module, its tests, and every target they depend on, read from the targets' own dependencies.
+func selectedTargets(of targets: [Target]) -> Set<String>? {
     guard let only = Context.environment["INTERCLOUD_ONLY"], !only.isEmpty else { return nil }
+    let targetsByName = Dictionary(uniqueKeysWithValues: targets.map { ($0.name, $0) })
     var selected = Set<String>()
     var pending = only.split(separator: ",").flatMap { name in [String(name), "\(name)Tests"] }
     while let name = pending.popLast() {
-        guard localTargetDependencies[name] != nil || name.hasPrefix("C"), !selected.contains(name) else { continue }
+        guard let target = targetsByName[name], !selected.contains(name) else { continue }
         selected.insert(name)
-        pending += localTargetDependencies[name] ?? []
+        for dependency in target.dependencies {
+            switch dependency {
+            case .targetItem(let name, _), .byNameItem(let name, _): pending.append(name)
+            default: continue
+            }
+        }
     }
     return selected
 }
@@ -238,7 +229,7 @@ if Context.environment["INTERCLOUD_FUZZ"] == "1" {
     package.products.append(.executable(name: "intercloud-fuzz", targets: ["intercloud-fuzz"]))
 }
 
-if let selected = selectedTargets() {
+if let selected = selectedTargets(of: package.targets) {
     package.targets = package.targets.filter { selected.contains($0.name) }
     package.products = package.products.filter { selected.contains($0.name) }
 }
