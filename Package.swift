@@ -106,7 +106,6 @@ let package = Package(
                 "Storage",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -150,7 +149,7 @@ let package = Package(
         .target(
             name: "Migration",
             dependencies: [
-                "Providers", "Policy", "Metering", "Transfer", "Storage",
+                "Providers", "Policy", "Storage",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -171,7 +170,10 @@ let package = Package(
         .executableTarget(
             name: "intercloud",
             dependencies: [
-                "Broker", "Trust", "Providers", "Catalog",
+                "Broker", "Trust", "Providers", "Catalog", "Policy", "Storage", "Metering", "Migration", "XMPP",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -185,6 +187,8 @@ let package = Package(
             name: "bench-xmpp",
             dependencies: [
                 "Broker", "XMPP",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "bench/XMPPBench",
@@ -194,17 +198,70 @@ let package = Package(
         // Starts the real services tests talk to (Prosody), shared by the integration tests.
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "XMPPTests", dependencies: ["XMPP", "TestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "StorageTests", dependencies: ["Storage"], swiftSettings: swiftSettings),
-        .testTarget(name: "TrustTests", dependencies: ["Trust"], swiftSettings: swiftSettings),
-        .testTarget(name: "CatalogTests", dependencies: ["Catalog"], swiftSettings: swiftSettings),
-        .testTarget(name: "ProvidersTests", dependencies: ["Providers"], swiftSettings: swiftSettings),
-        .testTarget(name: "BrokerTests", dependencies: ["Broker", "XMPP", "Trust", "Catalog", "Providers", "TestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: swiftSettings),
-        .testTarget(name: "MeteringTests", dependencies: ["Metering"], swiftSettings: swiftSettings),
-        .testTarget(name: "FederationTests", dependencies: ["Federation", "Providers", "Policy", "TestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "TransferTests", dependencies: ["Transfer", "Trust"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "MigrationTests", dependencies: ["Migration", "Providers", "Transfer", "Trust", "TestSupport"],
+            name: "StorageTests",
+            dependencies: [
+                "Storage",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TrustTests",
+            dependencies: [
+                "Trust", "Storage",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CatalogTests",
+            dependencies: [
+                "Catalog",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ProvidersTests",
+            dependencies: [
+                "Providers", "Storage",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "BrokerTests",
+            dependencies: [
+                "Broker", "XMPP", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
+                "Storage", "TestSupport",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy", "TOMLParsing"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "MeteringTests",
+            dependencies: [
+                "Metering", "Policy", "Storage",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(name: "FederationTests", dependencies: ["Federation", "Providers", "Policy", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TransferTests",
+            dependencies: [
+                "Transfer", "Trust",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "MigrationTests",
+            dependencies: [
+                "Migration", "Providers", "Policy", "TestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings),
     ]
 )
