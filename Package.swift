@@ -1,10 +1,12 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-/// Settings shared by every Swift target: Swift 6 language mode (strict concurrency) and
-/// explicit `any` for existentials.
+/// Settings shared by every Swift target: Swift 6 language mode (strict concurrency), explicit
+/// `any` for existentials, and members from another module's extensions usable only in files that
+/// import that module.
 let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
 /// Developers working on one module in parallel can build and test it alone, without the other
@@ -118,6 +120,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "FlyingFox", package: "FlyingFox"),
+                .product(name: "FlyingSocks", package: "FlyingFox"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -174,6 +177,7 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -237,6 +241,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "X509", package: "swift-certificates"),
             ],
             swiftSettings: swiftSettings),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "TOMLParsing"], swiftSettings: swiftSettings),
@@ -247,12 +252,19 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: swiftSettings),
-        .testTarget(name: "FederationTests", dependencies: ["Federation", "Providers", "Policy", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FederationTests",
+            dependencies: [
+                "Federation", "Providers", "Policy", "TOMLParsing", "TestSupport",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "TransferTests",
             dependencies: [
                 "Transfer", "Trust",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "X509", package: "swift-certificates"),
             ],
             swiftSettings: swiftSettings),

@@ -2,6 +2,7 @@ import ArgumentParser
 import Broker
 import Foundation
 import Trust
+import XMPP
 
 /// `intercloud certs init-ca|issue|show`: make or inspect the PKI described in certs/README.md.
 /// Thin over `Trust.CertificateFiles`, which is where the behaviour is tested.

@@ -1,6 +1,7 @@
 import Foundation
 import Broker
 import Testing
+import Trust
 import XMPP
 
 @Suite struct BrokerConfigurationTests {

@@ -2,6 +2,7 @@ import Broker
 import Foundation
 import TestSupport
 import Testing
+import Trust
 import XMPP
 
 /// Brokers against a real Prosody (two virtual hosts), over verified TLS.

@@ -1,5 +1,8 @@
 import Broker
 import Foundation
+import Metering
+import Migration
+import Policy
 import Providers
 import TestSupport
 import Testing

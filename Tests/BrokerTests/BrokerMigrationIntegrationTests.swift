@@ -1,5 +1,6 @@
 import Broker
 import Foundation
+import Metering
 @testable import Migration
 import Policy
 import Providers

@@ -1,9 +1,11 @@
 import Broker
 import Foundation
+import GRDB
 import Storage
 import TestSupport
 import Testing
 import Trust
+import X509
 import XMPP
 
 /// Trust between brokers over a real Prosody (issue 3): certificates made in code, written to PEM

@@ -1,4 +1,5 @@
 import Foundation
+import TOMLParsing
 import Testing
 
 @testable import Federation

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import SwiftASN1
 import Synchronization
 import Trust
 import X509

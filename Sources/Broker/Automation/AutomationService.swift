@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metering
 import Migration
 import Policy
 import Providers

@@ -1,6 +1,7 @@
 import Catalog
 import Foundation
 import Synchronization
+import XMPP
 
 /// This broker's service catalog: the static description files named in `[catalog] files`, in the
 /// default graph, plus a description of the broker itself (`ic:Cloud` with its name, XMPP address

@@ -1,5 +1,6 @@
 import Federation
 import FlyingFox
+import FlyingSocks
 import Foundation
 import GRDB
 import Logging

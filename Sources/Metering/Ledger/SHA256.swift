@@ -1,4 +1,5 @@
 import Crypto
+import Foundation
 
 /// SHA-256 fingerprints of usage records (the ledger's `sha256` column), from swift-crypto.
 enum SHA256 {

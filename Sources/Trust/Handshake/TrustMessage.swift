@@ -1,4 +1,5 @@
 import Foundation
+import SwiftASN1
 import X509
 
 /// The messages of the trust handshake (`urn:intercloud:trust:0`).

@@ -1,4 +1,5 @@
 import Broker
+import Catalog
 import Foundation
 import Glibc
 import Metering
