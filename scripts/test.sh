@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 [ "${SKIP_SETUP:-0}" = 1 ] || scripts/setup.sh
 mkdir -p var
 
+echo "== package graph (declared dependencies equal imports)"
+scripts/check-imports.sh
+
 echo "== build"
 swift build --build-tests > var/build.log 2>&1 || { grep -E "error:" -A3 var/build.log | head -60; tail -5 var/build.log; exit 1; }
 tail -1 var/build.log

@@ -387,11 +387,12 @@ public final class BrokerNode: Service, Sendable {
                 try registry.allOffline()
             case .declineSubscription(let jid, let reason):
                 logger.notice("peering request from \(jid) declined: \(reason)")
-                try registry.clearPendingApproval(jid)
-                client.send(Stanza.presence(type: "unsubscribed", to: jid))
+                // Audited first: once the row is gone, the decision must already be on record.
                 _ = try? audit.record(AuditEvent(
                     at: now, module: "broker", kind: "peering.request", peer: jid.description, action: "subscribe",
                     outcome: .refused, reason: "declined", detail: reason))
+                try registry.clearPendingApproval(jid)
+                client.send(Stanza.presence(type: "unsubscribed", to: jid))
             case .recordPendingApproval(let jid):
                 logger.notice("peering request from \(jid) waits for approval: intercloud peers approve \(jid) --config \(configuration.sourcePath)")
                 try registry.setSubscription(jid, "pending-approval", now: now)
