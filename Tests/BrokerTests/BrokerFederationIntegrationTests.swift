@@ -310,7 +310,8 @@ import XMPP
         let second = Self.template.replacingOccurrences(of: "name = \"web-server\"", with: "name = \"web-server-2\"")
         try second.write(to: federated.templates.appendingPathComponent("web-server-2.toml"), atomically: true, encoding: .utf8)
         #expect(await eventually(timeout: .seconds(15)) { offered() == ["web-server", "web-server-2"] })
-        #expect(try await inCatalog() == ["web-server", "web-server-2"])
+        // The catalog graph is replaced right after the journal: wait for it too.
+        #expect(try await eventually(timeout: .seconds(5)) { try await inCatalog() == ["web-server", "web-server-2"] })
         #expect(pair.provider.auditEvents(kind: "federation.templates").map(\.reason) == ["reloaded"])
 
         // A broken file: refused as a whole with its file:line, audited; both templates stay offered.
