@@ -212,9 +212,8 @@ public final class MigrationService: Sendable {
             guard event.phase == "rolledBack" else { return }
             let (peer, reason): (String?, String?) =
                 switch event.role {
-                case .source: ((try? journal.sourceSnapshot(event.migrationID))??.peer, (try? journal.sourceSnapshot(event.migrationID))??.rollbackReason)
-                case .destination:
-                    ((try? journal.destinationSnapshot(event.migrationID))??.peer, (try? journal.destinationSnapshot(event.migrationID))??.rollbackReason)
+                case .source: ((try? journal.sourceSnapshot(event.migrationID)) ?? nil).map { ($0.peer, $0.rollbackReason) } ?? (nil, nil)
+                case .destination: ((try? journal.destinationSnapshot(event.migrationID)) ?? nil).map { ($0.peer, $0.rollbackReason) } ?? (nil, nil)
                 }
             _ = try? audit.refused(
                 module: "migration", kind: "migration.rollback", peer: peer ?? "", action: event.migrationID, reason: event.role.rawValue,
