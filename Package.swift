@@ -115,12 +115,34 @@ let package = Package(
             name: "Broker",
             dependencies: [
                 "XMPP", "Storage", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
+                "Peering", "Negotiation",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 "TOMLParsing",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "FlyingFox", package: "FlyingFox"),
                 .product(name: "FlyingSocks", package: "FlyingFox"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // What every protocol service is built from (`BrokerContext`) and the one interface it
+        // reaches peers through (`SignedTransport`).
+        .target(
+            name: "Peering",
+            dependencies: [
+                "XMPP", "Trust", "Policy",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Contract negotiation between brokers: the service, its journal and agreements store, the wire.
+        .target(
+            name: "Negotiation",
+            dependencies: [
+                "Peering", "Policy", "Trust", "XMPP", "Storage",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -133,8 +155,10 @@ let package = Package(
         .target(
             name: "Metering",
             dependencies: [
-                "Policy", "Storage", .product(name: "GRDB", package: "GRDB.swift"),
+                "Policy", "Storage", "Negotiation", "Peering", "Providers", "Trust", "XMPP",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -173,7 +197,7 @@ let package = Package(
         .executableTarget(
             name: "intercloud",
             dependencies: [
-                "Broker", "Trust", "Providers", "Catalog", "Policy", "Storage", "Metering", "Migration", "XMPP",
+                "Broker", "Trust", "Providers", "Catalog", "Policy", "Storage", "Metering", "Migration", "XMPP", "Negotiation", "Peering",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -236,7 +260,7 @@ let package = Package(
             name: "BrokerTests",
             dependencies: [
                 "Broker", "XMPP", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
-                "Storage", "TestSupport",
+                "Negotiation", "Peering", "Storage", "TestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -245,6 +269,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "TOMLParsing"], swiftSettings: swiftSettings),
+        .testTarget(name: "NegotiationTests", dependencies: ["Negotiation", "Policy", "XMPP"], swiftSettings: swiftSettings),
         .testTarget(
             name: "MeteringTests",
             dependencies: [
@@ -292,7 +317,7 @@ if Context.environment["INTERCLOUD_FUZZ"] == "1" {
     package.targets.append(.target(name: "CLibFuzzer", path: "Sources/CLibFuzzer"))
     package.targets.append(.executableTarget(
         name: "intercloud-fuzz",
-        dependencies: ["CLibFuzzer", "Broker", "Federation", "Metering", "Migration", "Policy", "Providers", "Transfer", "Trust", "XMPP"],
+        dependencies: ["CLibFuzzer", "Broker", "Federation", "Metering", "Migration", "Negotiation", "Policy", "Providers", "Transfer", "Trust", "XMPP"],
         swiftSettings: swiftSettings + instrumented + [.unsafeFlags(["-parse-as-library"])],
         linkerSettings: [.unsafeFlags(["-sanitize=address", "-Xlinker", fuzzerLibrary, "-lstdc++"])]))
     package.products.append(.executable(name: "intercloud-fuzz", targets: ["intercloud-fuzz"]))

@@ -4,6 +4,8 @@ import Federation
 import Logging
 import Metering
 import Migration
+import Negotiation
+import Peering
 import Policy
 import Providers
 import ServiceLifecycle
@@ -87,7 +89,7 @@ public final class BrokerNode: Service, Sendable {
             trust = nil
             logger.warning("no [trust] section in \(configuration.sourcePath): announcing no certificate fingerprint; no peer can be trusted and every federation request will be refused (not-authorized)")
         }
-        self.signed = SignedRequests(trust: trust?.service, audit: audit, client: client, logger: logger, tasks: tasks)
+        self.signed = SignedRequests(trust: trust?.service, audit: audit, client: client, registry: registry, logger: logger, tasks: tasks)
         self.catalog = CatalogService(catalog: try BrokerCatalog(configuration: configuration), audit: audit, logger: logger)
         self.catalogQueries = CatalogQuerier(signed: signed, registry: registry)
         var policies = PolicySet()
@@ -97,17 +99,17 @@ public final class BrokerNode: Service, Sendable {
             }
         }
         self.policies = policies
-        let negotiation = NegotiationService(
+        let context = BrokerContext(
             local: configuration.xmpp.jid.bare.description, identity: trust?.service.identity, trustStore: trust?.service.store,
-            database: database, signed: signed, registry: registry, audit: audit, policies: policies,
-            configuration: configuration.negotiation, admission: configuration.negotiationAdmission, logger: logger)
+            database: database, transport: signed, audit: audit, policies: policies, logger: logger)
+        let negotiation = NegotiationService(
+            context: context, configuration: configuration.negotiation, admission: configuration.negotiationAdmission)
         self.negotiation = negotiation
-        let provider = configuration.provider.map(ProviderHandle.init(settings:))
+        let provider = configuration.provider.map { ProviderHandle(settings: DriverSettings(kind: $0.driver, options: $0.options)) }
         self.provider = provider
         self.metering = MeteringService(
-            local: configuration.xmpp.jid.bare.description, identity: trust?.service.identity, trustStore: trust?.service.store,
-            database: database, negotiations: negotiation.store, signed: signed, registry: registry, audit: audit, provider: provider,
-            settings: configuration.metering, logger: logger)
+            context: context, negotiations: negotiation.store, provider: provider,
+            federatedServices: BrokerFederatedServiceUsage(database: database), settings: configuration.metering)
         if let provider, let trust, let settings = configuration.trust {
             let identity: TransferIdentity
             do {
@@ -315,8 +317,7 @@ public final class BrokerNode: Service, Sendable {
     /// capacity) in the catalog now and every refresh interval. A driver that cannot be reached is
     /// reported and tried again at the next interval; the broker keeps serving meanwhile.
     private func publishInventory() async {
-        guard let provider else { return }
-        let settings = provider.settings
+        guard let provider, let settings = configuration.provider else { return }
         var published = false
         while !Task.isCancelled {
             do {

@@ -12,6 +12,7 @@ import Foundation
 @testable import Providers
 @testable import Transfer
 @testable import Trust
+import Negotiation
 import XMPP
 
 /// The decoders, by the name scripts/fuzz.sh passes in INTERCLOUD_FUZZ_TARGET.

@@ -3,6 +3,7 @@ import Broker
 import Catalog
 import Foundation
 import Logging
+import Peering
 import XMPP
 
 struct CatalogCommand: AsyncParsableCommand {

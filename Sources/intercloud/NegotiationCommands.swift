@@ -1,6 +1,7 @@
 import ArgumentParser
 import Broker
 import Foundation
+import Negotiation
 import Policy
 import Storage
 import Trust

@@ -2,6 +2,7 @@ import ArgumentParser
 import Broker
 import Foundation
 import Metering
+import Negotiation
 import Policy
 import Storage
 import XMPP

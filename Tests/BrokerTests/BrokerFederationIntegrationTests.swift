@@ -4,6 +4,7 @@ import Federation
 import Foundation
 import GRDB
 import Metering
+import Negotiation
 import Policy
 import Providers
 import TestSupport

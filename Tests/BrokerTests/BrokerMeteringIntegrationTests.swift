@@ -1,6 +1,8 @@
 import Broker
 import Foundation
 import Metering
+import Negotiation
+import Peering
 import Policy
 import Providers
 import TestSupport

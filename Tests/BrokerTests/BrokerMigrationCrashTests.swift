@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import GRDB
 import Migration
+import Negotiation
 import Providers
 import Storage
 import TestSupport

@@ -2,6 +2,7 @@ import Broker
 import Foundation
 import Metering
 @testable import Migration
+import Negotiation
 import Policy
 import Providers
 import TestSupport

@@ -1,5 +1,7 @@
 import Broker
 import Foundation
+import Negotiation
+import Peering
 import Policy
 import TestSupport
 import Testing

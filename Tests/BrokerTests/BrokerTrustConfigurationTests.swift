@@ -1,6 +1,7 @@
 import Broker
 import Foundation
 import Logging
+import Peering
 import Testing
 import Trust
 

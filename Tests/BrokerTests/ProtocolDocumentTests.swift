@@ -2,6 +2,7 @@ import Catalog
 @testable import Federation
 import Metering
 import Foundation
+import Negotiation
 import Policy
 import Providers
 import TestSupport

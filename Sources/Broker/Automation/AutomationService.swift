@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Metering
 import Migration
+import Negotiation
 import Policy
 import Providers
 import Synchronization

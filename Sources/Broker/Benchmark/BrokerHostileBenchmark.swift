@@ -1,6 +1,8 @@
 import Foundation
 import GRDB
 import Logging
+import Negotiation
+import Peering
 import ServiceLifecycle
 import Synchronization
 import Trust

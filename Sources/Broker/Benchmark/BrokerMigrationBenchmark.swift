@@ -1,6 +1,8 @@
 import Foundation
 import Logging
 import Migration
+import Negotiation
+import Peering
 import Policy
 import Providers
 import ServiceLifecycle

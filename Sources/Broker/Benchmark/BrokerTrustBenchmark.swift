@@ -1,5 +1,7 @@
 import Foundation
 import Logging
+import Negotiation
+import Peering
 import ServiceLifecycle
 import Synchronization
 import Trust

@@ -2,6 +2,7 @@ import Catalog
 import Foundation
 import GRDB
 import Logging
+import Peering
 import Storage
 import Trust
 import XMPP
@@ -221,11 +222,12 @@ public final class CatalogRequester: Sendable {
         let trust = TrustService(
             myJID: configuration.xmpp.jid.bare.description, identity: identity, anchors: anchors, database: database, logger: logger)
         let audit = AuditLog(database: database)
+        let registry = PeerRegistry(database: database)
         let requester = CatalogRequester(
             client: client,
             querier: CatalogQuerier(
-                signed: SignedRequests(trust: trust, audit: audit, client: client, logger: logger, tasks: TaskBag()),
-                registry: PeerRegistry(database: database)),
+                signed: SignedRequests(trust: trust, audit: audit, client: client, registry: registry, logger: logger, tasks: TaskBag()),
+                registry: registry),
             database: database)
         client.start()
         do { try await client.waitUntilOnline(timeout: connectTimeout) } catch {

@@ -1,6 +1,7 @@
 import Catalog
 import Foundation
 import Logging
+import Peering
 import Synchronization
 import Trust
 import XMPP

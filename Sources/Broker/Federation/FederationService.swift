@@ -4,6 +4,8 @@ import Foundation
 import GRDB
 import Logging
 import Metering
+import Negotiation
+import Peering
 import Policy
 import Providers
 import Storage
@@ -406,7 +408,7 @@ public final class FederationService: Sendable {
             return decision
         }
         if case .denied(let reasons) = decision {
-            let text = NegotiationService.reasonText(reasons)
+            let text = NegotiationMove.text(of: reasons)
             throw refuse(peer, reasons.first?.code ?? "denied", "\(template.name) under \(agreementID): \(text)", .forbidden(text))
         }
         return stored.agreement
@@ -439,7 +441,7 @@ public final class FederationService: Sendable {
     ) async throws -> FederationStore.RequestOutcome {
         let bare = XmppAddr.bare(peer)
         let agreement = try consumerAgreement(with: bare, id: agreementID, now: now)
-        let serviceID = serviceID ?? "svc-" + FederationStore.randomHex(8)
+        let serviceID = serviceID ?? "svc-" + RandomIdentifier.hex(bytes: 8)
         // Unique across roles: not one of the services we provide either.
         if (try? journal.snapshot(serviceID)) != nil || (try? FederationStore.consumed(database: database, serviceID: serviceID)) != nil {
             throw RequestError("service id \(serviceID) is already used on this broker")
@@ -447,7 +449,7 @@ public final class FederationService: Sendable {
         let message = FederationMessage(
             serviceID: serviceID, body: .select(ServiceSelection(templateName: templateName, parameters: parameters, agreementID: agreement.id)))
         do { try message.validate() } catch { throw RequestError(error.description) }
-        let target = try NegotiationService.resolve(try JID(bare), registry: registry)
+        let target = try signed.route(to: try JID(bare))
         let figures = await lookUp(templateName, at: target)
         try await database.write { db in
             try FederationStore.insertConsumed(
@@ -604,7 +606,7 @@ public final class FederationService: Sendable {
     }
 
     private func send(_ message: FederationMessage, to peer: String, timeout: Duration = .seconds(60)) async throws -> FederationMessage {
-        try await send(message, to: try NegotiationService.resolve(try JID(peer), registry: registry), timeout: timeout)
+        try await send(message, to: try signed.route(to: try JID(peer)), timeout: timeout)
     }
 
     private func send(_ message: FederationMessage, to target: JID, timeout: Duration) async throws -> FederationMessage {

@@ -345,7 +345,7 @@ public enum FederationStore {
         public var serviceID: String?
 
         public init(
-            id: String = "req-" + FederationStore.randomHex(8), kind: RequestKind, peer: String? = nil, template: String? = nil,
+            id: String = "req-" + RandomIdentifier.hex(bytes: 8), kind: RequestKind, peer: String? = nil, template: String? = nil,
             parameters: [String: String] = [:], agreementID: String? = nil, serviceID: String? = nil
         ) {
             self.id = id
@@ -448,10 +448,6 @@ public enum FederationStore {
         decoder.dateDecodingStrategy = .iso8601
         return decoder
     }()
-
-    public static func randomHex(_ bytes: Int) -> String {
-        (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
-    }
 }
 
 /// Federation messages over signed IQs: `<federation xmlns='urn:intercloud:federation:0'>JSON</federation>`.
@@ -470,6 +466,19 @@ enum FederationWire {
             element.name == "federation", element.namespace == FederationMessage.namespace, element.children.isEmpty
         else { throw FederationMessageError("expected <federation xmlns='\(FederationMessage.namespace)'>JSON</federation>") }
         return try FederationMessage.decode(Data(element.text.utf8))
+    }
+}
+
+/// Metering's view of federated services, read from this store.
+struct BrokerFederatedServiceUsage: FederatedServiceUsage {
+    let database: DatabasePool
+
+    func validCalls(agreementID: String, in period: MeteringPeriod) throws -> Int64 {
+        try FederationStore.validCalls(database: database, agreementID: agreementID, in: period)
+    }
+
+    func consumesServices(agreementID: String) throws -> Bool {
+        try FederationStore.consumed(database: database).contains { $0.agreementID == agreementID }
     }
 }
 

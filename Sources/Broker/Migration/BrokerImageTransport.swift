@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Migration
+import Peering
 import Synchronization
 import Transfer
 import Trust
@@ -185,7 +186,7 @@ final class BrokerImageTransport: ImageTransport, Sendable {
         } else {
             (size, sha256) = try await FileDigest.sha256(of: file)
         }
-        let target = try NegotiationService.resolve(try JID(peer), registry: registry)
+        let target = try signed.route(to: try JID(peer))
         let announce = PayloadElement(
             name: "announce", namespace: Self.namespace,
             attributes: ["migration": migrationID, "token": offer.token, "size": String(size), "sha256": sha256])

@@ -1,6 +1,8 @@
 import Foundation
 import GRDB
 import Logging
+import Negotiation
+import Peering
 import Synchronization
 import Metering
 import Migration
@@ -347,7 +349,7 @@ public final class MigrationService: Sendable {
         }
         do {
             return try await runner.migrate(
-                instanceID: instanceID, to: bare, agreementID: agreement, migrationID: migrationID ?? "mig-\(NegotiationService.randomHex(8))", mode: mode)
+                instanceID: instanceID, to: bare, agreementID: agreement, migrationID: migrationID ?? "mig-\(RandomIdentifier.hex(bytes: 8))", mode: mode)
         } catch let error as MigrationRunner.RunnerError where mode == .live {
             audit(refusedLive: bare, action: instanceID, reason: "not-possible", detail: "\(error)")
             throw error
@@ -541,7 +543,7 @@ struct BrokerMigrationLink: MigrationPeerLink {
     var sessions: PeerSessionWatch?
 
     func send(_ message: MigrationMessage, to peer: String) async throws -> MigrationMessage {
-        let target = try NegotiationService.resolve(try JID(peer), registry: registry)
+        let target = try signed.route(to: try JID(peer))
         let payload = try MigrationWire.encode(message)
         let (signed, timeout) = (self.signed, self.timeout)
         guard let sessions else {

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Logging
+import Peering
 import Synchronization
 import Trust
 import XMPP
@@ -221,11 +222,6 @@ extension BrokerTrust {
             }
         }
     }
-}
-
-public struct BrokerTrustSetupError: Error, CustomStringConvertible {
-    public var description: String
-    init(_ description: String) { self.description = description }
 }
 
 /// Background tasks a broker starts while running (handshakes, inbound requests), cancelled and

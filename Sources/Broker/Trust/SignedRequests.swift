@@ -1,24 +1,9 @@
 import Foundation
 import Logging
+import Peering
 import Synchronization
 import Trust
 import XMPP
-
-/// An inbound federation request whose envelope verified against the sender's pin.
-public struct SignedRequest: Sendable {
-    /// The routed sender (full JID).
-    public var from: JID
-    /// The sender's bare JID, as pinned.
-    public var peer: String
-    public var namespace: String
-    public var type: Stanza.IQType
-    /// The payload bytes exactly as the peer signed them.
-    public var payload: [UInt8]
-}
-
-/// Answers a verified request with the payload bytes of the (signed) answer, or throws a stanza
-/// error. Runs in a task of its own, so it may await and touch the database.
-public typealias SignedRequestHandler = @Sendable (SignedRequest) async throws(StanzaError) -> [UInt8]
 
 /// Federation namespaces that require signed envelopes (DESIGN.md: "every message after step 2
 /// is signed by the sender's broker key").
@@ -33,7 +18,7 @@ public typealias SignedRequestHandler = @Sendable (SignedRequest) async throws(S
 ///
 /// Without trust configured (`trust == nil`) every request in these namespaces is refused the same
 /// way (audited with reason `trustNotConfigured`).
-public final class SignedRequests: Sendable {
+public final class SignedRequests: SignedTransport {
     struct Route: Sendable {
         var maxPayloadBytes: Int
         var handler: SignedRequestHandler
@@ -42,6 +27,7 @@ public final class SignedRequests: Sendable {
     let trust: TrustService?
     let audit: AuditLog
     let client: XMPPClient
+    let registry: PeerRegistry
     let logger: Logger
     private let tasks: TaskBag
     private let routes = Mutex<[String: Route]>([:])
@@ -81,8 +67,9 @@ public final class SignedRequests: Sendable {
         }
     }
 
-    init(trust: TrustService?, audit: AuditLog, client: XMPPClient, logger: Logger, tasks: TaskBag) {
+    init(trust: TrustService?, audit: AuditLog, client: XMPPClient, registry: PeerRegistry, logger: Logger, tasks: TaskBag) {
         self.trust = trust
+        self.registry = registry
         self.audit = audit
         self.refusalLog = RefusalLogGate(window: .seconds(audit.aggregator?.settings.window ?? 60))
         self.client = client
@@ -193,14 +180,23 @@ public final class SignedRequests: Sendable {
     /// answer. Throws `XMPPError` (including the peer's `not-authorized`), or `EnvelopeError` if
     /// the answer is not properly signed by the pinned peer (audited).
     public func request(
-        _ type: Stanza.IQType = .get, to peer: JID, namespace: String, payload: [UInt8], timeout: Duration = .seconds(10)
+        _ type: Stanza.IQType, to peer: JID, namespace: String, payload: [UInt8], timeout: Duration
     ) async throws -> [UInt8] {
         guard let trust else { throw BrokerTrustSetupError("this broker has no [trust] section: it cannot sign requests") }
+        let peer = try route(to: peer)
         let sealed = try trust.sealRequest(payload, namespace: namespace, to: peer.bare.description)
         let answer = try await client.iq(type, to: peer, payload: try PayloadBridge.element(sealed.xml), timeout: timeout)
         // The XMPP client only accepts answers from the JID the request went to.
         let sender = answer.fromString ?? peer.description
         let xml = answer.payload.map(PayloadBridge.string) ?? ""
         return try trust.open(xml: xml, from: sender, namespace: namespace, answering: sealed.nonce).payload
+    }
+
+    public func route(to peer: JID) throws -> JID {
+        if !peer.isBare { return peer }
+        guard let record = try registry.peer(peer), let full = record.fullJID.flatMap({ try? JID($0) }) else {
+            throw PeerUnknown(peer.description)
+        }
+        return full
     }
 }

@@ -143,7 +143,7 @@ public actor SimCloud: CloudDriver {
                 driver: driverName, verb: verb, code: .capacityExceeded,
                 message: "\(size.id) does not fit: \(capacity.usedInstances)/\(capacity.maxInstances.map(String.init) ?? "∞") instances, \(capacity.usedVCPU)/\(capacity.maxVCPU.map(String.init) ?? "∞") vCPU, \(capacity.usedMemoryMiB)/\(capacity.maxMemoryMiB.map(String.init) ?? "∞") MiB in use")
         }
-        let id = "sim-i-" + Self.randomHex(12)
+        let id = "sim-i-" + RandomIdentifier.hex(bytes: 6)
         let disk = "disks/\(id).raw"
         let diskURL = configuration.dataDirectory.appendingPathComponent(disk)
         let now = Date()
@@ -386,7 +386,7 @@ public actor SimCloud: CloudDriver {
     private func storeImage(
         name: String, verb: Verb, _ fill: (URL) async throws -> (sizeBytes: Int64, sha256: String)
     ) async throws -> Image {
-        let id = "sim-img-" + Self.randomHex(12)
+        let id = "sim-img-" + RandomIdentifier.hex(bytes: 6)
         let file = "images/\(id).raw"
         let stored = configuration.dataDirectory.appendingPathComponent(file)
         do {
@@ -467,10 +467,6 @@ public actor SimCloud: CloudDriver {
             id: record.id, name: record.name, format: ImageFormat(name: record.format), sizeBytes: record.sizeBytes,
             sha256: record.sha256, rawState: record.consumedBy == nil ? "available" : "consumed",
             extra: record.consumedBy.map { ["file": record.file, "consumedBy": $0] } ?? ["file": record.file])
-    }
-
-    static func randomHex(_ count: Int) -> String {
-        (0..<count).map { _ in String(UInt8.random(in: 0..<16), radix: 16) }.joined()
     }
 
     /// A stable private address per instance (198.51.100.0/24 is TEST-NET-2: never routable).

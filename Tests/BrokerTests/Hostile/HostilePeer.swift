@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import Metering
 import Migration
+import Peering
 import Policy
 import Providers
 import Synchronization

@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 import Metering
 import Migration
+import Negotiation
 import Policy
 import Providers
 import TestSupport

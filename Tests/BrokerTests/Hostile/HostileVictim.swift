@@ -3,6 +3,7 @@ import Foundation
 import GRDB
 import Metering
 import Migration
+import Negotiation
 import Providers
 import Storage
 import TestSupport

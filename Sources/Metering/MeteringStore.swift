@@ -1,6 +1,5 @@
 import Foundation
 import GRDB
-import Metering
 import Storage
 
 /// What the broker records so that both sides of an agreement can meter it independently

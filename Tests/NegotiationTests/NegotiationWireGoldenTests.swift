@@ -3,7 +3,7 @@ import Policy
 import Testing
 import XMPP
 
-@testable import Broker
+@testable import Negotiation
 
 /// The JSON of `urn:intercloud:negotiation:0` byte for byte (docs/protocol/negotiation.md): one
 /// golden payload per message kind. The names on the wire are written out in the coding of

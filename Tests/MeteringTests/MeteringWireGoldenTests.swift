@@ -2,8 +2,6 @@ import Foundation
 import Metering
 import Testing
 
-@testable import Broker
-
 /// `urn:intercloud:metering:0` byte for byte (docs/protocol/metering.md): the payloads, and the
 /// canonical text of a usage record with and without calls. If one of these tests fails, the wire
 /// (or the signed text) changed.

@@ -1,7 +1,8 @@
 import Foundation
 import GRDB
 import Logging
-import Metering
+import Negotiation
+import Peering
 import Policy
 import Providers
 import Trust
@@ -25,6 +26,17 @@ import XMPP
 /// Bytes transferred are summed per period from each side's transfer log rather than read from a
 /// counter at sample times: a counter read at the next sample would move bytes transferred just
 /// before a period's end into the next period on the provider's side only.
+/// What metering needs to know about federated services, which service federation keeps: the
+/// calls to bill and whether an agreement has services to call at all (a consumer refuses call
+/// charges under an agreement it federated nothing under). Broker composes it from Federation's
+/// store, so metering does not depend on federation, which reports its placements to metering.
+public protocol FederatedServiceUsage: Sendable {
+    /// Calls with valid credentials to services provided under the agreement during `period`.
+    func validCalls(agreementID: String, in period: MeteringPeriod) throws -> Int64
+    /// Whether this broker consumes a service under the agreement.
+    func consumesServices(agreementID: String) throws -> Bool
+}
+
 public actor MeteringService {
     public struct Settings: Sendable, Hashable {
         public var sampleInterval: TimeInterval
@@ -44,7 +56,7 @@ public actor MeteringService {
         }
     }
 
-    static let namespace = "urn:intercloud:metering:0"
+    public static let namespace = "urn:intercloud:metering:0"
 
     public nonisolated let store: MeteringStore
     public nonisolated let ledger: UsageLedger
@@ -52,39 +64,39 @@ public actor MeteringService {
     let identity: BrokerIdentity?
     let trustStore: TrustStore?
     let negotiations: NegotiationStore
-    let signed: SignedRequests
-    let registry: PeerRegistry
+    let transport: any SignedTransport
     let audit: AuditLog
     let provider: ProviderHandle?
+    let federatedServices: any FederatedServiceUsage
     public nonisolated let settings: Settings
     let logger: Logger
 
-    init(
-        local: String, identity: BrokerIdentity?, trustStore: TrustStore?, database: DatabasePool, negotiations: NegotiationStore,
-        signed: SignedRequests, registry: PeerRegistry, audit: AuditLog, provider: ProviderHandle?, settings: Settings, logger: Logger
+    public init(
+        context: BrokerContext, negotiations: NegotiationStore, provider: ProviderHandle?, federatedServices: any FederatedServiceUsage,
+        settings: Settings
     ) {
-        self.local = local
-        self.identity = identity
-        self.trustStore = trustStore
-        self.store = MeteringStore(database: database)
-        self.ledger = UsageLedger(database: database)
+        self.local = context.local
+        self.identity = context.identity
+        self.trustStore = context.trustStore
+        self.store = MeteringStore(database: context.database)
+        self.ledger = UsageLedger(database: context.database)
         self.negotiations = negotiations
-        self.signed = signed
-        self.registry = registry
-        self.audit = audit
+        self.transport = context.transport
+        self.audit = context.audit
         self.provider = provider
+        self.federatedServices = federatedServices
         self.settings = settings
-        self.logger = logger
+        self.logger = context.logger
     }
 
-    nonisolated func install() {
-        signed.serve(namespace: Self.namespace, maxPayloadBytes: 64 * 1024) { [self] request throws(StanzaError) in
+    public nonisolated func install() {
+        transport.serve(namespace: Self.namespace, maxPayloadBytes: 64 * 1024) { [self] request throws(StanzaError) in
             try await self.handle(request)
         }
     }
 
     /// Samples, closes elapsed periods and resends unsettled records every `sampleInterval`.
-    func run() async {
+    public func run() async {
         while !Task.isCancelled {
             let now = Date()
             await sample(now: now)
@@ -214,7 +226,7 @@ public actor MeteringService {
             provider: local, consumer: agreement.consumer, sequence: try ledger.nextSequence(agreementID: agreement.id, provider: local),
             createdAt: now)
         record.usage.bytesTransferred = try transferredInPeriod(agreement.id, role: .provider, period)
-        record.usage.calls = try FederationStore.validCalls(database: store.database, agreementID: agreement.id, in: period)
+        record.usage.calls = try federatedServices.validCalls(agreementID: agreement.id, in: period)
         try record.validate()
         let signature = try identity.sign(record.canonicalBytes())
         let entry = try ledger.propose(record, providerSignature: signature, role: .provider, at: now)
@@ -255,8 +267,7 @@ public actor MeteringService {
     /// Sends a proposed record and settles it with the consumer's answer.
     private func send(_ entry: LedgerEntry, agreement: Agreement) async throws -> LedgerEntry {
         let payload = MeteringWire.usage(record: entry.canonicalBytes, signature: entry.providerSignature)
-        let target = try NegotiationService.resolve(try JID(agreement.consumer), registry: registry)
-        let answer = try await signed.request(.set, to: target, namespace: Self.namespace, payload: payload, timeout: .seconds(10))
+        let answer = try await transport.request(.set, to: try JID(agreement.consumer), namespace: Self.namespace, payload: payload, timeout: .seconds(10))
         let now = Date()
         switch try MeteringWire.parseAnswer(answer) {
         case .countersigned(let signature):
@@ -297,7 +308,7 @@ public actor MeteringService {
         do {
             let settled = try ledger.entries(peer: request.peer, overlapping: record.period, state: .countersigned)
                 .filter { $0.key.agreementID == agreement.id && $0.key != record.key }.map(\.period)
-            let hasServices = try FederationStore.consumed(database: store.database).contains { $0.agreementID == agreement.id }
+            let hasServices = try federatedServices.consumesServices(agreementID: agreement.id)
             try UsageRecordAdmission(periodSeconds: Int64(settings.periodSeconds), maxCallsPerSecond: settings.maxCallsPerSecond)
                 .check(record, .init(agreement: agreement, countersignedPeriods: settled, hasFederatedServices: hasServices))
         } catch let refusal as UsageRecordAdmission.Refusal {
@@ -379,8 +390,8 @@ struct MeteringFailure: Error, CustomStringConvertible {
 /// `<usage xmlns='urn:intercloud:metering:0' record='BASE64' signature='BASE64'/>`, answered by
 /// `<countersigned signature='BASE64'/>` or `<disputed><reason>…</reason>…</disputed>`. The record's
 /// canonical bytes travel base64-encoded so that no XML whitespace handling can change what was signed.
-enum MeteringWire {
-    enum Answer {
+public enum MeteringWire {
+    public enum Answer: Sendable, Equatable {
         case countersigned([UInt8])
         case disputed([String])
     }
@@ -389,14 +400,14 @@ enum MeteringWire {
         var description: String
     }
 
-    static func usage(record: [UInt8], signature: [UInt8]) -> [UInt8] {
+    public static func usage(record: [UInt8], signature: [UInt8]) -> [UInt8] {
         Array(PayloadElement(
             name: "usage", namespace: MeteringService.namespace,
             attributes: ["record": Data(record).base64EncodedString(), "signature": Data(signature).base64EncodedString()]
         ).xml.utf8)
     }
 
-    static func parseUsage(_ bytes: [UInt8]) throws -> (record: [UInt8], signature: [UInt8]) {
+    public static func parseUsage(_ bytes: [UInt8]) throws -> (record: [UInt8], signature: [UInt8]) {
         guard let element = try? PayloadElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: 64 * 1024),
             element.name == "usage", element.namespace == MeteringService.namespace, element.children.isEmpty,
             let record = element.attributes["record"].flatMap({ Data(base64Encoded: $0) }),
@@ -406,18 +417,18 @@ enum MeteringWire {
         return (Array(record), Array(signature))
     }
 
-    static func countersigned(signature: [UInt8]) -> [UInt8] {
+    public static func countersigned(signature: [UInt8]) -> [UInt8] {
         Array(PayloadElement(name: "countersigned", namespace: MeteringService.namespace, attributes: ["signature": Data(signature).base64EncodedString()]).xml.utf8)
     }
 
-    static func disputed(reasons: [String]) -> [UInt8] {
+    public static func disputed(reasons: [String]) -> [UInt8] {
         Array(PayloadElement(
             name: "disputed", namespace: MeteringService.namespace,
             children: reasons.map { PayloadElement(name: "reason", text: $0) }
         ).xml.utf8)
     }
 
-    static func parseAnswer(_ bytes: [UInt8]) throws -> Answer {
+    public static func parseAnswer(_ bytes: [UInt8]) throws -> Answer {
         guard let element = try? PayloadElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: 256 * 1024),
             element.namespace == MeteringService.namespace
         else { throw Malformed(description: "unexpected metering answer") }

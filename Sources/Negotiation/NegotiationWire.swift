@@ -16,20 +16,20 @@ import XMPP
 /// their journals; the envelope signature covers these exact bytes. `signature` carries the
 /// detached signature over `Agreement.canonicalBytes()`: the provider's on the `agreement`
 /// message, the consumer's countersignature on `verify`.
-enum NegotiationWire {
-    static let namespace = "urn:intercloud:negotiation:0"
+public enum NegotiationWire {
+    public static let namespace = "urn:intercloud:negotiation:0"
     /// A message with a full rate card fits in a few KiB; 32 KiB leaves room and bounds parsing.
-    static let maxMessageBytes = 32 * 1024
-    static let maxIdentifierLength = 160
-    static let maxListItems = 256
-    static let maxTextLength = 1024
+    public static let maxMessageBytes = 32 * 1024
+    public static let maxIdentifierLength = 160
+    public static let maxListItems = 256
+    public static let maxTextLength = 1024
 
-    struct Decoded: Sendable {
-        var message: NegotiationMessage
-        var signature: [UInt8]?
+    public struct Decoded: Sendable {
+        public var message: NegotiationMessage
+        public var signature: [UInt8]?
     }
 
-    static func encode(_ message: NegotiationMessage, signature: [UInt8]?) throws -> [UInt8] {
+    public static func encode(_ message: NegotiationMessage, signature: [UInt8]?) throws -> [UInt8] {
         let json = String(decoding: try NegotiationStore.encoder.encode(message), as: UTF8.self)
         var attributes: [String: String] = [:]
         if let signature { attributes["signature"] = Data(signature).base64EncodedString() }
@@ -37,7 +37,7 @@ enum NegotiationWire {
     }
 
     /// Parses and validates a peer's message; every problem is a `bad-request` naming it.
-    static func decode(_ bytes: [UInt8]) throws(StanzaError) -> Decoded {
+    public static func decode(_ bytes: [UInt8]) throws(StanzaError) -> Decoded {
         guard bytes.count <= maxMessageBytes * 2,
             let element = try? PayloadElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: maxMessageBytes * 2),
             element.name == "negotiation", element.namespace == namespace, element.children.isEmpty
@@ -61,7 +61,7 @@ enum NegotiationWire {
     }
 
     /// Bounds on everything a peer controls; nil when the message is acceptable.
-    static func problem(in message: NegotiationMessage) -> String? {
+    public static func problem(in message: NegotiationMessage) -> String? {
         func badID(_ value: String) -> Bool {
             value.isEmpty || value.count > maxIdentifierLength
                 || !value.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) && $0.isASCII || "-_.:/@".unicodeScalars.contains($0) }
@@ -104,11 +104,11 @@ enum NegotiationWire {
         }
     }
 
-    static func ack(_ messageID: String) -> [UInt8] {
+    public static func ack(_ messageID: String) -> [UInt8] {
         Array(PayloadElement(name: "ack", namespace: namespace, attributes: ["message": messageID]).xml.utf8)
     }
 
-    static func parseAck(_ bytes: [UInt8]) -> String? {
+    public static func parseAck(_ bytes: [UInt8]) -> String? {
         guard let element = try? PayloadElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: 1024),
             element.name == "ack", element.namespace == namespace
         else { return nil }

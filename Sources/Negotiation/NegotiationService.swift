@@ -1,7 +1,9 @@
 import Foundation
 import GRDB
 import Logging
+import Peering
 import Policy
+import Storage
 import Trust
 import XMPP
 
@@ -18,15 +20,10 @@ public struct NegotiationOutcome: Sendable, Hashable {
 /// `NegotiationStateMachine` per negotiation, driven by signed IQs, decided by this broker's
 /// policy files, journaled in SQLite (`NegotiationStore`) before any message or IQ result leaves.
 ///
-/// Decisions (the policy engine's part; the machine only checks the protocol):
-/// - provider, on a request: agree if `PeerPolicy.evaluate(terms:as: .provider)` allows it;
-///   otherwise counter with `PeerPolicy.counterOffer(to:)` if that differs and is allowed;
-///   otherwise terminate with the policy's reasons. No policy entry for the peer: terminate.
-/// - consumer, on an offer: accept unless its entry for the provider denies it (SLA, validity).
-/// - provider, on accept: agree. Agreements are signed by the provider (over
-///   `Agreement.canonicalBytes()`), checked and countersigned by the consumer (`verify`), whose
-///   signature the provider checks before finalizing. Both signatures and both certificate chains
-///   are stored with the agreement.
+/// Decisions are `NegotiationMove.decide` (Policy, beside the machine): this actor performs them.
+/// Agreements are signed by the provider (over `Agreement.canonicalBytes()`), checked and
+/// countersigned by the consumer (`verify`), whose signature the provider checks before
+/// finalizing. Both signatures and both certificate chains are stored with the agreement.
 ///
 /// Timers: a loop calls `tick` when a machine's deadline passes (retries, step and decision
 /// timeouts). At start every unfinished negotiation is resumed by the machine's resume rule.
@@ -41,8 +38,7 @@ public actor NegotiationService {
     nonisolated let local: String
     let identity: BrokerIdentity?
     let trustStore: TrustStore?
-    let signed: SignedRequests
-    let registry: PeerRegistry
+    let transport: any SignedTransport
     let audit: AuditLog
     let logger: Logger
     let policies: PolicySet
@@ -54,26 +50,23 @@ public actor NegotiationService {
     /// received and acknowledged), so a negotiation can be held there.
     private var heldStates: Set<NegotiationState> = []
 
-    init(
-        local: String, identity: BrokerIdentity?, trustStore: TrustStore?, database: DatabasePool, signed: SignedRequests,
-        registry: PeerRegistry, audit: AuditLog, policies: PolicySet, configuration: NegotiationStateMachine.Configuration,
-        admission: NegotiationAdmission = NegotiationAdmission(), logger: Logger
+    public init(
+        context: BrokerContext, configuration: NegotiationStateMachine.Configuration, admission: NegotiationAdmission = NegotiationAdmission()
     ) {
-        self.local = local
-        self.identity = identity
-        self.trustStore = trustStore
-        self.store = NegotiationStore(database: database)
-        self.signed = signed
-        self.registry = registry
-        self.audit = audit
-        self.policies = policies
+        self.local = context.local
+        self.identity = context.identity
+        self.trustStore = context.trustStore
+        self.store = NegotiationStore(database: context.database)
+        self.transport = context.transport
+        self.audit = context.audit
+        self.policies = context.policies
         self.configuration = configuration
         self.admission = admission
-        self.logger = logger
+        self.logger = context.logger
     }
 
-    nonisolated func install() {
-        signed.serve(namespace: NegotiationWire.namespace, maxPayloadBytes: NegotiationWire.maxMessageBytes * 2) {
+    public nonisolated func install() {
+        transport.serve(namespace: NegotiationWire.namespace, maxPayloadBytes: NegotiationWire.maxMessageBytes * 2) {
             [self] request throws(StanzaError) in
             try await self.handle(request)
         }
@@ -85,8 +78,8 @@ public actor NegotiationService {
     /// registry last saw) and returns its ID at once; `outcome(of:)` waits for the end.
     public func start(with peer: JID, terms: Terms, negotiationID: String? = nil) throws -> String {
         guard identity != nil else { throw BrokerTrustSetupError("this broker has no [trust] section: it cannot sign agreements") }
-        let target = try Self.resolve(peer, registry: registry)
-        let id = negotiationID ?? "neg-\(Self.randomHex(8))"
+        let target = try transport.route(to: peer)
+        let id = negotiationID ?? "neg-\(RandomIdentifier.hex(bytes: 8))"
         guard active[id] == nil, try store.negotiation(id) == nil else { throw NegotiationError("negotiation \(id) already exists") }
         guard NegotiationWire.problem(in: NegotiationMessage(negotiationID: id, messageID: "\(id)/check", body: .request(terms))) == nil else {
             throw NegotiationError(NegotiationWire.problem(in: NegotiationMessage(negotiationID: id, messageID: "\(id)/check", body: .request(terms)))!)
@@ -137,7 +130,7 @@ public actor NegotiationService {
     // MARK: the loop: resume, timers, operator requests
 
     /// Resumes unfinished negotiations, then ticks machines and takes operator requests until cancelled.
-    func run(interval: Duration = .milliseconds(100)) async {
+    public func run(interval: Duration = .milliseconds(100)) async {
         resumeAll()
         while !Task.isCancelled {
             tickAll(now: Date())
@@ -352,42 +345,23 @@ public actor NegotiationService {
         let peer = entry.machine.snapshot.peer
         var extra: ((Database) throws -> Void)?
         let action: NegotiationStateMachine.Action
+        let move = NegotiationMove.decide(
+            role: entry.machine.role, state: entry.machine.state, terms: entry.machine.terms, peer: peer,
+            rounds: entry.machine.snapshot.rounds, maxRounds: configuration.maxRounds, policies: policies, now: now)
         do {
-            switch (entry.machine.role, entry.machine.state) {
-            case (.provider, .requested):
-                let terms = entry.machine.terms!
-                guard let policy = policies.policy(for: peer, at: now) else {
-                    action = entry.machine.terminate(reason: "no-policy: this cloud has no policy entry for \(peer)", now: now)
-                    break
-                }
-                switch policy.evaluate(terms: terms, as: .provider) {
-                case .allowed:
-                    (action, extra) = try agree(&entry.machine, now: now)
-                case .denied(let reasons):
-                    if let counter = policy.counterOffer(to: terms), counter != terms,
-                        policy.evaluate(terms: counter, as: .provider) == .allowed,
-                        entry.machine.snapshot.rounds < configuration.maxRounds
-                    {
-                        logger.info("negotiation \(id): countering (\(Self.reasonText(reasons)))")
-                        action = try entry.machine.offer(counter, now: now)
-                    } else {
-                        action = entry.machine.terminate(reason: Self.reasonText(reasons), now: now)
-                    }
-                }
-            case (.provider, .accepted):
+            switch move {
+            case .wait:
+                return
+            case .agree:
                 (action, extra) = try agree(&entry.machine, now: now)
-            case (.provider, .verified):
+            case .counter(let counter, let reasons):
+                logger.info("negotiation \(id): countering (\(NegotiationMove.text(of: reasons)))")
+                action = try entry.machine.offer(counter, now: now)
+            case .finalize:
                 action = try entry.machine.finalize(now: now)
-            case (.consumer, .offered):
-                let terms = entry.machine.terms!
-                if let policy = policies.policy(for: peer, at: now), case .denied(let reasons) = policy.evaluate(terms: terms, as: .consumer) {
-                    action = entry.machine.terminate(reason: Self.reasonText(reasons), now: now)
-                } else if terms.entitlements.isEmpty {
-                    action = entry.machine.terminate(reason: "the offer grants no entitlement", now: now)
-                } else {
-                    action = try entry.machine.accept(now: now)
-                }
-            case (.consumer, .agreed):
+            case .accept:
+                action = try entry.machine.accept(now: now)
+            case .countersign:
                 guard let identity, let agreement = entry.machine.agreement else { return }
                 let signature = try identity.sign(agreement.canonicalBytes())
                 let pem = try PEMFiles.pem(identity.chain)
@@ -395,8 +369,8 @@ public actor NegotiationService {
                 extra = { db in
                     try NegotiationStore.addCountersignature(agreementID: agreement.id, signature: signature, chainPEM: pem, now: now, in: db)
                 }
-            default:
-                return
+            case .terminate(let reason):
+                action = entry.machine.terminate(reason: reason, now: now)
             }
         } catch {
             logger.error("negotiation \(id): cannot decide: \(error)")
@@ -414,7 +388,7 @@ public actor NegotiationService {
     /// Provider: concludes and signs the agreement over the terms on the table.
     private func agree(_ machine: inout NegotiationStateMachine, now: Date) throws -> (NegotiationStateMachine.Action, (Database) throws -> Void) {
         guard let identity else { throw BrokerTrustSetupError("no identity to sign with") }
-        let action = try machine.agree(agreementID: "agr-\(Self.randomHex(8))", now: now)
+        let action = try machine.agree(agreementID: "agr-\(RandomIdentifier.hex(bytes: 8))", now: now)
         guard let agreement = machine.pending.flatMap({ pending -> Agreement? in
             if case .agreement(let agreement) = pending.message.body { return agreement }
             return nil
@@ -485,9 +459,9 @@ public actor NegotiationService {
         }
         let timeout = Duration.milliseconds(Int64(configuration.stepTimeout * 1000))
         logger.debug("negotiation \(message.negotiationID): sending \(message.kind) to \(peer)")
-        Task { [signed] in
+        Task { [transport] in
             do {
-                let answer = try await signed.request(.set, to: peer, namespace: NegotiationWire.namespace, payload: payload, timeout: timeout)
+                let answer = try await transport.request(.set, to: peer, namespace: NegotiationWire.namespace, payload: payload, timeout: timeout)
                 guard let acked = NegotiationWire.parseAck(answer), acked == message.messageID else {
                     await self.refused(message, reason: "answer is not an acknowledgement of \(message.messageID)")
                     return
@@ -504,8 +478,8 @@ public actor NegotiationService {
 
     private func sendBestEffort(_ message: NegotiationMessage, to peer: JID) {
         guard let payload = try? NegotiationWire.encode(message, signature: nil) else { return }
-        Task { [signed] in
-            _ = try? await signed.request(.set, to: peer, namespace: NegotiationWire.namespace, payload: payload, timeout: .seconds(5))
+        Task { [transport] in
+            _ = try? await transport.request(.set, to: peer, namespace: NegotiationWire.namespace, payload: payload, timeout: .seconds(5))
         }
     }
 
@@ -588,25 +562,9 @@ public actor NegotiationService {
 
     // MARK: helpers
 
-    static func resolve(_ jid: JID, registry: PeerRegistry) throws -> JID {
-        if !jid.isBare { return jid }
-        guard let record = try registry.peer(jid), let full = record.fullJID.flatMap({ try? JID($0) }) else {
-            throw NegotiationError("\(jid) is not a known peer (see `intercloud peers`)")
-        }
-        return full
-    }
-
-    static func reasonText(_ reasons: [PolicyReason]) -> String {
-        reasons.map { "\($0.code): \($0.message)" }.joined(separator: "; ")
-    }
-
     static func summary(_ terms: Terms) -> String {
         let r = terms.resources
         return "\(terms.entitlements.map(\.rawValue).sorted().joined(separator: ",")) instances=\(r.instances) vcpu=\(r.vcpu) memory=\(r.memoryGiB)GiB storage=\(r.storageGiB)GiB transfer=\(r.transferGB)GB \(terms.rates.currency)"
-    }
-
-    static func randomHex(_ bytes: Int) -> String {
-        (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
     }
 }
 
