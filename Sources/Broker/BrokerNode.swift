@@ -109,7 +109,7 @@ public final class BrokerNode: Service, Sendable {
         self.provider = provider
         self.metering = MeteringService(
             context: context, negotiations: negotiation.store, provider: provider,
-            federatedServices: BrokerFederatedServiceUsage(database: database), settings: configuration.metering)
+            federatedServices: FederationServiceUsage(database: database), settings: configuration.metering)
         if let provider, let trust, let settings = configuration.trust {
             let identity: TransferIdentity
             do {
@@ -127,9 +127,8 @@ public final class BrokerNode: Service, Sendable {
             self.migration = nil
         }
         self.federation = FederationService(
-            local: configuration.xmpp.jid.bare.description, settings: configuration.federation, provider: provider, database: database,
-            signed: signed, registry: registry, negotiation: negotiation, metering: metering, policies: policies, audit: audit,
-            catalog: catalog, catalogQueries: catalogQueries, logger: logger)
+            context: context, settings: configuration.federation, provider: provider, negotiation: negotiation, metering: metering,
+            catalog: BrokerFederationCatalog(catalog: catalog.catalog, queries: catalogQueries))
         if let migration, let provider {
             self.automation = AutomationService(
                 settings: configuration.automation, local: configuration.xmpp.jid.bare.description, provider: provider, migration: migration,

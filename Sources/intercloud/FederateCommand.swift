@@ -1,5 +1,6 @@
 import ArgumentParser
 import Broker
+import Federation
 import Foundation
 import GRDB
 import Storage

@@ -213,14 +213,6 @@ import XMPP
     }
 
     /// HTTP status of `curl` against `url` with `headers`.
-    static func curlStatus(_ url: String, headers: [String] = []) throws -> Int {
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("curl-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: out) }
-        let flags = headers.map { "-H \(shellQuoted($0))" }.joined(separator: " ")
-        try runShell("curl -s -o /dev/null -w '%{http_code}' \(flags) \(shellQuoted(url)) > \(shellQuoted(out.path))")
-        return Int(try String(contentsOf: out, encoding: .utf8)) ?? -1
-    }
-
     @Test func nginxInFrontOfAServiceChecksEveryCallAtTheCallGateAndTheValidOnesAreBilled() async throws {
         let federated = try await federated(federationTOML: "call_gate = \"127.0.0.1:0\"")
         let pair = federated.pair
@@ -265,23 +257,23 @@ import XMPP
         defer { try? runShell("kill $(cat \(shellQuoted(d + "/nginx.pid")))") }
         // The file itself: "/" would be an internal redirect to it, and nginx checks access again.
         let url = "http://127.0.0.1:\(port)/index.html"
-        #expect(await eventually(timeout: .seconds(10)) { (try? Self.curlStatus(url)) == 401 || (try? Self.curlStatus(url)) == 500 })
+        #expect(await eventually(timeout: .seconds(10)) { (try? curlStatus(url)) == 401 || (try? curlStatus(url)) == 500 })
 
         // The current token passes (counted); none, a wrong one, or a renewed-away one does not.
-        #expect(try Self.curlStatus(url, headers: ["Authorization: Bearer \(token)"]) == 200)
-        #expect(try Self.curlStatus(url, headers: ["Authorization: Bearer \(token)"]) == 200)
-        #expect(try Self.curlStatus(url, headers: ["Authorization: Bearer \(String(repeating: "A", count: 43))"]) == 401)
-        #expect(try Self.curlStatus(url, headers: ["Authorization: Bearer \(String(repeating: "A", count: 4000))"]) != 200)
-        #expect(try Self.curlStatus(url) != 200)
+        #expect(try curlStatus(url, headers: ["Authorization: Bearer \(token)"]) == 200)
+        #expect(try curlStatus(url, headers: ["Authorization: Bearer \(token)"]) == 200)
+        #expect(try curlStatus(url, headers: ["Authorization: Bearer \(String(repeating: "A", count: 43))"]) == 401)
+        #expect(try curlStatus(url, headers: ["Authorization: Bearer \(String(repeating: "A", count: 4000))"]) != 200)
+        #expect(try curlStatus(url) != 200)
         let calls = try FederationStore.callCount(database: federated.provider.database, serviceID: selected.serviceID)
         #expect(calls.valid == 2 && calls.refused == 1, "\(calls)")
         // Straight at the gate: a request without the service header is a 400, other paths 404.
-        #expect(try Self.curlStatus("http://127.0.0.1:\(gatePort)\(FederationCallGate.path)", headers: ["Authorization: Bearer \(token)"]) == 400)
-        #expect(try Self.curlStatus("http://127.0.0.1:\(gatePort)/other") == 404)
+        #expect(try curlStatus("http://127.0.0.1:\(gatePort)\(FederationCallGate.path)", headers: ["Authorization: Bearer \(token)"]) == 400)
+        #expect(try curlStatus("http://127.0.0.1:\(gatePort)/other") == 404)
 
         // After teardown the service is not active: the front refuses (403 from the gate).
         _ = try await federated.consumer.teardown(serviceID: selected.serviceID)
-        #expect(try Self.curlStatus(url, headers: ["Authorization: Bearer \(token)"]) == 403)
+        #expect(try curlStatus(url, headers: ["Authorization: Bearer \(token)"]) == 403)
 
         // The two valid calls are in the period's usage record.
         let start = try #require(agreement.terms.period.from)

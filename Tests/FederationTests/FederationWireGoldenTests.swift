@@ -3,7 +3,7 @@ import Foundation
 import Testing
 import XMPP
 
-@testable import Broker
+@testable import Federation
 
 /// The JSON of `urn:intercloud:federation:0` byte for byte (docs/protocol/federation.md): one
 /// golden payload per message kind, with and without the optional members. The names on the wire

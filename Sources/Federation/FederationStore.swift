@@ -1,4 +1,3 @@
-import Federation
 import Foundation
 import GRDB
 import Metering
@@ -470,14 +469,16 @@ enum FederationWire {
 }
 
 /// Metering's view of federated services, read from this store.
-struct BrokerFederatedServiceUsage: FederatedServiceUsage {
+public struct FederationServiceUsage: FederatedServiceUsage {
     let database: DatabasePool
 
-    func validCalls(agreementID: String, in period: MeteringPeriod) throws -> Int64 {
+    public init(database: DatabasePool) { self.database = database }
+
+    public func validCalls(agreementID: String, in period: MeteringPeriod) throws -> Int64 {
         try FederationStore.validCalls(database: database, agreementID: agreementID, in: period)
     }
 
-    func consumesServices(agreementID: String) throws -> Bool {
+    public func consumesServices(agreementID: String) throws -> Bool {
         try FederationStore.consumed(database: database).contains { $0.agreementID == agreementID }
     }
 }

@@ -1,5 +1,4 @@
 import Catalog
-import Federation
 import Foundation
 import GRDB
 import Logging
@@ -12,6 +11,18 @@ import Storage
 import Synchronization
 import Trust
 import XMPP
+
+/// The catalog as service federation uses it: this broker's templates are published in it, and a
+/// peer's catalog is asked for the size of a template before selecting it. Broker implements it
+/// with its catalog service and catalog queries.
+public protocol FederationCatalog: Sendable {
+    /// The IRI naming this cloud in its catalog.
+    var cloudIRI: IRI { get }
+    /// Replaces a named graph of this broker's catalog as a whole.
+    func replaceGraph(_ graph: IRI, with triples: [Triple])
+    /// Sends a signed SPARQL query to a peer and returns its verified answer.
+    func query(_ sparql: String, peer: JID) async throws -> QueryResult
+}
 
 /// Service federation between brokers (`urn:intercloud:federation:0`, in signed envelopes).
 ///
@@ -94,14 +105,12 @@ public final class FederationService: Sendable {
     public let settings: Settings
     let local: String
     let provider: ProviderHandle?
-    let signed: SignedRequests
-    let registry: PeerRegistry
+    let transport: any SignedTransport
     let negotiation: NegotiationService
     let metering: MeteringService
     let policies: PolicySet
     let audit: AuditLog
-    let catalog: CatalogService
-    let catalogQueries: CatalogQuerier
+    let catalog: any FederationCatalog
     let logger: Logger
     private let runnerState = Mutex<FederationRunner?>(nil)
     private let gate = Mutex<FederationCallGate?>(nil)
@@ -111,36 +120,23 @@ public final class FederationService: Sendable {
     /// checks, so two concurrent selects cannot both fit into the last free share.
     private let pending = Mutex<[String: (agreementID: String, demand: ResourceAmount)]>([:])
 
-    /// Builds the service from its parts (what `BrokerNode.init` has at hand).
+    /// Builds the service from the broker's context, its negotiation and metering, and the catalog.
     public init(
-        local: String, settings: Settings, provider: ProviderHandle?, database: DatabasePool, signed: SignedRequests, registry: PeerRegistry,
-        negotiation: NegotiationService, metering: MeteringService, policies: PolicySet, audit: AuditLog, catalog: CatalogService,
-        catalogQueries: CatalogQuerier, logger: Logger
+        context: BrokerContext, settings: Settings, provider: ProviderHandle?, negotiation: NegotiationService, metering: MeteringService,
+        catalog: any FederationCatalog
     ) {
-        self.local = local
+        self.local = context.local
         self.settings = settings
         self.provider = provider
-        self.database = database
-        self.journal = FederationJournal(database: database)
-        self.signed = signed
-        self.registry = registry
+        self.database = context.database
+        self.journal = FederationJournal(database: context.database)
+        self.transport = context.transport
         self.negotiation = negotiation
         self.metering = metering
-        self.policies = policies
-        self.audit = audit
+        self.policies = context.policies
+        self.audit = context.audit
         self.catalog = catalog
-        self.catalogQueries = catalogQueries
-        self.logger = logger
-    }
-
-    /// Attaches federation to a broker node (its database gets the federation tables if it lacks
-    /// them). Call `install()` before peers send requests and run `run()` alongside the node.
-    public static func make(node: BrokerNode, settings: Settings) throws -> FederationService {
-        try FederationStore.prepare(node.database)
-        return FederationService(
-            local: node.configuration.xmpp.jid.bare.description, settings: settings, provider: node.provider, database: node.database,
-            signed: node.signed, registry: node.registry, negotiation: node.negotiation, metering: node.metering, policies: node.policies,
-            audit: node.audit, catalog: node.catalog, catalogQueries: node.catalogQueries, logger: node.logger)
+        self.logger = context.logger
     }
 
     /// Whether this broker provides services (driver reached, templates imported and published).
@@ -153,7 +149,7 @@ public final class FederationService: Sendable {
 
     /// Serves peers' federation requests (provider side).
     public func install() {
-        signed.serve(namespace: Self.namespace, maxPayloadBytes: Self.maxPayloadBytes) { [self] request throws(StanzaError) in
+        transport.serve(namespace: Self.namespace, maxPayloadBytes: Self.maxPayloadBytes) { [self] request throws(StanzaError) in
             try await self.answer(request)
         }
     }
@@ -290,7 +286,7 @@ public final class FederationService: Sendable {
     /// Replaces the templates graph of the catalog with the runner's templates.
     @discardableResult
     func publish(_ runner: FederationRunner) async throws -> Int {
-        let turtle = try await runner.catalogTurtle(cloudIRI: catalog.catalog.cloudIRI.value)
+        let turtle = try await runner.catalogTurtle(cloudIRI: catalog.cloudIRI.value)
         // Blank nodes (the parameters) are renamed so they never meet those of other documents.
         let triples = try RDFLoader.parse(turtle, format: .turtle).map { triple in
             func rename(_ term: Term) -> Term {
@@ -299,7 +295,7 @@ public final class FederationService: Sendable {
             }
             return Triple(rename(triple.subject), triple.predicate, rename(triple.object))
         }
-        catalog.catalog.store.replaceGraph(Self.templatesGraph, with: triples)
+        catalog.replaceGraph(Self.templatesGraph, with: triples)
         return triples.count
     }
 
@@ -449,7 +445,7 @@ public final class FederationService: Sendable {
         let message = FederationMessage(
             serviceID: serviceID, body: .select(ServiceSelection(templateName: templateName, parameters: parameters, agreementID: agreement.id)))
         do { try message.validate() } catch { throw RequestError(error.description) }
-        let target = try signed.route(to: try JID(bare))
+        let target = try transport.route(to: try JID(bare))
         let figures = await lookUp(templateName, at: target)
         try await database.write { db in
             try FederationStore.insertConsumed(
@@ -587,7 +583,7 @@ public final class FederationService: Sendable {
               OPTIONAL { ?offering ic:vcpu ?vcpu } OPTIONAL { ?offering ic:memoryMiB ?memory } OPTIONAL { ?offering ic:diskGiB ?disk }
             } } LIMIT 1
             """
-        guard case .solutions(let table)? = try? await catalogQueries.query(sparql, peer: target), let row = table.rows.first else {
+        guard case .solutions(let table)? = try? await catalog.query(sparql, peer: target), let row = table.rows.first else {
             logger.notice("federation: template \(templateName) not found in \(target)'s catalog; metering it with unknown figures")
             return (nil, nil, nil, nil)
         }
@@ -606,13 +602,13 @@ public final class FederationService: Sendable {
     }
 
     private func send(_ message: FederationMessage, to peer: String, timeout: Duration = .seconds(60)) async throws -> FederationMessage {
-        try await send(message, to: try signed.route(to: try JID(peer)), timeout: timeout)
+        try await send(message, to: try transport.route(to: try JID(peer)), timeout: timeout)
     }
 
     private func send(_ message: FederationMessage, to target: JID, timeout: Duration) async throws -> FederationMessage {
         let bytes: [UInt8]
         do {
-            bytes = try await signed.request(.set, to: target, namespace: Self.namespace, payload: try FederationWire.encode(message), timeout: timeout)
+            bytes = try await transport.request(.set, to: target, namespace: Self.namespace, payload: try FederationWire.encode(message), timeout: timeout)
         } catch XMPPError.stanza(let error) {
             throw RequestError("\(target.bare) refused: \(error.condition)\(error.text.map { ": \($0)" } ?? "")", condition: error.condition)
         }

@@ -1,4 +1,3 @@
-import Federation
 import FlyingFox
 import FlyingSocks
 import Foundation

@@ -1,8 +1,10 @@
-import Broker
 import Foundation
 import Logging
 import Storage
+import TestSupport
 import Testing
+
+@testable import Federation
 
 @Suite struct FederationCallGateTests {
     @Test func listensAndRefusesWhatItDoesNotServe() async throws {
@@ -13,14 +15,14 @@ import Testing
         defer { running.cancel() }
         let port = try await gate.port()
         let base = "http://127.0.0.1:\(port)"
-        #expect(try BrokerFederationIntegrationTests.curlStatus(base + "/other") == 404)
-        #expect(try BrokerFederationIntegrationTests.curlStatus(base + FederationCallGate.path) == 400)
+        #expect(try curlStatus(base + "/other") == 404)
+        #expect(try curlStatus(base + FederationCallGate.path) == 400)
         // An unknown service has no credentials: refused, and nothing is counted for it.
-        #expect(try BrokerFederationIntegrationTests.curlStatus(
+        #expect(try curlStatus(
             base + FederationCallGate.path, headers: ["\(FederationCallGate.serviceHeader): svc-none", "Authorization: Bearer x"]) == 401)
         #expect(try FederationStore.callCount(database: database, serviceID: "svc-none") == .none)
         // Oversized fields are refused unread.
-        #expect(try BrokerFederationIntegrationTests.curlStatus(
+        #expect(try curlStatus(
             base + FederationCallGate.path,
             headers: ["\(FederationCallGate.serviceHeader): \(String(repeating: "s", count: 300))", "Authorization: Bearer x"]) == 400)
     }
