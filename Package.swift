@@ -174,7 +174,7 @@ let package = Package(
         .target(
             name: "Migration",
             dependencies: [
-                "Providers", "Policy", "Storage",
+                "Providers", "Policy", "Storage", "Peering", "Negotiation", "Metering", "Transfer", "Trust", "XMPP",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -297,7 +297,7 @@ let package = Package(
         .testTarget(
             name: "MigrationTests",
             dependencies: [
-                "Migration", "Providers", "Policy", "TestSupport",
+                "Migration", "Providers", "Policy", "TestSupport", "XMPP",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings),

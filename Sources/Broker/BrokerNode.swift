@@ -118,11 +118,12 @@ public final class BrokerNode: Service, Sendable {
             } catch {
                 throw BrokerConfiguration.Error(path: configuration.sourcePath, message: "trust.key/trust.chain unusable for the transfer channel: \(error)")
             }
+            let sessions = PeerSessionWatch()
+            sessions.observe(client)
             self.migration = MigrationService(
-                local: configuration.xmpp.jid.bare.description, settings: configuration.migration, provider: provider, database: database,
-                signed: signed, registry: registry, negotiation: negotiation, metering: metering, policies: policies,
-                trustStore: trust.service.store, identity: identity, region: configuration.broker.regions.first ?? configuration.broker.cloud,
-                logger: logger)
+                context: context, settings: configuration.migration, provider: provider, sessions: sessions, negotiation: negotiation,
+                metering: metering, trustStore: trust.service.store, identity: identity,
+                region: configuration.broker.regions.first ?? configuration.broker.cloud)
         } else {
             self.migration = nil
         }
@@ -131,8 +132,8 @@ public final class BrokerNode: Service, Sendable {
             catalog: BrokerFederationCatalog(catalog: catalog.catalog, queries: catalogQueries))
         if let migration, let provider {
             self.automation = AutomationService(
-                settings: configuration.automation, local: configuration.xmpp.jid.bare.description, provider: provider, migration: migration,
-                negotiation: negotiation, metering: metering, audit: audit, logger: logger)
+                context: context, settings: configuration.automation, provider: provider, migration: migration, negotiation: negotiation,
+                metering: metering)
         } else {
             if configuration.automation.mode != .off {
                 logger.warning("[automation] needs [provider] and [trust] (migration); automatic migration is off")
@@ -174,7 +175,7 @@ public final class BrokerNode: Service, Sendable {
                 TrustNamespace.handshake, TrustNamespace.envelope, FederationPing.namespace, CatalogProtocol.namespace,
                 NegotiationWire.namespace, MeteringService.namespace,
             ]
-            if migration != nil { features += [MigrationMessage.namespace, BrokerImageTransport.namespace] }
+            if migration != nil { features += [MigrationMessage.namespace, MigrationService.transferNamespace] }
             features.append(FederationService.namespace)
         }
         return DiscoInfo(

@@ -44,6 +44,9 @@ public protocol SignedTransport: Sendable {
     /// Where a request to `peer` goes: a full JID as is, a bare JID to the full JID the peer was
     /// last seen at. Throws `PeerUnknown` for a bare JID never seen.
     func route(to peer: JID) throws -> JID
+
+    /// Returns once requests can be sent (this broker's session is up), or throws after `timeout`.
+    func waitUntilOnline(timeout: Duration) async throws
 }
 
 extension SignedTransport {

@@ -1,5 +1,6 @@
 import Foundation
 import Broker
+import Migration
 import Testing
 import Trust
 import XMPP

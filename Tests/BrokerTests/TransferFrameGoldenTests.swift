@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-@testable import Broker
+@testable import Migration
 @testable import Transfer
 
 /// docs/protocol/transfer.md against the code: every frame of the document is byte for byte what

@@ -192,6 +192,10 @@ public final class SignedRequests: SignedTransport {
         return try trust.open(xml: xml, from: sender, namespace: namespace, answering: sealed.nonce).payload
     }
 
+    public func waitUntilOnline(timeout: Duration) async throws {
+        try await client.waitUntilOnline(timeout: timeout)
+    }
+
     public func route(to peer: JID) throws -> JID {
         if !peer.isBare { return peer }
         guard let record = try registry.peer(peer), let full = record.fullJID.flatMap({ try? JID($0) }) else {

@@ -1,8 +1,8 @@
 import Foundation
 import Logging
 import Metering
-import Migration
 import Negotiation
+import Peering
 import Policy
 import Providers
 import Synchronization
@@ -34,21 +34,21 @@ public final class AutomationService: Sendable {
     let logger: Logger
     private let announced = Mutex<Set<String>>([])
 
-    init(
-        settings: Settings, local: String, provider: ProviderHandle, migration: MigrationService, negotiation: NegotiationService,
-        metering: MeteringService, audit: AuditLog, logger: Logger
+    public init(
+        context: BrokerContext, settings: Settings, provider: ProviderHandle, migration: MigrationService, negotiation: NegotiationService,
+        metering: MeteringService
     ) {
         self.settings = settings
-        self.local = local
+        self.local = context.local
         self.provider = provider
         self.migration = migration
         self.negotiation = negotiation
         self.metering = metering
-        self.audit = audit
-        self.logger = logger
+        self.audit = context.audit
+        self.logger = context.logger
     }
 
-    func run() async {
+    public func run() async {
         guard settings.mode != .off else { return }
         logger.info("automatic migration: \(settings.mode.rawValue), triggers \(settings.policy.triggers.map(\.rawValue).sorted().joined(separator: ", "))")
         while !Task.isCancelled {

@@ -5,7 +5,6 @@ import Negotiation
 import Peering
 import Synchronization
 import Metering
-import Migration
 import Policy
 import Providers
 import Storage
@@ -56,41 +55,46 @@ public final class MigrationService: Sendable {
         public init(workDirectory: String) { self.workDirectory = workDirectory }
     }
 
+    /// The namespace images are announced in before they travel the transfer channel.
+    public static let transferNamespace = BrokerImageTransport.namespace
+
     public let journal: MigrationJournal
     let local: String
     let settings: Settings
     let provider: ProviderHandle
-    let signed: SignedRequests
-    let registry: PeerRegistry
+    let signed: any SignedTransport
+    let sessions: PeerSessionWatch
     let negotiation: NegotiationService
     let metering: MeteringService
     let policies: PolicySet
     let trustStore: TrustStore
-    /// The broker's one audit log (with its refusal aggregator), shared through the signed transport.
-    var audit: AuditLog { signed.audit }
+    /// The broker's one audit log (with its refusal aggregator).
+    let audit: AuditLog
     let identity: TransferIdentity
     let region: String
     let logger: Logger
     private let state = Mutex<(runner: MigrationRunner?, transport: BrokerImageTransport?)>((nil, nil))
 
-    init(
-        local: String, settings: Settings, provider: ProviderHandle, database: DatabasePool, signed: SignedRequests, registry: PeerRegistry,
-        negotiation: NegotiationService, metering: MeteringService, policies: PolicySet, trustStore: TrustStore, identity: TransferIdentity,
-        region: String, logger: Logger
+    /// Builds the service from the broker's context; `sessions` is the presence the broker's
+    /// XMPP client sees (requests race the peer's session), `identity` the transfer channel's.
+    public init(
+        context: BrokerContext, settings: Settings, provider: ProviderHandle, sessions: PeerSessionWatch, negotiation: NegotiationService,
+        metering: MeteringService, trustStore: TrustStore, identity: TransferIdentity, region: String
     ) {
-        self.local = local
+        self.local = context.local
         self.settings = settings
         self.provider = provider
-        self.journal = MigrationJournal(database: database)
-        self.signed = signed
-        self.registry = registry
+        self.journal = MigrationJournal(database: context.database)
+        self.signed = context.transport
+        self.sessions = sessions
         self.negotiation = negotiation
         self.metering = metering
-        self.policies = policies
+        self.policies = context.policies
+        self.audit = context.audit
         self.trustStore = trustStore
         self.identity = identity
         self.region = region
-        self.logger = logger
+        self.logger = context.logger
     }
 
     public enum Schema: SchemaContributor {
@@ -122,7 +126,7 @@ public final class MigrationService: Sendable {
 
     /// Starts the transfer server and the runner, installs the handlers, resumes unfinished
     /// migrations, then takes operator requests until cancelled.
-    func run() async {
+    public func run() async {
         let runner: MigrationRunner
         do { runner = try await makeRunner() } catch {
             logger.error("migration disabled: \(error)")
@@ -133,7 +137,7 @@ public final class MigrationService: Sendable {
         // rolls it back needlessly, and its abort to the peer fails the same way, so the peer kept
         // its reservation (unfinished) while this side said rolled back. Past the wait, resume
         // anyway: the steps fail and retry or roll back as with any unreachable peer.
-        do { try await signed.client.waitUntilOnline(timeout: .seconds(30)) } catch {
+        do { try await signed.waitUntilOnline(timeout: .seconds(30)) } catch {
             logger.warning("resuming migrations while not connected to the XMPP server: \(error)")
         }
         do {
@@ -160,7 +164,7 @@ public final class MigrationService: Sendable {
         let transport = try BrokerImageTransport(
             identity: identity, host: settings.transferHost, port: settings.transferPort,
             advertisedHost: settings.advertisedHost ?? settings.transferHost, workDirectory: work.appendingPathComponent("incoming"),
-            signed: signed, registry: registry, trustStore: trustStore, logger: logger,
+            signed: signed, trustStore: trustStore, logger: logger,
             lookupOffer: { offer in
                 let unfinished = (try? journal.unfinished()) ?? []
                 for (id, role) in unfinished where role == .source {
@@ -179,10 +183,8 @@ public final class MigrationService: Sendable {
             }
         }
         transport.install()
-        let sessions = PeerSessionWatch()
-        sessions.observe(signed.client)
         let runner = MigrationRunner(
-            driver: driver, journal: journal, transport: transport, link: BrokerMigrationLink(signed: signed, registry: registry, timeout: settings.requestTimeout, sessions: sessions),
+            driver: driver, journal: journal, transport: transport, link: BrokerMigrationLink(signed: signed, timeout: settings.requestTimeout, sessions: sessions),
             authorize: { [weak self] request, peer, agreementID, now in
                 guard let self else { return .denied([PolicyReason(code: "stopping", message: "broker stopping")]) }
                 return await self.authorize(request, peer: peer, agreementID: agreementID, now: now)
@@ -247,7 +249,7 @@ public final class MigrationService: Sendable {
     }
 
     /// Serves inbound migration messages (destination side).
-    func install() {
+    public func install() {
         signed.serve(namespace: MigrationMessage.namespace, maxPayloadBytes: MigrationMessage.maximumEncodedBytes + 1024) {
             [self] request throws(StanzaError) in
             guard let runner = state.withLock({ $0.runner }) else { throw .serviceUnavailable("this broker's provider is not ready for migrations") }
@@ -537,8 +539,7 @@ enum MigrationWire {
 /// rather than at the timeout; and a request to a peer whose session is known to have ended waits
 /// (up to `timeout`) for it to be available again, so that retries land once it is back.
 struct BrokerMigrationLink: MigrationPeerLink {
-    let signed: SignedRequests
-    let registry: PeerRegistry
+    let signed: any SignedTransport
     let timeout: Duration
     var sessions: PeerSessionWatch?
 

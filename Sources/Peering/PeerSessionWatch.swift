@@ -10,7 +10,7 @@ import XMPP
 ///
 /// Only transitions seen by this process count: a peer never heard of is taken as up (the server
 /// answers an IQ to a session that does not exist with an error at once anyway).
-final class PeerSessionWatch: Sendable {
+public final class PeerSessionWatch: Sendable {
     private struct Waiter {
         var jid: String
         var available: Bool
@@ -25,9 +25,11 @@ final class PeerSessionWatch: Sendable {
 
     private let state = Mutex(State())
 
+    public init() {}
+
     /// Watches `client`'s incoming presence for as long as the client runs.
     @discardableResult
-    func observe(_ client: XMPPClient) -> UUID {
+    public func observe(_ client: XMPPClient) -> UUID {
         client.observe { [weak self] event in
             guard case .stanza(let stanza) = event, let (jid, available) = Self.session(in: stanza) else { return }
             self?.record(jid, available: available)
@@ -50,7 +52,7 @@ final class PeerSessionWatch: Sendable {
         }
     }
 
-    func record(_ jid: String, available: Bool) {
+    public func record(_ jid: String, available: Bool) {
         let woken: [CheckedContinuation<Void, Never>] = state.withLock { state in
             state.available[jid] = available
             let matching = state.waiters.filter { $0.value.jid == jid && $0.value.available == available }
@@ -61,12 +63,12 @@ final class PeerSessionWatch: Sendable {
     }
 
     /// Whether the last presence from `jid` said its session ended.
-    func isGone(_ jid: String) -> Bool { state.withLock { $0.available[jid] == false } }
+    public func isGone(_ jid: String) -> Bool { state.withLock { $0.available[jid] == false } }
 
     /// Returns once presence from `jid` says `available` (at once when waiting for available and it
     /// is), or when the task is cancelled. Waiting for unavailable needs a new presence: a session
     /// already gone when the wait starts is the server's to report, as an IQ error.
-    func wait(for jid: String, available: Bool) async {
+    public func wait(for jid: String, available: Bool) async {
         let id = UUID()
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -87,11 +89,16 @@ final class PeerSessionWatch: Sendable {
 
 /// A migration request whose peer's XMPP session ended before it answered (`waited` nil), or
 /// had ended and did not come back within `waited` (`.zero`: not waited for).
-struct PeerSessionEnded: Error, CustomStringConvertible {
-    var peer: String
-    var waited: Duration?
+public struct PeerSessionEnded: Error, CustomStringConvertible {
+    public var peer: String
+    public var waited: Duration?
 
-    var description: String {
+    public init(peer: String, waited: Duration?) {
+        self.peer = peer
+        self.waited = waited
+    }
+
+    public var description: String {
         if waited == .zero { return "\(peer) is offline (its session ended)" }
         if let waited { return "\(peer) is offline (its session ended) and did not come back within \(waited)" }
         return "\(peer) went offline (its session ended) before it answered"

@@ -1,8 +1,9 @@
-import Broker
 import Foundation
 import Policy
 import Providers
 import Testing
+
+@testable import Migration
 
 /// The automatic-migration decision without IO: triggers, destination choice, quota room, limits.
 @Suite struct AutomationPolicyTests {

@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Migration
 import Peering
 import Synchronization
 import Transfer
@@ -23,7 +22,7 @@ import XMPP
 /// The TLS server only accepts connections for registered transfers from the pinned certificate,
 /// and writes only to the registered destination inside the migration's work folder.
 final class BrokerImageTransport: ImageTransport, Sendable {
-    static let namespace = "urn:intercloud:transfer:0"
+    public static let namespace = "urn:intercloud:transfer:0"
 
     struct Offer: Sendable {
         var token: String
@@ -37,8 +36,7 @@ final class BrokerImageTransport: ImageTransport, Sendable {
     let sender: TransferSender
     let advertisedHost: String
     let workDirectory: URL
-    let signed: SignedRequests
-    let registry: PeerRegistry
+    let signed: any SignedTransport
     let trustStore: TrustStore
     let logger: Logger
     private let offers = Mutex<[String: Offer]>([:])
@@ -46,8 +44,8 @@ final class BrokerImageTransport: ImageTransport, Sendable {
     let onTransferred: @Sendable (_ migrationID: String, _ bytes: Int64) -> Void
 
     init(
-        identity: TransferIdentity, host: String, port: UInt16, advertisedHost: String, workDirectory: URL, signed: SignedRequests,
-        registry: PeerRegistry, trustStore: TrustStore, logger: Logger,
+        identity: TransferIdentity, host: String, port: UInt16, advertisedHost: String, workDirectory: URL, signed: any SignedTransport,
+        trustStore: TrustStore, logger: Logger,
         lookupOffer: @escaping @Sendable (Migration.TransferOffer) -> (migrationID: String, peer: String, sha256: String?)?,
         onTransferred: @escaping @Sendable (String, Int64) -> Void
     ) throws {
@@ -57,7 +55,6 @@ final class BrokerImageTransport: ImageTransport, Sendable {
         self.advertisedHost = advertisedHost
         self.workDirectory = workDirectory
         self.signed = signed
-        self.registry = registry
         self.trustStore = trustStore
         self.logger = logger
         self.onTransferred = onTransferred

@@ -1,10 +1,9 @@
 import Foundation
-import Migration
 import Providers
 import Testing
 import XMPP
 
-@testable import Broker
+@testable import Migration
 
 /// The JSON of `urn:intercloud:migration:0` byte for byte (docs/protocol/migration.md): one golden
 /// payload per message kind, with and without the optional members. The names on the wire are
