@@ -179,8 +179,12 @@ public struct MigrationConfiguration: Codable, Sendable, Hashable {
     /// How long the destination holds a reservation the source does not use (see `DestinationMigration.expire`).
     public var reservationTimeout: TimeInterval
 
+    /// The one default of `[migration] graceful_shutdown_seconds`: the broker's settings and its
+    /// configuration reference read it from here.
+    public static let defaultGracefulShutdownTimeout: TimeInterval = 30
+
     public init(
-        gracefulShutdownTimeout: TimeInterval = 60, maxAttempts: Int = 3, retryDelay: TimeInterval = 2,
+        gracefulShutdownTimeout: TimeInterval = defaultGracefulShutdownTimeout, maxAttempts: Int = 3, retryDelay: TimeInterval = 2,
         reservationTimeout: TimeInterval = 3600
     ) {
         self.gracefulShutdownTimeout = gracefulShutdownTimeout

@@ -30,7 +30,7 @@ public final class MigrationService: Sendable {
         /// Exported, converted and received disk files, one folder per migration.
         public var workDirectory: String
         public var bootTimeout: Duration = .seconds(120)
-        public var gracefulShutdownSeconds: TimeInterval = 30
+        public var gracefulShutdownSeconds: TimeInterval = MigrationConfiguration.defaultGracefulShutdownTimeout
         /// How long the source waits for the destination's answer to one message. It must cover
         /// the destination's slowest step inside a handler (import, create and start of the
         /// instance before it answers `transferred`). A destination whose XMPP session ends
