@@ -12,13 +12,14 @@ struct Intercloud: AsyncParsableCommand {
             and keep a registry of peers in SQLite.
 
             Start a broker:      intercloud serve --config cloud1.toml
+            Configuration keys:  intercloud config reference [--output toml|json]
             See its peers:       intercloud peers --config cloud1.toml [--output json]
             Approve a peering:   intercloud peers approve broker@cloud3.example --config cloud1.toml
             Negotiate:           intercloud negotiate --config cloud1.toml --peer broker@cloud2.example
             Agreements:          intercloud agreement list --config cloud1.toml
             """,
         subcommands: [
-            ServeCommand.self, PeersCommand.self, CertsCommand.self, TrustCommand.self, AuditCommand.self, CatalogCommand.self,
+            ServeCommand.self, ConfigCommand.self, PeersCommand.self, CertsCommand.self, TrustCommand.self, AuditCommand.self, CatalogCommand.self,
             ProviderCommand.self, PolicyCommand.self, NegotiateCommand.self, NegotiationsCommand.self, AgreementCommand.self, UsageCommand.self, MigrateCommand.self, MigrationsCommand.self, FederateCommand.self, ServicesCommand.self,
         ])
 }

@@ -21,7 +21,7 @@ struct ProviderCommand: AsyncParsableCommand {
     struct Options: ParsableArguments {
         @Option(help: "Broker configuration file (TOML): use its [provider] (the driver flags are then ignored).")
         var config: String?
-        @Option(help: "Driver kind: simcloud, libvirt or ec2.")
+        @Option(help: "Driver kind: \(DriverRegistry.kinds.keys.sorted().joined(separator: ", ")).")
         var driver: String = "simcloud"
         @Option(name: .customLong("data-dir"), help: "SimCloud data directory.")
         var dataDir: String = "intercloud-simcloud"

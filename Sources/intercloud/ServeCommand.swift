@@ -7,6 +7,12 @@ import ServiceLifecycle
 import UnixSignals
 
 struct ServeCommand: AsyncParsableCommand {
+    /// The configurable limits with their declared defaults, so this help never restates a number.
+    static let limits = BrokerSettings.declarations
+        .filter { ["max_open_per_peer", "max_open", "max_concurrent_per_agreement", "max_calls_per_second", "aggregate_seconds", "retention_days"].contains($0.key) }
+        .map { "  [\($0.section)] \($0.key) = \($0.defaultValue ?? "")" }
+        .joined(separator: "\n")
+
     static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract: "Run this cloud's broker until SIGTERM or SIGINT.",
@@ -22,7 +28,9 @@ struct ServeCommand: AsyncParsableCommand {
             the database. It reconnects with backoff if the server goes away, resuming the
             stream (XEP-0198) where the server allows it.
 
-            Example configuration (TOML):
+            Example configuration (TOML). Every key, its default and the values it accepts:
+            `intercloud config reference` (`--output toml` prints a file to start from);
+            `intercloud config check --config FILE` reads a file without starting anything.
 
               [broker]
               cloud = "cloud1"
@@ -33,7 +41,6 @@ struct ServeCommand: AsyncParsableCommand {
               jid = "broker@cloud1.example/broker"
               password_file = "secrets/cloud1.password"
               ca_file = "certs/xmpp-ca.pem"
-              # host = "127.0.0.1"   port = 5222   tls = "required"
 
               [discovery]
               rooms = ["exchange@conference.cloud1.example"]
@@ -44,12 +51,9 @@ struct ServeCommand: AsyncParsableCommand {
               key = "certs/broker.key"
               chain = "certs/broker-chain.pem"
               anchors = ["certs/anchors/"]
-              crls = []
 
               [catalog]          # optional; see `intercloud catalog --help`
               files = ["catalog/offerings.ttl"]
-              timeout_ms = 5000
-              max_results = 10000
 
             With [trust] the broker announces its certificate fingerprint, runs a mutual
             certificate handshake (urn:intercloud:trust:0) with every peer broker it sees,
@@ -64,15 +68,9 @@ struct ServeCommand: AsyncParsableCommand {
             over urn:intercloud:catalog:0 against the listed RDF files plus a generated
             description of itself (named graph <urn:intercloud:graph:self>).
 
-            Limits against lying peers and strangers (SECURITY.md lists them all):
-              federation requests in progress   64, 16 per sender (resource-constraint)
-              catalog queries evaluated at once 2, 1 per peer
-              [negotiation] max_open_per_peer   8 open with us as provider (max_open 128)
-              [migration] max_concurrent_per_agreement   4
-              [migration.live_peers]            where a peer may have our hypervisor send a guest
-              [metering] max_calls_per_second   1000, the most calls billed per second
-              [audit] aggregate_seconds         60: one audit row per sender, kind and window
-              [audit] retention_days            90 (0 keeps audit rows forever)
+            Limits against lying peers and strangers are listed in SECURITY.md. Those an
+            operator sets, at their defaults:
+            \(limits)
             """)
 
     @Option(name: .shortAndLong, help: "Broker configuration file (TOML).")
