@@ -1,4 +1,5 @@
 import Foundation
+import Migration
 
 extension BrokerSettings {
     /// `[automation]`: migration driven by policy. The defaults are `AutomationService.Settings`'.
