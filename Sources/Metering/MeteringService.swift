@@ -5,6 +5,7 @@ import Negotiation
 import Peering
 import Policy
 import Providers
+import Storage
 import Trust
 import XMPP
 
@@ -38,6 +39,9 @@ public protocol FederatedServiceUsage: Sendable {
 }
 
 public actor MeteringService {
+    /// Journal writes wait for their fsync on the storage thread, not on a cooperative one.
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { StorageExecutor.shared.asUnownedSerialExecutor() }
+
     public struct Settings: Sendable, Hashable {
         public var sampleInterval: TimeInterval
         public var periodSeconds: TimeInterval

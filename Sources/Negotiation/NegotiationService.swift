@@ -28,6 +28,9 @@ public struct NegotiationOutcome: Sendable, Hashable {
 /// Timers: a loop calls `tick` when a machine's deadline passes (retries, step and decision
 /// timeouts). At start every unfinished negotiation is resumed by the machine's resume rule.
 public actor NegotiationService {
+    /// Journal writes wait for their fsync on the storage thread, not on a cooperative one.
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { StorageExecutor.shared.asUnownedSerialExecutor() }
+
     struct Active {
         var machine: NegotiationStateMachine
         /// Where messages for this negotiation go: the peer's full JID as last seen.
