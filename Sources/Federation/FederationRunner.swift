@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Policy
 import Providers
+import Storage
 
 /// The thin IO layer of service federation: performs the actions of `FederatedService` with a cloud
 /// driver, the journal and the metering hook.
@@ -14,6 +15,9 @@ import Providers
 /// a restart would not know about. The broker checks the peer's agreement and entitlement before
 /// calling in; this layer checks everything about the template and the service.
 public actor FederationRunner {
+    /// Journal writes wait for their fsync on the storage thread, not on a cooperative one.
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { StorageExecutor.shared.asUnownedSerialExecutor() }
+
     public struct Configuration: Sendable {
         public var service: FederatedService.Configuration
         /// How often the driver is asked whether a starting instance runs yet.

@@ -9,6 +9,9 @@ import Storage
 /// target state and when it is due, and any later read settles it, so state survives a restart and
 /// nothing runs in the background.
 public actor SimCloud: CloudDriver {
+    /// Journal writes wait for their fsync on the storage thread, not on a cooperative one.
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { StorageExecutor.shared.asUnownedSerialExecutor() }
+
     public nonisolated let driverName = "simcloud"
     public nonisolated let capabilities: DriverCapabilities
     public let configuration: Configuration
