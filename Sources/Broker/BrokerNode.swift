@@ -170,14 +170,9 @@ public final class BrokerNode: Service, Sendable {
             DiscoInfo.infoNamespace, DiscoInfo.itemsNamespace, EntityCapabilities.namespace, Ping.namespace,
             MultiUserChat.namespace, Announcement.namespace,
         ]
-        if trust != nil {
-            features += [
-                TrustNamespace.handshake, TrustNamespace.envelope, FederationPing.namespace, CatalogProtocol.namespace,
-                NegotiationWire.namespace, MeteringService.namespace,
-            ]
-            if migration != nil { features += [MigrationMessage.namespace, MigrationService.transferNamespace] }
-            features.append(FederationService.namespace)
-        }
+        // The federation namespaces are those a service serves through the signed transport
+        // (`installHandlers`): without trust they are served only to be refused, so not offered.
+        if trust != nil { features += [TrustNamespace.handshake, TrustNamespace.envelope] + signed.namespaces }
         return DiscoInfo(
             identities: [.init(category: "automation", type: "intercloud-broker", name: configuration.broker.cloud)],
             features: features)
@@ -190,8 +185,6 @@ public final class BrokerNode: Service, Sendable {
     }
 
     private func installHandlers() {
-        let info = discoInfo
-        client.serveServiceDiscovery({ info }, capsNode: Self.capsNode)
         client.servePing()
         let ownBare = configuration.xmpp.jid.bare.description
         client.setIQHandler(namespace: Self.statusNamespace, maxPayloadBytes: 1024, .immediate { [weak self] request throws(StanzaError) in
@@ -221,6 +214,9 @@ public final class BrokerNode: Service, Sendable {
         metering.install()
         migration?.install()
         federation.install()
+        // Last: what disco#info offers is what was installed above.
+        let info = discoInfo
+        client.serveServiceDiscovery({ info }, capsNode: Self.capsNode)
     }
 
     /// Sends a signed federation ping to a trusted peer broker (its full JID) and returns its

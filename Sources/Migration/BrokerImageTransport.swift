@@ -60,11 +60,8 @@ final class BrokerImageTransport: ImageTransport, Sendable {
         self.onTransferred = onTransferred
     }
 
-    func install() {
-        signed.serve(namespace: Self.namespace, maxPayloadBytes: 4096) { [self] request throws(StanzaError) in
-            try self.announced(request)
-        }
-    }
+    /// Bounds an announcement's payload (a handful of short attributes).
+    static let maxAnnouncementBytes = 4096
 
     func shutdown() { server.shutdown() }
 
@@ -87,7 +84,8 @@ final class BrokerImageTransport: ImageTransport, Sendable {
     }
 
     /// The source's announcement: registers the transfer with the TLS server.
-    private func announced(_ request: SignedRequest) throws(StanzaError) -> [UInt8] {
+    /// Answers a peer's `<announce/>` of an image it is about to send.
+    func announced(_ request: SignedRequest) throws(StanzaError) -> [UInt8] {
         guard let element = try? PayloadElement.parse(String(decoding: request.payload, as: UTF8.self), maxBytes: 4096),
             element.name == "announce", element.namespace == Self.namespace,
             let migrationID = element.attributes["migration"], let token = element.attributes["token"],

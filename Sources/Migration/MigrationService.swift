@@ -182,7 +182,6 @@ public final class MigrationService: Sendable {
                 }
             }
         }
-        transport.install()
         let runner = MigrationRunner(
             driver: driver, journal: journal, transport: transport, link: BrokerMigrationLink(signed: signed, timeout: settings.requestTimeout, sessions: sessions),
             authorize: { [weak self] request, peer, agreementID, now in
@@ -250,6 +249,13 @@ public final class MigrationService: Sendable {
 
     /// Serves inbound migration messages (destination side).
     public func install() {
+        // Images are announced before they travel; until the transfer server listens, an
+        // announcement is refused like any migration message before the runner is up.
+        signed.serve(namespace: BrokerImageTransport.namespace, maxPayloadBytes: BrokerImageTransport.maxAnnouncementBytes) {
+            [self] request throws(StanzaError) in
+            guard let transport = state.withLock({ $0.transport }) else { throw .serviceUnavailable("this broker's provider is not ready for migrations") }
+            return try transport.announced(request)
+        }
         signed.serve(namespace: MigrationMessage.namespace, maxPayloadBytes: MigrationMessage.maximumEncodedBytes + 1024) {
             [self] request throws(StanzaError) in
             guard let runner = state.withLock({ $0.runner }) else { throw .serviceUnavailable("this broker's provider is not ready for migrations") }

@@ -1,6 +1,9 @@
 import Broker
+import Federation
 import Foundation
 import GRDB
+import Metering
+import Negotiation
 import Storage
 import TestSupport
 import Testing
@@ -53,6 +56,13 @@ import XMPP
         #expect(broker1.auditEvents(peer: jid2).allSatisfy { $0.outcome != .refused })
         // The trust features are in disco#info (and so in the caps the peers stored).
         #expect(await eventually { broker1.peer(jid2)?.featureList.contains(TrustNamespace.handshake) == true })
+        // What disco#info offers is what broker2 installed: every namespace it serves signed
+        // (catalog, negotiation, metering, migration, transfer, federation, ping), no other.
+        let served = Set(broker2.node.signed.namespaces)
+        #expect(served.isSuperset(of: [CatalogProtocol.namespace, NegotiationWire.namespace, MeteringService.namespace, FederationService.namespace]))
+        #expect(Set(try #require(broker1.peer(jid2)).featureList).subtracting(served)
+            == [TrustNamespace.handshake, TrustNamespace.envelope, DiscoInfo.infoNamespace, DiscoInfo.itemsNamespace,
+                EntityCapabilities.namespace, Ping.namespace, MultiUserChat.namespace, Announcement.namespace])
 
         // Both start a handshake at the same moment (what happens when both think they must):
         // two independent exchanges over the wire, both succeed, the pins stay as they were.
