@@ -111,6 +111,31 @@ import Testing
         }
     }
 
+    /// A command borrowing the broker's database (`intercloud catalog query`) leaves the run
+    /// marker alone: after the broker stopped cleanly and such a command ran and exited, the broker
+    /// starts clean and accepts an envelope signed before it, as after any clean stop.
+    @Test func aBorrowingCommandLeavesTheBrokersRunMarkerAlone() async throws {
+        let (a, b) = try await trustedPair()
+        defer { a.remove(); b.remove() }
+        let early = try a.service.seal(payload, namespace: Self.catalog, to: b.jid)
+        try b.service.endRun()
+        let path = b.database.path
+        try b.database.close()
+        let reopened = try IntercloudDatabase.open(path: path, schema: [TrustSchema.self, AuditSchema.self])
+        let anchors = TrustAnchors(anchors: [cloud1.root.certificate])
+        let command = TrustService(
+            myJID: b.jid, identity: cloud2.identity, anchors: anchors, database: reopened, clock: { TestPKI.now + 5 }, ownsReplayRun: false)
+        // The command itself refuses what was signed before it started.
+        do {
+            _ = try command.open(xml: early, from: a.jid)
+            Issue.record("a borrowing command accepted an envelope signed before it started")
+        } catch {
+            #expect(error.code == .stale, "\(error)")
+        }
+        let broker = TrustService(myJID: b.jid, identity: cloud2.identity, anchors: anchors, database: reopened, clock: { TestPKI.now + 6 })
+        _ = try broker.open(xml: early, from: a.jid)
+    }
+
     /// An answer is bound to our request's fresh nonce, so it needs no nonce record of its own: the
     /// requester writes nothing, and the answer still cannot be used for another request.
     @Test func answersRecordNoNonce() async throws {

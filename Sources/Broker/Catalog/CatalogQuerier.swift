@@ -220,7 +220,8 @@ public final class CatalogRequester: Sendable {
         xmpp.streamManagement = false
         let client = XMPPClient(configuration: xmpp, logger: logger)
         let trust = TrustService(
-            myJID: configuration.xmpp.jid.bare.description, identity: identity, anchors: anchors, database: database, logger: logger)
+            myJID: configuration.xmpp.jid.bare.description, identity: identity, anchors: anchors, database: database,
+            ownsReplayRun: false, logger: logger)
         let audit = AuditLog(database: database)
         let registry = PeerRegistry(database: database)
         let requester = CatalogRequester(

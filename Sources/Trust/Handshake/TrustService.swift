@@ -41,11 +41,16 @@ public actor TrustService {
     ///   - database: the broker database opened with `TrustSchema` and `AuditSchema` among its
     ///     schema contributors.
     ///   - clock: source of time for machines and checks (tests pass a fixed clock).
+    ///   - ownsReplayRun: whether this process is the broker that runs the replay window (it
+    ///     marks the run started, and ends it with `endRun`). A command that only borrows the
+    ///     broker's database for a request or two (`intercloud catalog query`) must leave the
+    ///     broker's marker alone: it refuses envelopes signed before it started, and records none.
     public init(
         myJID: String, identity: BrokerIdentity, anchors: TrustAnchors, database: DatabasePool,
         replaySkew: TimeInterval = 120, handshakeTimeout: TimeInterval = 30,
         clock: @escaping @Sendable () -> Date = { Date() },
         audit: AuditLog? = nil,
+        ownsReplayRun: Bool = true,
         logger: Logger = Logger(label: "intercloud.trust")
     ) {
         self.myJID = XmppAddr.bare(myJID)
@@ -55,7 +60,9 @@ public actor TrustService {
         self.audit = audit ?? AuditLog(database: database)
         self.envelopes = EnvelopeVerifier(
             store: store,
-            replay: ReplayGuard(database: database, skew: replaySkew, notBefore: ReplayGuard.beginRun(database: database, now: clock())),
+            replay: ReplayGuard(
+                database: database, skew: replaySkew,
+                notBefore: ownsReplayRun ? ReplayGuard.beginRun(database: database, now: clock()) : clock()),
             audit: self.audit)
         self.verifier = PeerVerifier(configuration: anchors)
         self.handshakeTimeout = handshakeTimeout
