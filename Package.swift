@@ -115,7 +115,7 @@ let package = Package(
             name: "Broker",
             dependencies: [
                 "XMPP", "Storage", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
-                "Peering", "Negotiation",
+                "Peering", "Negotiation", "CatalogQueries",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 "TOMLParsing",
                 .product(name: "Logging", package: "swift-log"),
@@ -130,6 +130,16 @@ let package = Package(
             dependencies: [
                 "XMPP", "Trust", "Policy",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Catalog queries between brokers: answering peers' (signed) SPARQL, asking peers, the
+        // broker's catalog with its self-description and live inventory.
+        .target(
+            name: "CatalogQueries",
+            dependencies: [
+                "Catalog", "Peering", "Providers", "Trust", "XMPP",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -198,6 +208,7 @@ let package = Package(
             name: "intercloud",
             dependencies: [
                 "Broker", "Trust", "Providers", "Catalog", "Policy", "Storage", "Metering", "Migration", "XMPP", "Negotiation", "Peering", "Federation",
+                "CatalogQueries",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -260,7 +271,7 @@ let package = Package(
             name: "BrokerTests",
             dependencies: [
                 "Broker", "XMPP", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
-                "Negotiation", "Peering", "Storage", "TestSupport",
+                "Negotiation", "Peering", "CatalogQueries", "Storage", "TestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -269,6 +280,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "TOMLParsing"], swiftSettings: swiftSettings),
+        .testTarget(name: "PeeringTests", dependencies: ["Peering"], swiftSettings: swiftSettings),
         .testTarget(name: "NegotiationTests", dependencies: ["Negotiation", "Policy", "XMPP"], swiftSettings: swiftSettings),
         .testTarget(
             name: "MeteringTests",

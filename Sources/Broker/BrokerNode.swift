@@ -1,3 +1,4 @@
+import CatalogQueries
 import Foundation
 import GRDB
 import Federation
@@ -91,7 +92,7 @@ public final class BrokerNode: Service, Sendable {
         }
         self.signed = SignedRequests(trust: trust?.service, audit: audit, client: client, registry: registry, logger: logger, tasks: tasks)
         self.catalog = CatalogService(catalog: try BrokerCatalog(configuration: configuration), audit: audit, logger: logger)
-        self.catalogQueries = CatalogQuerier(signed: signed, registry: registry)
+        self.catalogQueries = CatalogQuerier(signed: signed, peers: registry)
         var policies = PolicySet()
         if !configuration.policyFiles.isEmpty {
             do { policies = try PolicyLoader.load(paths: configuration.policyFiles) } catch {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Broker
 import Catalog
+import CatalogQueries
 import Foundation
 import Logging
 import Peering

@@ -1,4 +1,5 @@
 import Broker
+import CatalogQueries
 import Testing
 
 @Suite struct BrokerCatalogConfigurationTests {

@@ -1,5 +1,6 @@
 import Broker
 import Catalog
+import CatalogQueries
 import Federation
 import Foundation
 import GRDB

@@ -1,5 +1,6 @@
 import Broker
 import Catalog
+import CatalogQueries
 import Foundation
 import Providers
 import Testing

@@ -1,4 +1,5 @@
 import Broker
+import CatalogQueries
 import Federation
 import Foundation
 import GRDB

@@ -1,5 +1,6 @@
 import Catalog
 @testable import Federation
+import CatalogQueries
 import Metering
 import Foundation
 import Negotiation

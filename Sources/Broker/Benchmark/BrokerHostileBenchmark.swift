@@ -1,3 +1,4 @@
+import CatalogQueries
 import Foundation
 import GRDB
 import Logging

@@ -1,4 +1,5 @@
 import Catalog
+import CatalogQueries
 import Federation
 import XMPP
 

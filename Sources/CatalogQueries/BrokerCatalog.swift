@@ -1,5 +1,6 @@
 import Catalog
 import Foundation
+import Peering
 import Synchronization
 import XMPP
 
@@ -33,28 +34,29 @@ public final class BrokerCatalog: Sendable {
         public var description: String
     }
 
-    /// Loads the configured files (an unreadable or invalid file is an error: a broker should not
-    /// silently serve half its catalog) and generates the self-description.
-    public init(configuration: BrokerConfiguration) throws {
-        let settings = configuration.catalog
+    /// Loads the description `files` (an unreadable or invalid file is an error: a broker should
+    /// not silently serve half its catalog) and generates the self-description of `cloud` (named
+    /// `cloudIRI`, reached at `xmppAddress`, in `regions`).
+    public init(
+        files: [String], timeout: Duration, maxResults: Int, cloudIRI: String, cloud: String, xmppAddress: String, regions: [String]
+    ) throws {
         store = TripleStore()
-        limits = QueryLimits(timeout: settings.timeout, maxResults: settings.maxResults, maxQueryBytes: CatalogProtocol.maxQueryBytes)
-        cloudIRI = IRI(settings.cloudIRI)
-        for path in settings.files {
+        limits = QueryLimits(timeout: timeout, maxResults: maxResults, maxQueryBytes: CatalogProtocol.maxQueryBytes)
+        self.cloudIRI = IRI(cloudIRI)
+        for path in files {
             do { try store.load(file: URL(fileURLWithPath: path)) } catch {
                 throw LoadError(description: "catalog file \(path): \(error)")
             }
         }
-        store.replaceGraph(Self.selfGraph, with: Self.selfDescription(configuration: configuration, cloud: cloudIRI))
+        store.replaceGraph(
+            Self.selfGraph, with: Self.selfDescription(cloud: self.cloudIRI, name: cloud, xmppAddress: xmppAddress, regions: regions))
     }
 
     /// `ic:Cloud` (name, XMPP address, regions) and one `ic:Region` per configured region.
-    static func selfDescription(configuration: BrokerConfiguration, cloud: IRI) -> [Triple] {
+    static func selfDescription(cloud: IRI, name: String, xmppAddress: String, regions regionNames: [String]) -> [Triple] {
         let separator = cloud.value.hasSuffix("/") || cloud.value.hasSuffix("#") ? "" : "/"
-        let regions = configuration.broker.regions.map { (name: $0, iri: IRI(cloud.value + separator + "region/" + $0)) }
-        var triples = CatalogDescription.cloud(
-            cloud, name: configuration.broker.cloud, xmppAddress: configuration.xmpp.jid.bare.description,
-            regions: regions.map(\.iri))
+        let regions = regionNames.map { (name: $0, iri: IRI(cloud.value + separator + "region/" + $0)) }
+        var triples = CatalogDescription.cloud(cloud, name: name, xmppAddress: xmppAddress, regions: regions.map(\.iri))
         for region in regions {
             // CatalogDescription.region also wants a country, which the configuration does not
             // know; the static files may add it for the same IRI.

@@ -7,7 +7,7 @@
 public struct RequestSlots: Sendable, Equatable {
     public let global: Int
     public let perPeer: Int
-    private(set) var total = 0
+    public private(set) var total = 0
     private(set) var byPeer: [String: Int] = [:]
 
     public init(global: Int = 64, perPeer: Int = 16) {

@@ -20,12 +20,12 @@ public enum CatalogProtocol {
     /// stream. 160 KiB leaves room for the envelope; a bigger answer is refused as over the limits.
     public static let maxAnswerBytes = 160 * 1024
 
-    static func request(_ sparql: String) -> [UInt8] {
+    public static func request(_ sparql: String) -> [UInt8] {
         Array(PayloadElement(name: "query", namespace: namespace, text: sparql).xml.utf8)
     }
 
     /// The SPARQL text of a request, or nil if the payload is not a `<query/>` of our namespace.
-    static func parseRequest(_ bytes: [UInt8]) -> String? {
+    public static func parseRequest(_ bytes: [UInt8]) -> String? {
         guard let element = try? PayloadElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: maxQueryBytes * 6 + 256),
             element.name == "query", element.namespace == namespace, element.children.isEmpty,
             element.text.utf8.count <= maxQueryBytes

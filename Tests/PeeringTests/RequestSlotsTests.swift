@@ -1,4 +1,4 @@
-@testable import Broker
+@testable import Peering
 import Testing
 
 /// One sender cannot take the slots every other peer needs.

@@ -22,7 +22,7 @@ public final class CatalogService: Sendable {
     /// this check through `setEntitlementCheck`.
     private let entitlement = Mutex<EntitlementCheck>({ _ in true })
 
-    init(catalog: BrokerCatalog, audit: AuditLog, logger: Logger) {
+    public init(catalog: BrokerCatalog, audit: AuditLog, logger: Logger) {
         self.catalog = catalog
         self.audit = audit
         self.logger = logger
@@ -32,7 +32,7 @@ public final class CatalogService: Sendable {
         entitlement.withLock { $0 = check }
     }
 
-    func install(on signed: SignedRequests) {
+    public func install(on signed: any SignedTransport) {
         // The envelope carries base64 of the <query/> payload; bound it by the query size limit.
         signed.serve(namespace: CatalogProtocol.namespace, maxPayloadBytes: CatalogProtocol.maxQueryBytes * 6 + 256) {
             [self] request throws(StanzaError) in
