@@ -271,6 +271,17 @@ let package = Package(
             name: "BrokerTests",
             dependencies: [
                 "Broker", "XMPP", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
+                "Negotiation", "Peering", "CatalogQueries", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "X509", package: "swift-certificates"),
+            ],
+            swiftSettings: swiftSettings),
+        // Suites that run brokers against real services (Prosody, SQLite, libvirt/QEMU, moto),
+        // with their shared fixtures in Fixtures/; the unit suites stay with their modules.
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "Broker", "XMPP", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
                 "Negotiation", "Peering", "CatalogQueries", "Storage", "TestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -98,7 +98,7 @@ import XMPP
     }
 
     func agree(_ pair: BrokerNegotiationIntegrationTests.Pair, entitlements: Set<Entitlement>, instances: Int = 2, seconds: Double? = nil) async throws -> Agreement {
-        var terms = BrokerNegotiationIntegrationTests.terms(entitlements: entitlements, days: (seconds ?? 30 * 86_400) / 86_400)
+        var terms = agreementTerms(entitlements: entitlements, days: (seconds ?? 30 * 86_400) / 86_400)
         terms.resources.instances = instances
         let outcome = try await pair.consumer.node.negotiation.negotiate(with: try JID(pair.providerJID), terms: terms)
         #expect(outcome.state == .finalized, "\(outcome.reason ?? "")")

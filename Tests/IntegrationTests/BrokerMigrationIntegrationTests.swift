@@ -36,7 +36,7 @@ import XMPP
     }
 
     func agree(_ pair: BrokerNegotiationIntegrationTests.Pair, instances: Int = 2, vcpu: Int = 4, types: [String]? = nil) async throws -> Agreement {
-        var terms = BrokerNegotiationIntegrationTests.terms(vcpu: vcpu)
+        var terms = agreementTerms(vcpu: vcpu)
         if let types { terms.instanceTypes = types }
         terms.resources.instances = instances
         terms.resources.storageGiB = 100

@@ -124,22 +124,6 @@ import XMPP
             providerJID: providerAccount.jid, consumer: consumer, provider: provider)
     }
 
-    static func terms(
-        entitlements: Set<Entitlement> = [.query, .migrateIn], vcpu: Int = 4, price: String = "0.0230", days: Double = 30,
-        from: Date = Date()
-    ) -> Terms {
-        let start = Date(timeIntervalSince1970: from.timeIntervalSince1970.rounded(.down))
-        return Terms(
-            resources: ResourceAmount(instances: 2, vcpu: vcpu, memoryGiB: 8, storageGiB: 80, transferGB: Decimal(string: "12.5")!),
-            instanceTypes: ["sim.small"],
-            period: ValidityPeriod(from: start, until: start.addingTimeInterval(days * 86_400)),
-            rates: RateCard(
-                currency: "EUR", instanceHour: ["sim.small": Decimal(string: price)!],
-                perGBTransferred: Decimal(string: price == "0" ? "0" : "0.02")!, perGBMonthStored: Decimal(string: price == "0" ? "0" : "0.04")!),
-            sla: ServiceLevel(availabilityPercent: Decimal(string: "99.9")!, maxMigrationDowntimeSeconds: 300, support: "24x7"),
-            entitlements: entitlements)
-    }
-
     func stop(_ pair: Pair) async {
         await pair.consumer.stop()
         await pair.provider.stop()
@@ -147,11 +131,11 @@ import XMPP
 
     @Test func happyPathEndsFinalizedWithAnAgreementBothSignedAndVerifiableOffline() async throws {
         let pair = try await trustedPair()
-        let outcome = try await pair.consumer.node.negotiation.negotiate(with: try JID(pair.providerJID), terms: Self.terms())
+        let outcome = try await pair.consumer.node.negotiation.negotiate(with: try JID(pair.providerJID), terms: agreementTerms())
         #expect(outcome.state == .finalized, "\(outcome.reason ?? "")")
         let agreement = try #require(outcome.agreement)
         #expect(agreement.consumer == pair.consumerJID && agreement.provider == pair.providerJID)
-        #expect(agreement.terms == Self.terms(from: agreement.terms.period.from!))
+        #expect(agreement.terms == agreementTerms(from: agreement.terms.period.from!))
         // The provider reaches FINALIZED when its finalize message is acknowledged.
         #expect(await eventually { await pair.provider.node.negotiation.state(of: outcome.negotiationID) == .finalized })
         let atProvider = try #require(try pair.provider.node.negotiation.store.agreement(agreement.id))
@@ -190,7 +174,7 @@ import XMPP
 
     @Test func tamperedAgreementFileFailsVerification() async throws {
         let pair = try await trustedPair()
-        let outcome = try await pair.consumer.node.negotiation.negotiate(with: try JID(pair.providerJID), terms: Self.terms())
+        let outcome = try await pair.consumer.node.negotiation.negotiate(with: try JID(pair.providerJID), terms: agreementTerms())
         let agreement = try #require(outcome.agreement)
         let stored = try #require(try pair.consumer.node.negotiation.store.agreement(agreement.id))
         await stop(pair)
@@ -224,7 +208,7 @@ import XMPP
         let pair = try await trustedPair()
         // Prices 0 (asking for the rate card) and more vCPU than the quota of 8.
         let outcome = try await pair.consumer.node.negotiation.negotiate(
-            with: try JID(pair.providerJID), terms: Self.terms(vcpu: 16, price: "0"))
+            with: try JID(pair.providerJID), terms: agreementTerms(vcpu: 16, price: "0"))
         #expect(outcome.state == .finalized, "\(outcome.reason ?? "")")
         let terms = try #require(outcome.agreement?.terms)
         #expect(terms.resources.vcpu == 8)
@@ -238,13 +222,13 @@ import XMPP
     @Test func rejectionsCarryThePolicyReasonToBothSides() async throws {
         // The provider grants no migrate-out: it terminates with its policy's reason.
         let pair = try await trustedPair(requiredAvailability: "99.99")
-        let refused = try await pair.consumer.node.negotiation.negotiate(with: try JID(pair.providerJID), terms: Self.terms(entitlements: [.migrateOut]))
+        let refused = try await pair.consumer.node.negotiation.negotiate(with: try JID(pair.providerJID), terms: agreementTerms(entitlements: [.migrateOut]))
         #expect(refused.state == .terminated)
         #expect(refused.reason?.contains("not-entitled") == true, "\(refused.reason ?? "")")
         #expect(await eventually { await pair.provider.node.negotiation.state(of: refused.negotiationID) == .terminated })
 
         // The consumer requires 99.99% but the provider offers 99.9%: the consumer terminates.
-        let weak = try await pair.consumer.node.negotiation.negotiate(with: try JID(pair.providerJID), terms: Self.terms(price: "0"))
+        let weak = try await pair.consumer.node.negotiation.negotiate(with: try JID(pair.providerJID), terms: agreementTerms(price: "0"))
         #expect(weak.state == .terminated)
         #expect(weak.reason?.contains("sla-insufficient") == true, "\(weak.reason ?? "")")
         #expect(await eventually { await pair.provider.node.negotiation.state(of: weak.negotiationID) == .terminated })
@@ -263,7 +247,7 @@ import XMPP
             [peer.max_rates.instance_hour]
             "sim.small" = "0.02"
             """)
-        let outcome = try await pair.consumer.node.negotiation.negotiate(with: try JID(pair.providerJID), terms: Self.terms(price: "0.01"))
+        let outcome = try await pair.consumer.node.negotiation.negotiate(with: try JID(pair.providerJID), terms: agreementTerms(price: "0.01"))
         #expect(outcome.state == .terminated)
         #expect(outcome.reason?.contains("price-too-high") == true, "\(outcome.reason ?? "")")
         #expect(await eventually { await pair.provider.node.negotiation.state(of: outcome.negotiationID) == .terminated })
@@ -282,7 +266,7 @@ import XMPP
         silent.start()
         try await silent.waitUntilOnline(timeout: .seconds(10))
         let started = ContinuousClock.now
-        let outcome = try await pair.consumer.node.negotiation.negotiate(with: try JID(account.jid + "/silent"), terms: Self.terms())
+        let outcome = try await pair.consumer.node.negotiation.negotiate(with: try JID(account.jid + "/silent"), terms: agreementTerms())
         #expect(outcome.state == .terminated)
         #expect(outcome.reason?.contains("no result for request after 2 attempts") == true, "\(outcome.reason ?? "")")
         #expect(ContinuousClock.now - started >= .milliseconds(900))
@@ -303,7 +287,7 @@ import XMPP
         }
         let held = restartProvider ? pair.provider : pair.consumer
         await held.node.negotiation.holdDecisions(in: [target])
-        let id = try await pair.consumer.node.negotiation.start(with: try JID(pair.providerJID), terms: Self.terms())
+        let id = try await pair.consumer.node.negotiation.start(with: try JID(pair.providerJID), terms: agreementTerms())
         #expect(await eventually { await held.node.negotiation.state(of: id) == target })
         await held.stop()
         let restarted = try RunningBroker(configuration: restartProvider ? pair.providerConfig : pair.consumerConfig)
@@ -322,7 +306,7 @@ import XMPP
     @Test func restartAfterTheDeadlineTerminatesOnBothSides() async throws {
         let pair = try await trustedPair(negotiationTOML: "decision_timeout_seconds = 2")
         await pair.provider.node.negotiation.holdDecisions(in: [.requested])
-        let id = try await pair.consumer.node.negotiation.start(with: try JID(pair.providerJID), terms: Self.terms())
+        let id = try await pair.consumer.node.negotiation.start(with: try JID(pair.providerJID), terms: agreementTerms())
         #expect(await eventually { await pair.provider.node.negotiation.state(of: id) == .requested })
         await pair.provider.stop()
         try await Task.sleep(for: .seconds(3))
@@ -364,11 +348,11 @@ import XMPP
         let provider = try JID(pair.providerJID)
         var open: [String] = []
         for _ in 0..<2 {
-            let id = try await pair.consumer.node.negotiation.start(with: provider, terms: Self.terms())
+            let id = try await pair.consumer.node.negotiation.start(with: provider, terms: agreementTerms())
             #expect(await eventually { await pair.provider.node.negotiation.state(of: id) == .requested })
             open.append(id)
         }
-        let third = try await pair.consumer.node.negotiation.start(with: provider, terms: Self.terms())
+        let third = try await pair.consumer.node.negotiation.start(with: provider, terms: agreementTerms())
         let refused = await pair.consumer.node.negotiation.outcome(of: third)
         #expect(refused.state == .terminated)
         #expect(refused.reason?.contains("2 negotiations with this peer are already open") == true, "\(refused.reason ?? "")")
@@ -379,7 +363,7 @@ import XMPP
         // Once they end, the peer's share is free again.
         await pair.provider.node.negotiation.holdDecisions(in: [])
         for id in open { #expect(await pair.consumer.node.negotiation.outcome(of: id).state == .finalized) }
-        let after = try await pair.consumer.node.negotiation.negotiate(with: provider, terms: Self.terms())
+        let after = try await pair.consumer.node.negotiation.negotiate(with: provider, terms: agreementTerms())
         #expect(after.state == .finalized, "\(after.reason ?? "")")
         await stop(pair)
     }

@@ -294,7 +294,7 @@ import XMPP
             // The attacker never answers the victim's offers: its negotiations stay open until the
             // victim's own timers end them.
             attacker.blackHole(namespace: HostilePeer.negotiationNamespace)
-            var terms = BrokerNegotiationIntegrationTests.terms(entitlements: [.query], vcpu: 1)
+            var terms = agreementTerms(entitlements: [.query], vcpu: 1)
             terms.resources.instances = 1
             let flood = (0..<24).map { "neg-flood-\($0)-\(UUID().uuidString.prefix(6).lowercased())" }
             var answers: [(id: String, answer: VictimAnswer)] = []
@@ -306,7 +306,7 @@ import XMPP
             #expect(refused.allSatisfy { $0.answer.text?.contains("negotiations with this peer are already open") == true })
             // (e) meanwhile another trusted peer negotiates to the end
             let honest = try await scene.honest.node.negotiation.negotiate(
-                with: victim.fullJID, terms: BrokerNegotiationIntegrationTests.terms(entitlements: [.query], vcpu: 1))
+                with: victim.fullJID, terms: agreementTerms(entitlements: [.query], vcpu: 1))
             #expect(honest.state == .finalized, "\(honest.reason ?? "")")
             // (b) audited, aggregated: every refusal counted, in at most two rows
             #expect(await eventually(timeout: .seconds(15)) {
@@ -557,7 +557,7 @@ struct HostileScene {
 
     /// The attacker asks the victim for an agreement granting migrate-in for `instances` sim.small.
     func attackerConsumes(instances: Int = 1) async throws -> Agreement {
-        var terms = BrokerNegotiationIntegrationTests.terms(entitlements: [.query, .migrateIn], vcpu: 4)
+        var terms = agreementTerms(entitlements: [.query, .migrateIn], vcpu: 4)
         terms.resources.instances = instances
         terms.resources.storageGiB = 100
         terms.resources.transferGB = 100

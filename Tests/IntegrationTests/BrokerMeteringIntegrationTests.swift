@@ -32,7 +32,7 @@ import XMPP
             sample_seconds = 3600
             period_seconds = 3600
             """)
-        var terms = BrokerNegotiationIntegrationTests.terms()
+        var terms = agreementTerms()
         terms.instanceTypes = ["sim.small", "sim.medium"]
         terms.rates.instanceHour = ["sim.small": Decimal(string: "0.0230")!, "sim.medium": Decimal(string: "0.0460")!]
         let outcome = try await pair.consumer.node.negotiation.negotiate(with: try JID(pair.providerJID), terms: terms)
