@@ -16,9 +16,14 @@ public enum SecretFile {
     /// Throws `Exposed` when `path` grants any permission to its group or to others. A file that
     /// does not exist passes (the reader reports that, with its own message).
     public static func checkPrivate(_ path: String, setting: String) throws(Exposed) {
-        var status = stat()
-        guard stat(path, &status) == 0 else { return }
-        let mode = Int(status.st_mode) & 0o777
+        // The file a symbolic link points to is the one whose mode matters (stat, not lstat).
+        // FileManager rather than stat(): which module defines `struct stat` differs between
+        // builds, and its fields are visible only where that module is imported.
+        let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: target),
+            let permissions = attributes[.posixPermissions] as? NSNumber
+        else { return }
+        let mode = permissions.intValue & 0o777
         if mode & 0o077 != 0 { throw Exposed(path: path, setting: setting, mode: mode) }
     }
 }
