@@ -3,6 +3,29 @@ import Foundation
 
 // The only file that touches CLibvirt. Everything above it sees Swift types and `LibvirtError`.
 
+/// libvirt's functions, resolved from libvirt.so.0 when the first connection opens (CLibvirt does
+/// not link libvirt: a broker without a libvirt driver never maps it or its dependencies).
+enum LibvirtLibrary {
+    /// The outcome of the one load attempt of this process.
+    static let functions: Result<intercloud_libvirt, LibvirtError> = {
+        var reason: UnsafePointer<CChar>?
+        guard let table = intercloud_libvirt_load(&reason) else {
+            let message = reason.map { String(cString: $0) } ?? "libvirt could not be loaded"
+            return .failure(LibvirtError(code: -1, kind: .unreachable, message: message, operation: "load libvirt"))
+        }
+        return .success(table.pointee)
+    }()
+
+    static func load() throws(LibvirtError) { _ = try functions.get() }
+}
+
+/// The loaded functions, for code that runs only on behalf of an open `LibvirtConnection`: `open`
+/// loads the library before anything else, so by then this cannot fail.
+private var virt: intercloud_libvirt {
+    guard case .success(let table) = LibvirtLibrary.functions else { preconditionFailure("libvirt used before it was loaded") }
+    return table
+}
+
 /// A libvirt failure as reported by `virGetLastError`, captured on the thread that made the call
 /// (libvirt's last error is thread-local, which is one reason every call runs on one serial queue).
 struct LibvirtError: Error, Sendable, CustomStringConvertible {
@@ -55,11 +78,12 @@ final class LibvirtConnection: @unchecked Sendable {
 
     /// libvirt's default event loop, run on one dedicated thread for the whole process. It must be
     /// registered before the first connection is opened so the remote driver gets keepalives and events.
+    /// Started only once the library has loaded.
     private static let eventLoop: Void = {
         intercloud_virSetQuietErrors()
-        virEventRegisterDefaultImpl()
+        _ = virt.virEventRegisterDefaultImpl()
         let thread = Thread {
-            while true { _ = virEventRunDefaultImpl() }
+            while true { _ = virt.virEventRunDefaultImpl() }
         }
         thread.name = "libvirt-events"
         thread.start()
@@ -72,18 +96,20 @@ final class LibvirtConnection: @unchecked Sendable {
     }
 
     /// Opens `uri` (`test:///default`, `qemu:///session`, `qemu+unix:///session?socket=...`).
+    /// Loads libvirt first if this is the process's first connection (see `LibvirtLibrary`).
     static func open(uri: String) async throws -> LibvirtConnection {
+        try LibvirtLibrary.load()
         _ = eventLoop
         let queue = DispatchQueue(label: "libvirt \(uri)")
         let connection: LibvirtConnection = try await withCheckedThrowingContinuation { continuation in
             queue.async {
-                guard let handle = virConnectOpen(uri) else {
+                guard let handle = virt.virConnectOpen(uri) else {
                     continuation.resume(throwing: Self.lastError("connect to \(uri)"))
                     return
                 }
                 // Remote connections: detect a dead daemon instead of hanging (the test driver has no keepalive).
-                _ = virConnectSetKeepAlive(handle, 5, 3)
-                virResetLastError()
+                _ = virt.virConnectSetKeepAlive(handle, 5, 3)
+                virt.virResetLastError()
                 continuation.resume(returning: LibvirtConnection(uri: uri, handle: handle, queue: queue))
             }
         }
@@ -93,8 +119,8 @@ final class LibvirtConnection: @unchecked Sendable {
 
     deinit {
         if let handle {
-            if callbackID >= 0 { _ = virConnectDomainEventDeregisterAny(handle, callbackID) }
-            _ = virConnectClose(handle)
+            if callbackID >= 0 { _ = virt.virConnectDomainEventDeregisterAny(handle, callbackID) }
+            _ = virt.virConnectClose(handle)
         }
     }
 
@@ -102,7 +128,7 @@ final class LibvirtConnection: @unchecked Sendable {
 
     /// The one error funnel: turns libvirt's thread-local last error into a `LibvirtError`.
     private static func lastError(_ operation: String) -> LibvirtError {
-        guard let error = virGetLastError() else {
+        guard let error = virt.virGetLastError() else {
             return LibvirtError(code: -1, kind: .other, message: "unknown libvirt error", operation: operation)
         }
         let code = error.pointee.code
@@ -118,7 +144,7 @@ final class LibvirtConnection: @unchecked Sendable {
         case VIR_ERR_DOM_EXIST: kind = .alreadyExists
         default: kind = .other
         }
-        virResetLastError()
+        virt.virResetLastError()
         return LibvirtError(code: code, kind: kind, message: message, operation: operation)
     }
 
@@ -144,7 +170,7 @@ final class LibvirtConnection: @unchecked Sendable {
                 guard let domain, let opaque else { return 0 }
                 let sink = Unmanaged<EventSink>.fromOpaque(opaque).takeUnretainedValue()
                 sink.publish(DomainEvent(
-                    uuid: LibvirtConnection.uuid(of: domain), name: virDomainGetName(domain).map { String(cString: $0) } ?? "",
+                    uuid: LibvirtConnection.uuid(of: domain), name: virt.virDomainGetName(domain).map { String(cString: $0) } ?? "",
                     event: event, detail: detail))
                 return 0
             }, opaque, { opaque in
@@ -158,28 +184,28 @@ final class LibvirtConnection: @unchecked Sendable {
 
     private static func uuid(of domain: virDomainPtr) -> String {
         var buffer = [CChar](repeating: 0, count: Int(VIR_UUID_STRING_BUFLEN))
-        _ = virDomainGetUUIDString(domain, &buffer)
+        _ = virt.virDomainGetUUIDString(domain, &buffer)
         return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 
     private static func lookup(_ handle: virConnectPtr, _ uuid: String, _ operation: String) throws -> virDomainPtr {
         // Instances are addressed by UUID; a name also works so a domain defined outside us can be named.
-        if let domain = virDomainLookupByUUIDString(handle, uuid) { return domain }
-        virResetLastError()
-        if let domain = virDomainLookupByName(handle, uuid) { return domain }
+        if let domain = virt.virDomainLookupByUUIDString(handle, uuid) { return domain }
+        virt.virResetLastError()
+        if let domain = virt.virDomainLookupByName(handle, uuid) { return domain }
         throw lastError("\(operation) \(uuid)")
     }
 
     private static func status(_ domain: virDomainPtr, _ operation: String) throws -> DomainStatus {
         var state: Int32 = 0
         var reason: Int32 = 0
-        guard virDomainGetState(domain, &state, &reason, 0) == 0 else { throw lastError(operation) }
-        let managed = virDomainHasManagedSaveImage(domain, 0)
-        if managed < 0 { virResetLastError() }
-        guard let xml = virDomainGetXMLDesc(domain, 0) else { throw lastError(operation) }
+        guard virt.virDomainGetState(domain, &state, &reason, 0) == 0 else { throw lastError(operation) }
+        let managed = virt.virDomainHasManagedSaveImage(domain, 0)
+        if managed < 0 { virt.virResetLastError() }
+        guard let xml = virt.virDomainGetXMLDesc(domain, 0) else { throw lastError(operation) }
         defer { free(xml) }
         return DomainStatus(
-            uuid: uuid(of: domain), name: virDomainGetName(domain).map { String(cString: $0) } ?? "", state: state,
+            uuid: uuid(of: domain), name: virt.virDomainGetName(domain).map { String(cString: $0) } ?? "", state: state,
             reason: reason, hasManagedSave: managed == 1, xml: String(cString: xml))
     }
 
@@ -187,8 +213,8 @@ final class LibvirtConnection: @unchecked Sendable {
 
     func defineDomain(xml: String) async throws -> DomainStatus {
         try await perform("define domain") { handle in
-            guard let domain = virDomainDefineXML(handle, xml) else { throw Self.lastError("define domain") }
-            defer { virDomainFree(domain) }
+            guard let domain = virt.virDomainDefineXML(handle, xml) else { throw Self.lastError("define domain") }
+            defer { virt.virDomainFree(domain) }
             return try Self.status(domain, "define domain")
         }
     }
@@ -196,10 +222,10 @@ final class LibvirtConnection: @unchecked Sendable {
     func listDomains() async throws -> [DomainStatus] {
         try await perform("list domains") { handle in
             var domains: UnsafeMutablePointer<virDomainPtr?>?
-            let count = virConnectListAllDomains(handle, &domains, 0)
+            let count = virt.virConnectListAllDomains(handle, &domains, 0)
             guard count >= 0 else { throw Self.lastError("list domains") }
             defer {
-                for index in 0..<Int(count) { if let domain = domains?[index] { virDomainFree(domain) } }
+                for index in 0..<Int(count) { if let domain = domains?[index] { virt.virDomainFree(domain) } }
                 free(domains)
             }
             var result: [DomainStatus] = []
@@ -215,7 +241,7 @@ final class LibvirtConnection: @unchecked Sendable {
     func status(of uuid: String) async throws -> DomainStatus {
         try await perform("describe") { handle in
             let domain = try Self.lookup(handle, uuid, "describe")
-            defer { virDomainFree(domain) }
+            defer { virt.virDomainFree(domain) }
             return try Self.status(domain, "describe \(uuid)")
         }
     }
@@ -223,21 +249,21 @@ final class LibvirtConnection: @unchecked Sendable {
     func apply(_ action: DomainAction, to uuid: String) async throws {
         try await perform(action.rawValue) { handle in
             let domain = try Self.lookup(handle, uuid, action.rawValue)
-            defer { virDomainFree(domain) }
+            defer { virt.virDomainFree(domain) }
             let result: Int32
             switch action {
-            case .create: result = virDomainCreate(domain)
-            case .shutdown: result = virDomainShutdown(domain)
-            case .destroy: result = virDomainDestroy(domain)
-            case .reboot: result = virDomainReboot(domain, 0)
-            case .suspend: result = virDomainSuspend(domain)
-            case .resume: result = virDomainResume(domain)
-            case .managedSave: result = virDomainManagedSave(domain, 0)
-            case .managedSaveRemove: result = virDomainManagedSaveRemove(domain, 0)
+            case .create: result = virt.virDomainCreate(domain)
+            case .shutdown: result = virt.virDomainShutdown(domain)
+            case .destroy: result = virt.virDomainDestroy(domain)
+            case .reboot: result = virt.virDomainReboot(domain, 0)
+            case .suspend: result = virt.virDomainSuspend(domain)
+            case .resume: result = virt.virDomainResume(domain)
+            case .managedSave: result = virt.virDomainManagedSave(domain, 0)
+            case .managedSaveRemove: result = virt.virDomainManagedSaveRemove(domain, 0)
             case .undefine:
                 // Also drop managed-save images and snapshot metadata, which would otherwise block undefine.
                 let flags = VIR_DOMAIN_UNDEFINE_MANAGED_SAVE.rawValue | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA.rawValue
-                result = virDomainUndefineFlags(domain, flags)
+                result = virt.virDomainUndefineFlags(domain, flags)
             }
             if result < 0 { throw Self.lastError("\(action.rawValue) \(uuid)") }
         }
@@ -247,26 +273,26 @@ final class LibvirtConnection: @unchecked Sendable {
     func createDomainSnapshot(of uuid: String, name: String) async throws -> String {
         try await perform("snapshot") { handle in
             let domain = try Self.lookup(handle, uuid, "snapshot")
-            defer { virDomainFree(domain) }
+            defer { virt.virDomainFree(domain) }
             let xml = "<domainsnapshot><name>\(name)</name></domainsnapshot>"
-            guard let snapshot = virDomainSnapshotCreateXML(domain, xml, 0) else { throw Self.lastError("snapshot \(uuid)") }
-            defer { virDomainSnapshotFree(snapshot) }
-            return String(cString: virDomainSnapshotGetName(snapshot))
+            guard let snapshot = virt.virDomainSnapshotCreateXML(domain, xml, 0) else { throw Self.lastError("snapshot \(uuid)") }
+            defer { virt.virDomainSnapshotFree(snapshot) }
+            return virt.virDomainSnapshotGetName(snapshot).map { String(cString: $0) } ?? name
         }
     }
 
     func domainSnapshotNames(of uuid: String) async throws -> [String] {
         try await perform("list snapshots") { handle in
             let domain = try Self.lookup(handle, uuid, "list snapshots")
-            defer { virDomainFree(domain) }
+            defer { virt.virDomainFree(domain) }
             var snapshots: UnsafeMutablePointer<virDomainSnapshotPtr?>?
-            let count = virDomainListAllSnapshots(domain, &snapshots, 0)
+            let count = virt.virDomainListAllSnapshots(domain, &snapshots, 0)
             guard count >= 0 else { throw Self.lastError("list snapshots \(uuid)") }
             defer {
-                for index in 0..<Int(count) { if let snapshot = snapshots?[index] { virDomainSnapshotFree(snapshot) } }
+                for index in 0..<Int(count) { if let snapshot = snapshots?[index] { virt.virDomainSnapshotFree(snapshot) } }
                 free(snapshots)
             }
-            return (0..<Int(count)).compactMap { snapshots?[$0].map { String(cString: virDomainSnapshotGetName($0)) } }
+            return (0..<Int(count)).compactMap { snapshots?[$0].flatMap { virt.virDomainSnapshotGetName($0) }.map { String(cString: $0) } }
         }
     }
 
@@ -274,8 +300,8 @@ final class LibvirtConnection: @unchecked Sendable {
     func migratableXML(of uuid: String) async throws -> String {
         try await perform("migratable xml") { handle in
             let domain = try Self.lookup(handle, uuid, "migratable xml")
-            defer { virDomainFree(domain) }
-            guard let xml = virDomainGetXMLDesc(domain, VIR_DOMAIN_XML_MIGRATABLE.rawValue) else { throw Self.lastError("migratable xml \(uuid)") }
+            defer { virt.virDomainFree(domain) }
+            guard let xml = virt.virDomainGetXMLDesc(domain, VIR_DOMAIN_XML_MIGRATABLE.rawValue) else { throw Self.lastError("migratable xml \(uuid)") }
             defer { free(xml) }
             return String(cString: xml)
         }
@@ -289,19 +315,19 @@ final class LibvirtConnection: @unchecked Sendable {
     func migrateLive(_ uuid: String, destinationURI: String, destinationXML: String, tls: Bool = false) async throws {
         try await perform("live migrate") { handle in
             let domain = try Self.lookup(handle, uuid, "live migrate")
-            defer { virDomainFree(domain) }
+            defer { virt.virDomainFree(domain) }
             var parameters: virTypedParameterPtr?
             var count: Int32 = 0
             var capacity: Int32 = 0
-            defer { virTypedParamsFree(parameters, count) }
+            defer { virt.virTypedParamsFree(parameters, count) }
             // VIR_MIGRATE_PARAM_DEST_XML
-            guard virTypedParamsAddString(&parameters, &count, &capacity, "destination_xml", destinationXML) == 0 else {
+            guard virt.virTypedParamsAddString(&parameters, &count, &capacity, "destination_xml", destinationXML) == 0 else {
                 throw Self.lastError("live migrate \(uuid)")
             }
             let flags = VIR_MIGRATE_LIVE.rawValue | VIR_MIGRATE_PEER2PEER.rawValue | VIR_MIGRATE_PERSIST_DEST.rawValue
                 | VIR_MIGRATE_UNDEFINE_SOURCE.rawValue | VIR_MIGRATE_NON_SHARED_DISK.rawValue
                 | (tls ? VIR_MIGRATE_TLS.rawValue : 0)
-            guard virDomainMigrateToURI3(domain, destinationURI, parameters, UInt32(count), flags) == 0 else {
+            guard virt.virDomainMigrateToURI3(domain, destinationURI, parameters, UInt32(count), flags) == 0 else {
                 throw Self.lastError("live migrate \(uuid) to \(destinationURI)")
             }
         }
@@ -311,14 +337,14 @@ final class LibvirtConnection: @unchecked Sendable {
     func nodeInfo() async throws -> (cpus: Int, memoryKiB: Int) {
         try await perform("node info") { handle in
             var info = virNodeInfo()
-            guard virNodeGetInfo(handle, &info) == 0 else { throw Self.lastError("node info") }
+            guard virt.virNodeGetInfo(handle, &info) == 0 else { throw Self.lastError("node info") }
             return (Int(info.cpus), Int(info.memory))
         }
     }
 
     /// Whether the connection still answers (detects a daemon that died).
     func isAlive() async -> Bool {
-        (try? await perform("ping") { handle in virConnectIsAlive(handle) == 1 }) ?? false
+        (try? await perform("ping") { handle in virt.virConnectIsAlive(handle) == 1 }) ?? false
     }
 }
 
