@@ -30,7 +30,7 @@ public final class XMPPRuntime: @unchecked Sendable {
     public static let shared = XMPPRuntime()
 
     let context: OpaquePointer
-    private let inbox = Mutex<[@Sendable () -> Void]>([])
+    private let inbox = Mutex(Inbox())
     /// Read and write ends of the wake-up pipe (non-blocking; a full pipe already means "awake").
     private let wakeDescriptor: Int32
     private let wakeWriteDescriptor: Int32
@@ -68,18 +68,19 @@ public final class XMPPRuntime: @unchecked Sendable {
     /// Runs `work` on the loop thread, waking the loop if it sleeps.
     func submit(_ work: @escaping @Sendable () -> Void) {
         startThreadIfNeeded()
-        inbox.withLock { $0.append(work) }
-        // On the loop thread itself (a handler, or a task running on this executor) the inbox is
-        // drained in the next iteration anyway: no wake-up needed.
-        if !isLoopThread {
+        let wake = inbox.withLock { inbox in
+            inbox.work.append(work)
+            // Only the first submission after the loop went to sleep writes to the pipe: while the
+            // loop runs (a busy broker, many requests in flight) submitting costs no system call.
+            guard inbox.loopAsleep else { return false }
+            inbox.loopAsleep = false
+            return true
+        }
+        if wake {
             var one: UInt8 = 1
             _ = write(wakeWriteDescriptor, &one, 1)
         }
     }
-
-    /// pthread_self() of the loop thread, 0 until it starts.
-    private let loopThreadID = Atomic<UInt>(0)
-    private var isLoopThread: Bool { loopThreadID.load(ordering: .relaxed) == UInt(pthread_self()) }
 
     private func startThreadIfNeeded() {
         guard threadStarted.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
@@ -90,10 +91,19 @@ public final class XMPPRuntime: @unchecked Sendable {
         thread.start()
     }
 
+    /// Work for the loop thread, and whether the loop sleeps in `poll()` (so a submission must
+    /// wake it). Both under one lock, so a submission can never slip in between the loop's last
+    /// look at the queue and its sleep unnoticed.
+    private struct Inbox {
+        var work: [@Sendable () -> Void] = []
+        var loopAsleep = false
+    }
+
     private func drainInbox() -> Bool {
-        let work = inbox.withLock { pending -> [@Sendable () -> Void] in
-            let taken = pending
-            pending.removeAll(keepingCapacity: true)
+        let work = inbox.withLock { inbox -> [@Sendable () -> Void] in
+            inbox.loopAsleep = false
+            let taken = inbox.work
+            inbox.work.removeAll(keepingCapacity: true)
             return taken
         }
         for item in work { item() }
@@ -101,7 +111,6 @@ public final class XMPPRuntime: @unchecked Sendable {
     }
 
     private func runLoop() {
-        loopThreadID.store(UInt(pthread_self()), ordering: .relaxed)
         var extraIterations = 0
         var shortSleeps = 0
         while true {
@@ -162,12 +171,25 @@ public final class XMPPRuntime: @unchecked Sendable {
         }
         let milliseconds = Int32(clamping: Int((timeout / .milliseconds(1)).rounded(.up)))
 
+        // From here on a submission must write to the pipe; work that came in since the last
+        // drain is run first instead of sleeping.
+        let mayAsleep = inbox.withLock { inbox in
+            inbox.loopAsleep = inbox.work.isEmpty
+            return inbox.loopAsleep
+        }
+        guard mayAsleep else { return false }
         let ready = poll(&descriptors, nfds_t(descriptors.count), milliseconds)
         if stropheDebugEnabled {
             let summary = descriptors.map { "\($0.fd):\($0.events)->\($0.revents)" }.joined(separator: " ")
             FileHandle.standardError.write(Data("\(ContinuousClock.now) poll \(summary) timeout \(milliseconds) ms\n".utf8))
         }
         guard ready > 0 else { return false }
+        return finishPoll(&descriptors)
+    }
+
+    /// After a poll that found something: empties the wake-up pipe if it was written, and
+    /// returns whether a connection socket is ready.
+    private func finishPoll(_ descriptors: inout [pollfd]) -> Bool {
         if descriptors[0].revents != 0 {
             var buffer = [UInt8](repeating: 0, count: 256)
             while read(wakeDescriptor, &buffer, buffer.count) > 0 {}
