@@ -37,6 +37,7 @@ final class ConnectionCore: @unchecked Sendable {
     }
 
     var isSecured: Bool { connection.map { xmpp_conn_is_secured($0) != 0 } ?? false }
+    var isOnline: Bool { lifecycle.isOnline }
     var isConnecting: Bool { if case .connecting = lifecycle.state { true } else { false } }
     var wantsSocketPolling: Bool {
         switch lifecycle.state {

@@ -44,6 +44,8 @@ public final class XMPPRuntime: @unchecked Sendable {
     let lowDescriptors = LowDescriptorReserve()
     var activity = false
     private let logHandler: UnsafeMutablePointer<xmpp_log_t>
+    /// Read once: the loop consults it on every sleep.
+    private let debugEnabled = stropheDebugEnabled
 
     private init() {
         signal(SIGPIPE, SIG_IGN)  // a TLS write to a closed socket must not kill the broker
@@ -119,6 +121,7 @@ public final class XMPPRuntime: @unchecked Sendable {
             xmpp_run_once(context, 0)
             let now = ContinuousClock.now
             for core in Array(cores.values) { core.afterIteration(now: now) }
+            updateLogHandler()
             if hadWork || activity {
                 // Handlers may have queued writes; they leave at the start of the next run_once.
                 if cores.values.contains(where: { $0.mayHaveUnsentBytes }) { extraIterations = max(extraIterations, 1) }
@@ -147,6 +150,20 @@ public final class XMPPRuntime: @unchecked Sendable {
                     extraIterations = 1
                 }
             }
+        }
+    }
+
+    /// libstrophe formats every stanza it sends or receives into a debug message (a `vsnprintf` of
+    /// the whole stanza, twice per request on each side) whenever a log handler is installed, and
+    /// the level is ours to filter only after that work. What we need from its log is the
+    /// resumption notice and the reasons a connection or login fails, all of which come while a
+    /// connection is being established. So the handler is installed only while some connection
+    /// is not online (or with INTERCLOUD_STROPHE_DEBUG=1); a session that fails later still
+    /// reports its error code and stream error through the connection handler.
+    private func updateLogHandler() {
+        let wanted = debugEnabled || cores.values.contains { !$0.isOnline }
+        if wanted != (logHandler.pointee.handler != nil) {
+            logHandler.pointee.handler = wanted ? stropheLog : nil
         }
     }
 
@@ -179,7 +196,7 @@ public final class XMPPRuntime: @unchecked Sendable {
         }
         guard mayAsleep else { return false }
         let ready = poll(&descriptors, nfds_t(descriptors.count), milliseconds)
-        if stropheDebugEnabled {
+        if debugEnabled {
             let summary = descriptors.map { "\($0.fd):\($0.events)->\($0.revents)" }.joined(separator: " ")
             FileHandle.standardError.write(Data("\(ContinuousClock.now) poll \(summary) timeout \(milliseconds) ms\n".utf8))
         }
