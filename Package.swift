@@ -37,7 +37,7 @@ let package = Package(
     products: [
         .executable(name: "intercloud", targets: ["intercloud"]),
         .executable(name: "sparql-conformance", targets: ["sparql-conformance"]),
-        .executable(name: "bench-xmpp", targets: ["bench-xmpp"]),
+        .executable(name: "intercloud-bench", targets: ["intercloud-bench"]),
         .library(name: "XMPP", targets: ["XMPP"]),
         .library(name: "Catalog", targets: ["Catalog"]),
         .library(name: "Providers", targets: ["Providers"]),
@@ -226,15 +226,23 @@ let package = Package(
             dependencies: ["Catalog"],
             swiftSettings: swiftSettings
         ),
+        // Benchmarks (bench/): what every benchmark shares (timing, percentiles, baseline ratios,
+        // the report), and the one executable with a subcommand per benchmark. Production modules
+        // hold no benchmark code; what a benchmark needs of their internals is `package`.
+        .target(name: "BenchmarkHarness", path: "bench/Sources/BenchmarkHarness", swiftSettings: swiftSettings),
         .executableTarget(
-            name: "bench-xmpp",
+            name: "intercloud-bench",
             dependencies: [
-                "Broker", "XMPP",
+                "BenchmarkHarness", "Broker", "CatalogQueries", "Migration", "Negotiation", "Peering", "Policy", "Providers", "Storage",
+                "Transfer", "Trust", "XMPP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "X509", package: "swift-certificates"),
             ],
-            path: "bench/XMPPBench",
+            path: "bench/Sources/intercloud-bench",
             swiftSettings: swiftSettings
         ),
 
@@ -328,6 +336,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings),
+        .testTarget(name: "BenchmarkHarnessTests", dependencies: ["BenchmarkHarness"], path: "bench/Tests/BenchmarkHarnessTests", swiftSettings: swiftSettings),
     ]
 )
 

@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mib=${1:-1024}
-exec bench/lib/two-brokers.sh 27442 --migration-mib "$mib"
+exec bench/lib/two-brokers.sh 27442 migration --mib "$mib"

@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 iterations=${1:-100}
-exec bench/lib/two-brokers.sh 27432 --negotiation-iterations "$iterations"
+exec bench/lib/two-brokers.sh 27432 negotiation --iterations "$iterations"

@@ -6,15 +6,34 @@
 #   bench/providers/run.sh            -> bench/providers/RESULTS.md
 #
 # Needs what the ProvidersTests need (see Sources/Providers/Providers.docc/Testing.md): moto[server], awscli,
-# libvirt-daemon, libvirt-clients, qemu-system-x86, qemu-utils. Starts and stops its own moto server
-# and libvirt session daemon. Uses a release build in .build-providers-release.
+# libvirt-daemon, libvirt-clients, qemu-system-x86, qemu-utils. Starts its own moto server and
+# libvirt session daemon (both stop when this script exits) and runs `intercloud-bench providers`
+# (release build) against them. PROVIDERS_BENCH_ARGS adds options (e.g. `--rounds 3 --image-mib 64`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
-# `swift test` (not `swift build --build-tests`) so the release build allows the suite's @testable import.
-INTERCLOUD_BENCH_OUT=$out INTERCLOUD_ONLY=Providers \
-    swift test -c release --scratch-path .build-providers-release -Xswiftc -DINTERCLOUD_BENCHMARKS --filter ProvidersBenchmark
+bench/lib/build.sh intercloud-bench
+work=$(mktemp -d)
+out="$work/results.md"
+# Not under $work: the session daemon runs as an unprivileged user, and mktemp's directory is root's alone.
+session=/tmp/intercloud-libvirt-session-$$
+trap 'scripts/libvirt-session.sh stop "$session" >/dev/null 2>&1 || true; rm -rf "$work" "$session"' EXIT
+backends=()
+
+# EC2 on moto, signatures checked from the first EC2 call (scripts/moto.sh user).
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+scripts/moto.sh run "$port" $$ &
+for _ in $(seq 200); do curl -sf -o /dev/null "http://127.0.0.1:$port/moto-api/" && break; sleep 0.1; done
+read -r key secret < <(scripts/moto.sh user "$port")
+backends+=(--moto-endpoint "http://127.0.0.1:$port" --moto-access-key "$key" --moto-secret-key "$secret")
+
+# The tiny QEMU guest under a private session daemon.
+guest=${INTERCLOUD_GUEST_DIR:-/tmp/intercloud-test-guest}
+scripts/guest-build.sh "$guest" >&2
+socket=$(scripts/libvirt-session.sh start "$session" $$)
+backends+=(--qemu-socket "$socket" --guest-directory "$guest")
+
+# shellcheck disable=SC2086 # PROVIDERS_BENCH_ARGS is a list of options
+.build/release/intercloud-bench providers "${backends[@]}" ${PROVIDERS_BENCH_ARGS:-} > "$out"
 {
     echo "# Providers benchmark"
     echo

@@ -10,8 +10,8 @@
 # and the receiver writes past the page cache). TRANSFER_BENCH_FLAGS=--buffered runs both ends
 # through the page cache instead, for comparison.
 #
-# Needs nginx (apt-get install nginx-light), curl, openssl. Builds bench/transfer (a stand-alone
-# package over the real Sources/Transfer) in release mode in .build-transfer-bench.
+# Needs nginx (apt-get install nginx-light), curl, openssl. Builds intercloud-bench in release and
+# runs `intercloud-bench transfer serve` and `… transfer send` as the two sides.
 set -euo pipefail
 runs=${1:-5}
 size_mib=${2:-1024}
@@ -19,8 +19,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
 command -v nginx >/dev/null || { echo "nginx missing: apt-get install -y nginx-light" >&2; exit 1; }
-(cd "$here" && swift build -c release --scratch-path "$root/.build-transfer-bench" 2>&1 | tail -1)
-bench="$root/.build-transfer-bench/release/transfer-bench"
+"$root/bench/lib/build.sh" intercloud-bench
+bench="$root/.build/release/intercloud-bench"
 
 work=$(mktemp -d /tmp/transfer-bench.XXXXXX)
 nginx_pid=""
@@ -92,12 +92,12 @@ for run in $(seq "$runs"); do
 
     # Transfer: receiver and sender as two processes.
     rm -f "$work/port"
-    /usr/bin/time -o "$work/serve.time" -f "cpu=%U+%S" "$bench" serve --chain "$work/destination.pem" --key "$work/destination.key" --port-file "$work/port" \
+    /usr/bin/time -o "$work/serve.time" -f "cpu=%U+%S" "$bench" transfer serve --chain "$work/destination.pem" --key "$work/destination.key" --port-file "$work/port" \
         --destination "$work/in/image.raw" --id "run$run" --token "token$run" --size "$size" --sha256 "$digest" \
         --peer "$source_fp" ${TRANSFER_BENCH_FLAGS:-} > "$work/serve.out" &
     serve_pid=$!
     for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.05; done
-    send_line=$(/usr/bin/time -o "$work/send.time" -f "cpu=%U+%S" "$bench" send --chain "$work/source.pem" --key "$work/source.key" --port "$(cat "$work/port")" \
+    send_line=$(/usr/bin/time -o "$work/send.time" -f "cpu=%U+%S" "$bench" transfer send --chain "$work/source.pem" --key "$work/source.key" --port "$(cat "$work/port")" \
         --file "$work/www/image.raw" --id "run$run" --token "token$run" --peer "$destination_fp" ${TRANSFER_BENCH_FLAGS:-})
     wait "$serve_pid"
     grep -q "sha256=$digest" <<<"$send_line" || { echo "transfer digest mismatch: $send_line" >&2; exit 1; }

@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 iterations=${1:-1000}
-exec bench/lib/two-brokers.sh 27422 --trust-iterations "$iterations"
+exec bench/lib/two-brokers.sh 27422 trust wire --iterations "$iterations"

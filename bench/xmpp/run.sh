@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}; sequential=${2:-2000}; pipelined=${3:-20000}; window=64
-for product in bench-xmpp intercloud; do swift build -c release --product "$product" 2>&1 | grep -E "error:|Build of product" || true; done
+bench/lib/build.sh intercloud-bench intercloud
 bin=.build/release
 work=$(mktemp -d); trap 'scripts/prosody.sh stop "$work/prosody" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 cc -O2 -o "$work/strophe_pair" bench/xmpp/strophe_pair.c $(pkg-config --cflags --libs libstrophe)
@@ -26,14 +26,14 @@ run() {  # NAME COMMAND...
 for round in $(seq 1 "$rounds"); do
     echo "round $round/$rounds" >&2
     run raw-libstrophe "$work/strophe_pair" 127.0.0.1 "$port" "$A/raw" pw "$B/raw" pw "$sequential" "$pipelined" "$window"
-    run intercloud "$bin/bench-xmpp" --port "$port" --jid-a "$A" --pass-a pw --jid-b "$B" --pass-b pw --sequential "$sequential" --pipelined "$pipelined" --window "$window"
+    run intercloud "$bin/intercloud-bench" xmpp --port "$port" --jid-a "$A" --pass-a pw --jid-b "$B" --pass-b pw --sequential "$sequential" --pipelined "$pipelined" --window "$window"
     run slixmpp python3 bench/xmpp/slixmpp_pair.py 127.0.0.1 "$port" "$A/slix" pw "$B/slix" pw "$((sequential / 2))" "$((pipelined / 4))" "$window"
 done
-run intercloud+loopexec "$bin/bench-xmpp" --port "$port" --jid-a "$A" --pass-a pw --jid-b "$B" --pass-b pw --sequential "$sequential" --pipelined "$pipelined" --window "$window" --loop-executor
-run intercloud+sm "$bin/bench-xmpp" --port "$port" --jid-a "$A" --pass-a pw --jid-b "$B" --pass-b pw --sequential "$sequential" --pipelined "$pipelined" --window "$window" --stream-management
-run intercloud+tls "$bin/bench-xmpp" --port "$port" --jid-a "$A" --pass-a pw --jid-b "$B" --pass-b pw --sequential "$sequential" --pipelined "$pipelined" --window "$window" --transport tls --ca-file "$work/prosody/certs/ca.crt"
-run connect-plain "$bin/bench-xmpp" --port "$port" --jid-a bencha2@cloud2.test --pass-a pw --jid-b "$B" --pass-b pw --connect-samples 30
-run connect-tls "$bin/bench-xmpp" --port "$port" --jid-a bencha2@cloud2.test --pass-a pw --jid-b "$B" --pass-b pw --connect-samples 30 --transport tls --ca-file "$work/prosody/certs/ca.crt"
+run intercloud+loopexec "$bin/intercloud-bench" xmpp --port "$port" --jid-a "$A" --pass-a pw --jid-b "$B" --pass-b pw --sequential "$sequential" --pipelined "$pipelined" --window "$window" --loop-executor
+run intercloud+sm "$bin/intercloud-bench" xmpp --port "$port" --jid-a "$A" --pass-a pw --jid-b "$B" --pass-b pw --sequential "$sequential" --pipelined "$pipelined" --window "$window" --stream-management
+run intercloud+tls "$bin/intercloud-bench" xmpp --port "$port" --jid-a "$A" --pass-a pw --jid-b "$B" --pass-b pw --sequential "$sequential" --pipelined "$pipelined" --window "$window" --transport tls --ca-file "$work/prosody/certs/ca.crt"
+run connect-plain "$bin/intercloud-bench" xmpp --port "$port" --jid-a bencha2@cloud2.test --pass-a pw --jid-b "$B" --pass-b pw --connect-samples 30
+run connect-tls "$bin/intercloud-bench" xmpp --port "$port" --jid-a bencha2@cloud2.test --pass-a pw --jid-b "$B" --pass-b pw --connect-samples 30 --transport tls --ca-file "$work/prosody/certs/ca.crt"
 
 # Idle RSS of a broker started as an operator would.
 cat > "$work/idle.toml" <<TOML

@@ -207,8 +207,9 @@ public final class BrokerTrust: Sendable {
 
 extension BrokerTrust {
     /// One handshake round trip: the payload in an IQ set to `target`, the answer's payload back
-    /// (a refusal travels as the application condition of a `not-authorized` error).
-    func exchange(with target: JID) -> @Sendable (String) async throws -> String {
+    /// (a refusal travels as the application condition of a `not-authorized` error). `package`:
+    /// the trust benchmark counts a handshake's round trips through it.
+    package func exchange(with target: JID) -> @Sendable (String) async throws -> String {
         { [client] payload in
             let element = try PayloadBridge.element(payload)
             do {

@@ -21,7 +21,8 @@ public actor SimCloud: CloudDriver {
     private var pendingLateFailures: [Verb: Int] = [:]
     private var exportCrashAfter: Int64?
 
-    static let seedImageID = "sim-img-seed"
+    /// The image every SimCloud starts with. `package`: the providers benchmark creates from it.
+    package static let seedImageID = "sim-img-seed"
 
     /// Opens (or creates) `simcloud.sqlite` in the data directory.
     public init(configuration: Configuration) throws {

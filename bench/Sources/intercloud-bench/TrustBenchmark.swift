@@ -1,35 +1,42 @@
+import ArgumentParser
+import BenchmarkHarness
 import Crypto
 import Foundation
 import GRDB
 import Logging
 import Storage
+import Trust
 import X509
 
 /// CPU cost of trust operations, measured in one process with a baseline of raw P-256
-/// sign + verify from the same run, so results are comparable across machines.
-///
-/// Run it from a release build (`bench/trust`, see its README); debug builds are ~10× slower.
-/// Each figure is the median (and p90) over `iterations` runs after a warm-up.
-public enum TrustBenchmark {
-    public struct Figure: Sendable {
-        public var name: String
-        public var median: Duration
-        public var p90: Duration
-    }
+/// sign + verify from the same run, so results are comparable across machines (bench/trust/run.sh).
+/// Each figure is the median (and p90) over `iterations` runs after a warm-up; run it from a
+/// release build, debug builds are ~10× slower.
+struct TrustBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trust", abstract: "Trust: CPU cost in process (default), or over the wire.",
+        subcommands: [InProcess.self, Wire.self], defaultSubcommand: InProcess.self)
 
-    public static func run(iterations: Int = 500) async throws -> String {
-        let figures = try await measureAll(iterations: iterations)
-        let baseline = figures.first { $0.name == "raw P-256 sign+verify" }!.median
-        var lines = ["| operation | median µs | p90 µs | × raw sign+verify |", "|---|---:|---:|---:|"]
-        for figure in figures {
-            let ratio = microseconds(figure.median) / microseconds(baseline)
-            lines.append(
-                "| \(figure.name) | \(micros(figure.median)) | \(micros(figure.p90)) | \(String(format: "%.2f", ratio)) |")
+    struct InProcess: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "in-process", abstract: "Handshake, envelopes and their SQLite writes against raw P-256 sign + verify.")
+
+        @Option(help: "Measured runs per figure.") var iterations = 500
+        @OptionGroup var output: ReportOptions
+
+        func run() async throws {
+            let figures = try await TrustBenchmark.measureAll(iterations: iterations)
+            let baseline = figures.first { $0.name == "raw P-256 sign+verify" }!.samples
+            var report = Report(benchmark: "trust in-process")
+            report.text("Trust benchmark, \(iterations) iterations per figure, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+            report.table(.percentiles(
+                figures, columns: ["operation", "median µs", "p90 µs", "× raw sign+verify"], percentiles: [50, 90],
+                unit: .microseconds, decimals: 1, baseline: baseline))
+            output.print(report)
         }
-        return lines.joined(separator: "\n") + "\n"
     }
 
-    public static func measureAll(iterations: Int) async throws -> [Figure] {
+    static func measureAll(iterations: Int) async throws -> [Figure] {
         var figures: [Figure] = []
         let now = Date()
         let root1 = try CertificateAuthority.makeRoot(commonName: "bench root 1", notBefore: now - 3600)
@@ -94,18 +101,16 @@ public enum TrustBenchmark {
             payload, namespace: namespace, from: "broker@cloud1.test", to: "broker@cloud2.test", identity: id1, now: now)
         let xml = sealed.xml
         figures.append(try measure("envelope decode (XML only)", iterations) { _ = try SignedEnvelope.decode(xml: xml) })
-        let leafKey = id1.leaf.publicKey
+        let leaf = id1.leaf
         figures.append(try measure("envelope decode + signature verify (no DB)", iterations) {
             let envelope = try SignedEnvelope.decode(xml: xml)
-            precondition(SignatureScheme.isValid(
-                signature: envelope.signature,
-                for: envelope.signedBytes(sender: "broker@cloud1.test", recipient: "broker@cloud2.test"), key: leafKey))
+            precondition(DetachedSignature.isValid(
+                envelope.signature, for: envelope.signedBytes(sender: "broker@cloud1.test", recipient: "broker@cloud2.test"), signedBy: leaf))
         })
         figures.append(try measure("envelope seal + decode + verify (no DB)", iterations) {
             let envelope = try SignedEnvelope.decode(xml: try service1.seal(payload, namespace: namespace, to: "broker@cloud2.test"))
-            precondition(SignatureScheme.isValid(
-                signature: envelope.signature,
-                for: envelope.signedBytes(sender: "broker@cloud1.test", recipient: "broker@cloud2.test"), key: leafKey))
+            precondition(DetachedSignature.isValid(
+                envelope.signature, for: envelope.signedBytes(sender: "broker@cloud1.test", recipient: "broker@cloud2.test"), signedBy: leaf))
         })
         let store = TrustStore(database: pool2)
         figures.append(try measure("pin status read (SQLite, WAL)", iterations) {
@@ -147,42 +152,15 @@ public enum TrustBenchmark {
         else { throw TrustRefusal(.unexpectedMessage, "benchmark handshake failed") }
     }
 
+    /// A figure from a synchronous operation, after a tenth as many warm-up runs (at least 10).
     static func measure(_ name: String, _ iterations: Int, _ body: () throws -> Void) rethrows -> Figure {
-        let clock = ContinuousClock()
-        for _ in 0..<max(10, iterations / 10) { try body() }
-        var samples: [Duration] = []
-        samples.reserveCapacity(iterations)
-        for _ in 0..<iterations {
-            let start = clock.now
-            try body()
-            samples.append(clock.now - start)
-        }
-        return figure(name, samples)
+        Figure(name, try BenchmarkHarness.measure(iterations: iterations, warmup: max(10, iterations / 10), body))
     }
 
-    static func measureAsync(_ name: String, _ iterations: Int, _ body: () async -> Void) async -> Figure {
-        let clock = ContinuousClock()
-        for _ in 0..<max(5, iterations / 10) { await body() }
-        var samples: [Duration] = []
-        samples.reserveCapacity(iterations)
-        for _ in 0..<iterations {
-            let start = clock.now
-            await body()
-            samples.append(clock.now - start)
-        }
-        return figure(name, samples)
-    }
-
-    static func figure(_ name: String, _ samples: [Duration]) -> Figure {
-        let sorted = samples.sorted()
-        return Figure(name: name, median: sorted[sorted.count / 2], p90: sorted[sorted.count * 9 / 10])
-    }
-
-    static func micros(_ duration: Duration) -> String { String(format: "%.1f", microseconds(duration)) }
-
-    /// Via `components`: `Duration.attoseconds` needs macOS 15, the package supports macOS 14.
-    static func microseconds(_ duration: Duration) -> Double {
-        let (seconds, attoseconds) = duration.components
-        return Double(seconds) * 1e6 + Double(attoseconds) / 1e12
+    /// A figure from an asynchronous operation, after a tenth as many warm-up runs (at least 5).
+    nonisolated(nonsending) static func measureAsync(
+        _ name: String, _ iterations: Int, _ body: nonisolated(nonsending) () async -> Void
+    ) async -> Figure {
+        Figure(name, await BenchmarkHarness.measure(iterations: iterations, warmup: max(5, iterations / 10), body))
     }
 }
