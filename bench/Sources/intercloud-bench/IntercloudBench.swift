@@ -11,6 +11,6 @@ struct IntercloudBench: AsyncParsableCommand {
         abstract: "Intercloud benchmarks (see bench/RESULTS.md for commands and numbers).",
         subcommands: [
             XMPPBenchmark.self, TrustBenchmark.self, NegotiationBenchmark.self, MigrationBenchmark.self,
-            HostileBenchmark.self, HostileStranger.self, TransferBenchmark.self, ProvidersBenchmark.self,
+            HostileBenchmark.self, HostileStranger.self, TransferBenchmark.self, ProvidersBenchmark.self, StorageBenchmark.self,
         ])
 }
