@@ -119,7 +119,7 @@ let package = Package(
             name: "Broker",
             dependencies: [
                 "XMPP", "Storage", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
-                "Peering", "Negotiation", "CatalogQueries",
+                "Peering", "Negotiation", "CatalogQueries", "Discovery",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 "TOMLParsing",
                 .product(name: "Logging", package: "swift-log"),
@@ -135,6 +135,16 @@ let package = Package(
                 "XMPP", "Trust", "Policy",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Discovery: the peer-discovery machine (presence, exchange rooms, direct peering), the peer
+        // registry it keeps, the announcement brokers put in their presence.
+        .target(
+            name: "Discovery",
+            dependencies: [
+                "Peering", "Storage", "Trust", "XMPP",
+                .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -212,7 +222,7 @@ let package = Package(
             name: "intercloud",
             dependencies: [
                 "Broker", "Trust", "Providers", "Catalog", "Policy", "Storage", "Metering", "Migration", "XMPP", "Negotiation", "Peering", "Federation",
-                "CatalogQueries",
+                "CatalogQueries", "Discovery",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -233,7 +243,7 @@ let package = Package(
         .executableTarget(
             name: "intercloud-bench",
             dependencies: [
-                "BenchmarkHarness", "Broker", "CatalogQueries", "Migration", "Negotiation", "Peering", "Policy", "Providers", "Storage",
+                "BenchmarkHarness", "Broker", "CatalogQueries", "Discovery", "Migration", "Negotiation", "Peering", "Policy", "Providers", "Storage",
                 "Transfer", "Trust", "XMPP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -283,7 +293,7 @@ let package = Package(
             name: "BrokerTests",
             dependencies: [
                 "Broker", "XMPP", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
-                "Negotiation", "Peering", "CatalogQueries", "TestSupport",
+                "Negotiation", "Peering", "CatalogQueries", "Discovery", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "X509", package: "swift-certificates"),
             ],
@@ -294,7 +304,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "Broker", "XMPP", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
-                "Negotiation", "Peering", "CatalogQueries", "Storage", "TestSupport",
+                "Negotiation", "Peering", "CatalogQueries", "Discovery", "Storage", "TestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -304,6 +314,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "TOMLParsing"], swiftSettings: swiftSettings),
         .testTarget(name: "PeeringTests", dependencies: ["Peering"], swiftSettings: swiftSettings),
+        .testTarget(name: "DiscoveryTests", dependencies: ["Discovery", "XMPP"], swiftSettings: swiftSettings),
         .testTarget(name: "NegotiationTests", dependencies: ["Negotiation", "Policy", "XMPP"], swiftSettings: swiftSettings),
         .testTarget(
             name: "MeteringTests",
@@ -354,7 +365,7 @@ if Context.environment["INTERCLOUD_FUZZ"] == "1" {
     package.targets.append(.target(name: "CLibFuzzer", path: "Sources/CLibFuzzer"))
     package.targets.append(.executableTarget(
         name: "intercloud-fuzz",
-        dependencies: ["CLibFuzzer", "Broker", "Federation", "Metering", "Migration", "Negotiation", "Policy", "Providers", "Transfer", "Trust", "XMPP"],
+        dependencies: ["CLibFuzzer", "Broker", "Discovery", "Federation", "Metering", "Migration", "Negotiation", "Policy", "Providers", "Transfer", "Trust", "XMPP"],
         swiftSettings: swiftSettings + instrumented + [.unsafeFlags(["-parse-as-library"])],
         linkerSettings: [.unsafeFlags(["-sanitize=address", "-Xlinker", fuzzerLibrary, "-lstdc++"])]))
     package.products.append(.executable(name: "intercloud-fuzz", targets: ["intercloud-fuzz"]))

@@ -325,20 +325,6 @@ public struct BrokerConfiguration: Sendable {
     }
 }
 
-/// Operator approval rules for direct peering requests.
-public enum ApprovalRule {
-    /// `*` matches any JID, `*@domain` any account of that domain, otherwise the bare JID exactly.
-    public static func matches(_ jid: JID, patterns: [String]) -> Bool {
-        let bare = jid.bare.description
-        return patterns.contains { pattern in
-            let pattern = pattern.lowercased()
-            if pattern == "*" { return true }
-            if pattern.hasPrefix("*@") { return jid.domainpart == String(pattern.dropFirst(2)) }
-            return pattern == bare
-        }
-    }
-}
-
 /// Whether `host` names this machine: "localhost", 127.0.0.0/8 or ::1.
 func isLoopback(_ host: String) -> Bool {
     let host = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")).lowercased()

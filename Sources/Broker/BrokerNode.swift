@@ -1,4 +1,5 @@
 import CatalogQueries
+import Discovery
 import Foundation
 import GRDB
 import Federation

@@ -3,6 +3,7 @@
 // package, compiled with -sanitize=fuzzer,address); INTERCLOUD_FUZZ_TARGET names the decoder.
 // A decoder may refuse its input (that is the point); it must never crash, hang or trap.
 import CLibFuzzer
+import Discovery
 import Foundation
 @testable import Broker
 @testable import Federation

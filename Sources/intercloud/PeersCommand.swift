@@ -1,5 +1,6 @@
 import ArgumentParser
 import Broker
+import Discovery
 import Foundation
 import Storage
 import XMPP

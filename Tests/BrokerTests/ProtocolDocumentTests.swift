@@ -1,6 +1,7 @@
 import Catalog
 @testable import Federation
 import CatalogQueries
+import Discovery
 import Metering
 import Foundation
 import Negotiation

@@ -1,5 +1,6 @@
 import Broker
 import Crypto
+import Discovery
 import Foundation
 import GRDB
 import Migration

@@ -1,5 +1,6 @@
 import Broker
 import CatalogQueries
+import Discovery
 import Federation
 import Foundation
 import GRDB

@@ -1,5 +1,6 @@
 import Catalog
 import CatalogQueries
+import Discovery
 import Foundation
 import GRDB
 import Logging

@@ -1,4 +1,5 @@
 import Broker
+import Discovery
 import Foundation
 import TestSupport
 import Trust

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BenchmarkHarness
 import Broker
+import Discovery
 import Foundation
 import Synchronization
 import Trust

@@ -1,4 +1,4 @@
-import Broker
+import Discovery
 import Testing
 import XMPP
 
