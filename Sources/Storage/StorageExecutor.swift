@@ -48,8 +48,14 @@ public final class StorageExecutor: SerialExecutor {
         threadID.withLock { $0 = pthread_self() }
         while true {
             ready.wait()
-            guard let job = jobs.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else { continue }
-            job.runSynchronously(on: asUnownedSerialExecutor())
+            // Everything queued so far, in order, in one take: removing jobs one at a time from
+            // the front of an array would cost a copy of the rest per job when work piles up.
+            // A later signal then finds the queue empty and waits again.
+            let batch = jobs.withLock { queued in
+                defer { queued.removeAll(keepingCapacity: true) }
+                return queued
+            }
+            for job in batch { job.runSynchronously(on: asUnownedSerialExecutor()) }
         }
     }
 }
