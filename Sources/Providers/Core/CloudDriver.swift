@@ -7,7 +7,7 @@ import Foundation
 /// it (often a transitional state such as `.pending`); use `waitFor(instance:state:timeout:)` to wait.
 /// Long operations take a `ProgressHandler` and honour task cancellation, undoing partial work.
 public protocol CloudDriver: Sendable {
-    /// The driver kind (`simcloud`, `libvirt`, `ec2`), used in errors and logs.
+    /// The driver kind (`simcloud`, `libvirt`, `ec2`, `openstack`), used in errors and logs.
     var driverName: String { get }
     var capabilities: DriverCapabilities { get }
 
@@ -99,7 +99,8 @@ extension CloudDriver {
     public func restore(_ id: String) async throws -> Instance { try await perform(.restore, instance: id) }
 
     /// Polls until the instance reaches one of `states`, failing with `.timeout` after `timeout`, with
-    /// `.invalidState` if it settles in `.error`, and with `.notFound` if it disappears (unless
+    /// `.invalidState` if it settles in `.error` (naming the backend's fault, `extra["fault"]`, if it
+    /// reported one), and with `.notFound` if it disappears (unless
     /// `.terminated` was asked for, in which case disappearing counts as reaching it).
     @discardableResult
     public func waitFor(
@@ -117,7 +118,8 @@ extension CloudDriver {
                 if instance.state == .error && !states.contains(.error) {
                     throw ProviderError.invalidState(
                         driver: driverName, verb: .describe,
-                        "instance \(id) went to error (\(instance.rawState)) while waiting for \(states.map(\.rawValue).sorted())")
+                        "instance \(id) went to error (\(instance.rawState)) while waiting for \(states.map(\.rawValue).sorted())"
+                            + (instance.extra["fault"].map { ": \($0)" } ?? ""))
                 }
             } catch let error as ProviderError where error.code == .notFound && states.contains(.terminated) {
                 return Instance(id: id, name: last?.name ?? id, state: .terminated, rawState: "gone")

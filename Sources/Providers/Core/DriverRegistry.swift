@@ -3,7 +3,7 @@ import Foundation
 /// How a driver is chosen and configured from plain settings (a `[providers.NAME]` TOML table, CLI
 /// flags), like Libcloud's `DRIVERS` registry: one place that knows every driver kind and its options.
 public struct DriverSettings: Sendable, Hashable {
-    /// `simcloud`, `libvirt` or `ec2`.
+    /// `simcloud`, `libvirt`, `ec2` or `openstack`.
     public var kind: String
     /// Option names as in the configuration file (`data-dir`, `uri`, `endpoint`, ...).
     public var options: [String: String]
@@ -20,10 +20,17 @@ public enum DriverRegistry {
         "simcloud": ["data-dir", "boot-delay-ms", "shutdown-delay-ms", "terminate-delay-ms", "max-instances", "max-vcpu", "max-memory-mib"],
         "libvirt": ["uri", "image-dir", "instance-dir", "domain-type", "kernel", "initrd", "cmdline", "file-owner-uid", "boot-marker"],
         "ec2": ["endpoint", "s3-endpoint", "region", "image-owners", "image-bucket", "import-export", "page-size"],
+        "openstack": [
+            "auth-url", "region", "interface", "user", "user-domain", "project", "project-domain", "application-credential-id",
+            "network", "prices", "currency", "kernel-image", "ramdisk-image", "page-size", "image-timeout-seconds",
+        ],
     ]
 
-    /// Builds a driver. EC2 credentials come from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
-    /// (`AWS_SESSION_TOKEN` optional) in `environment`, never from the settings file.
+    /// Builds a driver. Secrets come from `environment`, never from the settings file: EC2's from
+    /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (`AWS_SESSION_TOKEN` optional), OpenStack's from
+    /// `OS_PASSWORD` or `OS_APPLICATION_CREDENTIAL_SECRET` (with the other `OS_*` variables the
+    /// `openstack` CLI reads for what the options leave out). An OpenStack driver has authenticated and
+    /// checked the compute API version when this returns.
     public static func make(
         _ settings: DriverSettings, environment: [String: String] = ProcessInfo.processInfo.environment
     ) async throws -> any CloudDriver {
@@ -87,6 +94,35 @@ public enum DriverRegistry {
                 imageOwners: options["image-owners"]?.split(separator: ",").map(String.init) ?? ["self"],
                 imageImportExport: options["import-export"].map { $0 == "true" } ?? false,
                 imageBucket: options["image-bucket"] ?? "intercloud-images"))
+        case "openstack":
+            guard let authText = options["auth-url"] ?? environment["OS_AUTH_URL"], let authURL = URL(string: authText),
+                  ["http", "https"].contains(authURL.scheme ?? "")
+            else {
+                throw invalid("openstack needs auth-url (Keystone, e.g. https://keystone.example:5000/v3) or OS_AUTH_URL")
+            }
+            guard let credentials = OpenStackDriver.Credentials.from(environment: environment, overrides: options) else {
+                throw ProviderError(
+                    driver: "openstack", verb: .connect, code: .authentication,
+                    message: "set OS_APPLICATION_CREDENTIAL_ID and OS_APPLICATION_CREDENTIAL_SECRET, or OS_USERNAME, OS_PASSWORD and OS_PROJECT_NAME")
+            }
+            let currency = options["currency"] ?? "USD"
+            var prices: [String: Price] = [:]
+            for entry in (options["prices"] ?? "").split(separator: ",") {
+                let parts = entry.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+                guard parts.count == 2, let price = Price(string: parts[1], currency: currency), price.amount >= 0 else {
+                    throw invalid("prices must read FLAVOR=PRICE[,FLAVOR=PRICE...] with a decimal price, not \(entry)")
+                }
+                prices[parts[0]] = price
+            }
+            let timeout = try integer("image-timeout-seconds") ?? 600
+            guard timeout > 0 else { throw invalid("image-timeout-seconds must be positive") }
+            let driver = OpenStackDriver(configuration: .init(
+                authURL: authURL, credentials: credentials, region: options["region"] ?? environment["OS_REGION_NAME"],
+                interface: options["interface"] ?? environment["OS_INTERFACE"] ?? "public", prices: prices,
+                network: options["network"], kernelImage: options["kernel-image"], ramdiskImage: options["ramdisk-image"],
+                pageSize: try integer("page-size") ?? 100, imageTimeout: .seconds(timeout)))
+            try await driver.connect()
+            return driver
         default:
             throw invalid("unknown driver \(settings.kind)")
         }
