@@ -9,6 +9,9 @@ import Foundation
 public protocol CloudDriver: Sendable {
     /// The driver kind (`simcloud`, `libvirt`, `ec2`, `openstack`), used in errors and logs.
     var driverName: String { get }
+    /// What this driver kind can do, known without connecting; `capabilities` is computed from it.
+    static var declaredCapabilities: CapabilityDeclaration { get }
+    /// What this instance can do: the declaration with the conditions its configuration turns on.
     var capabilities: DriverCapabilities { get }
 
     func listSizes() async throws -> [InstanceSize]

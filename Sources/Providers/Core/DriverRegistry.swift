@@ -26,6 +26,9 @@ public enum DriverRegistry {
         ],
     ]
 
+    /// Every driver type, in the lifecycle table's column order. Each kind of `kinds` is here.
+    public static let drivers: [any CloudDriver.Type] = [SimCloud.self, LibvirtDriver.self, EC2Driver.self, OpenStackDriver.self]
+
     /// Builds a driver. Secrets come from `environment`, never from the settings file: EC2's from
     /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (`AWS_SESSION_TOKEN` optional), OpenStack's from
     /// `OS_PASSWORD` or `OS_APPLICATION_CREDENTIAL_SECRET` (with the other `OS_*` variables the

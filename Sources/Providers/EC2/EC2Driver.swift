@@ -68,17 +68,28 @@ public struct EC2Driver: CloudDriver {
     let s3: AWSClient
     let iam: AWSClient
 
-    public init(configuration: Configuration, transport: any HTTPTransport = URLSessionTransport()) {
-        self.configuration = configuration
-        var verbs: Set<Verb> = [
+    /// ImportImage is an AWS service some EC2-compatible endpoints lack: the operator says whether
+    /// this one has it.
+    public static let importExportCondition = CapabilityCondition(option: "import-export", value: "true")
+
+    /// No suspend/resume or save/restore (see the type's comment); no image export yet.
+    public static let declaredCapabilities = CapabilityDeclaration(
+        driver: "ec2",
+        unconditional: DriverCapabilities(verbs: [
             .listSizes, .listInstances, .describe, .create, .start, .shutdown, .destroy, .reboot, .snapshot, .terminate,
             .listImages, .registerImage, .deregisterImage, .capacity, .connect,
-        ]
-        if configuration.imageImportExport { verbs.insert(.importImage) }
-        self.capabilities = DriverCapabilities(
-            verbs: verbs,
-            exportFormats: [],
-            importFormats: configuration.imageImportExport ? [.raw, .vmdk, .vpc, .vhdx] : [])
+        ]),
+        conditional: [
+            .init(importExportCondition, DriverCapabilities(verbs: [.importImage], importFormats: [.raw, .vmdk, .vpc, .vhdx])),
+        ],
+        notes: [
+            "image export (ExportImage, then the S3 download) is not implemented, so an EC2 cloud is no cold migration source.",
+        ])
+
+    public init(configuration: Configuration, transport: any HTTPTransport = URLSessionTransport()) {
+        self.configuration = configuration
+        self.capabilities = Self.declaredCapabilities.capabilities(
+            enabling: configuration.imageImportExport ? [Self.importExportCondition] : [])
         func client(_ service: String, _ url: URL) -> AWSClient {
             AWSClient(
                 driver: "ec2", endpoint: url,

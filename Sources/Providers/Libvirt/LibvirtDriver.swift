@@ -15,18 +15,34 @@ public final class LibvirtDriver: CloudDriver {
 
     static let metadataNamespace = "urn:intercloud:providers:0"
 
+    /// Images are files in the image directory: without one, there are no image verbs.
+    public static let imageDirectoryCondition = CapabilityCondition(option: "image-dir")
+
+    public static let declaredCapabilities = CapabilityDeclaration(
+        driver: "libvirt",
+        unconditional: DriverCapabilities(verbs: [
+            .listSizes, .listInstances, .describe, .create, .start, .shutdown, .destroy, .reboot, .suspend, .resume,
+            .save, .restore, .terminate, .capacity, .connect,
+        ]),
+        conditional: [
+            .init(imageDirectoryCondition, DriverCapabilities(
+                verbs: [.listImages, .registerImage, .deregisterImage, .exportImage, .importImage, .snapshot],
+                exportFormats: Set(ImageFormat.allCases), importFormats: Set(ImageFormat.allCases))),
+        ],
+        formatsNeedQemuImg: true,
+        // The source's guest has a disk file only when created from an image; the destination
+        // prepares the arriving disk in `instance-dir`, which defaults to beside `image-dir`.
+        liveMigrationCondition: imageDirectoryCondition,
+        notes: [
+            "migrate live goes from one libvirt host to another whose daemon it reaches (peer to peer); "
+                + "the guest keeps running while its memory and disk are copied.",
+        ])
+
     private init(configuration: Configuration, connection: LibvirtConnection) {
         self.configuration = configuration
         self.connection = connection
-        var verbs: Set<Verb> = [
-            .listSizes, .listInstances, .describe, .create, .start, .shutdown, .destroy, .reboot, .suspend, .resume,
-            .save, .restore, .terminate, .capacity, .connect,
-        ]
-        if configuration.imageDirectory != nil {
-            verbs.formUnion([.listImages, .registerImage, .deregisterImage, .exportImage, .importImage, .snapshot])
-        }
-        let formats = configuration.imageDirectory != nil ? LocalImageFiles.formats : []
-        capabilities = DriverCapabilities(verbs: verbs, exportFormats: formats, importFormats: formats)
+        capabilities = Self.declaredCapabilities.capabilities(
+            enabling: configuration.imageDirectory != nil ? [Self.imageDirectoryCondition] : [])
         let events = connection.events
         let cache = self.cache
         eventTask = Task {

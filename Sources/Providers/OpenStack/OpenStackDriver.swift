@@ -32,6 +32,22 @@ public final class OpenStackDriver: CloudDriver {
     let transfers: URLSession
     let files = LocalImageFiles(driver: "openstack")
 
+    /// No `destroy` and no `registerImage` (see the type's comment); image files are converted
+    /// locally with `qemu-img` before upload and after download.
+    public static let declaredCapabilities = CapabilityDeclaration(
+        driver: "openstack",
+        unconditional: DriverCapabilities(
+            verbs: [
+                .listSizes, .listInstances, .describe, .create, .start, .shutdown, .reboot, .suspend, .resume, .save,
+                .restore, .snapshot, .terminate, .listImages, .deregisterImage, .exportImage, .importImage, .capacity, .connect,
+            ],
+            exportFormats: Set(ImageFormat.allCases), importFormats: Set(ImageFormat.allCases)),
+        formatsNeedQemuImg: true,
+        notes: [
+            "Nova has no forced power-off, so there is no cancel; suspend/resume are Nova's pause/unpause, "
+                + "save/restore its suspend/resume.",
+        ])
+
     public init(configuration: Configuration, transport: any HTTPTransport = URLSessionTransport()) {
         self.configuration = configuration
         self.transport = transport
@@ -43,13 +59,7 @@ public final class OpenStackDriver: CloudDriver {
         session = KeystoneSession(
             driver: "openstack", authURL: configuration.authURL, credentials: configuration.credentials,
             region: configuration.region, interface: configuration.interface, transport: transport, retry: configuration.retry)
-        let formats = LocalImageFiles.formats
-        capabilities = DriverCapabilities(
-            verbs: [
-                .listSizes, .listInstances, .describe, .create, .start, .shutdown, .reboot, .suspend, .resume, .save,
-                .restore, .snapshot, .terminate, .listImages, .deregisterImage, .exportImage, .importImage, .capacity, .connect,
-            ],
-            exportFormats: formats, importFormats: formats)
+        capabilities = Self.declaredCapabilities.capabilities(enabling: [])
     }
 
     /// Authenticates and checks that Nova serves `computeMicroversion`, so a wrong URL, a refused

@@ -24,6 +24,13 @@ public actor SimCloud: CloudDriver {
     /// The image every SimCloud starts with. `package`: the providers benchmark creates from it.
     package static let seedImageID = "sim-img-seed"
 
+    /// Every verb, every format: SimCloud is the reference the other drivers are compared with.
+    public static let declaredCapabilities = CapabilityDeclaration(
+        driver: "simcloud",
+        unconditional: DriverCapabilities(
+            verbs: Set(Verb.allCases), exportFormats: Set(ImageFormat.allCases), importFormats: Set(ImageFormat.allCases)),
+        formatsNeedQemuImg: true)
+
     /// Opens (or creates) `simcloud.sqlite` in the data directory.
     public init(configuration: Configuration) throws {
         let path = configuration.dataDirectory.appendingPathComponent("simcloud.sqlite").path
@@ -36,9 +43,7 @@ public actor SimCloud: CloudDriver {
         self.configuration = configuration
         self.database = database
         self.files = LocalImageFiles(driver: "simcloud", durable: configuration.durableWrites, linksImmutableImages: true)
-        let formats = LocalImageFiles.formats
-        self.capabilities = DriverCapabilities(
-            verbs: Set(Verb.allCases), exportFormats: formats, importFormats: formats)
+        self.capabilities = Self.declaredCapabilities.capabilities(enabling: [])
         let fileManager = FileManager.default
         for folder in ["images", "disks"] {
             try fileManager.createDirectory(
