@@ -12,7 +12,7 @@ struct ProviderCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "provider",
         abstract: "List and drive cloud providers (SimCloud, libvirt, EC2).",
-        subcommands: [List.self, Instances.self, Images.self, Sizes.self, Create.self, Stop.self, Start.self, Terminate.self, Import.self])
+        subcommands: [List.self, Lifecycle.self, Instances.self, Images.self, Sizes.self, Create.self, Stop.self, Start.self, Terminate.self, Import.self])
 
     enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
         case table, json
@@ -101,6 +101,37 @@ struct ProviderCommand: AsyncParsableCommand {
                 row.driver, row.verbs.joined(separator: ","), row.exportFormats.joined(separator: ","),
                 row.importFormats.joined(separator: ","),
             ]])
+        }
+    }
+
+    struct Lifecycle: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print which lifecycle operations each driver kind supports, without connecting.",
+            discussion: """
+                One row per operation (create, poll, shutdown, cancel, start, reboot, suspend, resume, save, \
+                restore, snapshot, image export and import, cold and live migration, terminate), one column \
+                per driver kind. A cell is `yes`, `no`, or `with OPTION` when a driver option turns the \
+                operation on (libvirt's image verbs need `image-dir`; EC2's import needs \
+                `import-export = true`), followed by the image formats where they matter. Cold migration \
+                is split by side: the source snapshots and exports the instance's disk, the destination \
+                imports it. Live migration needs the same hypervisor (libvirt) on both sides.
+
+                Generated from each driver's declared capabilities, the same declaration a connected \
+                driver's capabilities come from; an operation a driver does not support fails with \
+                `unsupported` naming the driver and the verb. README's "Lifecycle table" is the \
+                markdown output. What a configured driver can do right now: `intercloud provider list`.
+
+                Examples:
+                  intercloud provider lifecycle
+                  intercloud provider lifecycle --output markdown
+                  intercloud provider lifecycle --output json | jq '.operations[] | select(.cells.ec2.support != "yes")'
+                """)
+
+        @Option(help: "text (aligned columns), markdown (README's table) or json.")
+        var output: LifecycleTable.Format = .text
+
+        func run() throws {
+            print(LifecycleTable.drivers.render(output), terminator: "")
         }
     }
 
@@ -257,3 +288,5 @@ enum Table {
         }.joined(separator: "\n")
     }
 }
+
+extension LifecycleTable.Format: ExpressibleByArgument {}
