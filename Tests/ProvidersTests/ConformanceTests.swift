@@ -21,84 +21,20 @@ struct ConformanceTests {
         }
     }
 
-    @Test("create, describe, list, lifecycle verbs, terminate", arguments: Backend.selected)
-    func lifecycle(_ backend: Backend) async throws {
+    @Test("every cell of the lifecycle table: a supported operation works, an unsupported one fails naming driver and verb",
+          arguments: Backend.selected)
+    func lifecycleTable(_ backend: Backend) async throws {
         try await backend.withFixture { fixture in
-            let driver = fixture.driver
-            let verbs = driver.capabilities.verbs
-            let name = "conf-\(UUID().uuidString.prefix(6).lowercased())"
-            var progressEvents = 0
-            let counter = Counter()
-            let created = try await driver.create(
-                CreateInstanceRequest(name: name, sizeID: fixture.sizeID, imageID: fixture.imageID),
-                progress: { _ in counter.increment() })
-            progressEvents = counter.value
-            #expect(progressEvents >= 0)
-            #expect(created.name == name)
-            #expect([.pending, .running].contains(created.state), "created as \(created.state) (\(created.rawState))")
-            var instance = try await driver.waitFor(instance: created.id, state: .running, timeout: fixture.timeout)
-            try await fixture.afterBoot(instance)
-            #expect(instance.sizeID == fixture.sizeID)
-            #expect(!instance.rawState.isEmpty)
-            #expect(try await driver.listInstances().contains { $0.id == created.id })
+            var walk = try LifecycleWalk(fixture)
+            try await walk.run()
+        }
+    }
 
-            if verbs.contains(.shutdown) {
-                _ = try await driver.shutdown(created.id)
-                instance = try await driver.waitFor(instance: created.id, state: .stopped, timeout: fixture.timeout)
-                _ = try await driver.start(created.id)
-                instance = try await driver.waitFor(instance: created.id, state: .running, timeout: fixture.timeout)
-                try await fixture.afterBoot(instance)
-            }
-            if verbs.contains(.destroy) {
-                _ = try await driver.destroy(created.id)
-                instance = try await driver.waitFor(instance: created.id, state: .stopped, timeout: fixture.timeout)
-                _ = try await driver.start(created.id)
-                instance = try await driver.waitFor(instance: created.id, state: .running, timeout: fixture.timeout)
-                try await fixture.afterBoot(instance)
-            }
-            if verbs.contains(.reboot) {
-                let boots = await fixture.bootCount(instance)
-                _ = try await driver.reboot(created.id)
-                instance = try await driver.waitFor(instance: created.id, state: .running, timeout: fixture.timeout)
-                try await fixture.waitForBoots(instance, boots)
-            }
-            if verbs.contains(.suspend) {
-                _ = try await driver.suspend(created.id)
-                instance = try await driver.waitFor(instance: created.id, state: .paused, timeout: fixture.timeout)
-                #expect(instance.rawState != "running")
-                // Resuming a paused instance works; suspending it twice is a clear state error.
-                await #expect(throws: ProviderError.self) { _ = try await driver.suspend(created.id) }
-                _ = try await driver.resume(created.id)
-                instance = try await driver.waitFor(instance: created.id, state: .running, timeout: fixture.timeout)
-            }
-            if verbs.contains(.save) {
-                _ = try await driver.save(created.id)
-                instance = try await driver.waitFor(instance: created.id, state: .saved, timeout: fixture.timeout)
-                _ = try await driver.restore(created.id)
-                instance = try await driver.waitFor(instance: created.id, state: .running, timeout: fixture.timeout)
-            }
-            if verbs.contains(.snapshot) {
-                let image = try await driver.snapshot(instance: created.id, name: "\(name)-snap", progress: nil)
-                #expect(try await driver.listImages().contains { $0.id == image.id })
-                if verbs.contains(.deregisterImage) {
-                    try await driver.deregisterImage(id: image.id)
-                    #expect(try await !driver.listImages().contains { $0.id == image.id })
-                }
-            }
-            // Undeclared verbs fail clearly, never silently.
-            for verb in instanceActionVerbs.subtracting(verbs) {
-                let error = await #expect(throws: ProviderError.self) { _ = try await driver.perform(verb, instance: created.id) }
-                #expect(error?.code == .unsupported, "\(verb): \(String(describing: error))")
-                #expect(error?.driver == driver.driverName)
-                #expect(error?.verb == verb)
-            }
-
-            try await driver.terminate(instance: created.id)
-            let final = try await driver.waitFor(instance: created.id, state: .terminated, timeout: fixture.timeout)
-            #expect(final.state == .terminated)
-            // Instance gone between list and act: a clear error, not a crash or a no-op.
-            let startAgain = await #expect(throws: ProviderError.self) { _ = try await driver.start(created.id) }
-            #expect([.notFound, .invalidState].contains(startAgain?.code), "\(String(describing: startAgain))")
+    @Test("every cell of the lifecycle table for libvirt without image-dir: the image operations fail as unsupported")
+    func lifecycleTableWithoutImageDirectory() async throws {
+        try await Backend.run(try await LibvirtFixture.testDriverWithoutImageDirectory()) { fixture in
+            var walk = try LifecycleWalk(fixture)
+            try await walk.run()
         }
     }
 

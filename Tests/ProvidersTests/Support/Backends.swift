@@ -115,12 +115,28 @@ enum LibvirtFixture {
         let image = try await driver.importImage(from: seed, name: "seed", format: .raw, expectedSHA256: nil, progress: nil)
         return DriverFixture(
             driver: driver, imageID: image.id, sizeID: "lv.small", timeout: .seconds(10),
+            enabledConditions: [LibvirtDriver.imageDirectoryCondition],
             teardown: {
                 // test:///default is shared by the whole process: only remove this fixture's instances.
                 for instance in (try? await driver.listInstances()) ?? [] where instance.imageID == image.id {
                     try? await driver.terminate(instance: instance.id)
                 }
                 try? FileManager.default.removeItem(at: root)
+            })
+    }
+
+    /// libvirt's test driver with no image directory: instances have no disk (image `none`), and
+    /// the image operations are off.
+    static func testDriverWithoutImageDirectory() async throws -> DriverFixture {
+        let driver = try await LibvirtDriver.connect(.init(uri: "test:///default"))
+        let prefix = "no-images-"
+        return DriverFixture(
+            driver: driver, imageID: "none", sizeID: "lv.small", timeout: .seconds(10), namePrefix: prefix,
+            teardown: {
+                // test:///default is shared by the whole process: only remove this fixture's instances.
+                for instance in (try? await driver.listInstances()) ?? [] where instance.name.hasPrefix(prefix) {
+                    try? await driver.terminate(instance: instance.id)
+                }
             })
     }
 
@@ -145,7 +161,8 @@ enum LibvirtFixture {
             from: session.guest.appendingPathComponent("disk.qcow2"), name: "guest-disk", format: .qcow2, expectedSHA256: nil,
             progress: nil)
         return DriverFixture(
-            driver: driver, imageID: image.id, sizeID: "lv.small", timeout: .seconds(90), exportFormat: .vmdk,
+            driver: driver, imageID: image.id, sizeID: "lv.small", timeout: .seconds(90),
+            enabledConditions: [LibvirtDriver.imageDirectoryCondition], exportFormat: .vmdk,
             afterBoot: { instance in try await QemuSession.waitForGuest(instance, timeout: .seconds(90)) },
             bootCount: { instance in QemuSession.readyCount(instance) },
             waitForBoots: { instance, count in

@@ -9,6 +9,11 @@ struct DriverFixture: Sendable {
     var sizeID: String
     /// Generous for QEMU guests booting under TCG; SimCloud and moto settle at once.
     var timeout: Duration = .seconds(30)
+    /// The driver options this fixture turned on (`image-dir`, ...): the lifecycle table's
+    /// conditional cells are supported exactly when their option is among them.
+    var enabledConditions: Set<CapabilityCondition> = []
+    /// Names of instances this fixture creates start with it.
+    var namePrefix = "conf-"
     /// Format to use for the export/import round trip.
     var exportFormat: ImageFormat = .qcow2
     /// Called after each boot reached `.running` (the QEMU guest must be up before ACPI requests).
