@@ -122,12 +122,18 @@ public enum QemuImg {
         process.standardOutput = pipe
         process.standardError = pipe
         let collected = OutputBuffer()
+        // A handler call reads and records under `reading`, so the final read below waits for one
+        // still in flight: otherwise bytes it took from the pipe could be recorded after the output
+        // was returned (and `qemu-img info` would seem to have printed nothing).
+        let reading = NSLock()
         pipe.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            guard !data.isEmpty else { return }
-            let text = String(decoding: data, as: UTF8.self)
-            collected.append(text)
-            onOutput?(text)
+            reading.withLock {
+                let data = handle.availableData
+                guard !data.isEmpty else { return }
+                let text = String(decoding: data, as: UTF8.self)
+                collected.append(text)
+                onOutput?(text)
+            }
         }
         let status: Int32 = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
@@ -143,7 +149,9 @@ public enum QemuImg {
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         }
         pipe.fileHandleForReading.readabilityHandler = nil
-        if let rest = try? pipe.fileHandleForReading.readToEnd() { collected.append(String(decoding: rest, as: UTF8.self)) }
+        reading.withLock {
+            if let rest = try? pipe.fileHandleForReading.readToEnd() { collected.append(String(decoding: rest, as: UTF8.self)) }
+        }
         try Task.checkCancellation()
         guard status == 0 else { throw QemuImgError(arguments: arguments, status: status, output: collected.text) }
         return collected.text
