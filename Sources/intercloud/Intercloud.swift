@@ -13,6 +13,7 @@ struct Intercloud: AsyncParsableCommand {
 
             Start a broker:      intercloud serve --config cloud1.toml
             Configuration keys:  intercloud config reference [--output toml|json]
+            Driver operations:   intercloud provider lifecycle [--output markdown|json]
             See its peers:       intercloud peers --config cloud1.toml [--output json]
             Approve a peering:   intercloud peers approve broker@cloud3.example --config cloud1.toml
             Negotiate:           intercloud negotiate --config cloud1.toml --peer broker@cloud2.example

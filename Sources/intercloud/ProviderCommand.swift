@@ -124,7 +124,7 @@ struct ProviderCommand: AsyncParsableCommand {
                 Examples:
                   intercloud provider lifecycle
                   intercloud provider lifecycle --output markdown
-                  intercloud provider lifecycle --output json | jq '.operations[] | select(.cells.ec2.support != "yes")'
+                  intercloud provider lifecycle --output json | jq '.operations[].cells.ec2'
                 """)
 
         @Option(help: "text (aligned columns), markdown (README's table) or json.")
