@@ -222,8 +222,8 @@ struct LifecycleWalk {
     }
 
     private func removeImages() async {
+        guard driver.capabilities.supports(.deregisterImage) else { return }
         for id in imagesToRemove {
-            guard driver.capabilities.supports(.deregisterImage) else { return }
             do {
                 try await driver.deregisterImage(id: id)
                 #expect(try await !driver.listImages().contains { $0.id == id })
