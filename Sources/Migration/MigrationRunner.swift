@@ -637,8 +637,18 @@ public actor MigrationRunner {
             }
         case .destroy(let id):
             let instance = try await driver.describe(instance: id)
-            if instance.state != .stopped { _ = try await driver.destroy(id) }
-            try await driver.waitFor(instance: id, state: [.stopped], timeout: .seconds(60), pollInterval: .milliseconds(50))
+            if instance.state != .stopped {
+                if driver.capabilities.supports(.destroy) {
+                    _ = try await driver.destroy(id)
+                } else if instance.state != .stopping {
+                    // No forced power-off (OpenStack): the cloud's own stop powers the guest off
+                    // after its shutdown timeout, so ask again if it is not stopping and wait.
+                    _ = try await driver.shutdown(id)
+                }
+            }
+            try await driver.waitFor(
+                instance: id, state: [.stopped], timeout: .seconds(driver.capabilities.supports(.destroy) ? 60 : 300),
+                pollInterval: .milliseconds(50))
             return .stopped(gracefully: false)
         case .snapshot(let id, let name):
             if let existing = try await driver.listImages().first(where: { $0.name == name }) { return .image(existing) }

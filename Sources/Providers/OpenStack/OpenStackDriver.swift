@@ -407,6 +407,18 @@ public final class OpenStackDriver: CloudDriver {
         return try await server(id, verb: verb)
     }
 
+    /// The last `lines` of the server's serial console (`os-getConsoleOutput`), as
+    /// `openstack console log show` prints it.
+    public func consoleOutput(instance id: String, lines: Int? = nil) async throws -> String {
+        try checkIdentifier(id, verb: .describe, what: "instance")
+        var request: [String: Any] = [:]
+        if let lines { request["length"] = lines }
+        let body = try json(["os-getConsoleOutput": request], verb: .describe)
+        struct Output: Decodable { var output: String }
+        let (data, _) = try await call(.compute, "POST", "/servers/\(id)/action", body: body, verb: .describe)
+        return try decode(Output.self, data, verb: .describe, what: "console output").output
+    }
+
     public func terminate(instance id: String) async throws {
         try checkIdentifier(id, verb: .terminate, what: "instance")
         _ = try await call(.compute, "DELETE", "/servers/\(id)", verb: .terminate)
