@@ -7,11 +7,12 @@ import Providers
 ///
 /// The driver is the `[provider]` of `--config FILE` (the broker's own cloud), or chosen with flags:
 /// `--driver simcloud --data-dir DIR`, `--driver libvirt --uri URI`, `--driver ec2 --endpoint URL --region R`
-/// (EC2 credentials from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`).
+/// (EC2 credentials from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`), `--driver openstack --auth-url URL`
+/// (credentials from the `OS_*` variables the `openstack` CLI reads), and any option with `--option KEY=VALUE`.
 struct ProviderCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "provider",
-        abstract: "List and drive cloud providers (SimCloud, libvirt, EC2).",
+        abstract: "List and drive cloud providers (SimCloud, libvirt, EC2, OpenStack).",
         subcommands: [List.self, Lifecycle.self, Instances.self, Images.self, Sizes.self, Create.self, Stop.self, Start.self, Terminate.self, Import.self])
 
     enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
@@ -31,24 +32,43 @@ struct ProviderCommand: AsyncParsableCommand {
         var imageDir: String?
         @Option(help: "EC2 endpoint URL.")
         var endpoint: String?
-        @Option(help: "EC2 region.")
-        var region: String = "us-east-1"
+        @Option(help: "Region: EC2's (default us-east-1), or OpenStack's (default OS_REGION_NAME, else the catalog's only one).")
+        var region: String?
+        @Option(name: .customLong("auth-url"), help: "OpenStack Keystone URL (default OS_AUTH_URL). Credentials: OS_APPLICATION_CREDENTIAL_ID/_SECRET, or OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME.")
+        var authURL: String?
+        @Option(
+            name: .customLong("option"),
+            help: ArgumentHelp(
+                "Any driver option, as in a [provider] options table; repeatable (--option prices=ic.tiny=0.01).",
+                valueName: "key=value"))
+        var extraOptions: [String] = []
         @Option(help: "Output format: table or json.")
         var output: OutputFormat = .table
 
         var settings: DriverSettings {
-            var options: [String: String] = [:]
-            switch driver {
-            case "simcloud": options["data-dir"] = dataDir
-            case "libvirt":
-                options["uri"] = uri ?? "qemu:///session"
-                if let imageDir { options["image-dir"] = imageDir }
-            case "ec2":
-                if let endpoint { options["endpoint"] = endpoint }
-                options["region"] = region
-            default: break
+            get throws {
+                var options: [String: String] = [:]
+                switch driver {
+                case "simcloud": options["data-dir"] = dataDir
+                case "libvirt":
+                    options["uri"] = uri ?? "qemu:///session"
+                    if let imageDir { options["image-dir"] = imageDir }
+                case "ec2":
+                    if let endpoint { options["endpoint"] = endpoint }
+                    options["region"] = region ?? "us-east-1"
+                case "openstack":
+                    if let authURL { options["auth-url"] = authURL }
+                    if let region { options["region"] = region }
+                default: break
+                }
+                for entry in extraOptions {
+                    guard let equals = entry.firstIndex(of: "="), equals != entry.startIndex else {
+                        throw ValidationError("--option takes KEY=VALUE, not \(entry)")
+                    }
+                    options[String(entry[..<equals])] = String(entry[entry.index(after: equals)...])
+                }
+                return DriverSettings(kind: driver, options: options)
             }
-            return DriverSettings(kind: driver, options: options)
         }
 
         func makeDriver() async throws -> any CloudDriver {
@@ -58,7 +78,7 @@ struct ProviderCommand: AsyncParsableCommand {
                 }
                 return try await DriverRegistry.make(DriverSettings(kind: provider.driver, options: provider.options))
             }
-            return try await DriverRegistry.make(settings)
+            return try await DriverRegistry.make(try settings)
         }
 
         func emit<T: Encodable>(_ value: T, header: [String], rows: [[String]]) throws {
