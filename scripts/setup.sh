@@ -13,6 +13,10 @@ SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 #     (QEMU guests), libvirt-clients (virsh)
 #   programs tests run: qemu-utils (qemu-img), openssl, raptor2-utils (rapper), curl, util-linux
 #     (setpriv, setsid, prlimit), xz-utils, libxml2-utils (xmllint)
+#   a real OpenStack for the OpenStack driver's tests: scripts/openstack.sh install (MariaDB,
+#     RabbitMQ, Keystone, Glance, Placement, the Neutron API, Nova with libvirt/QEMU, the openstack
+#     client; its header lists each program's package). It diverts python3-swiftclient's
+#     /usr/bin/swift, which would shadow the Swift toolchain.
 packages=(nginx-light libstrophe-dev libsqlite3-dev libssl-dev libxml2-dev libraptor2-dev libvirt-dev
           libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils qemu-system-x86 prosody
           lua-unbound openssl raptor2-utils util-linux xz-utils curl libxml2-utils
@@ -25,6 +29,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Nothing of it runs as a machine service; scripts/openstack.sh start runs private instances.
+"$(dirname "$0")/openstack.sh" install
+
 # Prosody's Debian service is not used (tests run private instances); keep it from holding ports.
 $SUDO systemctl disable --now prosody >/dev/null 2>&1 || true
 
