@@ -579,6 +579,10 @@ if step == "keystone":
 
 if step == "resources":
     user = connect("intercloud", env["USER_PASSWORD"], "intercloud")
+    # Neutron Zed answers 500 (Port has no attribute port_forwardings) to GET /ports until a network
+    # list has loaded the remaining models; Nova lists ports for every server create.
+    list(admin.network.networks())
+    list(admin.network.ports())
     for name, ram in (("ic.tiny", 128), ("ic.small", 256)):
         if admin.compute.find_flavor(name) is None:
             admin.compute.create_flavor(name=name, vcpus=1, ram=ram, disk=1, is_public=True)
