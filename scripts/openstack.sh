@@ -12,8 +12,10 @@
 #   scripts/openstack.sh status DIR
 #
 # What start writes: DIR/openstack.env (export lines: OS_* for the member user, INTERCLOUD_OS_*),
-# DIR/openstack-appcred.env (OS_AUTH_TYPE=v3applicationcredential with id and secret) and
-# DIR/openstack.json (the same facts, for tests). Ports: a block of 10 from 20000-39990 picked from
+# DIR/openstack-appcred.env (OS_AUTH_TYPE=v3applicationcredential with id and secret),
+# DIR/openstack-admin.env (the admin user) and DIR/openstack.json (the same facts, for tests); logs
+# in DIR/log. Servers have no network: create them with --nic none (compute API 2.37 or later, e.g.
+# `openstack --os-compute-api-version 2.37 server create --nic none ...`). Ports: a block of 10 from 20000-39990 picked from
 # DIR's path and kept in DIR/port-base (override with OPENSTACK_PORT_BASE on the first start), so two
 # DIRs normally do not collide; start refuses to run if one of them is taken.
 #
@@ -34,7 +36,8 @@
 # nova-api-wsgi, nova-conductor, nova-scheduler, nova-compute, nova-manage (nova-api, nova-conductor,
 # nova-scheduler, nova-compute, nova-compute-kvm, nova-common); uwsgi (uwsgi-core via
 # uwsgi-plugin-python3); libvirtd, virsh (libvirt-daemon-system, libvirt-clients); qemu-system-x86;
-# openstack (python3-openstackclient, python3-osc-placement); curl; unshare, setsid (util-linux).
+# openstack (python3-openstackclient, python3-osc-placement); curl; unshare, setsid (util-linux);
+# ip, ss (iproute2).
 # python3-swiftclient comes along and ships /usr/bin/swift, which would shadow the Swift toolchain's
 # `swift`: install diverts it to /usr/bin/swift.openstack first.
 set -euo pipefail
@@ -46,7 +49,7 @@ packages=(mariadb-server mariadb-client rabbitmq-server keystone glance-api plac
           nova-api nova-conductor nova-scheduler nova-compute-kvm python3-openstackclient
           python3-osc-placement python3-glanceclient python3-novaclient python3-pymysql
           uwsgi-plugin-python3 libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils curl
-          util-linux)
+          util-linux iproute2)
 
 install() {
     local missing=() package
@@ -84,9 +87,10 @@ install() {
     [[ -n $created_policy ]] && $SUDO rm -f /usr/sbin/policy-rc.d
     if [[ $status -ne 0 ]]; then cat "$log" >&2; rm -f "$log"; echo "openstack.sh: apt-get install failed" >&2; exit 1; fi
     rm -f "$log"
-    # Nothing of this runs as a machine service: the tests start private instances.
+    # None of these runs as a machine service: start runs private instances. (The machine's libvirtd
+    # is left as it is; the private one does not use it.)
     local service
-    for service in mariadb rabbitmq-server libvirtd virtlogd virtlockd keystone glance-api placement-api \
+    for service in mariadb rabbitmq-server keystone glance-api placement-api \
                    neutron-api neutron-rpc-server nova-api nova-conductor nova-scheduler nova-compute; do
         $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true
     done
