@@ -63,7 +63,8 @@ acpid -f -c /etc/acpi -a /etc/acpid.conf -l /tmp/acpid.log -p /tmp/acpid.pid &
 sleep 0.2
 echo "guest: modules: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ') inputs: $(ls /dev/input 2>&1 | tr '\n' ' ')" > /dev/console
 echo "guest: acpid: $(pidof acpid)" > /dev/console
-echo "INTERCLOUD-GUEST-READY" > /dev/console
+# The boot id tells one boot from the next where a console log restarts with every boot (Nova's).
+echo "INTERCLOUD-GUEST-READY boot=$(cat /proc/sys/kernel/random/boot_id)" > /dev/console
 while true; do sleep 3600; done
 SH
 chmod +x root/init

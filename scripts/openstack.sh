@@ -587,9 +587,10 @@ if step == "resources":
     # list has loaded the remaining models; Nova lists ports for every server create.
     list(admin.network.networks())
     list(admin.network.ports())
-    for name, ram in (("ic.tiny", 128), ("ic.small", 256)):
+    # ic.medium holds a migrated SimCloud sim.nano (512 MiB, 1 GiB disk).
+    for name, ram, disk in (("ic.tiny", 128, 1), ("ic.small", 256, 1), ("ic.medium", 512, 2)):
         if admin.compute.find_flavor(name) is None:
-            admin.compute.create_flavor(name=name, vcpus=1, ram=ram, disk=1, is_public=True)
+            admin.compute.create_flavor(name=name, vcpus=1, ram=ram, disk=disk, is_public=True)
     g = os.path.join(d, "guest")
     def image(name, path, disk_format, container_format, **properties):
         found = [i for i in admin.image.images(name=name) if i.status == "active"]
@@ -621,7 +622,7 @@ if step == "resources":
         "application_credential_id": cred["id"], "application_credential_secret": cred["secret"],
         "admin_username": "admin", "admin_password": env["ADMIN_PASSWORD"], "admin_project_name": "admin",
         "image_id": disk.id, "kernel_image_id": kernel.id, "ramdisk_image_id": ramdisk.id, "image_name": disk.name,
-        "flavor": "ic.tiny", "flavors": ["ic.tiny", "ic.small"], "network_id": None,
+        "flavor": "ic.tiny", "flavors": ["ic.tiny", "ic.small", "ic.medium"], "network_id": None,
         "endpoints": {"identity": env["KEYSTONE_URL"], "compute": f"http://127.0.0.1:{env['P_NOVA']}/v2.1",
                       "image": f"http://127.0.0.1:{env['P_GLANCE']}", "placement": f"http://127.0.0.1:{env['P_PLACEMENT']}",
                       "network": f"http://127.0.0.1:{env['P_NEUTRON']}"},

@@ -135,6 +135,28 @@ public func shellQuoted(_ argument: String) -> String {
 /// Uses posix_spawn and waitpid directly: Foundation's `Process.waitUntilExit` was seen to hang
 /// here when the command leaves a background daemon behind (Prosody).
 public func runShell(_ command: String) throws {
+    _ = try runShellCapturing(command)
+}
+
+/// Runs `executable` with `arguments` (no shell parsing) and returns its standard output; a failure
+/// throws with its standard error too (warnings there never mix into output a test parses).
+@discardableResult
+public func runProgram(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> String {
+    let errors = FileManager.default.temporaryDirectory.appendingPathComponent("intercloud-stderr-\(UUID().uuidString).log")
+    defer { try? FileManager.default.removeItem(at: errors) }
+    do {
+        return try runShellCapturing(
+            ([executable] + arguments).map(shellQuoted).joined(separator: " ") + " 2>" + shellQuoted(errors.path),
+            environment: environment)
+    } catch let error as TestServiceError {
+        let text = (try? String(contentsOf: errors, encoding: .utf8)) ?? ""
+        throw TestServiceError(message: error.message + text)
+    }
+}
+
+/// `runShell` returning the command's output; `environment` replaces this process's if given.
+@discardableResult
+public func runShellCapturing(_ command: String, environment: [String: String]? = nil) throws -> String {
     let log = FileManager.default.temporaryDirectory.appendingPathComponent("intercloud-shell-\(UUID().uuidString).log")
     defer { try? FileManager.default.removeItem(at: log) }
     let full = "exec > \(shellQuoted(log.path)) 2>&1 < /dev/null; \(command)"
@@ -156,13 +178,18 @@ public func runShell(_ command: String) throws {
     let arguments: [String] = ["/bin/bash", "-c", full]
     let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
     defer { for pointer in argv { free(pointer) } }
-    let spawned = posix_spawn(&pid, "/bin/bash", nil, &attributes, argv, environ)
+    let environmentStrings: [UnsafeMutablePointer<CChar>?]? = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
+    defer { for pointer in environmentStrings ?? [] { free(pointer) } }
+    let spawned = environmentStrings.map { strings in
+        strings.withUnsafeBufferPointer { posix_spawn(&pid, "/bin/bash", nil, &attributes, argv, UnsafeMutablePointer(mutating: $0.baseAddress)) }
+    } ?? posix_spawn(&pid, "/bin/bash", nil, &attributes, argv, environ)
     guard spawned == 0 else { throw TestServiceError(message: "cannot run \(command): error \(spawned)") }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
     let exitCode = (status >> 8) & 0xFF
+    let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
     guard status & 0x7F == 0, exitCode == 0 else {
-        let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
         throw TestServiceError(message: "`\(command)` failed (status \(status)): \(output)")
     }
+    return output
 }

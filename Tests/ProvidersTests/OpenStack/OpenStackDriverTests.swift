@@ -39,7 +39,7 @@ struct OpenStackDriverTests {
 
             let other = "cli-\(UUID().uuidString.prefix(6).lowercased())"
             let made = try #require(try cloud.cli(
-                ["server", "create", "--flavor", "ic.tiny", "--image", cloud.imageID, "--nic", "none", other]) as? [String: Any])
+                ["--os-compute-api-version", "2.60", "server", "create", "--flavor", "ic.tiny", "--image", cloud.imageID, "--nic", "none", other]) as? [String: Any])
             let otherID = try #require(made["id"] as? String)
             leftovers.servers.append(otherID)
             let seen = try await driver.describe(instance: otherID)

@@ -31,6 +31,7 @@ enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case libvirtTest = "libvirt-test"
     case libvirtQemu = "libvirt-qemu-session"
     case ec2Moto = "ec2-moto"
+    case openstack
 
     var testDescription: String { rawValue }
 
@@ -65,6 +66,16 @@ enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
                 let fixture = try await EC2Fixture.make(moto)
                 try await body(fixture)
             }
+        case .openstack:
+            // One cloud for the whole run: its fixtures take turns, as moto's do.
+            await OpenStackFixture.access.acquire()
+            do {
+                try await Self.run(try await OpenStackFixture.make(), body)
+            } catch {
+                await OpenStackFixture.access.release()
+                throw error
+            }
+            await OpenStackFixture.access.release()
         }
     }
 }
