@@ -22,7 +22,8 @@ public enum DriverRegistry {
         "ec2": ["endpoint", "s3-endpoint", "region", "image-owners", "image-bucket", "import-export", "page-size"],
         "openstack": [
             "auth-url", "region", "interface", "user", "user-domain", "project", "project-domain", "application-credential-id",
-            "network", "prices", "currency", "kernel-image", "ramdisk-image", "page-size", "image-timeout-seconds",
+            "network", "prices", "currency", "kernel-image", "ramdisk-image", "kernel-command-line", "page-size",
+            "image-timeout-seconds",
         ],
     ]
 
@@ -123,6 +124,7 @@ public enum DriverRegistry {
                 authURL: authURL, credentials: credentials, region: options["region"] ?? environment["OS_REGION_NAME"],
                 interface: options["interface"] ?? environment["OS_INTERFACE"] ?? "public", prices: prices,
                 network: options["network"], kernelImage: options["kernel-image"], ramdiskImage: options["ramdisk-image"],
+                kernelCommandLine: options["kernel-command-line"],
                 pageSize: try integer("page-size") ?? 100, imageTimeout: .seconds(timeout)))
             try await driver.connect()
             return driver

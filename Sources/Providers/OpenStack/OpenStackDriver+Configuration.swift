@@ -20,6 +20,9 @@ extension OpenStackDriver {
         /// so a disk that carries no boot loader (a migrated direct-boot guest) boots the same way here.
         public var kernelImage: String?
         public var ramdiskImage: String?
+        /// The kernel command line for those images (`os_command_line`), e.g. `console=ttyS0` so the
+        /// guest's console output reaches Nova's console log.
+        public var kernelCommandLine: String?
         /// Servers and images per list request (Nova and Glance follow `next` links for more).
         public var pageSize: Int
         /// How long a snapshot or an image upload may take to become `active` in Glance.
@@ -31,7 +34,7 @@ extension OpenStackDriver {
         public init(
             authURL: URL, credentials: Credentials, region: String? = nil, interface: String = "public",
             prices: [String: Price] = [:], network: String? = nil, kernelImage: String? = nil, ramdiskImage: String? = nil,
-            pageSize: Int = 100, imageTimeout: Duration = .seconds(600), retry: RetryPolicy = RetryPolicy(),
+            kernelCommandLine: String? = nil, pageSize: Int = 100, imageTimeout: Duration = .seconds(600), retry: RetryPolicy = RetryPolicy(),
             requestTimeout: TimeInterval = 60
         ) {
             self.authURL = authURL
@@ -42,6 +45,7 @@ extension OpenStackDriver {
             self.network = network
             self.kernelImage = kernelImage
             self.ramdiskImage = ramdiskImage
+            self.kernelCommandLine = kernelCommandLine
             self.pageSize = pageSize
             self.imageTimeout = imageTimeout
             self.retry = retry

@@ -40,7 +40,7 @@ extension OpenStackDriver {
         var image: Image {
             var extra: [String: String] = [:]
             for key in ["disk_format", "container_format", "visibility", "os_hash_algo", "os_hash_value", "checksum",
-                        "kernel_id", "ramdisk_id", "owner"] {
+                        "kernel_id", "ramdisk_id", "os_command_line", "owner"] {
                 if let value = fields[key] as? String { extra[key] = value }
             }
             if let virtual = fields["virtual_size"] as? Int { extra["virtual_size"] = String(virtual) }
@@ -285,6 +285,7 @@ extension OpenStackDriver {
         ]
         if let kernel = configuration.kernelImage { record["kernel_id"] = try await imageID(named: kernel, verb: verb) }
         if let ramdisk = configuration.ramdiskImage { record["ramdisk_id"] = try await imageID(named: ramdisk, verb: verb) }
+        if let commandLine = configuration.kernelCommandLine { record["os_command_line"] = commandLine }
         progress?(ProgressEvent(driver: driverName, verb: verb, completed: 1, total: 4, message: "creating image record"))
         let (data, _) = try await call(.image, "POST", "/v2/images", body: try json(record, verb: verb), verb: verb)
         guard let created = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any], let id = created["id"] as? String else {
