@@ -309,6 +309,8 @@ state_path = $dir/neutron
 log_file = $logs/neutron.log
 notify_nova_on_port_status_changes = false
 notify_nova_on_port_data_changes = false
+[oslo_messaging_rabbit]
+heartbeat_timeout_threshold = 0
 [database]
 connection = $db/neutron
 [ml2]
@@ -341,6 +343,11 @@ allow_resize_to_same_host = true
 reserved_host_memory_mb = 256
 vif_plugging_is_fatal = false
 vif_plugging_timeout = 0
+# AMQP heartbeats off: under uwsgi, nova-api's heartbeat thread starves when the machine is busy,
+# RabbitMQ drops the connection ("Too many heartbeats missed") and a request waits a minute for the
+# reconnect. Everything is on loopback, where a dead peer is seen at once anyway.
+[oslo_messaging_rabbit]
+heartbeat_timeout_threshold = 0
 [api]
 auth_strategy = keystone
 [api_database]
@@ -501,9 +508,12 @@ start_all() {
     local j_neutron=$!
     (
         n() { /usr/bin/nova-manage --config-file "$etc/nova/nova.conf" "$@"; }
+        # The cell list is read whole before grep looks at it: `grep -q` stops reading at its first
+        # match, nova-manage then dies of SIGPIPE, and with pipefail a cell that exists looked missing.
         n api_db sync &&
-        { n cell_v2 list_cells | grep -q ' cell0 ' || n cell_v2 map_cell0 --database_connection "mysql+pymysql://openstack:$db_password@127.0.0.1:$p_mysql/nova_cell0"; } &&
-        { n cell_v2 list_cells | grep -q ' cell1 ' || n cell_v2 create_cell --name cell1; } &&
+        cells=$(n cell_v2 list_cells) &&
+        { grep -q ' cell0 ' <<<"$cells" || n cell_v2 map_cell0 --database_connection "mysql+pymysql://openstack:$db_password@127.0.0.1:$p_mysql/nova_cell0"; } &&
+        { grep -q ' cell1 ' <<<"$cells" || n cell_v2 create_cell --name cell1; } &&
         n db sync
     ) >"$logs/nova.dbsync" 2>&1 &
     local j_nova=$!
@@ -522,7 +532,7 @@ start_all() {
     OS_NEUTRON_CONFIG_DIR=$etc OS_NEUTRON_CONFIG_FILES=neutron.conf uwsgi_app neutron "$p_neutron" /usr/bin/neutron-api 1
     wait $j_nova || { cat "$logs/nova.dbsync" >&2; die "nova database setup failed"; }
     say "databases ready; starting Glance, Placement, Neutron, Nova"
-    OS_NOVA_CONFIG_DIR=$etc/nova OS_NOVA_CONFIG_FILES="api-paste.ini;nova.conf" uwsgi_app nova-api "$p_nova" /usr/bin/nova-api-wsgi 1
+    OS_NOVA_CONFIG_DIR=$etc/nova OS_NOVA_CONFIG_FILES="api-paste.ini;nova.conf" uwsgi_app nova-api "$p_nova" /usr/bin/nova-api-wsgi 2
     local service
     for service in conductor scheduler; do
         launch nova-$service /usr/bin/nova-$service --config-file "$etc/nova/nova.conf" --log-file "$logs/nova-$service.log"
