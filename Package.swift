@@ -218,10 +218,22 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Clusters: named collections of server templates launched, stopped and torn down together
+        // (the cluster machine, its journal and runner; peer members through service federation).
+        .target(
+            name: "Clusters",
+            dependencies: [
+                "Federation", "Providers", "Storage", "TOMLParsing", "Trust",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "intercloud",
             dependencies: [
-                "Broker", "Trust", "Providers", "Catalog", "Policy", "Storage", "Metering", "Migration", "XMPP", "Negotiation", "Peering", "Federation",
+                "Broker", "Clusters", "Trust", "Providers", "Catalog", "Policy", "Storage", "Metering", "Migration", "XMPP", "Negotiation", "Peering", "Federation",
                 "CatalogQueries", "Discovery",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -330,6 +342,10 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ClustersTests",
+            dependencies: ["Clusters", "Federation", "Providers", "TOMLParsing"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "TransferTests",

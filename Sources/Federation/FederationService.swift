@@ -274,7 +274,7 @@ public final class FederationService: Sendable {
     }
 
     /// The template files of `paths`: a file as given, a folder's `*.toml` files in name order.
-    static func templateFiles(_ paths: [String]) throws -> [String] {
+    public static func templateFiles(_ paths: [String]) throws -> [String] {
         try paths.flatMap { path -> [String] in
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else { return [path] }
@@ -650,7 +650,8 @@ public final class FederationService: Sendable {
         switch request.kind {
         case .select:
             guard let peer = request.peer, let template = request.template else { throw RequestError("select needs a peer and a template") }
-            return try await select(peer: peer, templateName: template, parameters: request.parameters, agreementID: request.agreementID)
+            return try await select(
+                peer: peer, templateName: template, parameters: request.parameters, agreementID: request.agreementID, serviceID: request.serviceID)
         case .status:
             guard let id = request.serviceID else { throw RequestError("status needs a service id") }
             if try FederationStore.consumed(database: database, serviceID: id) == nil, let snapshot = try journal.snapshot(id) {
