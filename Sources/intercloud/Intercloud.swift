@@ -18,10 +18,11 @@ struct Intercloud: AsyncParsableCommand {
             Approve a peering:   intercloud peers approve broker@cloud3.example --config cloud1.toml
             Negotiate:           intercloud negotiate --config cloud1.toml --peer broker@cloud2.example
             Agreements:          intercloud agreement list --config cloud1.toml
+            Clusters:            intercloud cluster launch shop.toml --config cloud1.toml
             """,
         subcommands: [
             ServeCommand.self, ConfigCommand.self, PeersCommand.self, CertsCommand.self, TrustCommand.self, AuditCommand.self, CatalogCommand.self,
-            ProviderCommand.self, PolicyCommand.self, NegotiateCommand.self, NegotiationsCommand.self, AgreementCommand.self, UsageCommand.self, MigrateCommand.self, MigrationsCommand.self, FederateCommand.self, ServicesCommand.self,
+            ProviderCommand.self, PolicyCommand.self, NegotiateCommand.self, NegotiationsCommand.self, AgreementCommand.self, UsageCommand.self, MigrateCommand.self, MigrationsCommand.self, FederateCommand.self, ServicesCommand.self, ClusterCommand.self,
         ])
 }
 
