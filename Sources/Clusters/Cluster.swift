@@ -194,10 +194,10 @@ public struct Cluster: Sendable {
 
     /// A unit as planned: `pending`, nothing done.
     public static func unit(
-        clusterID: String, member: String, index: Int, template: String, placement: Placement, bootTimeout: TimeInterval
+        clusterID: String, clusterName: String, member: String, index: Int, template: String, placement: Placement, bootTimeout: TimeInterval
     ) -> Unit {
         let key = "\(member)-\(index)"
-        let name = unitName(clusterID: clusterID, key: key)
+        let name = unitName(clusterID: clusterID, clusterName: clusterName, key: key)
         var placement = placement
         if case .local(var request) = placement {
             request.name = name
@@ -208,15 +208,16 @@ public struct Cluster: Sendable {
             instanceID: nil, addresses: [], endpoint: nil, launchStartedAt: nil, createAttempts: 0, failedAttempts: 0, lastError: nil)
     }
 
-    /// `cl-` + the cluster id reduced to letters, digits and `-` + the unit key + 8 hex digits of
-    /// their SHA-256: at most 63 characters (a host name), accepted by every driver, distinct for
-    /// distinct clusters and units.
-    public static func unitName(clusterID: String, key: String) -> String {
+    /// `cl-` + the cluster's name + the unit key + 8 hex digits of the SHA-256 of the cluster id
+    /// and the key (`cl-shop-web-2-1a2b3c4d`): readable in the cloud's own listings, at most 63
+    /// characters (a host name) of letters, digits and `-` that every driver accepts, and distinct
+    /// for two clusters of the same name (their ids differ).
+    public static func unitName(clusterID: String, clusterName: String, key: String) -> String {
         func readable(_ text: String, _ length: Int) -> String {
             String(text.unicodeScalars.map { $0.isASCII && CharacterSet.alphanumerics.contains($0) ? Character($0) : "-" }.prefix(length))
         }
         let digest = SHA256.hash(data: Data("\(clusterID)\u{0}\(key)".utf8)).prefix(4).map { String(format: "%02x", $0) }.joined()
-        return "cl-\(readable(clusterID, 24))-\(readable(key, 26))-\(digest)"
+        return "cl-\(readable(clusterName, 24))-\(readable(key, 26))-\(digest)"
     }
 
     // MARK: requests

@@ -219,7 +219,7 @@ public actor ClusterRunner {
             }
             for index in 1...member.count {
                 units.append(Cluster.unit(
-                    clusterID: clusterID, member: member.name, index: index, template: member.template, placement: placement,
+                    clusterID: clusterID, clusterName: definition.name, member: member.name, index: index, template: member.template, placement: placement,
                     bootTimeout: member.bootTimeout))
             }
         }
