@@ -345,7 +345,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "ClustersTests",
-            dependencies: ["Clusters", "Federation", "Providers", "TOMLParsing"],
+            dependencies: ["Clusters", "Federation", "Providers", "TestSupport", "TOMLParsing"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "TransferTests",
