@@ -345,7 +345,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "ClustersTests",
-            dependencies: ["Clusters", "Federation", "Providers", "TestSupport", "TOMLParsing"],
+            dependencies: ["Clusters", "Federation", "Providers", "Storage", "TestSupport", "TOMLParsing", "Trust"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "TransferTests",

@@ -1,8 +1,10 @@
 import Clusters
 import Foundation
 import Providers
+import Storage
 import Synchronization
 import Testing
+import Trust
 
 @Suite("Cluster runner on SimCloud")
 struct ClusterRunnerTests {
@@ -141,6 +143,26 @@ struct ClusterRunnerTests {
         let running = try await f.runner.start(name: "shop")
         #expect(running.phase == .running)
         #expect(running.reason == nil)
+    }
+
+    @Test("settled phases are audited (module clusters), in the broker's audit log")
+    func audited() async throws {
+        let directory = try TemporaryDirectory()
+        let database = try IntercloudDatabase.open(
+            path: directory.url.appendingPathComponent("broker.sqlite").path, schema: [ClusterSchema.self, AuditSchema.self])
+        var cloudConfiguration = SimCloud.Configuration(dataDirectory: directory.url.appendingPathComponent("sim"), delays: .instant)
+        cloudConfiguration.durableWrites = false
+        let cloud = try SimCloud(configuration: cloudConfiguration)
+        let audit = AuditLog(database: database)
+        let runner = ClusterRunner(driver: cloud, journal: ClusterJournal(database: database), configuration: ClusterFixture.configuration, audit: audit)
+        let f = try ClusterFixture()
+        _ = try await runner.launch(try f.shop(), templates: f.templates)
+        _ = try await runner.stop(name: "shop")
+        _ = try await runner.teardown(name: "shop")
+        let events = try audit.events(matching: AuditQuery(module: "clusters")).reversed()
+        #expect(events.map(\.kind) == ["cluster.running", "cluster.stopped", "cluster.torn-down"])
+        #expect(events.map(\.action) == ["launch", "stop", "teardown"])
+        #expect(events.allSatisfy { $0.outcome == .operator && $0.detail.hasPrefix("shop (cl-") })
     }
 
     @Test("a launch refused before anything is created: unknown size, a name in use, peer members without federation")
