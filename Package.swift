@@ -315,7 +315,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "Broker", "XMPP", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
+                "Broker", "Clusters", "XMPP", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
                 "Negotiation", "Peering", "CatalogQueries", "Discovery", "Storage", "TestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),

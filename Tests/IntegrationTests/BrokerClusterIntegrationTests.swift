@@ -1,0 +1,116 @@
+import Broker
+import Clusters
+import Federation
+import Foundation
+import Policy
+import Providers
+import TestSupport
+import Testing
+
+/// Clusters with a member at a peer, between two brokers over a real Prosody: the consumer's
+/// cluster runner places the peer member through its own `FederationService` (signed envelopes,
+/// the provider's agreement checks, its SimCloud), and its local members in a SimCloud of its own.
+@Suite(.serialized, .timeLimit(.minutes(4))) struct BrokerClusterIntegrationTests {
+    let federation: BrokerFederationIntegrationTests
+
+    init() throws { federation = try BrokerFederationIntegrationTests() }
+
+    static let definition = """
+        version = 1
+        name = "shop"
+        [[member]]
+        name = "api"
+        template = "web-server"
+        peer = "%@"
+        parameters = { site_name = "api" }
+        [[member]]
+        name = "web"
+        template = "web-server"
+        after = ["api"]
+        parameters = { site_name = "shop" }
+        """
+
+    struct Consumer {
+        var runner: ClusterRunner
+        var cloud: SimCloud
+        var directory: URL
+        var templates: [ServerTemplate]
+    }
+
+    /// The consumer broker's cluster runner: its journal in the broker's database, peer members
+    /// through its federation service, local members in a SimCloud of its own.
+    func consumer(_ federated: BrokerFederationIntegrationTests.Federated) throws -> Consumer {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("intercloud-cluster-\(UUID().uuidString.prefix(8))")
+        var configuration = SimCloud.Configuration(dataDirectory: directory.appendingPathComponent("sim"), delays: .instant)
+        configuration.durableWrites = false
+        let cloud = try SimCloud(configuration: configuration)
+        let database = federated.pair.consumer.node.database
+        try ClusterJournal.prepare(database)
+        let runner = ClusterRunner(
+            driver: cloud, peers: FederationPeerPlacement(federation: federated.consumer), journal: ClusterJournal(database: database),
+            configuration: .init(cluster: .init(retryInterval: 1), pollInterval: .milliseconds(20)), audit: federated.pair.consumer.node.audit)
+        let templates = try TemplateLoader.load(directory: try TestProsody.repositoryRoot().appendingPathComponent("templates").path)
+        return Consumer(runner: runner, cloud: cloud, directory: directory, templates: templates)
+    }
+
+    func liveInstances(_ driver: any CloudDriver) async throws -> [Instance] {
+        try await driver.listInstances().filter { $0.state != .terminated && $0.state != .terminating }
+    }
+
+    @Test func aPeerMemberIsSelectedAtThePeerBeforeTheLocalOneAndTeardownEndsItThere() async throws {
+        let federated = try await federation.federated()
+        let pair = federated.pair
+        _ = try await federation.agree(pair, entitlements: [.query, .federate])
+        let consumer = try consumer(federated)
+        defer { try? FileManager.default.removeItem(at: consumer.directory) }
+        let definition = try ClusterLoader.parse(
+            Self.definition.replacingOccurrences(of: "%@", with: pair.providerJID), file: "shop.toml", templates: consumer.templates)
+
+        let status = try await consumer.runner.launch(definition, templates: consumer.templates)
+        #expect(status.phase == .running, "\(status.reason ?? "")")
+        let api = try #require(status.servers.first)
+        #expect(api.unit == "api-1" && api.peer == pair.providerJID)
+        // The peer's service is the unit's: its id is the unit's name, its instance runs at the provider.
+        let snapshot = try #require(try federated.provider.journal.snapshot(api.name))
+        #expect(snapshot.phase == .active && snapshot.consumer == pair.consumerJID)
+        #expect(snapshot.request.extra["userData"]?.contains("<h1>api</h1>") == true)
+        let instanceID = try #require(snapshot.instanceID)
+        let host = try #require(try await federated.driver.describe(instance: instanceID).addresses.first)
+        #expect(api.endpoint == "http://\(host):8080/")
+        #expect(try await liveInstances(consumer.cloud).count == 1)
+        // The select went out before the local web server was created.
+        let steps = try consumer.runner.journal.steps(status.id).map(\.step).filter { $0.hasPrefix("place") || $0.hasPrefix("create") }
+        #expect(steps == ["place api-1", "create web-1"])
+
+        let torn = try await consumer.runner.teardown(name: "shop")
+        #expect(torn.phase == .tornDown, "\(torn.stalled ?? "")")
+        #expect(await eventually { await BrokerFederationIntegrationTests.isGone(instanceID, federated.driver) })
+        #expect(try FederationStore.consumed(database: federated.consumer.database, serviceID: api.name)?.phase == "ended")
+        #expect(try await liveInstances(consumer.cloud).isEmpty)
+        #expect(pair.consumer.auditEvents(kind: "cluster.torn-down").count == 1)
+        await federation.stop(federated)
+    }
+
+    @Test func aLocalMemberFailingAfterThePeerMemberRanEndsThePeerServiceInTheRollback() async throws {
+        let federated = try await federation.federated()
+        let pair = federated.pair
+        _ = try await federation.agree(pair, entitlements: [.query, .federate])
+        let consumer = try consumer(federated)
+        defer { try? FileManager.default.removeItem(at: consumer.directory) }
+        let definition = try ClusterLoader.parse(
+            Self.definition.replacingOccurrences(of: "%@", with: pair.providerJID), file: "shop.toml", templates: consumer.templates)
+        await consumer.cloud.inject(.fail(.create, times: 1))
+
+        let status = try await consumer.runner.launch(definition, templates: consumer.templates)
+        #expect(status.phase == .failed)
+        #expect(status.reason?.hasPrefix("web-1: create failed") == true)
+        let api = try #require(status.servers.first)
+        let snapshot = try #require(try federated.provider.journal.snapshot(api.name))
+        #expect(snapshot.phase == .ended)
+        let instances = try await liveInstances(federated.driver)
+        #expect(instances.isEmpty, "\(instances)")
+        #expect(try FederationStore.consumed(database: federated.consumer.database, serviceID: api.name)?.phase == "ended")
+        #expect(pair.consumer.auditEvents(kind: "cluster.failed").count == 1)
+        await federation.stop(federated)
+    }
+}
