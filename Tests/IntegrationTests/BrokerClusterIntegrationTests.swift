@@ -113,4 +113,72 @@ import Testing
         #expect(pair.consumer.auditEvents(kind: "cluster.failed").count == 1)
         await federation.stop(federated)
     }
+
+    /// Runs the `intercloud` executable off the cooperative pool (the in-process brokers need it
+    /// to answer the request the command queues) and returns its status and output.
+    static func intercloud(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
+        let binary = try CrashTestClouds.intercloudBinary()
+        return try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                do {
+                    let process = Process()
+                    process.executableURL = URL(fileURLWithPath: binary)
+                    process.arguments = arguments
+                    let out = Pipe(), err = Pipe()
+                    process.standardOutput = out
+                    process.standardError = err
+                    try process.run()
+                    let stdout = out.fileHandleForReading.readDataToEndOfFile()
+                    let stderr = err.fileHandleForReading.readDataToEndOfFile()
+                    process.waitUntilExit()
+                    continuation.resume(returning: (
+                        process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self)))
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }
+        }
+    }
+
+    @Test func theCLIPlacesAPeerMemberThroughTheRunningBrokersFederationService() async throws {
+        let federated = try await federation.federated()
+        let pair = federated.pair
+        _ = try await federation.agree(pair, entitlements: [.query, .federate])
+        let config = pair.consumer.node.configuration.sourcePath
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("intercloud-cluster-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("remote.toml").path
+        try """
+            version = 1
+            name = "remote"
+            [[member]]
+            name = "api"
+            template = "web-server"
+            peer = "\(pair.providerJID)"
+            count = 2
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+
+        let launch = try await Self.intercloud(["cluster", "launch", file, "--config", config, "--output", "json"])
+        #expect(launch.status == 0, "\(launch.stderr)")
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        let launched = try decoder.decode(ClusterStatus.self, from: Data(launch.stdout.utf8))
+        #expect(launched.phase == .running)
+        #expect(launched.servers.map(\.unit) == ["api-1", "api-2"])
+        #expect(launched.servers.allSatisfy { $0.peer == pair.providerJID && $0.endpoint?.hasSuffix(":8080/") == true })
+        // Each service's token is shown once, on stderr with the progress.
+        #expect(launch.stderr.components(separatedBy: "shown once").count == 3)
+        for server in launched.servers {
+            #expect(try federated.provider.journal.snapshot(server.name)?.phase == .active)
+        }
+
+        let teardown = try await Self.intercloud(["cluster", "teardown", "remote", "--config", config, "--output", "json", "--quiet"])
+        #expect(teardown.status == 0, "\(teardown.stderr)")
+        #expect(try decoder.decode(ClusterStatus.self, from: Data(teardown.stdout.utf8)).phase == .tornDown)
+        for server in launched.servers {
+            #expect(try federated.provider.journal.snapshot(server.name)?.phase == .ended)
+        }
+        await federation.stop(federated)
+    }
 }
