@@ -115,6 +115,7 @@ public actor ClusterRunner {
         } catch let error as ClusterError { throw error } catch { throw .journal("\(error)") }
         machines[clusterID] = machine
         report(machine, unit: nil, "launching \(units.count) server(s): \(units.map(\.key).joined(separator: ", "))")
+        report(machine, unit: Self.unit(of: action), Self.describe(action))
         try await observe(clusterID, action, machine.phase, .journaled)
         try await run(clusterID, from: action, request: "launch", phaseBefore: nil)
         return try status(clusterID: clusterID)
@@ -274,7 +275,9 @@ public actor ClusterRunner {
             var next = machine
             let nextAction = event.apply(&next, Date())
             report(next, unit: Self.unit(of: action), event.detail)
-            try await commit(id, next, nextAction, detail: event.detail, request: request, phaseBefore: machine.phase)
+            // The line that journals the next step also says how the last one ended.
+            let result = Self.unit(of: action).map { "\($0): \(event.detail)" } ?? event.detail
+            try await commit(id, next, nextAction, detail: result, request: request, phaseBefore: machine.phase)
             action = nextAction
         }
     }

@@ -21,8 +21,8 @@ struct ClusterCommand: AsyncParsableCommand {
         commandName: "cluster",
         abstract: "Launch, stop, start and tear down clusters: named sets of server templates run together.",
         discussion: """
-            A cluster file names a cluster and its members; each member is a server template (from
-            the broker's [federation] templates) with its parameters, a count, the members it must
+            A cluster file names a cluster and its members; each member is a server template (from \
+            the broker's [federation] templates) with its parameters, a count, the members it must \
             come after, and optionally a peer broker that runs it through service federation:
 
               version = 1
@@ -41,25 +41,25 @@ struct ClusterCommand: AsyncParsableCommand {
               parameters = { site_name = "shop" }
               boot_timeout_seconds = 120
 
-            `launch` creates the servers in that order (db-1, then web-1 and web-2), each running
-            before the next is created. If one fails, every server already created is removed,
-            last first, and the cluster ends `failed` with the reason: nothing is left running.
-            Every step is journaled before it is performed; a command that was killed is finished
+            `launch` creates the servers in that order (db-1, then web-1 and web-2), each running \
+            before the next is created. If one fails, every server already created is removed, \
+            last first, and the cluster ends `failed` with the reason: nothing is left running. \
+            Every step is journaled before it is performed; a command that was killed is finished \
             with `intercloud cluster resume`.
 
-              intercloud cluster check shop.toml --config cloud1.toml      # what launch would do
-              intercloud cluster launch shop.toml --config cloud1.toml
-              intercloud cluster list --config cloud1.toml --output json
-              intercloud cluster show shop --config cloud1.toml            # servers and steps
-              intercloud cluster stop shop --config cloud1.toml            # web-2, web-1, db-1
-              intercloud cluster start shop --config cloud1.toml           # db-1, web-1, web-2
-              intercloud cluster teardown shop --config cloud1.toml
+              intercloud cluster check shop.toml -c cloud1.toml     # launch order
+              intercloud cluster launch shop.toml -c cloud1.toml
+              intercloud cluster list -c cloud1.toml --output json
+              intercloud cluster show shop -c cloud1.toml           # servers, steps
+              intercloud cluster stop shop -c cloud1.toml           # web-2 .. db-1
+              intercloud cluster start shop -c cloud1.toml          # db-1 .. web-2
+              intercloud cluster teardown shop -c cloud1.toml
 
-            Servers here are driven with the [provider] of --config directly. A member with
-            `peer = "broker@cloud2.example"` is selected at that broker (an agreement granting
-            federate must be in force) by the running `intercloud serve --config FILE`; its token
-            is printed once. Stop and start leave peer members running (the federation protocol
-            has no stop); teardown ends them at the peer.
+            Servers here are driven with the [provider] of --config directly; the journal is in \
+            the broker's database. A member with `peer = "broker@cloud2.example"` is selected at \
+            that broker (an agreement granting federate must be in force) by the running \
+            `intercloud serve --config FILE`; its token is printed once. Stop and start leave peer \
+            members running (the federation protocol has no stop); teardown ends them at the peer.
             """,
         subcommands: [Check.self, Launch.self, List.self, Show.self, Stop.self, Start.self, Teardown.self, Resume.self])
 
@@ -96,7 +96,7 @@ struct ClusterCommand: AsyncParsableCommand {
                 struct Plan: Encodable { var name: String; var source: String; var launchOrder: [Planned] }
                 emit(String(decoding: try jsonEncoder().encode(Plan(name: definition.name, source: definition.source, launchOrder: order)), as: UTF8.self))
             case .table:
-                emit("\(definition.name): \(definition.source) is valid; launch order:")
+                print("\(definition.name): \(definition.source) is valid; launch order:")
                 printTable(
                     headers: ["MEMBER", "TEMPLATE", "COUNT", "AFTER", "WHERE"],
                     rows: order.map { [$0.member, $0.template, String($0.count), $0.after.joined(separator: ",").nonEmpty ?? "-", $0.peer ?? "here"] })
@@ -157,9 +157,11 @@ struct ClusterCommand: AsyncParsableCommand {
                 emit(String(decoding: try jsonEncoder().encode(Detail(cluster: status, steps: steps)), as: UTF8.self))
             case .table:
                 try printStatus(status, options: options)
-                emit("steps:")
+                print("steps:")
                 let format = ISO8601DateFormatter()
-                for step in steps { emit("  \(format.string(from: step.at))  \(step.phase)  \(step.step)  \(step.detail)") }
+                printTable(
+                    headers: ["  AT", "PHASE", "NEXT STEP", "AFTER"],
+                    rows: steps.map { ["  " + format.string(from: $0.at), $0.phase, $0.step, $0.detail] })
             }
         }
     }
@@ -200,8 +202,8 @@ struct ClusterCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Remove every server of a cluster, last launched first, here and at peers.",
             discussion: """
-                Also finishes a launch or rollback that a killed command left. A step that keeps
-                failing (the cloud refuses to terminate) is retried a few times, then the cluster
+                Also finishes a launch or rollback that a killed command left. A step that keeps \
+                failing (the cloud refuses to terminate) is retried a few times, then the cluster \
                 is left `stalled` in its phase with the reason (exit 1): run teardown again.
                 """)
         @OptionGroup var options: Options
@@ -220,9 +222,9 @@ struct ClusterCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Finish what a killed cluster command left under way (a launch, stop, start, rollback or teardown).",
             discussion: """
-                Read from the journal: a server whose create was sent is looked up by its name and
-                adopted (or created again), a wait goes on until its deadline, a rollback or
-                teardown goes on from the server it reached. Without NAME, every cluster with a
+                Read from the journal: a server whose create was sent is looked up by its name and \
+                adopted (or created again), a wait goes on until its deadline, a rollback or \
+                teardown goes on from the server it reached. Without NAME, every cluster with a \
                 step under way.
                 """)
         @OptionGroup var options: Options
@@ -240,7 +242,7 @@ struct ClusterCommand: AsyncParsableCommand {
             switch options.output {
             case .json: emit(String(decoding: try jsonEncoder().encode(statuses), as: UTF8.self))
             case .table:
-                if statuses.isEmpty { emit("no cluster has a step under way") }
+                if statuses.isEmpty { print("no cluster has a step under way") }
                 for status in statuses { try printStatus(status, options: options) }
             }
         }
@@ -320,8 +322,14 @@ struct ClusterContext {
             throw ValidationError("another `intercloud cluster` command is acting on this broker's clusters; wait for it")
         }
         defer { flock(descriptor, LOCK_UN) }
-        do { return try await body() } catch let error as ClusterError { throw ValidationError(error.description) }
+        do { return try await body() } catch let error as ClusterError { throw ClusterCommandError(description: error.description) }
     }
+}
+
+/// A request the cluster runner refused or could not finish: printed as `Error: ...`, exit 1
+/// (not a usage error: the command line was fine).
+struct ClusterCommandError: Error, CustomStringConvertible {
+    var description: String
 }
 
 /// Places peer members through the running broker: a federation request queued in its database
@@ -362,11 +370,11 @@ func printStatus(_ status: ClusterStatus, options: ClusterCommand.Options) throw
     case .json:
         emit(String(decoding: try jsonEncoder().encode(status), as: UTF8.self))
     case .table:
-        emit("cluster:  \(status.name) (\(status.id))")
-        emit("phase:    \(status.phase.rawValue)")
-        if let reason = status.reason { emit("reason:   \(reason)") }
-        if let stalled = status.stalled { emit("stalled:  \(stalled)") }
-        emit("file:     \(status.source)")
+        print("cluster:  \(status.name) (\(status.id))")
+        print("phase:    \(status.phase.rawValue)")
+        if let reason = status.reason { print("reason:   \(reason)") }
+        if let stalled = status.stalled { print("stalled:  \(stalled)") }
+        print("file:     \(status.source)")
         printTable(
             headers: ["SERVER", "TEMPLATE", "WHERE", "STATE", "INSTANCE/SERVICE", "ADDRESS"],
             rows: status.servers.map { server in

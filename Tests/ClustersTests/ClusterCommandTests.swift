@@ -44,7 +44,7 @@ struct ClusterCommandTests {
         return try decoder.decode(type, from: Data(text.utf8))
     }
 
-    func writeConfiguration(_ directory: TemporaryDirectory) throws -> String {
+    func writeConfiguration(_ directory: TemporaryDirectory, bootDelayMilliseconds: Int = 0) throws -> String {
         try directory.file("cloud1.toml", """
             [broker]
             cloud = "cloud1"
@@ -59,7 +59,7 @@ struct ClusterCommandTests {
 
             [provider]
             driver = "simcloud"
-            options = { data-dir = "sim", boot-delay-ms = "0", shutdown-delay-ms = "0", terminate-delay-ms = "0" }
+            options = { data-dir = "sim", boot-delay-ms = "\(bootDelayMilliseconds)", shutdown-delay-ms = "0", terminate-delay-ms = "0" }
 
             [federation]
             templates = ["\(repositoryRoot.appendingPathComponent("templates").path)"]
@@ -127,5 +127,50 @@ struct ClusterCommandTests {
         #expect(launch.stderr.contains("bad.toml:6: member[0].after: names no member 'db'"))
         let list = try Self.intercloud(["cluster", "list", "--config", config, "--output", "json"])
         #expect(try Self.decode([ClusterStatus].self, list.stdout).isEmpty)
+    }
+
+    @Test("kill -9 of `intercloud cluster launch` while web-1 boots; `intercloud cluster resume` finishes the launch with one instance per server")
+    func killedLaunchIsResumed() throws {
+        let directory = try TemporaryDirectory()
+        let config = try writeConfiguration(directory, bootDelayMilliseconds: 1500)
+        let shop = repositoryRoot.appendingPathComponent("clusters/shop.toml").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try Self.intercloudBinary())
+        process.arguments = ["cluster", "launch", shop, "--config", config, "--output", "json"]
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        var progress = ""
+        while !progress.contains("web-1: created") {
+            let data = err.fileHandleForReading.availableData
+            if data.isEmpty { break }
+            progress += String(decoding: data, as: UTF8.self)
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .uncaughtSignal, "\(progress)")
+
+        let killed = try Self.decode([ClusterStatus].self, try Self.intercloud(["cluster", "list", "--config", config, "--output", "json"]).stdout)
+        #expect(killed.map(\.phase) == [.launching])
+        // web-1's instance exists; the journal says so (booting) unless the kill came before the
+        // line that records it (creating): then resume finds it by its name.
+        let states = killed.first?.servers.map(\.state) ?? []
+        #expect(states.count == 3 && states[0] == .running && [.creating, .booting].contains(states[1]) && states[2] == .pending, "\(states)")
+        // Stop waits for the launch to be finished first.
+        let refused = try Self.intercloud(["cluster", "stop", "shop", "--config", config])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("resume it first"))
+
+        let resume = try Self.intercloud(["cluster", "resume", "--config", config, "--output", "json", "-q"])
+        #expect(resume.status == 0, "\(resume.stderr)")
+        let resumed = try Self.decode([ClusterStatus].self, resume.stdout)
+        #expect(resumed.map(\.phase) == [.running])
+        struct Listed: Decodable { var id: String; var name: String; var state: String }
+        let instances = try Self.decode(
+            [Listed].self, try Self.intercloud(["provider", "instances", "--config", config, "--output", "json"]).stdout)
+        #expect(instances.count == 3)
+        #expect(Set(instances.map(\.id)) == Set(resumed.first?.servers.compactMap(\.instanceID) ?? []))
+        _ = try Self.intercloud(["cluster", "teardown", "shop", "--config", config, "-q"])
     }
 }
