@@ -149,7 +149,8 @@ struct ClusterCommand: AsyncParsableCommand {
         func run() async throws {
             let context = try ClusterContext(options)
             let runner = try await context.reader()
-            let status = try await context.perform { try await runner.status(name: name) }
+            // Read while another command may be acting: no lock.
+            let status = try await context.perform(locked: false) { try await runner.status(name: name) }
             let steps = try runner.journal.steps(status.id)
             switch options.output {
             case .json:
@@ -313,7 +314,10 @@ struct ClusterContext {
 
     /// Runs `body` holding this broker's cluster lock, so two commands never act on clusters at
     /// once (each journals what it does; two writers would undo each other's steps).
-    func perform<T>(_ body: () async throws -> T) async throws -> T {
+    func perform<T>(locked: Bool = true, _ body: () async throws -> T) async throws -> T {
+        guard locked else {
+            do { return try await body() } catch let error as ClusterError { throw ClusterCommandError(description: error.description) }
+        }
         let lockPath = configuration.databasePath + ".clusters.lock"
         let descriptor = open(lockPath, O_CREAT | O_RDWR, 0o600)
         guard descriptor >= 0 else { throw ValidationError("cannot open \(lockPath): \(String(cString: strerror(errno)))") }
