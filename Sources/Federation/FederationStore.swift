@@ -374,6 +374,16 @@ public enum FederationStore {
         return request.id
     }
 
+    /// The newest queued select for `serviceID`, if any: a command killed after queuing it can
+    /// wait for that request's outcome instead of selecting again.
+    public static func selectRequest(database: DatabasePool, serviceID: String) throws -> String? {
+        try database.read { db in
+            try String.fetchOne(
+                db, sql: "SELECT id FROM federation_request WHERE kind = ? AND service_id = ? ORDER BY requested_at DESC LIMIT 1",
+                arguments: [RequestKind.select.rawValue, serviceID])
+        }
+    }
+
     /// The state of a queued request: nil if unknown.
     public enum RequestState: Sendable, Hashable {
         case waiting

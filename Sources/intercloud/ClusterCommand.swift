@@ -345,12 +345,12 @@ struct BrokerQueuePeerPlacement: ClusterPeerPlacement {
 
     func place(serviceID: String, selection: Cluster.PeerSelection, timeout: Duration) async throws -> PeerPlacementOutcome {
         let seconds = Double(timeout.components.seconds) + 60
-        if let consumed = try FederationStore.consumed(database: database, serviceID: serviceID) {
-            let phase = consumed.phase == "active"
-                ? consumed.phase
-                : try await performFederationRequest(.init(kind: .status, serviceID: serviceID), database: database, config: config, timeout: 120).phase
-            guard phase == "active" else { throw PeerPlacementError("service \(serviceID) at \(consumed.peer) is \(phase)") }
-            return PeerPlacementOutcome(endpoint: consumed.endpoint)
+        if let queued = try FederationStore.selectRequest(database: database, serviceID: serviceID) {
+            // Queued by a command that was killed before it read the answer (the broker may still
+            // be working on it): that request's outcome, never a second select.
+            let outcome = try await awaitFederationOutcome(id: queued, database: database, config: config, timeout: seconds)
+            guard outcome.phase == "active" else { throw PeerPlacementError("service \(serviceID) at \(selection.peer) is \(outcome.phase)") }
+            return PeerPlacementOutcome(endpoint: outcome.endpoint, token: outcome.token)
         }
         let outcome = try await performFederationRequest(
             .init(
@@ -361,6 +361,11 @@ struct BrokerQueuePeerPlacement: ClusterPeerPlacement {
     }
 
     func release(serviceID: String, peer: String) async throws {
+        // A select still queued or under way would place the service after this release: let it
+        // finish first (its failure is fine: then there is nothing to end).
+        if let queued = try FederationStore.selectRequest(database: database, serviceID: serviceID) {
+            _ = try? await awaitFederationOutcome(id: queued, database: database, config: config, timeout: 600)
+        }
         guard let consumed = try FederationStore.consumed(database: database, serviceID: serviceID),
               !["ended", "failed"].contains(consumed.phase) else { return }
         let outcome = try await performFederationRequest(.init(kind: .teardown, serviceID: serviceID), database: database, config: config, timeout: 300)

@@ -25,6 +25,13 @@ func performFederationRequest(
     _ request: FederationStore.QueuedRequest, database: DatabasePool, config: String, timeout: TimeInterval
 ) async throws -> FederationStore.RequestOutcome {
     let id = try FederationStore.enqueue(database: database, request, now: Date())
+    return try await awaitFederationOutcome(id: id, database: database, config: config, timeout: timeout)
+}
+
+/// Waits for the outcome of queued request `id` (read once, as above).
+func awaitFederationOutcome(
+    id: String, database: DatabasePool, config: String, timeout: TimeInterval
+) async throws -> FederationStore.RequestOutcome {
     let started = Date()
     while Date().timeIntervalSince(started) < timeout {
         switch try FederationStore.takeOutcome(database: database, id: id) {

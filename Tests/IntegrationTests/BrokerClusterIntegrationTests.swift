@@ -181,4 +181,80 @@ import Testing
         }
         await federation.stop(federated)
     }
+
+    @Test func aCLILaunchKilledWhileItsSelectIsUnderWayIsResumedWithOneServicePerServer() async throws {
+        // The provider's instances take 3 s to run: the resume comes while the select is under way.
+        let federated = try await federation.federated(bootDelayMilliseconds: 3000)
+        let pair = federated.pair
+        _ = try await federation.agree(pair, entitlements: [.query, .federate], instances: 4)
+        let config = pair.consumer.node.configuration.sourcePath
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("intercloud-cluster-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("remote.toml").path
+        try """
+            version = 1
+            name = "remote"
+            [[member]]
+            name = "api"
+            template = "web-server"
+            peer = "\(pair.providerJID)"
+            count = 2
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+
+        // kill -9 once api-2's select is queued (the broker then works on it for 3 s): the resume
+        // must wait for that select, not send a second one.
+        let binary = try CrashTestClouds.intercloudBinary()
+        let database = federated.consumer.database
+        let progress: String = try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                do {
+                    let process = Process()
+                    process.executableURL = URL(fileURLWithPath: binary)
+                    process.arguments = ["cluster", "launch", file, "--config", config]
+                    let err = Pipe()
+                    process.standardError = err
+                    process.standardOutput = FileHandle.nullDevice
+                    try process.run()
+                    var text = ""
+                    while !text.contains("api-2: select"), !text.hasSuffix("\n") || !text.contains("api-2: select") {
+                        let data = err.fileHandleForReading.availableData
+                        if data.isEmpty { break }
+                        text += String(decoding: data, as: UTF8.self)
+                    }
+                    // "remote api-2: select web-server at PEER as SERVICE-ID"
+                    let line = text.components(separatedBy: "\n").first { $0.contains("api-2: select") } ?? ""
+                    let serviceID = line.components(separatedBy: " as ").last ?? ""
+                    let deadline = Date().addingTimeInterval(10)
+                    while (try? FederationStore.selectRequest(database: database, serviceID: serviceID)) == nil, Date() < deadline {
+                        usleep(10_000)
+                    }
+                    kill(process.processIdentifier, SIGKILL)
+                    process.waitUntilExit()
+                    continuation.resume(returning: text)
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }
+        }
+        #expect(progress.contains("api-2: select"), "\(progress)")
+        let api2 = try #require(progress.components(separatedBy: "\n").first { $0.contains("api-2: select") }?.components(separatedBy: " as ").last)
+        #expect(try FederationStore.selectRequest(database: database, serviceID: api2) != nil)
+
+        let resume = try await Self.intercloud(["cluster", "resume", "remote", "--config", config, "--output", "json", "-q"])
+        #expect(resume.status == 0, "\(resume.stderr)")
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        let resumed = try decoder.decode([ClusterStatus].self, from: Data(resume.stdout.utf8))
+        #expect(resumed.map(\.phase) == [.running])
+        // One service per server at the provider, each the unit's own: nothing selected twice.
+        let provided = try FederationStore.summaries(database: federated.provider.database).filter { $0.role == "provider" }
+        #expect(Set(provided.map(\.serviceID)) == Set(resumed.first?.servers.map(\.name) ?? []))
+        #expect(provided.allSatisfy { $0.phase == "active" })
+        #expect(try await liveInstances(federated.driver).count == 2)
+
+        _ = try await Self.intercloud(["cluster", "teardown", "remote", "--config", config, "-q"])
+        #expect(try await liveInstances(federated.driver).isEmpty)
+        await federation.stop(federated)
+    }
 }

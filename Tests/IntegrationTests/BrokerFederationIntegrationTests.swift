@@ -23,7 +23,7 @@ import XMPP
     static let providerSection = """
         [provider]
         driver = "simcloud"
-        options = { data-dir = "sim-%@", boot-delay-ms = "0" }
+        options = { data-dir = "sim-%@", boot-delay-ms = "%d" }
         """
 
     static let template = """
@@ -71,12 +71,14 @@ import XMPP
         var templates: URL
     }
 
-    func federated(federationTOML: String = "") async throws -> Federated {
+    /// `bootDelayMilliseconds`: how long the provider's SimCloud instances take to run.
+    func federated(federationTOML: String = "", bootDelayMilliseconds: Int = 0) async throws -> Federated {
         let templates = FileManager.default.temporaryDirectory.appendingPathComponent("intercloud-templates-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: templates, withIntermediateDirectories: true)
         try Self.template.write(to: templates.appendingPathComponent("web-server.toml"), atomically: true, encoding: .utf8)
         let pair = try await negotiation.trustedPair(
-            providerSection: Self.providerSection.replacingOccurrences(of: "%@", with: "p-\(UUID().uuidString.prefix(6))") + """
+            providerSection: Self.providerSection.replacingOccurrences(of: "%@", with: "p-\(UUID().uuidString.prefix(6))")
+                .replacingOccurrences(of: "%d", with: String(bootDelayMilliseconds)) + """
 
                 [federation]
                 templates = ["\(templates.path)"]
