@@ -43,10 +43,20 @@ public struct FederationPeerPlacement: ClusterPeerPlacement {
 
     public func place(serviceID: String, selection: Cluster.PeerSelection, timeout: Duration) async throws -> PeerPlacementOutcome {
         if let consumed = try FederationStore.consumed(database: federation.database, serviceID: serviceID) {
-            // Selected before this attempt: answer for that service (ask the peer when unsure).
-            let phase = consumed.phase == "active" ? consumed.phase : try await federation.status(serviceID: serviceID).phase
-            guard phase == "active" else { throw PeerPlacementError("service \(serviceID) at \(consumed.peer) is \(phase)") }
-            return PeerPlacementOutcome(endpoint: consumed.endpoint)
+            // Selected before this attempt (a restart after the select went out): answer for that
+            // service, asking the peer until it is active or over.
+            let deadline = ContinuousClock.now.advanced(by: timeout)
+            var current = consumed
+            while current.phase != "active" {
+                let outcome = try await federation.status(serviceID: serviceID)
+                if outcome.phase == "active" { return PeerPlacementOutcome(endpoint: outcome.endpoint) }
+                guard !["ended", "failed"].contains(outcome.phase), ContinuousClock.now < deadline else {
+                    throw PeerPlacementError("service \(serviceID) at \(consumed.peer) is \(outcome.phase)")
+                }
+                try await Task.sleep(for: .seconds(1))
+                current = try FederationStore.consumed(database: federation.database, serviceID: serviceID) ?? current
+            }
+            return PeerPlacementOutcome(endpoint: current.endpoint)
         }
         let outcome = try await federation.select(
             peer: selection.peer, templateName: selection.template, parameters: selection.parameters, agreementID: selection.agreementID,
