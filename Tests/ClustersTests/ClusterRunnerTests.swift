@@ -165,7 +165,7 @@ struct ClusterRunnerTests {
         #expect(events.allSatisfy { $0.outcome == .operator && $0.detail.hasPrefix("shop (cl-") })
     }
 
-    @Test("a launch refused before anything is created: unknown size, a name in use, peer members without federation")
+    @Test("a launch refused before anything is created: a name in use, peer members without a federation service")
     func refusals() async throws {
         let f = try ClusterFixture()
         _ = try await f.runner.launch(try f.shop(), templates: f.templates)
