@@ -1,4 +1,6 @@
 import Broker
+import Catalog
+import CatalogQueries
 import Foundation
 import Metering
 import Migration
@@ -51,7 +53,21 @@ enum BrokerOpenStack {
         #expect(destination.driverName == "openstack")
         let openstack = try #require(destination as? OpenStackDriver)
         var arrivedID: String?
+        var arrivedImageID: String?
         do {
+            // Live inventory: the OpenStack broker publishes its flavors with their prices, and a peer's
+            // catalog query sees them.
+            var offerings: [[String]] = []
+            let published = await eventually(timeout: .seconds(60)) {
+                let answer = try? await pair.consumer.node.catalogQueries.query(
+                    BrokerCatalogIntegrationTests.offeringNames, peer: try RunningBroker.full(pair.providerJID))
+                guard case .solutions(let table)? = answer else { return false }
+                offerings = table.rows.map { $0.map(CatalogProtocol.cell) }
+                return !offerings.isEmpty
+            }
+            #expect(published)
+            #expect(offerings == [["ic.medium", "0.04"], ["ic.small", "0.02"], ["ic.tiny", "0.01"]], "\(offerings)")
+
             let agreement = try await migration.agree(pair, types: [])
             let (source, instance) = try await migration.runningInstance(pair.consumer.node, size: "sim.nano")
             let seed = try #require(try await source.listImages().first { $0.id == instance.imageID }?.sha256)
@@ -66,6 +82,7 @@ enum BrokerOpenStack {
             #expect(try await source.listInstances().filter { $0.id == instance.id && $0.state != .terminated }.isEmpty)
             let arrived = try #require(try await destination.listInstances().first { $0.name == "web-1" })
             arrivedID = arrived.id
+            arrivedImageID = arrived.imageID
             #expect(arrived.state == .running && arrived.sizeID == "ic.medium", "\(arrived.rawState) \(arrived.sizeID ?? "-")")
             let image = try #require(try await destination.listImages().first { $0.id == arrived.imageID })
             #expect(image.sha256 == seed)
@@ -81,11 +98,11 @@ enum BrokerOpenStack {
             })
             #expect(try pair.provider.node.metering.store.placements(agreementID: agreement.id, role: .provider).count == 1)
         } catch {
-            await Self.clean(openstack, server: arrivedID, imageNamePrefix: "web-1")
+            await Self.clean(openstack, server: arrivedID, image: arrivedImageID)
             await migration.negotiation.stop(pair)
             throw error
         }
-        await Self.clean(openstack, server: arrivedID, imageNamePrefix: "web-1")
+        await Self.clean(openstack, server: arrivedID, image: arrivedImageID)
         await migration.negotiation.stop(pair)
     }
 
@@ -163,11 +180,13 @@ enum BrokerOpenStack {
         await migration.negotiation.stop(pair)
     }
 
-    static func clean(_ driver: OpenStackDriver, server: String?, imageNamePrefix: String) async {
-        if let server { try? await driver.terminate(instance: server) }
-        if let server { _ = try? await driver.waitFor(instance: server, state: .terminated, timeout: .seconds(120), pollInterval: .seconds(1)) }
-        for image in (try? await driver.listImages()) ?? [] where image.name.hasPrefix(imageNamePrefix) {
-            try? await driver.deregisterImage(id: image.id)
+    /// Deletes the migrated server and the image it was imported as (the destination keeps both
+    /// when a migration completes; the test's cloud is shared by the whole run).
+    static func clean(_ driver: OpenStackDriver, server: String?, image: String?) async {
+        if let server {
+            try? await driver.terminate(instance: server)
+            _ = try? await driver.waitFor(instance: server, state: .terminated, timeout: .seconds(120), pollInterval: .seconds(1))
         }
+        if let image { try? await driver.deregisterImage(id: image) }
     }
 }
