@@ -11,6 +11,7 @@ struct IntercloudBench: AsyncParsableCommand {
         abstract: "Intercloud benchmarks (see bench/RESULTS.md for commands and numbers).",
         subcommands: [
             XMPPBenchmark.self, TrustBenchmark.self, NegotiationBenchmark.self, MigrationBenchmark.self,
-            HostileBenchmark.self, HostileStranger.self, TransferBenchmark.self, ProvidersBenchmark.self, StorageBenchmark.self,
+            HostileBenchmark.self, HostileStranger.self, TransferBenchmark.self, ProvidersBenchmark.self, OpenStackBenchmark.self,
+            StorageBenchmark.self,
         ])
 }
