@@ -58,14 +58,25 @@ enum BrokerOpenStack {
             // Live inventory: the OpenStack broker publishes its flavors with their prices, and a peer's
             // catalog query sees them.
             var offerings: [[String]] = []
+            var last = ""
             let published = await eventually(timeout: .seconds(60)) {
-                let answer = try? await pair.consumer.node.catalogQueries.query(
-                    BrokerCatalogIntegrationTests.offeringNames, peer: try RunningBroker.full(pair.providerJID))
-                guard case .solutions(let table)? = answer else { return false }
+                let answer: QueryResult
+                do {
+                    answer = try await pair.consumer.node.catalogQueries.query(
+                        BrokerCatalogIntegrationTests.prefixes + """
+                        SELECT ?name ?price WHERE { GRAPH <urn:intercloud:graph:inventory> {
+                          ?o a ic:Offering ; ic:name ?name ; ic:pricePerHour ?price } } ORDER BY ?name
+                        """, peer: try RunningBroker.full(pair.providerJID))
+                } catch {
+                    last = "\(error)"
+                    return false
+                }
+                last = "\(answer)"
+                guard case .solutions(let table) = answer else { return false }
                 offerings = table.rows.map { $0.map(CatalogProtocol.cell) }
                 return !offerings.isEmpty
             }
-            #expect(published)
+            #expect(published, "last answer: \(last)")
             #expect(offerings == [["ic.medium", "0.04"], ["ic.small", "0.02"], ["ic.tiny", "0.01"]], "\(offerings)")
 
             let agreement = try await migration.agree(pair, types: [])
