@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine (scripts/setup.sh) and runs every test against real
-# components: Swift unit and integration tests (they start their own Prosody, moto and libvirt
-# guests), then the interop tests with implementations we did not write (slixmpp, openssl,
+# components: Swift unit and integration tests (they start their own Prosody, moto, libvirt
+# guests and OpenStack), then the interop tests with implementations we did not write (slixmpp, openssl,
 # pyoxigraph, awscli). Exit status is non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."

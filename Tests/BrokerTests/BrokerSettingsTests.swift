@@ -140,7 +140,7 @@ import XMPP
          ":11: automation.mode must be one of \"off\", \"propose\", \"migrate\", not a string (\"sometimes\")"),
         ("[automation]\ntriggers = [\"capacity\", \"moon\"]\n",
          ":11: automation.triggers must be a list of \"capacity\", \"failure\", \"price\": \"moon\" is none of them"),
-        ("[provider]\ndriver = \"vmware\"\n", ":11: provider.driver must be one of \"ec2\", \"libvirt\", \"simcloud\", not a string (\"vmware\")"),
+        ("[provider]\ndriver = \"vmware\"\n", ":11: provider.driver must be one of \"ec2\", \"libvirt\", \"openstack\", \"simcloud\", not a string (\"vmware\")"),
         ("[provider]\nrefresh_seconds = 5\n", ":10: missing provider.driver"),
         ("[negotiation]\nmax_open_per_peer = 9\nmax_open = 4\n", ":12: negotiation.max_open (4) must be ≥ negotiation.max_open_per_peer (9)"),
         ("[federation]\ncall_gate = \"gate:8181\"\n", ":11: federation.call_gate must be host:port with an IP address"),
@@ -161,6 +161,6 @@ import XMPP
 
     @Test func driverKindsAreTheRegistrysOwn() throws {
         let declaration = try #require(BrokerSettings.declarations.first { $0.path == "provider.driver" })
-        #expect(declaration.allowed == "one of \"ec2\", \"libvirt\", \"simcloud\"")
+        #expect(declaration.allowed == "one of \"ec2\", \"libvirt\", \"openstack\", \"simcloud\"")
     }
 }
