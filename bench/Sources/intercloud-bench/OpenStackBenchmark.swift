@@ -62,66 +62,73 @@ struct OpenStackBenchmark: AsyncParsableCommand {
             _ = try await driver.waitFor(instance: id, state: state, timeout: .seconds(300), pollInterval: .milliseconds(500))
         }
 
-        for round in 0..<rounds {
-            FileHandle.standardError.write(Data("openstack bench: round \(round + 1)/\(rounds)\n".utf8))
-            startup.append(try await time { try await runCLI(cloud, ["--version"], json: false) }.duration)
-            tokenIssue.append(try await time { try await runCLI(cloud, ["token", "issue"]) }.duration)
+        // Servers and images of an earlier run that failed half-way would skew this one's lists.
+        await Self.sweep(driver)
+        do {
+            for round in 0..<rounds {
+                FileHandle.standardError.write(Data("openstack bench: round \(round + 1)/\(rounds)\n".utf8))
+                startup.append(try await time { try await runCLI(cloud, ["--version"], json: false) }.duration)
+                tokenIssue.append(try await time { try await runCLI(cloud, ["token", "issue"]) }.duration)
 
-            _ = try await ourTime("list sizes (flavors)") { try await driver.listSizes() }
-            _ = try await cliTime("list sizes (flavors)", ["flavor", "list"])
-            _ = try await ourTime("list instances (servers)") { try await driver.listInstances() }
-            _ = try await cliTime("list instances (servers)", ["server", "list"])
-            _ = try await ourTime("list images") { try await driver.listImages() }
-            _ = try await cliTime("list images", ["image", "list"])
+                _ = try await ourTime("list sizes (flavors)") { try await driver.listSizes() }
+                _ = try await cliTime("list sizes (flavors)", ["flavor", "list"])
+                _ = try await ourTime("list instances (servers)") { try await driver.listInstances() }
+                _ = try await cliTime("list instances (servers)", ["server", "list"])
+                _ = try await ourTime("list images") { try await driver.listImages() }
+                _ = try await cliTime("list images", ["image", "list"])
 
-            // Servers: ours made by the driver, theirs by the CLI; each side drives its own.
-            let mine = try await ourTime("create (accepted)") {
-                try await driver.create(
-                    CreateInstanceRequest(name: "bench-ours-\(round)", sizeID: cloud.flavor, imageID: cloud.imageID), progress: nil)
-            }
-            let made = try await cliTime(
-                "create (accepted)",
-                ["--os-compute-api-version", "2.60", "server", "create", "--flavor", cloud.flavor, "--image", cloud.imageID,
-                 "--nic", "none", "bench-cli-\(round)"])
-            guard let theirID = (try JSONSerialization.jsonObject(with: Data(made.utf8)) as? [String: Any])?["id"] as? String else {
-                throw BenchmarkFailure("openstack server create printed no id: \(made.prefix(200))")
-            }
-            try await settle(mine.id, .running)
-            try await settle(theirID, .running)
-            _ = try await ourTime("describe") { try await driver.describe(instance: mine.id) }
-            _ = try await cliTime("describe", ["server", "show", theirID])
-            _ = try await ourTime("shutdown (accepted)") { try await driver.shutdown(mine.id) }
-            _ = try await cliTime("shutdown (accepted)", ["server", "stop", theirID], json: false)
-            try await settle(mine.id, .stopped)
-            try await settle(theirID, .stopped)
-            _ = try await ourTime("start (accepted)") { try await driver.start(mine.id) }
-            _ = try await cliTime("start (accepted)", ["server", "start", theirID], json: false)
-            try await settle(mine.id, .running)
-            try await settle(theirID, .running)
-            try await ourTime("terminate (accepted)") { try await driver.terminate(instance: mine.id) }
-            _ = try await cliTime("terminate (accepted)", ["server", "delete", theirID], json: false)
+                // Servers: ours made by the driver, theirs by the CLI; each side drives its own.
+                let mine = try await ourTime("create (accepted)") {
+                    try await driver.create(
+                        CreateInstanceRequest(name: "bench-ours-\(round)", sizeID: cloud.flavor, imageID: cloud.imageID), progress: nil)
+                }
+                let made = try await cliTime(
+                    "create (accepted)",
+                    ["--os-compute-api-version", "2.60", "server", "create", "--flavor", cloud.flavor, "--image", cloud.imageID,
+                     "--nic", "none", "bench-cli-\(round)"])
+                guard let theirID = (try JSONSerialization.jsonObject(with: Data(made.utf8)) as? [String: Any])?["id"] as? String else {
+                    throw BenchmarkFailure("openstack server create printed no id: \(made.prefix(200))")
+                }
+                try await settle(mine.id, .running)
+                try await settle(theirID, .running)
+                _ = try await ourTime("describe") { try await driver.describe(instance: mine.id) }
+                _ = try await cliTime("describe", ["server", "show", theirID])
+                _ = try await ourTime("shutdown (accepted)") { try await driver.shutdown(mine.id) }
+                _ = try await cliTime("shutdown (accepted)", ["server", "stop", theirID], json: false)
+                try await settle(mine.id, .stopped)
+                try await settle(theirID, .stopped)
+                _ = try await ourTime("start (accepted)") { try await driver.start(mine.id) }
+                _ = try await cliTime("start (accepted)", ["server", "start", theirID], json: false)
+                try await settle(mine.id, .running)
+                try await settle(theirID, .running)
+                try await ourTime("terminate (accepted)") { try await driver.terminate(instance: mine.id) }
+                _ = try await cliTime("terminate (accepted)", ["server", "delete", theirID], json: false)
 
-            // Images: upload and download of the same file; the driver also checks Glance's digest.
-            let image = try await ourTime("image upload \(imageMib) MiB") {
-                try await driver.importImage(from: upload, name: "bench-ours-\(round)", format: .raw, expectedSHA256: nil, progress: nil)
+                // Images: upload and download of the same file; the driver also checks Glance's digest.
+                let image = try await ourTime("image upload \(imageMib) MiB") {
+                    try await driver.importImage(from: upload, name: "bench-ours-\(round)", format: .raw, expectedSHA256: nil, progress: nil)
+                }
+                let created = try await cliTime(
+                    "image upload \(imageMib) MiB",
+                    ["image", "create", "--disk-format", "raw", "--container-format", "bare", "--file", upload.path, "bench-cli-\(round)"])
+                guard let cliImage = (try JSONSerialization.jsonObject(with: Data(created.utf8)) as? [String: Any])?["id"] as? String else {
+                    throw BenchmarkFailure("openstack image create printed no id: \(created.prefix(200))")
+                }
+                let downloaded = scratch.url.appendingPathComponent("download-\(round).raw")
+                _ = try await ourTime("image download \(imageMib) MiB") {
+                    try await driver.exportImage(id: image.id, to: downloaded, format: .raw, progress: nil)
+                }
+                try? FileManager.default.removeItem(at: downloaded)
+                _ = try await cliTime("image download \(imageMib) MiB", ["image", "save", "--file", downloaded.path, cliImage], json: false)
+                try? FileManager.default.removeItem(at: downloaded)
+                try await driver.deregisterImage(id: image.id)
+                try await driver.deregisterImage(id: cliImage)
+                try await settle(mine.id, .terminated)
+                try await settle(theirID, .terminated)
             }
-            let created = try await cliTime(
-                "image upload \(imageMib) MiB",
-                ["image", "create", "--disk-format", "raw", "--container-format", "bare", "--file", upload.path, "bench-cli-\(round)"])
-            guard let cliImage = (try JSONSerialization.jsonObject(with: Data(created.utf8)) as? [String: Any])?["id"] as? String else {
-                throw BenchmarkFailure("openstack image create printed no id: \(created.prefix(200))")
-            }
-            let downloaded = scratch.url.appendingPathComponent("download-\(round).raw")
-            _ = try await ourTime("image download \(imageMib) MiB") {
-                try await driver.exportImage(id: image.id, to: downloaded, format: .raw, progress: nil)
-            }
-            try? FileManager.default.removeItem(at: downloaded)
-            _ = try await cliTime("image download \(imageMib) MiB", ["image", "save", "--file", downloaded.path, cliImage], json: false)
-            try? FileManager.default.removeItem(at: downloaded)
-            try await driver.deregisterImage(id: image.id)
-            try await driver.deregisterImage(id: cliImage)
-            try await settle(mine.id, .terminated)
-            try await settle(theirID, .terminated)
+        } catch {
+            await Self.sweep(driver)
+            throw error
         }
 
         let startupSamples = Samples(startup)
@@ -148,6 +155,17 @@ struct OpenStackBenchmark: AsyncParsableCommand {
         }
         report.table(table)
         output.print(report)
+    }
+
+    /// Deletes every server and image this benchmark names (`bench-ours-*`, `bench-cli-*`).
+    static func sweep(_ driver: OpenStackDriver) async {
+        func ours(_ name: String) -> Bool { name.hasPrefix("bench-ours-") || name.hasPrefix("bench-cli-") }
+        for server in (try? await driver.listInstances()) ?? [] where ours(server.name) {
+            try? await driver.terminate(instance: server.id)
+        }
+        for image in (try? await driver.listImages()) ?? [] where ours(image.name) {
+            try? await driver.deregisterImage(id: image.id)
+        }
     }
 
     /// Runs the CLI with the application credential, waiting without blocking a pool thread.
