@@ -33,6 +33,29 @@ enum BrokerLibvirtSession {
             DispatchQueue.global().async { continuation.resume(with: started) }
         }
     }
+
+    /// A `[provider]` (and `[migration]`) section for a libvirt cloud on this daemon, its image and
+    /// instance folders under `root`, guests booted directly from the test guest's kernel and
+    /// initramfs. The folders belong to the session user: QEMU writes overlays and console logs there.
+    static func providerSection(uri: String, root: URL) throws -> String {
+        let images = root.appendingPathComponent("images")
+        let instances = root.appendingPathComponent("instances")
+        for folder in [root, images, instances] {
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            try FileManager.default.setAttributes(
+                [.posixPermissions: 0o755, .ownerAccountID: NSNumber(value: uid), .groupOwnerAccountID: NSNumber(value: uid)],
+                ofItemAtPath: folder.path)
+        }
+        return """
+            [provider]
+            driver = "libvirt"
+            options = { uri = "\(uri)", image-dir = "\(images.path)", instance-dir = "\(instances.path)", domain-type = "qemu", kernel = "\(guest.appendingPathComponent("vmlinuz").path)", initrd = "\(guest.appendingPathComponent("initrd.gz").path)", cmdline = "console=ttyS0 quiet", file-owner-uid = "\(uid)" }
+
+            [migration]
+            graceful_shutdown_seconds = 5
+            boot_timeout_seconds = 120
+            """
+    }
 }
 
 /// Cold migration between two brokers over a real Prosody into a libvirt cloud: the consumer's
@@ -51,26 +74,7 @@ enum BrokerLibvirtSession {
         let uri = try await BrokerLibvirtSession.uri()
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("intercloud-broker-lv-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: root) }
-        let images = root.appendingPathComponent("images")
-        let instances = root.appendingPathComponent("instances")
-        for folder in [root, images, instances] {
-            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            // QEMU (the session user) writes overlays and console logs here.
-            try FileManager.default.setAttributes(
-                [.posixPermissions: 0o755, .ownerAccountID: NSNumber(value: BrokerLibvirtSession.uid),
-                 .groupOwnerAccountID: NSNumber(value: BrokerLibvirtSession.uid)],
-                ofItemAtPath: folder.path)
-        }
-        let guest = BrokerLibvirtSession.guest
-        let libvirtSection = """
-            [provider]
-            driver = "libvirt"
-            options = { uri = "\(uri)", image-dir = "\(images.path)", instance-dir = "\(instances.path)", domain-type = "qemu", kernel = "\(guest.appendingPathComponent("vmlinuz").path)", initrd = "\(guest.appendingPathComponent("initrd.gz").path)", cmdline = "console=ttyS0 quiet", file-owner-uid = "\(BrokerLibvirtSession.uid)" }
-
-            [migration]
-            graceful_shutdown_seconds = 5
-            boot_timeout_seconds = 120
-            """
+        let libvirtSection = try BrokerLibvirtSession.providerSection(uri: uri, root: root)
         let simSection = BrokerMigrationIntegrationTests.section.replacingOccurrences(of: "%@", with: "c-\(UUID().uuidString.prefix(6))")
         let pair = try await migration.negotiation.trustedPair(
             consumerSection: simSection, providerSection: libvirtSection,

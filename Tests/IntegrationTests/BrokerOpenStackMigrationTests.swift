@@ -122,25 +122,7 @@ enum BrokerOpenStack {
         let uri = try await BrokerLibvirtSession.uri()
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("intercloud-broker-os-lv-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: root) }
-        let images = root.appendingPathComponent("images")
-        let instances = root.appendingPathComponent("instances")
-        for folder in [root, images, instances] {
-            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            try FileManager.default.setAttributes(
-                [.posixPermissions: 0o755, .ownerAccountID: NSNumber(value: BrokerLibvirtSession.uid),
-                 .groupOwnerAccountID: NSNumber(value: BrokerLibvirtSession.uid)],
-                ofItemAtPath: folder.path)
-        }
-        let guest = BrokerLibvirtSession.guest
-        let libvirtSection = """
-            [provider]
-            driver = "libvirt"
-            options = { uri = "\(uri)", image-dir = "\(images.path)", instance-dir = "\(instances.path)", domain-type = "qemu", kernel = "\(guest.appendingPathComponent("vmlinuz").path)", initrd = "\(guest.appendingPathComponent("initrd.gz").path)", cmdline = "console=ttyS0 quiet", file-owner-uid = "\(BrokerLibvirtSession.uid)" }
-
-            [migration]
-            graceful_shutdown_seconds = 5
-            boot_timeout_seconds = 120
-            """
+        let libvirtSection = try BrokerLibvirtSession.providerSection(uri: uri, root: root)
         let pair = try await migration.negotiation.trustedPair(
             consumerSection: BrokerOpenStack.section(cloud), providerSection: libvirtSection,
             providerPrices: ["lv.tiny": "0.0100", "lv.small": "0.0200", "lv.medium": "0.0300", "lv.large": "0.0600"])
