@@ -128,7 +128,7 @@ public enum ClusterLoader {
 }
 
 extension ClusterLoader {
-    struct Parser {
+    struct Parser: TOMLFieldReader {
         let file: String
         let locator: TOMLSourceLocator
         let text: String
@@ -273,53 +273,6 @@ extension ClusterLoader {
                 }
                 placed.insert(member.name)
             }
-        }
-
-        // MARK: typed field readers; each reports a wrong type at the field's own line.
-
-        mutating func checkKeys(_ t: TOMLTable, path: String, allowed: Set<String>) {
-            for key in t.keys.sorted() where !allowed.contains(key) {
-                error(TOMLSourceLocator.append(path, key), "unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))")
-            }
-        }
-
-        mutating func requiredString(_ t: TOMLTable, _ key: String, _ path: String) -> String? {
-            guard t[key] != nil else {
-                error(TOMLSourceLocator.append(path, key), "missing")
-                return nil
-            }
-            guard let s = string(t, key, path) else { return nil }
-            guard !s.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
-                error(TOMLSourceLocator.append(path, key), "must not be empty")
-                return nil
-            }
-            return s
-        }
-
-        mutating func string(_ t: TOMLTable, _ key: String, _ path: String) -> String? {
-            guard let v = t[key] else { return nil }
-            guard let s = v.string else {
-                error(TOMLSourceLocator.append(path, key), "expected a string, found \(v.type)")
-                return nil
-            }
-            return s
-        }
-
-        mutating func strings(_ t: TOMLTable, _ key: String, _ path: String) -> [String]? {
-            guard let v = t[key] else { return nil }
-            guard let array = v.array else {
-                error(TOMLSourceLocator.append(path, key), "expected an array of strings, found \(v.type)")
-                return nil
-            }
-            var result: [String] = []
-            for i in 0..<array.count {
-                guard let s = array[i].string else {
-                    error(TOMLSourceLocator.append(path, key), "expected an array of strings, found \(v.type)")
-                    return nil
-                }
-                result.append(s)
-            }
-            return result
         }
     }
 }

@@ -82,7 +82,7 @@ public enum TemplateLoader {
 }
 
 extension TemplateLoader {
-    struct Parser {
+    struct Parser: TOMLFieldReader {
         let file: String
         let text: String
         let locator: TOMLSourceLocator
@@ -240,61 +240,6 @@ extension TemplateLoader {
                 return nil
             }
             return parameter
-        }
-
-        // MARK: typed field readers; each reports a wrong type at the field's own line.
-
-        mutating func checkKeys(_ t: TOMLTable, path: String, allowed: Set<String>) {
-            for key in t.keys.sorted() where !allowed.contains(key) {
-                error(TOMLSourceLocator.append(path, key), "unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))")
-            }
-        }
-
-        mutating func requiredString(_ t: TOMLTable, _ key: String, _ path: String) -> String? {
-            guard t[key] != nil else {
-                error(TOMLSourceLocator.append(path, key), "missing")
-                return nil
-            }
-            guard let s = string(t, key, path) else { return nil }
-            guard !s.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
-                error(TOMLSourceLocator.append(path, key), "must not be empty")
-                return nil
-            }
-            return s
-        }
-
-        mutating func string(_ t: TOMLTable, _ key: String, _ path: String) -> String? {
-            guard let v = t[key] else { return nil }
-            guard let s = v.string else { return wrongType(path, key, "a string", v) }
-            return s
-        }
-
-        mutating func bool(_ t: TOMLTable, _ key: String, _ path: String) -> Bool? {
-            guard let v = t[key] else { return nil }
-            guard let b = v.bool else { return wrongType(path, key, "true or false", v) }
-            return b
-        }
-
-        mutating func table(_ t: TOMLTable, _ key: String, _ path: String) -> TOMLTable? {
-            guard let v = t[key] else { return nil }
-            guard let table = v.table else { return wrongType(path, key, "a table", v) }
-            return table
-        }
-
-        mutating func strings(_ t: TOMLTable, _ key: String, _ path: String) -> [String]? {
-            guard let v = t[key] else { return nil }
-            guard let array = v.array else { return wrongType(path, key, "an array of strings", v) }
-            var result: [String] = []
-            for i in 0..<array.count {
-                guard let s = array[i].string else { return wrongType(path, key, "an array of strings", v) }
-                result.append(s)
-            }
-            return result
-        }
-
-        mutating func wrongType<T>(_ path: String, _ key: String, _ expected: String, _ v: any TOMLValueConvertible) -> T? {
-            error(TOMLSourceLocator.append(path, key), "expected \(expected), found \(v.type)")
-            return nil
         }
     }
 }
