@@ -1,0 +1,187 @@
+import Crypto
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One S3 bucket reached with the EC2 driver's S3 client (SigV4, retries, error mapping): what
+/// backups need from an S3-compatible store. Large objects go up in multipart uploads and come
+/// down in ranged GETs, so memory stays at one part whatever the object's size.
+///
+/// Errors are `ProviderError`s naming `s3` and the verb (`export-image` for uploads,
+/// `import-image` for downloads, `list-images` for listings).
+public struct S3ObjectStore: Sendable {
+    public struct Configuration: Sendable, Hashable {
+        public var endpoint: URL
+        public var region: String
+        public var bucket: String
+        public var credentials: SigV4Signer.Credentials
+        /// Multipart part size and ranged-GET size; S3 requires at least 5 MiB for all but the last part.
+        public var partSize: Int
+
+        public init(endpoint: URL, region: String, bucket: String, credentials: SigV4Signer.Credentials, partSize: Int = 8 << 20) {
+            self.endpoint = endpoint
+            self.region = region
+            self.bucket = bucket
+            self.credentials = credentials
+            self.partSize = partSize
+        }
+    }
+
+    /// An object as a listing reports it.
+    public struct Object: Sendable, Hashable {
+        public var key: String
+        public var size: Int64
+    }
+
+    public let configuration: Configuration
+    let storage: S3Storage
+
+    public init(configuration: Configuration, retry: RetryPolicy = RetryPolicy(), transport: any HTTPTransport = URLSessionTransport()) {
+        self.configuration = configuration
+        let client = AWSClient(
+            driver: "s3", endpoint: configuration.endpoint,
+            signer: SigV4Signer(credentials: configuration.credentials, region: configuration.region, service: "s3"),
+            transport: transport, retry: retry)
+        self.storage = S3Storage(client: client, driver: "s3")
+    }
+
+    private var bucket: String { configuration.bucket }
+
+    /// Creates the bucket if it does not exist.
+    public func ensureBucket() async throws {
+        try await storage.ensureBucket(bucket, region: configuration.region, verb: .exportImage)
+    }
+
+    /// Uploads `file` to `key` by multipart upload; a failed or cancelled upload is aborted, so no
+    /// parts are left. Returns the object's ETag.
+    @discardableResult
+    public func upload(file: URL, key: String, progress: ProgressHandler? = nil) async throws -> String {
+        try await storage.uploadMultipart(
+            file: file, bucket: bucket, key: key, partSize: configuration.partSize, verb: .exportImage, progress: progress)
+    }
+
+    /// Writes a small object in one PUT (a manifest).
+    public func put(_ data: Data, key: String, contentType: String = "application/json") async throws {
+        _ = try await storage.client.rest(
+            method: "PUT", path: "/\(bucket)/\(key)", headers: ["Content-Type": contentType], body: data, verb: .exportImage,
+            action: "PutObject")
+    }
+
+    /// The size of `key`, or nil when there is no such object.
+    public func size(of key: String) async throws -> Int64? {
+        do {
+            let (_, response) = try await storage.client.rest(method: "HEAD", path: "/\(bucket)/\(key)", verb: .listImages, action: "HeadObject")
+            return S3Storage.header("Content-Length", in: response).flatMap { Int64($0) }
+        } catch let error as ProviderError where error.code == .notFound || error.backendCode == "HTTP404" {
+            return nil
+        }
+    }
+
+    /// Reads a small object whole, refusing one larger than `limit` bytes before reading it (the
+    /// store's content is not trusted: a replaced object must not cost unbounded memory).
+    public func get(key: String, limit: Int) async throws -> Data {
+        guard let size = try await size(of: key) else {
+            throw ProviderError(driver: "s3", verb: .importImage, code: .notFound, message: "no object \(key) in bucket \(bucket)")
+        }
+        guard size <= Int64(limit) else {
+            throw ProviderError(
+                driver: "s3", verb: .importImage, code: .invalidInput, message: "object \(key) is \(size) bytes; at most \(limit) expected")
+        }
+        let data = try await storage.getObject(bucket: bucket, key: key, verb: .importImage)
+        guard data.count <= limit else {
+            throw ProviderError(driver: "s3", verb: .importImage, code: .invalidInput, message: "object \(key) grew past \(limit) bytes")
+        }
+        return data
+    }
+
+    /// Downloads `key` to `destination` in ranged GETs of one part each, hashing as it writes; the
+    /// file is written under a temporary name and renamed into place only when complete. Refuses an
+    /// object larger than `maxBytes`. Returns the bytes written and their SHA-256.
+    public func download(
+        key: String, to destination: URL, maxBytes: Int64, progress: ProgressHandler? = nil
+    ) async throws -> (bytes: Int64, sha256: String) {
+        guard let total = try await size(of: key) else {
+            throw ProviderError(driver: "s3", verb: .importImage, code: .notFound, message: "no object \(key) in bucket \(bucket)")
+        }
+        guard total <= maxBytes else {
+            throw ProviderError(
+                driver: "s3", verb: .importImage, code: .invalidInput, message: "object \(key) is \(total) bytes; at most \(maxBytes) allowed")
+        }
+        let temporary = destination.deletingLastPathComponent()
+            .appendingPathComponent(".\(destination.lastPathComponent).partial-\(UUID().uuidString.prefix(8))")
+        guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
+            throw ProviderError(driver: "s3", verb: .importImage, code: .backend, message: "cannot create \(temporary.path)")
+        }
+        var committed = false
+        defer { if !committed { try? FileManager.default.removeItem(at: temporary) } }
+        let handle = try FileHandle(forWritingTo: temporary)
+        defer { try? handle.close() }
+        var hasher = SHA256()
+        var done: Int64 = 0
+        while done < total {
+            try Task.checkCancellation()
+            let last = min(done + Int64(configuration.partSize), total) - 1
+            let (chunk, _) = try await storage.client.rest(
+                method: "GET", path: "/\(bucket)/\(key)", headers: ["Range": "bytes=\(done)-\(last)"], verb: .importImage,
+                action: "GetObject")
+            // A store that ignores Range answers with the whole object: refuse rather than write it.
+            guard Int64(chunk.count) == last - done + 1 else {
+                throw ProviderError(
+                    driver: "s3", verb: .importImage, code: .backend,
+                    message: "GetObject \(key) bytes \(done)-\(last) returned \(chunk.count) bytes")
+            }
+            try handle.write(contentsOf: chunk)
+            hasher.update(data: chunk)
+            done += Int64(chunk.count)
+            progress?(ProgressEvent(driver: "s3", verb: .importImage, completed: done, total: total, message: "downloaded \(key)"))
+        }
+        try handle.synchronize()
+        guard rename(temporary.path, destination.path) == 0 else {
+            throw ProviderError(driver: "s3", verb: .importImage, code: .backend, message: "rename to \(destination.path) failed")
+        }
+        committed = true
+        return (done, hasher.finalize().hex)
+    }
+
+    /// Every object under `prefix`, following continuation tokens.
+    public func list(prefix: String) async throws -> [Object] {
+        var objects: [Object] = []
+        var token: String?
+        repeat {
+            var query: [(String, String?)] = [("list-type", "2"), ("prefix", prefix)]
+            if let token { query.append(("continuation-token", token)) }
+            let (data, _) = try await storage.client.rest(method: "GET", path: "/\(bucket)", query: query, verb: .listImages, action: "ListObjectsV2")
+            let root = try storage.client.parse(data, verb: .listImages, action: "ListObjectsV2")
+            objects += root.children.filter { $0.name == "Contents" }.map {
+                Object(key: $0.string("Key") ?? "", size: Int64($0.string("Size") ?? "0") ?? 0)
+            }
+            token = root.string("IsTruncated") == "true" ? root.string("NextContinuationToken") : nil
+        } while token != nil
+        return objects
+    }
+
+    public func delete(key: String) async throws {
+        try await storage.deleteObject(bucket: bucket, key: key, verb: .deregisterImage)
+    }
+
+    /// Aborts every unfinished multipart upload under `prefix` (left by a process killed mid-upload);
+    /// returns how many there were.
+    @discardableResult
+    public func abortUploads(prefix: String) async throws -> Int {
+        let (data, _) = try await storage.client.rest(
+            method: "GET", path: "/\(bucket)", query: [("uploads", nil), ("prefix", prefix)], verb: .listImages, action: "ListMultipartUploads")
+        let uploads = try storage.client.parse(data, verb: .listImages, action: "ListMultipartUploads").children.filter { $0.name == "Upload" }
+        var aborted = 0
+        for upload in uploads {
+            guard let key = upload.string("Key"), key.hasPrefix(prefix), let id = upload.string("UploadId") else { continue }
+            _ = try await storage.client.rest(
+                method: "DELETE", path: "/\(bucket)/\(key)", query: [("uploadId", id)], verb: .deregisterImage, action: "AbortMultipartUpload")
+            aborted += 1
+        }
+        return aborted
+    }
+}
