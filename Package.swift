@@ -118,7 +118,7 @@ let package = Package(
         .target(
             name: "Broker",
             dependencies: [
-                "XMPP", "Storage", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
+                "Backup", "XMPP", "Storage", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
                 "Peering", "Negotiation", "CatalogQueries", "Discovery",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 "TOMLParsing",
@@ -230,11 +230,24 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Backups: scheduled image backups of instances to a directory or an S3-compatible store,
+        // retention and restore (the run and restore machines, their journal, stores and runner).
+        .target(
+            name: "Backup",
+            dependencies: [
+                "Providers", "Storage", "TOMLParsing", "Trust",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "intercloud",
             dependencies: [
-                "Broker", "Clusters", "Trust", "Providers", "Catalog", "Policy", "Storage", "Metering", "Migration", "XMPP", "Negotiation", "Peering", "Federation",
-                "CatalogQueries", "Discovery",
+                "Backup", "Broker", "Clusters", "Trust", "Providers", "Catalog", "Policy", "Storage", "Metering", "Migration", "XMPP", "Negotiation", "Peering", "Federation",
+                "CatalogQueries", "Discovery", "TOMLParsing",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,3 +1,4 @@
+import Backup
 import Federation
 import Foundation
 import Metering
@@ -121,6 +122,17 @@ public struct BrokerConfiguration: Sendable {
     public var federation = FederationService.Settings()
     /// Audit aggregation and retention (`[audit]`).
     public var audit = AuditSettings()
+    /// Backup policies run on schedule (`[backup]`).
+    public var backup = BackupSettings()
+
+    /// `[backup]`, resolved.
+    public struct BackupSettings: Sendable {
+        /// Policy files or folders (resolved paths).
+        public var policyPaths: [String] = []
+        /// Staging folder (resolved); empty until read from a file.
+        public var staging: String = ""
+        public var checkInterval: TimeInterval = BackupScheduler.defaultCheckInterval
+    }
 
     public struct Error: Swift.Error, CustomStringConvertible {
         public var path: String
@@ -304,6 +316,10 @@ public struct BrokerConfiguration: Sendable {
         configuration.federation.bootTimeout = try settings.value(S.Federation.bootTimeoutSeconds)
         configuration.federation.teardownRetryInterval = try settings.value(S.Federation.teardownRetrySeconds)
         configuration.federation.callGate = try settings.written(S.Federation.callGate).flatMap(S.Federation.address)
+
+        configuration.backup.policyPaths = try settings.value(S.Backup.policies).map(resolve)
+        configuration.backup.staging = resolve(try settings.written(S.Backup.staging) ?? "\(broker.database).backups")
+        configuration.backup.checkInterval = try settings.value(S.Backup.checkSeconds)
 
         configuration.audit.aggregation.window = try settings.value(S.Audit.aggregateSeconds)
         configuration.audit.aggregation.maxKeys = try settings.value(S.Audit.maxTrackedSenders)

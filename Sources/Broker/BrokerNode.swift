@@ -1,3 +1,4 @@
+import Backup
 import CatalogQueries
 import Discovery
 import Foundation
@@ -65,12 +66,14 @@ public final class BrokerNode: Service, Sendable {
     public let federation: FederationService
     /// Automatic migration by policy (`[automation]`, off by default; needs migration).
     public let automation: AutomationService?
+    /// Backup policies of `[backup] policies`; those with `every` run on schedule.
+    public let backupPolicies: [BackupPolicy]
     private let tasks = TaskBag()
 
     public static var schema: [any SchemaContributor.Type] { [
         PeerRegistry.Schema.self, TrustSchema.self, AuditSchema.self, NegotiationStore.Schema.self, MeteringSchema.self,
         MeteringStore.Schema.self, MigrationSchema.self, MigrationService.Schema.self, FederationSchema.self,
-        FederationStore.Schema.self,
+        FederationStore.Schema.self, BackupSchema.self,
     ] }
 
     public init(configuration: BrokerConfiguration, logger: Logger = Logger(label: "intercloud.broker")) throws {
@@ -151,6 +154,16 @@ public final class BrokerNode: Service, Sendable {
                 if negotiation.check(.query, from: peer, now: now) == .allowed { return true }
                 logger.notice("catalog query from \(peer) not entitled: \(reasons.map { "\($0)" }.joined(separator: "; "))")
                 return false
+            }
+        }
+        if configuration.backup.policyPaths.isEmpty {
+            backupPolicies = []
+        } else {
+            do { backupPolicies = try BackupPolicyLoader.load(paths: configuration.backup.policyPaths) } catch {
+                throw BrokerConfiguration.Error(path: configuration.sourcePath, message: "backup policy files:\n\(error)")
+            }
+            if provider == nil {
+                throw BrokerConfiguration.Error(path: configuration.sourcePath, message: "[backup] policies need a [provider] whose instances they back up")
             }
         }
         let known = try registry.all()
@@ -296,9 +309,13 @@ public final class BrokerNode: Service, Sendable {
             BrokerLoop("federation") { await federation.run() },
             BrokerLoop("automation") { await automation?.run() },
         ]
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = loops.map {
+            .init(service: $0, successTerminationBehavior: .ignore)
+        }
+        if let backups = try backupScheduler() { services.append(.init(service: backups, successTerminationBehavior: .ignore)) }
         let group = ServiceGroup(configuration: .init(
             // A loop with nothing to do (no provider, no trust) returns at once; the others go on.
-            services: loops.map { .init(service: $0, successTerminationBehavior: .ignore) },
+            services: services,
             logger: logger))
         let running = Task { try await group.run() }
         for await input in inputs.cancelOnGracefulShutdown() {
@@ -309,6 +326,20 @@ public final class BrokerNode: Service, Sendable {
         do { try await running.value } catch { logger.error("a broker loop failed: \(error)") }
         client.removeObserver(observer)
         await shutdown()
+    }
+
+    /// The service that runs `[backup]` policies on their schedules, or nil without any.
+    private func backupScheduler() throws -> BackupScheduler? {
+        guard let provider, !backupPolicies.isEmpty else { return nil }
+        let settings = configuration.backup, database = database, audit = audit
+        var backupLogger = logger
+        backupLogger[metadataKey: "module"] = "backup"
+        let runnerLogger = backupLogger
+        return BackupScheduler(policies: backupPolicies, checkInterval: settings.checkInterval, logger: backupLogger) {
+            BackupRunner(
+                driver: try await provider.driver(), journal: BackupJournal(database: database),
+                configuration: .init(staging: URL(fileURLWithPath: settings.staging)), audit: audit, logger: runnerLogger)
+        }
     }
 
     /// With a `[provider]`, publishes the driver's inventory (sizes with prices, images, free

@@ -22,7 +22,7 @@ struct Intercloud: AsyncParsableCommand {
             """,
         subcommands: [
             ServeCommand.self, ConfigCommand.self, PeersCommand.self, CertsCommand.self, TrustCommand.self, AuditCommand.self, CatalogCommand.self,
-            ProviderCommand.self, PolicyCommand.self, NegotiateCommand.self, NegotiationsCommand.self, AgreementCommand.self, UsageCommand.self, MigrateCommand.self, MigrationsCommand.self, FederateCommand.self, ServicesCommand.self, ClusterCommand.self,
+            ProviderCommand.self, PolicyCommand.self, NegotiateCommand.self, NegotiationsCommand.self, AgreementCommand.self, UsageCommand.self, MigrateCommand.self, MigrationsCommand.self, FederateCommand.self, ServicesCommand.self, ClusterCommand.self, BackupCommand.self,
         ])
 }
 

@@ -18,7 +18,7 @@ public enum BrokerSettings {
     static let sections: [SettingsSection] = [
         Broker.section, XMPPSettings.section, Discovery.section, Trust.section, Catalog.section, Provider.section,
         PolicyFiles.section, Negotiation.section, Metering.section, Migration.section, Migration.livePeersSection,
-        Automation.section, Federation.section, Audit.section,
+        Automation.section, Federation.section, Backup.section, Audit.section,
     ]
 
     /// Sections a file must have.

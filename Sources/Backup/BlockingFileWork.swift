@@ -1,0 +1,133 @@
+import Crypto
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// File work that blocks (copies of whole disks, fsyncs), run on a dispatch queue so the
+/// cooperative pool's few threads stay free for the broker.
+enum BlockingFileWork {
+    static let chunkSize = 4 << 20
+
+    static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global(qos: .utility).async {
+                continuation.resume(with: Result { try body() })
+            }
+        }
+    }
+
+    /// Copies `source` to `destination` through a temporary file beside it that is fsynced and
+    /// renamed into place, hashing as it copies. `noFollow`: refuse a symbolic link as source.
+    static func copy(
+        from source: URL, to destination: URL, noFollow: Bool = false, onChunk: ((Int64, Int64) -> Void)? = nil
+    ) throws -> (bytes: Int64, sha256: String) {
+        let input = open(source.path, O_RDONLY | (noFollow ? O_NOFOLLOW : 0))
+        guard input >= 0 else { throw posixError("open \(source.path)") }
+        defer { close(input) }
+        var info = stat()
+        guard fstat(input, &info) == 0 else { throw posixError("stat \(source.path)") }
+        let total = Int64(info.st_size)
+        let temporary = destination.deletingLastPathComponent()
+            .appendingPathComponent(".\(destination.lastPathComponent).partial-\(UUID().uuidString.prefix(8))")
+        let output = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard output >= 0 else { throw posixError("create \(temporary.path)") }
+        var committed = false
+        defer {
+            if !committed {
+                close(output)
+                unlink(temporary.path)
+            }
+        }
+        var hasher = SHA256()
+        var done: Int64 = 0
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        while true {
+            let count = read(input, buffer.baseAddress, chunkSize)
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw posixError("read \(source.path)")
+            }
+            if count == 0 { break }
+            let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
+            hasher.update(bufferPointer: chunk)
+            var written = 0
+            while written < count {
+                let n = write(output, chunk.baseAddress! + written, count - written)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw posixError("write \(temporary.path)")
+                }
+                written += n
+            }
+            done += Int64(count)
+            onChunk?(done, total)
+        }
+        guard fsync(output) == 0 else { throw posixError("fsync \(temporary.path)") }
+        close(output)
+        committed = true
+        guard rename(temporary.path, destination.path) == 0 else {
+            let error = posixError("rename to \(destination.path)")
+            unlink(temporary.path)
+            throw error
+        }
+        return (done, hex(hasher.finalize()))
+    }
+
+    static func digest(of url: URL) throws -> (bytes: Int64, sha256: String) {
+        guard let handle = FileHandle(forReadingAtPath: url.path) else { throw posixError("open \(url.path)") }
+        defer { try? handle.close() }
+        var hasher = SHA256()
+        var bytes: Int64 = 0
+        while let chunk = try handle.read(upToCount: chunkSize), !chunk.isEmpty {
+            hasher.update(data: chunk)
+            bytes += Int64(chunk.count)
+        }
+        return (bytes, hex(hasher.finalize()))
+    }
+
+    /// Writes a small file durably: temporary name, fsync, rename, fsync of the directory.
+    static func writeDurably(_ data: Data, to destination: URL) throws {
+        let temporary = destination.deletingLastPathComponent()
+            .appendingPathComponent(".\(destination.lastPathComponent).partial-\(UUID().uuidString.prefix(8))")
+        let output = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard output >= 0 else { throw posixError("create \(temporary.path)") }
+        let ok = data.withUnsafeBytes { bytes in
+            var written = 0
+            while written < bytes.count {
+                let n = write(output, bytes.baseAddress! + written, bytes.count - written)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return false
+                }
+                written += n
+            }
+            return fsync(output) == 0
+        }
+        close(output)
+        guard ok, rename(temporary.path, destination.path) == 0 else {
+            let error = posixError("write \(destination.path)")
+            unlink(temporary.path)
+            throw error
+        }
+        try syncDirectory(destination.deletingLastPathComponent())
+    }
+
+    /// fsync of a directory, so a rename in it survives a power loss.
+    static func syncDirectory(_ directory: URL) throws {
+        let descriptor = open(directory.path, O_RDONLY | O_DIRECTORY)
+        guard descriptor >= 0 else { throw posixError("open \(directory.path)") }
+        defer { close(descriptor) }
+        guard fsync(descriptor) == 0 else { throw posixError("fsync \(directory.path)") }
+    }
+
+    static func posixError(_ what: String) -> BackupError {
+        .store("\(what): \(String(cString: strerror(errno)))")
+    }
+
+    static func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
+        digest.map { String(format: "%02x", $0) }.joined()
+    }
+}
