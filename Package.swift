@@ -357,6 +357,13 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .testTarget(
+            name: "BackupTests",
+            dependencies: [
+                "Backup", "Providers", "Storage", "TestSupport", "TOMLParsing", "Trust",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "ClustersTests",
             dependencies: ["Clusters", "Federation", "Providers", "Storage", "TestSupport", "TOMLParsing", "Trust"],
             swiftSettings: swiftSettings),

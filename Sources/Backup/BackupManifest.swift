@@ -21,6 +21,14 @@ public struct BackupManifest: Codable, Sendable, Hashable {
         /// size unless told otherwise.
         public var sizeID: String?
         public var imageID: String?
+
+        public init(driver: String, instanceID: String, instanceName: String, sizeID: String?, imageID: String?) {
+            self.driver = driver
+            self.instanceID = instanceID
+            self.instanceName = instanceName
+            self.sizeID = sizeID
+            self.imageID = imageID
+        }
     }
 
     public struct Disk: Codable, Sendable, Hashable {
@@ -32,6 +40,14 @@ public struct BackupManifest: Codable, Sendable, Hashable {
         public var sha256: String
         /// SHA-256 of the raw disk content (the same in every format), when the driver knows it.
         public var contentSHA256: String?
+
+        public init(name: String, format: ImageFormat, bytes: Int64, sha256: String, contentSHA256: String?) {
+            self.name = name
+            self.format = format
+            self.bytes = bytes
+            self.sha256 = sha256
+            self.contentSHA256 = contentSHA256
+        }
     }
 
     public var format: String

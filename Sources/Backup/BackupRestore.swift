@@ -5,7 +5,7 @@ import Providers
 /// type with no IO: `init` and `start`, then the events, each returning the next `Action`.
 ///
 /// ```
-/// downloading → importing → creating → booting → restored
+/// downloading → importing → creating → booting (then the downloaded file is removed) → restored
 ///      any failure → cleaning (the instance and image this restore made) → failed
 /// ```
 ///
@@ -138,12 +138,15 @@ public struct BackupRestore: Sendable {
     public mutating func running(_ instance: Instance, now: Date) -> Action {
         guard snapshot.phase == .booting else { return .none }
         snapshot.addresses = instance.addresses
+        return .removeFile(snapshot.file)
+    }
+
+    /// The downloaded file is gone: the restore is done.
+    public mutating func fileRemoved(now: Date) -> Action {
+        guard snapshot.phase == .booting else { return .none }
+        snapshot.fileRemoved = true
         snapshot.phase = .restored
         snapshot.finishedAt = now
-        if !snapshot.fileRemoved {
-            snapshot.fileRemoved = true
-            return .removeFile(snapshot.file)
-        }
         return .none
     }
 

@@ -62,6 +62,21 @@ public struct BackupRun: Sendable {
         public var startedAt: Date?
         public var finishedAt: Date?
 
+        public init(
+            instance: String, instanceID: String? = nil, instanceName: String? = nil, sizeID: String? = nil, imageID: String? = nil,
+            backupID: String, state: State = .pending, stoppedByRun: Bool = false, error: String? = nil
+        ) {
+            self.instance = instance
+            self.instanceID = instanceID
+            self.instanceName = instanceName
+            self.sizeID = sizeID
+            self.imageID = imageID
+            self.backupID = backupID
+            self.state = state
+            self.stoppedByRun = stoppedByRun
+            self.error = error
+        }
+
         /// The name of the snapshot image: the backup id, unique and found again after a restart.
         public var snapshotName: String { "backup-\(backupID)" }
     }

@@ -423,7 +423,7 @@ public actor BackupRunner {
             } catch { return failed("clean up", error) }
         case .removeFile(let file):
             try? FileManager.default.removeItem(at: file)
-            return Event(detail: "removed the downloaded file") { _, _ in .none }
+            return Event(detail: "removed the downloaded file") { $0.fileRemoved(now: $1) }
         }
     }
 
