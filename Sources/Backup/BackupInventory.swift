@@ -11,10 +11,11 @@ public struct BackupInventory: Sendable {
 
     /// The backups of `policy` in `target`'s store, newest first: finished ones with their
     /// manifests, unfinished ones (no manifest) and refused ones.
-    public func backups(of policy: BackupPolicy) async throws(BackupError) -> [BackupListing] {
-        let store: any BackupStore
-        do { store = try policy.target.store() } catch { throw error }
-        return try await listing(policy: policy.name, store: store)
+    /// S3 keys come from `environment`.
+    public func backups(
+        of policy: BackupPolicy, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) async throws(BackupError) -> [BackupListing] {
+        try await listing(policy: policy.name, store: try policy.target.store(environment: environment))
     }
 
     /// Reads and checks the manifest of one backup.

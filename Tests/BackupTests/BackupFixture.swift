@@ -49,7 +49,11 @@ struct BackupFixture {
     var storeRoot: URL { directory.url.appendingPathComponent("store") }
     var staging: URL { directory.url.appendingPathComponent("staging") }
 
-    init(directory: TemporaryDirectory? = nil, observer: BackupRunner.JournalObserver? = nil) throws {
+    /// `environment`: where the stores read S3 keys from (this process's by default).
+    init(
+        directory: TemporaryDirectory? = nil, observer: BackupRunner.JournalObserver? = nil,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws {
         let directory = try directory ?? TemporaryDirectory()
         self.directory = directory
         var cloudConfiguration = SimCloud.Configuration(dataDirectory: directory.url.appendingPathComponent("sim"), delays: .instant)
@@ -64,7 +68,8 @@ struct BackupFixture {
         runner = BackupRunner(
             driver: cloud, journal: journal,
             configuration: .init(staging: directory.url.appendingPathComponent("staging"), pollInterval: .milliseconds(5)),
-            audit: audit, progress: { progress.append($0.description) }, observer: observer)
+            audit: audit, progress: { progress.append($0.description) }, observer: observer,
+            stores: { try $0.store(environment: environment) })
     }
 
     func restarted() throws -> BackupFixture { try BackupFixture(directory: directory) }

@@ -147,18 +147,28 @@ public struct S3ObjectStore: Sendable {
         return (done, hasher.finalize().hex)
     }
 
+    /// The part of a key prefix sent as the `prefix` query parameter: up to its first `/`.
+    ///
+    /// A `/` in a query value is sent percent-encoded, as SigV4's canonical query requires, and
+    /// moto 5 then computes a different signature than the client (awscli fails the same way;
+    /// moto issue 5948). Listings therefore ask the server for the first key segment only and
+    /// filter the rest here; a backup bucket holds little besides backups, so this costs little.
+    static func serverPrefix(_ prefix: String) -> String {
+        String(prefix.prefix { $0 != "/" })
+    }
+
     /// Every object under `prefix`, following continuation tokens.
     public func list(prefix: String) async throws -> [Object] {
         var objects: [Object] = []
         var token: String?
         repeat {
-            var query: [(String, String?)] = [("list-type", "2"), ("prefix", prefix)]
+            var query: [(String, String?)] = [("list-type", "2"), ("prefix", Self.serverPrefix(prefix))]
             if let token { query.append(("continuation-token", token)) }
             let (data, _) = try await storage.client.rest(method: "GET", path: "/\(bucket)", query: query, verb: .listImages, action: "ListObjectsV2")
             let root = try storage.client.parse(data, verb: .listImages, action: "ListObjectsV2")
             objects += root.children.filter { $0.name == "Contents" }.map {
                 Object(key: $0.string("Key") ?? "", size: Int64($0.string("Size") ?? "0") ?? 0)
-            }
+            }.filter { $0.key.hasPrefix(prefix) }
             token = root.string("IsTruncated") == "true" ? root.string("NextContinuationToken") : nil
         } while token != nil
         return objects
@@ -173,7 +183,7 @@ public struct S3ObjectStore: Sendable {
     @discardableResult
     public func abortUploads(prefix: String) async throws -> Int {
         let (data, _) = try await storage.client.rest(
-            method: "GET", path: "/\(bucket)", query: [("uploads", nil), ("prefix", prefix)], verb: .listImages, action: "ListMultipartUploads")
+            method: "GET", path: "/\(bucket)", query: [("uploads", nil), ("prefix", Self.serverPrefix(prefix))], verb: .listImages, action: "ListMultipartUploads")
         let uploads = try storage.client.parse(data, verb: .listImages, action: "ListMultipartUploads").children.filter { $0.name == "Upload" }
         var aborted = 0
         for upload in uploads {
