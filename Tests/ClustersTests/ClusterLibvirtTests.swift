@@ -5,51 +5,23 @@ import Providers
 import TestSupport
 import Testing
 
-/// A private libvirt session daemon (`scripts/libvirt-session.sh`) for this test process with the
-/// tiny guest (`scripts/guest-build.sh`): QEMU runs as uid 65534; the driver waits for the guest's
-/// ready marker, so `running` means the guest booted (and answers ACPI shutdown).
+/// A driver on the shared test libvirt daemon (`TestLibvirtSession`): the driver waits for the
+/// guest's ready marker, so `running` means the guest booted (and answers ACPI shutdown).
 enum ClusterLibvirtSession {
-    static let uid = 65534
-    static let guest = URL(fileURLWithPath: ProcessInfo.processInfo.environment["INTERCLOUD_GUEST_DIR"] ?? "/tmp/intercloud-test-guest")
-
-    static let started: Result<String, any Error> = {
-        do {
-            let root = repositoryRoot.path
-            // Short: QEMU's monitor socket lies below it, and a socket path has at most 108 bytes.
-            let directory = "/tmp/ic-cl-\(getpid())"
-            try runShell("bash \(shellQuoted(root))/scripts/guest-build.sh \(shellQuoted(guest.path))")
-            try runShell("bash \(shellQuoted(root))/scripts/libvirt-session.sh start \(shellQuoted(directory)) \(getpid())")
-            return .success("qemu+unix:///session?socket=\(directory)/run/libvirt/libvirt-sock")
-        } catch {
-            return .failure(error)
-        }
-    }()
-
-    /// Starts the daemon off the cooperative pool (building the guest can take a while the first time).
-    static func uri() async throws -> String {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: started) }
-        }
-    }
-
-    /// A driver on the daemon with the guest's disk imported as image `guest-disk`, its folders
-    /// under `root` (owned by the QEMU user, which writes overlays and console logs there).
+    /// A driver with the guest's disk imported as image `guest-disk`, its folders under `root`.
     static func driver(root: URL) async throws -> LibvirtDriver {
-        let uri = try await uri()
+        let uri = try await TestLibvirtSession.uri()
         let images = root.appendingPathComponent("images")
         let instances = root.appendingPathComponent("instances")
-        for folder in [root, images, instances] {
-            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            try FileManager.default.setAttributes(
-                [.posixPermissions: 0o755, .ownerAccountID: NSNumber(value: uid), .groupOwnerAccountID: NSNumber(value: uid)],
-                ofItemAtPath: folder.path)
-        }
+        try TestLibvirtSession.prepareFolders([root, images, instances])
+        let guest = TestLibvirtSession.guest
+        let uid = UInt32(TestLibvirtSession.uid)
         let driver = try await LibvirtDriver.connect(.init(
             uri: uri, imageDirectory: images, instanceDirectory: instances, domainType: "qemu",
             directBoot: .init(
                 kernel: guest.appendingPathComponent("vmlinuz"), initrd: guest.appendingPathComponent("initrd.gz"),
                 commandLine: "console=ttyS0 quiet"),
-            fileOwner: .init(uid: UInt32(uid), gid: UInt32(uid)), bootMarker: "INTERCLOUD-GUEST-READY"))
+            fileOwner: .init(uid: uid, gid: uid), bootMarker: TestLibvirtSession.bootMarker))
         _ = try await driver.importImage(
             from: guest.appendingPathComponent("disk.qcow2"), name: "guest-disk", format: .qcow2, expectedSHA256: nil, progress: nil)
         return driver
