@@ -307,6 +307,7 @@ public actor BackupRunner {
             report(run.runID, name, "exporting \(imageID) as \(format)")
             do {
                 try FileManager.default.createDirectory(at: configuration.staging, withIntermediateDirectories: true)
+                removeStagingLeftovers(of: backupID)
                 let exported = try await driver.exportImage(id: imageID, to: file, format: format, progress: byteProgress(run.runID, name, "exported"))
                 return Event(detail: "exported \(exported.fileBytes) bytes") { $0.exported(exported, now: $1) }
             } catch { return failed("export", error) }
@@ -371,6 +372,7 @@ public actor BackupRunner {
             report(id, nil, "downloading \(store.location)\(key)")
             do {
                 try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+                removeStagingLeftovers(of: id)
                 let got = try await store.download(key: key, to: file, maxBytes: maxBytes, progress: byteProgress(id, nil, "downloaded"))
                 return Event(detail: "downloaded \(got.bytes) bytes, SHA-256 \(got.sha256)") { $0.downloaded(bytes: got.bytes, sha256: got.sha256, now: $1) }
             } catch { return failed("download", error) }
@@ -424,6 +426,15 @@ public actor BackupRunner {
         case .removeFile(let file):
             try? FileManager.default.removeItem(at: file)
             return Event(detail: "removed the downloaded file") { $0.fileRemoved(now: $1) }
+        }
+    }
+
+    /// Removes what a killed attempt left in the staging folder for `id` (a backup or restore
+    /// id names all its files there, temporary ones included).
+    private func removeStagingLeftovers(of id: String) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: configuration.staging.path)) ?? []
+        for name in names where name.contains(id) {
+            try? FileManager.default.removeItem(at: configuration.staging.appendingPathComponent(name))
         }
     }
 

@@ -113,6 +113,7 @@ public final class TestProsody: Sendable {
 
 public struct TestServiceError: Error, CustomStringConvertible {
     public let message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
 }
 
