@@ -158,9 +158,8 @@ public struct S3BackupStore: BackupStore {
     public func prepare() async throws { try await objects.ensureBucket() }
 
     public func upload(file: URL, key: String, progress: ProgressHandler?) async throws -> (bytes: Int64, sha256: String) {
-        // The digest is of the file as sent: S3's multipart ETag is no content hash.
-        let digest = try await BlockingFileWork.run { try BlockingFileWork.digest(of: file) }
-        try await objects.upload(file: file, key: prefix + key, progress: progress)
+        // The digest is of the file as read for the upload: S3's multipart ETag is no content hash.
+        let digest = try await objects.upload(file: file, key: prefix + key, progress: progress)
         guard let stored = try await objects.size(of: prefix + key), stored == digest.bytes else {
             throw BackupError.store("\(location)\(key) holds a different size than the \(digest.bytes) bytes uploaded")
         }

@@ -26,9 +26,8 @@ enum BlockingFileWork {
         let input = open(source.path, O_RDONLY | (noFollow ? O_NOFOLLOW : 0))
         guard input >= 0 else { throw posixError("open \(source.path)") }
         defer { close(input) }
-        var info = stat()
-        guard fstat(input, &info) == 0 else { throw posixError("stat \(source.path)") }
-        let total = Int64(info.st_size)
+        let total = Int64(lseek(input, 0, SEEK_END))
+        guard total >= 0, lseek(input, 0, SEEK_SET) == 0 else { throw posixError("seek \(source.path)") }
         let temporary = destination.deletingLastPathComponent()
             .appendingPathComponent(".\(destination.lastPathComponent).partial-\(UUID().uuidString.prefix(8))")
         let output = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
@@ -74,18 +73,6 @@ enum BlockingFileWork {
             throw error
         }
         return (done, hex(hasher.finalize()))
-    }
-
-    static func digest(of url: URL) throws -> (bytes: Int64, sha256: String) {
-        guard let handle = FileHandle(forReadingAtPath: url.path) else { throw posixError("open \(url.path)") }
-        defer { try? handle.close() }
-        var hasher = SHA256()
-        var bytes: Int64 = 0
-        while let chunk = try handle.read(upToCount: chunkSize), !chunk.isEmpty {
-            hasher.update(data: chunk)
-            bytes += Int64(chunk.count)
-        }
-        return (bytes, hex(hasher.finalize()))
     }
 
     /// Writes a small file durably: temporary name, fsync, rename, fsync of the directory.

@@ -83,16 +83,29 @@ struct BackupCommand: AsyncParsableCommand {
                     instance: wanted,
                     found: matches.count == 1 ? "\(matches[0].id) (\(matches[0].state.rawValue))" : matches.isEmpty ? "not found" : "ambiguous: \(matches.count) instances")
             }
-            _ = try policy.target.store()
+            // Reached read-only: a listing proves the address and the keys; a bucket that does not
+            // exist yet is fine (the first run creates it).
+            let store: String
+            do {
+                let backups = try await BackupInventory().backups(of: policy)
+                store = "reachable, \(backups.filter { $0.manifest != nil }.count) backups of \(policy.name)"
+            } catch let error as BackupError where error.description.contains("not-found") || error.description.contains("NoSuchBucket") {
+                store = "reachable; the bucket is created at the first run"
+            } catch {
+                throw BackupCommandError(description: "the store \(policy.target) cannot be used: \(error)")
+            }
             switch options.output {
             case .json:
-                struct Plan: Encodable { var policy: String; var source: String; var target: String; var method: String; var every: Double?; var instances: [Planned] }
+                struct Plan: Encodable {
+                    var policy: String; var source: String; var target: String; var store: String; var method: String; var every: Double?
+                    var instances: [Planned]
+                }
                 emit(String(decoding: try jsonEncoder().encode(Plan(
-                    policy: policy.name, source: policy.source, target: policy.target.description, method: policy.method.rawValue,
+                    policy: policy.name, source: policy.source, target: policy.target.description, store: store, method: policy.method.rawValue,
                     every: policy.every, instances: planned)), as: UTF8.self))
             case .table:
                 print("\(policy.name): \(policy.source) is valid")
-                print("target:   \(policy.target)")
+                print("target:   \(policy.target): \(store)")
                 print("method:   \(policy.method.rawValue), \(policy.format.rawValue); keep \(policy.keepLast)\(policy.keepDays.map { ", at most \($0) days" } ?? "")")
                 print("schedule: \(policy.every.map { "every \(Int($0)) s (when `intercloud serve` runs it)" } ?? "on demand only")")
                 printTable(headers: ["INSTANCE", "FOUND"], rows: planned.map { [$0.instance, $0.found] })

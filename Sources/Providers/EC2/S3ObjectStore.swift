@@ -21,13 +21,18 @@ public struct S3ObjectStore: Sendable {
         public var credentials: SigV4Signer.Credentials
         /// Multipart part size and ranged-GET size; S3 requires at least 5 MiB for all but the last part.
         public var partSize: Int
+        /// Parts uploaded at once (memory: about this many parts).
+        public var concurrency: Int
 
-        public init(endpoint: URL, region: String, bucket: String, credentials: SigV4Signer.Credentials, partSize: Int = 8 << 20) {
+        public init(
+            endpoint: URL, region: String, bucket: String, credentials: SigV4Signer.Credentials, partSize: Int = 8 << 20, concurrency: Int = 4
+        ) {
             self.endpoint = endpoint
             self.region = region
             self.bucket = bucket
             self.credentials = credentials
             self.partSize = partSize
+            self.concurrency = concurrency
         }
     }
 
@@ -56,12 +61,15 @@ public struct S3ObjectStore: Sendable {
         try await storage.ensureBucket(bucket, region: configuration.region, verb: .exportImage)
     }
 
-    /// Uploads `file` to `key` by multipart upload; a failed or cancelled upload is aborted, so no
-    /// parts are left. Returns the object's ETag.
+    /// Uploads `file` to `key` by multipart upload, `concurrency` parts in flight; a failed or
+    /// cancelled upload is aborted, so no parts are left. Returns the bytes read and their SHA-256
+    /// (S3's multipart ETag is no content hash).
     @discardableResult
-    public func upload(file: URL, key: String, progress: ProgressHandler? = nil) async throws -> String {
-        try await storage.uploadMultipart(
-            file: file, bucket: bucket, key: key, partSize: configuration.partSize, verb: .exportImage, progress: progress)
+    public func upload(file: URL, key: String, progress: ProgressHandler? = nil) async throws -> (bytes: Int64, sha256: String) {
+        let uploaded = try await storage.uploadMultipart(
+            file: file, bucket: bucket, key: key, partSize: configuration.partSize, concurrency: configuration.concurrency, verb: .exportImage,
+            progress: progress)
+        return (uploaded.bytes, uploaded.sha256)
     }
 
     /// Writes a small object in one PUT (a manifest).

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -22,11 +23,20 @@ struct S3Storage: Sendable {
         _ = try await client.rest(method: "PUT", path: "/\(bucket)", body: body, verb: verb, action: "CreateBucket")
     }
 
-    /// Uploads `file` in parts, hashing each part for its signed payload; aborts the upload (so no
-    /// parts linger) on any failure or cancellation. Returns the object's ETag.
+    /// What a multipart upload stored.
+    struct Uploaded: Sendable {
+        var etag: String
+        var bytes: Int64
+        /// SHA-256 of the whole file as read for the upload (S3's multipart ETag is no content hash).
+        var sha256: String
+    }
+
+    /// Uploads `file` in parts, `concurrency` of them in flight (each part is hashed for its
+    /// signed payload in its own task), hashing the whole file as it is read; aborts the upload
+    /// (so no parts linger) on any failure or cancellation. Memory: about `concurrency` parts.
     func uploadMultipart(
-        file: URL, bucket: String, key: String, partSize: Int, verb: Verb, progress: ProgressHandler?
-    ) async throws -> String {
+        file: URL, bucket: String, key: String, partSize: Int, concurrency: Int = 4, verb: Verb, progress: ProgressHandler?
+    ) async throws -> Uploaded {
         let created = try await client.rest(
             method: "POST", path: "/\(bucket)/\(key)", query: [("uploads", nil)], verb: verb, action: "CreateMultipartUpload")
         guard let uploadID = try XMLElement.parse(created.0).string("UploadId") else {
@@ -36,33 +46,52 @@ struct S3Storage: Sendable {
             let handle = try FileHandle(forReadingFrom: file)
             defer { try? handle.close() }
             let total = Int64((try? FileManager.default.attributesOfItem(atPath: file.path)[.size] as? NSNumber)??.int64Value ?? 0)
-            var parts: [(Int, String)] = []
+            var hasher = SHA256()
+            var parts: [Int: String] = [:]
             var sent: Int64 = 0
-            var number = 1
-            while true {
-                try Task.checkCancellation()
-                guard let chunk = try handle.read(upToCount: partSize), !chunk.isEmpty else { break }
-                let (_, response) = try await client.rest(
-                    method: "PUT", path: "/\(bucket)/\(key)",
-                    query: [("partNumber", String(number)), ("uploadId", uploadID)], body: chunk, verb: verb,
-                    action: "UploadPart")
-                guard let etag = Self.header("ETag", in: response) else {
-                    throw ProviderError(driver: driver, verb: verb, code: .backend, message: "UploadPart \(number) returned no ETag")
+            var read: Int64 = 0
+            let client = self.client, driver = self.driver
+            try await withThrowingTaskGroup(of: (Int, String, Int).self) { group in
+                func collect(_ finished: (Int, String, Int)) {
+                    parts[finished.0] = finished.1
+                    sent += Int64(finished.2)
+                    progress?(ProgressEvent(driver: driver, verb: verb, completed: sent, total: total, message: "uploaded part \(finished.0)"))
                 }
-                parts.append((number, etag))
-                sent += Int64(chunk.count)
-                progress?(ProgressEvent(driver: driver, verb: verb, completed: sent, total: total, message: "uploaded part \(number)"))
-                number += 1
+                var number = 1
+                var inFlight = 0
+                while true {
+                    try Task.checkCancellation()
+                    guard let chunk = try handle.read(upToCount: partSize), !chunk.isEmpty else { break }
+                    hasher.update(data: chunk)
+                    read += Int64(chunk.count)
+                    let partNumber = number
+                    group.addTask {
+                        let (_, response) = try await client.rest(
+                            method: "PUT", path: "/\(bucket)/\(key)",
+                            query: [("partNumber", String(partNumber)), ("uploadId", uploadID)], body: chunk, verb: verb, action: "UploadPart")
+                        guard let etag = Self.header("ETag", in: response) else {
+                            throw ProviderError(driver: driver, verb: verb, code: .backend, message: "UploadPart \(partNumber) returned no ETag")
+                        }
+                        return (partNumber, etag, chunk.count)
+                    }
+                    number += 1
+                    inFlight += 1
+                    if inFlight >= max(1, concurrency), let finished = try await group.next() {
+                        collect(finished)
+                        inFlight -= 1
+                    }
+                }
+                while let finished = try await group.next() { collect(finished) }
             }
-            let manifest = "<CompleteMultipartUpload>" + parts.map {
-                "<Part><PartNumber>\($0.0)</PartNumber><ETag>\($0.1)</ETag></Part>"
+            let manifest = "<CompleteMultipartUpload>" + parts.keys.sorted().map {
+                "<Part><PartNumber>\($0)</PartNumber><ETag>\(parts[$0]!)</ETag></Part>"
             }.joined() + "</CompleteMultipartUpload>"
             let (data, _) = try await client.rest(
                 method: "POST", path: "/\(bucket)/\(key)", query: [("uploadId", uploadID)],
                 // Without an explicit type URLSession labels a POST body as a form, which servers then consume as one.
                 headers: ["Content-Type": "application/xml"], body: Data(manifest.utf8),
                 verb: verb, action: "CompleteMultipartUpload")
-            return (try? XMLElement.parse(data).string("ETag")) ?? ""
+            return Uploaded(etag: (try? XMLElement.parse(data).string("ETag")) ?? "", bytes: read, sha256: hasher.finalize().hex)
         } catch {
             _ = try? await client.rest(
                 method: "DELETE", path: "/\(bucket)/\(key)", query: [("uploadId", uploadID)], verb: verb,
@@ -113,7 +142,7 @@ extension EC2Driver {
         let storage = S3Storage(client: s3, driver: driverName)
         try await storage.ensureBucket(bucket, region: configuration.region, verb: .importImage)
         return try await storage.uploadMultipart(
-            file: file, bucket: bucket, key: key, partSize: configuration.partSize, verb: .importImage, progress: progress)
+            file: file, bucket: bucket, key: key, partSize: configuration.partSize, verb: .importImage, progress: progress).etag
     }
 
     public func listS3Objects(bucket: String, prefix: String = "") async throws -> [(key: String, size: Int64)] {
