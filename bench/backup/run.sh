@@ -65,7 +65,8 @@ image=$("$bin" provider images --config cloud.toml --output json | python3 -c 'i
 instance=$("$bin" provider instances --config cloud.toml --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
 mkdir -p base-store base-restore
 
-python3 - "$bin" "$rounds" "$size" "$instance" "$endpoint" <<'PY'
+out=$(mktemp)
+python3 - "$bin" "$rounds" "$size" "$instance" "$endpoint" > "$out" <<'PY'
 import json, os, statistics, subprocess, sys, time
 
 bin, rounds, size, instance, endpoint = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
@@ -111,3 +112,14 @@ for key, label in [("dir", "backup to a directory"), ("s3", "backup to S3 (moto,
 print()
 print("Every round: " + "; ".join(f"{k} " + " ".join(f"{v:.2f}" for v in vals) for k, vals in results.items()) + ".")
 PY
+{
+    echo "# Backup benchmark"
+    echo
+    echo "Command: \`bench/backup/run.sh $size $rounds\` (release build; $(nproc) cores; $(date -u +%Y-%m-%d))."
+    echo "One SimCloud instance; moto $(pip show moto 2>/dev/null | sed -n 's/^Version: //p') on loopback with signatures checked; awscli $(aws --version 2>&1 | cut -d' ' -f1 | cut -d/ -f2)."
+    echo "The machine is shared; treat numbers as indicative."
+    echo
+    cat "$out"
+} > "$root/bench/backup/RESULTS.md"
+rm -f "$out"
+cat "$root/bench/backup/RESULTS.md"

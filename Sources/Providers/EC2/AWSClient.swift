@@ -20,7 +20,16 @@ public struct URLSessionTransport: HTTPTransport {
     }
 
     public func send(_ request: URLRequest) async throws -> (Data, HTTPURLResponse) {
-        let (data, response) = try await session.data(for: request)
+        let (data, response): (Data, URLResponse)
+        if let body = request.httpBody, body.count > 1 << 20 {
+            // Large bodies (S3 parts) as an upload task: FoundationNetworking then hands libcurl
+            // the body in large reads instead of streaming it through the request's body stream.
+            var upload = request
+            upload.httpBody = nil
+            (data, response) = try await session.upload(for: upload, from: body)
+        } else {
+            (data, response) = try await session.data(for: request)
+        }
         guard let http = response as? HTTPURLResponse else { throw URLError(.badServerResponse) }
         return (data, http)
     }

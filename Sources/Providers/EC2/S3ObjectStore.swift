@@ -99,7 +99,11 @@ public struct S3ObjectStore: Sendable {
             throw ProviderError(
                 driver: "s3", verb: .importImage, code: .invalidInput, message: "object \(key) is \(size) bytes; at most \(limit) expected")
         }
-        let data = try await storage.getObject(bucket: bucket, key: key, verb: .importImage)
+        // A range of an empty object is unsatisfiable (416): there is nothing to read.
+        if size == 0 { return Data() }
+        // At most one byte past the limit, even if the object grew since the HEAD.
+        let (data, _) = try await storage.client.rest(
+            method: "GET", path: "/\(bucket)/\(key)", headers: ["Range": "bytes=0-\(limit)"], verb: .importImage, action: "GetObject")
         guard data.count <= limit else {
             throw ProviderError(driver: "s3", verb: .importImage, code: .invalidInput, message: "object \(key) grew past \(limit) bytes")
         }
