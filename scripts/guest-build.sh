@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds the tiny test guest used by the libvirt QEMU tests: Debian's cloud kernel and a busybox
 # initramfs whose init prints a marker, loads the ACPI power-button modules and runs acpid, so a
-# graceful shutdown (ACPI) really powers the guest off.
+# graceful shutdown (ACPI) really powers the guest off. A guest with a virtio NIC (an OpenStack server
+# on a Neutron network) asks for a DHCP lease on eth0, prints
+# `INTERCLOUD-GUEST-ADDRESS eth0 ADDRESS` on its console and serves `INTERCLOUD-GUEST-HTTP boot=ID`
+# over HTTP on port 8080 (busybox httpd); without a NIC (the libvirt tests) none of that runs.
 #
 #   scripts/guest-build.sh OUT_DIR      -> OUT_DIR/vmlinuz, OUT_DIR/initrd.gz, OUT_DIR/disk.qcow2
 #
@@ -31,16 +34,35 @@ dpkg-deb -x busybox-static_*.deb bb
 version=${kernel_pkg#linux-image-}
 cp kernel/boot/vmlinuz-"$version" "$out/vmlinuz.partial"
 
-mkdir -p root/{bin,sbin,proc,sys,dev,etc/acpi,lib/modules,tmp,run,var/log,var/run}
+mkdir -p root/{bin,sbin,proc,sys,dev,etc/acpi,lib/modules,tmp,run,var/log,var/run,www}
 cp bb/bin/busybox root/bin/busybox
-# The power button needs button.ko and evdev.ko when they are modules (they are in the cloud flavour).
-for module in drivers/acpi/button.ko drivers/input/evdev.ko; do
+# The power button needs button.ko and evdev.ko when they are modules (they are in the cloud flavour);
+# a virtio NIC needs virtio_pci and virtio_net with what they depend on. insmod does not resolve
+# dependencies: init loads them in the order of lib/modules/order, which is this list's.
+for module in drivers/acpi/button.ko drivers/input/evdev.ko drivers/virtio/virtio_ring.ko drivers/virtio/virtio.ko \
+              drivers/virtio/virtio_pci_legacy_dev.ko drivers/virtio/virtio_pci_modern_dev.ko drivers/virtio/virtio_pci.ko \
+              net/core/failover.ko drivers/net/net_failover.ko drivers/net/virtio_net.ko; do
     for candidate in kernel/lib/modules/"$version"/kernel/$module kernel/lib/modules/"$version"/kernel/$module.xz; do
         if [[ -f $candidate ]]; then
             if [[ $candidate == *.xz ]]; then xz -dc "$candidate" > root/lib/modules/$(basename "$module"); else cp "$candidate" root/lib/modules/; fi
+            basename "$module" >> root/lib/modules/order
         fi
     done
 done
+# udhcpc runs this with the lease in its environment ($ip, $mask, $router).
+mkdir -p root/etc/udhcpc
+cat > root/etc/udhcpc/script <<'SH'
+#!/bin/sh
+case "$1" in
+deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    for r in $router; do ip route add default via "$r" dev "$interface"; break; done
+    echo "INTERCLOUD-GUEST-ADDRESS $interface $ip" > /dev/console ;;
+esac
+SH
+chmod +x root/etc/udhcpc/script
 cat > root/etc/acpid.conf <<'CONF'
 PWRF power
 CONF
@@ -56,7 +78,7 @@ cat > root/init <<'SH'
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
-for m in /lib/modules/*.ko; do [ -f "$m" ] && insmod "$m" 2>/dev/null; done
+for m in $(cat /lib/modules/order); do insmod "/lib/modules/$m" 2>/dev/null; done
 # acpid opens the event devices present when it starts: give devtmpfs a moment to create them all.
 [ -e /dev/input/event1 ] || sleep 0.5
 acpid -f -c /etc/acpi -a /etc/acpid.conf -l /tmp/acpid.log -p /tmp/acpid.pid &
@@ -64,7 +86,14 @@ sleep 0.2
 echo "guest: modules: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ') inputs: $(ls /dev/input 2>&1 | tr '\n' ' ')" > /dev/console
 echo "guest: acpid: $(pidof acpid)" > /dev/console
 # The boot id tells one boot from the next where a console log restarts with every boot (Nova's).
-echo "INTERCLOUD-GUEST-READY boot=$(cat /proc/sys/kernel/random/boot_id)" > /dev/console
+boot=$(cat /proc/sys/kernel/random/boot_id)
+echo "INTERCLOUD-GUEST-READY boot=$boot" > /dev/console
+ip link set lo up
+if [ -e /sys/class/net/eth0 ]; then
+    echo "INTERCLOUD-GUEST-HTTP boot=$boot" > /www/index.html
+    httpd -p 8080 -h /www
+    udhcpc -i eth0 -s /etc/udhcpc/script -b -t 60 -T 2 -A 2 -q >/dev/null 2>&1 &
+fi
 while true; do sleep 3600; done
 SH
 chmod +x root/init
