@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs a real, single-machine OpenStack (Debian 12 "Zed" packages) on loopback, for the tests of the
-# OpenStack cloud driver: Keystone, Glance, Placement, the Neutron API, Nova with one libvirt/QEMU
-# compute service, a project with a user and an application credential, flavors and the busybox
-# test guest (scripts/guest-build.sh) as Glance images.
+# OpenStack cloud driver: Keystone, Glance, Placement, Neutron (API, RPC server, Linux bridge agent,
+# DHCP agent), Nova with one libvirt/QEMU compute service, a project with a user and an application
+# credential, flavors, a host-only guest network and the busybox test guest (scripts/guest-build.sh)
+# as Glance images.
 #
 #   scripts/openstack.sh install                 apt-get install everything (idempotent, quiet)
 #   scripts/openstack.sh start DIR [WATCH_PID]   start everything with all state under DIR, print the
@@ -14,13 +15,18 @@
 # What start writes: DIR/openstack.env (export lines: OS_* for the member user, INTERCLOUD_OS_*),
 # DIR/openstack-appcred.env (OS_AUTH_TYPE=v3applicationcredential with id and secret),
 # DIR/openstack-admin.env (the admin user) and DIR/openstack.json (the same facts, for tests); logs
-# in DIR/log. Servers have no network: create them with --nic none (compute API 2.37 or later, e.g.
-# `openstack --os-compute-api-version 2.37 server create --nic none ...`). Ports: a block of 10 from 20000-39990 picked from
+# in DIR/log. Servers get an address on the shared network `intercloud-private` (its id is
+# INTERCLOUD_OS_NETWORK_ID and network_id in openstack.json: `server create --network ID`), or none
+# with `--nic none` (compute API 2.37 or later). Ports: a block of 10 from 20000-39990 picked from
 # DIR's path and kept in DIR/port-base (override with OPENSTACK_PORT_BASE on the first start), so two
 # DIRs normally do not collide; start refuses to run if one of them is taken.
 #
-# Loopback only: every service listens on 127.0.0.1, Nova's my_ip is 127.0.0.1, guests get no
-# network (--nic none), and nova-compute runs with refusing ssh/scp/rsync first on its PATH.
+# Loopback and host only: every service listens on 127.0.0.1, Nova's my_ip is 127.0.0.1, and
+# nova-compute runs with refusing ssh/scp/rsync first on its PATH. The guest network is a flat
+# Neutron network on a bridge whose only other member is a veth pair into this machine: a /24 of
+# 10.234.0.0/16 (network_cidr in openstack.json) with DHCP (dnsmasq in namespace qdhcp-NETWORKID) and
+# no gateway; the host has .1 (host_address) on the veth's far end, so it reaches the guests and they
+# reach it, and nothing else (no default route in the guests, no forwarding or NAT set up here).
 # libvirt: a private system-mode libvirtd in its own mount namespace (its /etc, /run, /var/lib,
 # /var/log and /var/cache libvirt directories are bind mounts of DIR/libvirt/...), socket in DIR, so
 # it neither uses nor disturbs the machine's libvirtd. Guests use QEMU TCG (virt_type = qemu).
@@ -32,7 +38,9 @@
 # Programs and their packages: mariadbd, mariadb-install-db, mariadb (mariadb-server, mariadb-client);
 # rabbitmq-server, rabbitmqctl (rabbitmq-server); keystone-manage + keystone-wsgi-public (keystone);
 # glance-api, glance-manage (glance-api, glance-common); placement-api, placement-manage
-# (placement-api, placement-common); neutron-api + neutron-db-manage (neutron-api, neutron-common);
+# (placement-api, placement-common); neutron-api + neutron-db-manage + neutron-rpc-server (neutron-api,
+# neutron-common); neutron-linuxbridge-agent (neutron-linuxbridge-agent); neutron-dhcp-agent, dnsmasq
+# (neutron-dhcp-agent, dnsmasq-base);
 # nova-api-wsgi, nova-conductor, nova-scheduler, nova-compute, nova-manage (nova-api, nova-conductor,
 # nova-scheduler, nova-compute, nova-compute-kvm, nova-common); uwsgi (uwsgi-core via
 # uwsgi-plugin-python3); libvirtd, virsh (libvirt-daemon-system, libvirt-clients); qemu-system-x86;
@@ -46,8 +54,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
 packages=(mariadb-server mariadb-client rabbitmq-server keystone glance-api placement-api neutron-api
-          nova-api nova-conductor nova-scheduler nova-compute-kvm python3-openstackclient
-          python3-osc-placement python3-glanceclient python3-novaclient python3-pymysql
+          neutron-linuxbridge-agent neutron-dhcp-agent dnsmasq-base nova-api nova-conductor nova-scheduler
+          nova-compute-kvm python3-openstackclient python3-osc-placement python3-glanceclient python3-novaclient python3-pymysql
           uwsgi-plugin-python3 libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils curl
           util-linux iproute2)
 
@@ -91,7 +99,8 @@ install() {
     # is left as it is; the private one does not use it.)
     local service
     for service in mariadb rabbitmq-server keystone glance-api placement-api \
-                   neutron-api neutron-rpc-server nova-api nova-conductor nova-scheduler nova-compute; do
+                   neutron-api neutron-rpc-server neutron-linuxbridge-agent neutron-dhcp-agent nova-api nova-conductor \
+                   nova-scheduler nova-compute; do
         $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true
     done
     if [[ -e /usr/bin/swift ]]; then echo "openstack.sh: /usr/bin/swift exists, it shadows the Swift toolchain" >&2; exit 1; fi
@@ -120,6 +129,13 @@ setup_dir() {
     sock=$dir/libvirt/sock/libvirt-sock
     libvirt_uri="qemu+unix:///system?socket=$sock"
     keystone_url=http://127.0.0.1:$p_keystone/v3
+    # Guest network: a /24 of 10.234.0.0/16 picked from the port block (two DIRs normally differ),
+    # the host's address .1 on the host end of a veth pair whose other end is the flat network's
+    # interface; names carry the port base (at most 15 characters).
+    physnet=intercloud
+    local octet=$(( base / 10 % 256 ))
+    net_cidr=10.234.$octet.0/24 host_address=10.234.$octet.1
+    net_ifc=icnet$base net_host=ichost$base
 }
 
 alive() { [[ -s $pids/$1.pid ]] && kill -0 "$(cat "$pids/$1.pid")" 2>/dev/null; }
@@ -166,7 +182,8 @@ stop_all() {
         done
     fi
     local file pid name
-    for name in watcher nova-compute nova-scheduler nova-conductor nova-api neutron placement glance keystone libvirtd rabbitmq epmd mariadb; do
+    for name in watcher nova-compute nova-scheduler nova-conductor nova-api neutron-dhcp neutron-linuxbridge neutron-rpc neutron \
+                placement glance keystone libvirtd rabbitmq epmd mariadb; do
         file=$pids/$name.pid
         [[ -s $file ]] || continue
         pid=$(cat "$file")
@@ -192,6 +209,43 @@ stop_all() {
     pid=$(ss -Hltnp "sport = :$p_epmd" 2>/dev/null | sed -n 's/.*"epmd",pid=\([0-9]*\).*/\1/p' | head -n 1)
     [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null || true
     rm -f "$sock"
+    stop_network
+}
+
+# The guest network's pieces in this machine's namespace: a veth pair, $net_host with the host
+# address, $net_ifc the flat network's interface (the Linux bridge agent adds it to the network's
+# bridge brqNETWORKID). Nothing routes or forwards: the subnet has no gateway, so guests get no
+# default route, and the host's own forwarding setting is left as it is.
+start_network() {
+    ip link del "$net_ifc" 2>/dev/null || true
+    [[ -z $(ip -4 route show "$net_cidr") ]] || die "$net_cidr is already routed on this machine ($(ip -4 route show "$net_cidr")); start with another DIR or OPENSTACK_PORT_BASE"
+    ip link add "$net_ifc" type veth peer name "$net_host"
+    local ifc
+    for ifc in "$net_ifc" "$net_host"; do
+        [[ -w /proc/sys/net/ipv6/conf/$ifc/disable_ipv6 ]] && echo 1 > "/proc/sys/net/ipv6/conf/$ifc/disable_ipv6"
+        ip link set "$ifc" up
+    done
+    ip addr add "$host_address/24" dev "$net_host"
+}
+
+# What the agents leave behind when they stop: the DHCP agent's dnsmasq (a daemon of its own) and
+# namespace qdhcp-NETWORKID for each network under DIR/neutron/dhcp, the network's bridge, the veth
+# pair. Only what DIR's own state names is touched.
+stop_network() {
+    local d id pid ids=()
+    for d in "$dir"/neutron/dhcp/*/; do [[ -d $d ]] && ids+=("$(basename "$d")"); done
+    [[ -s $dir/network-id ]] && ids+=("$(cat "$dir/network-id")")
+    for id in "${ids[@]}"; do
+        [[ $id =~ ^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$ ]] || continue
+        pid=$(cat "$dir/neutron/dhcp/$id/pid" 2>/dev/null || true)
+        if [[ -n $pid ]] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "dnsmasq.*$dir/neutron/dhcp/$id"; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        rm -f "$dir/neutron/dhcp/$id/pid"
+        ip netns delete "qdhcp-$id" 2>/dev/null || true
+        ip link del "brq${id:0:11}" 2>/dev/null || true
+    done
+    ip link del "$net_ifc" 2>/dev/null || true
 }
 
 print_env() { cat "$dir/openstack.env"; }
@@ -199,7 +253,8 @@ print_env() { cat "$dir/openstack.env"; }
 running() {
     [[ -s $dir/openstack.json && -s $dir/openstack.env ]] || return 1
     local name
-    for name in mariadb rabbitmq libvirtd keystone glance placement neutron nova-api nova-conductor nova-scheduler nova-compute; do
+    for name in mariadb rabbitmq libvirtd keystone glance placement neutron neutron-rpc neutron-linuxbridge neutron-dhcp \
+                nova-api nova-conductor nova-scheduler nova-compute; do
         alive "$name" || return 1
     done
     curl -sf -o /dev/null "$keystone_url"
@@ -207,11 +262,13 @@ running() {
 
 status() {
     local name state
-    for name in mariadb rabbitmq libvirtd keystone glance placement neutron nova-api nova-conductor nova-scheduler nova-compute watcher; do
+    for name in mariadb rabbitmq libvirtd keystone glance placement neutron neutron-rpc neutron-linuxbridge neutron-dhcp \
+                nova-api nova-conductor nova-scheduler nova-compute watcher; do
         if alive "$name"; then state="running (pid $(cat "$pids/$name.pid"))"; elif [[ -e $pids/$name.pid ]]; then state=dead; else state="not started"; fi
-        printf '%-15s %s\n' "$name" "$state"
+        printf '%-20s %s\n' "$name" "$state"
     done
     echo "ports: mysql $p_mysql amqp $p_amqp keystone $p_keystone glance $p_glance placement $p_placement neutron $p_neutron nova $p_nova"
+    echo "guest network: $net_cidr, host address $host_address on $net_host"
     if [[ -S $sock ]]; then echo "guests:"; virsh -q -c "$libvirt_uri" list --all 2>/dev/null || true; fi
     running
 }
@@ -295,9 +352,14 @@ connection = $db/placement
 auth_strategy = keystone
 $(authtoken)
 EOF
-    # Neutron: API only. ML2 with the flat type and no mechanism driver: enough for Nova, whose
-    # servers are created with --nic none; the router plugin is loaded because Zed fails the first
-    # GET /ports without it.
+    # Neutron: the API under uwsgi, the RPC server (the agents' side of the plugin), and on the same
+    # host a Linux bridge agent and a DHCP agent. ML2 with the linuxbridge mechanism driver and one
+    # flat provider network, physnet "intercloud", whose "physical" interface is one end of a veth
+    # pair made by start (the other end, in this machine's namespace, holds the host address): see
+    # start_network. The router plugin is loaded because Zed fails the first GET /ports without it.
+    # Security groups: the server says they are on, so a port binding carries port_filter = true and
+    # Nova's os-vif adds no iptables rules of its own; the agent's firewall is noop, and the network
+    # is made without port security, so no agent writes iptables or ebtables rules either.
     cat > "$etc/neutron.conf" <<EOF
 [DEFAULT]
 core_plugin = ml2
@@ -309,23 +371,67 @@ state_path = $dir/neutron
 log_file = $logs/neutron.log
 notify_nova_on_port_status_changes = false
 notify_nova_on_port_data_changes = false
+rpc_workers = 1
+rpc_state_report_workers = 0
 [oslo_messaging_rabbit]
 heartbeat_timeout_threshold = 0
 [database]
 connection = $db/neutron
+[experimental]
+linuxbridge = true
 [ml2]
 type_drivers = flat
 tenant_network_types =
-mechanism_drivers =
+mechanism_drivers = linuxbridge
 extension_drivers = port_security
 [ml2_type_flat]
-flat_networks = *
+flat_networks = $physnet
+[securitygroup]
+enable_security_group = true
+firewall_driver = iptables
+[agent]
+root_helper =
 [oslo_concurrency]
 lock_path = $dir/neutron/lock
 [oslo_messaging_notifications]
 driver = noop
 $(authtoken)
 EOF
+    # The agents run as root: commands and privsep daemons are started directly, not through sudo +
+    # neutron-rootwrap (an empty root_helper runs the command as it is).
+    local agent section
+    for agent in linuxbridge dhcp; do
+        {
+            case $agent in
+            linuxbridge) cat <<EOF
+[linux_bridge]
+physical_interface_mappings = $physnet:$net_ifc
+[vxlan]
+enable_vxlan = false
+[securitygroup]
+enable_security_group = false
+firewall_driver = noop
+[agent]
+polling_interval = 1
+root_helper =
+EOF
+            ;;
+            dhcp) cat <<EOF
+[DEFAULT]
+interface_driver = linuxbridge
+enable_isolated_metadata = false
+dnsmasq_base_log_dir = $logs/dnsmasq
+[agent]
+root_helper =
+EOF
+            ;;
+            esac
+            for section in privsep privsep_dhcp_release privsep_ovs_vsctl privsep_namespace privsep_conntrack privsep_link; do
+                printf '[%s]\nhelper_command = /usr/bin/privsep-helper --config-file %s --config-file %s\n' \
+                    "$section" "$etc/neutron.conf" "$etc/neutron-$agent-agent.ini"
+            done
+        } > "$etc/neutron-$agent-agent.ini"
+    done
     # nova-api's WSGI app takes its paste pipeline from the first file of its configuration directory.
     cp /etc/nova/api-paste.ini "$etc/nova/api-paste.ini"
     local privsep="/usr/bin/privsep-helper --config-file $etc/nova/nova.conf" section
@@ -431,7 +537,8 @@ start_libvirtd() {
     mkdir -p "$d"/{run,lib,log,cache,sock}
     if [[ ! -d $d/etc ]]; then
         cp -a /etc/libvirt "$d/etc"
-        # No libvirt network is started: guests have no NIC at all.
+        # No libvirt network is started (no virbr0, no dnsmasq of libvirt's): a guest's only NIC is
+        # its Neutron port.
         rm -rf "$d/etc/qemu/networks/autostart"
         cat >> "$d/etc/libvirtd.conf" <<EOF
 unix_sock_dir = "$d/sock"
@@ -452,14 +559,14 @@ EOF
     fi
     local target
     for target in /etc/libvirt /run/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt; do mkdir -p "$target"; done
-    # Its own mount namespace (the machine's libvirt directories replaced by DIR's) and its own
-    # network namespace with only a loopback interface: its guests cannot reach any network.
-    launch libvirtd unshare --mount --net --propagation private sh -c '
+    # Its own mount namespace (the machine's libvirt directories replaced by DIR's). It stays in the
+    # machine's network namespace, where Nova and the Linux bridge agent put the guests' tap devices
+    # on the network's bridge; the only network guests can reach is that bridge (start_network).
+    launch libvirtd unshare --mount --propagation private sh -c '
         d=$1
         mount --bind "$d/etc" /etc/libvirt && mount --bind "$d/run" /run/libvirt &&
         mount --bind "$d/lib" /var/lib/libvirt && mount --bind "$d/log" /var/log/libvirt &&
         mount --bind "$d/cache" /var/cache/libvirt || exit 1
-        ip link set lo up 2>/dev/null
         exec libvirtd --pid-file "$d/libvirtd.pid"' libvirtd "$d"
 }
 
@@ -530,6 +637,13 @@ start_all() {
     OS_PLACEMENT_CONFIG_DIR=$etc/placement uwsgi_app placement "$p_placement" /usr/bin/placement-api 1
     wait $j_neutron || { cat "$logs/neutron.dbsync" >&2; die "neutron-db-manage failed"; }
     OS_NEUTRON_CONFIG_DIR=$etc OS_NEUTRON_CONFIG_FILES=neutron.conf uwsgi_app neutron "$p_neutron" /usr/bin/neutron-api 1
+    launch neutron-rpc /usr/bin/neutron-rpc-server --config-file "$etc/neutron.conf" --log-file "$logs/neutron-rpc.log"
+    start_network
+    local agent
+    for agent in linuxbridge dhcp; do
+        launch neutron-$agent /usr/bin/neutron-$agent-agent --config-file "$etc/neutron.conf" \
+            --config-file "$etc/neutron-$agent-agent.ini" --log-file "$logs/neutron-$agent-agent.log"
+    done
     wait $j_nova || { cat "$logs/nova.dbsync" >&2; die "nova database setup failed"; }
     say "databases ready; starting Glance, Placement, Neutron, Nova"
     OS_NOVA_CONFIG_DIR=$etc/nova OS_NOVA_CONFIG_FILES="api-paste.ini;nova.conf" uwsgi_app nova-api "$p_nova" /usr/bin/nova-api-wsgi 2
@@ -558,6 +672,7 @@ start_all() {
 # openstack CLI calls). Each step is idempotent.
 setup_py() {
     DIR=$dir STEP=$1 ADMIN_PASSWORD=$admin_password USER_PASSWORD=$user_password KEYSTONE_URL=$keystone_url \
+    PHYSNET=$physnet NET_CIDR=$net_cidr HOST_ADDRESS=$host_address \
     P_GLANCE=$p_glance P_PLACEMENT=$p_placement P_NEUTRON=$p_neutron P_NOVA=$p_nova NOVA_CONF=$etc/nova/nova.conf \
     /usr/bin/python3 - <<'PY'
 import json, os, subprocess, sys, time
@@ -602,17 +717,39 @@ if step == "resources":
         if admin.compute.find_flavor(name) is None:
             admin.compute.create_flavor(name=name, vcpus=1, ram=ram, disk=disk, is_public=True)
     g = os.path.join(d, "guest")
+    # Each image carries the guest build's stamp: a DIR kept across a change of guest-build.sh gets
+    # the new guest, and the images of the old one are deleted (servers booted from them keep running).
+    stamp = open(os.path.join(g, "stamp")).read().strip()
     def image(name, path, disk_format, container_format, **properties):
-        found = [i for i in admin.image.images(name=name) if i.status == "active"]
+        images = list(admin.image.images(name=name))
+        found = [i for i in images if i.status == "active" and (i.properties or {}).get("intercloud_guest_stamp") == stamp]
         if found:
             return found[0]
+        for old in images:
+            admin.image.delete_image(old, ignore_missing=True)
         with open(path, "rb") as f:
             return admin.image.create_image(name=name, data=f, disk_format=disk_format, container_format=container_format,
-                                            visibility="public", validate_checksum=False, wait=True, **properties)
+                                            visibility="public", validate_checksum=False, wait=True,
+                                            intercloud_guest_stamp=stamp, **properties)
     kernel = image("intercloud-busybox-kernel", os.path.join(g, "vmlinuz"), "aki", "aki")
     ramdisk = image("intercloud-busybox-ramdisk", os.path.join(g, "initrd.gz"), "ari", "ari")
     disk = image("intercloud-busybox", os.path.join(g, "disk.raw"), "raw", "bare", kernel_id=kernel.id, ramdisk_id=ramdisk.id,
                  os_command_line="console=ttyS0", hw_machine_type="pc")
+    # The guest network: flat on the agents' physnet, shared with every project, DHCP from the
+    # DHCP agent, no gateway (guests get no default route) and no port security (no iptables or
+    # ebtables rules). .1 is the host's, outside the allocation pool.
+    network = admin.network.find_network("intercloud-private")
+    if network is None:
+        network = admin.network.create_network(
+            name="intercloud-private", shared=True, provider_network_type="flat", provider_physical_network=env["PHYSNET"],
+            port_security_enabled=False)
+    with open(os.path.join(d, "network-id"), "w") as f:
+        f.write(network.id)
+    prefix = env["NET_CIDR"].rsplit(".", 1)[0]
+    if admin.network.find_subnet("intercloud-private-v4", network_id=network.id) is None:
+        admin.network.create_subnet(
+            name="intercloud-private-v4", network_id=network.id, ip_version=4, cidr=env["NET_CIDR"], gateway_ip=None,
+            enable_dhcp=True, allocation_pools=[{"start": f"{prefix}.10", "end": f"{prefix}.250"}])
     appcred_file = os.path.join(d, "appcred.json")
     if not os.path.exists(appcred_file):
         uid = user.current_user_id
@@ -632,7 +769,8 @@ if step == "resources":
         "application_credential_id": cred["id"], "application_credential_secret": cred["secret"],
         "admin_username": "admin", "admin_password": env["ADMIN_PASSWORD"], "admin_project_name": "admin",
         "image_id": disk.id, "kernel_image_id": kernel.id, "ramdisk_image_id": ramdisk.id, "image_name": disk.name,
-        "flavor": "ic.tiny", "flavors": ["ic.tiny", "ic.small", "ic.medium"], "network_id": None,
+        "flavor": "ic.tiny", "flavors": ["ic.tiny", "ic.small", "ic.medium"],
+        "network_id": network.id, "network_name": network.name, "network_cidr": env["NET_CIDR"], "host_address": env["HOST_ADDRESS"],
         "endpoints": {"identity": env["KEYSTONE_URL"], "compute": f"http://127.0.0.1:{env['P_NOVA']}/v2.1",
                       "image": f"http://127.0.0.1:{env['P_GLANCE']}", "placement": f"http://127.0.0.1:{env['P_PLACEMENT']}",
                       "network": f"http://127.0.0.1:{env['P_NEUTRON']}"},
@@ -643,7 +781,7 @@ if step == "resources":
     q = lambda v: "'" + str(v).replace("'", "'\\''") + "'"
     common = [("OS_AUTH_URL", facts["auth_url"]), ("OS_IDENTITY_API_VERSION", "3"), ("OS_REGION_NAME", "RegionOne"),
               ("OS_INTERFACE", "public")]
-    tail = [("INTERCLOUD_OS_IMAGE_ID", disk.id), ("INTERCLOUD_OS_FLAVOR", "ic.tiny"), ("INTERCLOUD_OS_NETWORK_ID", "")]
+    tail = [("INTERCLOUD_OS_IMAGE_ID", disk.id), ("INTERCLOUD_OS_FLAVOR", "ic.tiny"), ("INTERCLOUD_OS_NETWORK_ID", network.id)]
     with open(os.path.join(d, "openstack.env.partial"), "w") as f:
         for k, v in common + [("OS_USERNAME", "intercloud"), ("OS_PASSWORD", env["USER_PASSWORD"]), ("OS_PROJECT_NAME", "intercloud"),
                               ("OS_USER_DOMAIN_NAME", "Default"), ("OS_PROJECT_DOMAIN_NAME", "Default")] + tail:
@@ -669,11 +807,18 @@ if step == "compute":
     if not hypervisors:
         sys.exit(1)
     providers = admin.placement.get("/resource_providers").json()["resource_providers"]
-    for p in providers:
-        inventories = admin.placement.get(f"/resource_providers/{p['uuid']}/inventories").json()["inventories"]
-        if "VCPU" in inventories and "MEMORY_MB" in inventories:
-            sys.exit(0)
-    sys.exit(1)
+    if not any("VCPU" in inventory and "MEMORY_MB" in inventory
+               for inventory in (admin.placement.get(f"/resource_providers/{p['uuid']}/inventories").json()["inventories"]
+                                 for p in providers)):
+        sys.exit(1)
+    # Both agents report, and the DHCP agent's port on the guest network is bound and up (the Linux
+    # bridge agent has put it on the bridge): a server's port can be bound and its guest gets a lease.
+    alive = {a.agent_type for a in admin.network.agents() if a.is_alive}
+    if not {"Linux bridge agent", "DHCP agent"} <= alive:
+        sys.exit(1)
+    network = admin.network.find_network("intercloud-private")
+    dhcp = [p for p in admin.network.ports(network_id=network.id, device_owner="network:dhcp") if p.status == "ACTIVE"]
+    sys.exit(0 if dhcp else 1)
 PY
 }
 
