@@ -209,7 +209,18 @@ public final class OpenStackDriver: CloudDriver {
             var message: String?
             var code: Int?
         }
-        struct Address: Decodable { var addr: String }
+        /// One entry of Nova's `addresses` (network name → entries): the address, its IP version and
+        /// whether it is the port's own (`fixed`) or a floating IP NATed to it (`floating`).
+        struct Address: Decodable {
+            var addr: String
+            var version: Int?
+            var type: String?
+
+            enum CodingKeys: String, CodingKey {
+                case addr, version
+                case type = "OS-EXT-IPS:type"
+            }
+        }
         var id: String
         var name: String
         var status: String
@@ -293,12 +304,29 @@ public final class OpenStackDriver: CloudDriver {
         if let zone = server.availabilityZone { extra["availabilityZone"] = zone }
         if let key = server.keyName { extra["keyName"] = key }
         if let fault = server.fault?.message { extra["fault"] = fault }
-        let addresses = (server.addresses ?? [:]).keys.sorted().flatMap { server.addresses?[$0]?.map(\.addr) ?? [] }
+        let networks = (server.addresses ?? [:]).filter { !$0.value.isEmpty }.keys.sorted()
+        if !networks.isEmpty { extra["networks"] = networks.joined(separator: ",") }
         return Instance(
             id: server.id, name: server.name, sizeID: server.flavor?.original_name, imageID: server.imageID,
             state: state(status: server.status, taskState: server.taskState),
-            rawState: server.taskState.map { "\(server.status):\($0)" } ?? server.status, addresses: addresses,
+            rawState: server.taskState.map { "\(server.status):\($0)" } ?? server.status, addresses: addresses(server.addresses),
             createdAt: server.created.flatMap(OpenStackDriver.date), extra: extra)
+    }
+
+    /// Nova's `addresses` as one list, the address to reach the server first: floating IPs before
+    /// fixed ones (a floating IP is the one reachable from outside the server's network), IPv4 before
+    /// IPv6, then networks by name and each network's addresses in Nova's order. A server created with
+    /// `"networks": "none"` has none.
+    static func addresses(_ byNetwork: [String: [Server.Address]]?) -> [String] {
+        let all = (byNetwork ?? [:]).keys.sorted().flatMap { byNetwork?[$0] ?? [] }
+        let ranked = all.enumerated().sorted { a, b in
+            func rank(_ address: Server.Address) -> (Int, Int) {
+                (address.type == "floating" ? 0 : 1, address.version == 6 || address.addr.contains(":") ? 1 : 0)
+            }
+            return (rank(a.element).0, rank(a.element).1, a.offset) < (rank(b.element).0, rank(b.element).1, b.offset)
+        }
+        var seen = Set<String>()
+        return ranked.map(\.element.addr).filter { seen.insert($0).inserted }
     }
 
     static func date(_ text: String) -> Date? { OpenStackHTTP.date(text) }

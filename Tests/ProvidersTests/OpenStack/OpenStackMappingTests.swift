@@ -60,6 +60,28 @@ struct OpenStackMappingTests {
          "flavor": {"original_name": "ic.tiny"}, "image": {"id": "i1"}, "addresses": {}}}
         """
 
+    @Test("Nova's addresses become one list: floating before fixed, IPv4 before IPv6, networks by name")
+    func addresses() throws {
+        let body = """
+            {"server": {"id": "s1", "name": "web", "status": "ACTIVE", "addresses": {
+              "zeta": [{"addr": "10.9.0.5", "version": 4, "OS-EXT-IPS:type": "fixed"}],
+              "alpha": [{"addr": "fd00::5", "version": 6, "OS-EXT-IPS:type": "fixed"},
+                        {"addr": "10.1.0.5", "version": 4, "OS-EXT-IPS:type": "fixed"},
+                        {"addr": "203.0.113.7", "version": 4, "OS-EXT-IPS:type": "floating"}],
+              "empty": []}}}
+            """
+        struct Body: Decodable { var server: OpenStackDriver.Server }
+        let server = try JSONDecoder().decode(Body.self, from: Data(body.utf8)).server
+        let instance = OpenStackDriver.instance(server)
+        #expect(instance.addresses == ["203.0.113.7", "10.1.0.5", "10.9.0.5", "fd00::5"])
+        #expect(instance.extra["networks"] == "alpha,zeta")
+        // Entries without the extension's fields (an older Nova) keep Nova's order.
+        let plain = try JSONDecoder().decode(Body.self, from: Data(#"{"server": {"id": "s2", "addresses": {"n": [{"addr": "10.0.0.2"}, {"addr": "10.0.0.1"}]}}}"#.utf8)).server
+        #expect(OpenStackDriver.instance(plain).addresses == ["10.0.0.2", "10.0.0.1"])
+        let none = try JSONDecoder().decode(Body.self, from: Data(Self.server.utf8)).server
+        #expect(OpenStackDriver.instance(none).addresses.isEmpty && OpenStackDriver.instance(none).extra["networks"] == nil)
+    }
+
     @Test("a 409 while a task runs on the server is retried; one about its settled state is not")
     func conflicts() async throws {
         let busy = ScriptedOpenStack([
