@@ -1,7 +1,7 @@
 import Foundation
 
-/// A real OpenStack (Keystone, Glance, Placement, Neutron's API, Nova with one libvirt/QEMU compute
-/// service) on loopback, started by the test process itself through `scripts/openstack.sh` once per
+/// A real OpenStack (Keystone, Glance, Placement, Neutron with a Linux bridge and a DHCP agent, Nova
+/// with one libvirt/QEMU compute service) on loopback, started by the test process itself through `scripts/openstack.sh` once per
 /// process and stopped when the process exits. Starting takes about a minute; every test that needs
 /// it shares it, so tests must clean up what they create.
 public struct TestOpenStack: Sendable {
@@ -23,6 +23,13 @@ public struct TestOpenStack: Sendable {
     public var flavors: [String]
     /// What the guest's init prints on its serial console when it has booted.
     public var guestMarker: String
+    /// The host-only guest network `intercloud-private` (flat, DHCP, no gateway) and its /24; this
+    /// machine has `hostAddress` on it, so a test reaches a guest's ports at the guest's address. Nil
+    /// for a cloud started by an older `openstack.sh`, whose servers had no network.
+    public var networkID: String?
+    public var networkName: String?
+    public var networkCIDR: String?
+    public var hostAddress: String?
     public var directory: URL
 
     /// `OS_*` variables for the `openstack` CLI, with the application credential (or the password).
@@ -88,7 +95,21 @@ public struct TestOpenStack: Sendable {
             projectDomain: try text("project_domain_name"), applicationCredentialID: try text("application_credential_id"),
             applicationCredentialSecret: try text("application_credential_secret"), imageID: try text("image_id"),
             kernelImageID: try text("kernel_image_id"), ramdiskImageID: try text("ramdisk_image_id"), flavor: try text("flavor"),
-            flavors: facts["flavors"] as? [String] ?? [], guestMarker: try text("guest_marker"), directory: directory)
+            flavors: facts["flavors"] as? [String] ?? [], guestMarker: try text("guest_marker"),
+            networkID: facts["network_id"] as? String, networkName: facts["network_name"] as? String,
+            networkCIDR: facts["network_cidr"] as? String, hostAddress: facts["host_address"] as? String, directory: directory)
+    }
+
+    /// What the test guest (scripts/guest-build.sh) does once it has a NIC: it prints
+    /// `INTERCLOUD-GUEST-ADDRESS eth0 ADDRESS` on its console when DHCP gave it an address, and serves
+    /// `INTERCLOUD-GUEST-HTTP boot=ID` over HTTP on port 8080.
+    public static let guestAddressMarker = "INTERCLOUD-GUEST-ADDRESS"
+    public static let guestHTTPMarker = "INTERCLOUD-GUEST-HTTP"
+    public static let guestHTTPPort = 8080
+
+    /// The body `url` answers from this machine (curl, 3 s at most, no proxy), or nil.
+    public static func fetch(_ url: String) -> String? {
+        try? runProgram("/usr/bin/curl", ["-sS", "--noproxy", "*", "--max-time", "3", url])
     }
 
     /// Runs the `openstack` CLI (Debian's python3-openstackclient) against this cloud and parses its

@@ -51,6 +51,10 @@ struct OpenStackDriverTests {
             #expect(filtered.map(\.id) == [otherID])
 
             let running = try await driver.waitFor(instance: created.id, state: .running, timeout: .seconds(240), pollInterval: .seconds(1))
+            // No network configured: the server was created with "networks": "none".
+            #expect(running.addresses.isEmpty && running.extra["networks"] == nil, "\(running.addresses)")
+            let plain = try #require(try cloud.cli(["server", "show", created.id]) as? [String: Any])
+            #expect((plain["addresses"] as? [String: Any])?.isEmpty == true, "\(plain["addresses"] ?? "-")")
             _ = try await driver.shutdown(running.id)
             _ = try await driver.waitFor(instance: created.id, state: .stopped, timeout: .seconds(120), pollInterval: .seconds(1))
             let stopped = try #require(try cloud.cli(["server", "show", created.id]) as? [String: Any])
@@ -59,6 +63,45 @@ struct OpenStackDriverTests {
             try await driver.terminate(instance: otherID)
             try await driver.terminate(instance: created.id)
             _ = try await driver.waitFor(instance: created.id, state: .terminated, timeout: .seconds(120), pollInterval: .seconds(1))
+        }
+    }
+
+    @Test("a server on the guest network has the addresses the openstack CLI shows, and its guest answers at them")
+    func networkAddresses() async throws {
+        let (cloud, base) = try await cloudAndDriver()
+        let network = try #require(cloud.networkID, "the cloud has no guest network: restart it with this scripts/openstack.sh")
+        // The network as the driver's option (a broker's `network` setting), not per request.
+        var configuration = base.configuration
+        configuration.network = network
+        let driver = OpenStackDriver(configuration: configuration)
+        try await withCleanup(driver) { leftovers in
+            let name = "net-\(UUID().uuidString.prefix(6).lowercased())"
+            let created = try await driver.create(CreateInstanceRequest(name: name, sizeID: cloud.flavor, imageID: cloud.imageID), progress: nil)
+            leftovers.servers.append(created.id)
+            let running = try await driver.waitFor(instance: created.id, state: .running, timeout: .seconds(240), pollInterval: .seconds(1))
+            let shown = try #require(try cloud.cli(["server", "show", created.id]) as? [String: Any])
+            let byNetwork = try #require(shown["addresses"] as? [String: [String]], "\(shown["addresses"] ?? "-")")
+            #expect(running.addresses == byNetwork.keys.sorted().flatMap { byNetwork[$0] ?? [] }, "\(running.addresses) vs \(byNetwork)")
+            #expect(byNetwork.keys.sorted() == [cloud.networkName ?? "-"] && running.extra["networks"] == cloud.networkName)
+            let address = try #require(running.addresses.first)
+            let listed = try #require(try await driver.listServers(filters: ["name": "^\(name)$"]).first)
+            #expect(listed.addresses == running.addresses)
+            // Neutron's port for the server holds that address.
+            let ports = try #require(try cloud.cli(["port", "list", "--device-id", created.id]) as? [[String: Any]])
+            let fixed = ports.flatMap { ($0["Fixed IP Addresses"] as? [[String: Any]]) ?? [] }.compactMap { $0["ip_address"] as? String }
+            #expect(fixed == [address], "\(ports)")
+            // The guest took it by DHCP (its console says so) and answers there from this machine.
+            #expect(await eventually(timeout: .seconds(240)) {
+                if ((try? await driver.consoleOutput(instance: created.id)) ?? "").contains("\(TestOpenStack.guestAddressMarker) eth0 \(address)") { return true }
+                try? await Task.sleep(for: .seconds(1))
+                return false
+            })
+            #expect(await eventually(timeout: .seconds(30)) {
+                TestOpenStack.fetch("http://\(address):\(TestOpenStack.guestHTTPPort)/")?.contains(TestOpenStack.guestHTTPMarker) == true
+            })
+            try await driver.terminate(instance: created.id)
+            _ = try await driver.waitFor(instance: created.id, state: .terminated, timeout: .seconds(120), pollInterval: .seconds(1))
+            #expect((try cloud.cli(["port", "list", "--device-id", created.id]) as? [Any])?.isEmpty == true)
         }
     }
 
