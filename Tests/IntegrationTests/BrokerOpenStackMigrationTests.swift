@@ -20,12 +20,13 @@ enum BrokerOpenStack {
     }
 
     /// A `[provider]` section for it. Imported disks boot with the test guest's kernel and ramdisk,
-    /// as the libvirt destination boots them directly.
-    static func section(_ cloud: TestOpenStack) -> String {
+    /// as the libvirt destination boots them directly. With `network` (a Neutron network id), the
+    /// broker's servers get a port and an address on it; without, they have no network.
+    static func section(_ cloud: TestOpenStack, network: String? = nil) -> String {
         """
         [provider]
         driver = "openstack"
-        options = { auth-url = "\(cloud.authURL.absoluteString)", region = "\(cloud.region)", kernel-image = "\(cloud.kernelImageID)", ramdisk-image = "\(cloud.ramdiskImageID)", kernel-command-line = "console=ttyS0", prices = "ic.tiny=0.0100,ic.small=0.0200,ic.medium=0.0400" }
+        options = { auth-url = "\(cloud.authURL.absoluteString)", region = "\(cloud.region)", kernel-image = "\(cloud.kernelImageID)", ramdisk-image = "\(cloud.ramdiskImageID)", kernel-command-line = "console=ttyS0", prices = "ic.tiny=0.0100,ic.small=0.0200,ic.medium=0.0400"\(network.map { ", network = \"\($0)\"" } ?? "") }
 
         [migration]
         graceful_shutdown_seconds = 30
