@@ -1,9 +1,9 @@
 import Foundation
 
 /// A real OpenStack (Keystone, Glance, Placement, Neutron with a Linux bridge and a DHCP agent, Nova
-/// with one libvirt/QEMU compute service) on loopback, started by the test process itself through `scripts/openstack.sh` once per
-/// process and stopped when the process exits. Starting takes about a minute; every test that needs
-/// it shares it, so tests must clean up what they create.
+/// with one libvirt/QEMU compute service) on loopback, started by the test process itself through
+/// `scripts/openstack.sh` once per process and stopped when the process exits. Starting takes one to
+/// two minutes; every test that needs it shares it, so tests must clean up what they create.
 public struct TestOpenStack: Sendable {
     /// What `scripts/openstack.sh start` wrote to `openstack.json`.
     public var authURL: URL
@@ -70,7 +70,7 @@ public struct TestOpenStack: Sendable {
         }
     }()
 
-    /// The shared cloud, started on first use off the cooperative pool (it takes about a minute).
+    /// The shared cloud, started on first use off the cooperative pool (it takes one to two minutes).
     public static func shared() async throws -> TestOpenStack {
         try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async { continuation.resume(with: sharedStart) }
