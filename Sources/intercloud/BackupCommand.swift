@@ -24,18 +24,23 @@ struct BackupCommand: AsyncParsableCommand {
 
               version = 1
               name = "nightly"
-              instances = ["web-1", "db-1"]   # names or ids in this broker's [provider]
-              method = "snapshot"             # or "stop-and-export": stopped while the snapshot is taken
-              format = "qcow2"                # or "raw"
-              every = "24h"                   # run by `intercloud serve` (omit: only on demand)
-              keep_last = 7                   # per instance; keep_days = 30 deletes older ones too
+              instances = ["web-1", "db-1"]  # names or ids of [provider]
+              method = "snapshot"       # or "stop-and-export"
+              format = "qcow2"          # or "raw"
+              every = "24h"             # by `intercloud serve`; omit: on demand
+              keep_last = 7             # per instance
+              keep_days = 30            # optional: none older (but the newest)
 
               [target]
-              kind = "s3"                     # or kind = "directory" with path = "/srv/backups"
+              kind = "s3"               # or "directory", with path = "/srv/bk"
               endpoint = "https://s3.example.net"
               region = "us-east-1"
               bucket = "cloud1-backups"
-              prefix = "intercloud/"          # S3 keys from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+              prefix = "intercloud/"
+
+            S3 keys come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY only. \
+            stop-and-export stops a running instance while its snapshot is taken and \
+            starts it again before the upload.
 
             Each instance's disk is snapshotted, exported in `format`, stored as \
             <prefix><policy>/<backup-id>/disk.<format> and described by a manifest.json written \
@@ -44,11 +49,13 @@ struct BackupCommand: AsyncParsableCommand {
             killed command left, taking up where it stopped.
 
               intercloud backup check nightly.toml -c cloud1.toml
-              intercloud backup run nightly.toml -c cloud1.toml         # now, with progress
-              intercloud backup list nightly.toml -c cloud1.toml        # what the store holds
-              intercloud backup restore nightly.toml bk-20261207-031500-9f2c1a --name web-1-restored -c cloud2.toml
+              intercloud backup run nightly.toml -c cloud1.toml    # now
+              intercloud backup list nightly.toml -c cloud1.toml   # the store
+              intercloud backup restore nightly.toml BACKUP-ID \\
+                  --name web-1-copy -c cloud2.toml                 # elsewhere
               intercloud backup runs -c cloud1.toml --output json
-              intercloud backup show br-4f0c2a9e1b7d -c cloud1.toml     # every journaled step
+              intercloud backup show RUN-ID -c cloud1.toml         # each step
+              intercloud backup resume -c cloud1.toml              # after kill
 
             POLICY is a policy file, or the name of one among the broker's [backup] policies. \
             A restore checks the downloaded disk against its manifest and admits it like any \
@@ -76,12 +83,15 @@ struct BackupCommand: AsyncParsableCommand {
             let policy = try context.policy(self.policy)
             let driver = try await context.driver()
             let instances = try await driver.listInstances()
-            struct Planned: Encodable { var instance: String; var found: String }
+            struct Planned: Encodable { var instance: String; var found: String; var ok: Bool }
             let planned = policy.instances.map { wanted in
-                let matches = instances.filter { $0.state != .terminated && ($0.id == wanted || $0.name == wanted) }
+                let live = instances.filter { $0.state != .terminated }
+                // As a run resolves it: an id first, else a name held by exactly one instance.
+                let matches = live.filter { $0.id == wanted }.isEmpty ? live.filter { $0.name == wanted } : live.filter { $0.id == wanted }
                 return Planned(
                     instance: wanted,
-                    found: matches.count == 1 ? "\(matches[0].id) (\(matches[0].state.rawValue))" : matches.isEmpty ? "not found" : "ambiguous: \(matches.count) instances")
+                    found: matches.count == 1 ? "\(matches[0].id) (\(matches[0].state.rawValue))" : matches.isEmpty ? "not found" : "ambiguous: \(matches.count) instances",
+                    ok: matches.count == 1)
             }
             // Reached read-only: a listing proves the address and the keys; a bucket that does not
             // exist yet is fine (the first run creates it).
@@ -110,7 +120,7 @@ struct BackupCommand: AsyncParsableCommand {
                 print("schedule: \(policy.every.map { "every \(Int($0)) s (when `intercloud serve` runs it)" } ?? "on demand only")")
                 printTable(headers: ["INSTANCE", "FOUND"], rows: planned.map { [$0.instance, $0.found] })
             }
-            if planned.contains(where: { !$0.found.hasSuffix(")") }) { throw ExitCode(1) }
+            if planned.contains(where: { !$0.ok }) { throw ExitCode(1) }
         }
     }
 
