@@ -237,7 +237,6 @@ let package = Package(
             dependencies: [
                 "Providers", "Storage", "TOMLParsing", "Trust",
                 .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

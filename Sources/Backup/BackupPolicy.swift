@@ -81,18 +81,7 @@ public enum BackupPolicyLoader {
     public static let formats: [ImageFormat] = [.qcow2, .raw]
 
     public static func load(path: String) throws(TOMLLoadError) -> BackupPolicy {
-        let text: String
-        do {
-            let attributes = try FileManager.default.attributesOfItem(atPath: path)
-            if let size = attributes[.size] as? NSNumber, size.intValue > maximumFileBytes {
-                throw TOMLLoadError(diagnostics: [TOMLDiagnostic(file: path, line: 1, field: "", message: "larger than \(maximumFileBytes) bytes")])
-            }
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch let error as TOMLLoadError {
-            throw error
-        } catch {
-            throw TOMLLoadError(diagnostics: [TOMLDiagnostic(file: path, line: 1, field: "", message: "cannot read: \(error.localizedDescription)")])
-        }
+        let text = try TOMLLoadError.readFile(path, maximumBytes: maximumFileBytes)
         return try parse(text, file: path)
     }
 

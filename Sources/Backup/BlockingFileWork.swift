@@ -1,5 +1,5 @@
-import Crypto
 import Foundation
+import Providers
 
 #if canImport(Glibc)
 import Glibc
@@ -19,60 +19,17 @@ enum BlockingFileWork {
     }
 
     /// Copies `source` to `destination` through a temporary file beside it that is fsynced and
-    /// renamed into place, hashing as it copies. `noFollow`: refuse a symbolic link as source.
+    /// renamed into place, hashing as it copies (`FileCopy`, the drivers' copy). `noFollow`:
+    /// refuse a symbolic link as source.
     static func copy(
         from source: URL, to destination: URL, noFollow: Bool = false, onChunk: ((Int64, Int64) -> Void)? = nil
     ) throws -> (bytes: Int64, sha256: String) {
-        let input = open(source.path, O_RDONLY | (noFollow ? O_NOFOLLOW : 0))
-        guard input >= 0 else { throw posixError("open \(source.path)") }
-        defer { close(input) }
-        let total = Int64(lseek(input, 0, SEEK_END))
-        guard total >= 0, lseek(input, 0, SEEK_SET) == 0 else { throw posixError("seek \(source.path)") }
-        let temporary = destination.deletingLastPathComponent()
-            .appendingPathComponent(".\(destination.lastPathComponent).partial-\(UUID().uuidString.prefix(8))")
-        let output = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        guard output >= 0 else { throw posixError("create \(temporary.path)") }
-        var committed = false
-        defer {
-            if !committed {
-                close(output)
-                unlink(temporary.path)
-            }
+        do {
+            let result = try FileCopy.copy(from: source, to: destination, durable: true, followLinks: !noFollow, onChunk: onChunk)
+            return (result.bytes, result.sha256)
+        } catch let error as FileCopyError {
+            throw BackupError.store(error.description)
         }
-        var hasher = SHA256()
-        var done: Int64 = 0
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
-        defer { buffer.deallocate() }
-        while true {
-            let count = read(input, buffer.baseAddress, chunkSize)
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw posixError("read \(source.path)")
-            }
-            if count == 0 { break }
-            let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
-            hasher.update(bufferPointer: chunk)
-            var written = 0
-            while written < count {
-                let n = write(output, chunk.baseAddress! + written, count - written)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw posixError("write \(temporary.path)")
-                }
-                written += n
-            }
-            done += Int64(count)
-            onChunk?(done, total)
-        }
-        guard fsync(output) == 0 else { throw posixError("fsync \(temporary.path)") }
-        close(output)
-        committed = true
-        guard rename(temporary.path, destination.path) == 0 else {
-            let error = posixError("rename to \(destination.path)")
-            unlink(temporary.path)
-            throw error
-        }
-        return (done, hex(hasher.finalize()))
     }
 
     /// Writes a small file durably: temporary name, fsync, rename, fsync of the directory.
@@ -114,7 +71,4 @@ enum BlockingFileWork {
         .store("\(what): \(String(cString: strerror(errno)))")
     }
 
-    static func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
-        digest.map { String(format: "%02x", $0) }.joined()
-    }
 }

@@ -88,18 +88,7 @@ public enum ClusterLoader {
     /// Reads and checks `path`. With `templates`, every local member's template must be among them
     /// and accept the member's parameters (a peer's templates are checked by the peer).
     public static func load(path: String, templates: [ServerTemplate]? = nil) throws(TOMLLoadError) -> ClusterDefinition {
-        let text: String
-        do {
-            let attributes = try FileManager.default.attributesOfItem(atPath: path)
-            if let size = attributes[.size] as? NSNumber, size.intValue > maximumFileBytes {
-                throw TOMLLoadError(diagnostics: [TOMLDiagnostic(file: path, line: 1, field: "", message: "larger than \(maximumFileBytes) bytes")])
-            }
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch let error as TOMLLoadError {
-            throw error
-        } catch {
-            throw TOMLLoadError(diagnostics: [TOMLDiagnostic(file: path, line: 1, field: "", message: "cannot read: \(error.localizedDescription)")])
-        }
+        let text = try TOMLLoadError.readFile(path, maximumBytes: maximumFileBytes)
         return try parse(text, file: path, templates: templates)
     }
 

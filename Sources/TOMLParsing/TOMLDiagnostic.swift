@@ -1,3 +1,4 @@
+import Foundation
 /// One problem in a TOML file we load (a policy file, a server template), located for the operator:
 /// `file:line: field: message`.
 public struct TOMLDiagnostic: Error, Sendable, Hashable, CustomStringConvertible {
@@ -45,4 +46,22 @@ public struct TOMLLoadError: Error, Sendable, Hashable, CustomStringConvertible 
     public init(diagnostics: [TOMLDiagnostic]) { self.diagnostics = diagnostics }
 
     public var description: String { diagnostics.map(\.description).joined(separator: "\n") }
+}
+
+extension TOMLLoadError {
+    /// Reads a configuration-like file of at most `maximumBytes`, as every loader does: a file too
+    /// large or unreadable is one diagnostic at its line 1.
+    public static func readFile(_ path: String, maximumBytes: Int) throws(TOMLLoadError) -> String {
+        do {
+            let attributes = try FileManager.default.attributesOfItem(atPath: path)
+            if let size = attributes[.size] as? NSNumber, size.intValue > maximumBytes {
+                throw TOMLLoadError(diagnostics: [TOMLDiagnostic(file: path, line: 1, field: "", message: "larger than \(maximumBytes) bytes")])
+            }
+            return try String(contentsOfFile: path, encoding: .utf8)
+        } catch let error as TOMLLoadError {
+            throw error
+        } catch {
+            throw TOMLLoadError(diagnostics: [TOMLDiagnostic(file: path, line: 1, field: "", message: "cannot read: \(error.localizedDescription)")])
+        }
+    }
 }

@@ -353,15 +353,10 @@ struct BackupContext {
         guard locked else {
             do { return try await body() } catch let error as BackupError { throw BackupCommandError(description: error.description) }
         }
-        let lockPath = configuration.databasePath + ".backups.lock"
-        let descriptor = open(lockPath, O_CREAT | O_RDWR, 0o600)
-        guard descriptor >= 0 else { throw ValidationError("cannot open \(lockPath): \(String(cString: strerror(errno)))") }
-        defer { close(descriptor) }
-        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            throw ValidationError("another `intercloud backup` command is acting on this broker's backups; wait for it")
+        let busy = "another `intercloud backup` command is acting on this broker's backups; wait for it"
+        return try await withCommandLock(configuration.databasePath + ".backups.lock", busy: busy) {
+            do { return try await body() } catch let error as BackupError { throw BackupCommandError(description: error.description) }
         }
-        defer { flock(descriptor, LOCK_UN) }
-        do { return try await body() } catch let error as BackupError { throw BackupCommandError(description: error.description) }
     }
 }
 

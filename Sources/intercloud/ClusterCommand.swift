@@ -318,15 +318,10 @@ struct ClusterContext {
         guard locked else {
             do { return try await body() } catch let error as ClusterError { throw ClusterCommandError(description: error.description) }
         }
-        let lockPath = configuration.databasePath + ".clusters.lock"
-        let descriptor = open(lockPath, O_CREAT | O_RDWR, 0o600)
-        guard descriptor >= 0 else { throw ValidationError("cannot open \(lockPath): \(String(cString: strerror(errno)))") }
-        defer { close(descriptor) }
-        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            throw ValidationError("another `intercloud cluster` command is acting on this broker's clusters; wait for it")
+        let busy = "another `intercloud cluster` command is acting on this broker's clusters; wait for it"
+        return try await withCommandLock(configuration.databasePath + ".clusters.lock", busy: busy) {
+            do { return try await body() } catch let error as ClusterError { throw ClusterCommandError(description: error.description) }
         }
-        defer { flock(descriptor, LOCK_UN) }
-        do { return try await body() } catch let error as ClusterError { throw ClusterCommandError(description: error.description) }
     }
 }
 

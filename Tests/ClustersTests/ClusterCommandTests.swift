@@ -1,42 +1,14 @@
 import Clusters
 import Foundation
+import TestSupport
 import Testing
 
 /// `intercloud cluster` as operators run it: the built executable, a broker configuration with a
 /// SimCloud `[provider]` and the repository's templates, `--output json` parsed back.
 @Suite("intercloud cluster")
 struct ClusterCommandTests {
-    struct Run {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-    }
-
-    /// The `intercloud` executable built next to this test bundle (same build folder).
-    static func intercloudBinary() throws -> String {
-        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        var folder = executable.deletingLastPathComponent()
-        for _ in 0..<4 {
-            let candidate = folder.appendingPathComponent("intercloud").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-            folder.deleteLastPathComponent()
-        }
-        throw PeerPlacementError("no intercloud executable next to \(executable.path): build it in the same build folder (swift build --build-tests)")
-    }
-
-    static func intercloud(_ arguments: [String]) throws -> Run {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try intercloudBinary())
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
-    }
+    static func intercloudBinary() throws -> String { try IntercloudExecutable.path() }
+    static func intercloud(_ arguments: [String]) throws -> IntercloudExecutable.Run { try IntercloudExecutable.run(arguments) }
 
     static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
         let decoder = JSONDecoder()

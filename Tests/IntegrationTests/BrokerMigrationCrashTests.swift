@@ -166,17 +166,7 @@ final class CrashTestClouds: @unchecked Sendable {
     }
 
     /// The `intercloud` executable built next to this test bundle (same build folder).
-    static func intercloudBinary() throws -> String {
-        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        var folder = executable.deletingLastPathComponent()
-        // The test runner may sit inside the bundle (`X.xctest/...`): walk up to the build folder.
-        for _ in 0..<4 {
-            let candidate = folder.appendingPathComponent("intercloud").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-            folder.deleteLastPathComponent()
-        }
-        throw CrashTestError("no intercloud executable next to \(executable.path): build it in the same build folder (swift build --build-tests)")
-    }
+    static func intercloudBinary() throws -> String { try IntercloudExecutable.path() }
 
     static func providerPolicy(consumer: String) -> String {
         """

@@ -10,10 +10,10 @@ import Glibc
 ///
 /// The destination is written under a temporary name beside it and renamed into place only when complete,
 /// so a failure, a cancellation or an injected crash never leaves a half-written file under the real name.
-enum FileCopy {
-    struct Result: Sendable {
-        var bytes: Int64
-        var sha256: String
+package enum FileCopy {
+    package struct Result: Sendable {
+        package var bytes: Int64
+        package var sha256: String
     }
 
     static let chunkSize = 4 << 20
@@ -23,11 +23,12 @@ enum FileCopy {
     /// `durable` fsyncs before the rename, so a completed copy survives a power loss, not only a crash.
     /// `hashing: false` skips the digest (the result's `sha256` is then empty) for copies whose
     /// content is already known, such as an instance disk cloned from a recorded image.
-    static func copy(
+    /// `followLinks: false` refuses a symbolic link as `source` (a file from a store we do not control).
+    package static func copy(
         from source: URL, to destination: URL, failAfter: Int64? = nil, durable: Bool = true, hashing: Bool = true,
-        onChunk: ((Int64, Int64) -> Void)? = nil
+        followLinks: Bool = true, onChunk: ((Int64, Int64) -> Void)? = nil
     ) throws -> Result {
-        let input = open(source.path, O_RDONLY)
+        let input = open(source.path, O_RDONLY | (followLinks ? 0 : O_NOFOLLOW))
         guard input >= 0 else { throw posixError("open \(source.path)") }
         defer { close(input) }
         var info = stat()
@@ -138,11 +139,11 @@ enum FileCopy {
     }
 }
 
-enum FileCopyError: Error, CustomStringConvertible {
+package enum FileCopyError: Error, CustomStringConvertible {
     case posix(what: String, errno: Int32, message: String)
     case injectedCrash(bytes: Int64)
 
-    var description: String {
+    package var description: String {
         switch self {
         case .posix(let what, _, let message): "\(what): \(message)"
         case .injectedCrash(let bytes): "injected crash after \(bytes) bytes"

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 @testable import Providers
 
 /// The repository root, to find `scripts/`.
@@ -7,23 +8,8 @@ let repositoryRoot = URL(fileURLWithPath: #filePath)
 
 func script(_ name: String) -> String { repositoryRoot.appendingPathComponent("scripts/\(name)").path }
 
-/// A free loopback TCP port (bind to port 0 and read what the kernel chose).
-func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-            bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
-        }
-    }
-    guard bound else { throw CommandError(command: "bind", output: String(cString: strerror(errno))) }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
+/// A free loopback TCP port.
+func freePort() throws -> Int { try freeLoopbackPort() }
 
 /// One moto server for the whole test run, started by the tests themselves (scripts/moto.sh), with a
 /// reset and a fresh IAM user before every test so signatures are checked from the first EC2 call.
