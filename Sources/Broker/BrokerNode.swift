@@ -271,11 +271,11 @@ public final class BrokerNode: Service, Sendable {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .seconds(max(1, min(auditSettings.aggregation.window / 4, 15))))
                     let now = Date()
-                    do { try audit.flushAggregated(now: now) } catch { logger.error("audit summaries not written: \(error)") }
+                    do { try await audit.offPool.flushAggregated(now: now) } catch { logger.error("audit summaries not written: \(error)") }
                     if let retention = auditSettings.retention, now.timeIntervalSince(pruned) >= 3600 {
                         pruned = now
                         do {
-                            let removed = try audit.prune(before: now.addingTimeInterval(-retention))
+                            let removed = try await audit.offPool.prune(before: now.addingTimeInterval(-retention))
                             if removed > 0 { logger.info("audit retention: removed \(removed) events older than \(Int(retention / 86_400)) days") }
                         } catch { logger.error("audit retention failed: \(error)") }
                     }
@@ -284,7 +284,7 @@ public final class BrokerNode: Service, Sendable {
             BrokerLoop("operator decisions") {
                 while !Task.isCancelled {
                     do {
-                        for (jid, decision) in try registry.takeOperatorDecisions() {
+                        for (jid, decision) in try await registry.takeOperatorDecisions() {
                             logger.info("operator \(decision == .approve ? "approved" : "rejected") peering with \(jid)")
                             inputContinuation.yield(decision == .approve ? .operatorApproved(jid) : .operatorRejected(jid))
                         }
@@ -320,7 +320,7 @@ public final class BrokerNode: Service, Sendable {
         let running = Task { try await group.run() }
         for await input in inputs.cancelOnGracefulShutdown() {
             let actions = discovery.withLock { $0.handle(input) }
-            for action in actions { perform(action) }
+            for action in actions { await perform(action) }
         }
         await group.triggerGracefulShutdown()
         do { try await running.value } catch { logger.error("a broker loop failed: \(error)") }
@@ -372,9 +372,9 @@ public final class BrokerNode: Service, Sendable {
         // Handshakes and requests still running finish (or see cancellation) before the database closes.
         await tasks.close()
         await client.stop()
-        try? registry.allOffline()
+        try? await registry.allOffline()
         // Refusals still counted in open windows are written before the database closes.
-        try? audit.drainAggregated()
+        _ = try? await audit.offPool.drainAggregated()
         // Last write: the replay window's run ended cleanly (its nonces are durable with it).
         do { try trust?.service.endRun() } catch { logger.error("replay window not closed cleanly: \(error)") }
         try? database.close()
@@ -385,7 +385,10 @@ public final class BrokerNode: Service, Sendable {
         [EntityCapabilities.element(node: Self.capsNode, info: discoInfo), announcement.withLock { $0.element }]
     }
 
-    private func perform(_ action: PeerDiscovery.Action) {
+    /// Performs one discovery action. Registry and audit writes are awaited (their commits wait on
+    /// GRDB's writer queue, not on a cooperative thread), and actions run one at a time in order,
+    /// so a row is written before anything that follows it is sent.
+    private func perform(_ action: PeerDiscovery.Action) async {
         let now = Date()
         do {
             switch action {
@@ -398,11 +401,11 @@ public final class BrokerNode: Service, Sendable {
                 client.send(Stanza.presence(type: "subscribe", to: jid))
             case .approveSubscription(let jid):
                 logger.info("approving peering request from \(jid)")
-                try registry.setSubscription(jid, "approved", now: now)
+                try await registry.setSubscription(jid, "approved", now: now)
                 client.send(Stanza.presence(type: "subscribed", to: jid))
             case .peerSeen(let observation):
                 let isNew = try registry.peer(observation.jid)?.online != true
-                try registry.seen(observation, now: now)
+                try await registry.seen(observation, now: now)
                 knownPeers.withLock { _ = $0.insert(observation.jid.description) }
                 if isNew {
                     logger.info("peer \(observation.jid) (cloud \(observation.announcement.cloud)) online via \(observation.via)")
@@ -411,21 +414,21 @@ public final class BrokerNode: Service, Sendable {
                     observation.jid, fullJID: observation.fullJID, fingerprint: observation.announcement.fingerprint,
                     cameOnline: isNew)
             case .peerOffline(let jid):
-                try registry.offline(jid, now: now)
+                try await registry.offline(jid, now: now)
                 logger.info("peer \(jid) offline")
             case .allPeersOffline:
-                try registry.allOffline()
+                try await registry.allOffline()
             case .declineSubscription(let jid, let reason):
                 logger.notice("peering request from \(jid) declined: \(reason)")
                 // Audited first: once the row is gone, the decision must already be on record.
-                _ = try? audit.record(AuditEvent(
+                _ = try? await audit.offPool.record(AuditEvent(
                     at: now, module: "broker", kind: "peering.request", peer: jid.description, action: "subscribe",
                     outcome: .refused, reason: "declined", detail: reason))
-                try registry.clearPendingApproval(jid)
+                try await registry.clearPendingApproval(jid)
                 client.send(Stanza.presence(type: "unsubscribed", to: jid))
             case .recordPendingApproval(let jid):
                 logger.notice("peering request from \(jid) waits for approval: intercloud peers approve \(jid) --config \(configuration.sourcePath)")
-                try registry.setSubscription(jid, "pending-approval", now: now)
+                try await registry.setSubscription(jid, "pending-approval", now: now)
             case .queryFeatures(let full):
                 Task { [client, inputContinuation, logger] in
                     do {
@@ -453,11 +456,11 @@ public final class BrokerNode: Service, Sendable {
                     }
                 }
             case .storeFeatures(let jid, let features):
-                try registry.storeFeatures(jid, features: features)
+                try await registry.storeFeatures(jid, features: features)
             case .refused(let from, let reason, let stranger):
                 // Audited through the aggregator: a flood of presences costs one row per sender
                 // and window, and the log says so once per window too.
-                let written = try audit.refused(
+                let written = try await audit.offPool.refused(
                     module: "discovery", kind: stranger ? "discovery.stranger" : "discovery.presence", peer: from,
                     action: "presence", reason: stranger ? "stranger" : "ignored", detail: reason, at: now)
                 if written != nil { logger.notice("ignored presence from \(from): \(reason) (repeats are counted, audited once per window)") }

@@ -45,50 +45,50 @@ public final class CatalogService: Sendable {
     func answer(_ request: SignedRequest) async throws(StanzaError) -> [UInt8] {
         let peer = request.peer
         guard let query = CatalogProtocol.parseRequest(request.payload) else {
-            throw refuse(peer, "malformedRequest", "not a <query/> of at most \(CatalogProtocol.maxQueryBytes) bytes",
+            throw await refuse(peer, "malformedRequest", "not a <query/> of at most \(CatalogProtocol.maxQueryBytes) bytes",
                          .badRequest("expected <query xmlns='\(CatalogProtocol.namespace)'>SPARQL</query> of at most \(CatalogProtocol.maxQueryBytes) bytes"))
         }
         let check = entitlement.withLock { $0 }
         guard await check(peer) else {
-            throw refuse(peer, "notEntitled", "no query entitlement", .forbidden("\(peer) holds no catalog query entitlement"))
+            throw await refuse(peer, "notEntitled", "no query entitlement", .forbidden("\(peer) holds no catalog query entitlement"))
         }
         let started = ContinuousClock.now
         switch await catalog.run(query, for: peer) {
         case .success(let result):
             let xml = Array(result.serializedXML().utf8)
             guard xml.count <= CatalogProtocol.maxAnswerBytes else {
-                throw refuse(peer, "answerTooLarge", "\(xml.count) bytes",
+                throw await refuse(peer, "answerTooLarge", "\(xml.count) bytes",
                              .notAcceptable("query limit exceeded: answer of \(xml.count) bytes is over the \(CatalogProtocol.maxAnswerBytes)-byte limit; add LIMIT or select fewer variables"))
             }
             logger.debug("catalog query from \(peer) answered in \(ContinuousClock.now - started) (\(xml.count) bytes)")
             return xml
         case .failure(.busy):
-            throw refuse(peer, "busy", "\(BrokerCatalog.maxConcurrentQueries) queries running",
+            throw await refuse(peer, "busy", "\(BrokerCatalog.maxConcurrentQueries) queries running",
                          .resourceConstraint("too many catalog queries running; retry later"))
         case .failure(.busyForPeer):
-            throw refuse(peer, "busyForPeer", "\(BrokerCatalog.maxConcurrentQueriesPerPeer) of this peer's queries running",
+            throw await refuse(peer, "busyForPeer", "\(BrokerCatalog.maxConcurrentQueriesPerPeer) of this peer's queries running",
                          .resourceConstraint("\(BrokerCatalog.maxConcurrentQueriesPerPeer) of your catalog queries already running; wait for its answer"))
         case .failure(.query(let error)):
             switch error {
             case .syntax(let message, let line, let column):
                 // Position first, in a fixed form, so tools can point at it: "line 1, column 8: …".
-                throw refuse(peer, "syntax", "line \(line), column \(column): \(message)",
+                throw await refuse(peer, "syntax", "line \(line), column \(column): \(message)",
                              .badRequest("line \(line), column \(column): \(message)"))
             case .limitExceeded(let what):
-                throw refuse(peer, "limitExceeded", what,
+                throw await refuse(peer, "limitExceeded", what,
                              .notAcceptable("query limit exceeded: \(what) (limits: \(catalog.limits.timeout), \(catalog.limits.maxResults) results)"))
             case .unsupported(let what):
-                throw refuse(peer, "unsupported", what, .featureNotImplemented("unsupported: \(what)"))
+                throw await refuse(peer, "unsupported", what, .featureNotImplemented("unsupported: \(what)"))
             case .cancelled:
-                throw refuse(peer, "cancelled", "broker shutting down", .serviceUnavailable("query cancelled"))
+                throw await refuse(peer, "cancelled", "broker shutting down", .serviceUnavailable("query cancelled"))
             }
         }
     }
 
-    private func refuse(_ peer: String, _ reason: String, _ detail: String, _ error: StanzaError) -> StanzaError {
+    private func refuse(_ peer: String, _ reason: String, _ detail: String, _ error: StanzaError) async -> StanzaError {
         logger.notice("refused catalog query from \(peer): \(reason): \(detail)")
         do {
-            _ = try audit.refused(
+            _ = try await audit.offPool.refused(
                 module: "broker", kind: "catalog.query", peer: peer, action: CatalogProtocol.namespace, reason: reason,
                 detail: String(detail.prefix(500)), at: Date())
         } catch {

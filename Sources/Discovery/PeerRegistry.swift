@@ -30,7 +30,10 @@ public struct PeerRecord: Codable, Sendable, Equatable, FetchableRecord, Persist
 }
 
 /// The peer registry in SQLite. Every write is its own transaction, durable before the broker acts
-/// on it (see `IntercloudDatabase`).
+/// on it (see `IntercloudDatabase`). The running broker's writes are async (`durableWrite`: the
+/// fsync waits on GRDB's writer queue, not on a cooperative thread); the operator's decisions,
+/// written by the CLI, stay synchronous. Reads stay synchronous: a WAL read of a few indexed rows
+/// waits for no writer and no disk flush, and a hop to a reader queue would cost more than it.
 public struct PeerRegistry: Sendable {
     public let database: DatabasePool
 
@@ -76,8 +79,8 @@ public struct PeerRegistry: Sendable {
         String(decoding: (try? JSONEncoder().encode(values)) ?? Data("[]".utf8), as: UTF8.self)
     }
 
-    public func seen(_ observation: PeerDiscovery.Observation, now: Date) throws {
-        try database.write { db in
+    public func seen(_ observation: PeerDiscovery.Observation, now: Date) async throws {
+        try await database.durableWrite { db in
             let key = observation.jid.description
             if var record = try PeerRecord.fetchOne(db, key: key) {
                 record.cloud = observation.announcement.cloud
@@ -100,24 +103,24 @@ public struct PeerRegistry: Sendable {
         }
     }
 
-    public func offline(_ jid: JID, now: Date) throws {
-        try database.write { db in
+    public func offline(_ jid: JID, now: Date) async throws {
+        try await database.durableWrite { db in
             try db.execute(sql: "UPDATE peer SET online = 0, last_seen = ? WHERE jid = ?", arguments: [now, jid.bare.description])
         }
     }
 
-    public func allOffline() throws {
-        try database.write { db in try db.execute(sql: "UPDATE peer SET online = 0 WHERE online = 1") }
+    public func allOffline() async throws {
+        try await database.durableWrite { db in try db.execute(sql: "UPDATE peer SET online = 0 WHERE online = 1") }
     }
 
-    public func storeFeatures(_ jid: JID, features: [String]) throws {
-        try database.write { db in
+    public func storeFeatures(_ jid: JID, features: [String]) async throws {
+        try await database.durableWrite { db in
             try db.execute(sql: "UPDATE peer SET features = ? WHERE jid = ?", arguments: [Self.json(features.sorted()), jid.bare.description])
         }
     }
 
-    public func setSubscription(_ jid: JID, _ state: String, now: Date) throws {
-        try database.write { db in
+    public func setSubscription(_ jid: JID, _ state: String, now: Date) async throws {
+        try await database.durableWrite { db in
             let key = jid.bare.description
             if try PeerRecord.fetchOne(db, key: key) == nil {
                 try PeerRecord(jid: key, cloud: nil, regions: "[]", load: nil, fingerprint: nil, features: "[]", via: nil,
@@ -166,14 +169,16 @@ public struct PeerRegistry: Sendable {
 
     /// Operator decisions not yet applied by the broker, in order, marked applied in the same
     /// transaction.
-    public func takeOperatorDecisions() throws -> [(jid: JID, decision: Decision)] {
-        try database.write { db in
+    public func takeOperatorDecisions() async throws -> [(jid: JID, decision: Decision)] {
+        let rows = try await database.durableWrite { db in
             let rows = try Row.fetchAll(db, sql: "SELECT jid, decision FROM peer_approval WHERE applied = 0 ORDER BY approved_at")
+            guard !rows.isEmpty else { return [(String, String)]() }
             try db.execute(sql: "UPDATE peer_approval SET applied = 1 WHERE applied = 0")
-            return rows.compactMap { row in
-                guard let jid = try? JID(row["jid"] as String), let decision = Decision(rawValue: row["decision"]) else { return nil }
-                return (jid, decision)
-            }
+            return rows.map { ($0["jid"] as String, $0["decision"] as String) }
+        }
+        return rows.compactMap { jid, decision in
+            guard let jid = try? JID(jid), let decision = Decision(rawValue: decision) else { return nil }
+            return (jid, decision)
         }
     }
 
@@ -189,8 +194,8 @@ public struct PeerRegistry: Sendable {
 
     /// Drops a declined peering request: a row that exists only because of the request goes,
     /// a peer also known otherwise (from a room) keeps its row with no subscription.
-    public func clearPendingApproval(_ jid: JID) throws {
-        try database.write { db in
+    public func clearPendingApproval(_ jid: JID) async throws {
+        try await database.durableWrite { db in
             let key = jid.bare.description
             try db.execute(sql: "DELETE FROM peer WHERE jid = ? AND subscription = 'pending-approval' AND via IS NULL", arguments: [key])
             try db.execute(

@@ -25,7 +25,7 @@ public final class FederationCallGate: Sendable {
 
     /// Binds to `host:port` (an IPv4 or IPv6 literal; port 0 picks a free one).
     public init(host: String, port: UInt16, database: DatabasePool, logger: Logger) throws {
-        let check = Check(database: database, logger: logger)
+        let check = Check(counter: FederationStore.CallCounter(database: database), logger: logger)
         // The concrete address type, not sockaddr_storage: the server opens its socket by the type's family.
         if host.contains(":") {
             server = HTTPServer(address: try sockaddr_in6.inet6(ip6: host, port: port), timeout: 5, logger: .disabled, handler: check)
@@ -35,7 +35,7 @@ public final class FederationCallGate: Sendable {
     }
 
     struct Check: HTTPHandler {
-        let database: DatabasePool
+        let counter: FederationStore.CallCounter
         let logger: Logger
 
         func handleRequest(_ request: HTTPRequest) async throws -> HTTPResponse {
@@ -50,7 +50,7 @@ public final class FederationCallGate: Sendable {
             let token = String(authorization.dropFirst(7))
             let result: CredentialValidation
             do {
-                result = try FederationStore.validateCall(database: database, serviceID: serviceID, token: token, now: Date())
+                result = try await counter.validate(serviceID: serviceID, token: token, now: Date())
             } catch {
                 logger.error("federation: call gate cannot check a call to \(serviceID): \(error)")
                 return HTTPResponse(statusCode: .internalServerError)

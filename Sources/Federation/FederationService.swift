@@ -112,6 +112,8 @@ public final class FederationService: Sendable {
     let audit: AuditLog
     let catalog: any FederationCatalog
     let logger: Logger
+    /// Counts checked calls (`validateCall`) with group commits.
+    let calls: FederationStore.CallCounter
     private let runnerState = Mutex<FederationRunner?>(nil)
     private let gate = Mutex<FederationCallGate?>(nil)
     /// Names, sizes and modification times of the template files last read: a change means reload.
@@ -130,6 +132,7 @@ public final class FederationService: Sendable {
         self.provider = provider
         self.database = context.database
         self.journal = FederationJournal(database: context.database)
+        self.calls = FederationStore.CallCounter(database: context.database)
         self.transport = context.transport
         self.negotiation = negotiation
         self.metering = metering
@@ -200,7 +203,7 @@ public final class FederationService: Sendable {
                 nextTemplateCheck = now.addingTimeInterval(Self.templateCheckInterval)
                 await reloadTemplatesIfChanged(now: now)
             }
-            takeRequests()
+            await takeRequests()
             if let runner, let deadline = try? await runner.nextDeadline(), deadline <= now {
                 do {
                     for (serviceID, status) in try await runner.tick(now: now) {
@@ -208,7 +211,7 @@ public final class FederationService: Sendable {
                     }
                 } catch { logger.error("federation: tick failed: \(error)") }
             }
-            endConsumedServices(now: now)
+            await endConsumedServices(now: now)
             try? await Task.sleep(for: .milliseconds(200))
         }
     }
@@ -251,12 +254,12 @@ public final class FederationService: Sendable {
             let templates = try await runner.importTemplates(paths: try Self.templateFiles(settings.templatePaths), now: now)
             let triples = try await publish(runner)
             logger.info("federation: template files changed; offering \(templates.count) template(s) (\(triples) catalog triples)")
-            _ = try? audit.record(AuditEvent(
+            _ = try? await audit.offPool.record(AuditEvent(
                 at: now, module: "broker", kind: "federation.templates", peer: local, action: "reload", outcome: .accepted,
                 reason: "reloaded", detail: templates.map(\.name).joined(separator: ", ")))
         } catch {
             logger.error("federation: template files changed but are not valid; still offering the previous templates:\n\(error)")
-            _ = try? audit.record(AuditEvent(
+            _ = try? await audit.offPool.record(AuditEvent(
                 at: now, module: "broker", kind: "federation.templates", peer: local, action: "reload", outcome: .refused,
                 reason: "invalid-templates", detail: String(describing: error)))
         }
@@ -306,10 +309,10 @@ public final class FederationService: Sendable {
         let peer = request.peer
         let message: FederationMessage
         do { message = try FederationWire.decode(request.payload) } catch {
-            throw refuse(peer, "malformed", error.description, .badRequest(error.description))
+            throw await refuse(peer, "malformed", error.description, .badRequest(error.description))
         }
         guard let runner else {
-            throw refuse(
+            throw await refuse(
                 peer, "unavailable", "no provider runner",
                 .serviceUnavailable("this broker provides no federated services (no provider, or its cloud is not reachable yet)"))
         }
@@ -322,17 +325,17 @@ public final class FederationService: Sendable {
         case .status, .renew, .teardown:
             // A service is only known to the consumer that selected it.
             guard (try? journal.snapshot(message.serviceID))?.consumer == peer else {
-                throw refuse(peer, "unknown-service", message.serviceID, .itemNotFound("no service \(message.serviceID)"))
+                throw await refuse(peer, "unknown-service", message.serviceID, .itemNotFound("no service \(message.serviceID)"))
             }
             answer = await runner.handle(message, from: peer, agreementEndsAt: nil, now: now)
         case .provisioned, .state, .renewed, .done, .refused:
-            throw refuse(peer, "malformed", "\(message.kind) sent as a request", .badRequest("\(message.kind) is an answer, not a request"))
+            throw await refuse(peer, "malformed", "\(message.kind) sent as a request", .badRequest("\(message.kind) is an answer, not a request"))
         }
         if case .refused(let reason) = answer.body {
-            throw refuse(peer, "refused", "\(message.kind) \(message.serviceID): \(reason)", .notAcceptable(reason))
+            throw await refuse(peer, "refused", "\(message.kind) \(message.serviceID): \(reason)", .notAcceptable(reason))
         }
         if case .provisioned(let service) = answer.body {
-            _ = try? audit.record(AuditEvent(
+            _ = try? await audit.offPool.record(AuditEvent(
                 at: now, module: "broker", kind: "federation.provisioned", peer: peer, action: Self.namespace, outcome: .accepted,
                 reason: "provisioned", detail: "\(message.serviceID) at \(service.endpoint.url)"))
             logger.info("federation: provisioned \(message.serviceID) for \(peer) at \(service.endpoint.url)")
@@ -354,7 +357,7 @@ public final class FederationService: Sendable {
             throw .internalServerError("services unreadable")
         }
         if ours != nil {
-            throw refuse(peer, "service-id-in-use", serviceID, .conflict("service id \(serviceID) is already used here; choose another"))
+            throw await refuse(peer, "service-id-in-use", serviceID, .conflict("service id \(serviceID) is already used here; choose another"))
         }
         let stored: NegotiationStore.StoredAgreement?
         do { stored = try negotiation.store.agreement(agreementID) } catch {
@@ -362,7 +365,7 @@ public final class FederationService: Sendable {
             throw .internalServerError("agreements unreadable")
         }
         guard let stored, stored.state == .finalized, stored.agreement.provider == local, stored.agreement.consumer == peer else {
-            throw refuse(
+            throw await refuse(
                 peer, "no-agreement", "no finalized agreement \(agreementID) provided to \(peer)",
                 .forbidden("no agreement \(agreementID) in force in which \(local) provides to \(peer)"))
         }
@@ -372,10 +375,10 @@ public final class FederationService: Sendable {
             throw .internalServerError("templates unreadable")
         }
         guard let template else {
-            throw refuse(peer, "unknown-template", selection.templateName, .itemNotFound("no template named \(selection.templateName)"))
+            throw await refuse(peer, "unknown-template", selection.templateName, .itemNotFound("no template named \(selection.templateName)"))
         }
         do { _ = try template.render(parameters: selection.parameters) } catch {
-            throw refuse(peer, "bad-parameter", "\(template.name): \(error)", .badRequest("invalid parameters: \(error)"))
+            throw await refuse(peer, "bad-parameter", "\(template.name): \(error)", .badRequest("invalid parameters: \(error)"))
         }
         let size: InstanceSize
         do {
@@ -384,7 +387,7 @@ public final class FederationService: Sendable {
             }
             size = found
         } catch {
-            throw refuse(peer, "unavailable", "\(template.name): \(error)", .serviceUnavailable("size \(template.size) of \(template.name) is not available"))
+            throw await refuse(peer, "unavailable", "\(template.name): \(error)", .serviceUnavailable("size \(template.size) of \(template.name) is not available"))
         }
         let demand = ResourceAmount(
             instances: 1, vcpu: size.vCPU, memoryGiB: Decimal(size.memoryMiB) / 1024, storageGiB: Decimal(size.diskGiB))
@@ -405,14 +408,14 @@ public final class FederationService: Sendable {
         }
         if case .denied(let reasons) = decision {
             let text = NegotiationMove.text(of: reasons)
-            throw refuse(peer, reasons.first?.code ?? "denied", "\(template.name) under \(agreementID): \(text)", .forbidden(text))
+            throw await refuse(peer, reasons.first?.code ?? "denied", "\(template.name) under \(agreementID): \(text)", .forbidden(text))
         }
         return stored.agreement
     }
 
-    private func refuse(_ peer: String, _ reason: String, _ detail: String, _ error: StanzaError) -> StanzaError {
+    private func refuse(_ peer: String, _ reason: String, _ detail: String, _ error: StanzaError) async -> StanzaError {
         logger.notice("federation: refused request from \(peer): \(reason): \(detail)")
-        _ = try? audit.refused(
+        _ = try? await audit.offPool.refused(
             module: "broker", kind: "federation.request", peer: peer, action: Self.namespace, reason: reason,
             detail: String(detail.prefix(500)), at: Date())
         return error
@@ -422,8 +425,8 @@ public final class FederationService: Sendable {
 
     /// Checks credentials presented for a provided service and counts the call (valid or not)
     /// against it; the count is in `FederationStore.callCount` and `intercloud services show`.
-    public func validateCall(serviceID: String, token: String, now: Date = Date()) throws -> CredentialValidation {
-        try FederationStore.validateCall(database: database, serviceID: serviceID, token: token, now: now)
+    public func validateCall(serviceID: String, token: String, now: Date = Date()) async throws -> CredentialValidation {
+        try await calls.validate(serviceID: serviceID, token: token, now: now)
     }
 
     // MARK: consumer
@@ -492,7 +495,7 @@ public final class FederationService: Sendable {
         let consumed = try consumedService(serviceID)
         let answer = try await send(FederationMessage(serviceID: serviceID, body: .status), to: consumed.peer)
         guard case .state(let status) = answer.body else { throw RequestError("unexpected answer \(answer.kind) to status") }
-        return try record(status, of: consumed)
+        return try await record(status, of: consumed)
     }
 
     /// New credentials for a consumed service; the old token stops working.
@@ -515,8 +518,8 @@ public final class FederationService: Sendable {
         if let consumed = try FederationStore.consumed(database: database, serviceID: serviceID) {
             let answer = try await send(FederationMessage(serviceID: serviceID, body: .teardown), to: consumed.peer)
             switch answer.body {
-            case .done: return try record(ServiceStatus(phase: .ended, reason: "requested by the consumer"), of: consumed)
-            case .state(let status): return try record(status, of: consumed)
+            case .done: return try await record(ServiceStatus(phase: .ended, reason: "requested by the consumer"), of: consumed)
+            case .state(let status): return try await record(status, of: consumed)
             default: throw RequestError("unexpected answer \(answer.kind) to teardown")
             }
         }
@@ -529,9 +532,9 @@ public final class FederationService: Sendable {
             serviceID: serviceID, role: "provider", phase: status.phase.rawValue, endpoint: status.endpoint?.url, reason: status.reason)
     }
 
-    private func record(_ status: ServiceStatus, of consumed: FederationStore.ConsumedService) throws -> FederationStore.RequestOutcome {
+    private func record(_ status: ServiceStatus, of consumed: FederationStore.ConsumedService) async throws -> FederationStore.RequestOutcome {
         let now = Date()
-        try database.write { db in
+        try await database.durableWrite { db in
             try FederationStore.updateConsumed(db, serviceID: consumed.serviceID, phase: status.phase.rawValue, reason: status.reason, now: now)
             if let expiry = status.credentialsExpireAt {
                 try db.execute(
@@ -620,7 +623,7 @@ public final class FederationService: Sendable {
 
     /// The provider tears services down when their agreement ends; the consumer ends its own view
     /// (and placement) at the same moment without asking.
-    private func endConsumedServices(now: Date) {
+    private func endConsumedServices(now: Date) async {
         let ended: [FederationStore.ConsumedService]
         do {
             ended = try FederationStore.consumed(database: database).filter {
@@ -628,20 +631,20 @@ public final class FederationService: Sendable {
             }
         } catch { return }
         for service in ended {
-            _ = try? record(ServiceStatus(phase: .ended, reason: "agreement \(service.agreementID) ended"), of: service)
+            _ = try? await record(ServiceStatus(phase: .ended, reason: "agreement \(service.agreementID) ended"), of: service)
         }
     }
 
     // MARK: operator requests
 
-    private func takeRequests() {
+    private func takeRequests() async {
         let requests: [FederationStore.QueuedRequest]
-        do { requests = try FederationStore.takeRequests(database: database) } catch { return }
+        do { requests = try await FederationStore.takeRequests(database: database) } catch { return }
         for request in requests {
             Task {
                 let outcome: Result<FederationStore.RequestOutcome, any Error>
                 do { outcome = .success(try await self.perform(request)) } catch { outcome = .failure(error) }
-                FederationStore.finish(database: self.database, id: request.id, outcome: outcome)
+                await FederationStore.finish(database: self.database, id: request.id, outcome: outcome)
             }
         }
     }

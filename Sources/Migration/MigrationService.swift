@@ -147,9 +147,9 @@ public final class MigrationService: Sendable {
             logger.error("cannot resume migrations: \(error)")
         }
         while !Task.isCancelled {
-            takeRequests(runner)
+            await takeRequests(runner)
             _ = try? await runner.expireReservations()
-            if let results = try? await runner.checkWaitsOnSource() { for result in results { audit(peerCheck: result) } }
+            if let results = try? await runner.checkWaitsOnSource() { for result in results { await audit(peerCheck: result) } }
             try? await Task.sleep(for: .milliseconds(200))
         }
         state.withLock { $0.transport }?.shutdown()
@@ -190,7 +190,7 @@ public final class MigrationService: Sendable {
             },
             authorizeLive: { [weak self] role, peer, agreementID, now in
                 guard let self else { return .denied([PolicyReason(code: "stopping", message: "broker stopping")]) }
-                return self.authorizeLive(role: role, peer: peer, agreementID: agreementID, now: now)
+                return await self.authorizeLive(role: role, peer: peer, agreementID: agreementID, now: now)
             },
             metering: BrokerMeteringHandoff(journal: journal, metering: metering, provider: provider),
             configuration: .init(
@@ -218,7 +218,7 @@ public final class MigrationService: Sendable {
                 case .source: ((try? journal.sourceSnapshot(event.migrationID)) ?? nil).map { ($0.peer, $0.rollbackReason) } ?? (nil, nil)
                 case .destination: ((try? journal.destinationSnapshot(event.migrationID)) ?? nil).map { ($0.peer, $0.rollbackReason) } ?? (nil, nil)
                 }
-            _ = try? audit.refused(
+            _ = try? await audit.offPool.refused(
                 module: "migration", kind: "migration.rollback", peer: peer ?? "", action: event.migrationID, reason: event.role.rawValue,
                 detail: reason ?? "rolled back", at: Date())
         }
@@ -267,7 +267,7 @@ public final class MigrationService: Sendable {
                 let answer = try await runner.handle(message, from: request.peer)
                 return try MigrationWire.encode(answer)
             } catch let error as MigrationMessageError {
-                _ = try? audit.refused(
+                _ = try? await audit.offPool.refused(
                     module: "migration", kind: "migration.request", peer: request.peer, action: message.migrationID,
                     reason: "invalidRequest", detail: error.description, at: Date())
                 throw .badRequest(error.description)
@@ -298,14 +298,14 @@ public final class MigrationService: Sendable {
         }
     }
 
-    private func takeRequests(_ runner: MigrationRunner) {
+    private func takeRequests(_ runner: MigrationRunner) async {
         let requests: [(id: String, instance: String, peer: String, agreement: String?, mode: String)]
         do {
-            requests = try journal.database.write { db in
+            requests = try await journal.database.durableWrite { db in
                 let rows = try Row.fetchAll(
                     db, sql: "SELECT id, instance_id, peer, agreement_id, mode FROM migration_request WHERE taken = 0 ORDER BY requested_at")
                 try db.execute(sql: "UPDATE migration_request SET taken = 1 WHERE taken = 0")
-                return rows.map { ($0["id"], $0["instance_id"], $0["peer"], $0["agreement_id"], $0["mode"]) }
+                return rows.map { (id: $0["id"], instance: $0["instance_id"], peer: $0["peer"], agreement: $0["agreement_id"], mode: $0["mode"]) }
             }
         } catch { return }
         for request in requests {
@@ -317,14 +317,14 @@ public final class MigrationService: Sendable {
                     self.logger.info("migration \(request.id) of \(request.instance) to \(request.peer): \(result.outcome)")
                 } catch {
                     self.logger.error("migration \(request.id) of \(request.instance) to \(request.peer) not started: \(error)")
-                    self.recordRequestError(request.id, "\(error)")
+                    await self.recordRequestError(request.id, "\(error)")
                 }
             }
         }
     }
 
-    private func recordRequestError(_ id: String, _ error: String) {
-        try? journal.database.write { db in
+    private func recordRequestError(_ id: String, _ error: String) async {
+        try? await journal.database.durableWrite { db in
             try db.execute(sql: "UPDATE migration_request SET error = ? WHERE id = ?", arguments: [error, id])
         }
     }
@@ -350,7 +350,7 @@ public final class MigrationService: Sendable {
                     && (mode == .cold || $0.terms.entitlements.contains(.migrateLive))
             }) else {
                 let needed = mode == .live ? "migrate-in,migrate-live" : "migrate-in"
-                if mode == .live { audit(refusedLive: bare, action: instanceID, reason: "no-agreement", detail: "no agreement in force granting \(needed)") }
+                if mode == .live { await audit(refusedLive: bare, action: instanceID, reason: "no-agreement", detail: "no agreement in force granting \(needed)") }
                 throw MigrationTransportError("no agreement in force with \(bare) granting \(needed): negotiate one first (intercloud negotiate --peer \(bare) --entitle \(needed))")
             }
             agreement = found.id
@@ -359,7 +359,7 @@ public final class MigrationService: Sendable {
             return try await runner.migrate(
                 instanceID: instanceID, to: bare, agreementID: agreement, migrationID: migrationID ?? "mig-\(RandomIdentifier.hex(bytes: 8))", mode: mode)
         } catch let error as MigrationRunner.RunnerError where mode == .live {
-            audit(refusedLive: bare, action: instanceID, reason: "not-possible", detail: "\(error)")
+            await audit(refusedLive: bare, action: instanceID, reason: "not-possible", detail: "\(error)")
             throw error
         }
     }
@@ -370,7 +370,7 @@ public final class MigrationService: Sendable {
     /// agreement must grant `migrate-live`, and this broker's policy entry for the peer (when policy
     /// files are loaded) must list `migrate-live`, whichever side this broker plays. A refusal is
     /// audited (`migration.live`).
-    func authorizeLive(role: MigrationRole, peer: String, agreementID: String, now: Date) -> PolicyDecision {
+    func authorizeLive(role: MigrationRole, peer: String, agreementID: String, now: Date) async -> PolicyDecision {
         let bare = XmppAddr.bare(peer)
         var reasons: [PolicyReason] = []
         if let stored = try? negotiation.store.agreement(agreementID), stored.state == .finalized {
@@ -390,7 +390,7 @@ public final class MigrationService: Sendable {
             }
         }
         guard reasons.isEmpty else {
-            audit(
+            await audit(
                 refusedLive: bare, action: agreementID, reason: reasons[0].code,
                 detail: "\(role.rawValue): " + reasons.map(\.message).joined(separator: "; "))
             return .denied(reasons)
@@ -400,7 +400,7 @@ public final class MigrationService: Sendable {
 
     /// A destination that acted on its source's answer to `status` (`checkWaitsOnSource`): what it
     /// decided without the source's own request is audited (`migration.peer-check`).
-    private func audit(peerCheck result: MigrationRunner.Result) {
+    private func audit(peerCheck result: MigrationRunner.Result) async {
         let peer = (try? journal.destinationSnapshot(result.migrationID))?.peer ?? ""
         let (reason, detail): (String, String) =
             switch result.outcome {
@@ -410,13 +410,13 @@ public final class MigrationService: Sendable {
             case .waiting: ("waiting", "")
             }
         logger.notice("migration \(result.migrationID) from \(peer): \(detail)")
-        _ = try? audit.record(AuditEvent(
+        _ = try? await audit.offPool.record(AuditEvent(
             at: Date(), module: "migration", kind: "migration.peer-check", peer: XmppAddr.bare(peer), action: result.migrationID,
             outcome: .accepted, reason: reason, detail: detail))
     }
 
-    private func audit(refusedLive peer: String, action: String, reason: String, detail: String) {
-        _ = try? audit.refused(
+    private func audit(refusedLive peer: String, action: String, reason: String, detail: String) async {
+        _ = try? await audit.offPool.refused(
             module: "migration", kind: "migration.live", peer: peer, action: action, reason: reason, detail: detail, at: Date())
     }
 

@@ -151,9 +151,9 @@ import XMPP
         #expect(snapshot.request.extra["userData"]?.contains("<h1>shop</h1>") == true)
 
         // Credentials: valid, counted; a wrong token is refused and counted too.
-        #expect(try federated.provider.validateCall(serviceID: selected.serviceID, token: token).isValid)
-        #expect(try federated.provider.validateCall(serviceID: selected.serviceID, token: String(repeating: "A", count: 43)) == .invalid)
-        #expect(try federated.provider.validateCall(serviceID: selected.serviceID, token: token).isValid)
+        #expect(try await federated.provider.validateCall(serviceID: selected.serviceID, token: token).isValid)
+        #expect(try await federated.provider.validateCall(serviceID: selected.serviceID, token: String(repeating: "A", count: 43)) == .invalid)
+        #expect(try await federated.provider.validateCall(serviceID: selected.serviceID, token: token).isValid)
         let calls = try FederationStore.callCount(database: federated.provider.database, serviceID: selected.serviceID)
         #expect(calls.valid == 2 && calls.refused == 1)
         #expect(try FederationStore.validCalls(database: federated.provider.database, agreementID: agreement.id) == 2)
@@ -173,8 +173,8 @@ import XMPP
         let renewed = try await federated.consumer.renew(serviceID: selected.serviceID)
         let newToken = try #require(renewed.token)
         #expect(newToken != token)
-        #expect(try federated.provider.validateCall(serviceID: selected.serviceID, token: token) == .invalid)
-        #expect(try federated.provider.validateCall(serviceID: selected.serviceID, token: newToken).isValid)
+        #expect(try await federated.provider.validateCall(serviceID: selected.serviceID, token: token) == .invalid)
+        #expect(try await federated.provider.validateCall(serviceID: selected.serviceID, token: newToken).isValid)
         #expect(try await federated.consumer.status(serviceID: selected.serviceID).phase == "active")
 
         // Teardown: the instance and both placements end; the credentials no longer work.
@@ -183,7 +183,7 @@ import XMPP
         #expect(await eventually { await Self.isGone(instanceID, federated.driver) })
         #expect(try pair.provider.node.metering.store.placements(agreementID: agreement.id, role: .provider).first?.removedAt != nil)
         #expect(try pair.consumer.node.metering.store.placements(agreementID: agreement.id, role: .consumer).first?.removedAt != nil)
-        #expect(try federated.provider.validateCall(serviceID: selected.serviceID, token: newToken) == .serviceNotActive)
+        #expect(try await federated.provider.validateCall(serviceID: selected.serviceID, token: newToken) == .serviceNotActive)
         #expect(try FederationStore.consumed(database: federated.consumer.database, serviceID: selected.serviceID)?.phase == "ended")
 
         // Metering: the provider's usage record for the period counts the valid calls (3; the
@@ -457,7 +457,7 @@ import XMPP
             consumerDB, .init(kind: .select, peer: pair.providerJID, template: "web-server", parameters: ["max_connections": "16"])))
         #expect(selected.phase == "active" && selected.token != nil && selected.endpoint?.hasSuffix(":8080/") == true)
         let token = try #require(selected.token)
-        #expect(try federated.provider.validateCall(serviceID: selected.serviceID, token: token).isValid)
+        #expect(try await federated.provider.validateCall(serviceID: selected.serviceID, token: token).isValid)
 
         // Each side lists the service in its role, with the metered calls at the provider.
         let atProvider = try FederationStore.summaries(database: federated.provider.database)

@@ -71,16 +71,16 @@ import X509
 }
 
 @Suite struct AuditLogTests {
-    @Test func filtersByPeerKindOutcomeAndTime() throws {
+    @Test func filtersByPeerKindOutcomeAndTime() async throws {
         let cloud = try TestPKI.cloud("cloud1")
         let broker = try TestBroker(jid: cloud.jid, identity: cloud.identity, anchors: [])
         defer { broker.remove() }
         let log = broker.audit
         let t0 = TestPKI.now
-        try log.record(AuditEvent(at: t0, module: "trust", kind: "trust.handshake", peer: "a@x.test", action: "respond", outcome: .refused, reason: "unknownCA"))
-        try log.record(AuditEvent(at: t0 + 10, module: "catalog", kind: "catalog.query", peer: "a@x.test", action: "query", outcome: .refused, reason: "notEntitled"))
-        try log.refused(module: "trust", kind: "trust.envelope", peer: "b@y.test/res", action: "urn:intercloud:catalog:0", reason: "replayed", at: t0 + 20)
-        try log.record(AuditEvent(at: t0 + 30, module: "trust", kind: "trust.handshake", peer: "b@y.test", action: "initiate", outcome: .accepted, reason: "trusted"))
+        try await log.offPool.record(AuditEvent(at: t0, module: "trust", kind: "trust.handshake", peer: "a@x.test", action: "respond", outcome: .refused, reason: "unknownCA"))
+        try await log.offPool.record(AuditEvent(at: t0 + 10, module: "catalog", kind: "catalog.query", peer: "a@x.test", action: "query", outcome: .refused, reason: "notEntitled"))
+        try await log.offPool.refused(module: "trust", kind: "trust.envelope", peer: "b@y.test/res", action: "urn:intercloud:catalog:0", reason: "replayed", at: t0 + 20)
+        try await log.offPool.record(AuditEvent(at: t0 + 30, module: "trust", kind: "trust.handshake", peer: "b@y.test", action: "initiate", outcome: .accepted, reason: "trusted"))
 
         #expect(try log.events().map(\.reason) == ["trusted", "replayed", "notEntitled", "unknownCA"])
         #expect(try log.events(matching: AuditQuery(peer: "a@x.test")).count == 2)

@@ -53,7 +53,7 @@ public final class SignedRequests: SignedTransport {
                 // wait for a durable write; a global refusal is load, not blame.
                 let namespace = request.payload?.namespace ?? ""
                 tasks.spawn { [audit] in
-                    _ = try? audit.refused(
+                    _ = try? await audit.offPool.refused(
                         module: "broker", kind: "broker.request", peer: sender, action: namespace,
                         reason: "tooManyInProgress", detail: "\(Self.maxConcurrentRequestsPerPeer) requests from this sender in progress",
                         at: Date())
@@ -104,7 +104,7 @@ public final class SignedRequests: SignedTransport {
     private func refuseUnsigned(_ request: Stanza, namespace: String, _ responder: IQResponder) async {
         let sender = request.fromString ?? ""
         let xml = request.payload.map(PayloadBridge.string) ?? ""
-        guard let trust else { return refuseWithoutTrust(sender: sender, namespace: namespace, responder) }
+        guard let trust else { return await refuseWithoutTrust(sender: sender, namespace: namespace, responder) }
         do {
             // Not an envelope, so this throws `unsigned` and writes the audit record.
             _ = try trust.open(xml: xml, from: sender, namespace: namespace)
@@ -117,11 +117,11 @@ public final class SignedRequests: SignedTransport {
         }
     }
 
-    private func refuseWithoutTrust(sender: String, namespace: String, _ responder: IQResponder) {
+    private func refuseWithoutTrust(sender: String, namespace: String, _ responder: IQResponder) async {
         if refusalLog.shouldLog(sender) {
             logger.notice("refused \(namespace) request from \(sender): trust is not configured on this broker")
         }
-        _ = try? audit.refused(
+        _ = try? await audit.offPool.refused(
             module: "broker", kind: "trust.envelope", peer: sender, action: namespace, reason: "trustNotConfigured",
             detail: "this broker has no [trust] section", at: Date())
         responder.fail(.notAuthorized("this broker has no trust configuration and accepts no federation requests"))
@@ -134,7 +134,7 @@ public final class SignedRequests: SignedTransport {
         }
         let xml = PayloadBridge.string(payload)
         guard let trust else {
-            return refuseWithoutTrust(sender: sender, namespace: payload[attribute: "ns"] ?? TrustNamespace.envelope, responder)
+            return await refuseWithoutTrust(sender: sender, namespace: payload[attribute: "ns"] ?? TrustNamespace.envelope, responder)
         }
         guard let type = request.type.flatMap(Stanza.IQType.init(rawValue:)), type == .get || type == .set else {
             return responder.fail(.badRequest("expected an IQ get or set"))
@@ -158,7 +158,7 @@ public final class SignedRequests: SignedTransport {
         }
         guard let route else { return responder.fail(.notAuthorized("envelope without namespace")) }
         guard envelope.payload.count <= route.maxPayloadBytes else {
-            _ = try? audit.refused(
+            _ = try? await audit.offPool.refused(
                 module: "broker", kind: "broker.request", peer: sender, action: envelope.namespace, reason: "tooLarge",
                 detail: "\(envelope.payload.count) bytes > \(route.maxPayloadBytes)", at: Date())
             return responder.fail(.policyViolation("payload larger than \(route.maxPayloadBytes) bytes"))

@@ -83,7 +83,7 @@ public final class AutomationService: Sendable {
             let isNew = announced.withLock { $0.insert(key).inserted }
             if isNew || settings.mode == .migrate {
                 logger.notice("automatic migration \(settings.mode == .migrate ? "starting" : "proposed"): \(proposal.instanceName) (\(proposal.instanceID)) → \(proposal.peer) under \(proposal.agreementID): \(proposal.reason)")
-                _ = try? audit.record(AuditEvent(
+                _ = try? await audit.offPool.record(AuditEvent(
                     at: now, module: "broker", kind: "automation.proposal", peer: proposal.peer, action: proposal.instanceID,
                     outcome: .accepted, reason: proposal.trigger.rawValue, detail: "\(proposal.reason); agreement \(proposal.agreementID)"))
             }
@@ -91,14 +91,14 @@ public final class AutomationService: Sendable {
             do {
                 let result = try await migration.migrate(instanceID: proposal.instanceID, to: proposal.peer, agreementID: proposal.agreementID)
                 let completed = result.outcome == .completed
-                _ = try? audit.record(AuditEvent(
+                _ = try? await audit.offPool.record(AuditEvent(
                     at: Date(), module: "broker", kind: "automation.migration", peer: proposal.peer, action: proposal.instanceID,
                     outcome: completed ? .accepted : .refused, reason: completed ? "completed" : "notCompleted",
                     detail: "migration \(result.migrationID): \(result.outcome)"))
                 announced.withLock { _ = $0.remove(key) }
             } catch {
                 logger.error("automatic migration of \(proposal.instanceID) failed to start: \(error)")
-                _ = try? audit.record(AuditEvent(
+                _ = try? await audit.offPool.record(AuditEvent(
                     at: Date(), module: "broker", kind: "automation.migration", peer: proposal.peer, action: proposal.instanceID,
                     outcome: .refused, reason: "notStarted", detail: String("\(error)".prefix(500))))
             }

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Storage
 
 /// One audited decision: who (peer), what (module, kind, action), why (outcome, reason, detail),
 /// when (at).
@@ -75,8 +76,19 @@ public struct AuditQuery: Sendable, Hashable {
 }
 
 /// The broker's audit log (table of `AuditSchema`): every trust decision and every refused request
-/// of every module. Writes are synchronous and durable (the database runs `synchronous = FULL`):
-/// a refusal is on disk before the refusal is sent.
+/// of every module. Writes are durable (the database runs `synchronous = FULL`): a refusal is on
+/// disk before the refusal is sent.
+///
+/// Two ways to write the same records:
+/// - `offPool` (async), for code on the cooperative pool: records go through a group commit
+///   (`GroupCommit`), so records that arrive while the previous commit waits for the disk share
+///   the next transaction, a burst of refusals costs one fsync per batch instead of one each, and
+///   no fsync holds a pool thread. Each caller returns only once its own record is committed.
+/// - the methods of `AuditLog` itself, synchronous: the caller's thread waits for the commit. For
+///   code that runs off the pool and must not suspend: actors on `StorageExecutor` (a suspension
+///   would let another message in between a state change and its journal write), commands,
+///   `EnvelopeVerifier.open` (synchronous, it refuses before it returns), and tests that read the
+///   log right after.
 ///
 /// Every text field is cut to a bound before it is written (a peer chooses JIDs, namespaces and
 /// details). With an `aggregator`, refusals are aggregated per sender, kind and reason (see
@@ -85,6 +97,7 @@ public struct AuditQuery: Sendable, Hashable {
 public struct AuditLog: Sendable {
     public let database: DatabasePool
     public let aggregator: RefusalAggregator?
+    private let group: GroupCommit<[AuditEvent], [AuditEvent]>
 
     /// The longest text kept per field, in UTF-8 bytes; longer values are cut at a scalar and end
     /// in "…". Bytes, not characters: one Character may hold any number of combining scalars.
@@ -93,62 +106,139 @@ public struct AuditLog: Sendable {
     public init(database: DatabasePool, aggregator: RefusalAggregator? = nil) {
         self.database = database
         self.aggregator = aggregator
+        self.group = GroupCommit(database: database) { db, events in try Self.insert(events, db) }
     }
 
     /// Writes `event` as it is: decisions about something journaled (a negotiation that ended, a
     /// migration step), whose number is bounded by what peers may start. Refusals of requests,
-    /// which a flood can multiply, go through `refused(...)`.
+    /// which a flood can multiply, go through `refused(...)`. Blocks until committed.
     @discardableResult
     public func record(_ event: AuditEvent) throws -> AuditEvent? {
-        try write([event]).first
+        try database.write { db in try Self.insert([event], db) }.first
     }
 
     /// Writes a refused request through the aggregator when there is one. Returns the row written,
-    /// or nil when the refusal was only counted into an open window.
+    /// or nil when the refusal was only counted into an open window. Blocks until committed.
     @discardableResult
     public func recordRefusal(_ event: AuditEvent) throws -> AuditEvent? {
-        guard event.outcome == .refused, let aggregator else { return try write([event]).first }
-        let (decision, summaries) = aggregator.admit(Self.bounded(event))
-        var rows = summaries
-        if case .write(let first) = decision { rows.append(first) }
+        let (rows, returnsLast) = admit(event)
         guard !rows.isEmpty else { return nil }
-        let written = try write(rows)
-        if case .write = decision { return written.last }
-        return nil
+        let written = try database.write { db in try Self.insert(rows, db) }
+        return returnsLast ? written.last : nil
     }
 
-    /// Convenience for a refusal by any module.
+    /// Convenience for a refusal by any module. Blocks until committed.
     @discardableResult
     public func refused(
         module: String, kind: String, peer: String, action: String, reason: String, detail: String = "",
         at: Date
     ) throws -> AuditEvent? {
-        try recordRefusal(AuditEvent(
-            at: at, module: module, kind: kind, peer: XmppAddr.bare(peer), action: action, outcome: .refused,
-            reason: reason, detail: detail))
+        try recordRefusal(Self.refusal(module: module, kind: kind, peer: peer, action: action, reason: reason, detail: detail, at: at))
     }
 
-    /// Writes the summaries of aggregation windows that ended by `now` (call it periodically).
+    /// Writes the summaries of aggregation windows that ended by `now`. Blocks until committed.
     @discardableResult
     public func flushAggregated(now: Date) throws -> Int {
         guard let aggregator else { return 0 }
-        return try write(aggregator.due(now: now)).count
+        return try writeAll(aggregator.due(now: now))
     }
 
-    /// Writes the summaries of every open aggregation window (at shutdown).
+    /// Writes the summaries of every open aggregation window (at shutdown). Blocks until committed.
     @discardableResult
     public func drainAggregated() throws -> Int {
         guard let aggregator else { return 0 }
-        return try write(aggregator.drain()).count
+        return try writeAll(aggregator.drain())
     }
 
-    /// Deletes events older than `date` (retention); returns how many.
+    /// Deletes events older than `date` (retention); returns how many. Blocks until committed.
     @discardableResult
     public func prune(before date: Date) throws -> Int {
-        try database.write { db in
-            try db.execute(sql: "DELETE FROM audit_event WHERE at < ?", arguments: [date.timeIntervalSince1970])
-            return db.changesCount
+        try database.write { db in try Self.delete(before: date, db) }
+    }
+
+    private func writeAll(_ events: [AuditEvent]) throws -> Int {
+        guard !events.isEmpty else { return 0 }
+        return try database.write { db in try Self.insert(events, db) }.count
+    }
+
+    /// Transactions the group commit of `offPool` has made (benchmarks, tests).
+    public var groupTransactions: Int { group.transactions }
+
+    /// The same writes for code on the cooperative pool: async, waiting on GRDB's writer queue,
+    /// records group-committed. See the type's comment.
+    public var offPool: OffPool { OffPool(log: self) }
+
+    public struct OffPool: Sendable {
+        let log: AuditLog
+
+        @discardableResult
+        public func record(_ event: AuditEvent) async throws -> AuditEvent? {
+            try await log.group.commit([event]).first
         }
+
+        @discardableResult
+        public func recordRefusal(_ event: AuditEvent) async throws -> AuditEvent? {
+            let (rows, returnsLast) = log.admit(event)
+            guard !rows.isEmpty else { return nil }
+            let written = try await log.group.commit(rows)
+            return returnsLast ? written.last : nil
+        }
+
+        @discardableResult
+        public func refused(
+            module: String, kind: String, peer: String, action: String, reason: String, detail: String = "",
+            at: Date
+        ) async throws -> AuditEvent? {
+            try await recordRefusal(AuditLog.refusal(
+                module: module, kind: kind, peer: peer, action: action, reason: reason, detail: detail, at: at))
+        }
+
+        /// Writes the summaries of aggregation windows that ended by `now` (call it periodically).
+        @discardableResult
+        public func flushAggregated(now: Date) async throws -> Int {
+            guard let aggregator = log.aggregator else { return 0 }
+            return try await commitAll(aggregator.due(now: now))
+        }
+
+        /// Writes the summaries of every open aggregation window (at shutdown).
+        @discardableResult
+        public func drainAggregated() async throws -> Int {
+            guard let aggregator = log.aggregator else { return 0 }
+            return try await commitAll(aggregator.drain())
+        }
+
+        /// Deletes events older than `date` (retention); returns how many.
+        @discardableResult
+        public func prune(before date: Date) async throws -> Int {
+            try await log.database.durableWrite { db in try AuditLog.delete(before: date, db) }
+        }
+
+        private func commitAll(_ events: [AuditEvent]) async throws -> Int {
+            guard !events.isEmpty else { return 0 }
+            return try await log.group.commit(events).count
+        }
+    }
+
+    static func delete(before date: Date, _ db: Database) throws -> Int {
+        try db.execute(sql: "DELETE FROM audit_event WHERE at < ?", arguments: [date.timeIntervalSince1970])
+        return db.changesCount
+    }
+
+    static func refusal(
+        module: String, kind: String, peer: String, action: String, reason: String, detail: String, at: Date
+    ) -> AuditEvent {
+        AuditEvent(
+            at: at, module: module, kind: kind, peer: XmppAddr.bare(peer), action: action, outcome: .refused,
+            reason: reason, detail: detail)
+    }
+
+    /// The rows a refusal makes: through the aggregator, the summaries of windows it closed plus
+    /// the refusal itself if it opens a window (then `returnsLast`); without one, the event alone.
+    func admit(_ event: AuditEvent) -> (rows: [AuditEvent], returnsLast: Bool) {
+        guard event.outcome == .refused, let aggregator else { return ([event], true) }
+        let (decision, summaries) = aggregator.admit(Self.bounded(event))
+        guard case .write(let first) = decision else { return (summaries, false) }
+        return (summaries + [first], true)
     }
 
     /// The event with every text field cut to `fieldLimits`.
@@ -173,24 +263,21 @@ public struct AuditLog: Sendable {
         return bounded
     }
 
-    private func write(_ events: [AuditEvent]) throws -> [AuditEvent] {
-        guard !events.isEmpty else { return [] }
-        return try database.write { db in
-            try events.map { event in
-                let event = Self.bounded(event)
-                try db.execute(
-                    sql: """
-                        INSERT INTO audit_event (at, module, kind, peer, action, outcome, reason, detail, count)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        """,
-                    arguments: [
-                        event.at.timeIntervalSince1970, event.module, event.kind, event.peer, event.action,
-                        event.outcome.rawValue, event.reason, event.detail, event.count,
-                    ])
-                var recorded = event
-                recorded.id = db.lastInsertedRowID
-                return recorded
-            }
+    static func insert(_ events: [AuditEvent], _ db: Database) throws -> [AuditEvent] {
+        try events.map { event in
+            let event = Self.bounded(event)
+            try db.execute(
+                sql: """
+                    INSERT INTO audit_event (at, module, kind, peer, action, outcome, reason, detail, count)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    event.at.timeIntervalSince1970, event.module, event.kind, event.peer, event.action,
+                    event.outcome.rawValue, event.reason, event.detail, event.count,
+                ])
+            var recorded = event
+            recorded.id = db.lastInsertedRowID
+            return recorded
         }
     }
 

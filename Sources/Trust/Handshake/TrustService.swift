@@ -103,11 +103,11 @@ public actor TrustService {
             guard case .failure(let refusal) = verdict else { continue }
             // Only the pin that was checked goes: a concurrent handshake may have replaced it.
             guard let fingerprint = pin.fingerprint,
-                  (try? store.lapse(pin.jid, fingerprint: fingerprint, at: now, note: "lapsed: \(refusal.reason.rawValue)")) == true
+                  (try? await store.lapse(pin.jid, fingerprint: fingerprint, at: now, note: "lapsed: \(refusal.reason.rawValue)")) == true
             else { continue }
             removed.append(refusal)
             logger.notice("pin no longer valid", metadata: ["peer": "\(pin.jid)", "reason": "\(refusal.reason.rawValue)"])
-            _ = try? audit.refused(
+            _ = try? await audit.offPool.refused(
                 module: "trust", kind: "trust.revalidate", peer: pin.jid, action: "revalidate",
                 reason: refusal.reason.rawValue, detail: refusal.detail, at: now)
         }
@@ -140,7 +140,7 @@ public actor TrustService {
         let peer = XmppAddr.bare(peerJID)
         do {
             if let refusal = try store.operatorRefusal(for: peer) {
-                recordRefusal(refusal, peer: peer, action: "initiate")
+                await recordRefusal(refusal, peer: peer, action: "initiate")
                 return .failure(refusal)
             }
         } catch {
@@ -169,16 +169,16 @@ public actor TrustService {
                 action = machine.chainVerified(verdict, now: clock())
             case .trust(let verified, _):
                 do {
-                    let (pin, replaced) = try store.recordTrusted(verified, at: clock(), keyChange: verifier.configuration.keyChange)
-                    recordAccepted(pin, replaced: replaced, action: "initiate")
+                    let (pin, replaced) = try await store.recordTrusted(verified, at: clock(), keyChange: verifier.configuration.keyChange)
+                    await recordAccepted(pin, replaced: replaced, action: "initiate")
                     return .success(pin)
                 } catch {
                     let refusal = error as? TrustRefusal ?? TrustRefusal(.unexpectedMessage, "trust store: \(error)")
-                    recordRefusal(refusal, peer: peer, action: "initiate")
+                    await recordRefusal(refusal, peer: peer, action: "initiate")
                     return .failure(refusal)
                 }
             case .refuse(let refusal, let reply):
-                recordRefusal(refusal, peer: peer, action: "initiate")
+                await recordRefusal(refusal, peer: peer, action: "initiate")
                 if let reply {
                     // Best effort: lets the responder end its session now instead of at its timeout.
                     _ = try? await exchange(TrustWire.encode(reply))
@@ -186,7 +186,7 @@ public actor TrustService {
                 return .failure(refusal)
             case .none:
                 let refusal = TrustRefusal(.unexpectedMessage, "handshake stalled")
-                recordRefusal(refusal, peer: peer, action: "initiate")
+                await recordRefusal(refusal, peer: peer, action: "initiate")
                 return .failure(refusal)
             }
         }
@@ -204,7 +204,7 @@ public actor TrustService {
             message = try TrustWire.decode(xml: payload)
         } catch {
             let refusal = error as? TrustRefusal ?? TrustRefusal(.malformed, "\(error)")
-            recordRefusal(refusal, peer: peer, action: "respond")
+            await recordRefusal(refusal, peer: peer, action: "respond")
             return Self.errorResponse(.refused(.init(reason: refusal.reason, detail: refusal.detail, session: nil)))
         }
 
@@ -212,7 +212,7 @@ public actor TrustService {
         if case .hello = message {
             do {
                 if let refusal = try store.operatorRefusal(for: peer) {
-                    recordRefusal(refusal, peer: peer, action: "respond")
+                    await recordRefusal(refusal, peer: peer, action: "respond")
                     // As for the pinning step below: the wire does not say what the operator decided.
                     return Self.errorResponse(.refused(.init(
                         reason: .distrusted, detail: "not trusted here", session: message.session)))
@@ -228,7 +228,7 @@ public actor TrustService {
             return .result(payload: nil)  // a refusal for a session we no longer hold: nothing to end
         } else {
             let refusal = TrustRefusal(.unexpectedMessage, "no handshake in progress with \(peer)")
-            recordRefusal(refusal, peer: peer, action: "respond")
+            await recordRefusal(refusal, peer: peer, action: "respond")
             return Self.errorResponse(.refused(.init(reason: refusal.reason, detail: refusal.detail, session: message.session)))
         }
 
@@ -248,12 +248,12 @@ public actor TrustService {
                 return .result(payload: TrustWire.encode(reply))
             case .trust(let verified, let reply):
                 do {
-                    let (pin, replaced) = try store.recordTrusted(verified, at: clock(), keyChange: verifier.configuration.keyChange)
-                    recordAccepted(pin, replaced: replaced, action: "respond")
+                    let (pin, replaced) = try await store.recordTrusted(verified, at: clock(), keyChange: verifier.configuration.keyChange)
+                    await recordAccepted(pin, replaced: replaced, action: "respond")
                     return .result(payload: reply.map(TrustWire.encode))
                 } catch {
                     let refusal = error as? TrustRefusal ?? TrustRefusal(.unexpectedMessage, "trust store: \(error)")
-                    recordRefusal(refusal, peer: peer, action: "respond")
+                    await recordRefusal(refusal, peer: peer, action: "respond")
                     // The audit has the reason; the wire says only that we do not trust it, so a
                     // requester learns nothing of our pins or the operator's decisions.
                     let told = Self.pinStateReasons.contains(refusal.reason)
@@ -262,7 +262,7 @@ public actor TrustService {
                         reason: told.reason, detail: told.detail, session: machine.sessionID)))
                 }
             case .refuse(let refusal, let reply):
-                recordRefusal(refusal, peer: peer, action: "respond")
+                await recordRefusal(refusal, peer: peer, action: "respond")
                 guard let reply else { return .result(payload: nil) }
                 return Self.errorResponse(reply)
             case .none:
@@ -317,12 +317,12 @@ public actor TrustService {
 
     // MARK: Audit
 
-    private func recordAccepted(_ pin: PeerPin, replaced: String?, action: String) {
+    private func recordAccepted(_ pin: PeerPin, replaced: String?, action: String) async {
         logger.info("trusted peer", metadata: ["peer": "\(pin.jid)", "fingerprint": "\(pin.fingerprint ?? "")"])
         // A changed key is accepted only because the new chain validated; say so in the record.
         let detail = "fingerprint \(pin.fingerprint ?? "")" + (replaced.map { " (key changed, was \($0))" } ?? "")
         do {
-            try audit.record(AuditEvent(
+            try await audit.offPool.record(AuditEvent(
                 at: clock(), module: "trust", kind: "trust.handshake", peer: pin.jid, action: action,
                 outcome: .accepted, reason: replaced == nil ? "trusted" : "trustedNewKey", detail: detail))
         } catch {
@@ -330,10 +330,10 @@ public actor TrustService {
         }
     }
 
-    private func recordRefusal(_ refusal: TrustRefusal, peer: String, action: String) {
+    private func recordRefusal(_ refusal: TrustRefusal, peer: String, action: String) async {
         logger.notice("trust refused", metadata: ["peer": "\(peer)", "reason": "\(refusal.reason.rawValue)", "detail": "\(refusal.detail)"])
         do {
-            try audit.refused(
+            try await audit.offPool.refused(
                 module: "trust", kind: "trust.handshake", peer: peer, action: action, reason: refusal.reason.rawValue,
                 detail: refusal.detail, at: clock())
         } catch {

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Storage
 import SwiftASN1
 import X509
 
@@ -137,7 +138,7 @@ public struct TrustStore: Sendable {
     /// (`acceptNewKey`). Otherwise `keyChangeRefused` is thrown and the old pin stays.
     public func recordTrusted(
         _ peer: VerifiedPeer, at now: Date, keyChange: KeyChangePolicy = .sameAnchor
-    ) throws -> (pin: PeerPin, replacedFingerprint: String?) {
+    ) async throws -> (pin: PeerPin, replacedFingerprint: String?) {
         let der = Array(try peer.leaf.derBytes())
         // The chain as presented, without the anchor (which is ours): enough to re-verify later.
         let presented = peer.chain.count > 1 ? Array(peer.chain.dropLast()) : peer.chain
@@ -147,7 +148,8 @@ public struct TrustStore: Sendable {
         }
         let chainDER = chainSerializer.serializedBytes
         let fingerprint = peer.fingerprint
-        return try database.write { db in
+        // Off the cooperative pool (`durableWrite`): the handshake that called waits, no thread does.
+        return try await database.durableWrite { db in
             let existing = try Row.fetchOne(db, sql: "SELECT * FROM trust_pin WHERE jid = ?", arguments: [peer.jid])
                 .map(PeerPin.init(row:))
             if let existing, existing.state == .revoked || existing.state == .distrusted {
@@ -254,8 +256,8 @@ public struct TrustStore: Sendable {
     /// Marks a trusted pin lapsed (revalidation found its chain no longer valid), if it still has
     /// `fingerprint`; returns false if a concurrent handshake replaced it meanwhile.
     @discardableResult
-    public func lapse(_ jid: String, fingerprint: String, at now: Date, note: String) throws -> Bool {
-        try database.write { db in
+    public func lapse(_ jid: String, fingerprint: String, at now: Date, note: String) async throws -> Bool {
+        try await database.durableWrite { db in
             try db.execute(
                 sql: "UPDATE trust_pin SET state = 'lapsed', updated_at = ?, note = ? WHERE jid = ? AND fingerprint = ? AND state = 'trusted'",
                 arguments: [now.timeIntervalSince1970, note, XmppAddr.bare(jid), fingerprint])
