@@ -76,7 +76,12 @@ public final class BrokerNode: Service, Sendable {
         FederationStore.Schema.self, BackupSchema.self,
     ] }
 
-    public init(configuration: BrokerConfiguration, logger: Logger = Logger(label: "intercloud.broker")) throws {
+    /// - Parameter clock: what the periodic loops built here wait on between rounds (automatic
+    ///   migration's checks); tests pass a clock they advance instead of sleeping.
+    public init(
+        configuration: BrokerConfiguration, logger: Logger = Logger(label: "intercloud.broker"),
+        clock: any Clock<Duration> = ContinuousClock()
+    ) throws {
         var logger = logger
         logger[metadataKey: "cloud"] = "\(configuration.broker.cloud)"
         self.configuration = configuration
@@ -138,7 +143,7 @@ public final class BrokerNode: Service, Sendable {
         if let migration, let provider {
             self.automation = AutomationService(
                 context: context, settings: configuration.automation, provider: provider, migration: migration, negotiation: negotiation,
-                metering: metering)
+                metering: metering, clock: clock)
         } else {
             if configuration.automation.mode != .off {
                 logger.warning("[automation] needs [provider] and [trust] (migration); automatic migration is off")

@@ -27,10 +27,11 @@ import XMPP
         boot_timeout_seconds = 30
         """
 
-    func pair(consumerExtra: String = "") async throws -> BrokerNegotiationIntegrationTests.Pair {
+    func pair(consumerExtra: String = "", consumerClock: any Clock<Duration> = ContinuousClock()) async throws -> BrokerNegotiationIntegrationTests.Pair {
         let pair = try await negotiation.trustedPair(
             consumerSection: Self.section.replacingOccurrences(of: "%@", with: "c-\(UUID().uuidString.prefix(6))") + consumerExtra,
-            providerSection: Self.section.replacingOccurrences(of: "%@", with: "p-\(UUID().uuidString.prefix(6))"))
+            providerSection: Self.section.replacingOccurrences(of: "%@", with: "p-\(UUID().uuidString.prefix(6))"),
+            consumerClock: consumerClock)
         #expect(await eventually(timeout: .seconds(20)) { pair.consumer.node.migration?.isReady == true && pair.provider.node.migration?.isReady == true })
         return pair
     }
@@ -155,8 +156,11 @@ import XMPP
     }
 
     /// `[automation] mode = "migrate"`: a cloud over its capacity threshold moves an instance to
-    /// the peer it holds an agreement with, by itself, and audits it.
+    /// the peer it holds an agreement with, by itself, and audits it. The automation's check
+    /// interval runs on a test clock: each "nothing happens" below is a whole round that ran and
+    /// decided nothing (the loop is asleep again), not a real wait that a slow round could outlast.
     @Test func automaticMigrationMovesAnInstanceWhenTheCloudIsOverCapacity() async throws {
+        let clock = TestClock()
         let pair = try await pair(consumerExtra: """
 
             [automation]
@@ -164,7 +168,13 @@ import XMPP
             check_seconds = 0.5
             triggers = ["capacity"]
             capacity_threshold_percent = 75
-            """)
+            """, consumerClock: clock)
+        /// One check of the automation: wake it and wait until it sleeps again.
+        func round() async {
+            await clock.waitForSleepers()
+            clock.advance(by: .milliseconds(500))
+            await clock.waitForSleepers()
+        }
         let source = try await #require(pair.consumer.node.provider).driver()
         let destination = try await #require(pair.provider.node.provider).driver()
         _ = try await runningInstance(pair.consumer.node)
@@ -172,19 +182,19 @@ import XMPP
         _ = try await runningInstance(pair.consumer.node)
         _ = try await runningInstance(pair.consumer.node)
         // 4 instances of the 20 SimCloud allows is low; vCPU 4 of 64 too: nothing to do yet.
-        try await Task.sleep(for: .seconds(1))
+        await round()
         #expect(try await destination.listInstances().isEmpty)
         _ = try await agree(pair)
         // Now an agreement exists, but the cloud is still under its threshold: still nothing.
-        try await Task.sleep(for: .seconds(1.5))
+        await round()
         #expect(try await destination.listInstances().isEmpty)
         #expect(pair.consumer.auditEvents(kind: "automation.proposal").isEmpty)
-        // Fill the cloud past 75 % of its instance limit (20): the broker moves one instance.
+        // Fill the cloud past 75 % of its instance limit (20): the next round moves one instance
+        // (in `migrate` mode a round returns when its migrations have ended).
         for _ in 0..<12 { _ = try await runningInstance(pair.consumer.node) }
-        #expect(await eventually(timeout: .seconds(30)) { ((try? await destination.listInstances()) ?? []).count >= 1 })
-        #expect(await eventually(timeout: .seconds(10)) {
-            pair.consumer.auditEvents(kind: "automation.migration").contains { $0.reason == "completed" }
-        })
+        await round()
+        #expect(((try? await destination.listInstances()) ?? []).count >= 1)
+        #expect(pair.consumer.auditEvents(kind: "automation.migration").contains { $0.reason == "completed" })
         let proposal = try #require(pair.consumer.auditEvents(kind: "automation.proposal").first)
         #expect(proposal.reason == "capacity" && proposal.detail.contains("instances"))
         #expect(try await source.listInstances().filter { $0.state == .running }.count <= 15)

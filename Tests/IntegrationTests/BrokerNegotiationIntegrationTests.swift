@@ -79,7 +79,7 @@ import XMPP
     /// Two brokers under one root CA, each with a policy file and short negotiation timers.
     func trustedPair(
         requiredAvailability: String = "99.5", negotiationTOML: String = "", consumerSection: String = "", providerSection: String = "",
-        providerPrices: [String: String] = [:], consumerPolicyExtra: String = ""
+        providerPrices: [String: String] = [:], consumerPolicyExtra: String = "", consumerClock: any Clock<Duration> = ContinuousClock()
     ) async throws -> Pair {
         let fixture = TrustFixture(brokers: BrokerFixture(server: server))
         let root = try fixture.root("root")
@@ -116,7 +116,7 @@ import XMPP
         let providerConfig = try config(
             cloud: "cloud2", host: "cloud2.test", account: providerAccount, policy: Self.providerPolicy(consumer: consumerAccount.jid, extraPrices: providerPrices),
             extra: providerSection)
-        let consumer = try RunningBroker(configuration: consumerConfig)
+        let consumer = try RunningBroker(configuration: consumerConfig, clock: consumerClock)
         let provider = try RunningBroker(configuration: providerConfig)
         #expect(await eventually(timeout: .seconds(30)) { consumer.isTrusted(providerAccount.jid) && provider.isTrusted(consumerAccount.jid) })
         return Pair(

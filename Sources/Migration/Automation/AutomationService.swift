@@ -32,12 +32,15 @@ public final class AutomationService: Sendable {
     let metering: MeteringService
     let audit: AuditLog
     let logger: Logger
+    /// What `run` waits on between rounds; tests pass a clock they advance.
+    let clock: any Clock<Duration>
     private let announced = Mutex<Set<String>>([])
 
     public init(
         context: BrokerContext, settings: Settings, provider: ProviderHandle, migration: MigrationService, negotiation: NegotiationService,
-        metering: MeteringService
+        metering: MeteringService, clock: any Clock<Duration> = ContinuousClock()
     ) {
+        self.clock = clock
         self.settings = settings
         self.local = context.local
         self.provider = provider
@@ -52,7 +55,7 @@ public final class AutomationService: Sendable {
         guard settings.mode != .off else { return }
         logger.info("automatic migration: \(settings.mode.rawValue), triggers \(settings.policy.triggers.map(\.rawValue).sorted().joined(separator: ", "))")
         while !Task.isCancelled {
-            try? await Task.sleep(for: settings.checkInterval)
+            try? await clock.sleep(for: settings.checkInterval)
             if Task.isCancelled { break }
             await round(now: Date())
         }
