@@ -1,6 +1,7 @@
 import Foundation
 import Policy
 import Providers
+import TestSupport
 import Testing
 @testable import Migration
 
@@ -18,14 +19,16 @@ struct CutoverLosingLink: MigrationPeerLink {
     }
 
     let inner: InProcessPeerLink
-    /// How long the lost `cutover` keeps its sender waiting before it fails (a request timeout).
+    /// How long the lost `cutover` keeps its sender waiting before it fails (a request timeout),
+    /// on `clock`: a test clock lets the test decide when that timeout comes.
     var cutoverTimeout: Duration = .zero
+    var clock: any Clock<Duration> = ContinuousClock()
     var abort: AbortHandling = .deliver
 
     func send(_ message: MigrationMessage, to peer: String) async throws -> MigrationMessage {
         switch (message.body, abort) {
         case (.cutover, _):
-            try await Task.sleep(for: cutoverTimeout)
+            try await clock.sleep(for: cutoverTimeout)
             throw InProcessPeerLink.Unreachable(peer: peer)
         case (.abort, .lose):
             throw InProcessPeerLink.Unreachable(peer: peer)
@@ -61,6 +64,28 @@ struct CutoverCheckTests {
         return (fixture, try await fixture.setUp())
     }
 
+    /// The task's result, moving `clock` on by `step` whenever something sleeps on it (each lost
+    /// `cutover` the source sends times out then).
+    private func finishing<T: Sendable>(_ task: Task<T, any Error>, advancing clock: TestClock, by step: Duration) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await task.value }
+            group.addTask {
+                while !Task.isCancelled {
+                    if clock.sleeperCount > 0 { clock.advance(by: step) }
+                    try? await Task.sleep(for: .milliseconds(5))
+                }
+                return nil
+            }
+            while let next = try await group.next() {
+                if let value = next {
+                    group.cancelAll()
+                    return value
+                }
+            }
+            throw CancellationError()
+        }
+    }
+
     private func waitFor(_ what: String, _ condition: () throws -> Bool) async throws {
         let deadline = Date().addingTimeInterval(20)
         while try !condition() {
@@ -73,8 +98,11 @@ struct CutoverCheckTests {
     func lostCutoverCompletedByAsking() async throws {
         let (fixture, instanceID) = try await fixture()
         defer { fixture.removeFiles() }
+        // The source's cutover request times out on a test clock: it stays outstanding, however
+        // slow the machine, until the destination's side below is checked.
+        let clock = TestClock()
         let link = CutoverLosingLink(
-            inner: InProcessPeerLink(local: MigrationFixture.sourceName, network: fixture.network), cutoverTimeout: .seconds(3))
+            inner: InProcessPeerLink(local: MigrationFixture.sourceName, network: fixture.network), cutoverTimeout: .seconds(3), clock: clock)
         let source = await sourceRunner(fixture, link: link)
         let sourceJournal = await fixture.sourceJournal!
         let destination = await fixture.destinationRunner!
@@ -102,7 +130,8 @@ struct CutoverCheckTests {
 
         // The source's cutover fails at its timeout; its rollback's abort is answered `completed`,
         // so it finishes forward: one running copy, at the destination.
-        let result = try await migration.value
+        #expect(try sourceJournal.sourceSnapshot("mig-cut")?.phase == .cuttingOver)
+        let result = try await finishing(migration, advancing: clock, by: .seconds(3))
         #expect(result.outcome == .completed)
         #expect(try sourceJournal.sourceSnapshot("mig-cut")?.notes.contains { $0.contains("overtaken") } == true)
         let sourceInstances = try await fixture.sourceCloud.listInstances().filter { $0.id == instanceID && $0.state != .terminated }
