@@ -29,6 +29,14 @@ public struct NegotiationOutcome: Sendable, Hashable {
 /// timeouts). At start every unfinished negotiation is resumed by the machine's resume rule.
 public actor NegotiationService {
     /// Journal writes wait for their fsync on the storage thread, not on a cooperative one.
+    ///
+    /// Why a serial executor and not GRDB's async writes: every handler changes a machine in
+    /// `active`, journals it, then answers, with no suspension point in between. An awaited write
+    /// would be one: another message for the same negotiation could run against the changed but
+    /// unjournaled machine, and a crash could then lose a state a peer was already told about.
+    /// On this executor the writes stay synchronous (nothing interleaves) and only the waiting
+    /// moves off the pool. For the same reason this actor writes its audit records with the
+    /// audit log's synchronous methods, not `audit.offPool`.
     public nonisolated var unownedExecutor: UnownedSerialExecutor { StorageExecutor.shared.asUnownedSerialExecutor() }
 
     struct Active {
