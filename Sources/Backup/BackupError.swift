@@ -11,6 +11,8 @@ public enum BackupError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The store failed (a file could not be written, a size did not match).
     case store(String)
     case journal(String)
+    /// The task was cancelled (a shutdown): the job stays under way for the next resume.
+    case interrupted(String)
     /// The runner stopped on purpose (the crash tests' observer threw): nothing more is done.
     case halted
 
@@ -22,6 +24,7 @@ public enum BackupError: Error, Sendable, Hashable, CustomStringConvertible {
         case .invalidManifest(let id, let reason): "backup \(id): manifest refused: \(reason)"
         case .store(let reason): "backup store: \(reason)"
         case .journal(let reason): "backup journal: \(reason)"
+        case .interrupted(let id): "\(id) was interrupted; `intercloud backup resume` (or the next `intercloud serve`) finishes it"
         case .halted: "the backup runner was stopped"
         }
     }

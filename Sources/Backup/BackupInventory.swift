@@ -52,7 +52,8 @@ public struct BackupInventory: Sendable {
             }
             do {
                 let manifest = try await manifest(policy: policy, backupID: backupID, store: store)
-                result.append(BackupListing(backupID: backupID, createdAt: manifest.createdAt, manifest: manifest, refusal: nil))
+                // Ordered by the time in the id, which was checked, not by the manifest's own claim.
+                result.append(BackupListing(backupID: backupID, createdAt: created, manifest: manifest, refusal: nil))
             } catch {
                 result.append(BackupListing(backupID: backupID, createdAt: created, manifest: nil, refusal: error.description))
             }

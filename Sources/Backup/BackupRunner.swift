@@ -171,30 +171,42 @@ public actor BackupRunner {
         do { jobs = try journal.unsettled() } catch { throw .journal("\(error)") }
         var runs: [BackupRun.Snapshot] = []
         var restores: [BackupRestore.Snapshot] = []
+        var failures: [String] = []
         for job in jobs where !busy.contains(job.id) {
             busy.insert(job.id)
             defer { busy.remove(job.id) }
-            switch job.kind {
-            case .run:
-                guard let stored = try journalRead({ try journal.run(job.id) }) else { continue }
-                var machine = BackupRun(resuming: stored)
-                let store = try store(stored.policy.target)
-                let action = machine.resume(now: Date())
-                try await save(machine, action, detail: "resumed after a restart")
-                report(job.id, nil, "resuming (\(stored.phase.rawValue))")
-                try await drive(&machine, from: action, store: store)
-                runs.append(machine.snapshot)
-            case .restore:
-                guard let stored = try journalRead({ try journal.restore(job.id) }) else { continue }
-                var machine = BackupRestore(resuming: stored)
-                let store = try store(stored.target)
-                let action = machine.resume(now: Date())
-                try await save(machine, action, detail: "resumed after a restart")
-                report(job.id, nil, "resuming (\(stored.phase.rawValue))")
-                try await drive(&machine, from: action, store: store)
-                restores.append(machine.snapshot)
+            // One job that cannot go on (its store unreachable from here) does not hold up the others.
+            do throws(BackupError) {
+                switch job.kind {
+                case .run:
+                    guard let stored = try journalRead({ try journal.run(job.id) }) else { continue }
+                    var machine = BackupRun(resuming: stored)
+                    let store = try store(stored.policy.target)
+                    let action = machine.resume(now: Date())
+                    try await save(machine, action, detail: "resumed after a restart")
+                    report(job.id, nil, "resuming (\(stored.phase.rawValue))")
+                    try await drive(&machine, from: action, store: store)
+                    runs.append(machine.snapshot)
+                case .restore:
+                    guard let stored = try journalRead({ try journal.restore(job.id) }) else { continue }
+                    var machine = BackupRestore(resuming: stored)
+                    let store = try store(stored.target)
+                    let action = machine.resume(now: Date())
+                    try await save(machine, action, detail: "resumed after a restart")
+                    report(job.id, nil, "resuming (\(stored.phase.rawValue))")
+                    try await drive(&machine, from: action, store: store)
+                    restores.append(machine.snapshot)
+                }
+            } catch .halted {
+                throw .halted
+            } catch .interrupted(let id) {
+                throw .interrupted(id)
+            } catch {
+                logger.error("\(job.id) could not be resumed: \(error); it stays under way")
+                failures.append("\(job.id): \(error)")
             }
         }
+        if runs.isEmpty, restores.isEmpty, !failures.isEmpty { throw .refused(failures.joined(separator: "; ")) }
         return (runs, restores)
     }
 
@@ -207,8 +219,12 @@ public actor BackupRunner {
         let id = machine.snapshot.runID
         while action != .none {
             try await observe(id, machine.phase.rawValue, action, .journaled)
+            try checkNotCancelled(id)
             let event = await perform(action, run: machine.snapshot, store: store)
             try await observe(id, machine.phase.rawValue, action, .performed)
+            // A step cut short by a shutdown did not fail: nothing is recorded, and the next
+            // start resumes the job at that step (an instance this run stopped is started then).
+            try checkNotCancelled(id)
             let now = Date()
             action = event.apply(&machine, now)
             try await save(machine, action, detail: event.detail)
@@ -230,8 +246,10 @@ public actor BackupRunner {
         let id = machine.snapshot.restoreID
         while action != .none {
             try await observe(id, machine.phase.rawValue, action, .journaled)
+            try checkNotCancelled(id)
             let event = await perform(action, restore: machine.snapshot, store: store)
             try await observe(id, machine.phase.rawValue, action, .performed)
+            try checkNotCancelled(id)
             action = event.apply(&machine, Date())
             try await save(machine, action, detail: event.detail)
         }
@@ -342,7 +360,9 @@ public actor BackupRunner {
                 let entries = try await inventory.listing(policy: run.policy.name, store: store).compactMap { listing -> BackupRetention.Entry? in
                     // A refused manifest is no backup of ours: retention leaves it alone (it is audited when listed).
                     guard listing.refusal == nil else { return nil }
-                    return BackupRetention.Entry(backupID: listing.backupID, instance: listing.manifest?.source.instanceName, createdAt: listing.createdAt)
+                    // Per instance of a cloud: two brokers sharing a store may both have a `web-1`.
+                    let instance = listing.manifest.map { "\($0.source.driver)/\($0.source.instanceID)" }
+                    return BackupRetention.Entry(backupID: listing.backupID, instance: instance, createdAt: listing.createdAt)
                 }
                 return Event(detail: "\(entries.count) backups in the store") { $0.listed(entries, now: $1) }
             } catch { return failed("list the store", error) }
@@ -445,6 +465,13 @@ public actor BackupRunner {
     }
 
     // MARK: helpers
+
+    private func checkNotCancelled(_ id: String) throws(BackupError) {
+        if Task.isCancelled {
+            logger.notice("\(id): interrupted; left under way for the next resume")
+            throw .interrupted(id)
+        }
+    }
 
     private func checkRunning() throws(BackupError) {
         if halted { throw .halted }

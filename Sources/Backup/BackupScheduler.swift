@@ -40,14 +40,18 @@ public struct BackupScheduler: Service, CustomStringConvertible {
     /// The longest sleep between looks at the schedule.
     public let checkInterval: TimeInterval
     public let logger: Logger
+    /// The file `intercloud backup` commands lock (beside the database): the scheduler holds it
+    /// while it acts, so a command and the broker never drive one job at once. Nil: no lock.
+    public let lockPath: String?
 
     public var description: String { "backup scheduler" }
 
     public init(
-        policies: [BackupPolicy], checkInterval: TimeInterval = defaultCheckInterval, logger: Logger,
+        policies: [BackupPolicy], checkInterval: TimeInterval = defaultCheckInterval, lockPath: String? = nil, logger: Logger,
         makeRunner: @escaping @Sendable () async throws -> BackupRunner
     ) {
         self.makeRunner = makeRunner
+        self.lockPath = lockPath
         self.policies = policies
         self.checkInterval = checkInterval
         self.logger = logger
@@ -63,27 +67,54 @@ public struct BackupScheduler: Service, CustomStringConvertible {
         var runner: BackupRunner?
         while !Task.isCancelled {
             var next: Date?
-            do {
-                if runner == nil {
-                    let made = try await makeRunner()
-                    runner = made
-                    let resumed = try await made.resume()
+            let lock = lockPath.map(FileLock.init)
+            if let lock, !lock.acquired {
+                logger.debug("backup: an `intercloud backup` command holds \(lock.path); looking again later")
+            } else {
+                do {
+                    let current: BackupRunner
+                    if let runner { current = runner } else {
+                        current = try await makeRunner()
+                        runner = current
+                    }
+                    // Every pass (a cheap query when nothing is under way): a job a command or a
+                    // shutdown left is finished as soon as the lock and its store allow.
+                    let resumed = try await current.resume()
                     if !resumed.runs.isEmpty || !resumed.restores.isEmpty {
                         logger.info("backup: finished \(resumed.runs.count) run(s) and \(resumed.restores.count) restore(s) left under way")
                     }
-                }
-                guard let runner else { continue }
-                let plan = BackupSchedule.due(policies, lastStarts: try runner.journal.lastRunStarts(), now: Date())
-                next = plan.next
-                for policy in plan.due where !Task.isCancelled {
-                    do {
-                        let run = try await runner.run(policy)
-                        logger.info("backup: run \(run.runID) of \(policy.name) ended \(run.phase.rawValue)")
-                    } catch { logger.error("backup: policy \(policy.name) was not run: \(error)") }
-                }
-            } catch { logger.error("backup: \(error); trying again in \(Int(checkInterval)) s") }
+                    let plan = BackupSchedule.due(policies, lastStarts: try current.journal.lastRunStarts(), now: Date())
+                    next = plan.next
+                    for policy in plan.due where !Task.isCancelled {
+                        do {
+                            let run = try await current.run(policy)
+                            logger.info("backup: run \(run.runID) of \(policy.name) ended \(run.phase.rawValue)")
+                        } catch { logger.error("backup: policy \(policy.name) was not run: \(error)") }
+                    }
+                } catch { logger.error("backup: \(error); trying again in \(Int(checkInterval)) s") }
+            }
+            lock?.release()
             let wait = min(checkInterval, max(1, (next ?? .distantFuture).timeIntervalSinceNow))
             try? await Task.sleep(for: .milliseconds(Int64(wait * 1000)))
         }
+    }
+}
+
+/// A non-blocking exclusive `flock` on a file, taken at init.
+final class FileLock: Sendable {
+    let path: String
+    private let descriptor: Int32
+    let acquired: Bool
+
+    init(_ path: String) {
+        self.path = path
+        descriptor = open(path, O_CREAT | O_RDWR, 0o600)
+        acquired = descriptor >= 0 && flock(descriptor, LOCK_EX | LOCK_NB) == 0
+    }
+
+    func release() {
+        guard descriptor >= 0 else { return }
+        if acquired { flock(descriptor, LOCK_UN) }
+        close(descriptor)
     }
 }

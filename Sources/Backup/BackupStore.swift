@@ -92,8 +92,17 @@ public struct DirectoryBackupStore: BackupStore {
     public func get(key: String, limit: Int) async throws -> Data? {
         let source = url(key)
         return try await BlockingFileWork.run {
-            guard let handle = FileHandle(forReadingAtPath: source.path) else { return nil }
+            // No symbolic link, and no FIFO to hang on: only a regular file is read.
+            let descriptor = open(source.path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK)
+            guard descriptor >= 0 else {
+                if errno == ENOENT { return nil }
+                throw BackupError.refused("\(key) cannot be opened: \(String(cString: strerror(errno)))")
+            }
+            let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
             defer { try? handle.close() }
+            guard (try? FileManager.default.attributesOfItem(atPath: source.path)[.type] as? FileAttributeType) == .typeRegular else {
+                throw BackupError.refused("\(key) is not a regular file")
+            }
             // One byte past the limit tells a too-large file from one exactly at it.
             let data = try handle.read(upToCount: limit + 1) ?? Data()
             guard data.count <= limit else { throw BackupError.refused("\(key) is larger than \(limit) bytes") }

@@ -340,7 +340,10 @@ public final class BrokerNode: Service, Sendable {
         var backupLogger = logger
         backupLogger[metadataKey: "module"] = "backup"
         let runnerLogger = backupLogger
-        return BackupScheduler(policies: backupPolicies, checkInterval: settings.checkInterval, logger: backupLogger) {
+        return BackupScheduler(
+            policies: backupPolicies, checkInterval: settings.checkInterval, lockPath: configuration.databasePath + ".backups.lock",
+            logger: backupLogger
+        ) {
             BackupRunner(
                 driver: try await provider.driver(), journal: BackupJournal(database: database),
                 configuration: .init(staging: URL(fileURLWithPath: settings.staging)), audit: audit, logger: runnerLogger)

@@ -52,11 +52,11 @@ struct BackupFixture {
     /// `environment`: where the stores read S3 keys from (this process's by default).
     init(
         directory: TemporaryDirectory? = nil, observer: BackupRunner.JournalObserver? = nil,
-        environment: [String: String] = ProcessInfo.processInfo.environment
+        environment: [String: String] = ProcessInfo.processInfo.environment, delays: SimCloud.Delays = .instant
     ) throws {
         let directory = try directory ?? TemporaryDirectory()
         self.directory = directory
-        var cloudConfiguration = SimCloud.Configuration(dataDirectory: directory.url.appendingPathComponent("sim"), delays: .instant)
+        var cloudConfiguration = SimCloud.Configuration(dataDirectory: directory.url.appendingPathComponent("sim"), delays: delays)
         cloudConfiguration.durableWrites = false
         cloud = try SimCloud(configuration: cloudConfiguration)
         let database = try IntercloudDatabase.open(

@@ -90,4 +90,30 @@ struct BackupRestartTests {
             #expect((try? FileManager.default.contentsOfDirectory(atPath: after.staging.path))?.isEmpty ?? true, "step \(stopAt)")
         }
     }
+
+    @Test("a run cancelled while it waits for an instance to stop (a broker shutting down) stays under way; resume finishes it and the instance runs")
+    func cancelledRunResumes() async throws {
+        let f = try BackupFixture(delays: SimCloud.Delays(boot: .zero, shutdown: .seconds(2), reboot: .zero, save: .zero, terminate: .zero))
+        let web = try await f.instance("web-1")
+        let running = Task { try await f.runner.run(f.policy(["web-1"], method: .stopAndExport)) }
+        // Until the shutdown is under way.
+        var stopping = false
+        for _ in 0..<200 where !stopping {
+            try await Task.sleep(for: .milliseconds(10))
+            stopping = (try? await f.cloud.describe(instance: web.id).state) == .stopping
+        }
+        #expect(stopping)
+        running.cancel()
+        await #expect {
+            try await running.value
+        } throws: { error in
+            if case .interrupted = error as? BackupError { return true }
+            return false
+        }
+        #expect(try f.journal.unsettled().count == 1, "nothing was settled by the cancellation")
+        let after = try f.restarted()
+        let run = try #require(try await after.runner.resume().runs.first)
+        #expect(run.phase == .completed, "\(run.reason ?? "")")
+        #expect(try await after.cloud.waitFor(instance: web.id, state: .running, timeout: .seconds(10), pollInterval: .milliseconds(10)).state == .running)
+    }
 }

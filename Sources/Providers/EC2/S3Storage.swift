@@ -46,6 +46,9 @@ struct S3Storage: Sendable {
             let handle = try FileHandle(forReadingFrom: file)
             defer { try? handle.close() }
             let total = Int64((try? FileManager.default.attributesOfItem(atPath: file.path)[.size] as? NSNumber)??.int64Value ?? 0)
+            // S3 takes at most 10 000 parts: larger files get larger parts (whole MiB).
+            let mebibytes = (Int((total + 9_999) / 10_000) + (1 << 20) - 1) >> 20
+            let partSize = max(partSize, mebibytes << 20)
             var hasher = SHA256()
             var parts: [Int: String] = [:]
             var sent: Int64 = 0
