@@ -23,7 +23,7 @@ import X509
         _ = try await runHandshake(a, b).get()
         let oldFingerprint = cloud1.identity.fingerprint
         let ns = "urn:intercloud:catalog:0"
-        _ = try b.service.open(xml: try a.service.seal([1], namespace: ns, to: b.jid), from: a.jid)  // caches the old key
+        _ = try await b.service.open(xml: try a.service.seal([1], namespace: ns, to: b.jid), from: a.jid)  // caches the old key
 
         let renewed = try cloud1.ca.issueBrokerIdentity(jid: cloud1.jid, notBefore: TestPKI.now - 60)
         let a2 = try TestBroker(jid: cloud1.jid, identity: renewed, anchors: [cloud2.root.certificate])
@@ -36,9 +36,9 @@ import X509
         #expect(latest.reason == "trustedNewKey")
         #expect(latest.detail.contains(oldFingerprint))
         // Envelopes follow the new pin at once: new key accepted, old key refused.
-        _ = try b.service.open(xml: try a2.service.seal([2], namespace: ns, to: b.jid), from: a.jid)
-        #expect(throws: EnvelopeError.self) {
-            _ = try b.service.open(xml: try a.service.seal([3], namespace: ns, to: b.jid), from: a.jid)
+        _ = try await b.service.open(xml: try a2.service.seal([2], namespace: ns, to: b.jid), from: a.jid)
+        await #expect(throws: EnvelopeError.self) {
+            _ = try await b.service.open(xml: try a.service.seal([3], namespace: ns, to: b.jid), from: a.jid)
         }
         #expect(try b.auditEvents(AuditQuery(kind: "trust.envelope")).first?.reason == "badSignature")
 
@@ -119,8 +119,8 @@ import X509
         #expect(try b.auditEvents(AuditQuery(kind: "trust.revalidate")).map(\.reason) == ["revoked"])
 
         let xml = try a.service.seal(Array("usage".utf8), namespace: "urn:intercloud:metering:0", to: b.jid)
-        #expect(throws: EnvelopeError(.untrustedSender, "the pinned certificate of broker@cloud1.test no longer validates; re-handshake")) {
-            _ = try b.service.open(xml: xml, from: a.jid)
+        await #expect(throws: EnvelopeError(.untrustedSender, "the pinned certificate of broker@cloud1.test no longer validates; re-handshake")) {
+            _ = try await b.service.open(xml: xml, from: a.jid)
         }
         #expect(b.service.needsHandshake(with: a.jid, announcedFingerprint: cloud1.identity.fingerprint))
     }
@@ -182,7 +182,7 @@ import X509
         let b = try TestBroker(jid: cloud2.jid, identity: cloud2.identity, anchors: [cloud1.root.certificate])
         defer { a.remove(); b.remove() }
         _ = try await runHandshake(a, b).get()
-        let envelope = try b.service.open(xml: try a.service.seal([42], namespace: "urn:intercloud:metering:0", to: b.jid), from: a.jid)
+        let envelope = try await b.service.open(xml: try a.service.seal([42], namespace: "urn:intercloud:metering:0", to: b.jid), from: a.jid)
         #expect(envelope.payload == [42])
     }
 }

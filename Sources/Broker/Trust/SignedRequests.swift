@@ -107,7 +107,7 @@ public final class SignedRequests: SignedTransport {
         guard let trust else { return await refuseWithoutTrust(sender: sender, namespace: namespace, responder) }
         do {
             // Not an envelope, so this throws `unsigned` and writes the audit record.
-            _ = try trust.open(xml: xml, from: sender, namespace: namespace)
+            _ = try await trust.open(xml: xml, from: sender, namespace: namespace)
             responder.fail(.notAuthorized("requests in \(namespace) must be signed"))
         } catch {
             if refusalLog.shouldLog(sender) {
@@ -149,7 +149,7 @@ public final class SignedRequests: SignedTransport {
         }
         let envelope: SignedEnvelope
         do {
-            envelope = try trust.open(xml: xml, from: sender, namespace: namespace)
+            envelope = try await trust.open(xml: xml, from: sender, namespace: namespace)
         } catch {
             if refusalLog.shouldLog(sender) {
                 logger.notice("refused signed \(namespace ?? "?") request from \(sender): \(error)")
@@ -190,7 +190,7 @@ public final class SignedRequests: SignedTransport {
         // The XMPP client only accepts answers from the JID the request went to.
         let sender = answer.fromString ?? peer.description
         let xml = answer.payload.map(PayloadBridge.string) ?? ""
-        return try trust.open(xml: xml, from: sender, namespace: namespace, answering: sealed.nonce).payload
+        return try await trust.open(xml: xml, from: sender, namespace: namespace, answering: sealed.nonce).payload
     }
 
     public func waitUntilOnline(timeout: Duration) async throws {

@@ -86,9 +86,8 @@ public struct AuditQuery: Sendable, Hashable {
 ///   no fsync holds a pool thread. Each caller returns only once its own record is committed.
 /// - the methods of `AuditLog` itself, synchronous: the caller's thread waits for the commit. For
 ///   code that runs off the pool and must not suspend: actors on `StorageExecutor` (a suspension
-///   would let another message in between a state change and its journal write), commands,
-///   `EnvelopeVerifier.open` (synchronous, it refuses before it returns), and tests that read the
-///   log right after.
+///   would let another message in between a state change and its journal write), commands, and
+///   tests that read the log right after.
 ///
 /// Every text field is cut to a bound before it is written (a peer chooses JIDs, namespaces and
 /// details). With an `aggregator`, refusals are aggregated per sender, kind and reason (see

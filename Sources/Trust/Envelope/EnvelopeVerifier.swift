@@ -5,16 +5,23 @@ import X509
 /// Checks envelopes from peers against their pins: the sender must be pinned and `trusted`, the
 /// pinned leaf still valid, the signature must verify with the pinned key over the routed JIDs, and
 /// the replay window must admit it. Every refusal is written to the audit log (if given).
+///
+/// Nothing on the path of an accepted envelope waits for the disk: the pin is read from a cache
+/// that SQLite says is current (`PinStatusCache`), and the nonce goes into the in-memory window
+/// (`ReplayGuard`). Refusals are audited through the group commit (`AuditLog.offPool`), after which
+/// `open` throws.
 public struct EnvelopeVerifier: Sendable {
     public var store: TrustStore
     public var replay: ReplayGuard
     public var audit: AuditLog?
     let keys = PinnedKeyCache()
+    let pins: PinStatusCache
 
     public init(store: TrustStore, replay: ReplayGuard, audit: AuditLog?) {
         self.store = store
         self.replay = replay
         self.audit = audit
+        self.pins = PinStatusCache(path: store.database.path)
     }
 
     /// Verifies a received envelope and returns its payload bytes.
@@ -26,7 +33,7 @@ public struct EnvelopeVerifier: Sendable {
     ///     we sent to open its answer (which must answer exactly that request).
     public func open(
         xml: String, from sender: String, to recipient: String, namespace: String? = nil, answering: [UInt8]? = nil, now: Date
-    ) throws(EnvelopeError) -> SignedEnvelope {
+    ) async throws(EnvelopeError) -> SignedEnvelope {
         do {
             let envelope = try SignedEnvelope.decode(xml: xml)
             try Self.checkExchange(envelope, answering: answering)
@@ -36,7 +43,7 @@ public struct EnvelopeVerifier: Sendable {
             try check(envelope, from: sender, to: recipient, namespace: namespace, recordNonce: answering == nil, now: now)
             return envelope
         } catch {
-            record(error, sender: sender, namespace: namespace, now: now)
+            await record(error, sender: sender, namespace: namespace, now: now)
             throw error
         }
     }
@@ -44,11 +51,11 @@ public struct EnvelopeVerifier: Sendable {
     /// Same as `open(xml:…)` for an already decoded envelope.
     public func open(
         _ envelope: SignedEnvelope, from sender: String, to recipient: String, namespace: String? = nil, now: Date
-    ) throws(EnvelopeError) {
+    ) async throws(EnvelopeError) {
         do {
             try check(envelope, from: sender, to: recipient, namespace: namespace, recordNonce: envelope.inReplyTo == nil, now: now)
         } catch {
-            record(error, sender: sender, namespace: namespace ?? envelope.namespace, now: now)
+            await record(error, sender: sender, namespace: namespace ?? envelope.namespace, now: now)
             throw error
         }
     }
@@ -68,9 +75,9 @@ public struct EnvelopeVerifier: Sendable {
     }
 
     /// Fast path (the usual case): verify with the key of the fingerprint last seen for this
-    /// sender, then one write transaction re-reads the pin (state, fingerprint, expiry) and records
-    /// the nonce, so decisions made meanwhile (CLI revoke, re-handshake) still apply. Slow path
-    /// (first envelope, or the pin changed): read the pin status first, then the same.
+    /// sender, then the pin as it is now (state, fingerprint, expiry) must still be that one, so
+    /// decisions made meanwhile (CLI revoke, re-handshake) still apply. Slow path (first envelope,
+    /// or the pin changed): read the pin status first, then the same.
     private func check(
         _ envelope: SignedEnvelope, from sender: String, to recipient: String, namespace: String?, recordNonce: Bool, now: Date
     ) throws(EnvelopeError) {
@@ -86,8 +93,7 @@ public struct EnvelopeVerifier: Sendable {
             return
         }
 
-        let pin: TrustStore.PinStatus?
-        do { pin = try store.status(for: bare) } catch { throw EnvelopeError(.untrustedSender, "trust store: \(error)") }
+        let pin = try currentPin(bare)
         guard let pin, let fingerprint = pin.fingerprint else {
             if pin?.state == .distrusted { throw EnvelopeError(.untrustedSender, "operator distrusts \(bare)") }
             throw EnvelopeError(.untrustedSender, "\(bare) is not pinned")
@@ -104,6 +110,12 @@ public struct EnvelopeVerifier: Sendable {
         }
     }
 
+    private func currentPin(_ bare: String) throws(EnvelopeError) -> TrustStore.PinStatus? {
+        do { return try pins.status(for: bare, store: store) } catch {
+            throw EnvelopeError(.untrustedSender, "trust store: \(error)")
+        }
+    }
+
     static func checkUsable(state: PinState, notAfter: Date?, jid: String, now: Date) throws(EnvelopeError) {
         switch state {
         case .trusted: break
@@ -116,51 +128,28 @@ public struct EnvelopeVerifier: Sendable {
         }
     }
 
-    /// Timestamp window, then in one write transaction: the pin must still be trusted, unexpired
-    /// and have `fingerprint` (else false, nothing written), and the nonce must be new.
+    /// Timestamp window, then: the pin as it is now must still have `fingerprint` (else false,
+    /// nothing recorded) and be trusted and unexpired (else the refusal is thrown), and for a
+    /// request the nonce must be new (recorded in the window).
     private func admit(
         _ envelope: SignedEnvelope, sender: String, fingerprint: String, recordNonce: Bool, now: Date
     ) throws(EnvelopeError) -> Bool {
         if abs(envelope.timestamp.timeIntervalSince(now)) > replay.skew {
             throw EnvelopeError(.stale, "timestamp \(envelope.timestamp) is more than \(Int(replay.skew)) s from \(now)")
         }
-        do {
-            if !recordNonce {
-                return try replay.database.read { db -> Bool in try usablePin(db, sender: sender, fingerprint: fingerprint, now: now) }
-            }
-            return try replay.writeUnsynced { db -> Bool in
-                guard try usablePin(db, sender: sender, fingerprint: fingerprint, now: now) else { return false }
-                if let verdict = try replay.admit(db, sender: sender, nonce: envelope.nonce, sentAt: envelope.timestamp, now: now) {
-                    throw verdict
-                }
-                return true
-            }
-        } catch let error as EnvelopeError {
-            throw error
-        } catch {
-            // Fail closed: without a durable nonce record we cannot exclude a replay.
-            throw EnvelopeError(.replayed, "cannot record nonce: \(error)")
+        guard let pin = try currentPin(sender) else { throw EnvelopeError(.untrustedSender, "\(sender) is not pinned") }
+        guard pin.fingerprint == fingerprint else { return false }
+        try Self.checkUsable(state: pin.state, notAfter: pin.notAfter, jid: sender, now: now)
+        if recordNonce, let refusal = replay.admit(sender: sender, nonce: envelope.nonce, sentAt: envelope.timestamp, now: now) {
+            throw refusal
         }
-    }
-
-    /// The pin of `sender` as it is now: still `fingerprint` (else false), trusted and unexpired
-    /// (else the refusal is thrown).
-    private func usablePin(_ db: Database, sender: String, fingerprint: String, now: Date) throws -> Bool {
-        guard let row = try Row.fetchOne(
-            db, sql: "SELECT state, fingerprint, not_after FROM trust_pin WHERE jid = ?", arguments: [sender])
-        else { throw EnvelopeError(.untrustedSender, "\(sender) is not pinned") }
-        let current: String? = row[1]
-        guard current == fingerprint else { return false }
-        try Self.checkUsable(
-            state: PinState(rawValue: row[0]) ?? .distrusted,
-            notAfter: (row[2] as Double?).map(Date.init(timeIntervalSince1970:)), jid: sender, now: now)
         return true
     }
 
-    private func record(_ error: EnvelopeError, sender: String, namespace: String?, now: Date) {
+    private func record(_ error: EnvelopeError, sender: String, namespace: String?, now: Date) async {
         // An audit write failure must not turn a refusal into an acceptance; it is dropped here and
         // the refusal still propagates.
-        _ = try? audit?.refused(
+        _ = try? await audit?.offPool.refused(
             module: "trust", kind: "trust.envelope", peer: sender, action: namespace ?? "envelope",
             reason: error.code.rawValue, detail: error.detail, at: now)
     }

@@ -179,6 +179,9 @@ public struct EnvelopeError: Error, Sendable, Hashable, CustomStringConvertible 
         case wrongNamespace
         /// An answer where a request was expected, or the answer to another request.
         case notThisExchange
+        /// The receiver remembers as many of this sender's (or all peers') request nonces inside
+        /// the replay window as it will: more are refused until older ones leave the window.
+        case tooManyRequests
     }
 
     public var code: Code

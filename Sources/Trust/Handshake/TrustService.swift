@@ -60,9 +60,9 @@ public actor TrustService {
         self.audit = audit ?? AuditLog(database: database)
         self.envelopes = EnvelopeVerifier(
             store: store,
-            replay: ReplayGuard(
-                database: database, skew: replaySkew,
-                notBefore: ownsReplayRun ? ReplayGuard.beginRun(database: database, now: clock()) : clock()),
+            replay: ownsReplayRun
+                ? ReplayGuard.beginRun(database: database, skew: replaySkew, now: clock())
+                : ReplayGuard(database: database, skew: replaySkew, notBefore: clock()),
             audit: self.audit)
         self.verifier = PeerVerifier(configuration: anchors)
         self.handshakeTimeout = handshakeTimeout
@@ -70,11 +70,15 @@ public actor TrustService {
         self.logger = logger
     }
 
-    /// Ends the replay window's run cleanly (`ReplayGuard.endRun`): call it last before the
-    /// database closes, so the next start need not refuse envelopes signed before it.
+    /// Ends the replay window's run cleanly (`ReplayGuard.endRun`: its nonces are written): call
+    /// it last before the database closes, after the last request was opened, so the next start
+    /// need not refuse envelopes signed before it.
     public nonisolated func endRun() throws {
-        try ReplayGuard.endRun(database: store.database)
+        try envelopes.replay.endRun(now: clock())
     }
+
+    /// Request nonces in the replay window (diagnostics, tests).
+    public nonisolated var rememberedNonces: Int { envelopes.replay.rememberedCount }
 
     /// Replaces anchors and CRLs (e.g. after the operator updated `certs/` or a new CRL arrived)
     /// and re-verifies every trusted pin against them (`revalidatePins`).
@@ -301,8 +305,8 @@ public actor TrustService {
     /// `answering`: the nonce of our request when opening its answer; nil for a request.
     public nonisolated func open(
         xml: String, from sender: String, namespace: String? = nil, answering: [UInt8]? = nil
-    ) throws(EnvelopeError) -> SignedEnvelope {
-        try envelopes.open(xml: xml, from: sender, to: myJID, namespace: namespace, answering: answering, now: clock())
+    ) async throws(EnvelopeError) -> SignedEnvelope {
+        try await envelopes.open(xml: xml, from: sender, to: myJID, namespace: namespace, answering: answering, now: clock())
     }
 
     // MARK: Operator decisions (CLI and admin commands), audited

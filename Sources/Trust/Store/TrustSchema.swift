@@ -23,7 +23,8 @@ public enum TrustSchema: SchemaContributor {
                     note TEXT NOT NULL DEFAULT ''
                 )
                 """)
-            // Envelope nonces seen inside the replay window, per sender; survives restarts.
+            // Envelope nonces seen inside the replay window, per sender: the window lives in memory
+            // and is written here when a run ends cleanly, to be read back at the next start.
             try db.execute(sql: """
                 CREATE TABLE trust_nonce (
                     sender TEXT NOT NULL,
@@ -40,9 +41,8 @@ public enum TrustSchema: SchemaContributor {
             try db.execute(sql: "ALTER TABLE trust_pin ADD COLUMN anchor_fingerprint TEXT")
             try db.execute(sql: "ALTER TABLE trust_pin ADD COLUMN accept_new_key INTEGER NOT NULL DEFAULT 0")
         }
-        // Whether the last run of the replay window ended cleanly (`ReplayGuard.beginRun`): nonces
-        // are committed without an fsync of their own, so after an unclean end the last few may
-        // be gone, and envelopes signed before this run are refused instead.
+        // Whether the last run of the replay window ended cleanly (`ReplayGuard.beginRun`): after
+        // an unclean end its nonces are gone, and envelopes signed before this run are refused instead.
         migrator.registerMigration("trust.v3-run") { db in
             try db.execute(sql: """
                 CREATE TABLE trust_run (

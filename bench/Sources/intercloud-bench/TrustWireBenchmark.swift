@@ -82,9 +82,9 @@ extension TrustBenchmark {
                     let q = try await time { _ = try await node1.client.iq(.get, to: full2, payload: status) }.duration
                     // What a signed request adds in CPU and SQLite, without XMPP: one envelope sealed by
                     // node1 and opened by node2 (a signed request does this twice: request and answer).
-                    let l = try time {
+                    let l = try await time {
                         let sealed = try trust.service.seal(Array(text.utf8), namespace: FederationPing.namespace, to: jid2)
-                        _ = try trust2.service.open(xml: sealed, from: jid1, namespace: FederationPing.namespace)
+                        _ = try await trust2.service.open(xml: sealed, from: jid1, namespace: FederationPing.namespace)
                     }.duration
                     if index >= warmup {
                         unsigned.append(u)
