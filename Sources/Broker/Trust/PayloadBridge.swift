@@ -17,6 +17,49 @@ enum PayloadBridge {
         element(try PayloadElement.parse(xml))
     }
 
+    /// An inbound IQ child as Trust's element, converted directly: the same element
+    /// `PayloadElement.parse(string(element))` gives, without writing and reading XML text. Nil
+    /// where Trust's own parser would decline the text (prefixed or repeated attribute names,
+    /// more than 16 levels): use `string` and let Trust's parser decide.
+    static func payload(_ element: XMLElement) -> PayloadElement? {
+        payload(element, inherited: nil, depth: 1)
+    }
+
+    private static func payload(_ element: XMLElement, inherited: String?, depth: Int) -> PayloadElement? {
+        guard depth <= 16, !element.name.contains(":") else { return nil }
+        var attributes: [String: String] = [:]
+        attributes.reserveCapacity(element.attributes.count)
+        for attribute in element.attributes where attribute.name != "xmlns" {
+            guard !attribute.name.contains(":"), attributes.updateValue(attribute.value, forKey: attribute.name) == nil else { return nil }
+        }
+        // As written on the wire: a namespace is declared where it differs from the parent's, and
+        // Trust records only declared ones (an empty declaration records none).
+        let effective = element.namespace ?? inherited
+        let declared = element.namespace.flatMap { $0 == inherited || $0.isEmpty ? nil : $0 }
+        var children: [PayloadElement] = []
+        var text = ""
+        for node in element.children {
+            switch node {
+            case .text(let chunk): text += chunk
+            case .element(let child):
+                guard let converted = payload(child, inherited: effective, depth: depth + 1) else { return nil }
+                children.append(converted)
+            }
+        }
+        return PayloadElement(
+            name: element.name, namespace: declared, attributes: attributes, children: children, text: trimmed(text))
+    }
+
+    /// XML whitespace off both ends, as Trust's parser trims element text.
+    private static func trimmed(_ text: String) -> String {
+        let utf8 = text.utf8
+        func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D }
+        guard let first = utf8.firstIndex(where: { !isSpace($0) }) else { return "" }
+        let last = utf8.lastIndex(where: { !isSpace($0) })!
+        if first == utf8.startIndex && last == utf8.index(before: utf8.endIndex) { return text }
+        return String(text[first...last])
+    }
+
     static func element(_ payload: PayloadElement, inherited: String? = nil) -> XMLElement {
         // PayloadElement keeps a namespace only where it is declared; children inherit it.
         let namespace = payload.namespace ?? inherited

@@ -132,7 +132,6 @@ public final class SignedRequests: SignedTransport {
         guard let payload = request.payload, let from = request.from else {
             return responder.fail(.badRequest("signed request without sender or payload"))
         }
-        let xml = PayloadBridge.string(payload)
         guard let trust else {
             return await refuseWithoutTrust(sender: sender, namespace: payload[attribute: "ns"] ?? TrustNamespace.envelope, responder)
         }
@@ -149,7 +148,7 @@ public final class SignedRequests: SignedTransport {
         }
         let envelope: SignedEnvelope
         do {
-            envelope = try await trust.open(xml: xml, from: sender, namespace: namespace)
+            envelope = try await Self.open(payload, with: trust, from: sender, namespace: namespace)
         } catch {
             if refusalLog.shouldLog(sender) {
                 logger.notice("refused signed \(namespace ?? "?") request from \(sender): \(error)")
@@ -167,8 +166,8 @@ public final class SignedRequests: SignedTransport {
             from: from, peer: from.bare.description, namespace: envelope.namespace, type: type, payload: envelope.payload)
         do {
             let answer = try await route.handler(signed)
-            let sealed = try trust.seal(answer, namespace: envelope.namespace, to: signed.peer, inReplyTo: envelope.nonce)
-            responder.respond(try PayloadBridge.element(sealed))
+            let sealed = try trust.sealEnvelope(answer, namespace: envelope.namespace, to: signed.peer, inReplyTo: envelope.nonce)
+            responder.respond(PayloadBridge.element(sealed.element))
         } catch let error as StanzaError {
             responder.fail(error)
         } catch {
@@ -185,12 +184,25 @@ public final class SignedRequests: SignedTransport {
     ) async throws -> [UInt8] {
         guard let trust else { throw BrokerTrustSetupError("this broker has no [trust] section: it cannot sign requests") }
         let peer = try route(to: peer)
-        let sealed = try trust.sealRequest(payload, namespace: namespace, to: peer.bare.description)
-        let answer = try await client.iq(type, to: peer, payload: try PayloadBridge.element(sealed.xml), timeout: timeout)
+        let sealed = try trust.sealEnvelope(payload, namespace: namespace, to: peer.bare.description)
+        let answer = try await client.iq(type, to: peer, payload: PayloadBridge.element(sealed.element), timeout: timeout)
         // The XMPP client only accepts answers from the JID the request went to.
         let sender = answer.fromString ?? peer.description
-        let xml = answer.payload.map(PayloadBridge.string) ?? ""
-        return try await trust.open(xml: xml, from: sender, namespace: namespace, answering: sealed.nonce).payload
+        guard let element = answer.payload else {
+            return try await trust.open(xml: "", from: sender, namespace: namespace, answering: sealed.nonce).payload  // refused and audited
+        }
+        return try await Self.open(element, with: trust, from: sender, namespace: namespace, answering: sealed.nonce).payload
+    }
+
+    /// Opens an inbound envelope element: converted straight into Trust's element where that is
+    /// exactly what parsing its text would give (always, for envelopes), else through the text.
+    private static func open(
+        _ element: XMLElement, with trust: TrustService, from sender: String, namespace: String?, answering: [UInt8]? = nil
+    ) async throws(EnvelopeError) -> SignedEnvelope {
+        if let converted = PayloadBridge.payload(element) {
+            return try await trust.open(element: converted, from: sender, namespace: namespace, answering: answering)
+        }
+        return try await trust.open(xml: PayloadBridge.string(element), from: sender, namespace: namespace, answering: answering)
     }
 
     public func waitUntilOnline(timeout: Duration) async throws {

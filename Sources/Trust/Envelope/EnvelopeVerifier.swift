@@ -34,8 +34,25 @@ public struct EnvelopeVerifier: Sendable {
     public func open(
         xml: String, from sender: String, to recipient: String, namespace: String? = nil, answering: [UInt8]? = nil, now: Date
     ) async throws(EnvelopeError) -> SignedEnvelope {
+        try await open(decoding: { () throws(EnvelopeError) in try SignedEnvelope.decode(xml: xml) },
+            from: sender, to: recipient, namespace: namespace, answering: answering, now: now)
+    }
+
+    /// Same as `open(xml:…)` for a payload already parsed into an element (no XML text in between).
+    public func open(
+        element: PayloadElement, from sender: String, to recipient: String, namespace: String? = nil, answering: [UInt8]? = nil,
+        now: Date
+    ) async throws(EnvelopeError) -> SignedEnvelope {
+        try await open(decoding: { () throws(EnvelopeError) in try SignedEnvelope.decode(element) },
+            from: sender, to: recipient, namespace: namespace, answering: answering, now: now)
+    }
+
+    private func open(
+        decoding decode: () throws(EnvelopeError) -> SignedEnvelope, from sender: String, to recipient: String, namespace: String?,
+        answering: [UInt8]?, now: Date
+    ) async throws(EnvelopeError) -> SignedEnvelope {
         do {
-            let envelope = try SignedEnvelope.decode(xml: xml)
+            let envelope = try decode()
             try Self.checkExchange(envelope, answering: answering)
             // An answer records no nonce: it is bound (signed `re`) to our own request's nonce,
             // which is fresh and whose pending IQ takes one answer, so a replayed answer has

@@ -288,9 +288,15 @@ public actor TrustService {
 
     /// Signs `payload` for `recipient` (bare JID) and returns the `<signed/>` payload XML.
     public nonisolated func seal(_ payload: [UInt8], namespace: String, to recipient: String, inReplyTo: [UInt8]? = nil) throws -> String {
+        try sealEnvelope(payload, namespace: namespace, to: recipient, inReplyTo: inReplyTo).xml
+    }
+
+    /// The same as `seal`, as the envelope value (its `element` goes into a stanza without XML text in between).
+    public nonisolated func sealEnvelope(
+        _ payload: [UInt8], namespace: String, to recipient: String, inReplyTo: [UInt8]? = nil
+    ) throws -> SignedEnvelope {
         try SignedEnvelope.seal(
-            payload, namespace: namespace, from: myJID, to: recipient, identity: identity, now: clock(), inReplyTo: inReplyTo
-        ).xml
+            payload, namespace: namespace, from: myJID, to: recipient, identity: identity, now: clock(), inReplyTo: inReplyTo)
     }
 
     /// Seals a request and returns its nonce too, to open the answer with (`open(…, answering:)`).
@@ -307,6 +313,13 @@ public actor TrustService {
         xml: String, from sender: String, namespace: String? = nil, answering: [UInt8]? = nil
     ) async throws(EnvelopeError) -> SignedEnvelope {
         try await envelopes.open(xml: xml, from: sender, to: myJID, namespace: namespace, answering: answering, now: clock())
+    }
+
+    /// Same as `open(xml:…)` for a payload already parsed into an element.
+    public nonisolated func open(
+        element: PayloadElement, from sender: String, namespace: String? = nil, answering: [UInt8]? = nil
+    ) async throws(EnvelopeError) -> SignedEnvelope {
+        try await envelopes.open(element: element, from: sender, to: myJID, namespace: namespace, answering: answering, now: clock())
     }
 
     // MARK: Operator decisions (CLI and admin commands), audited

@@ -1,0 +1,69 @@
+import Foundation
+import Testing
+
+@testable import Broker
+@testable import Trust
+@testable import XMPP
+
+/// The direct conversion of an inbound IQ child into Trust's element must give exactly what
+/// writing it as XML and parsing that text gives (the path it replaces), or decline.
+@Suite struct PayloadBridgeTests {
+    static let envelope = "urn:intercloud:envelope:0"
+
+    static let samples: [XMLElement] = [
+        // An envelope as it arrives (attributes in wire order, base64 text).
+        XMLElement(
+            "signed", namespace: envelope,
+            attributes: [("ns", "urn:intercloud:catalog:0"), ("ts", "1780315200123"), ("nonce", "fuGQZjJxOu7w1si11VPlfA=="),
+                         ("sig", "MEYCIQCSQeH40GIwTcjNWPtI6qE3AGBqpv31tT2ySPjXt6GvzwIhAJGrS1kGa/o+4nWTBRQyGJ+o2zqkm6H35WeIf/xe1cj4"),
+                         ("re", "AAECAwQFBgc=")],
+            text: "PHF1ZXJ5IHhtbG5zPSd1cm46aW50ZXJjbG91ZDpjYXRhbG9nOjAnLz4="),
+        // Escapes in text and attributes, non-ASCII, surrounding whitespace that parsing trims.
+        XMLElement("note", namespace: "urn:x:0", attributes: [("title", "a<b & 'c' \"d\" é")], text: "  \n x < y & z — ü \t"),
+        // Children: inherited namespace, the same one declared again, another one, none at the root.
+        XMLElement("root", namespace: nil, attributes: [], children: [
+            .element(XMLElement("a", namespace: nil, attributes: [("k", "v")], children: [.text("one")])),
+        ]),
+        XMLElement("root", namespace: "urn:x:0", attributes: [], children: [
+            .text(" lead "),
+            .element(XMLElement("same", namespace: "urn:x:0", attributes: [], children: [])),
+            .element(XMLElement("inherit", namespace: nil, attributes: [], children: [
+                .element(XMLElement("deep", namespace: "urn:y:0", attributes: [("n", "1")], children: [
+                    .element(XMLElement("deeper", namespace: nil, attributes: [], children: [.text("leaf")])),
+                ])),
+            ])),
+            .text(" tail"),
+            .element(XMLElement("empty", namespace: "", attributes: [], children: [])),
+        ]),
+        XMLElement("spaces", namespace: "urn:x:0", attributes: [], children: [.text(" \r\n\t ")]),
+    ]
+
+    @Test(arguments: samples)
+    func directConversionEqualsParsingTheText(_ element: XMLElement) throws {
+        let direct = try #require(PayloadBridge.payload(element))
+        #expect(direct == (try PayloadElement.parse(PayloadBridge.string(element))))
+    }
+
+    @Test func aSealedEnvelopeOpensTheSameBothWays() throws {
+        let identity = try CertificateAuthority.makeRoot(commonName: "bridge test root", notBefore: .now - 60)
+            .issueBrokerIdentity(jid: "broker@cloud1.test", notBefore: .now - 60)
+        let sealed = try SignedEnvelope.seal(
+            Array("<ping xmlns='urn:intercloud:federation-ping:0'>x</ping>".utf8), namespace: "urn:intercloud:federation-ping:0",
+            from: "broker@cloud1.test", to: "broker@cloud2.test", identity: identity, now: .now)
+        let element = PayloadBridge.element(sealed.element)
+        #expect(try SignedEnvelope.decode(#require(PayloadBridge.payload(element))) == sealed)
+        #expect(try SignedEnvelope.decode(xml: PayloadBridge.string(element)) == sealed)
+    }
+
+    /// Where Trust's own parser declines the text, the conversion declines too (the caller then
+    /// goes through the text and Foundation's parser decides).
+    @Test func declinesWhatTrustsParserDeclines() {
+        let prefixed = XMLElement("x", namespace: "urn:x:0", attributes: [("xml:lang", "en")], text: "t")
+        #expect(PayloadBridge.payload(prefixed) == nil)
+        let repeated = XMLElement("x", namespace: "urn:x:0", attributes: [("a", "1"), ("a", "2")], text: "t")
+        #expect(PayloadBridge.payload(repeated) == nil)
+        var deep = XMLElement("level", namespace: "urn:x:0", attributes: [], text: "bottom")
+        for _ in 0..<16 { deep = XMLElement("level", namespace: nil, attributes: [], children: [.element(deep)]) }
+        #expect(PayloadBridge.payload(deep) == nil)
+    }
+}
