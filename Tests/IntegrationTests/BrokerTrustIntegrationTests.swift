@@ -127,6 +127,28 @@ import XMPP
         await broker2.stop()
     }
 
+    /// Request nonces live in memory while the broker runs and are written when it stops
+    /// cleanly: a request accepted before a clean restart is refused as `replayed` after it (not
+    /// `stale`, which is what an unclean stop leads to), and new requests are accepted.
+    @Test func aRequestAcceptedBeforeACleanRestartIsAReplayAfterIt() async throws {
+        let (broker1, jid1, _, broker2, jid2, _, config1, _) = try await trustedPair(room: uniqueRoom())
+        let target = try RunningBroker.full(jid1)
+        let request = Array("<ping xmlns='\(FederationPing.namespace)'>once</ping>".utf8)
+        let sealed = try PayloadBridgeForTests.element(
+            try broker2.trust.service.seal(request, namespace: FederationPing.namespace, to: jid1))
+        _ = try await broker2.node.client.iq(.get, to: target, payload: sealed)
+        await broker1.stop()
+
+        let restarted = try RunningBroker(configuration: config1)
+        #expect(await eventually(timeout: .seconds(20)) { restarted.sees(jid2) && broker2.sees(jid1) })
+        #expect(restarted.trust.service.rememberedNonces == 1)
+        #expect(await stanzaCondition { _ = try await broker2.node.client.iq(.get, to: target, payload: sealed) } == "not-authorized")
+        #expect(restarted.auditEvents(peer: jid2, kind: "trust.envelope").map(\.reason) == ["replayed"])
+        #expect(try await broker2.node.federationPing(target, text: "after the restart").text == "after the restart")
+        await restarted.stop()
+        await broker2.stop()
+    }
+
     @Test func chainFromAnUnknownCAIsRefusedWithAuditAndNoPin() async throws {
         let fixture = TrustFixture(brokers: BrokerFixture(server: server))
         let room = uniqueRoom()
