@@ -479,7 +479,7 @@ public final class FederationService: Sendable {
                 interface: service.interfaceDescription, credentials: service.credentials, now: placedAt)
         }
         // The consumer does not learn the provider's instance id: the service id names the workload.
-        try metering.store.place(MeteringStore.Placement(
+        try await metering.store.offPool.place(MeteringStore.Placement(
             agreementID: agreement.id, instanceID: serviceID, role: .consumer, peer: bare, instanceType: figures.instanceType ?? "unknown",
             vcpu: figures.vcpu ?? 0, memoryGiB: Decimal(figures.memoryMiB ?? 0) / 1024, diskBytes: Int64(figures.diskGiB ?? 0) << 30,
             placedAt: placedAt))
@@ -542,7 +542,7 @@ public final class FederationService: Sendable {
             }
         }
         if status.phase.isFinal {
-            try metering.store.remove(agreementID: consumed.agreementID, instanceID: consumed.serviceID, role: .consumer, at: now)
+            try await metering.store.offPool.remove(agreementID: consumed.agreementID, instanceID: consumed.serviceID, role: .consumer, at: now)
         }
         return FederationStore.RequestOutcome(
             serviceID: consumed.serviceID, role: "consumer", phase: status.phase.rawValue, endpoint: status.endpoint?.url ?? consumed.endpoint,

@@ -522,13 +522,13 @@ struct BrokerFederationMetering: FederationMeteringHook {
     let store: MeteringStore
 
     func placed(_ placement: FederationPlacement) async throws {
-        try store.place(MeteringStore.Placement(
+        try await store.offPool.place(MeteringStore.Placement(
             agreementID: placement.agreementID, instanceID: placement.instanceID, role: .provider, peer: placement.consumer,
             instanceType: placement.instanceType, vcpu: placement.vCPU, memoryGiB: Decimal(placement.memoryMiB) / 1024,
             diskBytes: Int64(placement.diskGiB) << 30, placedAt: placement.placedAt))
     }
 
     func removed(_ removal: FederationRemoval) async throws {
-        try store.remove(agreementID: removal.agreementID, instanceID: removal.instanceID, role: .provider, at: removal.removedAt)
+        try await store.offPool.remove(agreementID: removal.agreementID, instanceID: removal.instanceID, role: .provider, at: removal.removedAt)
     }
 }

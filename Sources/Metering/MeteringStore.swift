@@ -86,29 +86,52 @@ public struct MeteringStore: Sendable {
         }
     }
 
-    /// Records a placement (again: no change).
+    /// Records a placement (again: no change). Synchronous: for code off the cooperative pool
+    /// (actors on `StorageExecutor`, commands); tasks on the pool use `offPool`.
     public func place(_ placement: Placement) throws {
-        try database.write { db in
-            try db.execute(
-                sql: """
-                    INSERT INTO metering_placement(agreement_id, instance_id, role, peer, instance_type, vcpu, memory_gib, disk_bytes, placed_at, removed_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
-                    """,
-                arguments: [
-                    placement.agreementID, placement.instanceID, placement.role.rawValue, placement.peer, placement.instanceType,
-                    placement.vcpu, "\(placement.memoryGiB)", placement.diskBytes, placement.placedAt.timeIntervalSince1970,
-                    placement.removedAt?.timeIntervalSince1970,
-                ])
+        try database.write { db in try Self.place(placement, db) }
+    }
+
+    /// Marks a placement removed at `time` (terminated, migrated away). Synchronous, as `place`.
+    public func remove(agreementID: String, instanceID: String, role: LedgerRole, at time: Date) throws {
+        try database.write { db in try Self.remove(agreementID: agreementID, instanceID: instanceID, role: role, at: time, db) }
+    }
+
+    /// The same writes for tasks on the cooperative pool: on GRDB's writer queue
+    /// (`durableWrite`), so the fsync holds no pool thread.
+    public var offPool: OffPool { OffPool(store: self) }
+
+    public struct OffPool: Sendable {
+        let store: MeteringStore
+
+        public func place(_ placement: Placement) async throws {
+            try await store.database.durableWrite { db in try MeteringStore.place(placement, db) }
+        }
+
+        public func remove(agreementID: String, instanceID: String, role: LedgerRole, at time: Date) async throws {
+            try await store.database.durableWrite { db in
+                try MeteringStore.remove(agreementID: agreementID, instanceID: instanceID, role: role, at: time, db)
+            }
         }
     }
 
-    /// Marks a placement removed at `time` (terminated, migrated away).
-    public func remove(agreementID: String, instanceID: String, role: LedgerRole, at time: Date) throws {
-        try database.write { db in
-            try db.execute(
-                sql: "UPDATE metering_placement SET removed_at = ? WHERE agreement_id = ? AND instance_id = ? AND role = ? AND removed_at IS NULL",
-                arguments: [time.timeIntervalSince1970, agreementID, instanceID, role.rawValue])
-        }
+    private static func place(_ placement: Placement, _ db: Database) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO metering_placement(agreement_id, instance_id, role, peer, instance_type, vcpu, memory_gib, disk_bytes, placed_at, removed_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                """,
+            arguments: [
+                placement.agreementID, placement.instanceID, placement.role.rawValue, placement.peer, placement.instanceType,
+                placement.vcpu, "\(placement.memoryGiB)", placement.diskBytes, placement.placedAt.timeIntervalSince1970,
+                placement.removedAt?.timeIntervalSince1970,
+            ])
+    }
+
+    private static func remove(agreementID: String, instanceID: String, role: LedgerRole, at time: Date, _ db: Database) throws {
+        try db.execute(
+            sql: "UPDATE metering_placement SET removed_at = ? WHERE agreement_id = ? AND instance_id = ? AND role = ? AND removed_at IS NULL",
+            arguments: [time.timeIntervalSince1970, agreementID, instanceID, role.rawValue])
     }
 
     public func placements(agreementID: String, role: LedgerRole) throws -> [Placement] {

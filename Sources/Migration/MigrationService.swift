@@ -607,7 +607,7 @@ struct BrokerMeteringHandoff: MeteringHandoff {
         case .start(let migrationID, let instanceID, let sizeID, let agreementID, let movedFrom, let since):
             let size = try await provider.driver().listSizes().first { $0.id == sizeID }
             let spec = try journal.destinationSnapshot(migrationID)?.proposal.instance
-            try await metering.store.place(MeteringStore.Placement(
+            try await metering.store.offPool.place(MeteringStore.Placement(
                 agreementID: agreementID, instanceID: instanceID, role: .provider, peer: movedFrom, instanceType: sizeID,
                 vcpu: size?.vCPU ?? spec?.vCPU ?? 1, memoryGiB: Decimal(size?.memoryMiB ?? spec?.memoryMiB ?? 0) / 1024,
                 diskBytes: Int64(size?.diskGiB ?? spec?.diskGiB ?? 0) << 30, placedAt: min(since ?? now, now)))
@@ -615,7 +615,7 @@ struct BrokerMeteringHandoff: MeteringHandoff {
             guard let source = try journal.sourceSnapshot(migrationID) else { return }
             let destinationInstance = source.destinationInstance?.instanceID ?? migrationID
             let sizeID = source.reservation?.sizeID ?? source.spec.instanceType
-            try await metering.store.place(MeteringStore.Placement(
+            try await metering.store.offPool.place(MeteringStore.Placement(
                 agreementID: source.agreementID, instanceID: destinationInstance, role: .consumer, peer: movedTo, instanceType: sizeID,
                 vcpu: source.spec.vCPU, memoryGiB: Decimal(source.spec.memoryMiB) / 1024, diskBytes: Int64(source.spec.diskGiB) << 30,
                 placedAt: min(since ?? now, now)))
