@@ -142,18 +142,30 @@ public final class BrokerTrust: Sendable {
     /// than refused ones.
     public static let retryAfterTimeout: Duration = .seconds(15)
 
+    /// What was decided at `peer`'s latest presence (nil: none seen, or not looked at yet).
+    public func lastHandshakeDecision(for peer: String) -> HandshakeDecision? {
+        schedule.withLock { $0.peers[XmppAddr.bare(peer)]?.decision }
+    }
+
     private func consider(_ peer: String) {
-        guard let state = schedule.withLock({ $0.peers[peer] }), !state.announced.isEmpty else {
+        guard let state = schedule.withLock({ $0.peers[peer] }) else { return }
+        guard !state.announced.isEmpty else {
             // No fingerprint: the peer runs without [trust]; there is nothing to verify.
-            return
+            return schedule.withLock { $0.decided(peer, .noFingerprint) }
         }
-        guard service.needsHandshake(with: peer, announcedFingerprint: state.announced) else { return }
+        guard service.needsHandshake(with: peer, announcedFingerprint: state.announced) else {
+            return schedule.withLock { $0.decided(peer, .notNeeded) }
+        }
         if let refusal = try? service.store.operatorRefusal(for: peer) {
             // The operator's decision stands; handshaking would only audit the same refusal again.
             logger.debug("not handshaking with \(peer): \(refusal)")
-            return
+            return schedule.withLock { $0.decided(peer, .operatorRefused) }
         }
-        let start = schedule.withLock { $0.start(peer, now: .now) }
+        let start = schedule.withLock { schedule in
+            let start = schedule.start(peer, now: .now)
+            schedule.decided(peer, start ? .started : .waiting)
+            return start
+        }
         guard start else { return }
         let delay = ownBareJID < peer ? Duration.zero : Self.initiatorGrace
         tasks.spawn { [self] in

@@ -21,6 +21,8 @@ struct HandshakeSchedule: Sendable {
         /// The fingerprint the last failed handshake was for, and when it may be tried again.
         var failed: (fingerprint: String, retryAt: ContinuousClock.Instant)?
         var lastAttemptEnded: ContinuousClock.Instant?
+        /// What was decided at the peer's latest presence (tests, diagnostics).
+        var decision: HandshakeDecision?
     }
 
     var maxConcurrent: Int
@@ -37,6 +39,10 @@ struct HandshakeSchedule: Sendable {
     }
 
     var inFlightCount: Int { peers.values.filter(\.inFlight).count }
+
+    mutating func decided(_ peer: String, _ decision: HandshakeDecision) {
+        peers[peer]?.decision = decision
+    }
 
     /// A presence of `peer`.
     mutating func seen(_ peer: String, target: JID, fingerprint: String, cameOnline: Bool, now: ContinuousClock.Instant) {
@@ -78,4 +84,17 @@ struct HandshakeSchedule: Sendable {
         peers[peer] = state
         return (state.announced != fingerprint, next)
     }
+}
+
+/// What `BrokerTrust` decided when it last looked at a peer's presence.
+public enum HandshakeDecision: String, Sendable {
+    /// The peer announces no certificate fingerprint (it runs without `[trust]`): nothing to verify.
+    case noFingerprint
+    /// Pinned with the announced fingerprint, unexpired: no handshake needed.
+    case notNeeded
+    /// The operator revoked or distrusts the peer: no handshake until allowed again.
+    case operatorRefused
+    /// A handshake is running, the peer waits out a refusal, or no slot is free (queued).
+    case waiting
+    case started
 }
