@@ -76,11 +76,14 @@ public final class BrokerNode: Service, Sendable {
         FederationStore.Schema.self, BackupSchema.self,
     ] }
 
-    /// - Parameter clock: what the periodic loops built here wait on between rounds (automatic
-    ///   migration's checks); tests pass a clock they advance instead of sleeping.
+    /// - Parameters:
+    ///   - clock: what the periodic loops built here wait on between rounds (automatic
+    ///     migration's checks); tests pass a clock they advance instead of sleeping.
+    ///   - wallClock: the time negotiation deadlines and journal entries are read from
+    ///     (`BrokerContext.now`); tests pass one set ahead instead of waiting for a deadline.
     public init(
         configuration: BrokerConfiguration, logger: Logger = Logger(label: "intercloud.broker"),
-        clock: any Clock<Duration> = ContinuousClock()
+        clock: any Clock<Duration> = ContinuousClock(), wallClock: @escaping @Sendable () -> Date = { Date() }
     ) throws {
         var logger = logger
         logger[metadataKey: "cloud"] = "\(configuration.broker.cloud)"
@@ -111,7 +114,7 @@ public final class BrokerNode: Service, Sendable {
         self.policies = policies
         let context = BrokerContext(
             local: configuration.xmpp.jid.bare.description, identity: trust?.service.identity, trustStore: trust?.service.store,
-            database: database, transport: signed, audit: audit, policies: policies, logger: logger)
+            database: database, transport: signed, audit: audit, policies: policies, logger: logger, now: wallClock)
         let negotiation = NegotiationService(
             context: context, configuration: configuration.negotiation, admission: configuration.negotiationAdmission)
         self.negotiation = negotiation

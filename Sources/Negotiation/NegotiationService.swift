@@ -60,6 +60,8 @@ public actor NegotiationService {
     /// Test and operator hook: in these states this broker makes no decisions (messages are still
     /// received and acknowledged), so a negotiation can be held there.
     private var heldStates: Set<NegotiationState> = []
+    /// The wall clock (`BrokerContext.now`).
+    nonisolated let now: @Sendable () -> Date
 
     public init(
         context: BrokerContext, configuration: NegotiationStateMachine.Configuration, admission: NegotiationAdmission = NegotiationAdmission()
@@ -74,6 +76,7 @@ public actor NegotiationService {
         self.configuration = configuration
         self.admission = admission
         self.logger = context.logger
+        self.now = context.now
     }
 
     public nonisolated func install() {
@@ -95,7 +98,7 @@ public actor NegotiationService {
         guard NegotiationWire.problem(in: NegotiationMessage(negotiationID: id, messageID: "\(id)/check", body: .request(terms))) == nil else {
             throw NegotiationError(NegotiationWire.problem(in: NegotiationMessage(negotiationID: id, messageID: "\(id)/check", body: .request(terms)))!)
         }
-        let now = Date()
+        let now = self.now()
         var machine = NegotiationStateMachine(
             negotiationID: id, role: .consumer, local: local, peer: target.bare.description, configuration: configuration, now: now)
         let action = try machine.request(terms, now: now)
@@ -144,7 +147,7 @@ public actor NegotiationService {
     public func run(interval: Duration = .milliseconds(100)) async {
         resumeAll()
         while !Task.isCancelled {
-            tickAll(now: Date())
+            tickAll(now: self.now())
             takeOperatorRequests()
             try? await Task.sleep(for: interval)
         }
@@ -156,7 +159,7 @@ public actor NegotiationService {
             logger.error("cannot read the negotiation journal: \(error)")
             return
         }
-        let now = Date()
+        let now = self.now()
         for (snapshot, full) in stored where active[snapshot.negotiationID] == nil {
             guard let jid = try? JID(full) else { continue }
             var machine = NegotiationStateMachine(resuming: snapshot)
@@ -187,9 +190,9 @@ public actor NegotiationService {
                 logger.error("operator negotiation \(request.id) with \(request.peer) not started: \(error)")
                 // Recorded as terminated so the waiting CLI learns why.
                 var machine = NegotiationStateMachine(
-                    negotiationID: request.id, role: .consumer, local: local, peer: request.peer, configuration: configuration, now: Date())
-                _ = machine.terminate(reason: "not started: \(error)", now: Date())
-                try? store.save(machine.snapshot, peerFullJID: request.peer, now: Date())
+                    negotiationID: request.id, role: .consumer, local: local, peer: request.peer, configuration: configuration, now: self.now())
+                _ = machine.terminate(reason: "not started: \(error)", now: self.now())
+                try? store.save(machine.snapshot, peerFullJID: request.peer, now: self.now())
             }
         }
     }
@@ -204,7 +207,7 @@ public actor NegotiationService {
         guard request.type == .set else { throw refuse(request.peer, "malformed", "IQ get", .badRequest("negotiation messages are IQ sets")) }
         let message = decoded.message
         let id = message.negotiationID
-        let now = Date()
+        let now = self.now()
         if active[id] == nil {
             let stored: (snapshot: NegotiationStateMachine.Snapshot, peerFullJID: String)?
             do { stored = try store.snapshot(id) } catch { throw .internalServerError("negotiation journal unreadable") }
@@ -352,7 +355,7 @@ public actor NegotiationService {
         guard var entry = active[id], entry.machine.pending == nil, !entry.machine.state.isFinal,
             !heldStates.contains(entry.machine.state)
         else { return }
-        let now = Date()
+        let now = self.now()
         let peer = entry.machine.snapshot.peer
         var extra: ((Database) throws -> Void)?
         let action: NegotiationStateMachine.Action
@@ -424,7 +427,7 @@ public actor NegotiationService {
     private func persist(_ id: String, extra: ((Database) throws -> Void)? = nil) throws {
         guard let entry = active[id] else { return }
         let snapshot = entry.machine.snapshot
-        let now = Date()
+        let now = self.now()
         try store.save(snapshot, peerFullJID: entry.peerJID.description, now: now) { db in
             try extra?(db)
             switch snapshot.state {
@@ -497,7 +500,7 @@ public actor NegotiationService {
     private func acknowledged(_ message: NegotiationMessage) {
         let id = message.negotiationID
         guard var entry = active[id] else { return }
-        let action = entry.machine.acknowledged(messageID: message.messageID, now: Date())
+        let action = entry.machine.acknowledged(messageID: message.messageID, now: self.now())
         active[id] = entry
         if case .none = action { return }
         logger.debug("negotiation \(id): \(message.kind) acknowledged, now \(entry.machine.state.rawValue)")
@@ -508,7 +511,7 @@ public actor NegotiationService {
     private func refused(_ message: NegotiationMessage, reason: String) {
         let id = message.negotiationID
         guard var entry = active[id] else { return }
-        let action = entry.machine.peerRefused(messageID: message.messageID, reason: reason, now: Date())
+        let action = entry.machine.peerRefused(messageID: message.messageID, reason: reason, now: self.now())
         active[id] = entry
         commit(id, action)
     }
@@ -519,7 +522,7 @@ public actor NegotiationService {
         active[id] = nil
         let snapshot = entry.machine.snapshot
         let outcome = NegotiationOutcome(negotiationID: id, state: snapshot.state, reason: snapshot.terminationReason, agreement: snapshot.agreement)
-        let now = Date()
+        let now = self.now()
         if snapshot.state == .finalized {
             logger.info("negotiation \(id) with \(snapshot.peer): agreement \(snapshot.agreement?.id ?? "?") FINALIZED")
             _ = try? audit.record(AuditEvent(
@@ -538,7 +541,7 @@ public actor NegotiationService {
         logger.notice("refused negotiation message from \(peer): \(reason): \(detail)")
         _ = try? audit.refused(
             module: "broker", kind: "negotiation.message", peer: peer, action: NegotiationWire.namespace, reason: reason,
-            detail: String(detail.prefix(500)), at: Date())
+            detail: String(detail.prefix(500)), at: self.now())
         return error
     }
 
@@ -549,7 +552,8 @@ public actor NegotiationService {
     /// consumer: allowed if one of them allows it (`AgreementRule`: period, entitlement, quota
     /// with `usage` already used under it, placement, instance types), else denied with the
     /// reasons of the newest one, or `no-agreement`.
-    public nonisolated func check(_ request: PolicyRequest, from peer: String, usage: ResourceAmount = .zero, now: Date = Date()) -> PolicyDecision {
+    public nonisolated func check(_ request: PolicyRequest, from peer: String, usage: ResourceAmount = .zero, now: Date? = nil) -> PolicyDecision {
+        let now = now ?? self.now()
         let bare = XmppAddr.bare(peer)
         let context = PolicyContext(peer: bare, now: now, usage: usage, policy: nil)
         do {

@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 import Logging
 import Policy
@@ -22,10 +23,13 @@ public struct BrokerContext: Sendable {
     /// The peer policy files' entries (empty without `[policy]`).
     public var policies: PolicySet
     public var logger: Logger
+    /// The wall clock deadlines and journal times are read from (tests pass one set ahead, to
+    /// restart a broker after a deadline without waiting for it).
+    public var now: @Sendable () -> Date
 
     public init(
         local: String, identity: BrokerIdentity?, trustStore: TrustStore?, database: DatabasePool, transport: any SignedTransport,
-        audit: AuditLog, policies: PolicySet, logger: Logger
+        audit: AuditLog, policies: PolicySet, logger: Logger, now: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.local = local
         self.identity = identity
@@ -35,5 +39,6 @@ public struct BrokerContext: Sendable {
         self.audit = audit
         self.policies = policies
         self.logger = logger
+        self.now = now
     }
 }

@@ -309,8 +309,8 @@ import XMPP
         let id = try await pair.consumer.node.negotiation.start(with: try JID(pair.providerJID), terms: agreementTerms())
         #expect(await eventually { await pair.provider.node.negotiation.state(of: id) == .requested })
         await pair.provider.stop()
-        try await Task.sleep(for: .seconds(3))
-        let restarted = try RunningBroker(configuration: pair.providerConfig)
+        // Restarted as if 3 s later: past the 2 s decision deadline, without waiting for it.
+        let restarted = try RunningBroker(configuration: pair.providerConfig, wallClock: { Date() + 3 })
         #expect(await eventually(timeout: .seconds(20)) { await restarted.node.negotiation.state(of: id) == .terminated })
         #expect(await eventually(timeout: .seconds(20)) { await pair.consumer.node.negotiation.state(of: id) == .terminated })
         let reason = try pair.consumer.node.negotiation.store.negotiation(id)?.reason ?? ""

@@ -12,8 +12,11 @@ final class RunningBroker: Sendable {
     let group: ServiceGroup
     let task: Task<Void, any Error>
 
-    init(configuration: BrokerConfiguration, clock: any Clock<Duration> = ContinuousClock()) throws {
-        node = try BrokerNode(configuration: configuration, clock: clock)
+    init(
+        configuration: BrokerConfiguration, clock: any Clock<Duration> = ContinuousClock(),
+        wallClock: @escaping @Sendable () -> Date = { Date() }
+    ) throws {
+        node = try BrokerNode(configuration: configuration, clock: clock, wallClock: wallClock)
         group = ServiceGroup(configuration: .init(services: [.init(service: node)], logger: Logger(label: "test")))
         let group = self.group
         task = Task { try await group.run() }
