@@ -294,6 +294,7 @@ public struct BrokerConfiguration: Sendable {
         migration.gracefulShutdownSeconds = try settings.value(S.Migration.gracefulShutdownSeconds)
         migration.requestTimeout = .milliseconds(Int64(try settings.value(S.Migration.requestTimeoutSeconds) * 1000))
         migration.peerCheckInterval = try settings.value(S.Migration.peerCheckSeconds)
+        migration.transferWait = try settings.value(S.Migration.transferWaitSeconds)
         migration.liveURI = try settings.written(S.Migration.liveURI)
         migration.maxConcurrentPerAgreement = try settings.value(S.Migration.maxConcurrentPerAgreement)
         if let livePeers = settings.table("migration.live_peers") {

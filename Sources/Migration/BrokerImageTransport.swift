@@ -44,13 +44,16 @@ final class BrokerImageTransport: ImageTransport, Sendable {
     let onTransferred: @Sendable (_ migrationID: String, _ bytes: Int64) -> Void
 
     init(
-        identity: TransferIdentity, host: String, port: UInt16, advertisedHost: String, workDirectory: URL, signed: any SignedTransport,
+        identity: TransferIdentity, host: String, port: UInt16, waitTimeout: TimeInterval = TransferServer.Options().waitTimeout,
+        advertisedHost: String, workDirectory: URL, signed: any SignedTransport,
         trustStore: TrustStore, logger: Logger,
         lookupOffer: @escaping @Sendable (Migration.TransferOffer) -> (migrationID: String, peer: String, sha256: String?)?,
         onTransferred: @escaping @Sendable (String, Int64) -> Void
     ) throws {
         self.lookupOffer = lookupOffer
-        server = try TransferServer(host: host, port: port, identity: identity, logger: logger)
+        var options = TransferServer.Options()
+        options.waitTimeout = waitTimeout
+        server = try TransferServer(host: host, port: port, identity: identity, options: options, logger: logger)
         sender = TransferSender(identity: identity, logger: logger)
         self.advertisedHost = advertisedHost
         self.workDirectory = workDirectory

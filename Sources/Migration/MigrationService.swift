@@ -41,6 +41,9 @@ public final class MigrationService: Sendable {
         /// stands, and how often after that. The answer releases the reservation, completes or
         /// rolls back the copy as the source did; an unreachable source is asked again.
         public var peerCheckInterval: TimeInterval = 60
+        /// Destination side: how long an announced image transfer may wait for its connection
+        /// (or a broken one for its resumption) before it fails and its reservation is released.
+        public var transferWait: TimeInterval = TransferServer.Options().waitTimeout
         /// Migrations into this cloud under one agreement at once (reserved to cut over); more are
         /// refused (`too-many-migrations`).
         public var maxConcurrentPerAgreement = 4
@@ -162,7 +165,7 @@ public final class MigrationService: Sendable {
         let journal = self.journal
         let metering = self.metering
         let transport = try BrokerImageTransport(
-            identity: identity, host: settings.transferHost, port: settings.transferPort,
+            identity: identity, host: settings.transferHost, port: settings.transferPort, waitTimeout: settings.transferWait,
             advertisedHost: settings.advertisedHost ?? settings.transferHost, workDirectory: work.appendingPathComponent("incoming"),
             signed: signed, trustStore: trustStore, logger: logger,
             lookupOffer: { offer in

@@ -40,14 +40,17 @@ extension BrokerSettings {
         static let liveURI = Setting<String>(
             "migration", "live_uri", note: "the provider's uri", rule: liveURIRule,
             "This cloud's hypervisor as a peer's must reach it for live migration.")
+        static let transferWaitSeconds = Setting<Double>(
+            "migration", "transfer_wait_seconds", default: defaults.transferWait, rule: .atLeast(1),
+            "An announced image transfer that gets no connection for this long fails, and its reservation is released.")
         static let maxConcurrentPerAgreement = Setting<Int>(
             "migration", "max_concurrent_per_agreement", default: defaults.maxConcurrentPerAgreement, rule: .atLeast(1),
             "Migrations into this cloud under one agreement at once (beyond: too-many-migrations).")
 
         static let section = SettingsSection("migration", "Optional.", [
             transferHost.erased, advertisedHost.erased, transferPort.erased, workDir.erased, bootTimeoutSeconds.erased,
-            gracefulShutdownSeconds.erased, requestTimeoutSeconds.erased, peerCheckSeconds.erased, liveURI.erased,
-            maxConcurrentPerAgreement.erased,
+            gracefulShutdownSeconds.erased, requestTimeoutSeconds.erased, peerCheckSeconds.erased, transferWaitSeconds.erased,
+            liveURI.erased, maxConcurrentPerAgreement.erased,
         ])
 
         // `[migration.live_peers]`: one entry per peer, `"broker@cloud2.example" = { uris = [...] }`.

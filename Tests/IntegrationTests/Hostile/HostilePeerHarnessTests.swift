@@ -31,11 +31,8 @@ import XMPP
 /// refused image, a transfer that never connected, a live target not allowed) is in the audit
 /// log (`migration.rollback`), not only in the journal; and a transfer announced and never
 /// connected to releases its reservation (and quota) when the transfer server gives up on it
-/// (120 s), not at the reservation timeout (1 h).
-///
-/// Runtime: about 2.5 minutes on 2 cores, 2 of them the transfer server's fixed 120 s wait for a
-/// transfer that never connects (`TransferServer.Options.waitTimeout` and the 10 s handshake
-/// deadline are not settings of `intercloud serve`, so the victim cannot be given shorter ones).
+/// (`[migration] transfer_wait_seconds`, 120 s by default, 15 s for the victim here), not at the
+/// reservation timeout (1 h).
 ///
 /// The stranger (no pin, no agreement) is the subject of `Tests/Interop/test_stranger_flood.py`
 /// (slixmpp against a real `intercloud serve`) and is not repeated here.
@@ -219,11 +216,11 @@ import XMPP
             // (a) at the transfer server's deadline the victim gives up and tells the attacker
             let answer = try await claim.value
             let waited = ContinuousClock.now - announcedAt
-            #expect(answer.abortReason?.contains("no connection for 120 s") == true, "\(answer)")
-            #expect(waited >= .seconds(110) && waited < .seconds(170), "\(waited)")
+            #expect(answer.abortReason?.contains("no connection for 15 s") == true, "\(answer)")
+            #expect(waited >= .seconds(14) && waited < .seconds(75), "\(waited)")
             // (b) journaled with the reason
             let steps = try #require(try victim.journal?.steps(x))
-            #expect(steps.contains { $0.outcome == "failed" && $0.detail.contains("no connection for 120 s") }, "\(steps.map(\.detail))")
+            #expect(steps.contains { $0.outcome == "failed" && $0.detail.contains("no connection for 15 s") }, "\(steps.map(\.detail))")
             #expect(try victim.journal?.migrations().first { $0.migrationID == x }?.phase == "rolledBack")
             #expect(victim.audit(peer: attacker.jid, kind: "migration.rollback").contains { $0.action == x })
             // (c) nothing was imported or created
@@ -455,6 +452,7 @@ struct HostileScene {
             boot_timeout_seconds = 30
             request_timeout_seconds = 8
             peer_check_seconds = 5
+            transfer_wait_seconds = 15
             """
         if let allowedLiveURI {
             migration += "\n\n[migration.live_peers]\n\"\(attackerAccount.jid)\" = { uris = [\"\(allowedLiveURI)\"] }"
