@@ -22,7 +22,7 @@ import XMPP
 /// The TLS server only accepts connections for registered transfers from the pinned certificate,
 /// and writes only to the registered destination inside the migration's work folder.
 final class BrokerImageTransport: ImageTransport, Sendable {
-    public static let namespace = "urn:intercloud:transfer:0"
+    public static let namespace = TransferAnnouncement.namespace
 
     struct Offer: Sendable {
         var token: String
@@ -89,12 +89,8 @@ final class BrokerImageTransport: ImageTransport, Sendable {
     /// The source's announcement: registers the transfer with the TLS server.
     /// Answers a peer's `<announce/>` of an image it is about to send.
     func announced(_ request: SignedRequest) throws(StanzaError) -> [UInt8] {
-        guard let element = try? PayloadElement.parse(String(decoding: request.payload, as: UTF8.self), maxBytes: 4096),
-            element.name == "announce", element.namespace == Self.namespace,
-            let migrationID = element.attributes["migration"], let token = element.attributes["token"],
-            let size = element.attributes["size"].flatMap(Int64.init), size >= 0,
-            let sha256 = element.attributes["sha256"], sha256.count == 64
-        else { throw .badRequest("expected <announce xmlns='\(Self.namespace)' migration='' token='' size='' sha256=''/>") }
+        let announcement = try TransferAnnouncement(parsing: request.payload)
+        let (migrationID, token, size, sha256) = (announcement.migrationID, announcement.token, announcement.size, announcement.sha256)
         guard var offer = offers.withLock({ $0[migrationID] }), offer.token == token else {
             throw .itemNotFound("no transfer offer for migration \(migrationID) with this token")
         }
@@ -121,7 +117,7 @@ final class BrokerImageTransport: ImageTransport, Sendable {
         offer.registeredSHA256 = sha256.lowercased()
         offers.withLock { $0[migrationID] = offer }
         logger.info("migration \(migrationID): expecting \(size) bytes from \(request.peer) over TLS")
-        return Array(PayloadElement(name: "accepted", namespace: Self.namespace, attributes: ["migration": migrationID]).xml.utf8)
+        return TransferAnnouncement.accepted(migrationID: migrationID)
     }
 
     func receivedFile(for offer: Migration.TransferOffer) async throws -> ReceivedImageFile {
@@ -185,10 +181,11 @@ final class BrokerImageTransport: ImageTransport, Sendable {
             (size, sha256) = try await FileDigest.sha256(of: file)
         }
         let target = try signed.route(to: try JID(peer))
-        let announce = PayloadElement(
-            name: "announce", namespace: Self.namespace,
-            attributes: ["migration": migrationID, "token": offer.token, "size": String(size), "sha256": sha256])
-        _ = try await signed.request(.set, to: target, namespace: Self.namespace, payload: Array(announce.xml.utf8), timeout: .seconds(30))
+        let announcement = TransferAnnouncement(migrationID: migrationID, token: offer.token, size: size, sha256: sha256)
+        let answer = try await signed.request(.set, to: target, namespace: Self.namespace, payload: announcement.payload, timeout: .seconds(30))
+        guard try TransferAnnouncement.parseAccepted(answer) == migrationID else {
+            throw MigrationTransportError("\(peer) accepted the transfer of another migration")
+        }
         guard let fingerprint = try trustStore.pin(for: peer)?.fingerprint else {
             throw MigrationTransportError("\(peer) has no pinned certificate")
         }

@@ -278,19 +278,12 @@ import X509
             case .countersigned(let signature): return .countersigned(signature)
             case .disputed(let reasons): return .disputed(reasons)
             }
-        case BrokerImageTransport.namespace where element.name == "announce":
-            // BrokerImageTransport's handler reads the announcement inside its (private) handler;
-            // these are its checks, in its order, before it looks up the offer.
-            guard let migration = element.attributes["migration"], let token = element.attributes["token"],
-                let size = element.attributes["size"].flatMap(Int64.init), size >= 0,
-                let sha256 = element.attributes["sha256"], sha256.count == 64, element.children.isEmpty
-            else { throw DocumentError(description: "expected <announce xmlns='\(BrokerImageTransport.namespace)' migration='' token='' size='' sha256=''/>") }
-            return .transferAnnounce(migration: migration, token: token, size: size, sha256: sha256)
-        case BrokerImageTransport.namespace where element.name == "accepted":
-            guard let migration = element.attributes["migration"], element.children.isEmpty else {
-                throw DocumentError(description: "an <accepted/> without its migration")
-            }
-            return .transferAccepted(migration: migration)
+        case TransferAnnouncement.namespace where element.name == "announce":
+            let announcement = try TransferAnnouncement(parsing: raw)
+            return .transferAnnounce(
+                migration: announcement.migrationID, token: announcement.token, size: announcement.size, sha256: announcement.sha256)
+        case TransferAnnouncement.namespace where element.name == "accepted":
+            return .transferAccepted(migration: try TransferAnnouncement.parseAccepted(raw))
         case "http://www.w3.org/2005/sparql-results#":
             return .answer(try CatalogProtocol.parseAnswer(raw))
         case let namespace? where namespace.hasPrefix("urn:intercloud:catalog:"):

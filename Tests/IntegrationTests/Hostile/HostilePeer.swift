@@ -185,10 +185,8 @@ final class HostilePeer: Sendable {
     /// Announces a file of `bytes` and `sha256` for the reservation's transfer, as a source does
     /// before it connects (the victim registers the transfer with its TLS server).
     func announce(migrationID: String, offer: Migration.TransferOffer, bytes: Int64, sha256: String) async -> VictimAnswer {
-        let announce = PayloadElement(
-            name: "announce", namespace: "urn:intercloud:transfer:0",
-            attributes: ["migration": migrationID, "token": offer.token, "size": String(bytes), "sha256": sha256])
-        return await request("urn:intercloud:transfer:0", Array(announce.xml.utf8))
+        let announcement = TransferAnnouncement(migrationID: migrationID, token: offer.token, size: bytes, sha256: sha256)
+        return await request(TransferAnnouncement.namespace, announcement.payload)
     }
 
     /// Says the disk was sent (`transferred`) and waits up to `timeout` for the victim's answer.

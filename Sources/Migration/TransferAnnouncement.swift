@@ -1,0 +1,63 @@
+import Trust
+import XMPP
+
+/// `<announce xmlns='urn:intercloud:transfer:0' migration='' token='' size='' sha256=''/>`: the
+/// source's word, in a signed request, that it is about to send the disk of `migration` over the
+/// TLS transfer channel with the reservation's `token`; and `<accepted migration=''/>`, the
+/// destination's answer once the transfer is registered. docs/protocol/transfer.md.
+///
+/// One parser and one writer for the broker, its tests and the protocol document's test.
+public struct TransferAnnouncement: Sendable, Hashable {
+    public static let namespace = "urn:intercloud:transfer:0"
+    /// Bounds the payload before it is parsed (a handful of short attributes).
+    public static let maxBytes = 4096
+
+    public var migrationID: String
+    public var token: String
+    public var size: Int64
+    /// The image's SHA-256, 64 hex digits.
+    public var sha256: String
+
+    public init(migrationID: String, token: String, size: Int64, sha256: String) {
+        self.migrationID = migrationID
+        self.token = token
+        self.size = size
+        self.sha256 = sha256
+    }
+
+    static let expected = "expected <announce xmlns='\(namespace)' migration='' token='' size='' sha256=''/>"
+
+    /// Reads an announcement as the destination does, or refuses it (`bad-request`).
+    public init(parsing payload: [UInt8]) throws(StanzaError) {
+        guard payload.count <= Self.maxBytes,
+            let element = try? PayloadElement.parse(String(decoding: payload, as: UTF8.self), maxBytes: Self.maxBytes),
+            element.name == "announce", element.namespace == Self.namespace, element.children.isEmpty,
+            let migrationID = element.attributes["migration"], let token = element.attributes["token"],
+            let size = element.attributes["size"].flatMap(Int64.init), size >= 0,
+            let sha256 = element.attributes["sha256"], sha256.count == 64
+        else { throw .badRequest(Self.expected) }
+        self.init(migrationID: migrationID, token: token, size: size, sha256: sha256)
+    }
+
+    public var payload: [UInt8] {
+        Array(PayloadElement(
+            name: "announce", namespace: Self.namespace,
+            attributes: ["migration": migrationID, "token": token, "size": String(size), "sha256": sha256]
+        ).xml.utf8)
+    }
+
+    /// The destination's answer to an announcement it registered.
+    public static func accepted(migrationID: String) -> [UInt8] {
+        Array(PayloadElement(name: "accepted", namespace: namespace, attributes: ["migration": migrationID]).xml.utf8)
+    }
+
+    /// Reads the destination's answer: the migration it accepted the transfer of.
+    public static func parseAccepted(_ payload: [UInt8]) throws(StanzaError) -> String {
+        guard payload.count <= maxBytes,
+            let element = try? PayloadElement.parse(String(decoding: payload, as: UTF8.self), maxBytes: maxBytes),
+            element.name == "accepted", element.namespace == namespace, element.children.isEmpty,
+            let migrationID = element.attributes["migration"]
+        else { throw .badRequest("expected <accepted xmlns='\(namespace)' migration=''/>") }
+        return migrationID
+    }
+}
