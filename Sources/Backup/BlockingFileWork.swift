@@ -11,11 +11,7 @@ enum BlockingFileWork {
     static let chunkSize = 4 << 20
 
     static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global(qos: .utility).async {
-                continuation.resume(with: Result { try body() })
-            }
-        }
+        try await BlockingWork.run(body)
     }
 
     /// Copies `source` to `destination` through a temporary file beside it that is fsynced and

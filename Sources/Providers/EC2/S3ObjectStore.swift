@@ -169,11 +169,22 @@ public struct S3ObjectStore: Sendable {
         String(prefix.prefix { $0 != "/" })
     }
 
-    /// Every object under `prefix`, following continuation tokens.
+    /// Pages a listing follows at most (S3 returns up to 1000 keys a page): a store that keeps
+    /// answering "truncated" cannot keep us listing, nor fill memory.
+    public static let maxListPages = 1000
+
+    /// Every object under `prefix`, following continuation tokens (at most `maxListPages` pages).
     public func list(prefix: String) async throws -> [Object] {
         var objects: [Object] = []
         var token: String?
+        var pages = 0
         repeat {
+            pages += 1
+            guard pages <= Self.maxListPages else {
+                throw ProviderError(
+                    driver: "s3", verb: .listImages, code: .backend,
+                    message: "bucket \(bucket) lists more than \(Self.maxListPages) pages under \(prefix); refusing to go on")
+            }
             var query: [(String, String?)] = [("list-type", "2"), ("prefix", Self.serverPrefix(prefix))]
             if let token { query.append(("continuation-token", token)) }
             let (data, _) = try await storage.client.rest(method: "GET", path: "/\(bucket)", query: query, verb: .listImages, action: "ListObjectsV2")
@@ -181,7 +192,11 @@ public struct S3ObjectStore: Sendable {
             objects += root.children.filter { $0.name == "Contents" }.map {
                 Object(key: $0.string("Key") ?? "", size: Int64($0.string("Size") ?? "0") ?? 0)
             }.filter { $0.key.hasPrefix(prefix) }
-            token = root.string("IsTruncated") == "true" ? root.string("NextContinuationToken") : nil
+            let next = root.string("IsTruncated") == "true" ? root.string("NextContinuationToken") : nil
+            guard next == nil || next != token else {
+                throw ProviderError(driver: "s3", verb: .listImages, code: .backend, message: "bucket \(bucket) repeated a continuation token")
+            }
+            token = next
         } while token != nil
         return objects
     }
@@ -191,18 +206,27 @@ public struct S3ObjectStore: Sendable {
     }
 
     /// Aborts every unfinished multipart upload under `prefix` (left by a process killed mid-upload);
-    /// returns how many there were.
+    /// returns how many there were. A listing page holds up to 1000 uploads; when it says there
+    /// are more, the listing starts again (the aborted ones are gone), at most `maxListPages`
+    /// times. Markers are not used: moto miscomputes the signature of a query value with `/`.
     @discardableResult
     public func abortUploads(prefix: String) async throws -> Int {
-        let (data, _) = try await storage.client.rest(
-            method: "GET", path: "/\(bucket)", query: [("uploads", nil), ("prefix", Self.serverPrefix(prefix))], verb: .listImages, action: "ListMultipartUploads")
-        let uploads = try storage.client.parse(data, verb: .listImages, action: "ListMultipartUploads").children.filter { $0.name == "Upload" }
         var aborted = 0
-        for upload in uploads {
-            guard let key = upload.string("Key"), key.hasPrefix(prefix), let id = upload.string("UploadId") else { continue }
-            _ = try await storage.client.rest(
-                method: "DELETE", path: "/\(bucket)/\(key)", query: [("uploadId", id)], verb: .deregisterImage, action: "AbortMultipartUpload")
-            aborted += 1
+        for _ in 0..<Self.maxListPages {
+            let (data, _) = try await storage.client.rest(
+                method: "GET", path: "/\(bucket)", query: [("uploads", nil), ("prefix", Self.serverPrefix(prefix))], verb: .listImages,
+                action: "ListMultipartUploads")
+            let root = try storage.client.parse(data, verb: .listImages, action: "ListMultipartUploads")
+            var abortedThisPage = 0
+            for upload in root.children where upload.name == "Upload" {
+                guard let key = upload.string("Key"), key.hasPrefix(prefix), let id = upload.string("UploadId") else { continue }
+                _ = try await storage.client.rest(
+                    method: "DELETE", path: "/\(bucket)/\(key)", query: [("uploadId", id)], verb: .deregisterImage, action: "AbortMultipartUpload")
+                abortedThisPage += 1
+            }
+            aborted += abortedThisPage
+            // Done when nothing more is listed, or when a full page held nothing of ours to abort.
+            guard root.string("IsTruncated") == "true", abortedThisPage > 0 else { return aborted }
         }
         return aborted
     }

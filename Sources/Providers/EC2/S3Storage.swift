@@ -43,13 +43,12 @@ struct S3Storage: Sendable {
             throw ProviderError(driver: driver, verb: verb, code: .backend, message: "CreateMultipartUpload returned no UploadId")
         }
         do {
-            let handle = try FileHandle(forReadingFrom: file)
-            defer { try? handle.close() }
+            let reader = try PartReader(file: file)
+            defer { reader.close() }
             let total = Int64((try? FileManager.default.attributesOfItem(atPath: file.path)[.size] as? NSNumber)??.int64Value ?? 0)
             // S3 takes at most 10 000 parts: larger files get larger parts (whole MiB).
             let mebibytes = (Int((total + 9_999) / 10_000) + (1 << 20) - 1) >> 20
             let partSize = max(partSize, mebibytes << 20)
-            var hasher = SHA256()
             var parts: [Int: String] = [:]
             var sent: Int64 = 0
             var read: Int64 = 0
@@ -64,8 +63,7 @@ struct S3Storage: Sendable {
                 var inFlight = 0
                 while true {
                     try Task.checkCancellation()
-                    guard let chunk = try handle.read(upToCount: partSize), !chunk.isEmpty else { break }
-                    hasher.update(data: chunk)
+                    guard let chunk = try await reader.next(upToCount: partSize) else { break }
                     read += Int64(chunk.count)
                     let partNumber = number
                     group.addTask {
@@ -94,7 +92,7 @@ struct S3Storage: Sendable {
                 // Without an explicit type URLSession labels a POST body as a form, which servers then consume as one.
                 headers: ["Content-Type": "application/xml"], body: Data(manifest.utf8),
                 verb: verb, action: "CompleteMultipartUpload")
-            return Uploaded(etag: (try? XMLElement.parse(data).string("ETag")) ?? "", bytes: read, sha256: hasher.finalize().hex)
+            return Uploaded(etag: (try? XMLElement.parse(data).string("ETag")) ?? "", bytes: read, sha256: reader.sha256())
         } catch {
             _ = try? await client.rest(
                 method: "DELETE", path: "/\(bucket)/\(key)", query: [("uploadId", uploadID)], verb: verb,
@@ -102,6 +100,30 @@ struct S3Storage: Sendable {
             if let error = error as? ProviderError { throw error }
             throw ProviderError.wrap(error, driver: driver, verb: verb)
         }
+    }
+
+    /// Reads a file part by part, hashing it as it goes, on a dispatch queue (`BlockingWork`): an
+    /// 8 MiB read and its SHA-256 take tens of milliseconds, which would hold a pool thread.
+    final class PartReader: @unchecked Sendable {
+        // @unchecked: `handle` and `hasher` are used by one task at a time: the upload awaits each
+        // `next` before it asks for the following part, and reads the digest after the last.
+        private let handle: FileHandle
+        private var hasher = SHA256()
+
+        init(file: URL) throws { handle = try FileHandle(forReadingFrom: file) }
+
+        /// The next part, or nil at the end of the file.
+        func next(upToCount count: Int) async throws -> Data? {
+            try await BlockingWork.run { [self] in
+                guard let chunk = try handle.read(upToCount: count), !chunk.isEmpty else { return nil }
+                hasher.update(data: chunk)
+                return chunk
+            }
+        }
+
+        func sha256() -> String { hasher.finalize().hex }
+
+        func close() { try? handle.close() }
     }
 
     /// Header lookup that does not depend on the case the server used.
