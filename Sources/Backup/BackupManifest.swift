@@ -102,7 +102,19 @@ public struct BackupManifest: Codable, Sendable, Hashable {
         where text.isEmpty || text.utf8.count > 255 {
             throw .invalidManifest(backupID, "source field empty or longer than 255 bytes")
         }
+        // Shown in listings, logs and the audit, and the ids go back to a driver on restore: no
+        // control characters (a forged name must not rewrite an operator's terminal).
+        for text in [manifest.source.driver, manifest.source.instanceID, manifest.source.instanceName, manifest.runID]
+            + [manifest.source.sizeID, manifest.source.imageID].compactMap({ $0 })
+        where !isPrintable(text) || text.utf8.count > 255 {
+            throw .invalidManifest(backupID, "a source field holds control characters or is longer than 255 bytes")
+        }
         return manifest
+    }
+
+    /// No C0 or C1 control character, no DEL.
+    static func isPrintable(_ text: String) -> Bool {
+        text.unicodeScalars.allSatisfy { !($0.value < 0x20 || (0x7f...0x9f).contains($0.value)) }
     }
 
     public static func diskName(_ format: ImageFormat) -> String { "disk.\(format.rawValue)" }

@@ -65,6 +65,26 @@ struct BackupManifestTests {
         }
     }
 
+    @Test("source fields with control characters are refused (escape sequences, newlines, C1 controls)",
+          arguments: [
+            ("instanceName", #""web-1\u001b[2J""#),
+            ("instanceID", #""sim-i-1\nforged log line""#),
+            ("sizeID", #""sim.small\u009b31m""#),
+            ("imageID", #""img\u007f""#),
+          ])
+    func refusedControlCharacters(field: String, value: String) throws {
+        let data = try json { object in
+            var source = object["source"] as! [String: Any]
+            source[field] = Self.fragment(value)
+            object["source"] = source
+        }
+        #expect {
+            try BackupManifest.decode(data, policy: "nightly", backupID: "bk-20261207-031500-9f2c1a")
+        } throws: { error in
+            (error as? BackupError)?.description.contains("control characters") == true
+        }
+    }
+
     @Test("an oversized manifest is refused before it is parsed")
     func oversized() {
         let data = Data(repeating: 0x20, count: BackupManifest.maximumBytes + 1)
