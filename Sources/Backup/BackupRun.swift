@@ -59,6 +59,9 @@ public struct BackupRun: Sendable {
         public var storedBytes: Int64?
         public var storedSHA256: String?
         public var error: String?
+        /// A problem that did not cost the backup (the clean-up after publishing failed: the
+        /// backup is complete, something was left behind).
+        public var warning: String?
         public var startedAt: Date?
         public var finishedAt: Date?
 
@@ -267,8 +270,16 @@ public struct BackupRun: Sendable {
             guard snapshot.current < snapshot.units.count else { return .none }
             var unit = snapshot.units[snapshot.current]
             switch unit.state {
+            case .cleaning where unit.error == nil:
+                // Published: the backup exists and is whole; only the clean-up is left undone.
+                unit.warning = "clean-up failed, left behind: \(reason)"
+                unit.state = .done
+                unit.finishedAt = now
+                put(unit)
+                snapshot.current += 1
+                return nextUnit(now: now)
             case .cleaning:
-                unit.error = (unit.error.map { $0 + "; " } ?? "") + "clean-up failed: \(reason)"
+                unit.error! += "; clean-up failed: \(reason)"
                 unit.state = .failed
                 unit.finishedAt = now
                 put(unit)

@@ -381,7 +381,7 @@ func printRun(_ run: BackupRun.Snapshot, options: BackupCommand.Options) throws 
             headers: ["INSTANCE", "BACKUP", "STATE", "BYTES", "SHA-256", "ERROR"],
             rows: run.units.map { unit in
                 [unit.instance, unit.backupID, unit.state.rawValue, unit.storedBytes.map(String.init) ?? "-",
-                 unit.storedSHA256.map { String($0.prefix(16)) } ?? "-", unit.error ?? "-"]
+                 unit.storedSHA256.map { String($0.prefix(16)) } ?? "-", unit.error ?? unit.warning.map { "warning: \($0)" } ?? "-"]
             })
     }
 }
