@@ -345,8 +345,14 @@ public actor BackupRunner {
             } catch { return failed("write the manifest", error) }
         case .clean(let imageID, let file, let keys):
             do {
-                if let imageID {
-                    do { try await driver.deregisterImage(id: imageID) } catch let error as ProviderError where error.code == .notFound {}
+                // No id journaled (killed between asking for the snapshot and its answer, or a
+                // snapshot that failed after the cloud made it): look for it by its name.
+                var leftover = imageID
+                if leftover == nil, let unit, unit.state == .cleaning {
+                    leftover = try await driver.listImages().first { $0.name == unit.snapshotName }?.id
+                }
+                if let leftover {
+                    do { try await driver.deregisterImage(id: leftover) } catch let error as ProviderError where error.code == .notFound {}
                 }
                 if let file { try? FileManager.default.removeItem(at: file) }
                 for key in keys {
