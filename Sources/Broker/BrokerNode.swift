@@ -38,8 +38,15 @@ public final class BrokerNode: Service, Sendable {
     private let discovery: Mutex<PeerDiscovery>
     /// Peers currently known to be brokers (bare JIDs), read on the loop thread by hot-path handlers.
     private let knownPeers = Mutex<Set<String>>([])
-    private let inputs: AsyncStream<PeerDiscovery.Event>
-    private let inputContinuation: AsyncStream<PeerDiscovery.Event>.Continuation
+    /// Discovery's inputs in arrival order, and barriers (`discoveryCaughtUp`) among them.
+    private enum DiscoveryInput: Sendable {
+        case event(PeerDiscovery.Event)
+        case barrier(UInt64)
+    }
+    /// Callers of `discoveryCaughtUp` waiting for their barrier; all let go when discovery stops.
+    private let barriers = Mutex<(next: UInt64, waiting: [UInt64: CheckedContinuation<Void, Never>], stopped: Bool)>((0, [:], false))
+    private let inputs: AsyncStream<DiscoveryInput>
+    private let inputContinuation: AsyncStream<DiscoveryInput>.Continuation
     private let announcement: Mutex<Announcement>
     /// Certificates, handshakes and pins; nil without a `[trust]` section.
     public let trust: BrokerTrust?
@@ -180,7 +187,7 @@ public final class BrokerNode: Service, Sendable {
             approvalPatterns: configuration.approvalPatterns,
             approvedPeers: known.filter { $0.subscription == "approved" }.compactMap { try? JID($0.jid) },
             pendingApprovals: known.filter { $0.subscription == "pending-approval" }.compactMap { try? JID($0.jid) })))
-        (inputs, inputContinuation) = AsyncStream<PeerDiscovery.Event>.makeStream()
+        (inputs, inputContinuation) = AsyncStream<DiscoveryInput>.makeStream()
         announcement = Mutex(Announcement(
             cloud: configuration.broker.cloud, regions: configuration.broker.regions,
             load: configuration.broker.load ?? 0, fingerprint: trust?.fingerprint ?? ""))
@@ -254,9 +261,9 @@ public final class BrokerNode: Service, Sendable {
         installHandlers()
         let observer = client.observe { [inputContinuation] event in
             switch event {
-            case .sessionStarted: inputContinuation.yield(.sessionStarted)
-            case .disconnected: inputContinuation.yield(.sessionLost)
-            case .stanza(let stanza) where stanza.kind == .presence: inputContinuation.yield(.presence(stanza))
+            case .sessionStarted: inputContinuation.yield(.event(.sessionStarted))
+            case .disconnected: inputContinuation.yield(.event(.sessionLost))
+            case .stanza(let stanza) where stanza.kind == .presence: inputContinuation.yield(.event(.presence(stanza)))
             default: break
             }
         }
@@ -294,10 +301,10 @@ public final class BrokerNode: Service, Sendable {
                     do {
                         for (jid, decision) in try await registry.takeOperatorDecisions() {
                             logger.info("operator \(decision == .approve ? "approved" : "rejected") peering with \(jid)")
-                            inputContinuation.yield(decision == .approve ? .operatorApproved(jid) : .operatorRejected(jid))
+                            inputContinuation.yield(.event(decision == .approve ? .operatorApproved(jid) : .operatorRejected(jid)))
                         }
                         let expired = try registry.pendingApprovals(requestedBefore: Date() - approvalWait)
-                        if !expired.isEmpty { inputContinuation.yield(.pendingApprovalsExpired(expired)) }
+                        if !expired.isEmpty { inputContinuation.yield(.event(.pendingApprovalsExpired(expired))) }
                     } catch { logger.error("cannot read approvals: \(error)") }
                     try? await Task.sleep(for: .seconds(1))
                 }
@@ -327,13 +334,43 @@ public final class BrokerNode: Service, Sendable {
             logger: logger))
         let running = Task { try await group.run() }
         for await input in inputs.cancelOnGracefulShutdown() {
-            let actions = discovery.withLock { $0.handle(input) }
-            for action in actions { await perform(action) }
+            switch input {
+            case .event(let event):
+                let actions = discovery.withLock { $0.handle(event) }
+                for action in actions { await perform(action) }
+            case .barrier(let id):
+                barriers.withLock { $0.waiting.removeValue(forKey: id) }?.resume()
+            }
         }
+        // Barriers queued behind the end are let go.
+        let left = barriers.withLock { state in
+            state.stopped = true
+            defer { state.waiting = [:] }
+            return Array(state.waiting.values)
+        }
+        for continuation in left { continuation.resume() }
         await group.triggerGracefulShutdown()
         do { try await running.value } catch { logger.error("a broker loop failed: \(error)") }
         client.removeObserver(observer)
         await shutdown()
+    }
+
+    /// Returns once every discovery input that arrived before this call (presences, session
+    /// events, operator decisions) has been handled and its actions performed (registry written,
+    /// presence sent). Tests use it to show that something did not happen, instead of waiting.
+    public func discoveryCaughtUp() async {
+        await withCheckedContinuation { continuation in
+            let id = barriers.withLock { state -> UInt64? in
+                guard !state.stopped else { return nil }
+                state.next += 1
+                state.waiting[state.next] = continuation
+                return state.next
+            }
+            guard let id else { return continuation.resume() }
+            if case .terminated = inputContinuation.yield(.barrier(id)) {
+                barriers.withLock { $0.waiting.removeValue(forKey: id) }?.resume()
+            }
+        }
     }
 
     /// The service that runs `[backup]` policies on their schedules, or nil without any.
@@ -445,7 +482,7 @@ public final class BrokerNode: Service, Sendable {
                     do {
                         let info = try await client.discoverInfo(of: full)
                         let ver = EntityCapabilities.verificationString(for: info)
-                        inputContinuation.yield(.featuresDiscovered(capsVer: ver, peer: full, features: info.features))
+                        inputContinuation.yield(.event(.featuresDiscovered(capsVer: ver, peer: full, features: info.features)))
                     } catch {
                         logger.warning("disco#info to \(full) failed: \(error)")
                     }

@@ -61,7 +61,12 @@ import XMPP
         let broker2 = try RunningBroker(configuration: config2)
         let broker1 = try RunningBroker(configuration: config1)
         #expect(await eventually { broker2.peer(jid1)?.subscription == "pending-approval" })
-        try await Task.sleep(for: .milliseconds(500))
+        // No presence may flow before approval. Shown without waiting: broker2 has performed
+        // everything it decided so far; a ping it sends after that reaches broker1 behind any
+        // presence it sent; broker1 has then handled everything that arrived before the ping.
+        await broker2.node.discoveryCaughtUp()
+        _ = try await broker2.node.client.ping(try RunningBroker.full(jid1))
+        await broker1.node.discoveryCaughtUp()
         #expect(!broker1.sees(account2.jid), "no presence may flow before approval")
 
         // What `intercloud peers approve` does: record the decision in the broker's database.
