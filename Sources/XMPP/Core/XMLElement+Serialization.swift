@@ -88,3 +88,82 @@ public enum XMLEscaping {
         return result
     }
 }
+
+extension XMLElement {
+    /// Appends the element as UTF-8 XML to `buffer`, for the wire: the same text as
+    /// `serialized(parentNamespace:)` except that escaping works on bytes rather than characters
+    /// (so a markup character followed by a combining mark is still escaped).
+    ///
+    /// Why a second serializer: this one runs for every stanza the broker sends. Building a
+    /// libstrophe tree (one allocation per name, attribute and text, attributes in a hash table)
+    /// and having libstrophe render it cost more than the request's own work; appending bytes to
+    /// one reused buffer costs no allocation per node.
+    public func appendWireBytes(to buffer: inout [UInt8], parentNamespace: String?) {
+        buffer.append(UInt8(ascii: "<"))
+        XMLEscaping.appendVerbatim(name, to: &buffer)
+        if let namespace, namespace != parentNamespace {
+            let declaration: StaticString = " xmlns='"
+            buffer.append(contentsOf: UnsafeBufferPointer(start: declaration.utf8Start, count: declaration.utf8CodeUnitCount))
+            XMLEscaping.appendEscaped(namespace, to: &buffer, attribute: true)
+            buffer.append(UInt8(ascii: "'"))
+        }
+        for attribute in attributes where attribute.name != "xmlns" {
+            buffer.append(UInt8(ascii: " "))
+            XMLEscaping.appendVerbatim(attribute.name, to: &buffer)
+            buffer.append(UInt8(ascii: "="))
+            buffer.append(UInt8(ascii: "'"))
+            XMLEscaping.appendEscaped(attribute.value, to: &buffer, attribute: true)
+            buffer.append(UInt8(ascii: "'"))
+        }
+        if children.isEmpty {
+            buffer.append(UInt8(ascii: "/"))
+            buffer.append(UInt8(ascii: ">"))
+            return
+        }
+        buffer.append(UInt8(ascii: ">"))
+        for child in children {
+            switch child {
+            case .element(let element): element.appendWireBytes(to: &buffer, parentNamespace: namespace ?? parentNamespace)
+            case .text(let text): XMLEscaping.appendEscaped(text, to: &buffer, attribute: false)
+            }
+        }
+        buffer.append(UInt8(ascii: "<"))
+        buffer.append(UInt8(ascii: "/"))
+        XMLEscaping.appendVerbatim(name, to: &buffer)
+        buffer.append(UInt8(ascii: ">"))
+    }
+}
+
+extension XMLEscaping {
+    /// Appends `text` as UTF-8, escaping `&`, `<` and `>` (and in an attribute value, which is
+    /// single-quoted, also `'` and `"`), as `escapeText`/`escapeAttribute` do. Every one of these
+    /// is ASCII, and a UTF-8 multi-byte sequence never contains an ASCII byte, so a byte scan finds
+    /// exactly them. Runs of plain bytes are copied in one piece.
+    /// Appends a name as UTF-8 in one copy (appending a `String.UTF8View` goes byte by byte).
+    static func appendVerbatim(_ text: String, to buffer: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { buffer.append(contentsOf: $0) }
+    }
+
+    static func appendEscaped(_ text: String, to buffer: inout [UInt8], attribute: Bool) {
+        var text = text
+        text.withUTF8 { bytes in
+            var start = 0
+            for index in bytes.indices {
+                let replacement: StaticString
+                switch bytes[index] {
+                case UInt8(ascii: "&"): replacement = "&amp;"
+                case UInt8(ascii: "<"): replacement = "&lt;"
+                case UInt8(ascii: ">"): replacement = "&gt;"
+                case UInt8(ascii: "'") where attribute: replacement = "&apos;"
+                case UInt8(ascii: "\"") where attribute: replacement = "&quot;"
+                default: continue
+                }
+                if start < index { buffer.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<index])) }
+                buffer.append(contentsOf: UnsafeBufferPointer(start: replacement.utf8Start, count: replacement.utf8CodeUnitCount))
+                start = index + 1
+            }
+            if start < bytes.count { buffer.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start...])) }
+        }
+    }
+}

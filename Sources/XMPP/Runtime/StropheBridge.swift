@@ -50,7 +50,8 @@ enum StropheBridge {
         return element
     }
 
-    /// Builds a libstrophe stanza tree for sending. The caller releases it after `xmpp_send`.
+    /// Builds a libstrophe stanza tree. Sending no longer uses it (`ConnectionCore.send` writes our
+    /// own serialization); the tests use it to check that serialization against libstrophe's.
     static func stanza(from element: XMLElement, context: OpaquePointer, parentNamespace: String?) -> OpaquePointer {
         let stanza = xmpp_stanza_new(context)!
         xmpp_stanza_set_name(stanza, element.name)
@@ -73,5 +74,28 @@ enum StropheBridge {
             }
         }
         return stanza
+    }
+}
+
+extension StropheBridge {
+    /// libstrophe's own parse of XML text (the expat parser received stanzas go through),
+    /// converted to a value; nil when it does not parse. Lets the tests check our serialization
+    /// against the parser on the other end of a stream.
+    static func parsed(_ text: String, context: OpaquePointer) -> XMLElement? {
+        guard let stanza = xmpp_stanza_new_from_string(context, text) else { return nil }
+        defer { xmpp_stanza_release(stanza) }
+        return try? element(from: stanza, limit: .max)
+    }
+
+    /// libstrophe's own rendering (`xmpp_stanza_to_text`, what `xmpp_send` sends) of the tree
+    /// `stanza(from:)` builds: the reference our serialization is tested against.
+    static func libstropheText(of value: XMLElement, context: OpaquePointer) -> String? {
+        let stanza = stanza(from: value, context: context, parentNamespace: nil)
+        defer { xmpp_stanza_release(stanza) }
+        var buffer: UnsafeMutablePointer<CChar>?
+        var length = 0
+        guard xmpp_stanza_to_text(stanza, &buffer, &length) == 0, let buffer else { return nil }
+        defer { xmpp_free(context, buffer) }
+        return String(cString: buffer)
     }
 }
