@@ -44,6 +44,26 @@ import XMPP
         #expect(tracker.nextDeadline == 50)
     }
 
+    @Test func answeredRequestsLeaveAnEarlyBoundThatExpireCorrects() {
+        var tracker = Tracker()
+        tracker.sent(id: "a", to: "p@c", deadline: 10, sessionEpoch: 1)
+        tracker.sent(id: "b", to: "p@c", deadline: 30, sessionEpoch: 1)
+        tracker.sent(id: "c", to: "p@c", deadline: 20, sessionEpoch: 1)
+        #expect(tracker.received(id: "a", from: "p@c", ownBareJID: "me@c", ownDomain: "c") == .deliver(id: "a"))
+        // Answers do not rescan: the bound may stay early, never late.
+        #expect(tracker.nextDeadline.map { $0 <= 20 } == true)
+        #expect(tracker.expire(now: 15) == [])
+        #expect(tracker.nextDeadline == 20)
+        #expect(tracker.expire(now: 25) == ["c"])
+        #expect(tracker.nextDeadline == 30)
+        _ = tracker.cancelled(id: "b")
+        #expect(tracker.nextDeadline == nil)
+        tracker.sent(id: "d", to: "p@c", deadline: 40, sessionEpoch: 1)
+        #expect(tracker.nextDeadline == 40)
+        #expect(tracker.removeAll() == ["d"])
+        #expect(tracker.nextDeadline == nil)
+    }
+
     @Test func newSessionFailsOnlyOlderRequests() {
         var tracker = Tracker()
         tracker.sent(id: "old", to: "p@c", deadline: 100, sessionEpoch: 1)

@@ -21,6 +21,11 @@ public struct IQTracker<Instant: Comparable & Sendable>: Sendable {
     }
 
     private var pending: [String: Pending] = [:]
+    /// No later than the earliest pending deadline (nil: nothing pending). Lowered on every send,
+    /// made exact again only when `expire` finds it has passed: answers never rescan, so the
+    /// event loop's per-iteration look at it is O(1) with any number of requests in flight. The
+    /// price is a wake-up at a deadline whose request was already answered, once per stale bound.
+    private var deadlineBound: Instant?
 
     public init() {}
 
@@ -30,6 +35,8 @@ public struct IQTracker<Instant: Comparable & Sendable>: Sendable {
     /// Registers a request sent to `to` (nil: our own server/account) during session `epoch`.
     public mutating func sent(id: String, to: String?, deadline: Instant, sessionEpoch: Int) {
         pending[id] = Pending(expectedFrom: to, deadline: deadline, sessionEpoch: sessionEpoch)
+        if let bound = deadlineBound, bound <= deadline { return }
+        deadlineBound = deadline
     }
 
     /// A result or error arrived. `ownBareJID` and `ownDomain` are accepted as responders for requests
@@ -45,25 +52,41 @@ public struct IQTracker<Instant: Comparable & Sendable>: Sendable {
             acceptable = from == expected || (from == nil && expected == ownBareJID)
         }
         guard acceptable else { return .ignoreSpoofed(id: id, from: from) }
-        pending[id] = nil
+        remove(id)
         return .deliver(id: id)
     }
 
     /// The caller gave up (task cancelled): forget the request.
     public mutating func cancelled(id: String) -> Bool {
-        pending.removeValue(forKey: id) != nil
+        guard pending[id] != nil else { return false }
+        remove(id)
+        return true
+    }
+
+    private mutating func remove(_ id: String) {
+        pending[id] = nil
+        if pending.isEmpty { deadlineBound = nil }
     }
 
     /// Requests whose deadline has passed, removed from the tracker.
     public mutating func expire(now: Instant) -> [String] {
-        // Called on every event-loop iteration: plain loops, no key paths (in this generic
-        // context a key path is built at run time on each call, which profiling showed to cost
-        // more than the rest of the request path).
-        guard let earliest = nextDeadline, earliest <= now else { return [] }
+        // Called on every event-loop iteration: O(1) until the bound passes, then one scan that
+        // expires what is due and makes the bound exact. Plain loops, no key paths (in this
+        // generic context a key path is built at run time on each call, which profiling showed to
+        // cost more than the rest of the request path).
+        guard let bound = deadlineBound, bound <= now else { return [] }
         var expired: [String] = []
-        for (id, request) in pending where request.deadline <= now { expired.append(id) }
+        var earliest: Instant?
+        for (id, request) in pending {
+            if request.deadline <= now {
+                expired.append(id)
+            } else if earliest == nil || request.deadline < earliest! {
+                earliest = request.deadline
+            }
+        }
         expired.sort()
         for id in expired { pending[id] = nil }
+        deadlineBound = earliest
         return expired
     }
 
@@ -74,22 +97,20 @@ public struct IQTracker<Instant: Comparable & Sendable>: Sendable {
         for (id, request) in pending where request.sessionEpoch < newEpoch { lost.append(id) }
         lost.sort()
         for id in lost { pending[id] = nil }
+        if pending.isEmpty { deadlineBound = nil }
         return lost
     }
 
-    /// The earliest deadline, so the event loop knows how long it may sleep.
-    public var nextDeadline: Instant? {
-        var earliest: Instant?
-        for request in pending.values where earliest == nil || request.deadline < earliest! {
-            earliest = request.deadline
-        }
-        return earliest
-    }
+    /// When the event loop must next call `expire`: no later than the earliest pending deadline,
+    /// possibly earlier (the deadline of a request answered since; `expire` then corrects it).
+    /// Exact after `expire` and whenever only sends happened since.
+    public var nextDeadline: Instant? { deadlineBound }
 
     /// Every pending request, removed (shutdown).
     public mutating func removeAll() -> [String] {
         let all = pending.keys.sorted()
         pending.removeAll()
+        deadlineBound = nil
         return all
     }
 }
