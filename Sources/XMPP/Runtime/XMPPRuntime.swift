@@ -30,6 +30,8 @@ public final class XMPPRuntime: @unchecked Sendable {
     public static let shared = XMPPRuntime()
 
     let context: OpaquePointer
+    /// The origin of loop time (`loopTime()`), which the connections' state machines run on.
+    let clockOrigin = ContinuousClock.now
     private let inbox = Mutex(Inbox())
     /// Read and write ends of the wake-up pipe (non-blocking; a full pipe already means "awake").
     private let wakeDescriptor: Int32
@@ -43,6 +45,8 @@ public final class XMPPRuntime: @unchecked Sendable {
     /// Low descriptors held for libstrophe's sockets (see `LowDescriptorReserve`).
     let lowDescriptors = LowDescriptorReserve()
     var activity = false
+    /// What the loop polls: the wake-up pipe, then every connection socket (see `sleepUntilReady`).
+    private var pollDescriptors: [pollfd] = []
     private let logHandler: UnsafeMutablePointer<xmpp_log_t>
     /// Read once: the loop consults it on every sleep.
     private let debugEnabled = stropheDebugEnabled
@@ -66,6 +70,10 @@ public final class XMPPRuntime: @unchecked Sendable {
         // while `shared` is being initialized).
         logHandler.pointee.userdata = Unmanaged.passUnretained(self).toOpaque()
     }
+
+    /// Time since `clockOrigin`, as a `Duration` (frozen, unlike `ContinuousClock.Instant`: see
+    /// `ConnectionCore.Instant`).
+    func loopTime() -> Duration { ContinuousClock.now - clockOrigin }
 
     /// Runs `work` on the loop thread, waking the loop if it sleeps.
     func submit(_ work: @escaping @Sendable () -> Void) {
@@ -101,15 +109,19 @@ public final class XMPPRuntime: @unchecked Sendable {
         var loopAsleep = false
     }
 
+    /// Loop-confined: the inbox's work is swapped into this array and run from it, so neither
+    /// side allocates a new array per drain.
+    private var draining: [@Sendable () -> Void] = []
+
     private func drainInbox() -> Bool {
-        let work = inbox.withLock { inbox -> [@Sendable () -> Void] in
+        inbox.withLock { inbox in
             inbox.loopAsleep = false
-            let taken = inbox.work
-            inbox.work.removeAll(keepingCapacity: true)
-            return taken
+            swap(&inbox.work, &draining)
         }
-        for item in work { item() }
-        return !work.isEmpty
+        guard !draining.isEmpty else { return false }
+        for item in draining { item() }
+        draining.removeAll(keepingCapacity: true)
+        return true
     }
 
     private func runLoop() {
@@ -119,8 +131,10 @@ public final class XMPPRuntime: @unchecked Sendable {
             let hadWork = drainInbox()
             activity = false
             xmpp_run_once(context, 0)
-            let now = ContinuousClock.now
-            for core in Array(cores.values) { core.afterIteration(now: now) }
+            let now = loopTime()
+            // Iterating the dictionary's values directly: a core that releases itself below
+            // changes `cores`, which then copies (the iteration keeps the old storage alive).
+            for core in cores.values { core.afterIteration(now: now) }
             updateLogHandler()
             if hadWork || activity {
                 // Handlers may have queued writes; they leave at the start of the next run_once.
@@ -169,8 +183,11 @@ public final class XMPPRuntime: @unchecked Sendable {
 
     /// Sleeps in poll() until a request is submitted, a socket is ready or a deadline passes.
     /// Returns whether a connection socket (not the wake-up pipe) became ready.
-    private func sleepUntilReady(now: ContinuousClock.Instant, cap: Duration) -> Bool {
-        var descriptors = [pollfd(fd: wakeDescriptor, events: Int16(POLLIN), revents: 0)]
+    private func sleepUntilReady(now: Duration, cap: Duration) -> Bool {
+        // Reused: this runs before every sleep, and a fresh array each time was an allocation
+        // per request.
+        pollDescriptors.removeAll(keepingCapacity: true)
+        pollDescriptors.append(pollfd(fd: wakeDescriptor, events: Int16(POLLIN), revents: 0))
         // libstrophe runs its own timed handlers (connect and disconnect timeouts, keepalives) only
         // inside xmpp_run_once: cap the sleep so they are never late by more than this.
         var timeout: Duration = cap
@@ -181,12 +198,15 @@ public final class XMPPRuntime: @unchecked Sendable {
             if core.descriptor >= 0 && core.wantsSocketPolling {
                 var events = Int16(POLLIN)
                 if core.wantsWritable { events |= Int16(POLLOUT) }
-                descriptors.append(pollfd(fd: core.descriptor, events: events, revents: 0))
+                pollDescriptors.append(pollfd(fd: core.descriptor, events: events, revents: 0))
             } else if core.isConnecting {
                 timeout = min(timeout, .milliseconds(2))
             }
         }
-        let milliseconds = Int32(clamping: Int((timeout / .milliseconds(1)).rounded(.up)))
+        // Whole milliseconds, rounded up, from the components (dividing two Durations goes
+        // through 128-bit arithmetic and a Double).
+        let (seconds, attoseconds) = timeout.components
+        let milliseconds = Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
 
         // From here on a submission must write to the pipe; work that came in since the last
         // drain is run first instead of sleeping.
@@ -195,23 +215,24 @@ public final class XMPPRuntime: @unchecked Sendable {
             return inbox.loopAsleep
         }
         guard mayAsleep else { return false }
-        let ready = poll(&descriptors, nfds_t(descriptors.count), milliseconds)
+        let ready = poll(&pollDescriptors, nfds_t(pollDescriptors.count), milliseconds)
         if debugEnabled {
-            let summary = descriptors.map { "\($0.fd):\($0.events)->\($0.revents)" }.joined(separator: " ")
+            let summary = pollDescriptors.map { "\($0.fd):\($0.events)->\($0.revents)" }.joined(separator: " ")
             FileHandle.standardError.write(Data("\(ContinuousClock.now) poll \(summary) timeout \(milliseconds) ms\n".utf8))
         }
         guard ready > 0 else { return false }
-        return finishPoll(&descriptors)
+        return finishPoll()
     }
 
     /// After a poll that found something: empties the wake-up pipe if it was written, and
     /// returns whether a connection socket is ready.
-    private func finishPoll(_ descriptors: inout [pollfd]) -> Bool {
-        if descriptors[0].revents != 0 {
-            var buffer = [UInt8](repeating: 0, count: 256)
-            while read(wakeDescriptor, &buffer, buffer.count) > 0 {}
+    private func finishPoll() -> Bool {
+        if pollDescriptors[0].revents != 0 {
+            withUnsafeTemporaryAllocation(byteCount: 256, alignment: 1) { buffer in
+                while read(wakeDescriptor, buffer.baseAddress, buffer.count) > 0 {}
+            }
         }
-        return descriptors.dropFirst().contains { $0.revents != 0 }
+        return pollDescriptors.dropFirst().contains { $0.revents != 0 }
     }
 }
 
