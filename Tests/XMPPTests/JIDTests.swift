@@ -28,4 +28,20 @@ import XMPP
     @Test func domainOnlyAndTrailingDot() throws {
         #expect(try JID("cloud1.test.").description == "cloud1.test")
     }
+
+    /// ASCII JIDs are split on bytes, others on Characters: both must read a JID the same way.
+    @Test func nonASCIIJIDsSplitLikeASCIIOnes() throws {
+        let jid = try JID("Brøker@Clöud1.test./réseau/x@y")
+        #expect(jid.localpart == "brøker")
+        #expect(jid.domainpart == "clöud1.test")
+        #expect(jid.resourcepart == "réseau/x@y")
+        let ascii = try JID("BROKER@CLOUD1.TEST./a/x@y")
+        #expect(ascii.localpart == "broker")
+        #expect(ascii.domainpart == "cloud1.test")
+        #expect(ascii.resourcepart == "a/x@y")
+        #expect(throws: JID.ParseError.emptyPart("resourcepart")) { try JID("é@cloud1.test/") }
+        #expect(throws: JID.ParseError.emptyPart("localpart")) { try JID("@clöud1.test") }
+        #expect(throws: JID.ParseError.emptyPart("domainpart")) { try JID("a@.") }
+        #expect(throws: JID.ParseError.forbiddenCharacter("\r", part: "localpart")) { try JID("a\r\nb@cloud1.test") }
+    }
 }

@@ -27,21 +27,29 @@ public struct JID: Sendable, Hashable, Comparable, CustomStringConvertible, Coda
 
     public init(_ string: String) throws(ParseError) {
         guard !string.isEmpty else { throw .empty }
+        // JIDs are parsed for every inbound request. For an ASCII string, searching bytes finds
+        // the same separators as searching Characters (the only ASCII grapheme of two scalars is
+        // CR LF, which holds neither '/', '@' nor '.') at a fraction of the cost; other strings
+        // keep the Character search.
+        let ascii = string.utf8.allSatisfy { $0 < 0x80 }
+        func firstIndex(of separator: Unicode.Scalar, in text: Substring) -> Substring.Index? {
+            ascii ? text.utf8.firstIndex(of: UInt8(ascii: separator)) : text.firstIndex(of: Character(separator))
+        }
         var rest = Substring(string)
         var resource: String?
-        if let slash = rest.firstIndex(of: "/") {
+        if let slash = firstIndex(of: "/", in: rest) {
             resource = String(rest[rest.index(after: slash)...])
             rest = rest[..<slash]
             guard !(resource ?? "").isEmpty else { throw .emptyPart("resourcepart") }
         }
         var local: String?
-        if let at = rest.firstIndex(of: "@") {
+        if let at = firstIndex(of: "@", in: rest) {
             local = String(rest[..<at])
             rest = rest[rest.index(after: at)...]
             guard !(local ?? "").isEmpty else { throw .emptyPart("localpart") }
         }
         var domain = String(rest)
-        if domain.hasSuffix(".") { domain.removeLast() }
+        if ascii ? domain.utf8.last == UInt8(ascii: ".") : domain.hasSuffix(".") { domain.removeLast() }
         guard !domain.isEmpty else { throw .emptyPart("domainpart") }
         try JID.validate(local: local, domain: domain, resource: resource)
         self.localpart = local?.lowercased()
