@@ -1,5 +1,9 @@
 import CStrophe
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Conversions between libstrophe stanzas and `XMLElement` values.
 ///
 /// The only place stanza trees cross the C boundary. Must run on the runtime's loop thread (it
@@ -21,17 +25,24 @@ enum StropheBridge {
         var element = XMLElement(name, namespace: namespace)
         let count = Int(xmpp_stanza_get_attribute_count(stanza))
         if count > 0 {
-            var pointers = [UnsafePointer<CChar>?](repeating: nil, count: count * 2)
-            let filled = Int(xmpp_stanza_get_attributes(stanza, &pointers, Int32(count * 2)))
-            var index = 0
-            while index + 1 < filled {
-                if let key = pointers[index], let value = pointers[index + 1] {
-                    let keyString = String(cString: key)
-                    let valueString = String(cString: value)
-                    budget -= keyString.utf8.count + valueString.utf8.count + 4
-                    if keyString != "xmlns" { element.attributes.append((name: keyString, value: valueString)) }
+            // Received for every stanza: the key/value pointers go to a stack buffer, the
+            // namespace (already read above) is skipped before any String is made of it, and
+            // the attribute array is sized once.
+            element.attributes.reserveCapacity(count)
+            withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: count * 2) { pointers in
+                pointers.initialize(repeating: nil)
+                let filled = Int(xmpp_stanza_get_attributes(stanza, pointers.baseAddress, Int32(count * 2)))
+                var index = 0
+                while index + 1 < filled {
+                    if let key = pointers[index], let value = pointers[index + 1] {
+                        let keyLength = strlen(key), valueLength = strlen(value)
+                        budget -= keyLength + valueLength + 4
+                        if keyLength != 5 || strcmp(key, "xmlns") != 0 {
+                            element.attributes.append((name: String(cString: key), value: String(cString: value)))
+                        }
+                    }
+                    index += 2
                 }
-                index += 2
             }
         }
         if budget < 0 { throw Oversized(limit: limit) }
