@@ -33,6 +33,14 @@ import Testing
         #expect(PayloadParser.parse(xml) == nil)
     }
 
+    /// "&" or "<" followed by a combining mark is one Character but still markup: it is escaped,
+    /// and what is written parses back to the same text.
+    @Test func markupFollowedByCombiningMarksIsEscaped() throws {
+        let element = PayloadElement(name: "g", namespace: "urn:t", attributes: ["v": "&\u{301}<\u{301}"], text: "&\u{301}<\u{308}x")
+        #expect(element.xml == "<g xmlns='urn:t' v='&amp;\u{301}&lt;\u{301}'>&amp;\u{301}&lt;\u{308}x</g>")
+        #expect(try PayloadElement.parse(element.xml) == element)
+    }
+
     @Test func fallbackStillParsesValidXML() throws {
         let element = try PayloadElement.parse("<a xmlns='urn:x'><!-- note --><b>1</b></a>")
         #expect(element.namespace == "urn:x" && element.child(named: "b")?.text == "1")

@@ -54,14 +54,15 @@ public struct PayloadElement: Sendable, Hashable {
         if !needsEscaping { return string }
         var out = ""
         out.reserveCapacity(string.utf8.count)
-        for character in string {
-            switch character {
+        // By Unicode scalar: "&" followed by a combining mark is one Character, equal to none of these.
+        for scalar in string.unicodeScalars {
+            switch scalar {
             case "&": out += "&amp;"
             case "<": out += "&lt;"
             case ">": out += "&gt;"
             case "'": out += "&apos;"
             case "\"": out += "&quot;"
-            default: out.append(character)
+            default: out.unicodeScalars.append(scalar)
             }
         }
         return out
