@@ -1,4 +1,0 @@
-#ifndef INTERCLOUD_CRAPTOR_SHIM_H
-#define INTERCLOUD_CRAPTOR_SHIM_H
-#include <raptor2.h>
-#endif
