@@ -182,12 +182,14 @@ public struct PeerRegistry: Sendable {
         }
     }
 
-    /// Peering requests waiting for the operator since before `cutoff`.
+    /// Peering requests waiting for the operator since before `cutoff`. The broker asks every
+    /// second, idle or not: the cutoff is bound as a `StoredDate`, which keeps GRDB's
+    /// `DateFormatter` (and with it ICU) out of a broker that does nothing else.
     public func pendingApprovals(requestedBefore cutoff: Date) throws -> [JID] {
         try database.read { db in
             try String.fetchAll(
                 db, sql: "SELECT jid FROM peer WHERE subscription = 'pending-approval' AND requested_at < ? ORDER BY requested_at",
-                arguments: [cutoff]
+                arguments: [StoredDate(cutoff)]
             ).compactMap { try? JID($0) }
         }
     }
