@@ -55,13 +55,14 @@ let package = Package(
         .package(url: "https://github.com/swhitty/FlyingFox.git", from: "0.27.1"),
     ],
     targets: [
-        // C libraries: one thin target each (a system library with modulemap + shim.h; CLibvirt a
-        // small C target that loads its library on first use).
+        // C libraries: one thin target each (a system library with modulemap + shim.h; CLibvirt and
+        // CRaptor small C targets that load their library on first use).
         .systemLibrary(name: "CStrophe", pkgConfig: "libstrophe", providers: [.apt(["libstrophe-dev"])]),
-        .systemLibrary(name: "CRaptor", pkgConfig: "raptor2", providers: [.apt(["libraptor2-dev"])]),
-        // libvirt is opened with dlopen when a libvirt driver first connects, not linked: most
-        // brokers never use it, and linking it maps it and its dependencies into every process.
-        // Its headers still come from libvirt-dev.
+        // libvirt is opened with dlopen when a libvirt driver first connects, and Raptor when RDF
+        // is first parsed, not linked: most brokers never use libvirt, an idle broker parses no
+        // RDF, and linking maps a library and its dependencies into every process. Their headers
+        // still come from libvirt-dev and libraptor2-dev.
+        .target(name: "CRaptor", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CLibvirt", linkerSettings: [.linkedLibrary("dl")]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
 

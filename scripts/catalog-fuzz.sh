@@ -58,10 +58,15 @@ EOF
 
 BIN="$OUT/catalog-fuzz"
 SOURCES=$(find "$ROOT/Sources/Catalog" -name '*.swift' ! -name 'CatalogStore.swift')
-if [ ! -x "$BIN" ] || [ -n "$(find "$ROOT/Sources/Catalog" -newer "$BIN" -name '*.swift')" ]; then
+if [ ! -x "$BIN" ] || [ -n "$(find "$ROOT/Sources/Catalog" "$ROOT/Sources/CRaptor" -newer "$BIN" -type f)" ]; then
+    # CRaptor loads Raptor with dlopen (Sources/CRaptor): its C file, and the module map SwiftPM
+    # would otherwise generate for its header.
+    mkdir -p "$OUT/CRaptor"
+    printf 'module CRaptor {\n    header "%s"\n    export *\n}\n' "$ROOT/Sources/CRaptor/include/CRaptor.h" > "$OUT/CRaptor/module.modulemap"
+    clang -O1 -c "$ROOT/Sources/CRaptor/CRaptor.c" -I "$ROOT/Sources/CRaptor/include" -o "$OUT/CRaptor.o"
     # shellcheck disable=SC2086
     swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name Catalog \
-        -I "$ROOT/Sources/CRaptor" $(pkg-config --cflags-only-I raptor2 | sed 's/-I/-Xcc -I/g') -lraptor2 \
+        -I "$OUT/CRaptor" "$OUT/CRaptor.o" -ldl \
         $SOURCES "$OUT/FuzzMain.swift" -o "$BIN"
 fi
 

@@ -58,6 +58,19 @@ public enum RDFLoadError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// Raptor's functions, resolved from libraptor2.so.0 by the first parse (CRaptor does not link
+/// Raptor: a broker that parses no RDF never maps it or its dependencies).
+private enum RaptorLibrary {
+    /// The outcome of the one load attempt of this process.
+    static let functions: Result<intercloud_raptor, RDFLoadError> = {
+        var reason: UnsafePointer<CChar>?
+        guard let table = intercloud_raptor_load(&reason) else {
+            return .failure(.unreadable(reason.map { String(cString: $0) } ?? "Raptor could not be loaded"))
+        }
+        return .success(table.pointee)
+    }()
+}
+
 /// Parses RDF documents with Raptor 2 into `Triple`s. Each call builds its own Raptor world, so
 /// concurrent calls share no C state.
 public enum RDFLoader {
@@ -88,37 +101,40 @@ public enum RDFLoader {
         case .nTriples: break
         }
         try withoutActuallyEscaping(sink) { (escapingSink) throws(RDFLoadError) in
-            let context = ParseContext(limits: limits, sink: escapingSink)
+            let context = ParseContext(raptor: try RaptorLibrary.functions.get(), limits: limits, sink: escapingSink)
             try runRaptor(data, format: format, baseIRI: baseIRI ?? "urn:intercloud:document", context: context)
         }
     }
 
     /// State shared with Raptor's C callbacks through an unmanaged pointer; used by one thread only.
     private final class ParseContext {
+        let raptor: intercloud_raptor
         let limits: LoadLimits
         let sink: (Triple) -> Void
         var parser: OpaquePointer?
         var count = 0
         var failure: RDFLoadError?
 
-        init(limits: LoadLimits, sink: @escaping (Triple) -> Void) {
+        init(raptor: intercloud_raptor, limits: LoadLimits, sink: @escaping (Triple) -> Void) {
+            self.raptor = raptor
             self.limits = limits
             self.sink = sink
         }
 
         func fail(_ error: RDFLoadError) {
             if failure == nil { failure = error }
-            if let parser { raptor_parser_parse_abort(parser) }
+            if let parser { raptor.raptor_parser_parse_abort(parser) }
         }
     }
 
     private static func runRaptor(_ data: Data, format: RDFFormat, baseIRI: String,
                                   context: ParseContext) throws(RDFLoadError) {
-        guard let world = raptor_new_world_internal(UInt32(RAPTOR_VERSION)) else { throw .unreadable("raptor world") }
-        defer { raptor_free_world(world) }
-        guard raptor_world_open(world) == 0 else { throw .unreadable("raptor world open") }
+        let raptor = context.raptor
+        guard let world = raptor.raptor_new_world_internal(UInt32(RAPTOR_VERSION)) else { throw .unreadable("raptor world") }
+        defer { raptor.raptor_free_world(world) }
+        guard raptor.raptor_world_open(world) == 0 else { throw .unreadable("raptor world open") }
         let unmanaged = Unmanaged.passUnretained(context).toOpaque()
-        raptor_world_set_log_handler(world, unmanaged) { userData, message in
+        _ = raptor.raptor_world_set_log_handler(world, unmanaged) { userData, message in
             guard let userData, let message else { return }
             let context = Unmanaged<ParseContext>.fromOpaque(userData).takeUnretainedValue()
             let level = message.pointee.level
@@ -132,14 +148,14 @@ public enum RDFLoader {
             }
             context.fail(.syntax(message: text, line: line, column: column))
         }
-        guard let parser = raptor_new_parser(world, format.rawValue) else { throw .unreadable("no raptor parser for \(format.rawValue)") }
-        defer { raptor_free_parser(parser) }
+        guard let parser = raptor.raptor_new_parser(world, format.rawValue) else { throw .unreadable("no raptor parser for \(format.rawValue)") }
+        defer { raptor.raptor_free_parser(parser) }
         context.parser = parser
         // Untrusted input must not make us fetch URLs, read local files or load external entities.
-        raptor_parser_set_option(parser, RAPTOR_OPTION_NO_NET, nil, 1)
-        raptor_parser_set_option(parser, RAPTOR_OPTION_NO_FILE, nil, 1)
-        raptor_parser_set_option(parser, RAPTOR_OPTION_LOAD_EXTERNAL_ENTITIES, nil, 0)
-        raptor_parser_set_statement_handler(parser, unmanaged) { userData, statement in
+        _ = raptor.raptor_parser_set_option(parser, RAPTOR_OPTION_NO_NET, nil, 1)
+        _ = raptor.raptor_parser_set_option(parser, RAPTOR_OPTION_NO_FILE, nil, 1)
+        _ = raptor.raptor_parser_set_option(parser, RAPTOR_OPTION_LOAD_EXTERNAL_ENTITIES, nil, 0)
+        raptor.raptor_parser_set_statement_handler(parser, unmanaged) { userData, statement in
             guard let userData, let statement else { return }
             let context = Unmanaged<ParseContext>.fromOpaque(userData).takeUnretainedValue()
             guard context.failure == nil else { return }
@@ -149,9 +165,9 @@ public enum RDFLoader {
                 return
             }
             do {
-                let subject = try RDFLoader.term(statement.pointee.subject, limits: context.limits)
-                let predicate = try RDFLoader.term(statement.pointee.predicate, limits: context.limits)
-                let object = try RDFLoader.term(statement.pointee.object, limits: context.limits)
+                let subject = try RDFLoader.term(statement.pointee.subject, context: context)
+                let predicate = try RDFLoader.term(statement.pointee.predicate, context: context)
+                let object = try RDFLoader.term(statement.pointee.object, context: context)
                 context.sink(Triple(subject, predicate, object))
             } catch let error as RDFLoadError {
                 context.fail(error)
@@ -159,24 +175,25 @@ public enum RDFLoader {
                 context.fail(.unreadable(String(describing: error)))
             }
         }
-        guard let base = raptor_new_uri(world, baseIRI) else { throw .unreadable("bad base IRI") }
-        defer { raptor_free_uri(base) }
-        guard raptor_parser_parse_start(parser, base) == 0 else {
+        guard let base = raptor.raptor_new_uri(world, baseIRI) else { throw .unreadable("bad base IRI") }
+        defer { raptor.raptor_free_uri(base) }
+        guard raptor.raptor_parser_parse_start(parser, base) == 0 else {
             throw context.failure ?? .unreadable("raptor could not start parsing")
         }
         let status: Int32 = data.withUnsafeBytes { raw in
             let bytes = raw.bindMemory(to: UInt8.self)
-            return raptor_parser_parse_chunk(parser, bytes.baseAddress, bytes.count, 1)
+            return raptor.raptor_parser_parse_chunk(parser, bytes.baseAddress, bytes.count, 1)
         }
         if let failure = context.failure { throw failure }
         if status != 0 { throw .syntax(message: "parse failed", line: nil, column: nil) }
     }
 
-    private static func term(_ raw: UnsafeMutablePointer<raptor_term>?, limits: LoadLimits) throws(RDFLoadError) -> Term {
+    private static func term(_ raw: UnsafeMutablePointer<raptor_term>?, context: ParseContext) throws(RDFLoadError) -> Term {
         guard let raw else { throw .syntax(message: "missing term", line: nil, column: nil) }
+        let limits = context.limits
         switch raw.pointee.type {
         case RAPTOR_TERM_TYPE_URI:
-            return .iri(String(cString: raptor_uri_as_string(raw.pointee.value.uri)))
+            return .iri(try uriText(raw.pointee.value.uri, context: context))
         case RAPTOR_TERM_TYPE_BLANK:
             let blank = raw.pointee.value.blank
             return .blank(string(blank.string, length: Int(blank.string_len)))
@@ -190,12 +207,19 @@ public enum RDFLoader {
                 return .literal(Literal(lexical, language: string(language, length: Int(literal.language_len))))
             }
             if let datatype = literal.datatype {
-                return .literal(Literal(lexical, datatype: String(cString: raptor_uri_as_string(datatype))))
+                return .literal(Literal(lexical, datatype: try uriText(datatype, context: context)))
             }
             return .string(lexical)
         default:
             throw .syntax(message: "unknown term type", line: nil, column: nil)
         }
+    }
+
+    private static func uriText(_ uri: OpaquePointer?, context: ParseContext) throws(RDFLoadError) -> String {
+        guard let uri, let text = context.raptor.raptor_uri_as_string(uri) else {
+            throw .syntax(message: "missing IRI", line: nil, column: nil)
+        }
+        return String(cString: text)
     }
 
     private static func string(_ pointer: UnsafeMutablePointer<UInt8>?, length: Int) -> String {
