@@ -7,6 +7,28 @@ import PackageDescription
 let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
+    // One section per function in release builds, so the linker can lay out the executable's
+    // code in the order `startupOrder` gives (below).
+    .unsafeFlags(["-Xfrontend", "-function-sections"], .when(platforms: [.linux], configuration: .release)),
+]
+
+/// The functions a broker runs while it starts, placed together at link time in the order it
+/// first runs them; scripts/startup-order.sh writes the list. The kernel maps executable code
+/// 64 KiB at a time around each page first touched: spread through the executable's 16 MB of
+/// code, the ~1 MiB of startup code kept ~9 MiB of it resident in every idle broker. Linked with
+/// lld (`--symbol-ordering-file`): gold's `--section-ordering-file` left each listed function
+/// among its own module's code. Functions of dependencies come without a section of their own
+/// (their flags are theirs), so only whole files of theirs move. A stale list only costs memory.
+/// Release builds on Linux only.
+///
+/// Also: relative relocations packed (DT_RELR, glibc 2.36, Debian 12): the dynamic loader reads
+/// every relocation record at start, and the ~52 000 pointers in Swift metadata made 1.2 MiB of
+/// them; packed, 10 KiB.
+let startupOrder: [LinkerSetting] = [
+    .unsafeFlags(
+        ["-use-ld=lld", "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/scripts/startup-order.txt",
+         "-Xlinker", "--no-warn-symbol-ordering", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"],
+        .when(platforms: [.linux], configuration: .release)),
 ]
 
 /// Developers working on one module in parallel can build and test it alone, without the other
@@ -254,7 +276,8 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings,
+            linkerSettings: startupOrder
         ),
         .executableTarget(
             name: "sparql-conformance",

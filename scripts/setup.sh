@@ -12,14 +12,15 @@ SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 #     benchmark, federation call gate), libvirt-daemon + libvirt-daemon-driver-qemu + qemu-system-x86
 #     (QEMU guests), libvirt-clients (virsh)
 #   programs tests run: qemu-utils (qemu-img), openssl, raptor2-utils (rapper), curl, util-linux
-#     (setpriv, setsid, prlimit), xz-utils, libxml2-utils (xmllint)
+#     (setpriv, setsid, prlimit), xz-utils, libxml2-utils (xmllint), binutils (readelf:
+#     scripts/startup-order.sh)
 #   a real OpenStack for the OpenStack driver's tests: scripts/openstack.sh install (MariaDB,
 #     RabbitMQ, Keystone, Glance, Placement, the Neutron API, Nova with libvirt/QEMU, the openstack
 #     client; its header lists each program's package). It diverts python3-swiftclient's
 #     /usr/bin/swift, which would shadow the Swift toolchain.
 packages=(nginx-light libstrophe-dev libsqlite3-dev libssl-dev libxml2-dev libraptor2-dev libvirt-dev
           libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils qemu-system-x86 prosody
-          lua-unbound openssl raptor2-utils util-linux xz-utils curl libxml2-utils
+          lua-unbound openssl raptor2-utils util-linux xz-utils curl libxml2-utils binutils
           python3-pip ca-certificates)
 missing=()
 for package in "${packages[@]}"; do
