@@ -8,8 +8,8 @@ import GRDB
 /// Why: the first `DateFormatter` of a process initializes ICU (Foundation's locale and calendar
 /// data), which leaves about 4 MiB of ICU code and data resident for the life of the process. A
 /// broker binds a date every second (expired peering requests) even when it does nothing else,
-/// so an idle broker paid those 4 MiB for one query. Loops that run while the broker is idle bind
-/// their dates through this type; elsewhere binding a `Date` directly is fine.
+/// so an idle broker paid those 4 MiB for one query. What runs while a broker is idle binds its
+/// dates through this type; elsewhere binding a `Date` directly is fine.
 public struct StoredDate: DatabaseValueConvertible, Sendable, Equatable {
     public var date: Date
 
@@ -17,7 +17,7 @@ public struct StoredDate: DatabaseValueConvertible, Sendable, Equatable {
 
     public var databaseValue: DatabaseValue { Self.text(date).databaseValue }
 
-    /// Read back as GRDB reads a `Date` (its own parser and a Gregorian calendar; no ICU).
+    /// Read back as GRDB reads a `Date`.
     public static func fromDatabaseValue(_ dbValue: DatabaseValue) -> StoredDate? {
         Date.fromDatabaseValue(dbValue).map(StoredDate.init)
     }
