@@ -81,8 +81,9 @@ let package = Package(
         // CRaptor small C targets that load their library on first use).
         .systemLibrary(name: "CStrophe", pkgConfig: "libstrophe", providers: [.apt(["libstrophe-dev"])]),
         // libvirt is opened with dlopen when a libvirt driver first connects, and Raptor when RDF
-        // is first parsed, not linked: most brokers never use libvirt, an idle broker parses no
-        // RDF, and linking maps a library and its dependencies into every process. Their headers
+        // is first parsed, not linked: most brokers never use libvirt, one without [catalog]
+        // files parses no RDF until a peer answers with some, and linking maps a library and its
+        // dependencies into every process. Their headers
         // still come from libvirt-dev and libraptor2-dev.
         .target(name: "CRaptor", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CLibvirt", linkerSettings: [.linkedLibrary("dl")]),

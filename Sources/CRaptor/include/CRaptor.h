@@ -2,9 +2,9 @@
 #define INTERCLOUD_CRAPTOR_H
 /* Raptor 2, loaded on first use.
  *
- * Only a broker that parses RDF (a peer's RDF/XML catalog answer, a service template's Turtle)
- * needs Raptor, and linking it maps raptor2 and what only it pulls in (libcurl-gnutls, libxslt,
- * libyajl) into every process, parsing or not. So nothing links raptor2: `RDFLoader` calls
+ * Raptor is needed only where RDF is parsed ([catalog] files at start, a peer's RDF/XML catalog
+ * answer, a service template's Turtle), and linking it maps raptor2 and what only it pulls in
+ * (libcurl-gnutls, libxslt, libyajl) into every process, parsing or not. So nothing links raptor2: `RDFLoader` calls
  * `intercloud_raptor_load`, which opens libraptor2.so.0 and resolves the functions below into a
  * table, once per process. The header still comes from libraptor2-dev for types and constants;
  * calling a Raptor function directly instead of through the table fails at link time. */
