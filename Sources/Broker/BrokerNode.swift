@@ -425,6 +425,7 @@ public final class BrokerNode: Service, Sendable {
         _ = try? await audit.offPool.drainAggregated()
         // Last write: the replay window's run ended cleanly (its nonces are durable with it).
         do { try trust?.service.endRun() } catch { logger.error("replay window not closed cleanly: \(error)") }
+        trust?.service.close()
         try? database.close()
         logger.info("stopped")
     }

@@ -54,7 +54,10 @@ struct TestBroker: Sendable {
 
     func auditEvents(_ query: AuditQuery = AuditQuery()) throws -> [AuditEvent] { try audit.events(matching: query) }
 
-    func remove() { try? FileManager.default.removeItem(at: directory) }
+    func remove() {
+        service.close()
+        try? FileManager.default.removeItem(at: directory)
+    }
 }
 
 /// Wires `initiator`'s handshake straight to `responder.handleRequest`, as two brokers talking over

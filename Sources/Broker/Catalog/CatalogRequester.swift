@@ -30,12 +30,14 @@ public final class CatalogRequester: Sendable {
     public let client: XMPPClient
     public let querier: CatalogQuerier
     let database: DatabasePool
+    let trust: TrustService
     private let tasks = TaskBag()
 
-    private init(client: XMPPClient, querier: CatalogQuerier, database: DatabasePool) {
+    private init(client: XMPPClient, querier: CatalogQuerier, database: DatabasePool, trust: TrustService) {
         self.client = client
         self.querier = querier
         self.database = database
+        self.trust = trust
     }
 
     public static func connect(
@@ -68,7 +70,7 @@ public final class CatalogRequester: Sendable {
             querier: CatalogQuerier(
                 signed: SignedRequests(trust: trust, audit: audit, client: client, registry: registry, logger: logger, tasks: TaskBag()),
                 peers: registry),
-            database: database)
+            database: database, trust: trust)
         client.start()
         do { try await client.waitUntilOnline(timeout: connectTimeout) } catch {
             await client.stop()
@@ -81,6 +83,7 @@ public final class CatalogRequester: Sendable {
     public func close() async {
         await tasks.close()
         await client.stop()
+        trust.close()
         try? database.close()
     }
 }

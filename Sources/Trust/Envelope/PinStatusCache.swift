@@ -22,21 +22,40 @@ final class PinStatusCache: Sendable {
     static let maxEntries = 4096
 
     private let state = Mutex(State())
-    /// The connection that asks for `data_version`; nil if it cannot be opened (then every
-    /// check reads the row, as before).
-    private let probe: DatabaseQueue?
+    /// The connection that asks for `data_version`, opened on first use; nil when it cannot be
+    /// opened or after `close` (then every check reads the row, as before).
+    private let probe = Mutex<(queue: DatabaseQueue?, closed: Bool)>((nil, false))
+    private let path: String
 
-    init(path: String) {
-        var configuration = Configuration()
-        configuration.readonly = true
-        configuration.label = "trust.pin-version"
-        probe = try? DatabaseQueue(path: path, configuration: configuration)
+    init(path: String) { self.path = path }
+
+    /// Closes the probe connection (its three descriptors: database, WAL, shared memory): call it
+    /// with the database's own close. Checks after it read the row each time.
+    func close() {
+        let queue = probe.withLock { probe in
+            defer { probe = (nil, true) }
+            return probe.queue
+        }
+        try? queue?.close()
+    }
+
+    private func probeQueue() -> DatabaseQueue? {
+        probe.withLock { probe in
+            if probe.queue == nil, !probe.closed {
+                var configuration = Configuration()
+                configuration.readonly = true
+                configuration.label = "trust.pin-version"
+                probe.queue = try? DatabaseQueue(path: path, configuration: configuration)
+                if probe.queue == nil { probe.closed = true }
+            }
+            return probe.queue
+        }
     }
 
     /// The status of `jid`'s pin (nil: no pin), from the cache if nothing committed since it was read.
     func status(for jid: String, store: TrustStore) throws -> TrustStore.PinStatus? {
         // One statement in autocommit mode (no BEGIN/COMMIT around it), prepared once.
-        guard let version = try? probe?.inDatabase({ db in try Int.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) }) else {
+        guard let version = try? probeQueue()?.inDatabase({ db in try Int.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) }) else {
             return try store.status(for: jid)
         }
         if let cached = state.withLock({ $0.version == version ? $0.statuses[jid] : nil }) {

@@ -77,6 +77,12 @@ public actor TrustService {
         try envelopes.replay.endRun(now: clock())
     }
 
+    /// Closes what the service opened of its own beside the broker's database (the envelope
+    /// verifier's pin-version connection): call it before the database closes.
+    public nonisolated func close() {
+        envelopes.pins.close()
+    }
+
     /// Request nonces in the replay window (diagnostics, tests).
     public nonisolated var rememberedNonces: Int { envelopes.replay.rememberedCount }
 
