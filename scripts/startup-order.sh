@@ -21,20 +21,8 @@ work=$(mktemp -d); trap 'scripts/prosody.sh stop "$work/prosody" >/dev/null 2>&1
 cc -O2 -o "$work/first-calls" scripts/first-calls.c
 scripts/prosody.sh start "$work/prosody" "$port" >/dev/null
 scripts/prosody.sh register "$work/prosody" broker cloud1.test pw
-cat > "$work/broker.toml" <<TOML
-[broker]
-cloud = "startup"
-regions = ["r"]
-database = "broker.sqlite"
-[xmpp]
-jid = "broker@cloud1.test/startup"
-password = "pw"
-host = "127.0.0.1"
-port = $port
-ca_file = "$work/prosody/certs/ca.crt"
-[discovery]
-rooms = ["exchange@conference.cloud1.test"]
-TOML
+. bench/lib/idle-broker.sh
+idle_broker_toml startup broker@cloud1.test/startup "$port" "$work/prosody/certs/ca.crt" > "$work/broker.toml"
 # Every function of the executable with its link-time address.
 readelf -sW "$binary" | awk '$4 == "FUNC" && $7 != "UND" && $3 > 0 {print $2, $8}' > "$work/functions"
 (cd "$work" && ./first-calls functions "$seconds" order "$binary" serve --config broker.toml 2>/dev/null)

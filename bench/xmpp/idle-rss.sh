@@ -10,6 +10,7 @@
 # other, then bench/xmpp/idle-rss.sh 4 /tmp/before .build/release/intercloud.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. bench/lib/idle-broker.sh
 runs=${1:-4}; shift || true
 binaries=("$@"); [ ${#binaries[@]} -gt 0 ] || { bench/lib/build.sh intercloud; binaries=(.build/release/intercloud); }
 for index in "${!binaries[@]}"; do binaries[$index]=$(realpath "${binaries[$index]}"); done
@@ -23,20 +24,7 @@ for run in $(seq 1 "$runs"); do
     for index in "${!binaries[@]}"; do
         # A fresh directory and database each time, as a first start.
         dir="$work/run$run-$index"; mkdir -p "$dir"
-        cat > "$dir/idle.toml" <<TOML
-[broker]
-cloud = "idle"
-regions = ["r"]
-database = "idle.sqlite"
-[xmpp]
-jid = "benchb1@cloud1.test/idle"
-password = "pw"
-host = "127.0.0.1"
-port = $port
-ca_file = "$work/prosody/certs/ca.crt"
-[discovery]
-rooms = ["exchange@conference.cloud1.test"]
-TOML
+        idle_broker_toml idle benchb1@cloud1.test/idle "$port" "$work/prosody/certs/ca.crt" > "$dir/idle.toml"
         (cd "$dir" && exec "${binaries[$index]}" serve --config "$dir/idle.toml" 2>/dev/null) & pid=$!
         sleep "${IDLE_SECONDS:-4}"
         echo "$index total $(awk '/^Rss:/ {r=$2} /^Pss:/ {p=$2} /^Anonymous:/ {a=$2} END {print r, a, p}' /proc/$pid/smaps_rollup)" >> "$results"

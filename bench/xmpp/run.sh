@@ -36,20 +36,8 @@ run connect-plain "$bin/intercloud-bench" xmpp --port "$port" --jid-a bencha2@cl
 run connect-tls "$bin/intercloud-bench" xmpp --port "$port" --jid-a bencha2@cloud2.test --pass-a pw --jid-b "$B" --pass-b pw --connect-samples 30 --transport tls --ca-file "$work/prosody/certs/ca.crt"
 
 # Idle RSS of a broker started as an operator would.
-cat > "$work/idle.toml" <<TOML
-[broker]
-cloud = "idle"
-regions = ["r"]
-database = "idle.sqlite"
-[xmpp]
-jid = "benchb1@cloud1.test/idle"
-password = "pw"
-host = "127.0.0.1"
-port = $port
-ca_file = "$work/prosody/certs/ca.crt"
-[discovery]
-rooms = ["exchange@conference.cloud1.test"]
-TOML
+. bench/lib/idle-broker.sh
+idle_broker_toml idle benchb1@cloud1.test/idle "$port" "$work/prosody/certs/ca.crt" > "$work/idle.toml"
 "$bin/intercloud" serve --config "$work/idle.toml" 2>/dev/null & pid=$!
 sleep 4
 echo "idle_rss_kib $(awk '/VmRSS/ {print $2}' /proc/$pid/status) $(awk '/RssAnon/ {print $2}' /proc/$pid/status) $(awk '/^Pss:/ {print $2}' /proc/$pid/smaps_rollup)" \
