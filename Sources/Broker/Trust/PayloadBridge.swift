@@ -47,17 +47,7 @@ enum PayloadBridge {
             }
         }
         return PayloadElement(
-            name: element.name, namespace: declared, attributes: attributes, children: children, text: trimmed(text))
-    }
-
-    /// XML whitespace off both ends, as Trust's parser trims element text.
-    private static func trimmed(_ text: String) -> String {
-        let utf8 = text.utf8
-        func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D }
-        guard let first = utf8.firstIndex(where: { !isSpace($0) }) else { return "" }
-        let last = utf8.lastIndex(where: { !isSpace($0) })!
-        if first == utf8.startIndex && last == utf8.index(before: utf8.endIndex) { return text }
-        return String(text[first...last])
+            name: element.name, namespace: declared, attributes: attributes, children: children, text: PayloadElement.elementText(text))
     }
 
     static func element(_ payload: PayloadElement, inherited: String? = nil) -> XMLElement {

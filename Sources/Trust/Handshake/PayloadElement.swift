@@ -29,6 +29,10 @@ public struct PayloadElement: Sendable, Hashable {
         self.text = text
     }
 
+    /// An element's text as the parser keeps it (XML whitespace off both ends), for code that
+    /// builds elements from another XML model.
+    public static func elementText(_ text: String) -> String { text.trimmingWhitespace() }
+
     public func child(named name: String) -> PayloadElement? { children.first { $0.name == name } }
     public func children(named name: String) -> [PayloadElement] { children.filter { $0.name == name } }
 
