@@ -39,12 +39,14 @@ public struct BrokerConfiguration: Sendable {
         /// Resolved anchor file → JID domain patterns (`anchor_domains`).
         public var anchorDomains: [String: [String]]
         public var keyChange: KeyChangePolicy
+        /// Whether requests to peers use session keys (`sessions`).
+        public var sessions: Bool
 
         /// Timers and the key-change policy left out take the defaults declared in
         /// `BrokerSettings.Trust` (nil here, because a public default argument cannot name them).
         public init(keyPath: String, chainPath: String, anchorPaths: [String], crlPaths: [String] = [],
                     retryAfterRefusal: Duration? = nil, revalidationInterval: Duration? = nil,
-                    anchorDomains: [String: [String]] = [:], keyChange: KeyChangePolicy? = nil) {
+                    anchorDomains: [String: [String]] = [:], keyChange: KeyChangePolicy? = nil, sessions: Bool? = nil) {
             self.keyPath = keyPath
             self.chainPath = chainPath
             self.anchorPaths = anchorPaths
@@ -53,6 +55,7 @@ public struct BrokerConfiguration: Sendable {
             self.revalidationInterval = revalidationInterval ?? .seconds(BrokerSettings.Trust.revalidateSeconds.default)
             self.anchorDomains = anchorDomains
             self.keyChange = keyChange ?? KeyChangePolicy(rawValue: BrokerSettings.Trust.keyChange.default) ?? .sameAnchor
+            self.sessions = sessions ?? BrokerSettings.Trust.sessions.default
         }
 
         /// The anchors, CRLs, anchor scopes and key-change policy this section names: the one way
@@ -230,7 +233,8 @@ public struct BrokerConfiguration: Sendable {
                 anchorPaths: try settings.value(S.Trust.anchors).map(resolve), crlPaths: try settings.value(S.Trust.crls).map(resolve),
                 retryAfterRefusal: .milliseconds(Int64((try settings.value(S.Trust.retrySeconds) * 1000).rounded())),
                 revalidationInterval: .milliseconds(Int64((try settings.value(S.Trust.revalidateSeconds) * 1000).rounded())),
-                anchorDomains: anchorDomains, keyChange: KeyChangePolicy(rawValue: try settings.value(S.Trust.keyChange)))
+                anchorDomains: anchorDomains, keyChange: KeyChangePolicy(rawValue: try settings.value(S.Trust.keyChange)),
+                sessions: try settings.value(S.Trust.sessions))
         }
 
         let catalog = CatalogSettings(

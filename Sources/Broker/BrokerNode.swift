@@ -109,7 +109,9 @@ public final class BrokerNode: Service, Sendable {
             trust = nil
             logger.warning("no [trust] section in \(configuration.sourcePath): announcing no certificate fingerprint; no peer can be trusted and every federation request will be refused (not-authorized)")
         }
-        self.signed = SignedRequests(trust: trust?.service, audit: audit, client: client, registry: registry, logger: logger, tasks: tasks)
+        self.signed = SignedRequests(
+            trust: trust?.service, audit: audit, client: client, registry: registry, logger: logger, tasks: tasks,
+            sessions: configuration.trust?.sessions ?? false)
         self.catalog = CatalogService(catalog: try BrokerCatalog(configuration: configuration), audit: audit, logger: logger)
         self.catalogQueries = CatalogQuerier(signed: signed, peers: registry)
         var policies = PolicySet()
@@ -239,6 +241,7 @@ public final class BrokerNode: Service, Sendable {
             let text = try FederationPing.parseRequest(request.payload)
             return FederationPing.answer(text: text, announcement: self.currentAnnouncement)
         }
+        signed.serveSessions()
         catalog.install(on: signed)
         negotiation.install()
         metering.install()

@@ -11,4 +11,6 @@ public enum TrustNamespace {
     public static let handshake = "urn:intercloud:trust:0"
     /// Element namespace of a signed envelope wrapping any federation payload.
     public static let envelope = "urn:intercloud:envelope:0"
+    /// Payload namespace of the session exchange, whose keys authenticate envelopes by MAC.
+    public static let session = "urn:intercloud:session:0"
 }

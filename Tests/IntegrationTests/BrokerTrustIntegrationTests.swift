@@ -149,6 +149,66 @@ import XMPP
         await broker2.stop()
     }
 
+    /// Sessions (docs/protocol/session.md) over the real server: the first request to a peer
+    /// makes one in the background, later requests go under it (MAC, no signatures), and when the
+    /// peer no longer holds it (a restart) the request is refused `unknownSession` before any
+    /// handler ran, sent again signed, and answered; then a new session is made.
+    @Test func requestsGoUnderASessionAndFallBackToASignatureWhenThePeerForgotIt() async throws {
+        let (broker1, jid1, _, broker2, jid2, _, config1, _) = try await trustedPair(room: uniqueRoom())
+        let target = try RunningBroker.full(jid1)
+        #expect(try await broker2.node.federationPing(target, text: "first").text == "first")
+        #expect(await eventually(timeout: .seconds(10)) { broker2.trust.service.requestSession(for: jid1) != nil })
+        let session = try #require(broker2.trust.service.requestSession(for: jid1))
+        #expect(broker1.trust.service.sessions.session(peer: jid2, id: session.id, now: Date()) != nil)
+        #expect(try await broker2.node.federationPing(target, text: "under the session").text == "under the session")
+        #expect(broker1.node.discoInfo.features.contains(TrustNamespace.session))
+        await broker1.stop()
+
+        let restarted = try RunningBroker(configuration: config1)
+        #expect(await eventually(timeout: .seconds(20)) { restarted.sees(jid2) && broker2.sees(jid1) })
+        #expect(restarted.trust.service.sessions.count == 0)
+        #expect(try await broker2.node.federationPing(target, text: "after the restart").text == "after the restart")
+        // The refused first attempt proves the request went under the session; the answer came
+        // to the signed second one.
+        #expect(restarted.auditEvents(peer: jid2, kind: "trust.envelope").map(\.reason) == ["unknownSession"])
+        #expect(await eventually(timeout: .seconds(10)) {
+            broker2.trust.service.requestSession(for: jid1).map { $0.id != session.id } ?? false
+        })
+        let renewed = try #require(broker2.trust.service.requestSession(for: jid1))
+        #expect(restarted.trust.service.sessions.session(peer: jid2, id: renewed.id, now: Date()) != nil)
+        #expect(try await broker2.node.federationPing(target, text: "new session").text == "new session")
+        #expect(restarted.auditEvents(peer: jid2, kind: "trust.envelope").count == 1)
+        await restarted.stop()
+        await broker2.stop()
+    }
+
+    /// `[trust] sessions = false`: the broker neither offers nor accepts sessions, and a peer
+    /// that asks for one keeps signing its requests.
+    @Test func aBrokerWithoutSessionsIsSentSignedRequests() async throws {
+        let room = uniqueRoom()
+        let fixture = TrustFixture(brokers: BrokerFixture(server: server))
+        let root = try fixture.root("root")
+        var b1 = try fixture.broker(cloud: "cloud1", host: "cloud1.test", rooms: [room], issuer: root.ca, anchors: [root.path])
+        let b2 = try fixture.broker(cloud: "cloud2", host: "cloud2.test", rooms: [room], issuer: root.ca, anchors: [root.path])
+        b1.config.trust?.sessions = false
+        let broker1 = try RunningBroker(configuration: b1.config)
+        let broker2 = try RunningBroker(configuration: b2.config)
+        #expect(await eventually(timeout: .seconds(20)) { broker1.isTrusted(b2.jid) && broker2.isTrusted(b1.jid) })
+        let target = try RunningBroker.full(b1.jid)
+        for text in ["one", "two", "three"] {
+            #expect(try await broker2.node.federationPing(target, text: text).text == text)
+        }
+        #expect(!broker1.node.discoInfo.features.contains(TrustNamespace.session))
+        #expect(broker1.trust.service.sessions.count == 0 && broker2.trust.service.sessions.count == 0)
+        // broker2's offer was answered `service-unavailable`: nothing refused, nothing audited.
+        #expect(broker1.auditEvents(peer: b2.jid, kind: "trust.envelope").isEmpty)
+        // And broker1 itself sends signed requests only.
+        #expect(try await broker1.node.federationPing(try RunningBroker.full(b2.jid), text: "back").text == "back")
+        #expect(broker2.trust.service.sessions.count == 0)
+        await broker1.stop()
+        await broker2.stop()
+    }
+
     @Test func chainFromAnUnknownCAIsRefusedWithAuditAndNoPin() async throws {
         let fixture = TrustFixture(brokers: BrokerFixture(server: server))
         let room = uniqueRoom()

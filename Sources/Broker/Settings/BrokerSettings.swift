@@ -131,11 +131,14 @@ public enum BrokerSettings {
         static let keyChange = Setting<String>(
             "trust", "key_change", default: KeyChangePolicy.sameAnchor.rawValue, rule: .oneOf(KeyChangePolicy.allCases.map(\.rawValue)),
             "When a pinned peer may present a new key: its chain ends at the same anchor, or only after `intercloud trust allow --new-key`.")
+        static let sessions = Setting<Bool>(
+            "trust", "sessions", default: true,
+            "Make session keys with peers that offer them and authenticate requests to them by HMAC instead of two signatures (docs/protocol/session.md).")
 
         static let section = SettingsSection(
             "trust", "Optional; without it the broker announces no fingerprint and refuses every federation request.", [
                 key.erased, chain.erased, anchors.erased, crls.erased, retrySeconds.erased, revalidateSeconds.erased,
-                anchorDomains.erased, keyChange.erased,
+                anchorDomains.erased, keyChange.erased, sessions.erased,
             ])
     }
 

@@ -19,6 +19,12 @@ import XMPP
 ///
 /// Without trust configured (`trust == nil`) every request in these namespaces is refused the same
 /// way (audited with reason `trustNotConfigured`).
+///
+/// Sessions (docs/protocol/session.md): the first request to a peer also starts a session
+/// exchange in the background; once it completes, requests to that peer and their answers are
+/// authenticated by HMAC under the session's key instead of two signatures. A request the peer
+/// refuses `unknownSession` (it restarted, or forgot the session) was refused before any handler
+/// ran, so it is sealed again with a signature and sent once more.
 public final class SignedRequests: SignedTransport {
     struct Route: Sendable {
         var maxPayloadBytes: Int
@@ -43,6 +49,16 @@ public final class SignedRequests: SignedTransport {
     private let slots = Mutex(RequestSlots(global: maxConcurrentRequests, perPeer: maxConcurrentRequestsPerPeer))
     /// Refusals are logged once per sender and audit window; the audit counts every one.
     private let refusalLog: RefusalLogGate
+    /// Whether requests make and use sessions (`[trust] sessions`); the benchmark turns it off to
+    /// measure signatures alone.
+    private let sessionsEnabled: Mutex<Bool>
+    /// Peers with a session exchange in flight, or whose last one failed: when the next may start.
+    /// Bounded (peers come from our own routing table, but the bound holds anyway).
+    private let sessionAttempts = Mutex<[String: ContinuousClock.Instant]>([:])
+    static let maxSessionAttempts = 4096
+    /// After a failed exchange (e.g. a peer without sessions answers `service-unavailable`),
+    /// requests to that peer stay signed this long before the next attempt.
+    static let sessionRetryDelay: Duration = .seconds(600)
 
     /// Runs `work` in a task if a slot is free for the request's sender, else refuses.
     private func admit(_ request: Stanza, _ responder: IQResponder, _ work: @escaping @Sendable () async -> Void) {
@@ -68,8 +84,12 @@ public final class SignedRequests: SignedTransport {
         }
     }
 
-    init(trust: TrustService?, audit: AuditLog, client: XMPPClient, registry: PeerRegistry, logger: Logger, tasks: TaskBag) {
+    init(
+        trust: TrustService?, audit: AuditLog, client: XMPPClient, registry: PeerRegistry, logger: Logger, tasks: TaskBag,
+        sessions: Bool = true
+    ) {
         self.trust = trust
+        self.sessionsEnabled = Mutex(sessions)
         self.registry = registry
         self.audit = audit
         self.refusalLog = RefusalLogGate(window: .seconds(audit.aggregator?.settings.window ?? 60))
@@ -166,7 +186,10 @@ public final class SignedRequests: SignedTransport {
             from: from, peer: from.bare.description, namespace: envelope.namespace, type: type, payload: envelope.payload)
         do {
             let answer = try await route.handler(signed)
-            let sealed = try trust.sealEnvelope(answer, namespace: envelope.namespace, to: signed.peer, inReplyTo: envelope.nonce)
+            // An answer goes under the session its request came under, else it is signed.
+            let sealed = try trust.answerSession(for: envelope, from: signed.peer).map {
+                trust.sealEnvelope(answer, namespace: envelope.namespace, session: $0, inReplyTo: envelope.nonce)
+            } ?? trust.sealEnvelope(answer, namespace: envelope.namespace, to: signed.peer, inReplyTo: envelope.nonce)
             responder.respond(PayloadBridge.element(sealed.element))
         } catch let error as StanzaError {
             responder.fail(error)
@@ -184,7 +207,30 @@ public final class SignedRequests: SignedTransport {
     ) async throws -> [UInt8] {
         guard let trust else { throw BrokerTrustSetupError("this broker has no [trust] section: it cannot sign requests") }
         let peer = try route(to: peer)
-        let sealed = try trust.sealEnvelope(payload, namespace: namespace, to: peer.bare.description)
+        let bare = peer.bare.description
+        if usesSessions {
+            if trust.wantsSession(with: bare) { startSession(with: peer, trust: trust) }
+            if let session = trust.requestSession(for: bare) {
+                let sealed = trust.sealEnvelope(payload, namespace: namespace, session: session)
+                do {
+                    return try await exchange(type, sealed, to: peer, namespace: namespace, timeout: timeout, trust: trust)
+                } catch XMPPError.stanza(let error) where Self.isUnknownSession(error) {
+                    // Refused before any handler ran: nothing happened at the peer, so sending it
+                    // again, signed, is safe.
+                    trust.sessions.forget(peer: bare, id: session.id)
+                    logger.info("\(bare) no longer holds our session (\(error.text ?? "")); sending the \(namespace) request signed")
+                    startSession(with: peer, trust: trust)
+                }
+            }
+        }
+        let sealed = try trust.sealEnvelope(payload, namespace: namespace, to: bare)
+        return try await exchange(type, sealed, to: peer, namespace: namespace, timeout: timeout, trust: trust)
+    }
+
+    /// Sends a sealed request and opens its answer.
+    private func exchange(
+        _ type: Stanza.IQType, _ sealed: SignedEnvelope, to peer: JID, namespace: String, timeout: Duration, trust: TrustService
+    ) async throws -> [UInt8] {
         let answer = try await client.iq(type, to: peer, payload: PayloadBridge.element(sealed.element), timeout: timeout)
         // The XMPP client only accepts answers from the JID the request went to.
         let sender = answer.fromString ?? peer.description
@@ -192,6 +238,65 @@ public final class SignedRequests: SignedTransport {
             return try await trust.open(xml: "", from: sender, namespace: namespace, answering: sealed.nonce).payload  // refused and audited
         }
         return try await Self.open(element, with: trust, from: sender, namespace: namespace, answering: sealed.nonce).payload
+    }
+
+    static func isUnknownSession(_ error: StanzaError) -> Bool {
+        error.condition == "not-authorized" && (error.text ?? "").hasPrefix(EnvelopeError.Code.unknownSession.rawValue)
+    }
+
+    // MARK: Sessions
+
+    package var usesSessions: Bool {
+        get { sessionsEnabled.withLock { $0 } }
+        set { sessionsEnabled.withLock { $0 = newValue } }
+    }
+
+    /// Answers peers' session offers (`urn:intercloud:session:0`), if sessions are on.
+    func serveSessions() {
+        guard let trust, usesSessions else { return }
+        serve(namespace: TrustNamespace.session, maxPayloadBytes: SessionExchange.maxPayloadBytes) { [audit, logger] request throws(StanzaError) in
+            guard request.type == .set else { throw .badRequest("a session offer is an IQ set") }
+            do {
+                return try trust.acceptSession(offer: request.payload, from: request.peer)
+            } catch {
+                logger.notice("refused a session offer from \(request.peer): \(error)")
+                _ = try? await audit.offPool.refused(
+                    module: "trust", kind: "trust.session", peer: request.peer, action: TrustNamespace.session,
+                    reason: "badOffer", detail: "\(error)", at: Date())
+                throw .badRequest("\(error)")
+            }
+        }
+    }
+
+    /// Starts a session exchange with `peer` in the background, unless one is in flight or the
+    /// last one failed recently. Requests meanwhile go signed.
+    private func startSession(with peer: JID, trust: TrustService) {
+        let bare = peer.bare.description
+        let now = ContinuousClock.now
+        let start = sessionAttempts.withLock { attempts -> Bool in
+            if let notBefore = attempts[bare], notBefore > now { return false }
+            if attempts.count >= Self.maxSessionAttempts {
+                attempts = attempts.filter { $0.value > now }
+                guard attempts.count < Self.maxSessionAttempts else { return false }
+            }
+            // In flight: no second exchange until this one ends (or a minute passes).
+            attempts[bare] = now + .seconds(60)
+            return true
+        }
+        guard start else { return }
+        tasks.spawn { [self] in
+            let offer = SessionExchange.Offer()
+            do {
+                let sealed = try trust.sealEnvelope(offer.payload, namespace: TrustNamespace.session, to: bare)
+                let answer = try await exchange(.set, sealed, to: peer, namespace: TrustNamespace.session, timeout: .seconds(10), trust: trust)
+                let session = try trust.completeSession(offer, accept: answer, with: bare)
+                sessionAttempts.withLock { _ = $0.removeValue(forKey: bare) }
+                logger.debug("session with \(bare) made, until \(session.expires)")
+            } catch {
+                sessionAttempts.withLock { $0[bare] = ContinuousClock.now + Self.sessionRetryDelay }
+                logger.info("no session with \(bare) (\(error)); requests to it stay signed, next attempt in \(Self.sessionRetryDelay)")
+            }
+        }
     }
 
     /// Opens an inbound envelope element: converted straight into Trust's element where that is

@@ -14,14 +14,27 @@ public struct EnvelopeVerifier: Sendable {
     public var store: TrustStore
     public var replay: ReplayGuard
     public var audit: AuditLog?
+    /// Sessions made with peers, whose keys authenticate envelopes by MAC.
+    public let sessions: EnvelopeSessions
     let keys = PinnedKeyCache()
     let pins: PinStatusCache
 
-    public init(store: TrustStore, replay: ReplayGuard, audit: AuditLog?) {
+    public init(store: TrustStore, replay: ReplayGuard, audit: AuditLog?, sessions: EnvelopeSessions = EnvelopeSessions()) {
         self.store = store
         self.replay = replay
         self.audit = audit
+        self.sessions = sessions
         self.pins = PinStatusCache(path: store.database.path)
+    }
+
+    /// The fingerprint `peer` (bare JID) is pinned with, if trusted and unexpired now: what a
+    /// session made with it is bound to.
+    public func trustedFingerprint(of peer: String, now: Date) throws(EnvelopeError) -> String {
+        guard let pin = try currentPin(peer), let fingerprint = pin.fingerprint else {
+            throw EnvelopeError(.untrustedSender, "\(peer) is not pinned")
+        }
+        try Self.checkUsable(state: pin.state, notAfter: pin.notAfter, jid: peer, now: now)
+        return fingerprint
     }
 
     /// Verifies a received envelope and returns its payload bytes.
@@ -103,6 +116,20 @@ public struct EnvelopeVerifier: Sendable {
         }
         let bare = XmppAddr.bare(sender)
         let bytes = envelope.signedBytes(sender: sender, recipient: recipient)
+        if let id = envelope.session {
+            guard let session = sessions.session(peer: bare, id: id, now: now) else {
+                throw EnvelopeError(.unknownSession, "no session \(TrustWire.b64(id)) with \(bare); seal it with a signature")
+            }
+            guard session.isValid(tag: envelope.signature, for: bytes) else {
+                throw EnvelopeError(.badSignature, "mac does not verify with session \(TrustWire.b64(id))")
+            }
+            guard try admit(envelope, sender: bare, fingerprint: session.fingerprint, recordNonce: recordNonce, now: now) else {
+                // The peer re-handshook with another key since: the session is the old key's.
+                sessions.forget(peer: bare, id: id)
+                throw EnvelopeError(.unknownSession, "session \(TrustWire.b64(id)) was made under \(bare)'s previous pin")
+            }
+            return
+        }
         if let cached = keys.lastKey(for: bare),
             SignatureScheme.isValid(signature: envelope.signature, for: bytes, key: cached.key),
             try admit(envelope, sender: bare, fingerprint: cached.fingerprint, recordNonce: recordNonce, now: now)

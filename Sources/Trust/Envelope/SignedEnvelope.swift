@@ -31,15 +31,22 @@ import Foundation
 ///   request must have none. Stripping or changing `re` changes the signed bytes.
 /// - The label separates these signatures from the handshake's proof-of-possession signatures made
 ///   with the same key. Length prefixes make field boundaries unambiguous.
+///
+/// Between two brokers that made a session (`SessionExchange`), the same bytes may instead be
+/// authenticated by HMAC-SHA256 under the session's key: `session='base64(id)' mac='base64(tag)'`
+/// in place of `sig`.
 public struct SignedEnvelope: Sendable, Hashable {
     public var namespace: String
     /// Milliseconds since 1970 (UTC), as signed.
     public var timestampMilliseconds: Int64
     public var nonce: [UInt8]
     public var payload: [UInt8]
+    /// The sender's signature, or with `session` the HMAC-SHA256 tag under that session's key.
     public var signature: [UInt8]
     /// For an answer, the nonce of the request it answers; nil for a request.
     public var inReplyTo: [UInt8]?
+    /// The id of the session whose key made `signature` a MAC; nil for a signature.
+    public var session: [UInt8]? = nil
 
     public var isAnswer: Bool { inReplyTo != nil }
 
@@ -91,13 +98,31 @@ public struct SignedEnvelope: Sendable, Hashable {
             signature: try identity.sign(bytes), inReplyTo: inReplyTo)
     }
 
+    /// Authenticates `payload` from `sender` to `recipient` (the session's peer) with the session's
+    /// key instead of a signature.
+    public static func seal(
+        _ payload: [UInt8], namespace: String, from sender: String, to recipient: String, session: EnvelopeSession,
+        now: Date, nonce: [UInt8] = EnvelopeNonce.make(), inReplyTo: [UInt8]? = nil
+    ) -> SignedEnvelope {
+        let milliseconds = Int64((now.timeIntervalSince1970 * 1000).rounded())
+        let bytes = signedBytes(
+            sender: sender, recipient: recipient, namespace: namespace, timestampMilliseconds: milliseconds,
+            nonce: nonce, inReplyTo: inReplyTo, payload: payload)
+        return SignedEnvelope(
+            namespace: namespace, timestampMilliseconds: milliseconds, nonce: nonce, payload: payload,
+            signature: session.tag(bytes), inReplyTo: inReplyTo, session: session.id)
+    }
+
     // MARK: Wire
 
     public var element: PayloadElement {
-        var attributes = [
-            "ns": namespace, "ts": String(timestampMilliseconds), "nonce": TrustWire.b64(nonce),
-            "sig": TrustWire.b64(signature),
-        ]
+        var attributes = ["ns": namespace, "ts": String(timestampMilliseconds), "nonce": TrustWire.b64(nonce)]
+        if let session {
+            attributes["session"] = TrustWire.b64(session)
+            attributes["mac"] = TrustWire.b64(signature)
+        } else {
+            attributes["sig"] = TrustWire.b64(signature)
+        }
         if let inReplyTo { attributes["re"] = TrustWire.b64(inReplyTo) }
         return PayloadElement(name: "signed", namespace: TrustNamespace.envelope, attributes: attributes, text: TrustWire.b64(payload))
     }
@@ -126,9 +151,22 @@ public struct SignedEnvelope: Sendable, Hashable {
         guard let namespace = element.attributes["ns"], !namespace.isEmpty,
             let timestamp = element.attributes["ts"].flatMap({ Int64($0) }),
             let nonce = element.attributes["nonce"].flatMap(TrustWire.unb64), (8...64).contains(nonce.count),
-            let signature = element.attributes["sig"].flatMap(TrustWire.unb64), !signature.isEmpty,
             let payload = TrustWire.unb64(element.text)
-        else { throw EnvelopeError(.malformed, "envelope lacks ns, ts, nonce, sig or payload") }
+        else { throw EnvelopeError(.malformed, "envelope lacks ns, ts, nonce or payload") }
+        // Exactly one proof: a signature, or a session's MAC.
+        let signature: [UInt8], session: [UInt8]?
+        switch (element.attributes["sig"], element.attributes["session"], element.attributes["mac"]) {
+        case (let sig?, nil, nil):
+            guard let decoded = TrustWire.unb64(sig), !decoded.isEmpty else { throw EnvelopeError(.malformed, "envelope with a malformed sig") }
+            (signature, session) = (decoded, nil)
+        case (nil, let id?, let mac?):
+            guard let id = TrustWire.unb64(id), id.count == SessionExchange.idBytes,
+                let tag = TrustWire.unb64(mac), tag.count == SessionExchange.macBytes
+            else { throw EnvelopeError(.malformed, "envelope with a malformed session or mac") }
+            (signature, session) = (tag, id)
+        default:
+            throw EnvelopeError(.malformed, "envelope needs either sig, or session and mac")
+        }
         var inReplyTo: [UInt8]?
         if let re = element.attributes["re"] {
             guard let decoded = TrustWire.unb64(re), (8...64).contains(decoded.count) else {
@@ -138,7 +176,7 @@ public struct SignedEnvelope: Sendable, Hashable {
         }
         return SignedEnvelope(
             namespace: namespace, timestampMilliseconds: timestamp, nonce: nonce, payload: payload, signature: signature,
-            inReplyTo: inReplyTo)
+            inReplyTo: inReplyTo, session: session)
     }
 }
 
@@ -182,6 +220,9 @@ public struct EnvelopeError: Error, Sendable, Hashable, CustomStringConvertible 
         /// The receiver remembers as many of this sender's (or all peers') request nonces inside
         /// the replay window as it will: more are refused until older ones leave the window.
         case tooManyRequests
+        /// Authenticated by a session this receiver does not hold (never made, expired, forgotten
+        /// at a restart, or made before the sender's pin changed): seal it again with a signature.
+        case unknownSession
     }
 
     public var code: Code

@@ -30,9 +30,9 @@ public actor TrustService {
     private let clock: @Sendable () -> Date
     private let logger: Logger
     /// Responder sessions by peer JID and initiator nonce, kept between the two IQs.
-    private var sessions: [SessionKey: TrustHandshake] = [:]
+    private var pendingHandshakes: [HandshakeKey: TrustHandshake] = [:]
 
-    struct SessionKey: Hashable {
+    struct HandshakeKey: Hashable {
         var peer: String
         var session: [UInt8]
     }
@@ -208,7 +208,7 @@ public actor TrustService {
     public func handleRequest(from peerJID: String, payload: String) async -> TrustIQResponse {
         let peer = XmppAddr.bare(peerJID)
         let now = clock()
-        sessions = sessions.filter { $0.value.deadline >= now }
+        pendingHandshakes = pendingHandshakes.filter { $0.value.deadline >= now }
         let message: TrustMessage
         do {
             message = try TrustWire.decode(xml: payload)
@@ -232,7 +232,7 @@ public actor TrustService {
             }
             machine = TrustHandshake(
                 role: .responder, myJID: myJID, peerJID: peer, identity: identity, now: now, timeout: handshakeTimeout)
-        } else if let session = message.session, let existing = sessions.removeValue(forKey: SessionKey(peer: peer, session: session)) {
+        } else if let session = message.session, let existing = pendingHandshakes.removeValue(forKey: HandshakeKey(peer: peer, session: session)) {
             machine = existing
         } else if case .refused = message {
             return .result(payload: nil)  // a refusal for a session we no longer hold: nothing to end
@@ -251,9 +251,9 @@ public actor TrustService {
             case .send(let reply):
                 if let session = machine.sessionID {
                     // Bound what one peer can make us hold: keep its newest few pending handshakes.
-                    let pending = sessions.filter { $0.key.peer == peer }.sorted { $0.value.deadline < $1.value.deadline }
-                    for (key, _) in pending.dropLast(Self.maxPendingPerPeer - 1) { sessions[key] = nil }
-                    sessions[SessionKey(peer: peer, session: session)] = machine
+                    let pending = pendingHandshakes.filter { $0.key.peer == peer }.sorted { $0.value.deadline < $1.value.deadline }
+                    for (key, _) in pending.dropLast(Self.maxPendingPerPeer - 1) { pendingHandshakes[key] = nil }
+                    pendingHandshakes[HandshakeKey(peer: peer, session: session)] = machine
                 }
                 return .result(payload: TrustWire.encode(reply))
             case .trust(let verified, let reply):
@@ -288,7 +288,7 @@ public actor TrustService {
     static let maxPendingPerPeer = 4
 
     /// Number of responder handshakes waiting for their `finish` (diagnostics, tests).
-    public var pendingSessions: Int { sessions.count }
+    public var pendingSessions: Int { pendingHandshakes.count }
 
     // MARK: Envelopes
 
@@ -303,6 +303,61 @@ public actor TrustService {
     ) throws -> SignedEnvelope {
         try SignedEnvelope.seal(
             payload, namespace: namespace, from: myJID, to: recipient, identity: identity, now: clock(), inReplyTo: inReplyTo)
+    }
+
+    /// Authenticates `payload` for the session's peer with the session's key (a MAC, no signature).
+    public nonisolated func sealEnvelope(
+        _ payload: [UInt8], namespace: String, session: EnvelopeSession, inReplyTo: [UInt8]? = nil
+    ) -> SignedEnvelope {
+        SignedEnvelope.seal(payload, namespace: namespace, from: myJID, to: session.peer, session: session, now: clock(), inReplyTo: inReplyTo)
+    }
+
+    // MARK: Sessions (docs/protocol/session.md)
+
+    /// Sessions made with peers, in memory.
+    public nonisolated var sessions: EnvelopeSessions { envelopes.sessions }
+
+    /// The session to authenticate a request to `peer` (bare JID) with, if one is held.
+    public nonisolated func requestSession(for peer: String) -> EnvelopeSession? {
+        sessions.current(for: XmppAddr.bare(peer), now: clock())
+    }
+
+    /// Whether a request to `peer` should make a new session first: none is held, or the newest
+    /// is old enough to renew (`EnvelopeSessions.renewAfter`) before it expires.
+    public nonisolated func wantsSession(with peer: String) -> Bool {
+        let now = clock()
+        guard let current = sessions.current(for: XmppAddr.bare(peer), now: now) else { return true }
+        return now.timeIntervalSince(current.established) >= EnvelopeSessions.renewAfter
+    }
+
+    /// The session to answer `request` (opened from `peer`) with: the one it came under, if still
+    /// held; nil (a signature) for a signed request.
+    public nonisolated func answerSession(for request: SignedEnvelope, from peer: String) -> EnvelopeSession? {
+        guard let id = request.session else { return nil }
+        return sessions.session(peer: XmppAddr.bare(peer), id: id, now: clock())
+    }
+
+    /// Responder: reads a peer's `<offer/>` (the payload of a request opened from `peer`), makes
+    /// and keeps the session, and returns the `<accept/>` payload to answer with.
+    public nonisolated func acceptSession(offer payload: [UInt8], from peer: String) throws -> [UInt8] {
+        let now = clock()
+        let bare = XmppAddr.bare(peer)
+        let fingerprint = try envelopes.trustedFingerprint(of: bare, now: now)
+        let (answer, session) = try SessionExchange.accept(offer: payload, requester: bare, responder: myJID, fingerprint: fingerprint, now: now)
+        sessions.install(session, now: now)
+        return answer
+    }
+
+    /// Requester: derives and keeps the session from `peer`'s `<accept/>` (the verified payload of
+    /// the answer to `offer`).
+    @discardableResult
+    public nonisolated func completeSession(_ offer: SessionExchange.Offer, accept payload: [UInt8], with peer: String) throws -> EnvelopeSession {
+        let now = clock()
+        let bare = XmppAddr.bare(peer)
+        let fingerprint = try envelopes.trustedFingerprint(of: bare, now: now)
+        let session = try offer.complete(accept: payload, requester: myJID, responder: bare, fingerprint: fingerprint, now: now)
+        sessions.install(session, now: now)
+        return session
     }
 
     /// Seals a request and returns its nonce too, to open the answer with (`open(…, answering:)`).
