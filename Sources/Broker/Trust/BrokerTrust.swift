@@ -239,19 +239,59 @@ extension BrokerTrust {
 
 /// Background tasks a broker starts while running (handshakes, inbound requests), cancelled and
 /// awaited at shutdown before the database closes, so none writes to a closed database.
+///
+/// Every inbound federation request is one of these tasks, so `spawn` is on the request path: the
+/// task is created outside the lock (creating one enqueues it and may wake a thread, and doing that
+/// under the lock made the XMPP loop and finishing tasks spin on it), and ids are a counter, not
+/// random UUIDs (one `getrandom` each).
 final class TaskBag: Sendable {
-    private let state = Mutex<(tasks: [UUID: Task<Void, Never>], closed: Bool)>(([:], false))
+    private struct State {
+        var tasks: [UInt64: Task<Void, Never>] = [:]
+        /// Tasks that finished before `spawn` registered them.
+        var finishedEarly: Set<UInt64> = []
+        var next: UInt64 = 0
+        /// Spawned and not finished, registered or not: what `close` waits for.
+        var running = 0
+        var closed = false
+        var drained: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
 
     func spawn(_ body: @escaping @Sendable () async -> Void) {
-        let id = UUID()
-        state.withLock { state in
-            guard !state.closed else { return }
-            state.tasks[id] = Task { [weak self] in
-                await body()
-                self?.state.withLock { _ = $0.tasks.removeValue(forKey: id) }
-            }
+        let id = state.withLock { state -> UInt64? in
+            guard !state.closed else { return nil }
+            state.next += 1
+            state.running += 1
+            return state.next
         }
+        guard let id else { return }
+        let task = Task { [weak self] in
+            await body()
+            self?.finish(id)
+        }
+        let closing = state.withLock { state -> Bool in
+            if state.finishedEarly.remove(id) != nil { return false }
+            state.tasks[id] = task
+            return state.closed
+        }
+        // `close` ran in between: it waits for this task (it is counted) but could not cancel it.
+        if closing { task.cancel() }
     }
+
+    private func finish(_ id: UInt64) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            if state.tasks.removeValue(forKey: id) == nil { state.finishedEarly.insert(id) }
+            state.running -= 1
+            guard state.running == 0 else { return [] }
+            defer { state.drained = [] }
+            return state.drained
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Tasks spawned and not yet finished.
+    var running: Int { state.withLock { $0.running } }
 
     /// Cancels every task, waits for them, and refuses new ones.
     func close() async {
@@ -260,6 +300,13 @@ final class TaskBag: Sendable {
             return Array(state.tasks.values)
         }
         for task in tasks { task.cancel() }
-        for task in tasks { await task.value }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { state -> Bool in
+                guard state.running > 0 else { return true }
+                state.drained.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 import Synchronization
 
 /// Pin statuses as last read from `trust_pin`, valid while the database has not changed.
@@ -11,9 +12,13 @@ import Synchronization
 /// commit by any other connection, ours included, changes that number and empties the cache, so
 /// the answer is never older than the last commit: a revocation committed before an envelope is
 /// checked is seen by that check.
+///
+/// The probe is SQLite's C API on a read-only connection of its own, one prepared statement
+/// stepped under a lock (~1 µs): through GRDB (queue hop, statement cache, cursor) it cost ~6 µs,
+/// twice per request, a tenth of what a request under a session adds.
 final class PinStatusCache: Sendable {
     private struct State {
-        var version: Int?
+        var version: Int64?
         var statuses: [String: TrustStore.PinStatus?] = [:]
     }
 
@@ -22,42 +27,57 @@ final class PinStatusCache: Sendable {
     static let maxEntries = 4096
 
     private let state = Mutex(State())
-    /// The connection that asks for `data_version`, opened on first use; nil when it cannot be
-    /// opened or after `close` (then every check reads the row, as before).
-    private let probe = Mutex<(queue: DatabaseQueue?, closed: Bool)>((nil, false))
+    /// The connection that asks for `data_version`, opened on first use; closed for good when it
+    /// cannot be opened or after `close` (then every check reads the row, as before).
+    private let probe = Mutex(Probe())
     private let path: String
+
+    private struct Probe {
+        var connection: OpaquePointer?
+        var statement: OpaquePointer?
+        var closed = false
+    }
 
     init(path: String) { self.path = path }
 
     /// Closes the probe connection (its three descriptors: database, WAL, shared memory): call it
     /// with the database's own close. Checks after it read the row each time.
     func close() {
-        let queue = probe.withLock { probe in
-            defer { probe = (nil, true) }
-            return probe.queue
+        probe.withLock { probe in
+            sqlite3_finalize(probe.statement)
+            sqlite3_close_v2(probe.connection)
+            probe = Probe(closed: true)
         }
-        try? queue?.close()
     }
 
-    private func probeQueue() -> DatabaseQueue? {
-        probe.withLock { probe in
-            if probe.queue == nil, !probe.closed {
-                var configuration = Configuration()
-                configuration.readonly = true
-                configuration.label = "trust.pin-version"
-                probe.queue = try? DatabaseQueue(path: path, configuration: configuration)
-                if probe.queue == nil { probe.closed = true }
+    /// `PRAGMA data_version` on the probe connection (one statement in autocommit mode, prepared
+    /// once), or nil if the probe is closed or fails.
+    private func dataVersion() -> Int64? {
+        probe.withLock { probe -> Int64? in
+            if probe.statement == nil, !probe.closed {
+                var connection: OpaquePointer?
+                var statement: OpaquePointer?
+                if sqlite3_open_v2(path, &connection, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK,
+                    sqlite3_prepare_v2(connection, "PRAGMA data_version", -1, &statement, nil) == SQLITE_OK
+                {
+                    probe.connection = connection
+                    probe.statement = statement
+                } else {
+                    sqlite3_finalize(statement)
+                    sqlite3_close_v2(connection)
+                    probe.closed = true
+                }
             }
-            return probe.queue
+            guard let statement = probe.statement else { return nil }
+            defer { sqlite3_reset(statement) }
+            guard sqlite3_step(statement) == SQLITE_ROW else { return nil }
+            return sqlite3_column_int64(statement, 0)
         }
     }
 
     /// The status of `jid`'s pin (nil: no pin), from the cache if nothing committed since it was read.
     func status(for jid: String, store: TrustStore) throws -> TrustStore.PinStatus? {
-        // One statement in autocommit mode (no BEGIN/COMMIT around it), prepared once.
-        guard let version = try? probeQueue()?.inDatabase({ db in try Int.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) }) else {
-            return try store.status(for: jid)
-        }
+        guard let version = dataVersion() else { return try store.status(for: jid) }
         if let cached = state.withLock({ $0.version == version ? $0.statuses[jid] : nil }) {
             return cached
         }
