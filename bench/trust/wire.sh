@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trust over the wire: two brokers with chains from different CAs through one private Prosody:
-# handshake time, and a signed federation request (federation-ping, signed answer) against an
-# unsigned request on the same deferred path, in the same run.
+# handshake time, and a signed federation request (federation-ping; under a session, and with
+# signatures only) against an unsigned request on the same deferred path, in the same run.
 #
 #   bench/trust/wire.sh [ITERATIONS]
 set -euo pipefail

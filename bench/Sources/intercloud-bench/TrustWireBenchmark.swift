@@ -10,10 +10,11 @@ import XMPP
 extension TrustBenchmark {
     /// Trust over the wire, between two real brokers through one XMPP server (bench/trust/wire.sh):
     /// - handshake duration as initiator (two IQ round trips; pins and audit written on both sides);
-    /// - signed request (federation-ping: seal, IQ, open + nonce at the responder, signed answer
-    ///   opened by the requester) against the same request unsigned, served the same way (a
-    ///   deferred handler answering from a task), and against the status query (an immediate
-    ///   handler on the loop thread, the cheapest request a broker answers).
+    /// - signed request (federation-ping: seal, IQ, open + nonce at the responder, sealed answer
+    ///   opened by the requester), under a session (HMAC both ways) and with signatures only,
+    ///   against the same request unsigned, served the same way (a deferred handler answering
+    ///   from a task), and against the status query (an immediate handler on the loop thread, the
+    ///   cheapest request a broker answers).
     ///
     /// The PKI, configurations and databases are made in a temporary directory and removed
     /// afterwards. Signed and unsigned requests alternate, so load from other processes hits both alike.
@@ -74,11 +75,21 @@ extension TrustBenchmark {
                     guard case .success = result else { throw BenchmarkFailure("handshake refused: \(result)") }
                     roundTrips.append(counter.value)
                 }
-                var unsigned: [Duration] = [], signed: [Duration] = [], statusTimes: [Duration] = [], local: [Duration] = []
+                // The first signed request starts the session exchange; the measured ones under a
+                // session run after it completed.
+                _ = try await node1.federationPing(full2, text: text)
+                try await BrokerPair.waitUntil("no session between the brokers") { trust.service.requestSession(for: jid2) != nil }
+                var unsigned: [Duration] = [], signed: [Duration] = [], signaturesOnly: [Duration] = []
+                var statusTimes: [Duration] = [], local: [Duration] = [], localSession: [Duration] = []
                 for index in 0..<(warmup + iterations) {
                     let u = try await time { _ = try await node1.client.iq(.get, to: full2, payload: echo) }.duration
                     let (pong, s) = try await time { try await node1.federationPing(full2, text: text) }
                     guard pong.text == text else { throw BenchmarkFailure("federation-ping echoed other text") }
+                    // The same request with sessions off at the requester: signed both ways.
+                    node1.signed.usesSessions = false
+                    let (signedPong, g) = try await time { try await node1.federationPing(full2, text: text) }
+                    node1.signed.usesSessions = true
+                    guard signedPong.text == text else { throw BenchmarkFailure("federation-ping echoed other text") }
                     let q = try await time { _ = try await node1.client.iq(.get, to: full2, payload: status) }.duration
                     // What a signed request adds in CPU and SQLite, without XMPP: one envelope sealed by
                     // node1 and opened by node2 (a signed request does this twice: request and answer).
@@ -86,11 +97,18 @@ extension TrustBenchmark {
                         let sealed = try trust.service.seal(Array(text.utf8), namespace: FederationPing.namespace, to: jid2)
                         _ = try await trust2.service.open(xml: sealed, from: jid1, namespace: FederationPing.namespace)
                     }.duration
+                    let m = try await time {
+                        guard let session = trust.service.requestSession(for: jid2) else { throw BenchmarkFailure("the session is gone") }
+                        let sealed = trust.service.sealEnvelope(Array(text.utf8), namespace: FederationPing.namespace, session: session)
+                        _ = try await trust2.service.open(xml: sealed.xml, from: jid1, namespace: FederationPing.namespace)
+                    }.duration
                     if index >= warmup {
                         unsigned.append(u)
                         signed.append(s)
+                        signaturesOnly.append(g)
                         statusTimes.append(q)
                         local.append(l)
+                        localSession.append(m)
                     }
                 }
 
@@ -108,9 +126,11 @@ extension TrustBenchmark {
                     [
                         Figure("trust handshake, initiator view (\(measuredRoundTrips) IQ round trips)", handshakes, comparable: false),
                         Figure("unsigned request (deferred handler, echo)", baseline),
-                        Figure("signed request (federation-ping, signed answer)", Samples(signed)),
+                        Figure("signed request under a session (federation-ping, HMAC both ways)", Samples(signed)),
+                        Figure("signed request, signatures only (sessions off at the requester)", Samples(signaturesOnly)),
                         Figure("status query (immediate handler)", Samples(statusTimes)),
-                        Figure("one envelope sealed + opened in process, no XMPP (a signed request has two)", Samples(local), comparable: false),
+                        Figure("one envelope signed + opened in process, no XMPP (a signed request has two)", Samples(local), comparable: false),
+                        Figure("one envelope under a session sealed + opened in process, no XMPP", Samples(localSession), comparable: false),
                     ],
                     columns: ["operation", "p50 ms", "p90 ms", "× unsigned p50"], percentiles: [50, 90], unit: .milliseconds,
                     decimals: 3, baseline: baseline))
