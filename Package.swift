@@ -347,6 +347,7 @@ let package = Package(
                 "Negotiation", "Peering", "CatalogQueries", "Discovery", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings),
         // Suites that run brokers against real services (Prosody, SQLite, libvirt/QEMU, moto),

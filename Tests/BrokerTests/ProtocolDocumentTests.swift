@@ -1,4 +1,5 @@
 import Catalog
+import Crypto
 @testable import Federation
 import CatalogQueries
 import Discovery
@@ -23,7 +24,7 @@ import X509
 /// signs, answers are bound to the requests they answer, and the documented reason codes and
 /// stanza error types are exactly the code's.
 @Suite struct ProtocolDocumentTests {
-    static let documents = ["presence", "trust", "envelope", "catalog", "negotiation", "migration", "metering", "federation"]
+    static let documents = ["presence", "trust", "envelope", "session", "catalog", "negotiation", "migration", "metering", "federation"]
     /// The examples' time stamps are of 2026-06-01T12:00:00Z.
     static let exampleTime = Date(timeIntervalSince1970: 1_780_315_200)
 
@@ -176,6 +177,8 @@ import X509
         case pong(FederationPing.Pong)
         case countersigned([UInt8])
         case disputed([String])
+        case sessionOffer(key: [UInt8])
+        case sessionAccept(SessionExchange.Accept)
         case empty
     }
 
@@ -238,6 +241,10 @@ import X509
             return .status
         case TrustNamespace.handshake:
             return .trust(try TrustWire.decode(element))
+        case TrustNamespace.session where element.name == "offer":
+            return .sessionOffer(key: try SessionExchange.decodeOffer(raw))
+        case TrustNamespace.session:
+            return .sessionAccept(try SessionExchange.Accept.decode(raw))
         case TrustNamespace.envelope:
             let envelope = try SignedEnvelope.decode(element)
             let payload: Decoded
@@ -359,7 +366,7 @@ import X509
     func examplesAreSignedAndBoundAsDocumented(_ document: String) async throws {
         let pki = try Self.examplePKI()
         #expect(pki.root.count == 1 && pki.leaves.count == 2)
-        var counts = (signatures: 0, hex: 0, bindings: 0, chains: 0, fingerprints: 0, agreementSignatures: 0, texts: 0)
+        var counts = (signatures: 0, hex: 0, bindings: 0, chains: 0, fingerprints: 0, agreementSignatures: 0, texts: 0, macs: 0, sessions: 0)
         var requests: [(envelope: SignedEnvelope, from: String, to: String)] = []
         var hello: (message: TrustMessage.Hello, from: String, to: String)?
         var result: TrustMessage.Result?
@@ -424,6 +431,11 @@ import X509
                         initiatorJID: opened.from, responderJID: opened.to, initiatorNonce: opened.message.nonce,
                         responderNonce: answer.nonce, initiatorLeaf: opened.message.chain[0], responderLeaf: answer.chain[0])
                     #expect(bytes == transcript.bytes(signer: .responder), "\(label): not the transcript the code signs")
+                case .sessionAccept?:
+                    let vector = try SessionVector()
+                    #expect(bytes == SessionExchange.info(
+                        requester: SessionVector.requester, responder: SessionVector.responder, requesterKey: vector.offer.publicKey,
+                        responderKey: vector.accept.key), "\(label): not the info the code derives with")
                 default:
                     Issue.record("\(label): a hex dump after an example that signs nothing")
                 }
@@ -436,10 +448,19 @@ import X509
                 case .envelope(let envelope, _):
                     guard let from = stanza.from, let to = stanza.to else { break }
                     let signer = try key(from, example.label)
-                    #expect(
-                        DetachedSignature.isValid(envelope.signature, for: envelope.signedBytes(sender: from, recipient: to), signedBy: signer),
-                        "\(example.label): the envelope's signature does not verify")
-                    counts.signatures += 1
+                    if let id = envelope.session {
+                        // Under session.md's test vector session, made by these two brokers.
+                        let session = try SessionVector().requesterSession
+                        #expect(id == session.id && XmppAddr.bare(from) == SessionVector.requester && XmppAddr.bare(to) == SessionVector.responder)
+                        #expect(session.isValid(tag: envelope.signature, for: envelope.signedBytes(sender: from, recipient: to)),
+                            "\(example.label): the envelope's MAC does not verify with the session's key")
+                        counts.macs += 1
+                    } else {
+                        #expect(
+                            DetachedSignature.isValid(envelope.signature, for: envelope.signedBytes(sender: from, recipient: to), signedBy: signer),
+                            "\(example.label): the envelope's signature does not verify")
+                        counts.signatures += 1
+                    }
                     if case .negotiation(let message, let signature) = stanza.decoded.envelopePayload {
                         // Byte for byte what the broker writes for this message.
                         #expect(try NegotiationWire.encode(message, signature: signature) == envelope.payload, "\(example.label): not the broker's bytes")
@@ -488,6 +509,16 @@ import X509
                     #expect(written.text == (try PayloadElement.parse(example.xml)).text, "\(example.label): not the broker's bytes")
                     lastFederation = message
                     kinds.insert(message.kind)
+                case .sessionOffer(let offered):
+                    #expect(offered == (try SessionVector().offer.publicKey), "\(example.label): not the test vector's requester key")
+                    #expect(Array(example.xml.utf8) == (try SessionVector().offer.payload), "\(example.label): not the broker's offer")
+                    counts.sessions += 1
+                case .sessionAccept(let accept):
+                    // Byte for byte what the broker answers to the offer, with the test vector's keys.
+                    let vector = try SessionVector()
+                    #expect(Array(example.xml.utf8) == vector.answer, "\(example.label): not the broker's answer to the offer")
+                    #expect(accept.id == vector.requesterSession.id)
+                    counts.sessions += 1
                 case .ping(let text):
                     // Byte for byte what the broker writes.
                     #expect(FederationPing.request(text: text) == Array(example.xml.utf8), "\(example.label): not the broker's bytes")
@@ -557,7 +588,10 @@ import X509
 
         switch document {
         case "trust": #expect(counts.signatures == 2 && counts.hex == 1 && counts.chains == 2, "\(counts)")
-        case "envelope": #expect(counts.signatures == 2 && counts.hex == 2 && counts.bindings == 1, "\(counts)")
+        case "envelope": #expect(counts.signatures == 2 && counts.hex == 2 && counts.bindings == 1 && counts.macs == 1, "\(counts)")
+        case "session":
+            #expect(counts.sessions == 2 && counts.hex == 1, "\(counts)")
+            try SessionVector.checkTable(try Self.text("session"))
         case "catalog": #expect(counts.signatures == 2 && counts.bindings == 1, "\(counts)")
         case "presence": #expect(counts.fingerprints == 3, "\(counts)")
         case "negotiation": #expect(counts.signatures == 5 && counts.bindings == 1 && counts.agreementSignatures == 2 && counts.texts == 2, "\(counts)")
@@ -666,6 +700,51 @@ import X509
             + field(Array("urn:intercloud:catalog:0".utf8)) + field([0, 0, 0x01, 0x9e, 0x83, 0x0e, 0x1a, 0xa4])
             + field(answered) + field(Array("answer".utf8)) + field(nonce) + field(payload))
         #expect(Array(SignedEnvelope.label.utf8).count == 25 && Array(TrustTranscript.label.utf8).count == 28)
+    }
+}
+
+/// session.md's test vector: broker@cloud1.example and broker@cloud2.example with the X25519
+/// private keys of RFC 7748 §6.1 (Alice's for the requester, Bob's for the responder), through
+/// the code's own exchange.
+struct SessionVector {
+    static let requester = "broker@cloud1.example", responder = "broker@cloud2.example"
+    static let requesterPrivate = "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"
+    static let responderPrivate = "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb"
+    /// RFC 7748's, for these keys.
+    static let sharedSecret = "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"
+
+    let offer: SessionExchange.Offer
+    let answer: [UInt8]
+    let accept: SessionExchange.Accept
+    let responderSession: EnvelopeSession
+    let requesterSession: EnvelopeSession
+
+    init() throws {
+        offer = try SessionExchange.Offer(privateKey: Self.bytes(Self.requesterPrivate))
+        (answer, responderSession) = try SessionExchange.accept(
+            offer: offer.payload, requester: Self.requester, responder: Self.responder, fingerprint: "", now: ProtocolDocumentTests.exampleTime,
+            privateKey: Self.bytes(Self.responderPrivate))
+        accept = try SessionExchange.Accept.decode(answer)
+        requesterSession = try offer.complete(accept: answer, requester: Self.requester, responder: Self.responder, fingerprint: "", now: ProtocolDocumentTests.exampleTime)
+    }
+
+    static func bytes(_ hex: String) -> [UInt8] {
+        stride(from: 0, to: hex.count, by: 2).map { UInt8(hex.dropFirst($0).prefix(2), radix: 16)! }
+    }
+
+    static func hex(_ bytes: some Sequence<UInt8>) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+
+    /// The document's test vector table holds the code's values.
+    static func checkTable(_ text: String) throws {
+        let vector = try SessionVector()
+        #expect(vector.requesterSession.key == vector.responderSession.key && vector.requesterSession.id == vector.responderSession.id)
+        let key = vector.requesterSession.key.withUnsafeBytes { hex($0) }
+        for (name, value) in [
+            ("requester private key", requesterPrivate), ("responder private key", responderPrivate), ("shared secret", sharedSecret),
+            ("MAC key", key), ("session id", hex(vector.requesterSession.id)),
+        ] {
+            #expect(text.contains("| \(name) | `\(value)` |"), "session.md: the \(name) is not \(value)")
+        }
     }
 }
 
