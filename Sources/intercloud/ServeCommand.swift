@@ -60,6 +60,9 @@ struct ServeCommand: AsyncParsableCommand {
             pins the peers whose chains verify, and serves federation requests only as
             envelopes signed by a pinned peer. A peer announcing a new fingerprint is
             handshaken again; its new key is accepted only if its new chain verifies.
+            After the first request to a peer the two agree a session key (X25519, in two
+            signed envelopes) and authenticate later requests by HMAC under it instead of
+            signatures; `[trust] sessions = false` keeps signatures on every request.
             Without [trust] it announces no fingerprint and refuses every federation
             request (not-authorized); discovery and the status query work as before. See
             `intercloud peers` (TRUST column), `intercloud trust`, `intercloud audit`.
