@@ -6,6 +6,8 @@ It implements what a peer needs to query a broker's catalog:
   our anchors, responder's proof checked), finish, ok; a refusal of ours is sent as the document says;
 - signed envelopes (docs/protocol/envelope.md): sealing requests and opening answers, with the
   pinned key, the answer binding (`re`, direction), the namespace, the time window and the nonces;
+- sessions (docs/protocol/session.md): the X25519 offer as requester, the HKDF derivation, and
+  envelopes authenticated by HMAC under a session instead of a signature, both ways;
 - the catalog query (docs/protocol/catalog.md): the <query/> payload and SPARQL Query Results XML;
 - contract negotiation as consumer (docs/protocol/negotiation.md): the JSON messages, answering the
   provider's signed requests with signed acknowledgements, the agreement's canonical text, checking
@@ -19,6 +21,7 @@ import base64
 import binascii
 import datetime
 import hashlib
+import hmac
 import json
 import os
 import struct
@@ -31,12 +34,14 @@ from xml.sax.saxutils import escape
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, ObjectIdentifier
 
 PRESENCE_NS = "urn:intercloud:presence:0"
 TRUST_NS = "urn:intercloud:trust:0"
 ENVELOPE_NS = "urn:intercloud:envelope:0"
+SESSION_NS = "urn:intercloud:session:0"
 CATALOG_NS = "urn:intercloud:catalog:0"
 NEGOTIATION_NS = "urn:intercloud:negotiation:0"
 SPARQL_RESULTS_NS = "http://www.w3.org/2005/sparql-results#"
@@ -47,6 +52,9 @@ XMPP_ADDR = ObjectIdentifier("1.3.6.1.5.5.7.8.5")
 TRANSCRIPT_LABEL = b"urn:intercloud:trust:0 proof"
 ENVELOPE_LABEL = b"urn:intercloud:envelope:0"
 REPLAY_WINDOW_MS = 120_000
+SESSION_SALT = b"urn:intercloud:session:0"
+SESSION_PAYLOAD_LIMIT = 512
+SESSION_MAX_SECONDS = 3600
 
 
 # --- Conventions (README.md) -------------------------------------------------------------------
@@ -333,15 +341,24 @@ def envelope_bytes(sender, recipient, namespace, timestamp_ms, nonce, answered, 
 
 @dataclass
 class Envelope:
+    """A signed envelope (`signature`), or one under a session (`session` and `mac`, no signature)."""
     namespace: str
     timestamp_ms: int
     nonce: bytes
     signature: bytes
     payload: bytes
     answered: bytes = None
+    session: bytes = None
+    mac: bytes = None
 
     def element(self) -> ET.Element:
-        attributes = {"ns": self.namespace, "ts": str(self.timestamp_ms), "nonce": b64(self.nonce), "sig": b64(self.signature)}
+        attributes = {"ns": self.namespace, "ts": str(self.timestamp_ms), "nonce": b64(self.nonce)}
+        if self.signature is not None:
+            attributes["sig"] = b64(self.signature)
+        if self.session is not None:
+            attributes["session"] = b64(self.session)
+        if self.mac is not None:
+            attributes["mac"] = b64(self.mac)
         if self.answered is not None:
             attributes["re"] = b64(self.answered)
         return _element("signed", ENVELOPE_NS, attributes, text=b64(self.payload))
@@ -358,6 +375,15 @@ def seal(identity, sender, recipient, namespace, payload, answered=None, timesta
     return envelope
 
 
+def seal_under(session, sender, recipient, namespace, payload, answered=None, timestamp_ms=None, nonce=None) -> Envelope:
+    """envelope.md, "Under a session": the same signed bytes, authenticated by HMAC under the session's key."""
+    timestamp_ms = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    nonce = os.urandom(16) if nonce is None else nonce
+    envelope = Envelope(namespace, timestamp_ms, nonce, None, payload, answered, session=session.id)
+    envelope.mac = session_mac(session.key, envelope.signed_bytes(sender, recipient))
+    return envelope
+
+
 def decode_envelope(element) -> Envelope:
     """envelope.md, "Opening an envelope", step 1; raises Refusal("unsigned" / "malformed")."""
     if element is None or element.tag != f"{{{ENVELOPE_NS}}}signed":
@@ -370,12 +396,20 @@ def decode_envelope(element) -> Envelope:
         if text is None or not text.lstrip("-").isdigit():
             raise Malformed("ts is not an integer")
         nonce = unb64(element.get("nonce"), 8, 64, "nonce")
-        signature = unb64(element.get("sig"), 1, None, "sig")
+        # A signature, or a session and its MAC: never both, never half of a session.
+        signature = session = mac = None
+        if element.get("session") is not None or element.get("mac") is not None:
+            if element.get("sig") is not None:
+                raise Malformed("both sig and a session MAC")
+            session = unb64(element.get("session"), 16, 16, "session")
+            mac = unb64(element.get("mac"), 32, 32, "mac")
+        else:
+            signature = unb64(element.get("sig"), 1, None, "sig")
         payload = unb64((element.text or "").strip(), 0, None, "payload")
         answered = unb64(element.get("re"), 8, 64, "re") if element.get("re") is not None else None
     except Malformed as error:
         raise Refusal("malformed", str(error)) from None
-    return Envelope(namespace, int(text), nonce, signature, payload, answered)
+    return Envelope(namespace, int(text), nonce, signature, payload, answered, session, mac)
 
 
 class ReplayWindow:
@@ -396,8 +430,12 @@ class ReplayWindow:
         self.seen[key] = timestamp_ms
 
 
-def open_envelope(element, sender, recipient, namespace, pin, window, answering=None, now_ms=None) -> Envelope:
-    """envelope.md, "Opening an envelope", steps 1 to 7. `answering`: our request's nonce."""
+def open_envelope(element, sender, recipient, namespace, pin, window, answering=None, now_ms=None, sessions=None,
+                  answering_session=None) -> Envelope:
+    """envelope.md, "Opening an envelope", steps 1 to 7. `answering`: our request's nonce; `sessions`:
+    the sessions we hold (a SessionStore); `answering_session`: the session id our request went under
+    (None if we signed it), as an answer must come the same way (envelope.md, "Under a session")."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     envelope = decode_envelope(element)
     if answering is None and envelope.answered is not None:
         raise Refusal("notThisExchange", "an answer presented as a request")
@@ -409,11 +447,138 @@ def open_envelope(element, sender, recipient, namespace, pin, window, answering=
         raise Refusal("wrongNamespace", f"envelope for {envelope.namespace} arrived on {namespace}")
     if pin is None or pin.jid != bare(sender):
         raise Refusal("untrustedSender", f"{bare(sender)} is not pinned")
-    if not verify(pin.leaf.public_key(), envelope.signature, envelope.signed_bytes(sender, recipient)):
-        raise Refusal("badSignature", f"signature does not verify with the pinned key {pin.fingerprint}")
-    window.admit(sender, envelope.nonce, envelope.timestamp_ms, int(time.time() * 1000) if now_ms is None else now_ms,
-                 record=answering is None)
+    if answering is not None and envelope.session != answering_session:
+        # session.md, "Flow", step 4: an answer goes under its request's session, a signed request
+        # gets a signed answer. The document names no code for this; it is this exchange's binding.
+        raise Refusal("notThisExchange", "the answer is not authenticated the way its request was")
+    if envelope.session is None:
+        if not verify(pin.leaf.public_key(), envelope.signature, envelope.signed_bytes(sender, recipient)):
+            raise Refusal("badSignature", f"signature does not verify with the pinned key {pin.fingerprint}")
+    else:
+        session = (sessions or SessionStore()).find(envelope.session, sender, pin, now_ms)
+        if not hmac.compare_digest(session_mac(session.key, envelope.signed_bytes(sender, recipient)), envelope.mac):
+            raise Refusal("badSignature", f"MAC does not verify with the key of session {b64(session.id)}")
+    window.admit(sender, envelope.nonce, envelope.timestamp_ms, now_ms, record=answering is None)
     return envelope
+
+
+# --- Sessions (session.md) ---------------------------------------------------------------------
+
+def session_mac(key: bytes, signed_bytes: bytes) -> bytes:
+    """HMAC-SHA256 (RFC 2104) of an envelope's signed bytes under a session's MAC key."""
+    return hmac.new(key, signed_bytes, hashlib.sha256).digest()
+
+
+def session_info(requester, responder, requester_key: bytes, responder_key: bytes) -> bytes:
+    """HKDF `info`: both routed bare JIDs and both public keys, so the key is bound to this exchange."""
+    return b"".join(field(part) for part in [bare(requester).encode(), bare(responder).encode(), requester_key, responder_key])
+
+
+def derive_session(shared: bytes, requester, responder, requester_key: bytes, responder_key: bytes):
+    """session.md, "Deriving the session": (MAC key, session id); raises Malformed on a low-order key."""
+    if shared == bytes(32):
+        raise Malformed("the public key is of low order (all-zero shared secret)")
+    output = HKDF(algorithm=hashes.SHA256(), length=48, salt=SESSION_SALT,
+                  info=session_info(requester, responder, requester_key, responder_key)).derive(shared)
+    return output[:32], output[32:]
+
+
+def x25519_shared(private_key: x25519.X25519PrivateKey, public_key: bytes) -> bytes:
+    """The X25519 shared secret; an all-zero one (a low-order point) comes back as zeros, for
+    derive_session to refuse, whether or not the library refuses it itself."""
+    try:
+        return private_key.exchange(x25519.X25519PublicKey.from_public_bytes(public_key))
+    except ValueError:
+        return bytes(32)
+
+
+def raw_public(private_key: x25519.X25519PrivateKey) -> bytes:
+    return private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def offer_payload(public_key: bytes) -> bytes:
+    return f"<offer xmlns='{SESSION_NS}' key='{b64(public_key)}'/>".encode("ascii")
+
+
+def accept_payload(public_key: bytes, session_id: bytes, seconds: int) -> bytes:
+    return f"<accept xmlns='{SESSION_NS}' key='{b64(public_key)}' id='{b64(session_id)}' seconds='{seconds}'/>".encode("ascii")
+
+
+def _session_element(payload: bytes, name: str) -> ET.Element:
+    if len(payload) > SESSION_PAYLOAD_LIMIT:
+        raise Malformed(f"<{name}/> of {len(payload)} bytes, over {SESSION_PAYLOAD_LIMIT}")
+    try:
+        element = ET.fromstring(payload)
+    except ET.ParseError as error:
+        raise Malformed(f"not XML: {error}") from None
+    if element.tag != f"{{{SESSION_NS}}}{name}":
+        raise Malformed(f"expected <{name} xmlns='{SESSION_NS}'/>")
+    if len(element) or (element.text or ""):
+        raise Malformed(f"<{name}/> has content")
+    return element
+
+
+def parse_offer(payload: bytes) -> bytes:
+    """The requester's public key of an <offer/>; raises Malformed."""
+    element = _session_element(payload, "offer")
+    try:
+        return unb64(element.get("key"), 32, 32, "key")
+    except Malformed:
+        raise Malformed("<offer/> without a 32-byte key") from None
+
+
+def parse_accept(payload: bytes):
+    """(public key, session id, seconds) of an <accept/>; raises Malformed."""
+    element = _session_element(payload, "accept")
+    key = unb64(element.get("key"), 32, 32, "key")
+    session_id = unb64(element.get("id"), 16, 16, "id")
+    seconds = element.get("seconds") or ""
+    if not seconds.isascii() or not seconds.isdigit() or not 1 <= int(seconds) <= SESSION_MAX_SECONDS:
+        raise Malformed(f"seconds {seconds!r} is not 1 to {SESSION_MAX_SECONDS}")
+    return key, session_id, int(seconds)
+
+
+@dataclass
+class Session:
+    id: bytes
+    key: bytes
+    peer: str  # the other broker's bare JID
+    pin_fingerprint: str  # its pin when the session was made
+    expires_ms: int
+    made_ms: int = 0
+
+
+class SessionStore:
+    """The sessions held, by id (session.md, "Keeping sessions"): at most 2 per peer, the newest."""
+
+    PER_PEER = 2
+
+    def __init__(self):
+        self.by_id = {}
+
+    def keep(self, session: Session):
+        self.by_id[session.id] = session
+        mine = sorted((s for s in self.by_id.values() if s.peer == session.peer), key=lambda s: s.made_ms)
+        for old in mine[:-self.PER_PEER]:
+            del self.by_id[old.id]
+
+    def forget(self, session_id):
+        self.by_id.pop(session_id, None)
+
+    def newest(self, peer, now_ms=None):
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        live = [s for s in self.by_id.values() if s.peer == bare(peer) and s.expires_ms > now_ms]
+        return max(live, key=lambda s: s.made_ms, default=None)
+
+    def find(self, session_id, sender, pin, now_ms) -> Session:
+        """envelope.md, "Opening an envelope", step 5 under a session: held, unexpired, made with the
+        sender while its pin was the one it has now; else `unknownSession`."""
+        session = self.by_id.get(session_id)
+        if session is None or session.peer != bare(sender) or session.expires_ms <= now_ms:
+            raise Refusal("unknownSession", f"no session {b64(session_id)} with {bare(sender)}")
+        if session.pin_fingerprint != pin.fingerprint:
+            raise Refusal("unknownSession", f"session {b64(session_id)} was made under another pin of {bare(sender)}")
+        return session
 
 
 # --- Catalog (catalog.md) ----------------------------------------------------------------------
@@ -708,6 +873,12 @@ class IndependentPeer:
     last: Exchange = None
     negotiations: dict = dataclass_field(default_factory=dict)
     served: bool = False
+    sessions: SessionStore = dataclass_field(default_factory=SessionStore)
+    # Whether we answer the brokers' session offers (session.md: sessions are optional; without
+    # them an offer is answered service-unavailable, as any namespace we do not serve).
+    session_responder: bool = False
+    # What the brokers asked us, in order: (namespace, how it was authenticated, our answer).
+    served_log: list = dataclass_field(default_factory=list)
 
     @property
     def jid(self) -> str:
@@ -763,27 +934,58 @@ class IndependentPeer:
             raise Refusal("replayedNonce", "ok for another handshake")
         pin = Pin(bare(broker), leaf, chain[0])
         self.pins[pin.jid] = pin
+        self.serve_signed()
         return pin
 
-    async def request(self, broker, namespace, payload, itype="get") -> bytes:
-        """A signed request; returns the verified payload of the signed answer."""
-        envelope = seal(self.identity, self.jid, broker, namespace, payload)
-        answer = await self.iq(broker, itype, envelope.element())
+    async def request(self, broker, namespace, payload, itype="get", session=None) -> bytes:
+        """A request, signed or under `session`; returns the verified payload of the answer. Under a
+        session the broker does not hold (`unknownSession`), the session is forgotten and the same
+        payload sent again signed, as session.md says (it was not acted on)."""
+        if session is None:
+            envelope = seal(self.identity, self.jid, broker, namespace, payload)
+        else:
+            envelope = seal_under(session, self.jid, broker, namespace, payload)
+        try:
+            answer = await self.iq(broker, itype, envelope.element())
+        except PeerError as error:
+            if session is not None and error.condition == "not-authorized" and (error.text or "").startswith("unknownSession"):
+                self.sessions.forget(session.id)
+                return await self.request(broker, namespace, payload, itype)
+            raise
         element = payload_of(answer, ENVELOPE_NS, "signed")
         sender = answer.get("from") or broker
         if bare(sender) != bare(broker):
             raise Refusal("untrustedSender", f"answer from {sender}, asked {broker}")
-        opened = open_envelope(element, sender, self.jid, namespace, self.pins.get(bare(broker)), self.window, answering=envelope.nonce)
+        opened = open_envelope(element, sender, self.jid, namespace, self.pins.get(bare(broker)), self.window,
+                               answering=envelope.nonce, sessions=self.sessions, answering_session=envelope.session)
         self.last = Exchange(envelope, opened, element, sender, self.jid)
         return opened.payload
 
-    async def catalog_query(self, broker, sparql):
-        return parse_results(await self.request(broker, CATALOG_NS, query_payload(sparql)))
+    async def make_session(self, broker) -> Session:
+        """session.md as requester: a signed <offer/> with a fresh X25519 key, the signed <accept/>
+        opened as any answer, the key and id derived; kept only if the id is the derived one."""
+        private_key = x25519.X25519PrivateKey.generate()
+        own_key = raw_public(private_key)
+        started_ms = int(time.time() * 1000)
+        answer = await self.request(broker, SESSION_NS, offer_payload(own_key), itype="set")
+        their_key, session_id, seconds = parse_accept(answer)
+        key, derived_id = derive_session(x25519_shared(private_key, their_key), self.jid, broker, own_key, their_key)
+        if derived_id != session_id:
+            raise Malformed(f"accepted id {b64(session_id)} is not the derived {b64(derived_id)}: no session kept")
+        pin = self.pins[bare(broker)]
+        # The broker counts its seconds from its answer; counting from before our offer errs early.
+        session = Session(session_id, key, bare(broker), pin.fingerprint, started_ms + seconds * 1000, made_ms=started_ms)
+        self.sessions.keep(session)
+        return session
 
-    # Negotiation as consumer: the provider sends its messages as signed requests of its own.
+    async def catalog_query(self, broker, sparql, session=None):
+        return parse_results(await self.request(broker, CATALOG_NS, query_payload(sparql), session=session))
 
-    def serve_negotiations(self):
-        """Answers the brokers' signed IQ sets in the negotiation namespace (negotiation.md)."""
+    # Requests from the brokers: negotiation messages (the provider sends its own as requests), and
+    # session offers if we are a session responder; every other namespace is not served.
+
+    def serve_signed(self):
+        """Answers the brokers' envelopes (envelope.md), from the first pin on."""
         if self.served:
             return
         from slixmpp.xmlstream.handler import Callback
@@ -792,7 +994,8 @@ class IndependentPeer:
             "intercloud signed request", MatchXPath(f"{{{CLIENT_NS}}}iq/{{{ENVELOPE_NS}}}signed"), self._on_signed))
         self.served = True
 
-    def _error(self, iq, condition, type_, text):
+    def _error(self, iq, condition, type_, text, namespace=None, how=None):
+        self.served_log.append((namespace, how, f"{condition}: {text}"))
         reply = iq.reply(clear=True)
         reply["type"] = "error"
         reply["error"]["condition"] = condition
@@ -805,30 +1008,73 @@ class IndependentPeer:
             return
         sender = iq["from"].full
         element = iq.xml.find(f"{{{ENVELOPE_NS}}}signed")
-        if element.get("ns") != NEGOTIATION_NS:
-            return self._error(iq, "service-unavailable", "cancel", f"no signed service in {element.get('ns')}")
+        namespace = element.get("ns")
+        how = "session" if element.get("session") is not None else "signed"
+        served = {NEGOTIATION_NS} | ({SESSION_NS} if self.session_responder else set())
+        if namespace not in served:
+            # envelope.md: checked before the signature, so the nonce is not used up.
+            return self._error(iq, "service-unavailable", "cancel", f"no signed service in {namespace}", namespace, how)
+
+        def error(condition, type_, text):
+            return self._error(iq, condition, type_, text, namespace, how)
         try:
-            envelope = open_envelope(element, sender, self.jid, NEGOTIATION_NS, self.pins.get(bare(sender)), self.window)
+            envelope = open_envelope(element, sender, self.jid, namespace, self.pins.get(bare(sender)), self.window,
+                                     sessions=self.sessions)
         except Refusal as refusal:
-            return self._error(iq, "not-authorized", "auth", f"{refusal.reason}: {refusal.detail}")
+            return error("not-authorized", "auth", f"{refusal.reason}: {refusal.detail}")
+        if namespace == SESSION_NS:
+            answer = self._accept_offer(iq, envelope, sender, error)
+        else:
+            answer = self._negotiation_message(iq, envelope, sender, error)
+        if answer is None:
+            return
+        # An answer goes the way its request came: under the same session (if still held), or signed.
+        session = self.sessions.by_id.get(envelope.session) if envelope.session is not None else None
+        if session is not None:
+            sealed = seal_under(session, self.jid, bare(sender), namespace, answer, answered=envelope.nonce)
+        else:
+            sealed = seal(self.identity, self.jid, bare(sender), namespace, answer, answered=envelope.nonce)
+        self.served_log.append((namespace, how, "result"))
+        reply = iq.reply(clear=True)
+        reply.append(sealed.element())
+        reply.send()
+
+    def _accept_offer(self, iq, envelope, sender, error):
+        """session.md as responder: the <accept/> payload, the session kept; None after a refusal."""
+        if envelope.session is not None:
+            return error("bad-request", "modify", "a session offer is a signed request")
         if iq["type"] != "set":
-            return self._error(iq, "bad-request", "modify", "negotiation messages are IQ sets")
+            return error("bad-request", "modify", "a session offer is an IQ set")
+        try:
+            their_key = parse_offer(envelope.payload)
+            private_key = x25519.X25519PrivateKey.generate()
+            own_key = raw_public(private_key)
+            key, session_id = derive_session(x25519_shared(private_key, their_key), sender, self.jid, their_key, own_key)
+        except Malformed as problem:
+            return error("bad-request", "modify", str(problem))
+        now_ms = int(time.time() * 1000)
+        seconds = SESSION_MAX_SECONDS
+        self.sessions.keep(Session(session_id, key, bare(sender), self.pins[bare(sender)].fingerprint,
+                                   now_ms + seconds * 1000, made_ms=now_ms))
+        return accept_payload(own_key, session_id, seconds)
+
+    def _negotiation_message(self, iq, envelope, sender, error):
+        """negotiation.md as consumer: the acknowledgement's payload; None after a refusal."""
+        if iq["type"] != "set":
+            return error("bad-request", "modify", "negotiation messages are IQ sets")
         try:
             message, signature = parse_negotiation(envelope.payload)
-        except Malformed as error:
-            return self._error(iq, "bad-request", "modify", str(error))
+        except Malformed as problem:
+            return error("bad-request", "modify", str(problem))
         negotiation = self.negotiations.get(message.get("negotiationID"))
         if negotiation is None:
-            return self._error(iq, "item-not-found", "cancel", f"unknown negotiation {message.get('negotiationID')}")
+            return error("item-not-found", "cancel", f"unknown negotiation {message.get('negotiationID')}")
         if negotiation.provider != bare(sender):
-            return self._error(iq, "forbidden", "auth", f"negotiation {negotiation.id} is not with {bare(sender)}")
+            return error("forbidden", "auth", f"negotiation {negotiation.id} is not with {bare(sender)}")
         refusal = negotiation.receive(message, signature)
         if refusal is not None:
-            return self._error(iq, "not-acceptable", "modify", refusal)
-        answer = seal(self.identity, self.jid, bare(sender), NEGOTIATION_NS, ack_payload(message["messageID"]), answered=envelope.nonce)
-        reply = iq.reply(clear=True)
-        reply.append(answer.element())
-        reply.send()
+            return error("not-acceptable", "modify", refusal)
+        return ack_payload(message["messageID"])
 
     async def _send(self, broker, negotiation, body, signature=None):
         message = negotiation.propose(body)
@@ -846,7 +1092,7 @@ class IndependentPeer:
         """Negotiates as consumer with a pinned broker (full JID): request, then accept the offer
         if there is one, check and countersign the agreement, wait for FINALIZED. `countersign`
         (tests): makes the countersignature from the agreement's canonical text instead of us."""
-        self.serve_negotiations()
+        self.serve_signed()
         negotiation = ConsumerNegotiation(
             negotiation_id or f"neg-py-{os.urandom(6).hex()}", self.jid, bare(broker), self.pins[bare(broker)])
         self.negotiations[negotiation.id] = negotiation

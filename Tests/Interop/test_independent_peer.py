@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import independent_peer as peer
@@ -106,6 +106,25 @@ def invalid_examples(document):
     return [block for block in re.findall(r"```xml\n(.*?)```", text, re.S) if block.lstrip().startswith("<!-- invalid:")]
 
 
+def invalid_payload(document, reason):
+    """The bytes of the document's invalid example whose comment starts with `reason`, comment removed."""
+    block = next(b for b in invalid_examples(document) if b.lstrip().startswith(f"<!-- invalid: {reason}"))
+    return re.sub(r"^\s*<!--.*?-->\s*", "", block, flags=re.S).strip().encode()
+
+
+def hex_table(document):
+    """The rows of a document's table whose value is one hex string: {name: bytes}."""
+    text = (DOCS / f"{document}.md").read_text()
+    return {name: bytes.fromhex(value) for name, value in re.findall(r"^\| ([a-zA-Z ]+) \| `([0-9a-f]+)` \|$", text, re.M)}
+
+
+def raw_examples(document):
+    """The valid XML examples as bytes, exactly as written."""
+    text = (DOCS / f"{document}.md").read_text()
+    return [block.strip().encode() for block in re.findall(r"```xml\n(.*?)```", text, re.S)
+            if not block.lstrip().startswith("<!-- invalid:")]
+
+
 def example_certificates():
     certificates = {}
     for name in ("broker-cloud1.example.pem", "broker-cloud2.example.pem"):
@@ -155,7 +174,8 @@ def test_trust_examples_verify_with_this_implementation():
 
 def test_envelope_examples_verify_with_this_implementation():
     certificates, _ = example_certificates()
-    stanzas = [s for s in examples("envelope") if s.find(f"{{{peer.ENVELOPE_NS}}}signed") is not None]
+    stanzas = [s for s in examples("envelope") if s.find(f"{{{peer.ENVELOPE_NS}}}signed") is not None
+               and s.find(f"{{{peer.ENVELOPE_NS}}}signed").get("sig") is not None]
     request_iq, answer_iq = stanzas
     pins = {jid: peer.Pin(jid, certificate, certificate.public_bytes(serialization.Encoding.DER)) for jid, certificate in certificates.items()}
     request = peer.decode_envelope(request_iq.find(f"{{{peer.ENVELOPE_NS}}}signed"))
@@ -196,6 +216,87 @@ def test_envelope_examples_verify_with_this_implementation():
     for block in invalid_examples("envelope"):
         with pytest.raises(peer.Refusal, match="malformed"):
             peer.decode_envelope(ET.fromstring(block))
+
+
+def test_session_test_vector_and_mac_from_the_documents():
+    """session.md's test vector, reproduced from RFC 7748's private keys, and envelope.md's request
+    under that session opened with the derived key."""
+    vector = hex_table("session")
+    requester_private = x25519.X25519PrivateKey.from_private_bytes(vector["requester private key"])
+    responder_private = x25519.X25519PrivateKey.from_private_bytes(vector["responder private key"])
+    requester_key, responder_key = peer.raw_public(requester_private), peer.raw_public(responder_private)
+    # The offer and accept examples carry those public keys.
+    payloads = {ET.fromstring(raw).tag.split("}")[1]: raw for raw in raw_examples("session") if raw.startswith(b"<offer") or raw.startswith(b"<accept")}
+    assert peer.parse_offer(payloads["offer"]) == requester_key
+    accepted_key, accepted_id, seconds = peer.parse_accept(payloads["accept"])
+    assert accepted_key == responder_key and seconds == 3600
+    # Both sides compute the document's shared secret.
+    shared = peer.x25519_shared(requester_private, responder_key)
+    assert shared == vector["shared secret"] == peer.x25519_shared(responder_private, requester_key)
+    # The exchange is the one of envelope.md's request under this session: its routed JIDs are the
+    # requester (from) and the responder (to).
+    session_iq = next(s for s in examples("envelope")
+                      if s.find(f"{{{peer.ENVELOPE_NS}}}signed") is not None and s.find(f"{{{peer.ENVELOPE_NS}}}signed").get("session"))
+    requester, responder = session_iq.get("from"), session_iq.get("to")
+    assert hex_dumps("session") == [peer.session_info(requester, responder, requester_key, responder_key)]
+    key, session_id = peer.derive_session(shared, requester, responder, requester_key, responder_key)
+    assert (key, session_id) == (vector["MAC key"], vector["session id"]) and accepted_id == session_id
+    # The roles, the JIDs and the keys are all bound: swapping any gives another key and id.
+    for other in (peer.derive_session(shared, responder, requester, requester_key, responder_key),
+                  peer.derive_session(shared, requester, responder, responder_key, requester_key),
+                  peer.derive_session(shared, requester, "broker@cloud3.example", requester_key, responder_key)):
+        assert other[0] != key and other[1] != session_id
+    # A low-order public key (here the zero point) gives an all-zero secret, which is refused.
+    with pytest.raises(peer.Malformed, match="low order"):
+        peer.derive_session(peer.x25519_shared(requester_private, bytes(32)), requester, responder, requester_key, bytes(32))
+
+    # envelope.md's request under the session: its MAC is the HMAC of its signed bytes under the key.
+    element = session_iq.find(f"{{{peer.ENVELOPE_NS}}}signed")
+    envelope = peer.decode_envelope(element)
+    assert envelope.signature is None and envelope.session == session_id
+    assert envelope.mac == peer.session_mac(key, envelope.signed_bytes(requester, responder))
+    signed_request = next(s for s in examples("envelope") if s.find(f"{{{peer.ENVELOPE_NS}}}signed") is not None
+                          and s.find(f"{{{peer.ENVELOPE_NS}}}signed").get("sig") and s.get("type") == "get")
+    assert envelope.payload == peer.decode_envelope(signed_request.find(f"{{{peer.ENVELOPE_NS}}}signed")).payload
+    # It opens at the responder that holds the session, made under the requester's current pin...
+    certificates, _ = example_certificates()
+    certificate = certificates[peer.bare(requester)]
+    pin = peer.Pin(peer.bare(requester), certificate, certificate.public_bytes(serialization.Encoding.DER))
+
+    def store(**changes):
+        values = dict(id=session_id, key=key, peer=peer.bare(requester), pin_fingerprint=pin.fingerprint,
+                      expires_ms=envelope.timestamp_ms + 3_600_000) | changes
+        sessions = peer.SessionStore()
+        sessions.keep(peer.Session(**values))
+        return sessions
+
+    def opened(sessions, sender=requester, recipient=responder):
+        return peer.open_envelope(element, sender, recipient, peer.CATALOG_NS, pin, peer.ReplayWindow(),
+                                  now_ms=envelope.timestamp_ms, sessions=sessions)
+    assert opened(store()).payload == envelope.payload
+    # ...and is refused unknownSession without it, when it expired, was made with another broker or
+    # under another pin; badSignature under another key or redirected.
+    for sessions in (peer.SessionStore(), store(expires_ms=envelope.timestamp_ms), store(peer="broker@cloud3.example"),
+                     store(pin_fingerprint="0" * 64)):
+        with pytest.raises(peer.Refusal, match="unknownSession"):
+            opened(sessions)
+    with pytest.raises(peer.Refusal, match="badSignature"):
+        opened(store(key=bytes(32)))
+    with pytest.raises(peer.Refusal, match="badSignature"):
+        opened(store(), recipient="broker@cloud3.example")
+
+    # session.md's invalid payloads are refused, and the refusal of an offer with content carries
+    # the text the document shows.
+    with pytest.raises(peer.Malformed, match="32-byte key"):
+        peer.parse_offer(invalid_payload("session", "a key of 31 bytes"))
+    with pytest.raises(peer.Malformed, match="seconds"):
+        peer.parse_accept(invalid_payload("session", "a session kept longer than an hour"))
+    error_iq = next(s for s in examples("session") if s.get("type") == "error")
+    condition, error_type, text, _ = peer.stanza_error(error_iq)
+    assert (condition, error_type) == ("bad-request", "modify")
+    with pytest.raises(peer.Malformed) as caught:
+        peer.parse_offer(invalid_payload("session", "an offer with content"))
+    assert str(caught.value) == text
 
 
 def test_negotiation_examples_verify_with_this_implementation():
