@@ -1,7 +1,8 @@
 """A peer written from docs/protocol alone (independent_peer.py: slixmpp + cryptography) against
 the documents' own examples and against a running `intercloud serve` over a real Prosody: it
 completes the trust handshake, sends a signed catalog query, verifies the signed answer and its
-binding to the request, and gets the refusals the documents promise."""
+binding to the request, makes a session and queries under it, negotiates with the broker's
+requests signed or under the session it offered, and gets the refusals the documents promise."""
 import asyncio
 import datetime
 import json
@@ -431,6 +432,95 @@ def test_broker_refuses_what_the_documents_say_it_refuses(prosody, broker, accou
     assert outcomes["ask"] == {"boolean": True}
 
 
+def test_session_then_catalog_query_under_it_and_its_refusals(prosody, broker, account, peer_ca):
+    """session.md against the broker: a signed offer, a signed accept whose id we derive too, then a
+    query under the session answered under it; and the refusals envelope.md and session.md promise."""
+    anchors = [x509.load_pem_x509_certificate(broker["root_pem"])]
+
+    async def refusal(independent, payload, itype="get"):
+        with pytest.raises(peer.PeerError) as caught:
+            await independent.iq(broker["jid"], itype, payload)
+        return caught.value.condition, caught.value.type, caught.value.text
+
+    async def body(independent):
+        target, me = broker["jid"], independent.jid
+        pin = await independent.handshake(target)
+        session = await independent.make_session(target)
+        offered = independent.last
+        results = await independent.catalog_query(target, SELF_QUERY, session=session)
+        under = independent.last
+        outcomes = {}
+        # A session the broker never made.
+        unknown = peer.Session(bytes(16), bytes(32), peer.bare(target), pin.fingerprint, 0)
+        envelope = peer.seal_under(unknown, me, target, peer.CATALOG_NS, peer.query_payload("ASK {}"))
+        outcomes["unknownSession"] = await refusal(independent, envelope.element())
+        # Our session, a MAC with one bit changed.
+        envelope = peer.seal_under(session, me, target, peer.CATALOG_NS, peer.query_payload("ASK {}"))
+        envelope.mac = bytes([envelope.mac[0] ^ 1]) + envelope.mac[1:]
+        outcomes["tampered"] = await refusal(independent, envelope.element())
+        # Signed and under the session at once.
+        envelope = peer.seal(independent.identity, me, target, peer.CATALOG_NS, peer.query_payload("ASK {}"))
+        both = peer.seal_under(session, me, target, peer.CATALOG_NS, envelope.payload, timestamp_ms=envelope.timestamp_ms, nonce=envelope.nonce)
+        envelope.session, envelope.mac = both.session, both.mac
+        outcomes["both"] = await refusal(independent, envelope.element())
+        # session.md's invalid offers, signed as offers are, and an offer that is not an IQ set.
+        for name, reason in (("short key", "a key of 31 bytes"), ("content", "an offer with content")):
+            envelope = peer.seal(independent.identity, me, target, peer.SESSION_NS, invalid_payload("session", reason))
+            outcomes[name] = await refusal(independent, envelope.element(), "set")
+        envelope = peer.seal(independent.identity, me, target, peer.SESSION_NS, peer.offer_payload(peer.raw_public(x25519.X25519PrivateKey.generate())))
+        outcomes["get"] = await refusal(independent, envelope.element(), "get")
+        # None of this spoiled the session, and a signed request still gets a signed answer.
+        outcomes["after"] = await independent.catalog_query(target, "ASK { GRAPH ?g { ?s ?p ?o } }", session=session)
+        outcomes["after under"] = independent.last
+        outcomes["signed"] = await independent.catalog_query(target, "ASK { GRAPH ?g { ?s ?p ?o } }")
+        outcomes["signed answer"] = independent.last
+        # Under a session the broker does not hold, the peer is refused, forgets it and signs instead.
+        independent.sessions.keep(unknown)
+        outcomes["fallback"] = await independent.catalog_query(target, "ASK { GRAPH ?g { ?s ?p ?o } }", session=unknown)
+        outcomes["fallback exchange"] = independent.last
+        outcomes["forgotten"] = unknown.id not in independent.sessions.by_id
+        return session, offered, results, under, outcomes
+
+    (session, offered, results, under, outcomes), jid, _ = run_peer(prosody, account, peer_ca.issue, anchors, body)
+    # The offer went signed and its accept came back signed, bound to it.
+    assert offered.request.signature is not None and offered.request.session is None
+    assert offered.answer.signature is not None and offered.answer.session is None
+    assert offered.answer.answered == offered.request.nonce and offered.answer.namespace == peer.SESSION_NS
+    _, accepted_id, seconds = peer.parse_accept(offered.answer.payload)
+    assert accepted_id == session.id and 1 <= seconds <= 3600
+    # The query went under the session (no signature), and so did its answer: the same session, a
+    # MAC that verifies with the key we derived, bound to our request's nonce.
+    assert under.request.signature is None and under.request.session == session.id
+    answer = under.answer
+    assert answer.signature is None and answer.session == session.id
+    assert answer.answered == under.request.nonce and answer.namespace == peer.CATALOG_NS
+    assert answer.mac == peer.session_mac(session.key, answer.signed_bytes(under.sender, under.recipient))
+    for changed in (dict(answered=bytes(16)), dict(answered=None), dict(payload=answer.payload + b" ")):
+        values = dict(namespace=answer.namespace, timestamp_ms=answer.timestamp_ms, nonce=answer.nonce,
+                      answered=answer.answered, payload=answer.payload) | changed
+        assert answer.mac != peer.session_mac(session.key, peer.envelope_bytes(under.sender, under.recipient, **values))
+    assert results["rows"] == [{"cloud": ("uri", f"urn:intercloud:cloud:{broker['cloud']}", None),
+                                "name": ("literal", broker["cloud"], None),
+                                "address": ("literal", broker["bare"], None)}]
+    # The refusals.
+    assert outcomes["unknownSession"][:2] == ("not-authorized", "auth")
+    assert outcomes["unknownSession"][2].startswith("unknownSession"), outcomes["unknownSession"]
+    assert outcomes["tampered"][:2] == ("not-authorized", "auth")
+    assert outcomes["tampered"][2].startswith("badSignature"), outcomes["tampered"]
+    assert outcomes["both"][:2] == ("not-authorized", "auth")
+    assert outcomes["both"][2].startswith("malformed"), outcomes["both"]
+    assert outcomes["short key"][:2] == ("bad-request", "modify"), outcomes["short key"]
+    assert outcomes["content"] == ("bad-request", "modify", "<offer/> has content")
+    assert outcomes["get"] == ("bad-request", "modify", "a session offer is an IQ set")
+    assert outcomes["after"] == {"boolean": True} and outcomes["after under"].answer.session == session.id
+    assert outcomes["signed"] == {"boolean": True}
+    signed = outcomes["signed answer"]
+    assert signed.request.session is None and signed.answer.session is None and signed.answer.signature is not None
+    fallback = outcomes["fallback exchange"]
+    assert outcomes["fallback"] == {"boolean": True} and outcomes["forgotten"]
+    assert fallback.request.signature is not None and fallback.answer.signature is not None
+
+
 def test_handshake_refusals_both_ways(prosody, broker, account, peer_ca):
     broker_root = x509.load_pem_x509_certificate(broker["root_pem"])
     stranger_ca = PeerCA("a CA the broker does not know")
@@ -516,10 +606,15 @@ def requested_terms(entitlements=("query",), price="0.03"):
     }
 
 
-def negotiate(prosody, account, peer_ca, provider, terms, **options):
+def negotiate(prosody, account, peer_ca, provider, terms, served=None, session_responder=False, **options):
+    """Negotiates as consumer with `provider`; `served`, a list, gets what the provider asked the peer
+    (IndependentPeer.served_log); `session_responder`: whether the peer accepts session offers."""
     anchors = [x509.load_pem_x509_certificate(provider["root_pem"])]
 
     async def body(independent):
+        independent.session_responder = session_responder
+        if served is not None:
+            independent.served_log = served
         await independent.handshake(provider["jid"])
         try:
             return await independent.negotiate(provider["jid"], terms, **options)
@@ -529,8 +624,15 @@ def negotiate(prosody, account, peer_ca, provider, terms, **options):
 
 
 def test_negotiation_to_finalized_with_a_counter_offer(prosody, provider, account, peer_ca, tmp_path):
-    negotiation, jid, _ = negotiate(prosody, account, peer_ca, provider, requested_terms(price="0.03"))
+    served = []
+    negotiation, jid, _ = negotiate(prosody, account, peer_ca, provider, requested_terms(price="0.03"), served=served)
     assert negotiation.state == "FINALIZED", negotiation.reason
+    # The provider offered a session when it first sent us a request; this peer serves no sessions
+    # and answered as for any namespace it does not serve (session.md), once: the provider went on
+    # signing and did not offer again.
+    offers = [entry for entry in served if entry[0] == peer.SESSION_NS]
+    assert offers == [(peer.SESSION_NS, "signed", f"service-unavailable: no signed service in {peer.SESSION_NS}")], served
+    assert {entry for entry in served if entry[0] != peer.SESSION_NS} == {(peer.NEGOTIATION_NS, "signed", "result")}, served
     # Our price was too low: the provider countered at its rate card, we accepted, it agreed.
     assert [peer.kind_of(m) for m in negotiation.received] == ["offer", "agreement", "finalize"]
     offer = negotiation.received[0]["body"]["offer"]["_0"]
@@ -552,6 +654,21 @@ def test_negotiation_to_finalized_with_a_counter_offer(prosody, provider, accoun
     assert peer.b64(negotiation.countersignature) in exported.read_text()
     assert peer.verify(negotiation.provider_pin.leaf.public_key(), negotiation.provider_signature, peer.canonical_agreement(agreement))
     assert document["agreement"]["id"] == agreement["id"]
+
+
+def test_negotiation_under_the_session_the_provider_offered(prosody, provider, account, peer_ca):
+    """The broker as session requester: this peer accepts its offer (deriving as responder), and
+    the provider's later negotiation messages come under that session, their MACs verified here."""
+    served = []
+    negotiation, _, _ = negotiate(prosody, account, peer_ca, provider, requested_terms(price="0.03"), served=served,
+                                  session_responder=True)
+    assert negotiation.state == "FINALIZED", negotiation.reason
+    assert all(outcome == "result" for _, _, outcome in served), served
+    offers = [entry for entry in served if entry[0] == peer.SESSION_NS]
+    assert offers == [(peer.SESSION_NS, "signed", "result")], served
+    # Messages sent before the session was made went signed; at least the last one, after it, not.
+    messages = [how for namespace, how, _ in served if namespace == peer.NEGOTIATION_NS]
+    assert messages[-1] == "session", served
 
 
 def test_negotiation_terminated_by_the_provider_policy(prosody, provider, account, peer_ca):
