@@ -447,10 +447,11 @@ def open_envelope(element, sender, recipient, namespace, pin, window, answering=
         raise Refusal("wrongNamespace", f"envelope for {envelope.namespace} arrived on {namespace}")
     if pin is None or pin.jid != bare(sender):
         raise Refusal("untrustedSender", f"{bare(sender)} is not pinned")
-    if answering is not None and envelope.session != answering_session:
-        # session.md, "Flow", step 4: an answer goes under its request's session, a signed request
-        # gets a signed answer. The document names no code for this; it is this exchange's binding.
-        raise Refusal("notThisExchange", "the answer is not authenticated the way its request was")
+    if answering is not None and envelope.session is not None and envelope.session != answering_session:
+        # envelope.md, "Under a session": an answer goes under its request's session, or signed if
+        # the responder no longer holds it; a signed request gets a signed answer. The document
+        # names no code for another session; it is this exchange's binding.
+        raise Refusal("notThisExchange", "the answer is under another session than its request")
     if envelope.session is None:
         if not verify(pin.leaf.public_key(), envelope.signature, envelope.signed_bytes(sender, recipient)):
             raise Refusal("badSignature", f"signature does not verify with the pinned key {pin.fingerprint}")
