@@ -93,6 +93,7 @@ let package = Package(
             name: "XMPP",
             dependencies: [
                 "CStrophe",
+                "XMLModel",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -109,10 +110,14 @@ let package = Package(
             dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
+        // The one XML element model (value, serializers, payload parser) of stanzas and protocol
+        // payloads alike.
+        .target(name: "XMLModel", swiftSettings: swiftSettings),
         .target(
             name: "Trust",
             dependencies: [
                 "Storage",
+                "XMLModel",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -143,7 +148,7 @@ let package = Package(
         ),
         .target(
             name: "Broker",
-            dependencies: [
+            dependencies: ["XMLModel",
                 "Backup", "XMPP", "Storage", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
                 "Peering", "Negotiation", "CatalogQueries", "Discovery",
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -168,7 +173,7 @@ let package = Package(
         // registry it keeps, the announcement brokers put in their presence.
         .target(
             name: "Discovery",
-            dependencies: [
+            dependencies: ["XMLModel",
                 "Peering", "Storage", "Trust", "XMPP",
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
@@ -178,7 +183,7 @@ let package = Package(
         // broker's catalog with its self-description and live inventory.
         .target(
             name: "CatalogQueries",
-            dependencies: [
+            dependencies: ["XMLModel",
                 "Catalog", "Peering", "Providers", "Trust", "XMPP",
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -187,7 +192,7 @@ let package = Package(
         // Contract negotiation between brokers: the service, its journal and agreements store, the wire.
         .target(
             name: "Negotiation",
-            dependencies: [
+            dependencies: ["XMLModel",
                 "Peering", "Policy", "Trust", "XMPP", "Storage",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -202,7 +207,7 @@ let package = Package(
         // Usage records, the bilateral ledger, bills and SLA measurement.
         .target(
             name: "Metering",
-            dependencies: [
+            dependencies: ["XMLModel",
                 "Policy", "Storage", "Negotiation", "Peering", "Providers", "Trust", "XMPP",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -223,7 +228,7 @@ let package = Package(
         // Migration state machines (source and destination) and the journaled orchestrator.
         .target(
             name: "Migration",
-            dependencies: [
+            dependencies: ["XMLModel",
                 "Providers", "Policy", "Storage", "Peering", "Negotiation", "Metering", "Transfer", "Trust", "XMPP",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -234,7 +239,7 @@ let package = Package(
         // Service federation: server templates, the provisioning state machine and its journaled runner.
         .target(
             name: "Federation",
-            dependencies: [
+            dependencies: ["XMLModel",
                 "Providers", "Policy", "Storage", "TOMLParsing", "Catalog", "Metering", "Negotiation", "Peering", "Trust", "XMPP",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -293,7 +298,7 @@ let package = Package(
         .target(name: "BenchmarkHarness", path: "bench/Sources/BenchmarkHarness", swiftSettings: swiftSettings),
         .executableTarget(
             name: "intercloud-bench",
-            dependencies: [
+            dependencies: ["XMLModel",
                 "BenchmarkHarness", "Broker", "CatalogQueries", "Discovery", "Migration", "Negotiation", "Peering", "Policy", "Providers", "Storage",
                 "Transfer", "Trust", "XMPP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -309,7 +314,8 @@ let package = Package(
 
         // Starts the real services tests talk to (Prosody), shared by the integration tests.
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: swiftSettings),
-        .testTarget(name: "XMPPTests", dependencies: ["XMPP", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "XMLModelTests", dependencies: ["XMLModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "XMPPTests", dependencies: ["XMLModel", "XMPP", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "StorageTests",
             dependencies: [
@@ -319,7 +325,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "TrustTests",
-            dependencies: [
+            dependencies: ["XMLModel",
                 "Trust", "Storage",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -342,7 +348,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "BrokerTests",
-            dependencies: [
+            dependencies: ["XMLModel",
                 "Broker", "XMPP", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
                 "Negotiation", "Peering", "CatalogQueries", "Discovery", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
@@ -354,7 +360,7 @@ let package = Package(
         // with their shared fixtures in Fixtures/; the unit suites stay with their modules.
         .testTarget(
             name: "IntegrationTests",
-            dependencies: [
+            dependencies: ["XMLModel",
                 "Broker", "Clusters", "XMPP", "Trust", "Catalog", "Providers", "Policy", "Metering", "Migration", "Transfer", "Federation",
                 "Negotiation", "Peering", "CatalogQueries", "Discovery", "Storage", "TestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -366,7 +372,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "TOMLParsing"], swiftSettings: swiftSettings),
         .testTarget(name: "PeeringTests", dependencies: ["Peering"], swiftSettings: swiftSettings),
-        .testTarget(name: "DiscoveryTests", dependencies: ["Discovery", "XMPP"], swiftSettings: swiftSettings),
+        .testTarget(name: "DiscoveryTests", dependencies: ["XMLModel", "Discovery", "XMPP"], swiftSettings: swiftSettings),
         .testTarget(name: "NegotiationTests", dependencies: ["Negotiation", "Policy", "XMPP"], swiftSettings: swiftSettings),
         .testTarget(
             name: "MeteringTests",
@@ -428,7 +434,7 @@ if Context.environment["INTERCLOUD_FUZZ"] == "1" {
     package.targets.append(.target(name: "CLibFuzzer", path: "Sources/CLibFuzzer"))
     package.targets.append(.executableTarget(
         name: "intercloud-fuzz",
-        dependencies: ["CLibFuzzer", "Broker", "Discovery", "Federation", "Metering", "Migration", "Negotiation", "Policy", "Providers", "Transfer", "Trust", "XMPP"],
+        dependencies: ["XMLModel", "CLibFuzzer", "Broker", "Discovery", "Federation", "Metering", "Migration", "Negotiation", "Policy", "Providers", "Transfer", "Trust", "XMPP"],
         swiftSettings: swiftSettings + instrumented + [.unsafeFlags(["-parse-as-library"])],
         linkerSettings: [.unsafeFlags(["-sanitize=address", "-Xlinker", fuzzerLibrary, "-lstdc++"])]))
     package.products.append(.executable(name: "intercloud-fuzz", targets: ["intercloud-fuzz"]))

@@ -17,6 +17,7 @@ import Synchronization
 import Transfer
 import Trust
 import XMPP
+import XMLModel
 
 /// One cloud's broker: an XMPP client that announces the cloud, finds peers in exchange rooms and
 /// through direct peering, keeps the peer registry, and answers federation requests.

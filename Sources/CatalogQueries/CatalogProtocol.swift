@@ -1,6 +1,7 @@
 import Catalog
 import Foundation
 import Trust
+import XMLModel
 
 /// `urn:intercloud:catalog:0` (DESIGN.md "Query"): a trusted peer sends
 /// `<query xmlns='urn:intercloud:catalog:0'>SPARQL text</query>` inside a signed envelope; the signed
@@ -21,13 +22,13 @@ public enum CatalogProtocol {
     public static let maxAnswerBytes = 160 * 1024
 
     public static func request(_ sparql: String) -> [UInt8] {
-        Array(PayloadElement(name: "query", namespace: namespace, text: sparql).xml.utf8)
+        Array(XMLElement("query", namespace: namespace, text: sparql).serialized().utf8)
     }
 
     /// The SPARQL text of a request, or nil if the payload is not a `<query/>` of our namespace.
     public static func parseRequest(_ bytes: [UInt8]) -> String? {
-        guard let element = try? PayloadElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: maxQueryBytes * 6 + 256),
-            element.name == "query", element.namespace == namespace, element.children.isEmpty,
+        guard let element = try? XMLElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: maxQueryBytes * 6 + 256),
+            element.name == "query", element.namespace == namespace, element.elements.isEmpty,
             element.text.utf8.count <= maxQueryBytes
         else { return nil }
         return element.text
@@ -46,8 +47,8 @@ public enum CatalogProtocol {
                 return .graph(try RDFLoader.parse(Data(bytes), format: .rdfXML, baseIRI: nil, limits: LoadLimits(maxInputBytes: maxAnswerBytes * 2)))
             } catch { throw ProtocolError(description: "answer is neither SPARQL results nor RDF/XML: \(error)") }
         }
-        let root: PayloadElement
-        do { root = try PayloadElement.parse(text, maxBytes: maxAnswerBytes * 2) } catch {
+        let root: XMLElement
+        do { root = try XMLElement.parse(text, maxBytes: maxAnswerBytes * 2) } catch {
             throw ProtocolError(description: "unreadable SPARQL results: \(error)")
         }
         guard root.name == "sparql", root.namespace == resultsNamespace else {
@@ -60,13 +61,13 @@ public enum CatalogProtocol {
             case let other: throw ProtocolError(description: "boolean result \(other)")
             }
         }
-        let variables = (root.child(named: "head")?.children(named: "variable") ?? []).compactMap { $0.attributes["name"] }
+        let variables = (root.child(named: "head")?.children(named: "variable") ?? []).compactMap { $0[attribute: "name"] }
         var rows: [[Term?]] = []
         for result in root.child(named: "results")?.children(named: "result") ?? [] {
             var row = [Term?](repeating: nil, count: variables.count)
             for binding in result.children(named: "binding") {
-                guard let name = binding.attributes["name"], let index = variables.firstIndex(of: name),
-                    let value = binding.children.first
+                guard let name = binding[attribute: "name"], let index = variables.firstIndex(of: name),
+                    let value = binding.elements.first
                 else { throw ProtocolError(description: "binding without name or value") }
                 row[index] = try term(value)
             }
@@ -75,15 +76,15 @@ public enum CatalogProtocol {
         return .solutions(SolutionTable(variables: variables, rows: rows))
     }
 
-    private static func term(_ element: PayloadElement) throws -> Term {
+    private static func term(_ element: XMLElement) throws -> Term {
         switch element.name {
         case "uri": return .iri(element.text)
         case "bnode": return .blank(element.text)
         case "literal":
-            if let language = element.attributes["xml:lang"] ?? element.attributes["lang"] {
+            if let language = element[attribute: "xml:lang"] ?? element[attribute: "lang"] {
                 return .literal(Literal(element.text, language: language))
             }
-            return .literal(Literal(element.text, datatype: element.attributes["datatype"] ?? Vocabulary.xsdString))
+            return .literal(Literal(element.text, datatype: element[attribute: "datatype"] ?? Vocabulary.xsdString))
         default: throw ProtocolError(description: "unknown term <\(element.name)>")
         }
     }

@@ -1,4 +1,5 @@
 import XMPP
+import XMLModel
 
 /// The `<announce xmlns='urn:intercloud:presence:0'/>` a broker puts in its presence: which cloud
 /// it speaks for, its regions, its load and its certificate fingerprint. Also the answer to a

@@ -3,6 +3,7 @@ import GRDB
 import Metering
 import Storage
 import Trust
+import XMLModel
 
 /// The broker's own federation tables, next to the Federation module's journal (`FederationSchema`,
 /// the provider side). "broker-federation.v1" and ".v2" are frozen: a schema change is a new migration.
@@ -485,7 +486,7 @@ public enum FederationStore {
 enum FederationWire {
     static func encode(_ message: FederationMessage) throws -> [UInt8] {
         let json = String(decoding: try message.encoded(), as: UTF8.self)
-        return Array(PayloadElement(name: "federation", namespace: FederationMessage.namespace, text: json).xml.utf8)
+        return Array(XMLElement("federation", namespace: FederationMessage.namespace, text: json).serialized().utf8)
     }
 
     /// Decodes and validates a peer's message (size bounded before parsing).
@@ -493,8 +494,8 @@ enum FederationWire {
         guard bytes.count <= FederationMessage.maximumEncodedBytes * 2 else {
             throw FederationMessageError("\(bytes.count) bytes exceeds the limit")
         }
-        guard let element = try? PayloadElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: FederationMessage.maximumEncodedBytes * 2),
-            element.name == "federation", element.namespace == FederationMessage.namespace, element.children.isEmpty
+        guard let element = try? XMLElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: FederationMessage.maximumEncodedBytes * 2),
+            element.name == "federation", element.namespace == FederationMessage.namespace, element.elements.isEmpty
         else { throw FederationMessageError("expected <federation xmlns='\(FederationMessage.namespace)'>JSON</federation>") }
         return try FederationMessage.decode(Data(element.text.utf8))
     }

@@ -8,6 +8,7 @@ import Providers
 import Storage
 import Trust
 import XMPP
+import XMLModel
 
 /// Metering between brokers (`urn:intercloud:metering:0`, in signed envelopes):
 ///
@@ -405,40 +406,40 @@ public enum MeteringWire {
     }
 
     public static func usage(record: [UInt8], signature: [UInt8]) -> [UInt8] {
-        Array(PayloadElement(
-            name: "usage", namespace: MeteringService.namespace,
+        Array(XMLElement(
+            "usage", namespace: MeteringService.namespace,
             attributes: ["record": Data(record).base64EncodedString(), "signature": Data(signature).base64EncodedString()]
-        ).xml.utf8)
+        ).serialized().utf8)
     }
 
     public static func parseUsage(_ bytes: [UInt8]) throws -> (record: [UInt8], signature: [UInt8]) {
-        guard let element = try? PayloadElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: 64 * 1024),
-            element.name == "usage", element.namespace == MeteringService.namespace, element.children.isEmpty,
-            let record = element.attributes["record"].flatMap({ Data(base64Encoded: $0) }),
-            let signature = element.attributes["signature"].flatMap({ Data(base64Encoded: $0) }),
+        guard let element = try? XMLElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: 64 * 1024),
+            element.name == "usage", element.namespace == MeteringService.namespace, element.elements.isEmpty,
+            let record = element[attribute: "record"].flatMap({ Data(base64Encoded: $0) }),
+            let signature = element[attribute: "signature"].flatMap({ Data(base64Encoded: $0) }),
             record.count <= Metering.maximumRecordBytes, signature.count <= UsageLedger.maximumSignatureBytes
         else { throw Malformed(description: "expected <usage xmlns='\(MeteringService.namespace)' record='BASE64' signature='BASE64'/>") }
         return (Array(record), Array(signature))
     }
 
     public static func countersigned(signature: [UInt8]) -> [UInt8] {
-        Array(PayloadElement(name: "countersigned", namespace: MeteringService.namespace, attributes: ["signature": Data(signature).base64EncodedString()]).xml.utf8)
+        Array(XMLElement("countersigned", namespace: MeteringService.namespace, attributes: ["signature": Data(signature).base64EncodedString()]).serialized().utf8)
     }
 
     public static func disputed(reasons: [String]) -> [UInt8] {
-        Array(PayloadElement(
-            name: "disputed", namespace: MeteringService.namespace,
-            children: reasons.map { PayloadElement(name: "reason", text: $0) }
-        ).xml.utf8)
+        Array(XMLElement(
+            "disputed", namespace: MeteringService.namespace, attributes: [:],
+            elements: reasons.map { XMLElement("reason", text: $0) }
+        ).serialized().utf8)
     }
 
     public static func parseAnswer(_ bytes: [UInt8]) throws -> Answer {
-        guard let element = try? PayloadElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: 256 * 1024),
+        guard let element = try? XMLElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: 256 * 1024),
             element.namespace == MeteringService.namespace
         else { throw Malformed(description: "unexpected metering answer") }
         switch element.name {
         case "countersigned":
-            guard let signature = element.attributes["signature"].flatMap({ Data(base64Encoded: $0) }), !signature.isEmpty else {
+            guard let signature = element[attribute: "signature"].flatMap({ Data(base64Encoded: $0) }), !signature.isEmpty else {
                 throw Malformed(description: "countersignature missing")
             }
             return .countersigned(Array(signature))

@@ -11,6 +11,7 @@ import Storage
 import Transfer
 import Trust
 import XMPP
+import XMLModel
 
 /// Migration between brokers (`urn:intercloud:migration:0`, in signed envelopes), cold, or live
 /// between two libvirt clouds when the agreement grants `migrate-live`: wires the
@@ -531,12 +532,12 @@ public final class MigrationService: Sendable {
 enum MigrationWire {
     static func encode(_ message: MigrationMessage) throws -> [UInt8] {
         let json = String(decoding: try message.encoded(), as: UTF8.self)
-        return Array(PayloadElement(name: "migration", namespace: MigrationMessage.namespace, text: json).xml.utf8)
+        return Array(XMLElement("migration", namespace: MigrationMessage.namespace, text: json).serialized().utf8)
     }
 
     static func decode(_ bytes: [UInt8]) throws -> MigrationMessage {
-        guard let element = try? PayloadElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: MigrationMessage.maximumEncodedBytes * 2),
-            element.name == "migration", element.namespace == MigrationMessage.namespace, element.children.isEmpty
+        guard let element = try? XMLElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: MigrationMessage.maximumEncodedBytes * 2),
+            element.name == "migration", element.namespace == MigrationMessage.namespace, element.elements.isEmpty
         else { throw MigrationMessageError("expected <migration xmlns='\(MigrationMessage.namespace)'>JSON</migration>") }
         return try MigrationMessage.decode(Data(element.text.utf8))
     }

@@ -1,5 +1,6 @@
 import Trust
 import XMPP
+import XMLModel
 
 /// `<announce xmlns='urn:intercloud:transfer:0' migration='' token='' size='' sha256=''/>`: the
 /// source's word, in a signed request, that it is about to send the disk of `migration` over the
@@ -30,33 +31,33 @@ public struct TransferAnnouncement: Sendable, Hashable {
     /// Reads an announcement as the destination does, or refuses it (`bad-request`).
     public init(parsing payload: [UInt8]) throws(StanzaError) {
         guard payload.count <= Self.maxBytes,
-            let element = try? PayloadElement.parse(String(decoding: payload, as: UTF8.self), maxBytes: Self.maxBytes),
-            element.name == "announce", element.namespace == Self.namespace, element.children.isEmpty,
-            let migrationID = element.attributes["migration"], let token = element.attributes["token"],
-            let size = element.attributes["size"].flatMap(Int64.init), size >= 0,
-            let sha256 = element.attributes["sha256"], sha256.count == 64
+            let element = try? XMLElement.parse(String(decoding: payload, as: UTF8.self), maxBytes: Self.maxBytes),
+            element.name == "announce", element.namespace == Self.namespace, element.elements.isEmpty,
+            let migrationID = element[attribute: "migration"], let token = element[attribute: "token"],
+            let size = element[attribute: "size"].flatMap(Int64.init), size >= 0,
+            let sha256 = element[attribute: "sha256"], sha256.count == 64
         else { throw .badRequest(Self.expected) }
         self.init(migrationID: migrationID, token: token, size: size, sha256: sha256)
     }
 
     public var payload: [UInt8] {
-        Array(PayloadElement(
-            name: "announce", namespace: Self.namespace,
+        Array(XMLElement(
+            "announce", namespace: Self.namespace,
             attributes: ["migration": migrationID, "token": token, "size": String(size), "sha256": sha256]
-        ).xml.utf8)
+        ).serialized().utf8)
     }
 
     /// The destination's answer to an announcement it registered.
     public static func accepted(migrationID: String) -> [UInt8] {
-        Array(PayloadElement(name: "accepted", namespace: namespace, attributes: ["migration": migrationID]).xml.utf8)
+        Array(XMLElement("accepted", namespace: namespace, attributes: ["migration": migrationID]).serialized().utf8)
     }
 
     /// Reads the destination's answer: the migration it accepted the transfer of.
     public static func parseAccepted(_ payload: [UInt8]) throws(StanzaError) -> String {
         guard payload.count <= maxBytes,
-            let element = try? PayloadElement.parse(String(decoding: payload, as: UTF8.self), maxBytes: maxBytes),
-            element.name == "accepted", element.namespace == namespace, element.children.isEmpty,
-            let migrationID = element.attributes["migration"]
+            let element = try? XMLElement.parse(String(decoding: payload, as: UTF8.self), maxBytes: maxBytes),
+            element.name == "accepted", element.namespace == namespace, element.elements.isEmpty,
+            let migrationID = element[attribute: "migration"]
         else { throw .badRequest("expected <accepted xmlns='\(namespace)' migration=''/>") }
         return migrationID
     }

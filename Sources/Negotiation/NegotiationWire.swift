@@ -2,6 +2,7 @@ import Foundation
 import Policy
 import Trust
 import XMPP
+import XMLModel
 
 /// The wire form of `urn:intercloud:negotiation:0`, always inside a signed envelope
 /// (`SignedRequests`), sent as an IQ set:
@@ -33,20 +34,20 @@ public enum NegotiationWire {
         let json = String(decoding: try NegotiationStore.encoder.encode(message), as: UTF8.self)
         var attributes: [String: String] = [:]
         if let signature { attributes["signature"] = Data(signature).base64EncodedString() }
-        return Array(PayloadElement(name: "negotiation", namespace: namespace, attributes: attributes, text: json).xml.utf8)
+        return Array(XMLElement("negotiation", namespace: namespace, attributes: attributes, text: json).serialized().utf8)
     }
 
     /// Parses and validates a peer's message; every problem is a `bad-request` naming it.
     public static func decode(_ bytes: [UInt8]) throws(StanzaError) -> Decoded {
         guard bytes.count <= maxMessageBytes * 2,
-            let element = try? PayloadElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: maxMessageBytes * 2),
-            element.name == "negotiation", element.namespace == namespace, element.children.isEmpty
+            let element = try? XMLElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: maxMessageBytes * 2),
+            element.name == "negotiation", element.namespace == namespace, element.elements.isEmpty
         else { throw .badRequest("expected <negotiation xmlns='\(namespace)'>JSON</negotiation> of at most \(maxMessageBytes) bytes") }
-        guard Set(element.attributes.keys).isSubset(of: ["signature"]) else {
+        guard element.attributes.allSatisfy({ $0.name == "signature" }) else {
             throw .badRequest("unknown attribute on <negotiation/>")
         }
         var signature: [UInt8]?
-        if let text = element.attributes["signature"] {
+        if let text = element[attribute: "signature"] {
             guard text.utf8.count <= 512, let data = Data(base64Encoded: text) else { throw .badRequest("signature is not base64") }
             signature = Array(data)
         }
@@ -105,13 +106,13 @@ public enum NegotiationWire {
     }
 
     public static func ack(_ messageID: String) -> [UInt8] {
-        Array(PayloadElement(name: "ack", namespace: namespace, attributes: ["message": messageID]).xml.utf8)
+        Array(XMLElement("ack", namespace: namespace, attributes: ["message": messageID]).serialized().utf8)
     }
 
     public static func parseAck(_ bytes: [UInt8]) -> String? {
-        guard let element = try? PayloadElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: 1024),
+        guard let element = try? XMLElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: 1024),
             element.name == "ack", element.namespace == namespace
         else { return nil }
-        return element.attributes["message"]
+        return element[attribute: "message"]
     }
 }

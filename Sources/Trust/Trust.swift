@@ -3,7 +3,7 @@
 // (`urn:intercloud:trust:0`) as a pure state machine plus an orchestrator, signed envelopes with a
 // persisted replay window, and the audit log every module writes its refusals to.
 //
-// Nothing here does network IO: the broker carries the payload strings over XMPP.
+// Nothing here does network IO: the broker carries the payloads (XMLModel elements) over XMPP.
 
 /// Namespaces and labels shared by the trust wire formats.
 public enum TrustNamespace {

@@ -15,6 +15,7 @@ import Foundation
 @testable import Trust
 import Negotiation
 import XMPP
+import XMLModel
 
 /// The decoders, by the name scripts/fuzz.sh passes in INTERCLOUD_FUZZ_TARGET.
 enum FuzzTarget: String, CaseIterable {
@@ -29,8 +30,8 @@ enum FuzzTarget: String, CaseIterable {
             _ = try? TrustWire.decode(xml: text)
         case .announce:
             // The announcement inside a presence, as any stranger may send it.
-            guard let payload = try? PayloadElement.parse(text, maxBytes: 64 * 1024) else { return }
-            let presence = XMLElement("presence", attributes: [("from", "x@y.test/r")], children: [.element(PayloadBridge.element(payload))])
+            guard let payload = try? XMLElement.parse(text, maxBytes: 64 * 1024) else { return }
+            let presence = XMLElement("presence", attributes: [("from", "x@y.test/r")], children: [.element(payload)])
             _ = Announcement.find(in: Stanza(presence))
         case .negotiation:
             _ = try? NegotiationWire.decode(bytes)

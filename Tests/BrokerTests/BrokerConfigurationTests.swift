@@ -5,6 +5,7 @@ import Migration
 import Testing
 import Trust
 import XMPP
+import XMLModel
 
 @Suite struct BrokerConfigurationTests {
     let valid = """

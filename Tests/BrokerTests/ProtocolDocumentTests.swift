@@ -16,6 +16,7 @@ import X509
 @testable import Migration
 @testable import Trust
 @testable import XMPP
+import XMLModel
 
 /// docs/protocol against the code: every XML example of every document is validated against its
 /// namespace's RELAX NG schema with `xmllint` and parsed with the broker's own decoders (valid
@@ -192,35 +193,35 @@ import X509
     /// Decodes an example as a receiver would: a stanza's payload, or a bare payload, with the
     /// broker's own decoders. Throws where a receiver refuses.
     static func decode(_ example: Example) throws -> Received {
-        let root = try PayloadElement.parse(example.xml, maxBytes: 1 << 20)
+        let root = try XMLElement.parse(example.xml, maxBytes: 1 << 20)
         guard root.namespace == "jabber:client" else {
             return Received(decoded: try decodePayload(root, raw: Array(example.xml.utf8)))
         }
-        var stanza = Received(from: root.attributes["from"], to: root.attributes["to"], type: root.attributes["type"], decoded: .empty)
+        var stanza = Received(from: root[attribute: "from"], to: root[attribute: "to"], type: root[attribute: "type"], decoded: .empty)
         switch root.name {
         case "presence":
             // As PeerDiscovery reads it: the announcement in the presence, if any.
-            guard let found = Announcement.find(in: Stanza(PayloadBridge.element(root))) else {
+            guard let found = Announcement.find(in: Stanza(root)) else {
                 throw DocumentError(description: "presence without an announcement")
             }
             stanza.decoded = .announce(try found.get())
         case "iq":
             if let error = root.child(named: "error") {
-                guard let parsed = StanzaError(parsing: PayloadBridge.element(error, inherited: "jabber:client")) else {
+                guard let parsed = StanzaError(parsing: error) else {
                     throw DocumentError(description: "unreadable stanza error")
                 }
                 // An application condition travels as the client hands it on (BrokerTrust.exchange).
                 let application = try parsed.applicationCondition.map { element in
-                    let xml = PayloadBridge.string(element)
-                    return try decodePayload(try PayloadElement.parse(xml), raw: Array(xml.utf8))
+                    let xml = element.serialized()
+                    return try decodePayload(try XMLElement.parse(xml), raw: Array(xml.utf8))
                 }
                 stanza.decoded = .error(parsed, application: application)
             } else {
-                guard root.children.count <= 1 else { throw DocumentError(description: "an IQ with more than one payload") }
-                if let payload = root.children.first {
+                guard root.elements.count <= 1 else { throw DocumentError(description: "an IQ with more than one payload") }
+                if let payload = root.elements.first {
                     // The payload as the XMPP layer hands it to a handler: serialised with its xmlns.
-                    let xml = PayloadBridge.string(PayloadBridge.element(payload, inherited: "jabber:client"))
-                    stanza.decoded = try decodePayload(try PayloadElement.parse(xml), raw: Array(xml.utf8))
+                    let xml = payload.serialized()
+                    stanza.decoded = try decodePayload(try XMLElement.parse(xml), raw: Array(xml.utf8))
                 }
             }
         default:
@@ -229,13 +230,13 @@ import X509
         return stanza
     }
 
-    static func decodePayload(_ element: PayloadElement, raw: [UInt8]) throws -> Decoded {
+    static func decodePayload(_ element: XMLElement, raw: [UInt8]) throws -> Decoded {
         switch element.namespace {
         case Announcement.namespace where element.name == "announce":
-            return .announce(try Announcement(parsing: PayloadBridge.element(element)))
+            return .announce(try Announcement(parsing: element))
         case Announcement.namespace where element.name == "status":
             // BrokerNode's status handler: an empty <status/>, nothing else.
-            guard element.children.isEmpty, element.attributes.isEmpty, element.text.isEmpty else {
+            guard element.elements.isEmpty, element.attributes.isEmpty, element.text.isEmpty else {
                 throw DocumentError(description: "status with content")
             }
             return .status
@@ -258,9 +259,9 @@ import X509
             case (FederationPing.namespace, false): payload = .ping(try FederationPing.parseRequest(envelope.payload))
             case (FederationPing.namespace, true): payload = .pong(try FederationPing.parseAnswer(envelope.payload))
             case (MeteringService.namespace, _):
-                payload = try decodePayload(try PayloadElement.parse(String(decoding: envelope.payload, as: UTF8.self)), raw: envelope.payload)
+                payload = try decodePayload(try XMLElement.parse(String(decoding: envelope.payload, as: UTF8.self)), raw: envelope.payload)
             case (BrokerImageTransport.namespace, _):
-                payload = try decodePayload(try PayloadElement.parse(String(decoding: envelope.payload, as: UTF8.self)), raw: envelope.payload)
+                payload = try decodePayload(try XMLElement.parse(String(decoding: envelope.payload, as: UTF8.self)), raw: envelope.payload)
             default: throw DocumentError(description: "an envelope for \(envelope.namespace), which no document here describes")
             }
             return .envelope(envelope, payload: payload)
@@ -499,14 +500,14 @@ import X509
                     }
                 case .migration(let message):
                     // The example's JSON is byte for byte what the broker writes for this message.
-                    let written = try PayloadElement.parse(String(decoding: try MigrationWire.encode(message), as: UTF8.self))
-                    #expect(written.text == (try PayloadElement.parse(example.xml)).text, "\(example.label): not the broker's bytes")
+                    let written = try XMLElement.parse(String(decoding: try MigrationWire.encode(message), as: UTF8.self))
+                    #expect(written.text == (try XMLElement.parse(example.xml)).text, "\(example.label): not the broker's bytes")
                     lastMigration = message
                     kinds.insert(message.kind)
                 case .federation(let message):
                     // The example's JSON is byte for byte what the broker writes for this message.
-                    let written = try PayloadElement.parse(String(decoding: try FederationWire.encode(message), as: UTF8.self))
-                    #expect(written.text == (try PayloadElement.parse(example.xml)).text, "\(example.label): not the broker's bytes")
+                    let written = try XMLElement.parse(String(decoding: try FederationWire.encode(message), as: UTF8.self))
+                    #expect(written.text == (try XMLElement.parse(example.xml)).text, "\(example.label): not the broker's bytes")
                     lastFederation = message
                     kinds.insert(message.kind)
                 case .sessionOffer(let offered):

@@ -1,6 +1,7 @@
 import Discovery
 import Testing
 import XMPP
+import XMLModel
 
 @Suite struct PeerDiscoveryTests {
     let own = try! JID("broker@cloud1.test/broker")

@@ -6,6 +6,7 @@ import TestSupport
 import Testing
 import Trust
 import XMPP
+import XMLModel
 
 /// Catalog queries between trusted brokers over a real Prosody (issue 4, parts 6 and 7), with the
 /// in-code PKI of the trust tests. Serialized for the same reason as `BrokerTrustIntegrationTests`:
@@ -162,7 +163,7 @@ import XMPP
             Array("<query xmlns='\(CatalogProtocol.namespace)'>ASK {}</query>".utf8), namespace: CatalogProtocol.namespace,
             from: strangerJID, to: b.jid, identity: strangerIdentity, now: Date())
         #expect(await stanzaCondition {
-            _ = try await stranger.iq(.get, to: target, payload: try PayloadBridgeForTests.element(forged.xml))
+            _ = try await stranger.iq(.get, to: target, payload: forged.element)
         } == "not-authorized")
         #expect(b.broker.auditEvents(peer: strangerJID, kind: "trust.envelope").contains { $0.reason == "untrustedSender" })
         await stranger.stop()

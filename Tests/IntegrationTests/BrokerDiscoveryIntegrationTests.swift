@@ -5,6 +5,7 @@ import TestSupport
 import Testing
 import Trust
 import XMPP
+import XMLModel
 
 /// Brokers against a real Prosody (two virtual hosts), over verified TLS.
 @Suite(.timeLimit(.minutes(3))) struct BrokerDiscoveryIntegrationTests {

@@ -4,6 +4,7 @@ import Foundation
 import TestSupport
 import Testing
 import XMPP
+import XMLModel
 
 /// Each cloud with its own XMPP server, as in a real deployment: cloud1.test and cloud2.test are
 /// separate Prosody instances on their own loopback addresses, federating over s2s (dialback),

@@ -12,6 +12,7 @@ import Testing
 import Trust
 import X509
 import XMPP
+import XMLModel
 
 /// Trust between brokers over a real Prosody (issue 3): certificates made in code, written to PEM
 /// files, loaded through the [trust] section exactly as `intercloud serve` does.
@@ -98,7 +99,7 @@ import XMPP
 
         // Replayed: a correctly signed envelope sent twice.
         let request = Array("<ping xmlns='\(FederationPing.namespace)'>once</ping>".utf8)
-        let sealed = try PayloadBridgeForTests.element(
+        let sealed = try XMLElement.parse(
             try broker2.trust.service.seal(request, namespace: FederationPing.namespace, to: jid1))
         _ = try await broker2.node.client.iq(.get, to: target, payload: sealed)
         #expect(await stanzaCondition { _ = try await broker2.node.client.iq(.get, to: target, payload: sealed) } == "not-authorized")
@@ -108,7 +109,7 @@ import XMPP
         var tampered = try SignedEnvelope.decode(
             xml: try broker2.trust.service.seal(request, namespace: FederationPing.namespace, to: jid1))
         tampered.payload = Array("<ping xmlns='\(FederationPing.namespace)'>twice</ping>".utf8)
-        let tamperedElement = try PayloadBridgeForTests.element(tampered.xml)
+        let tamperedElement = tampered.element
         #expect(await stanzaCondition { _ = try await broker2.node.client.iq(.get, to: target, payload: tamperedElement) } == "not-authorized")
         #expect(broker1.auditEvents(peer: jid2, kind: "trust.envelope").contains { $0.reason == "badSignature" })
 
@@ -118,7 +119,7 @@ import XMPP
         let strangerIdentity = try strangerCA.issueBrokerIdentity(jid: strangerJID, notBefore: Date() - 3600)
         let forged = try SignedEnvelope.seal(
             request, namespace: FederationPing.namespace, from: strangerJID, to: jid1, identity: strangerIdentity, now: Date())
-        let forgedElement = try PayloadBridgeForTests.element(forged.xml)
+        let forgedElement = forged.element
         #expect(await stanzaCondition { _ = try await stranger.iq(.get, to: target, payload: forgedElement) } == "not-authorized")
         #expect(broker1.auditEvents(peer: strangerJID, kind: "trust.envelope").contains { $0.reason == "untrustedSender" })
         #expect(broker1.pin(strangerJID) == nil)
@@ -134,7 +135,7 @@ import XMPP
         let (broker1, jid1, _, broker2, jid2, _, config1, _) = try await trustedPair(room: uniqueRoom())
         let target = try RunningBroker.full(jid1)
         let request = Array("<ping xmlns='\(FederationPing.namespace)'>once</ping>".utf8)
-        let sealed = try PayloadBridgeForTests.element(
+        let sealed = try XMLElement.parse(
             try broker2.trust.service.seal(request, namespace: FederationPing.namespace, to: jid1))
         _ = try await broker2.node.client.iq(.get, to: target, payload: sealed)
         await broker1.stop()
@@ -390,7 +391,7 @@ import XMPP
         let target = try RunningBroker.full(b1.jid)
         let result = await service.handshake(with: b1.jid) { payload in
             do {
-                let answer = try await stranger.iq(.set, to: target, payload: try PayloadBridgeForTests.element(payload))
+                let answer = try await stranger.iq(.set, to: target, payload: try XMLElement.parse(payload))
                 return answer.payload?.serialized() ?? ""
             } catch XMPPError.stanza(let error) {
                 if let refused = error.applicationCondition { return refused.serialized() }

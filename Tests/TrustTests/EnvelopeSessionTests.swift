@@ -4,6 +4,7 @@ import Storage
 import Testing
 
 @testable import Trust
+import XMLModel
 
 /// Session keys (docs/protocol/session.md): made in a signed exchange, then authenticating
 /// envelopes by HMAC with every check a signature gets (pin, window, nonce, exchange binding).
@@ -23,7 +24,7 @@ import Testing
         let a = try TestBroker(jid: cloud1.jid, identity: cloud1.identity, anchors: [cloud2.root.certificate])
         let b = try TestBroker(jid: cloud2.jid, identity: cloud2.identity, anchors: [cloud1.root.certificate])
         _ = try await runHandshake(a, b).get()
-        let offer = SessionExchange.Offer()
+        let offer = a.service.makeSessionOffer()
         let accept = try b.service.acceptSession(offer: offer.payload, from: a.jid + "/broker")
         let session = try a.service.completeSession(offer, accept: accept, with: b.jid)
         return (a, b, session)
@@ -168,7 +169,7 @@ import Testing
     }
 
     @Test func bothSidesDeriveTheSameKeyAndAWrongIdIsRefused() throws {
-        let offer = SessionExchange.Offer()
+        let offer = SessionExchange.Offer(madeAt: TestPKI.now)
         let (answer, responder) = try SessionExchange.accept(
             offer: offer.payload, requester: "a@x/r", responder: "b@y", fingerprint: "fa", now: TestPKI.now, lifetime: 600)
         let requester = try offer.complete(accept: answer, requester: "a@x", responder: "b@y/r", fingerprint: "fb", now: TestPKI.now)
@@ -181,7 +182,7 @@ import Testing
         var accept = try SessionExchange.Accept.decode(answer)
         accept.id[0] ^= 1
         #expect(throws: SessionExchangeError.self) {
-            try offer.complete(accept: Array(accept.element.xml.utf8), requester: "a@x", responder: "b@y", fingerprint: "fb", now: TestPKI.now)
+            try offer.complete(accept: Array(accept.element.serialized().utf8), requester: "a@x", responder: "b@y", fingerprint: "fb", now: TestPKI.now)
         }
     }
 

@@ -4,6 +4,7 @@ import Storage
 import Testing
 
 @testable import Trust
+import XMLModel
 
 @Suite struct EnvelopeTests {
     let cloud1: TestPKI.Cloud
@@ -49,6 +50,14 @@ import Testing
         #expect(envelope.payload == payload)
         #expect(envelope.namespace == Self.catalog)
         #expect(try b.auditEvents(AuditQuery(kind: "trust.envelope")).isEmpty)
+    }
+
+    /// An envelope as the XMPP layer hands it over (an element) decodes to the envelope sealed,
+    /// in payload form and through its text alike.
+    @Test func aSealedEnvelopeDecodesTheSameFromItsElementAndItsText() throws {
+        let sealed = try SignedEnvelope.seal(payload, namespace: Self.catalog, from: cloud1.jid, to: cloud2.jid, identity: cloud1.identity, now: TestPKI.now)
+        #expect(try SignedEnvelope.decode(#require(sealed.element.payloadForm)) == sealed)
+        #expect(try SignedEnvelope.decode(xml: sealed.element.serialized()) == sealed)
     }
 
     @Test func tamperedEnvelope() async throws {

@@ -1,5 +1,6 @@
 import Testing
 import XMPP
+import XMLModel
 
 @Suite struct EntityCapabilitiesTests {
     /// The simple generation example of XEP-0115 §5.2.

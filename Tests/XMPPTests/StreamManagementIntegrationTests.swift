@@ -3,6 +3,7 @@ import Synchronization
 import TestSupport
 import Testing
 @testable import XMPP
+import XMLModel
 
 /// XEP-0198 with stanzas sent as our own serialization (`xmpp_send_raw`): libstrophe must count
 /// them and keep them for resending exactly as stanzas sent through `xmpp_send`, so that a

@@ -1,5 +1,6 @@
 import Testing
 @testable import XMPP
+import XMLModel
 
 /// The bytes `ConnectionCore.send` hands to `xmpp_send_raw`: the same text as `serialized()`, and
 /// read by libstrophe's own parser as exactly the element that was serialized, as libstrophe's

@@ -1,5 +1,6 @@
 import Testing
 import XMPP
+import XMLModel
 
 @Suite struct XMLElementTests {
     @Test func serializesWithNamespacesOnlyWhereTheyChange() {

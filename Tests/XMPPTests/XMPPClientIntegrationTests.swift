@@ -3,6 +3,7 @@ import Synchronization
 import TestSupport
 import Testing
 import XMPP
+import XMLModel
 
 /// Against a real Prosody started by the test process (scripts/prosody.sh), over STARTTLS with the
 /// server certificate verified against the test CA.

@@ -4,6 +4,7 @@ import Logging
 import Peering
 import Synchronization
 import Trust
+import XMLModel
 import XMPP
 
 /// The trust part of a broker (issue 3, DESIGN.md "Trust"): carries `TrustService` handshakes over
@@ -109,17 +110,17 @@ public final class BrokerTrust: Sendable {
                 return true
             }
             guard admitted else { return responder.fail(.resourceConstraint("too many handshakes in progress")) }
-            let xml = PayloadBridge.string(payload)
+            let xml = payload.serialized()
             self.tasks.spawn { [service = self.service] in
                 defer { self.responses.withLock { $0 -= 1 } }
                 switch await service.handleRequest(from: from, payload: xml) {
                 case .result(let answer):
-                    do { responder.respond(try answer.map(PayloadBridge.element)) } catch {
+                    do { responder.respond(try answer.map { try XMLElement.parse($0) }) } catch {
                         responder.fail(.internalServerError("cannot encode trust answer"))
                     }
                 case .error(let condition, let answer):
                     responder.fail(StanzaError(
-                        condition: condition, type: .auth, applicationCondition: try? PayloadBridge.element(answer)))
+                        condition: condition, type: .auth, applicationCondition: try? XMLElement.parse(answer)))
                 }
             }
         })
@@ -223,13 +224,13 @@ extension BrokerTrust {
     /// the trust benchmark counts a handshake's round trips through it.
     package func exchange(with target: JID) -> @Sendable (String) async throws -> String {
         { [client] payload in
-            let element = try PayloadBridge.element(payload)
+            let element = try XMLElement.parse(payload)
             do {
                 let answer = try await client.iq(.set, to: target, payload: element, timeout: Self.iqTimeout)
-                return answer.payload.map(PayloadBridge.string) ?? ""
+                return answer.payload.map { $0.serialized() } ?? ""
             } catch XMPPError.stanza(let error) {
                 if let refused = error.applicationCondition, refused.namespace == TrustNamespace.handshake {
-                    return PayloadBridge.string(refused)
+                    return refused.serialized()
                 }
                 throw XMPPError.stanza(error)
             }

@@ -1,6 +1,7 @@
 import Discovery
 import Trust
 import XMPP
+import XMLModel
 
 /// `urn:intercloud:federation-ping:0`: the smallest signed federation request. A trusted peer
 /// sends `<ping xmlns='urn:intercloud:federation-ping:0'>TEXT</ping>` in an envelope; the answer,
@@ -28,29 +29,29 @@ public enum FederationPing {
     }
 
     static func request(text: String) -> [UInt8] {
-        Array(PayloadElement(name: "ping", namespace: namespace, text: text).xml.utf8)
+        Array(XMLElement("ping", namespace: namespace, text: text).serialized().utf8)
     }
 
     /// The text of a ping request, or a `bad-request` error.
     static func parseRequest(_ bytes: [UInt8]) throws(StanzaError) -> String {
-        guard let element = try? PayloadElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: maxTextBytes * 6 + 256),
-            element.name == "ping", element.namespace == namespace, element.children.isEmpty, element.attributes.isEmpty,
+        guard let element = try? XMLElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: maxTextBytes * 6 + 256),
+            element.name == "ping", element.namespace == namespace, element.elements.isEmpty, element.attributes.isEmpty,
             element.text.utf8.count <= maxTextBytes
         else { throw .badRequest("expected <ping xmlns='\(namespace)'> with at most \(maxTextBytes) bytes of text") }
         return element.text
     }
 
     static func answer(text: String, announcement: Announcement) -> [UInt8] {
-        Array(PayloadElement(
-            name: "pong", namespace: namespace,
+        Array(XMLElement(
+            "pong", namespace: namespace,
             attributes: ["cloud": announcement.cloud, "load": String(announcement.load)], text: text
-        ).xml.utf8)
+        ).serialized().utf8)
     }
 
     static func parseAnswer(_ bytes: [UInt8]) throws -> Pong {
-        let element = try PayloadElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: maxTextBytes * 6 + 512)
-        guard element.name == "pong", element.namespace == namespace, let cloud = element.attributes["cloud"],
-            let load = element.attributes["load"].flatMap(Double.init)
+        let element = try XMLElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: maxTextBytes * 6 + 512)
+        guard element.name == "pong", element.namespace == namespace, let cloud = element[attribute: "cloud"],
+            let load = element[attribute: "load"].flatMap(Double.init)
         else { throw ProtocolError(description: "unexpected federation-ping answer") }
         return Pong(cloud: cloud, load: load, text: element.text)
     }

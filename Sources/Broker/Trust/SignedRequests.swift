@@ -5,6 +5,7 @@ import Peering
 import Synchronization
 import Trust
 import XMPP
+import XMLModel
 
 /// Federation namespaces that require signed envelopes (DESIGN.md: "every message after step 2
 /// is signed by the sender's broker key").
@@ -123,7 +124,7 @@ public final class SignedRequests: SignedTransport {
 
     private func refuseUnsigned(_ request: Stanza, namespace: String, _ responder: IQResponder) async {
         let sender = request.fromString ?? ""
-        let xml = request.payload.map(PayloadBridge.string) ?? ""
+        let xml = request.payload.map { $0.serialized() } ?? ""
         guard let trust else { return await refuseWithoutTrust(sender: sender, namespace: namespace, responder) }
         do {
             // Not an envelope, so this throws `unsigned` and writes the audit record.
@@ -190,7 +191,7 @@ public final class SignedRequests: SignedTransport {
             let sealed = try trust.answerSession(for: envelope, from: signed.peer).map {
                 trust.sealEnvelope(answer, namespace: envelope.namespace, session: $0, inReplyTo: envelope.nonce)
             } ?? trust.sealEnvelope(answer, namespace: envelope.namespace, to: signed.peer, inReplyTo: envelope.nonce)
-            responder.respond(PayloadBridge.element(sealed.element))
+            responder.respond(sealed.element)
         } catch let error as StanzaError {
             responder.fail(error)
         } catch {
@@ -231,7 +232,7 @@ public final class SignedRequests: SignedTransport {
     private func exchange(
         _ type: Stanza.IQType, _ sealed: SignedEnvelope, to peer: JID, namespace: String, timeout: Duration, trust: TrustService
     ) async throws -> [UInt8] {
-        let answer = try await client.iq(type, to: peer, payload: PayloadBridge.element(sealed.element), timeout: timeout)
+        let answer = try await client.iq(type, to: peer, payload: sealed.element, timeout: timeout)
         // The XMPP client only accepts answers from the JID the request went to.
         let sender = answer.fromString ?? peer.description
         guard let element = answer.payload else {
@@ -285,7 +286,7 @@ public final class SignedRequests: SignedTransport {
         }
         guard start else { return }
         tasks.spawn { [self] in
-            let offer = SessionExchange.Offer()
+            let offer = trust.makeSessionOffer()
             do {
                 let sealed = try trust.sealEnvelope(offer.payload, namespace: TrustNamespace.session, to: bare)
                 let answer = try await exchange(.set, sealed, to: peer, namespace: TrustNamespace.session, timeout: .seconds(10), trust: trust)
@@ -299,15 +300,15 @@ public final class SignedRequests: SignedTransport {
         }
     }
 
-    /// Opens an inbound envelope element: converted straight into Trust's element where that is
-    /// exactly what parsing its text would give (always, for envelopes), else through the text.
+    /// Opens an inbound envelope element: in the form parsing its text would give (always so for
+    /// envelopes), else through the text, so the payload parser decides what it would refuse.
     private static func open(
         _ element: XMLElement, with trust: TrustService, from sender: String, namespace: String?, answering: [UInt8]? = nil
     ) async throws(EnvelopeError) -> SignedEnvelope {
-        if let converted = PayloadBridge.payload(element) {
+        if let converted = element.payloadForm {
             return try await trust.open(element: converted, from: sender, namespace: namespace, answering: answering)
         }
-        return try await trust.open(xml: PayloadBridge.string(element), from: sender, namespace: namespace, answering: answering)
+        return try await trust.open(xml: element.serialized(), from: sender, namespace: namespace, answering: answering)
     }
 
     public func waitUntilOnline(timeout: Duration) async throws {

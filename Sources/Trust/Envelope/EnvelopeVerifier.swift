@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import X509
+import XMLModel
 
 /// Checks envelopes from peers against their pins: the sender must be pinned and `trusted`, the
 /// pinned leaf still valid, the signature must verify with the pinned key over the routed JIDs, and
@@ -53,7 +54,7 @@ public struct EnvelopeVerifier: Sendable {
 
     /// Same as `open(xml:…)` for a payload already parsed into an element (no XML text in between).
     public func open(
-        element: PayloadElement, from sender: String, to recipient: String, namespace: String? = nil, answering: [UInt8]? = nil,
+        element: XMLElement, from sender: String, to recipient: String, namespace: String? = nil, answering: [UInt8]? = nil,
         now: Date
     ) async throws(EnvelopeError) -> SignedEnvelope {
         try await open(decoding: { () throws(EnvelopeError) in try SignedEnvelope.decode(element) },

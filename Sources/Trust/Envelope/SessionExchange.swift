@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import XMLModel
 
 /// The session exchange (`urn:intercloud:session:0`, docs/protocol/session.md): a requester sends
 /// an ephemeral X25519 public key in a signed `<offer/>`, the responder answers with its own in a
@@ -14,14 +15,23 @@ public enum SessionExchange {
     /// A requester's half of an exchange: the private key lives only until the answer is read.
     public struct Offer: Sendable {
         let privateKey: Curve25519.KeyAgreement.PrivateKey
+        /// When the offer was made: the session's lifetime counts from here, so the requester
+        /// stops using it before the responder (who counts from its answer) forgets it.
+        public let madeAt: Date
         public var publicKey: [UInt8] { Array(privateKey.publicKey.rawRepresentation) }
 
-        public init() { privateKey = Curve25519.KeyAgreement.PrivateKey() }
+        public init(madeAt: Date = Date()) {
+            privateKey = Curve25519.KeyAgreement.PrivateKey()
+            self.madeAt = madeAt
+        }
         /// A fixed key, for the protocol document's test vector.
-        public init(privateKey raw: [UInt8]) throws { privateKey = try Curve25519.KeyAgreement.PrivateKey(rawRepresentation: raw) }
+        public init(privateKey raw: [UInt8], madeAt: Date = Date()) throws {
+            privateKey = try Curve25519.KeyAgreement.PrivateKey(rawRepresentation: raw)
+            self.madeAt = madeAt
+        }
 
         /// `<offer xmlns='urn:intercloud:session:0' key='…'/>`, the payload of a signed request.
-        public var payload: [UInt8] { Array(PayloadElement(name: "offer", namespace: namespace, attributes: ["key": TrustWire.b64(publicKey)]).xml.utf8) }
+        public var payload: [UInt8] { Array(XMLElement("offer", namespace: namespace, attributes: ["key": TrustWire.b64(publicKey)]).serialized().utf8) }
 
         /// Reads the responder's `<accept/>` and derives the session. Throws `SessionExchangeError`
         /// for an answer that does not decode, or whose `id` is not the one derived here (the two
@@ -38,7 +48,7 @@ public enum SessionExchange {
             }
             return EnvelopeSession(
                 peer: XmppAddr.bare(responder), id: derived.id, key: derived.key, fingerprint: fingerprint, established: now,
-                expires: now.addingTimeInterval(min(TimeInterval(accept.seconds), EnvelopeSessions.maxLifetime)))
+                expires: madeAt.addingTimeInterval(min(TimeInterval(accept.seconds), EnvelopeSessions.maxLifetime)))
         }
     }
 
@@ -64,7 +74,7 @@ public enum SessionExchange {
         let session = EnvelopeSession(
             peer: XmppAddr.bare(requester), id: derived.id, key: derived.key, fingerprint: fingerprint, established: now,
             expires: now.addingTimeInterval(TimeInterval(seconds)))
-        return (Array(answer.element.xml.utf8), session)
+        return (Array(answer.element.serialized().utf8), session)
     }
 
     /// HKDF-SHA256 (RFC 5869) over the X25519 shared secret; salt: the namespace's 24 ASCII bytes;
@@ -114,21 +124,21 @@ public enum SessionExchange {
         public var id: [UInt8]
         public var seconds: Int
 
-        public var element: PayloadElement {
-            PayloadElement(
-                name: "accept", namespace: namespace,
+        public var element: XMLElement {
+            XMLElement(
+                "accept", namespace: namespace,
                 attributes: ["key": TrustWire.b64(key), "id": TrustWire.b64(id), "seconds": String(seconds)])
         }
 
         public static func decode(_ payload: [UInt8]) throws(SessionExchangeError) -> Accept {
             let element = try SessionExchange.element(payload, named: "accept")
-            guard let key = element.attributes["key"].flatMap(TrustWire.unb64), key.count == keyBytes else {
+            guard let key = element[attribute: "key"].flatMap(TrustWire.unb64), key.count == keyBytes else {
                 throw SessionExchangeError("<accept/> without a 32-byte key")
             }
-            guard let id = element.attributes["id"].flatMap(TrustWire.unb64), id.count == idBytes else {
+            guard let id = element[attribute: "id"].flatMap(TrustWire.unb64), id.count == idBytes else {
                 throw SessionExchangeError("<accept/> without a 16-byte id")
             }
-            guard let text = element.attributes["seconds"], text.utf8.allSatisfy({ (0x30...0x39).contains($0) }), text.utf8.count <= 5,
+            guard let text = element[attribute: "seconds"], text.utf8.allSatisfy({ (0x30...0x39).contains($0) }), text.utf8.count <= 5,
                 let seconds = Int(text), (1...Int(EnvelopeSessions.maxLifetime)).contains(seconds)
             else { throw SessionExchangeError("<accept/> without seconds from 1 to \(Int(EnvelopeSessions.maxLifetime))") }
             return Accept(key: key, id: id, seconds: seconds)
@@ -138,22 +148,22 @@ public enum SessionExchange {
     /// The public key of an `<offer/>`.
     public static func decodeOffer(_ payload: [UInt8]) throws(SessionExchangeError) -> [UInt8] {
         let element = try element(payload, named: "offer")
-        guard let key = element.attributes["key"].flatMap(TrustWire.unb64), key.count == keyBytes else {
+        guard let key = element[attribute: "key"].flatMap(TrustWire.unb64), key.count == keyBytes else {
             throw SessionExchangeError("<offer/> without a 32-byte key")
         }
         return key
     }
 
-    static func element(_ payload: [UInt8], named name: String) throws(SessionExchangeError) -> PayloadElement {
+    static func element(_ payload: [UInt8], named name: String) throws(SessionExchangeError) -> XMLElement {
         guard payload.count <= maxPayloadBytes else { throw SessionExchangeError("payload larger than \(maxPayloadBytes) bytes") }
-        let element: PayloadElement
-        do { element = try PayloadElement.parse(String(decoding: payload, as: UTF8.self), maxBytes: maxPayloadBytes) } catch {
+        let element: XMLElement
+        do { element = try XMLElement.parse(String(decoding: payload, as: UTF8.self), maxBytes: maxPayloadBytes) } catch {
             throw SessionExchangeError("not XML: \(error)")
         }
         guard element.name == name, element.namespace == namespace else {
             throw SessionExchangeError("expected <\(name) xmlns='\(namespace)'/>, got <\(element.name)> in \(element.namespace ?? "no namespace")")
         }
-        guard element.children.isEmpty, element.text.allSatisfy(\.isWhitespace) else {
+        guard element.elements.isEmpty, element.text.allSatisfy(\.isWhitespace) else {
             throw SessionExchangeError("<\(name)/> has content")
         }
         return element

@@ -1,4 +1,5 @@
 import Foundation
+import XMLModel
 
 /// A federation payload (catalog query, negotiation, migration, metering, ...) signed by the
 /// sender broker's leaf key.
@@ -115,7 +116,7 @@ public struct SignedEnvelope: Sendable, Hashable {
 
     // MARK: Wire
 
-    public var element: PayloadElement {
+    public var element: XMLElement {
         var attributes = ["ns": namespace, "ts": String(timestampMilliseconds), "nonce": TrustWire.b64(nonce)]
         if let session {
             attributes["session"] = TrustWire.b64(session)
@@ -124,10 +125,10 @@ public struct SignedEnvelope: Sendable, Hashable {
             attributes["sig"] = TrustWire.b64(signature)
         }
         if let inReplyTo { attributes["re"] = TrustWire.b64(inReplyTo) }
-        return PayloadElement(name: "signed", namespace: TrustNamespace.envelope, attributes: attributes, text: TrustWire.b64(payload))
+        return XMLElement("signed", namespace: TrustNamespace.envelope, attributes: attributes, text: TrustWire.b64(payload))
     }
 
-    public var xml: String { element.xml }
+    public var xml: String { element.serialized() }
 
     /// Whether a payload is an envelope at all (cheap check before full decoding).
     public static func looksSigned(_ xml: String) -> Bool {
@@ -137,25 +138,25 @@ public struct SignedEnvelope: Sendable, Hashable {
     /// Decodes the wire form. Anything that is not a `<signed/>` element of our namespace is
     /// `unsigned`; a `<signed/>` element with missing or bad fields is `malformed`.
     public static func decode(xml: String, maxBytes: Int = 16 << 20) throws(EnvelopeError) -> SignedEnvelope {
-        let element: PayloadElement
-        do { element = try PayloadElement.parse(xml, maxBytes: maxBytes) } catch {
+        let element: XMLElement
+        do { element = try XMLElement.parse(xml, maxBytes: maxBytes) } catch {
             throw EnvelopeError(.malformed, "\(error)")
         }
         return try decode(element)
     }
 
-    public static func decode(_ element: PayloadElement) throws(EnvelopeError) -> SignedEnvelope {
+    public static func decode(_ element: XMLElement) throws(EnvelopeError) -> SignedEnvelope {
         guard element.name == "signed", element.namespace == TrustNamespace.envelope else {
             throw EnvelopeError(.unsigned, "payload <\(element.name)> in \(element.namespace ?? "no namespace") is not signed")
         }
-        guard let namespace = element.attributes["ns"], !namespace.isEmpty,
-            let timestamp = element.attributes["ts"].flatMap({ Int64($0) }),
-            let nonce = element.attributes["nonce"].flatMap(TrustWire.unb64), (8...64).contains(nonce.count),
+        guard let namespace = element[attribute: "ns"], !namespace.isEmpty,
+            let timestamp = element[attribute: "ts"].flatMap({ Int64($0) }),
+            let nonce = element[attribute: "nonce"].flatMap(TrustWire.unb64), (8...64).contains(nonce.count),
             let payload = TrustWire.unb64(element.text)
         else { throw EnvelopeError(.malformed, "envelope lacks ns, ts, nonce or payload") }
         // Exactly one proof: a signature, or a session's MAC.
         let signature: [UInt8], session: [UInt8]?
-        switch (element.attributes["sig"], element.attributes["session"], element.attributes["mac"]) {
+        switch (element[attribute: "sig"], element[attribute: "session"], element[attribute: "mac"]) {
         case (let sig?, nil, nil):
             guard let decoded = TrustWire.unb64(sig), !decoded.isEmpty else { throw EnvelopeError(.malformed, "envelope with a malformed sig") }
             (signature, session) = (decoded, nil)
@@ -168,7 +169,7 @@ public struct SignedEnvelope: Sendable, Hashable {
             throw EnvelopeError(.malformed, "envelope needs either sig, or session and mac")
         }
         var inReplyTo: [UInt8]?
-        if let re = element.attributes["re"] {
+        if let re = element[attribute: "re"] {
             guard let decoded = TrustWire.unb64(re), (8...64).contains(decoded.count) else {
                 throw EnvelopeError(.malformed, "envelope with a malformed re (the answered request's nonce)")
             }

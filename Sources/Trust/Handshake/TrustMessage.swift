@@ -1,6 +1,7 @@
 import Foundation
 import SwiftASN1
 import X509
+import XMLModel
 
 /// The messages of the trust handshake (`urn:intercloud:trust:0`).
 ///
@@ -81,39 +82,39 @@ public enum TrustWire {
     static let maxChainLength = 8
     static let nonceLengths = 16...64
 
-    public static func encode(_ message: TrustMessage) -> String { element(message).xml }
+    public static func encode(_ message: TrustMessage) -> String { element(message).serialized() }
 
-    public static func element(_ message: TrustMessage) -> PayloadElement {
+    public static func element(_ message: TrustMessage) -> XMLElement {
         switch message {
         case .hello(let hello):
-            return PayloadElement(
-                name: "hello", namespace: namespace, attributes: ["nonce": b64(hello.nonce)],
-                children: hello.chain.map(certificateElement))
+            return XMLElement(
+                "hello", namespace: namespace, attributes: ["nonce": b64(hello.nonce)],
+                elements: hello.chain.map(certificateElement))
         case .result(let result):
-            return PayloadElement(
-                name: "result", namespace: namespace,
+            return XMLElement(
+                "result", namespace: namespace,
                 attributes: ["nonce": b64(result.nonce), "echo": b64(result.echo)],
-                children: result.chain.map(certificateElement)
-                    + [PayloadElement(name: "signature", text: b64(result.signature))])
+                elements: result.chain.map(certificateElement)
+                    + [XMLElement("signature", text: b64(result.signature))])
         case .finish(let finish):
-            return PayloadElement(
-                name: "finish", namespace: namespace,
+            return XMLElement(
+                "finish", namespace: namespace,
                 attributes: ["session": b64(finish.session), "echo": b64(finish.echo)],
-                children: [PayloadElement(name: "signature", text: b64(finish.signature))])
+                elements: [XMLElement("signature", text: b64(finish.signature))])
         case .ok(let ok):
-            return PayloadElement(name: "ok", namespace: namespace, attributes: ["session": b64(ok.session)])
+            return XMLElement("ok", namespace: namespace, attributes: ["session": b64(ok.session)])
         case .refused(let refused):
             var attributes = ["reason": refused.reason.rawValue]
             if let session = refused.session { attributes["session"] = b64(session) }
-            return PayloadElement(name: "refused", namespace: namespace, attributes: attributes, text: refused.detail)
+            return XMLElement("refused", namespace: namespace, attributes: attributes, text: refused.detail)
         }
     }
 
     public static func decode(xml: String) throws -> TrustMessage {
-        try decode(try PayloadElement.parse(xml, maxBytes: 256 * 1024))
+        try decode(try XMLElement.parse(xml, maxBytes: 256 * 1024))
     }
 
-    public static func decode(_ element: PayloadElement) throws -> TrustMessage {
+    public static func decode(_ element: XMLElement) throws -> TrustMessage {
         guard element.namespace == namespace else {
             throw TrustRefusal(.malformed, "payload namespace \(element.namespace ?? "none") is not \(namespace)")
         }
@@ -131,7 +132,7 @@ public enum TrustWire {
         case "ok":
             return .ok(.init(session: try nonce(element, "session")))
         case "refused":
-            guard let reason = element.attributes["reason"].flatMap(TrustRefusalReason.init(rawValue:)) else {
+            guard let reason = element[attribute: "reason"].flatMap(TrustRefusalReason.init(rawValue:)) else {
                 // An unknown code from a newer peer is still a refusal.
                 return .refused(.init(reason: .peerRefused, detail: element.text, session: try? nonce(element, "session")))
             }
@@ -145,11 +146,11 @@ public enum TrustWire {
 
     static func unb64(_ text: String) -> [UInt8]? { Data(base64Encoded: text).map(Array.init) }
 
-    static func certificateElement(_ certificate: Certificate) -> PayloadElement {
-        PayloadElement(name: "cert", text: b64((try? certificate.derBytes()) ?? []))
+    static func certificateElement(_ certificate: Certificate) -> XMLElement {
+        XMLElement("cert", text: b64((try? certificate.derBytes()) ?? []))
     }
 
-    private static func chain(_ element: PayloadElement) throws -> [Certificate] {
+    private static func chain(_ element: XMLElement) throws -> [Certificate] {
         let certs = element.children(named: "cert")
         guard (1...maxChainLength).contains(certs.count) else {
             throw TrustRefusal(.malformed, "chain has \(certs.count) certificates")
@@ -162,14 +163,14 @@ public enum TrustWire {
         }
     }
 
-    private static func nonce(_ element: PayloadElement, _ attribute: String) throws -> [UInt8] {
-        guard let text = element.attributes[attribute], let bytes = unb64(text), nonceLengths.contains(bytes.count) else {
+    private static func nonce(_ element: XMLElement, _ attribute: String) throws -> [UInt8] {
+        guard let text = element[attribute: attribute], let bytes = unb64(text), nonceLengths.contains(bytes.count) else {
             throw TrustRefusal(.malformed, "missing or bad \(attribute)")
         }
         return bytes
     }
 
-    private static func signature(_ element: PayloadElement) throws -> [UInt8] {
+    private static func signature(_ element: XMLElement) throws -> [UInt8] {
         guard let text = element.child(named: "signature")?.text, let bytes = unb64(text), !bytes.isEmpty,
             bytes.count <= 1024
         else { throw TrustRefusal(.malformed, "missing or bad signature") }

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Logging
+import XMLModel
 
 /// How the responder answers an inbound trust IQ (type `set`, payload in `urn:intercloud:trust:0`).
 public enum TrustIQResponse: Sendable, Hashable {
@@ -348,6 +349,9 @@ public actor TrustService {
         return answer
     }
 
+    /// Requester: a session offer made now (by this service's clock).
+    public nonisolated func makeSessionOffer() -> SessionExchange.Offer { SessionExchange.Offer(madeAt: clock()) }
+
     /// Requester: derives and keeps the session from `peer`'s `<accept/>` (the verified payload of
     /// the answer to `offer`).
     @discardableResult
@@ -378,7 +382,7 @@ public actor TrustService {
 
     /// Same as `open(xml:…)` for a payload already parsed into an element.
     public nonisolated func open(
-        element: PayloadElement, from sender: String, namespace: String? = nil, answering: [UInt8]? = nil
+        element: XMLElement, from sender: String, namespace: String? = nil, answering: [UInt8]? = nil
     ) async throws(EnvelopeError) -> SignedEnvelope {
         try await envelopes.open(element: element, from: sender, to: myJID, namespace: namespace, answering: answering, now: clock())
     }

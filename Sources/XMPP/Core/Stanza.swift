@@ -1,3 +1,5 @@
+import XMLModel
+
 /// One of the three XMPP stanza kinds, as a value.
 ///
 /// A `Stanza` is an `XMLElement` plus typed access to the routing attributes. Parsing (`from`, `to`)

@@ -1,6 +1,7 @@
 import CStrophe
 import Foundation
 import Logging
+import XMLModel
 
 /// The loop-thread side of one client connection: owns the `xmpp_conn_t`, runs the lifecycle and
 /// IQ-tracking state machines, and performs their actions.

@@ -2,6 +2,7 @@ import CStrophe
 
 #if canImport(Glibc)
 import Glibc
+import XMLModel
 #endif
 
 /// Conversions between libstrophe stanzas and `XMLElement` values.

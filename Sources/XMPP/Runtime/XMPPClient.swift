@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Synchronization
+import XMLModel
 
 public struct XMPPClientConfiguration: Sendable {
     public enum TLSMode: Sendable, Equatable {

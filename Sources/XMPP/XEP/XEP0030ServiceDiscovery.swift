@@ -1,3 +1,5 @@
+import XMLModel
+
 /// XEP-0030: Service Discovery. What an entity is (identities) and what it speaks (features).
 public struct DiscoInfo: Sendable, Hashable {
     public static let infoNamespace = "http://jabber.org/protocol/disco#info"

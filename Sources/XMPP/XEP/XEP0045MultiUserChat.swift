@@ -1,3 +1,5 @@
+import XMLModel
+
 /// XEP-0045: Multi-User Chat, the part a broker needs: join and leave rooms that act as
 /// Intercloud exchanges, and read occupants' presence.
 public enum MultiUserChat {

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import XMLModel
 
 /// XEP-0115: Entity Capabilities. A hash of our disco#info carried in every presence, so peers learn
 /// our features without asking (and cache them by hash).

@@ -1,3 +1,5 @@
+import XMLModel
+
 /// XEP-0199: XMPP Ping.
 public enum Ping {
     public static let namespace = "urn:xmpp:ping"

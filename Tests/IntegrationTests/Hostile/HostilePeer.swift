@@ -12,6 +12,7 @@ import Testing
 import Transfer
 import Trust
 import XMPP
+import XMLModel
 
 /// The attacker of the hostile-peer harness (`HostilePeerHarnessTests`): a broker built from this
 /// project's own code, an in-process `BrokerNode` with its own PKI leaf and policy file, that the
@@ -118,10 +119,10 @@ final class HostilePeer: Sendable {
     func sendUsageRecord(_ record: UsageRecord) async throws -> VictimAnswer {
         let bytes = record.canonicalBytes()
         let signature = try #require(node.trust?.service.identity).sign(bytes)
-        let payload = PayloadElement(
-            name: "usage", namespace: Self.meteringNamespace,
+        let payload = XMLElement(
+            "usage", namespace: Self.meteringNamespace,
             attributes: ["record": Data(bytes).base64EncodedString(), "signature": Data(signature).base64EncodedString()])
-        return await request(Self.meteringNamespace, Array(payload.xml.utf8))
+        return await request(Self.meteringNamespace, Array(payload.serialized().utf8))
     }
 
     /// The lying record for `lie` under `agreement` (sequence numbers are the caller's).
@@ -158,11 +159,11 @@ final class HostilePeer: Sendable {
 
     static func wire(_ message: MigrationMessage) throws -> [UInt8] {
         let json = String(decoding: try message.encoded(), as: UTF8.self)
-        return Array(PayloadElement(name: "migration", namespace: MigrationMessage.namespace, text: json).xml.utf8)
+        return Array(XMLElement("migration", namespace: MigrationMessage.namespace, text: json).serialized().utf8)
     }
 
     static func unwire(_ bytes: [UInt8]) -> MigrationMessage? {
-        guard let element = try? PayloadElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: 64 * 1024),
+        guard let element = try? XMLElement.parse(String(decoding: bytes, as: UTF8.self), maxBytes: 64 * 1024),
             element.name == "migration", element.namespace == MigrationMessage.namespace
         else { return nil }
         return try? MigrationMessage.decode(Data(element.text.utf8))
@@ -255,7 +256,7 @@ final class HostilePeer: Sendable {
         encoder.outputFormatting = .sortedKeys
         let message = NegotiationMessage(negotiationID: id, messageID: "\(id)/1", body: .request(terms))
         let json = String(decoding: try encoder.encode(message), as: UTF8.self)
-        return await request(Self.negotiationNamespace, Array(PayloadElement(name: "negotiation", namespace: Self.negotiationNamespace, text: json).xml.utf8))
+        return await request(Self.negotiationNamespace, Array(XMLElement("negotiation", namespace: Self.negotiationNamespace, text: json).serialized().utf8))
     }
 
     /// Answers nothing in `namespace` for a minute (replacing the attacker's own route): the

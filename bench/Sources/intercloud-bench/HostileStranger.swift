@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import Synchronization
 import XMPP
+import XMLModel
 
 /// The stranger of the hostile benchmark, in a process of its own (started by `hostile`): connects
 /// as an account that is no peer of anyone and runs commands read from standard input, one a

@@ -6,6 +6,7 @@ import Foundation
 import Synchronization
 import Trust
 import XMPP
+import XMLModel
 
 extension TrustBenchmark {
     /// Trust over the wire, between two real brokers through one XMPP server (bench/trust/wire.sh):

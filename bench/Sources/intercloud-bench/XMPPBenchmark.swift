@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import XMPP
+import XMLModel
 
 /// Broker-to-broker request/response through a real XMPP server (bench/xmpp/run.sh).
 ///

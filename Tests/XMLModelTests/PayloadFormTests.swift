@@ -1,13 +1,9 @@
-import Foundation
 import Testing
+import XMLModel
 
-@testable import Broker
-@testable import Trust
-@testable import XMPP
-
-/// The direct conversion of an inbound IQ child into Trust's element must give exactly what
-/// writing it as XML and parsing that text gives (the path it replaces), or decline.
-@Suite struct PayloadBridgeTests {
+/// An element received from the XMPP layer, in payload form, must be exactly what writing it as
+/// XML and parsing that text gives, or decline (then the caller parses the text).
+@Suite struct PayloadFormTests {
     static let envelope = "urn:intercloud:envelope:0"
 
     static let samples: [XMLElement] = [
@@ -40,30 +36,19 @@ import Testing
 
     @Test(arguments: samples)
     func directConversionEqualsParsingTheText(_ element: XMLElement) throws {
-        let direct = try #require(PayloadBridge.payload(element))
-        #expect(direct == (try PayloadElement.parse(PayloadBridge.string(element))))
+        let direct = try #require(element.payloadForm)
+        #expect(direct == (try XMLElement.parse(element.serialized())))
     }
 
-    @Test func aSealedEnvelopeOpensTheSameBothWays() throws {
-        let identity = try CertificateAuthority.makeRoot(commonName: "bridge test root", notBefore: .now - 60)
-            .issueBrokerIdentity(jid: "broker@cloud1.test", notBefore: .now - 60)
-        let sealed = try SignedEnvelope.seal(
-            Array("<ping xmlns='urn:intercloud:federation-ping:0'>x</ping>".utf8), namespace: "urn:intercloud:federation-ping:0",
-            from: "broker@cloud1.test", to: "broker@cloud2.test", identity: identity, now: .now)
-        let element = PayloadBridge.element(sealed.element)
-        #expect(try SignedEnvelope.decode(#require(PayloadBridge.payload(element))) == sealed)
-        #expect(try SignedEnvelope.decode(xml: PayloadBridge.string(element)) == sealed)
-    }
-
-    /// Where Trust's own parser declines the text, the conversion declines too (the caller then
-    /// goes through the text and Foundation's parser decides).
+    /// Where the fast parser declines the text, the payload form is nil too (the caller then goes
+    /// through the text and Foundation's parser decides).
     @Test func declinesWhatTrustsParserDeclines() {
         let prefixed = XMLElement("x", namespace: "urn:x:0", attributes: [("xml:lang", "en")], text: "t")
-        #expect(PayloadBridge.payload(prefixed) == nil)
+        #expect(prefixed.payloadForm == nil)
         let repeated = XMLElement("x", namespace: "urn:x:0", attributes: [("a", "1"), ("a", "2")], text: "t")
-        #expect(PayloadBridge.payload(repeated) == nil)
+        #expect(repeated.payloadForm == nil)
         var deep = XMLElement("level", namespace: "urn:x:0", attributes: [], text: "bottom")
         for _ in 0..<16 { deep = XMLElement("level", namespace: nil, attributes: [], children: [.element(deep)]) }
-        #expect(PayloadBridge.payload(deep) == nil)
+        #expect(deep.payloadForm == nil)
     }
 }

@@ -21,8 +21,30 @@ public struct XMLElement: Sendable, Hashable {
         self.children = children
     }
 
+    /// An element with text only (none if `text` is empty: `<name/>`).
     public init(_ name: String, namespace: String? = nil, attributes: [(String, String)] = [], text: String) {
-        self.init(name, namespace: namespace, attributes: attributes, children: [.text(text)])
+        self.init(name, namespace: namespace, attributes: attributes, children: text.isEmpty ? [] : [.text(text)])
+    }
+
+    /// A protocol payload's element, in the form `parse` gives: attributes in name order (so its
+    /// text is the same whatever order the code lists them in: payload bytes are signed), its
+    /// text (if any) before its child elements, children without a namespace of their own in this
+    /// one's.
+    public init(_ name: String, namespace: String? = nil, attributes: [String: String], elements: [XMLElement] = [], text: String = "") {
+        self.init(
+            name, namespace: namespace, attributes: attributes.keys.sorted().map { ($0, attributes[$0]!) },
+            children: (text.isEmpty ? [] : [.text(text)]) + elements.map { .element($0.inheriting(namespace)) })
+    }
+
+    /// This element with `namespace` wherever it (or a descendant, through it) has none.
+    func inheriting(_ inherited: String?) -> XMLElement {
+        guard namespace == nil, let inherited else { return self }
+        var copy = self
+        copy.namespace = inherited
+        copy.children = children.map { node in
+            if case .element(let element) = node { .element(element.inheriting(inherited)) } else { node }
+        }
+        return copy
     }
 
     public subscript(attribute name: String) -> String? {

@@ -29,14 +29,14 @@ extension XMLElement {
         output += name
         if let namespace, namespace != parentNamespace {
             output += " xmlns='"
-            output += XMLEscaping.escapeAttribute(namespace)
+            output += XMLEscaping.escape(namespace)
             output += "'"
         }
         for attribute in attributes where attribute.name != "xmlns" {
             output += " "
             output += attribute.name
             output += "='"
-            output += XMLEscaping.escapeAttribute(attribute.value)
+            output += XMLEscaping.escape(attribute.value)
             output += "'"
         }
         if children.isEmpty {
@@ -47,7 +47,7 @@ extension XMLElement {
         for child in children {
             switch child {
             case .element(let element): element.write(to: &output, parentNamespace: namespace ?? parentNamespace)
-            case .text(let text): output += XMLEscaping.escapeText(text)
+            case .text(let text): output += XMLEscaping.escape(text)
             }
         }
         output += "</"
@@ -56,25 +56,13 @@ extension XMLElement {
     }
 }
 
+/// Both serializers escape the same five characters in text as in attribute values: one rule
+/// for every element, whether it goes into a stanza or into signed payload bytes (whose
+/// documented examples escape quotes in text too).
 public enum XMLEscaping {
     // By Unicode scalar, not by Character: "&" followed by a combining mark is one Character,
     // equal to neither "&" nor anything else here, and would be written unescaped.
-    public static func escapeText(_ text: String) -> String {
-        guard text.utf8.contains(where: { $0 == UInt8(ascii: "&") || $0 == UInt8(ascii: "<") || $0 == UInt8(ascii: ">") }) else { return text }
-        var result = ""
-        result.reserveCapacity(text.utf8.count + 16)
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "&": result += "&amp;"
-            case "<": result += "&lt;"
-            case ">": result += "&gt;"
-            default: result.unicodeScalars.append(scalar)
-            }
-        }
-        return result
-    }
-
-    public static func escapeAttribute(_ text: String) -> String {
+    public static func escape(_ text: String) -> String {
         guard text.utf8.contains(where: { [UInt8(ascii: "&"), UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "'"), UInt8(ascii: "\"")].contains($0) })
         else { return text }
         var result = ""
@@ -108,7 +96,7 @@ extension XMLElement {
         if let namespace, namespace != parentNamespace {
             let declaration: StaticString = " xmlns='"
             buffer.append(contentsOf: UnsafeBufferPointer(start: declaration.utf8Start, count: declaration.utf8CodeUnitCount))
-            XMLEscaping.appendEscaped(namespace, to: &buffer, attribute: true)
+            XMLEscaping.appendEscaped(namespace, to: &buffer)
             buffer.append(UInt8(ascii: "'"))
         }
         for attribute in attributes where attribute.name != "xmlns" {
@@ -116,7 +104,7 @@ extension XMLElement {
             XMLEscaping.appendVerbatim(attribute.name, to: &buffer)
             buffer.append(UInt8(ascii: "="))
             buffer.append(UInt8(ascii: "'"))
-            XMLEscaping.appendEscaped(attribute.value, to: &buffer, attribute: true)
+            XMLEscaping.appendEscaped(attribute.value, to: &buffer)
             buffer.append(UInt8(ascii: "'"))
         }
         if children.isEmpty {
@@ -128,7 +116,7 @@ extension XMLElement {
         for child in children {
             switch child {
             case .element(let element): element.appendWireBytes(to: &buffer, parentNamespace: namespace ?? parentNamespace)
-            case .text(let text): XMLEscaping.appendEscaped(text, to: &buffer, attribute: false)
+            case .text(let text): XMLEscaping.appendEscaped(text, to: &buffer)
             }
         }
         buffer.append(UInt8(ascii: "<"))
@@ -139,8 +127,7 @@ extension XMLElement {
 }
 
 extension XMLEscaping {
-    /// Appends `text` as UTF-8, escaping `&`, `<` and `>` (and in an attribute value, which is
-    /// single-quoted, also `'` and `"`), as `escapeText`/`escapeAttribute` do. Every one of these
+    /// Appends `text` as UTF-8, escaping `&`, `<`, `>`, `'` and `"` as `escape` does. Every one of these
     /// is ASCII, and a UTF-8 multi-byte sequence never contains an ASCII byte, so a byte scan finds
     /// exactly them. Runs of plain bytes are copied in one piece.
     /// Appends a name as UTF-8 in one copy (appending a `String.UTF8View` goes byte by byte).
@@ -149,7 +136,7 @@ extension XMLEscaping {
         text.withUTF8 { buffer.append(contentsOf: $0) }
     }
 
-    static func appendEscaped(_ text: String, to buffer: inout [UInt8], attribute: Bool) {
+    static func appendEscaped(_ text: String, to buffer: inout [UInt8]) {
         var text = text
         text.withUTF8 { bytes in
             var start = 0
@@ -159,8 +146,8 @@ extension XMLEscaping {
                 case UInt8(ascii: "&"): replacement = "&amp;"
                 case UInt8(ascii: "<"): replacement = "&lt;"
                 case UInt8(ascii: ">"): replacement = "&gt;"
-                case UInt8(ascii: "'") where attribute: replacement = "&apos;"
-                case UInt8(ascii: "\"") where attribute: replacement = "&quot;"
+                case UInt8(ascii: "'"): replacement = "&apos;"
+                case UInt8(ascii: "\""): replacement = "&quot;"
                 default: continue
                 }
                 if start < index { buffer.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<index])) }
