@@ -391,10 +391,10 @@ import XMLModel
         let target = try RunningBroker.full(b1.jid)
         let result = await service.handshake(with: b1.jid) { payload in
             do {
-                let answer = try await stranger.iq(.set, to: target, payload: try XMLElement.parse(payload))
-                return answer.payload?.serialized() ?? ""
+                let answer = try await stranger.iq(.set, to: target, payload: payload)
+                return answer.payload?.payloadForm
             } catch XMPPError.stanza(let error) {
-                if let refused = error.applicationCondition { return refused.serialized() }
+                if let refused = error.applicationCondition { return refused.payloadForm }
                 throw XMPPError.stanza(error)
             }
         }

@@ -159,7 +159,7 @@ import X509
         let b = try TestBroker(jid: cloud2.jid, identity: cloud2.identity, anchors: [cloud1.root.certificate])
         defer { b.remove() }
         for _ in 0..<10 {
-            let hello = TrustWire.encode(.hello(.init(chain: cloud1.identity.chain, nonce: TrustHandshake.makeNonce())))
+            let hello = TrustWire.element(.hello(.init(chain: cloud1.identity.chain, nonce: TrustHandshake.makeNonce())))
             guard case .result = await b.service.handleRequest(from: cloud1.jid, payload: hello) else {
                 Issue.record("hello refused"); return
             }

@@ -3,6 +3,7 @@ import Testing
 import X509
 
 @testable import Trust
+import XMLModel
 
 /// Each refusal: its own test, the right machine-readable reason, an audit record at the side that
 /// decided, and no trust state left on either side.
@@ -131,10 +132,10 @@ import X509
             let fresh = try TestBroker(jid: cloud1.jid, identity: cloud1.identity, anchors: [cloud2.root.certificate])
             defer { fresh.remove() }
             let result = await fresh.service.handshake(with: cloud2.jid) { payload in
-                guard case .hello(let hello) = try TrustWire.decode(xml: payload) else { return "" }  // ignore the refusal notice
-                guard rewriteEcho, case .result(var old) = try TrustWire.decode(xml: recorded) else { return recorded }
+                guard case .hello(let hello) = try TrustWire.decode(payload) else { return nil }  // ignore the refusal notice
+                guard rewriteEcho, case .result(var old) = try TrustWire.decode(xml: recorded) else { return try XMLElement.parse(recorded) }
                 old.echo = hello.nonce
-                return TrustWire.encode(.result(old))
+                return TrustWire.element(.result(old))
             }
             guard case .failure(let refusal) = result else { Issue.record("replay accepted"); continue }
             let expected: TrustRefusalReason = rewriteEcho ? .badSignature : .replayedNonce
@@ -156,11 +157,11 @@ import X509
         let fresh = try TestBroker(jid: cloud2.jid, identity: cloud2.identity, anchors: [cloud1.root.certificate])
         defer { fresh.remove() }
         // Attacker (routed as cloud1's broker, e.g. a compromised server) replays hello then finish.
-        guard case .result = await fresh.service.handleRequest(from: cloud1.jid, payload: log.entries[0].request) else {
+        guard case .result = await fresh.service.handleRequest(from: cloud1.jid, payload: try XMLElement.parse(log.entries[0].request)) else {
             Issue.record("hello refused"); return
         }
-        guard case .error(let condition, let payload) = await fresh.service.handleRequest(from: cloud1.jid, payload: oldFinish),
-            case .refused(let refused) = try TrustWire.decode(xml: payload)
+        guard case .error(let condition, let payload) = await fresh.service.handleRequest(from: cloud1.jid, payload: try XMLElement.parse(oldFinish)),
+            case .refused(let refused) = try TrustWire.decode(payload)
         else { Issue.record("replayed finish accepted"); return }
         #expect(condition == "not-authorized")
         #expect(refused.reason == .replayedNonce)
@@ -177,7 +178,7 @@ import X509
         let bService = b.service
         let result = await a.service.handshake(with: "broker@cloud3.test") { payload in
             switch await bService.handleRequest(from: "broker@cloud1.test", payload: payload) {
-            case .result(let reply): return reply ?? ""
+            case .result(let reply): return reply
             case .error(_, let reply): return reply
             }
         }
@@ -203,8 +204,9 @@ import X509
     @Test func unexpectedAndMalformedRequests() async throws {
         let b = try TestBroker(jid: cloud2.jid, identity: cloud2.identity, anchors: [cloud1.root.certificate])
         defer { b.remove() }
-        guard case .error(_, let payload) = await b.service.handleRequest(from: cloud1.jid, payload: "<hello xmlns='urn:intercloud:trust:0' nonce='!!'/>"),
-            case .refused(let refused) = try TrustWire.decode(xml: payload)
+        guard case .error(_, let payload) = await b.service.handleRequest(
+                from: cloud1.jid, payload: try XMLElement.parse("<hello xmlns='urn:intercloud:trust:0' nonce='!!'/>")),
+            case .refused(let refused) = try TrustWire.decode(payload)
         else { Issue.record("accepted"); return }
         #expect(refused.reason == .malformed)
         #expect(try b.auditEvents().map(\.reason) == ["malformed"])

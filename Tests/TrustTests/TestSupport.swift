@@ -5,6 +5,7 @@ import Testing
 import X509
 
 @testable import Trust
+import XMLModel
 
 /// PKI generated in code for every test run: two clouds with their own roots and per-cloud
 /// intermediates, at a fixed instant so validity cases are deterministic.
@@ -76,12 +77,12 @@ func runHandshake(
     let responderService = responder.service
     let initiatorJID = initiator.jid
     return await initiator.service.handshake(with: responder.jid) { payload in
-        let answer: String
+        let answer: XMLElement?
         switch await responderService.handleRequest(from: initiatorJID, payload: payload) {
-        case .result(let reply): answer = reply ?? ""
+        case .result(let reply): answer = reply
         case .error(_, let reply): answer = reply
         }
-        log.append(payload, answer)
+        log.append(payload.serialized(), answer?.serialized() ?? "")
         return answer
     }
 }

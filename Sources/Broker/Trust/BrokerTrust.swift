@@ -110,17 +110,13 @@ public final class BrokerTrust: Sendable {
                 return true
             }
             guard admitted else { return responder.fail(.resourceConstraint("too many handshakes in progress")) }
-            let xml = payload.serialized()
             self.tasks.spawn { [service = self.service] in
                 defer { self.responses.withLock { $0 -= 1 } }
-                switch await service.handleRequest(from: from, payload: xml) {
+                switch await service.handleRequest(from: from, payload: Self.payloadForm(payload)) {
                 case .result(let answer):
-                    do { responder.respond(try answer.map { try XMLElement.parse($0) }) } catch {
-                        responder.fail(.internalServerError("cannot encode trust answer"))
-                    }
+                    responder.respond(answer)
                 case .error(let condition, let answer):
-                    responder.fail(StanzaError(
-                        condition: condition, type: .auth, applicationCondition: try? XMLElement.parse(answer)))
+                    responder.fail(StanzaError(condition: condition, type: .auth, applicationCondition: answer))
                 }
             }
         })
@@ -222,19 +218,25 @@ extension BrokerTrust {
     /// One handshake round trip: the payload in an IQ set to `target`, the answer's payload back
     /// (a refusal travels as the application condition of a `not-authorized` error). `package`:
     /// the trust benchmark counts a handshake's round trips through it.
-    package func exchange(with target: JID) -> @Sendable (String) async throws -> String {
+    package func exchange(with target: JID) -> @Sendable (XMLElement) async throws -> XMLElement? {
         { [client] payload in
-            let element = try XMLElement.parse(payload)
             do {
-                let answer = try await client.iq(.set, to: target, payload: element, timeout: Self.iqTimeout)
-                return answer.payload.map { $0.serialized() } ?? ""
+                let answer = try await client.iq(.set, to: target, payload: payload, timeout: Self.iqTimeout)
+                return answer.payload.map(Self.payloadForm)
             } catch XMPPError.stanza(let error) {
                 if let refused = error.applicationCondition, refused.namespace == TrustNamespace.handshake {
-                    return refused.serialized()
+                    return Self.payloadForm(refused)
                 }
                 throw XMPPError.stanza(error)
             }
         }
+    }
+
+    /// A trust payload from the XMPP layer in the form the payload parser gives (text trimmed,
+    /// namespaces in effect), or, where that form could differ from parsing its text, parsed
+    /// from the text (an element that does not parse stays as it came, and decoding refuses it).
+    static func payloadForm(_ element: XMLElement) -> XMLElement {
+        element.payloadForm ?? (try? XMLElement.parse(element.serialized())) ?? element
     }
 }
 

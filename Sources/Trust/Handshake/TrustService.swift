@@ -6,10 +6,10 @@ import XMLModel
 /// How the responder answers an inbound trust IQ (type `set`, payload in `urn:intercloud:trust:0`).
 public enum TrustIQResponse: Sendable, Hashable {
     /// IQ `result`, with this payload as its child (none if nil).
-    case result(payload: String?)
+    case result(payload: XMLElement?)
     /// IQ `error` of `type='auth'` with the defined condition (`not-authorized`) and this payload as
     /// the application-specific child (`<refused xmlns='urn:intercloud:trust:0' reason='…'/>`).
-    case error(condition: String, payload: String)
+    case error(condition: String, payload: XMLElement)
 }
 
 /// Runs trust handshakes (`TrustHandshake` machines) over a transport the broker supplies, pins
@@ -139,14 +139,15 @@ public actor TrustService {
     /// Runs a complete handshake as initiator.
     ///
     /// `exchange` sends an IQ `set` to `peerJID` with the given payload as its child and returns
-    /// the child of the answer: for `type='result'` its payload (or "" if empty); for
+    /// the child of the answer, in payload form (`XMLElement.payloadForm`): for `type='result'`
+    /// its payload (nil if empty); for
     /// `type='error'` the `<refused xmlns='urn:intercloud:trust:0'/>` child of `<error/>` if there is
     /// one. It throws when there is no usable answer (timeout, error without `<refused/>`,
     /// disconnect); that ends the handshake as `.timeout`.
     ///
     /// Returns the new pin, or the refusal (already audited; nothing pinned).
     public func handshake(
-        with peerJID: String, exchange: @Sendable (String) async throws -> String
+        with peerJID: String, exchange: @Sendable (XMLElement) async throws -> XMLElement?
     ) async -> Result<PeerPin, TrustRefusal> {
         let peer = XmppAddr.bare(peerJID)
         do {
@@ -163,15 +164,16 @@ public actor TrustService {
         while true {
             switch action {
             case .send(let message):
-                let answer: String
+                let answer: XMLElement?
                 do {
-                    answer = try await exchange(TrustWire.encode(message))
+                    answer = try await exchange(TrustWire.element(message))
                 } catch {
                     action = machine.timedOut(now: clock())
                     continue
                 }
                 do {
-                    action = machine.received(try TrustWire.decode(xml: answer), now: clock())
+                    guard let answer else { throw TrustRefusal(.malformed, "an answer without a payload") }
+                    action = machine.received(try TrustWire.decode(answer), now: clock())
                 } catch {
                     action = machine.abort(error as? TrustRefusal ?? TrustRefusal(.malformed, "\(error)"))
                 }
@@ -192,7 +194,7 @@ public actor TrustService {
                 await recordRefusal(refusal, peer: peer, action: "initiate")
                 if let reply {
                     // Best effort: lets the responder end its session now instead of at its timeout.
-                    _ = try? await exchange(TrustWire.encode(reply))
+                    _ = try? await exchange(TrustWire.element(reply))
                 }
                 return .failure(refusal)
             case .none:
@@ -205,14 +207,15 @@ public actor TrustService {
 
     // MARK: Responder
 
-    /// Handles one inbound trust IQ set from `peerJID` (the stanza's routed `from`).
-    public func handleRequest(from peerJID: String, payload: String) async -> TrustIQResponse {
+    /// Handles one inbound trust IQ set from `peerJID` (the stanza's routed `from`), its payload
+    /// in payload form (`XMLElement.payloadForm`).
+    public func handleRequest(from peerJID: String, payload: XMLElement) async -> TrustIQResponse {
         let peer = XmppAddr.bare(peerJID)
         let now = clock()
         pendingHandshakes = pendingHandshakes.filter { $0.value.deadline >= now }
         let message: TrustMessage
         do {
-            message = try TrustWire.decode(xml: payload)
+            message = try TrustWire.decode(payload)
         } catch {
             let refusal = error as? TrustRefusal ?? TrustRefusal(.malformed, "\(error)")
             await recordRefusal(refusal, peer: peer, action: "respond")
@@ -256,12 +259,12 @@ public actor TrustService {
                     for (key, _) in pending.dropLast(Self.maxPendingPerPeer - 1) { pendingHandshakes[key] = nil }
                     pendingHandshakes[HandshakeKey(peer: peer, session: session)] = machine
                 }
-                return .result(payload: TrustWire.encode(reply))
+                return .result(payload: TrustWire.element(reply))
             case .trust(let verified, let reply):
                 do {
                     let (pin, replaced) = try await store.recordTrusted(verified, at: clock(), keyChange: verifier.configuration.keyChange)
                     await recordAccepted(pin, replaced: replaced, action: "respond")
-                    return .result(payload: reply.map(TrustWire.encode))
+                    return .result(payload: reply.map(TrustWire.element))
                 } catch {
                     let refusal = error as? TrustRefusal ?? TrustRefusal(.unexpectedMessage, "trust store: \(error)")
                     await recordRefusal(refusal, peer: peer, action: "respond")
@@ -283,7 +286,7 @@ public actor TrustService {
     }
 
     static func errorResponse(_ message: TrustMessage) -> TrustIQResponse {
-        .error(condition: "not-authorized", payload: TrustWire.encode(message))
+        .error(condition: "not-authorized", payload: TrustWire.element(message))
     }
 
     static let maxPendingPerPeer = 4

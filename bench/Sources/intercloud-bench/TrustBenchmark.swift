@@ -85,7 +85,7 @@ struct TrustBenchmark: AsyncParsableCommand {
         figures.append(await measureAsync("handshake via TrustService + SQLite (pin, audit)", max(50, iterations / 5)) {
             _ = try! await service1.handshake(with: "broker@cloud2.test") { payload in
                 switch await service2.handleRequest(from: "broker@cloud1.test", payload: payload) {
-                case .result(let reply): return reply ?? ""
+                case .result(let reply): return reply
                 case .error(_, let reply): return reply
                 }
             }.get()
