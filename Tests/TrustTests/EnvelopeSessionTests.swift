@@ -30,19 +30,6 @@ import XMLModel
         return (a, b, session)
     }
 
-    func expectRefused(
-        _ code: EnvelopeError.Code, at broker: TestBroker, _ body: () async throws -> Void, sourceLocation: SourceLocation = #_sourceLocation
-    ) async throws {
-        do {
-            try await body()
-            Issue.record("envelope accepted", sourceLocation: sourceLocation)
-        } catch let error as EnvelopeError {
-            #expect(error.code == code, sourceLocation: sourceLocation)
-        }
-        let audited = try broker.auditEvents(AuditQuery(kind: "trust.envelope"))
-        #expect(audited.first?.reason == code.rawValue, sourceLocation: sourceLocation)
-    }
-
     @Test func bothSidesHoldTheSameSession() async throws {
         let (a, b, session) = try await pairWithSession()
         defer { a.remove(); b.remove() }
@@ -79,10 +66,10 @@ import XMLModel
         defer { a.remove(); b.remove() }
         var envelope = a.service.sealEnvelope(payload, namespace: Self.catalog, session: session)
         envelope.payload[3] ^= 0x01
-        try await expectRefused(.badSignature, at: b) { _ = try await b.service.open(xml: envelope.xml, from: a.jid) }
+        try await expectEnvelopeRefused(.badSignature, at: b) { _ = try await b.service.open(xml: envelope.xml, from: a.jid) }
         // Sealed for another recipient: the routed JIDs are in the MAC'd bytes as in a signature's.
         let elsewhere = SignedEnvelope.seal(payload, namespace: Self.catalog, from: a.jid, to: "broker@cloud3.test", session: session, now: TestPKI.now)
-        try await expectRefused(.badSignature, at: b) { _ = try await b.service.open(xml: elsewhere.xml, from: a.jid) }
+        try await expectEnvelopeRefused(.badSignature, at: b) { _ = try await b.service.open(xml: elsewhere.xml, from: a.jid) }
     }
 
     @Test func aSessionTheReceiverDoesNotHoldIsUnknown() async throws {
@@ -90,12 +77,12 @@ import XMLModel
         defer { a.remove(); b.remove() }
         b.service.sessions.forget(peer: a.jid)
         let envelope = a.service.sealEnvelope(payload, namespace: Self.catalog, session: session)
-        try await expectRefused(.unknownSession, at: b) { _ = try await b.service.open(xml: envelope.xml, from: a.jid) }
+        try await expectEnvelopeRefused(.unknownSession, at: b) { _ = try await b.service.open(xml: envelope.xml, from: a.jid) }
         // The same key under a made-up id is unknown too: ids are not guessable handles.
         var other = session
         other.id = Array(repeating: 7, count: 16)
         let forged = a.service.sealEnvelope(payload, namespace: Self.catalog, session: other)
-        try await expectRefused(.unknownSession, at: b) { _ = try await b.service.open(xml: forged.xml, from: a.jid) }
+        try await expectEnvelopeRefused(.unknownSession, at: b) { _ = try await b.service.open(xml: forged.xml, from: a.jid) }
     }
 
     @Test func anotherPeerCannotUseTheSession() async throws {
@@ -103,7 +90,7 @@ import XMLModel
         defer { a.remove(); b.remove() }
         // Presented as from a third broker B trusts nothing about: sessions are held per peer.
         let envelope = SignedEnvelope.seal(payload, namespace: Self.catalog, from: "mallory@cloud1.test", to: b.jid, session: session, now: TestPKI.now)
-        try await expectRefused(.unknownSession, at: b) { _ = try await b.service.open(xml: envelope.xml, from: "mallory@cloud1.test") }
+        try await expectEnvelopeRefused(.unknownSession, at: b) { _ = try await b.service.open(xml: envelope.xml, from: "mallory@cloud1.test") }
     }
 
     @Test func theReplayWindowAndTheClockApplyUnderASession() async throws {
@@ -111,9 +98,9 @@ import XMLModel
         defer { a.remove(); b.remove() }
         let envelope = a.service.sealEnvelope(payload, namespace: Self.catalog, session: session)
         _ = try await b.service.open(xml: envelope.xml, from: a.jid)
-        try await expectRefused(.replayed, at: b) { _ = try await b.service.open(xml: envelope.xml, from: a.jid) }
+        try await expectEnvelopeRefused(.replayed, at: b) { _ = try await b.service.open(xml: envelope.xml, from: a.jid) }
         let old = SignedEnvelope.seal(payload, namespace: Self.catalog, from: a.jid, to: b.jid, session: session, now: TestPKI.now - 600)
-        try await expectRefused(.stale, at: b) { _ = try await b.service.open(xml: old.xml, from: a.jid) }
+        try await expectEnvelopeRefused(.stale, at: b) { _ = try await b.service.open(xml: old.xml, from: a.jid) }
     }
 
     @Test func aRevokedPinEndsTheSession() async throws {
@@ -121,7 +108,7 @@ import XMLModel
         defer { a.remove(); b.remove() }
         #expect(try b.service.revoke(a.jid, note: "key leaked"))
         let envelope = a.service.sealEnvelope(payload, namespace: Self.catalog, session: session)
-        try await expectRefused(.pinRevoked, at: b) { _ = try await b.service.open(xml: envelope.xml, from: a.jid) }
+        try await expectEnvelopeRefused(.pinRevoked, at: b) { _ = try await b.service.open(xml: envelope.xml, from: a.jid) }
         // And no new session is made with a peer that is not trusted.
         #expect(throws: EnvelopeError.self) { try b.service.acceptSession(offer: SessionExchange.Offer().payload, from: a.jid) }
     }

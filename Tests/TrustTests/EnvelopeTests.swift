@@ -25,22 +25,6 @@ import XMLModel
         return (a, b)
     }
 
-    func expectRefused(
-        _ code: EnvelopeError.Code, at broker: TestBroker, _ body: () async throws -> Void,
-        sourceLocation: SourceLocation = #_sourceLocation
-    ) async throws {
-        do {
-            try await body()
-            Issue.record("envelope accepted", sourceLocation: sourceLocation)
-        } catch let error as EnvelopeError {
-            #expect(error.code == code, sourceLocation: sourceLocation)
-            #expect(error.stanzaErrorCondition == "not-authorized", sourceLocation: sourceLocation)
-        }
-        let audited = try broker.auditEvents(AuditQuery(kind: "trust.envelope"))
-        #expect(audited.first?.reason == code.rawValue, sourceLocation: sourceLocation)
-        #expect(audited.first?.outcome == .refused, sourceLocation: sourceLocation)
-    }
-
     @Test func signedEnvelopeIsAccepted() async throws {
         let (a, b) = try await trustedPair()
         defer { a.remove(); b.remove() }
@@ -65,7 +49,7 @@ import XMLModel
         defer { a.remove(); b.remove() }
         var envelope = try SignedEnvelope.decode(xml: try a.service.seal(payload, namespace: Self.catalog, to: b.jid))
         envelope.payload[envelope.payload.count - 10] ^= 0x01
-        try await expectRefused(.badSignature, at: b) { _ = try await b.service.open(xml: envelope.xml, from: a.jid) }
+        try await expectEnvelopeRefused(.badSignature, at: b) { _ = try await b.service.open(xml: envelope.xml, from: a.jid) }
     }
 
     @Test func envelopeForAnotherRecipientOrNamespace() async throws {
@@ -73,9 +57,9 @@ import XMLModel
         defer { a.remove(); b.remove() }
         // Signed for broker@cloud3.test, delivered to B: the routed recipient is part of what is signed.
         let xml = try a.service.seal(payload, namespace: Self.catalog, to: "broker@cloud3.test")
-        try await expectRefused(.badSignature, at: b) { _ = try await b.service.open(xml: xml, from: a.jid) }
+        try await expectEnvelopeRefused(.badSignature, at: b) { _ = try await b.service.open(xml: xml, from: a.jid) }
         let other = try a.service.seal(payload, namespace: Self.catalog, to: b.jid)
-        try await expectRefused(.wrongNamespace, at: b) { _ = try await b.service.open(xml: other, from: a.jid, namespace: "urn:intercloud:migration:0") }
+        try await expectEnvelopeRefused(.wrongNamespace, at: b) { _ = try await b.service.open(xml: other, from: a.jid, namespace: "urn:intercloud:migration:0") }
     }
 
     @Test func replayedEnvelope() async throws {
@@ -83,7 +67,7 @@ import XMLModel
         defer { a.remove(); b.remove() }
         let xml = try a.service.seal(payload, namespace: Self.catalog, to: b.jid)
         _ = try await b.service.open(xml: xml, from: a.jid)
-        try await expectRefused(.replayed, at: b) { _ = try await b.service.open(xml: xml, from: a.jid) }
+        try await expectEnvelopeRefused(.replayed, at: b) { _ = try await b.service.open(xml: xml, from: a.jid) }
     }
 
     /// Nonces are committed without their own fsync; the run marker keeps the guarantee. After an
@@ -157,7 +141,7 @@ import XMLModel
         #expect(a.service.rememberedNonces == 0)
         #expect(b.service.rememberedNonces == 1)
         let other = try a.service.sealRequest(payload, namespace: Self.catalog, to: b.jid)
-        try await expectRefused(.notThisExchange, at: a) {
+        try await expectEnvelopeRefused(.notThisExchange, at: a) {
             _ = try await a.service.open(xml: answer, from: b.jid, namespace: Self.catalog, answering: other.nonce)
         }
     }
@@ -214,7 +198,7 @@ import XMLModel
         defer { a.remove(); b.remove() }
         let old = try SignedEnvelope.seal(
             payload, namespace: Self.catalog, from: a.jid, to: b.jid, identity: cloud1.identity, now: TestPKI.now - 600)
-        try await expectRefused(.stale, at: b) { _ = try await b.service.open(xml: old.xml, from: a.jid) }
+        try await expectEnvelopeRefused(.stale, at: b) { _ = try await b.service.open(xml: old.xml, from: a.jid) }
     }
 
     @Test func envelopeFromUntrustedJID() async throws {
@@ -224,7 +208,7 @@ import XMLModel
         let mallory = try cloud1.ca.issueBrokerIdentity(jid: "mallory@cloud1.test", notBefore: TestPKI.now - 60)
         let fromMallory = try SignedEnvelope.seal(
             payload, namespace: Self.catalog, from: "mallory@cloud1.test", to: b.jid, identity: mallory, now: TestPKI.now)
-        try await expectRefused(.untrustedSender, at: b) { _ = try await b.service.open(xml: fromMallory.xml, from: "mallory@cloud1.test") }
+        try await expectEnvelopeRefused(.untrustedSender, at: b) { _ = try await b.service.open(xml: fromMallory.xml, from: "mallory@cloud1.test") }
         #expect(try b.auditEvents(AuditQuery(peer: "mallory@cloud1.test")).count == 1)
     }
 
@@ -237,7 +221,7 @@ import XMLModel
         let cli = try IntercloudDatabase.open(path: b.database.path, schema: [TrustSchema.self, AuditSchema.self])
         #expect(try TrustOperator(store: TrustStore(database: cli), audit: AuditLog(database: cli)).revoke(a.jid, note: "key leaked", at: TestPKI.now))
         let second = try a.service.seal(payload, namespace: Self.catalog, to: b.jid)
-        try await expectRefused(.pinRevoked, at: b) { _ = try await b.service.open(xml: second, from: a.jid) }
+        try await expectEnvelopeRefused(.pinRevoked, at: b) { _ = try await b.service.open(xml: second, from: a.jid) }
         #expect(try b.auditEvents(AuditQuery(kind: "trust.operator")).map(\.action) == ["revoke"])
         // New handshakes are refused too until the operator allows the peer again.
         guard case .failure = await runHandshake(a, b) else { Issue.record("re-trusted a revoked pin"); return }
@@ -256,21 +240,21 @@ import XMLModel
 
         // The same answer presented to a as a request from b (a compromised server replaying it).
         let again = try b.service.seal(Array("answer".utf8), namespace: Self.catalog, to: a.jid, inReplyTo: opened.nonce)
-        try await expectRefused(.notThisExchange, at: a) { _ = try await a.service.open(xml: again, from: b.jid, namespace: Self.catalog) }
+        try await expectEnvelopeRefused(.notThisExchange, at: a) { _ = try await a.service.open(xml: again, from: b.jid, namespace: Self.catalog) }
         // As the answer to another request of a's.
         let other = try a.service.sealRequest(payload, namespace: Self.catalog, to: b.jid)
         let third = try b.service.seal(Array("answer".utf8), namespace: Self.catalog, to: a.jid, inReplyTo: opened.nonce)
-        try await expectRefused(.notThisExchange, at: a) {
+        try await expectEnvelopeRefused(.notThisExchange, at: a) {
             _ = try await a.service.open(xml: third, from: b.jid, namespace: Self.catalog, answering: other.nonce)
         }
         // With its `re` stripped it reads as a request, but the signature covered "answer" and the nonce.
         var stripped = try SignedEnvelope.decode(xml: try b.service.seal(
             Array("answer".utf8), namespace: Self.catalog, to: a.jid, inReplyTo: opened.nonce))
         stripped.inReplyTo = nil
-        try await expectRefused(.badSignature, at: a) { _ = try await a.service.open(xml: stripped.xml, from: b.jid, namespace: Self.catalog) }
+        try await expectEnvelopeRefused(.badSignature, at: a) { _ = try await a.service.open(xml: stripped.xml, from: b.jid, namespace: Self.catalog) }
         // A request where an answer was expected.
         let plainRequest = try b.service.seal(payload, namespace: Self.catalog, to: a.jid)
-        try await expectRefused(.notThisExchange, at: a) {
+        try await expectEnvelopeRefused(.notThisExchange, at: a) {
             _ = try await a.service.open(xml: plainRequest, from: b.jid, namespace: Self.catalog, answering: request.nonce)
         }
     }
@@ -278,7 +262,7 @@ import XMLModel
     @Test func unsignedRequest() async throws {
         let (a, b) = try await trustedPair()
         defer { a.remove(); b.remove() }
-        try await expectRefused(.unsigned, at: b) {
+        try await expectEnvelopeRefused(.unsigned, at: b) {
             _ = try await b.service.open(xml: String(decoding: payload, as: UTF8.self), from: a.jid)
         }
     }

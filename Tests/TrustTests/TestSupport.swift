@@ -61,6 +61,23 @@ struct TestBroker: Sendable {
     }
 }
 
+/// `body` must throw the envelope refusal `code`, and `broker` must have audited it (latest first).
+func expectEnvelopeRefused(
+    _ code: EnvelopeError.Code, at broker: TestBroker, _ body: () async throws -> Void,
+    sourceLocation: SourceLocation = #_sourceLocation
+) async throws {
+    do {
+        try await body()
+        Issue.record("envelope accepted", sourceLocation: sourceLocation)
+    } catch let error as EnvelopeError {
+        #expect(error.code == code, sourceLocation: sourceLocation)
+        #expect(error.stanzaErrorCondition == "not-authorized", sourceLocation: sourceLocation)
+    }
+    let audited = try broker.auditEvents(AuditQuery(kind: "trust.envelope"))
+    #expect(audited.first?.reason == code.rawValue, sourceLocation: sourceLocation)
+    #expect(audited.first?.outcome == .refused, sourceLocation: sourceLocation)
+}
+
 /// Wires `initiator`'s handshake straight to `responder.handleRequest`, as two brokers talking over
 /// XMPP would, and records every payload crossing the wire.
 final class WireLog: @unchecked Sendable {

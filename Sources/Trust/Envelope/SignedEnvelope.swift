@@ -90,13 +90,9 @@ public struct SignedEnvelope: Sendable, Hashable {
         _ payload: [UInt8], namespace: String, from sender: String, to recipient: String, identity: BrokerIdentity,
         now: Date, nonce: [UInt8] = EnvelopeNonce.make(), inReplyTo: [UInt8]? = nil
     ) throws -> SignedEnvelope {
-        let milliseconds = Int64((now.timeIntervalSince1970 * 1000).rounded())
-        let bytes = signedBytes(
-            sender: sender, recipient: recipient, namespace: namespace, timestampMilliseconds: milliseconds,
-            nonce: nonce, inReplyTo: inReplyTo, payload: payload)
-        return SignedEnvelope(
-            namespace: namespace, timestampMilliseconds: milliseconds, nonce: nonce, payload: payload,
-            signature: try identity.sign(bytes), inReplyTo: inReplyTo)
+        try seal(payload, namespace: namespace, from: sender, to: recipient, now: now, nonce: nonce, inReplyTo: inReplyTo) { bytes in
+            (try identity.sign(bytes), nil)
+        }
     }
 
     /// Authenticates `payload` from `sender` to `recipient` (the session's peer) with the session's
@@ -105,13 +101,25 @@ public struct SignedEnvelope: Sendable, Hashable {
         _ payload: [UInt8], namespace: String, from sender: String, to recipient: String, session: EnvelopeSession,
         now: Date, nonce: [UInt8] = EnvelopeNonce.make(), inReplyTo: [UInt8]? = nil
     ) -> SignedEnvelope {
+        seal(payload, namespace: namespace, from: sender, to: recipient, now: now, nonce: nonce, inReplyTo: inReplyTo) { bytes in
+            (session.tag(bytes), session.id)
+        }
+    }
+
+    /// The envelope whose proof `prove` makes over its signed bytes: a signature, or a session's
+    /// MAC with the session's id.
+    private static func seal<Failure: Error>(
+        _ payload: [UInt8], namespace: String, from sender: String, to recipient: String, now: Date, nonce: [UInt8], inReplyTo: [UInt8]?,
+        prove: ([UInt8]) throws(Failure) -> (proof: [UInt8], session: [UInt8]?)
+    ) throws(Failure) -> SignedEnvelope {
         let milliseconds = Int64((now.timeIntervalSince1970 * 1000).rounded())
         let bytes = signedBytes(
             sender: sender, recipient: recipient, namespace: namespace, timestampMilliseconds: milliseconds,
             nonce: nonce, inReplyTo: inReplyTo, payload: payload)
+        let (proof, session) = try prove(bytes)
         return SignedEnvelope(
             namespace: namespace, timestampMilliseconds: milliseconds, nonce: nonce, payload: payload,
-            signature: session.tag(bytes), inReplyTo: inReplyTo, session: session.id)
+            signature: proof, inReplyTo: inReplyTo, session: session)
     }
 
     // MARK: Wire
