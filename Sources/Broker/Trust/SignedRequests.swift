@@ -255,12 +255,15 @@ public final class SignedRequests: SignedTransport {
     /// Answers peers' session offers (`urn:intercloud:session:0`), if sessions are on.
     func serveSessions() {
         guard let trust, usesSessions else { return }
-        serve(namespace: TrustNamespace.session, maxPayloadBytes: SessionExchange.maxPayloadBytes) { [audit, logger] request throws(StanzaError) in
+        serve(namespace: TrustNamespace.session, maxPayloadBytes: SessionExchange.maxPayloadBytes) { [audit, logger, refusalLog] request throws(StanzaError) in
             guard request.type == .set else { throw .badRequest("a session offer is an IQ set") }
             do {
                 return try trust.acceptSession(offer: request.payload, from: request.peer)
             } catch {
-                logger.notice("refused a session offer from \(request.peer): \(error)")
+                // A peer sending bad offers in a loop is counted in the audit, not logged each time.
+                if refusalLog.shouldLog(request.peer) {
+                    logger.notice("refused a session offer from \(request.peer): \(error) (more from this peer are counted in the audit, not logged, for a while)")
+                }
                 _ = try? await audit.offPool.refused(
                     module: "trust", kind: "trust.session", peer: request.peer, action: TrustNamespace.session,
                     reason: "badOffer", detail: "\(error)", at: Date())
