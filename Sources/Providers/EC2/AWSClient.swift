@@ -1,39 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
-
-/// Sends HTTP requests. A protocol so retry and error mapping can be tested with a scripted transport;
-/// production uses `URLSessionTransport`.
-public protocol HTTPTransport: Sendable {
-    func send(_ request: URLRequest) async throws -> (Data, HTTPURLResponse)
-}
-
-public struct URLSessionTransport: HTTPTransport {
-    let session: URLSession
-
-    public init(timeout: TimeInterval = 60) {
-        let configuration = URLSessionConfiguration.ephemeral
-        configuration.timeoutIntervalForRequest = timeout
-        configuration.httpMaximumConnectionsPerHost = 4
-        self.session = URLSession(configuration: configuration)
-    }
-
-    public func send(_ request: URLRequest) async throws -> (Data, HTTPURLResponse) {
-        let (data, response): (Data, URLResponse)
-        if let body = request.httpBody, body.count > 1 << 20 {
-            // Large bodies (S3 parts) as an upload task: FoundationNetworking then hands libcurl
-            // the body in large reads instead of streaming it through the request's body stream.
-            var upload = request
-            upload.httpBody = nil
-            (data, response) = try await session.upload(for: upload, from: body)
-        } else {
-            (data, response) = try await session.data(for: request)
-        }
-        guard let http = response as? HTTPURLResponse else { throw URLError(.badServerResponse) }
-        return (data, http)
-    }
-}
 
 /// Retry policy for throttling and transient server errors: exponential backoff with full jitter.
 public struct RetryPolicy: Sendable, Hashable {
@@ -67,10 +32,9 @@ struct AWSClient: Sendable {
     func query(_ action: String, version: String, parameters: [(String, String)], verb: Verb) async throws -> XMLElement {
         let pairs = [("Action", action), ("Version", version)] + parameters
         let body = Data(pairs.map { "\(Self.formEncode($0.0))=\(Self.formEncode($0.1))" }.joined(separator: "&").utf8)
-        var request = URLRequest(url: endpoint)
-        request.httpMethod = "POST"
+        var request = HTTPRequest(url: endpoint, method: "POST", body: body)
         request.setValue("application/x-www-form-urlencoded; charset=utf-8", forHTTPHeaderField: "content-type")
-        let (data, _) = try await send(request, body: body, verb: verb, action: action)
+        let (data, _) = try await send(request, verb: verb, action: action)
         return try parse(data, verb: verb, action: action)
     }
 
@@ -81,11 +45,12 @@ struct AWSClient: Sendable {
         SigV4Signer.uriEncode(text).replacingOccurrences(of: "%20", with: "+")
     }
 
-    /// A REST call (S3), signing the payload hash header as S3 requires.
+    /// A REST call (S3), signing the payload hash header as S3 requires. A response body larger than
+    /// `responseLimit` fails the call.
     func rest(
         method: String, path: String, query: [(String, String?)] = [], headers: [String: String] = [:], body: Data = Data(),
-        verb: Verb, action: String
-    ) async throws -> (Data, HTTPURLResponse) {
+        responseLimit: Int = HTTPRequest.defaultResponseLimit, verb: Verb, action: String
+    ) async throws -> (Data, HTTPResponse) {
         var components = URLComponents(url: endpoint, resolvingAgainstBaseURL: false)!
         components.percentEncodedPath = path.split(separator: "/", omittingEmptySubsequences: false)
             .map { SigV4Signer.uriEncode(String($0)) }.joined(separator: "/")
@@ -94,33 +59,33 @@ struct AWSClient: Sendable {
                 value.map { "\(SigV4Signer.uriEncode(name))=\(SigV4Signer.uriEncode($0))" } ?? "\(SigV4Signer.uriEncode(name))="
             }.joined(separator: "&")
         }
-        var request = URLRequest(url: components.url!)
-        request.httpMethod = method
+        var request = HTTPRequest(url: components.url!, method: method, body: body, responseLimit: responseLimit)
         for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
-        return try await send(request, body: body, verb: verb, action: action, signPayloadHeader: true)
+        return try await send(request, verb: verb, action: action, signPayloadHeader: true)
     }
 
     /// Signs (fresh for every attempt, since the date is signed) and sends, retrying throttling and 5xx
     /// "try again" answers; maps every failure to a `ProviderError`.
     func send(
-        _ request: URLRequest, body: Data, verb: Verb, action: String, signPayloadHeader: Bool = false
-    ) async throws -> (Data, HTTPURLResponse) {
+        _ request: HTTPRequest, verb: Verb, action: String, signPayloadHeader: Bool = false
+    ) async throws -> (Data, HTTPResponse) {
         var attempt = 0
         while true {
             attempt += 1
             var signed = request
-            signed.httpBody = body
-            signer.sign(&signed, body: body, signPayloadHeader: signPayloadHeader)
+            signer.sign(&signed, signPayloadHeader: signPayloadHeader)
             let data: Data
-            let response: HTTPURLResponse
+            let response: HTTPResponse
             do {
                 (data, response) = try await transport.send(signed)
-            } catch is CancellationError {
+            } catch let error where HTTPFailure.isCancellation(error) {
                 throw ProviderError(driver: driver, verb: verb, code: .cancelled, message: "\(action) cancelled")
+            } catch let error as HTTPResponseTooLarge {
+                throw ProviderError(driver: driver, verb: verb, code: .backend, message: "\(action): \(error)")
             } catch {
                 throw ProviderError(
                     driver: driver, verb: verb, code: .unavailable,
-                    message: "\(action): cannot reach \(endpoint.absoluteString): \(error.localizedDescription)")
+                    message: "\(action): cannot reach \(endpoint.absoluteString): \(HTTPFailure.describe(error))")
             }
             if (200..<300).contains(response.statusCode) { return (data, response) }
             let failure = mapError(data: data, status: response.statusCode, verb: verb, action: action)

@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// An EC2-compatible cloud through the EC2 Query API (version 2016-11-15), signed with our SigV4.
 ///
@@ -86,7 +83,7 @@ public struct EC2Driver: CloudDriver {
             "image export (ExportImage, then the S3 download) is not implemented, so an EC2 cloud is no cold migration source.",
         ])
 
-    public init(configuration: Configuration, transport: any HTTPTransport = URLSessionTransport()) {
+    public init(configuration: Configuration, transport: any HTTPTransport = HTTPClientTransport()) {
         self.configuration = configuration
         self.capabilities = Self.declaredCapabilities.capabilities(
             enabling: configuration.imageImportExport ? [Self.importExportCondition] : [])

@@ -1,8 +1,5 @@
 import Crypto
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -45,7 +42,7 @@ public struct S3ObjectStore: Sendable {
     public let configuration: Configuration
     let storage: S3Storage
 
-    public init(configuration: Configuration, retry: RetryPolicy = RetryPolicy(), transport: any HTTPTransport = URLSessionTransport()) {
+    public init(configuration: Configuration, retry: RetryPolicy = RetryPolicy(), transport: any HTTPTransport = HTTPClientTransport()) {
         self.configuration = configuration
         let client = AWSClient(
             driver: "s3", endpoint: configuration.endpoint,
@@ -103,7 +100,8 @@ public struct S3ObjectStore: Sendable {
         if size == 0 { return Data() }
         // At most one byte past the limit, even if the object grew since the HEAD.
         let (data, _) = try await storage.client.rest(
-            method: "GET", path: "/\(bucket)/\(key)", headers: ["Range": "bytes=0-\(limit)"], verb: .importImage, action: "GetObject")
+            method: "GET", path: "/\(bucket)/\(key)", headers: ["Range": "bytes=0-\(limit)"], responseLimit: limit + 1, verb: .importImage,
+            action: "GetObject")
         guard data.count <= limit else {
             throw ProviderError(driver: "s3", verb: .importImage, code: .invalidInput, message: "object \(key) grew past \(limit) bytes")
         }
@@ -137,9 +135,10 @@ public struct S3ObjectStore: Sendable {
         while done < total {
             try Task.checkCancellation()
             let last = min(done + Int64(configuration.partSize), total) - 1
+            // A byte more than the range may come: the length check below then names the fault.
             let (chunk, _) = try await storage.client.rest(
-                method: "GET", path: "/\(bucket)/\(key)", headers: ["Range": "bytes=\(done)-\(last)"], verb: .importImage,
-                action: "GetObject")
+                method: "GET", path: "/\(bucket)/\(key)", headers: ["Range": "bytes=\(done)-\(last)"],
+                responseLimit: Int(last - done) + 2, verb: .importImage, action: "GetObject")
             // A store that ignores Range answers with the whole object: refuse rather than write it.
             guard Int64(chunk.count) == last - done + 1 else {
                 throw ProviderError(

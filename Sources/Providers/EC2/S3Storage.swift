@@ -1,8 +1,5 @@
 import Crypto
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -89,7 +86,7 @@ struct S3Storage: Sendable {
             }.joined() + "</CompleteMultipartUpload>"
             let (data, _) = try await client.rest(
                 method: "POST", path: "/\(bucket)/\(key)", query: [("uploadId", uploadID)],
-                // Without an explicit type URLSession labels a POST body as a form, which servers then consume as one.
+                // Typed explicitly: a POST body without a type may be taken for a form and consumed as one.
                 headers: ["Content-Type": "application/xml"], body: Data(manifest.utf8),
                 verb: verb, action: "CompleteMultipartUpload")
             return Uploaded(etag: (try? XMLElement.parse(data).string("ETag")) ?? "", bytes: read, sha256: reader.sha256())
@@ -127,12 +124,8 @@ struct S3Storage: Sendable {
     }
 
     /// Header lookup that does not depend on the case the server used.
-    static func header(_ name: String, in response: HTTPURLResponse) -> String? {
-        if let value = response.value(forHTTPHeaderField: name) { return value }
-        for (key, value) in response.allHeaderFields {
-            if (key as? String)?.lowercased() == name.lowercased() { return value as? String }
-        }
-        return nil
+    static func header(_ name: String, in response: HTTPResponse) -> String? {
+        response.value(forHTTPHeaderField: name)
     }
 
     func deleteObject(bucket: String, key: String, verb: Verb) async throws {

@@ -1,8 +1,5 @@
 import Crypto
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// AWS Signature Version 4, written against the published algorithm
 /// (canonical request → string to sign → HMAC-SHA256 key derivation → signature).
@@ -81,14 +78,14 @@ public struct SigV4Signer: Sendable {
             signature: signature, authorization: authorization)
     }
 
-    /// Signs and applies headers to a `URLRequest` whose body is `body`.
-    public func sign(_ request: inout URLRequest, body: Data, date: Date = Date(), signPayloadHeader: Bool = false) {
-        let payloadHash = Self.sha256Hex(body)
+    /// Signs a request (its body as it is) and adds the signature's headers to it.
+    public func sign(_ request: inout HTTPRequest, date: Date = Date(), signPayloadHeader: Bool = false) {
+        let payloadHash = Self.sha256Hex(request.body)
         var headers: [String: String] = [:]
-        for (name, value) in request.allHTTPHeaderFields ?? [:] { headers[name.lowercased()] = value }
+        for (name, value) in request.headers { headers[name.lowercased()] = value }
         if signPayloadHeader { headers["x-amz-content-sha256"] = payloadHash }
         let signature = sign(
-            method: request.httpMethod ?? "GET", url: request.url!, headers: headers, payloadSHA256: payloadHash, date: date)
+            method: request.method, url: request.url, headers: headers, payloadSHA256: payloadHash, date: date)
         for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
         request.setValue(Self.amzDate(date), forHTTPHeaderField: "x-amz-date")
         if let token = credentials.sessionToken { request.setValue(token, forHTTPHeaderField: "x-amz-security-token") }

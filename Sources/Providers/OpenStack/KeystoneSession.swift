@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// One authenticated Keystone v3 session: a project-scoped token and the service catalog that came
 /// with it. Every request asks for the token; it is renewed five minutes before it expires, or at once
@@ -105,9 +102,7 @@ actor KeystoneSession {
         }
         auth["identity"] = identity
         let body = try JSONSerialization.data(withJSONObject: ["auth": auth])
-        var request = URLRequest(url: authURL.appendingPathComponent("auth/tokens"))
-        request.httpMethod = "POST"
-        request.httpBody = body
+        var request = HTTPRequest(url: authURL.appendingPathComponent("auth/tokens"), method: "POST", body: body)
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         request.setValue("application/json", forHTTPHeaderField: "Accept")
         let (data, response) = try await OpenStackHTTP.send(

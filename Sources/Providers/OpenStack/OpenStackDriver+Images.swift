@@ -1,8 +1,5 @@
 import Crypto
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// Glance v2 images. Glance keeps a digest of every image's data (`os_hash_algo`, normally sha512, and
 /// `os_hash_value`): a download is checked against it before it is used, and an upload is checked
@@ -196,20 +193,19 @@ extension OpenStackDriver {
         while true {
             let token = try await session.token(verb: verb)
             let url = try endpointURL(.image, path: "/v2/images/\(id)/file", query: [], token: token, verb: verb)
-            var request = URLRequest(url: url)
+            var request = HTTPRequest(url: url)
             request.setValue(token.value, forHTTPHeaderField: "X-Auth-Token")
-            let temporary: URL
-            let response: URLResponse
+            let body: Data
+            let response: HTTPResponse
             do {
-                (temporary, response) = try await transfers.download(for: request)
+                // Written to `file` as it arrives (the caller's temporary name), only if Glance answers 2xx.
+                (body, response) = try await transfers.download(request, to: file, errorBodyLimit: 4096)
             } catch {
                 throw transferError(error, verb: verb, action: "GET \(url.path)")
             }
-            defer { try? FileManager.default.removeItem(at: temporary) }
-            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-            guard (200..<300).contains(status) else {
-                let body = (try? Data(contentsOf: temporary, options: .alwaysMapped).prefix(4096)) ?? Data()
-                let failure = OpenStackHTTP.mapError(status: status, data: body, driver: driverName, verb: verb, action: "GET \(url.path)")
+            guard (200..<300).contains(response.statusCode) else {
+                let failure = OpenStackHTTP.mapError(
+                    status: response.statusCode, data: body, driver: driverName, verb: verb, action: "GET \(url.path)")
                 if failure.code == .authentication && !renewed {
                     await session.invalidate(token.value)
                     renewed = true
@@ -217,21 +213,18 @@ extension OpenStackDriver {
                 }
                 throw failure
             }
-            do {
-                try FileManager.default.moveItemReplacing(temporary, with: file)
-            } catch {
-                // Another file system: copy, then the deferred removal drops the download.
-                _ = try FileCopy.copy(from: temporary, to: file, durable: false, hashing: false)
-            }
             return
         }
     }
 
     func transferError(_ error: any Error, verb: Verb, action: String) -> ProviderError {
-        if error is CancellationError || (error as? URLError)?.code == .cancelled {
+        if HTTPFailure.isCancellation(error) {
             return ProviderError(driver: driverName, verb: verb, code: .cancelled, message: "\(action) cancelled")
         }
-        return ProviderError(driver: driverName, verb: verb, code: .unavailable, message: "\(action): \(error.localizedDescription)")
+        if error is HTTPResponseTooLarge {
+            return ProviderError(driver: driverName, verb: verb, code: .backend, message: "\(action): \(error)")
+        }
+        return ProviderError(driver: driverName, verb: verb, code: .unavailable, message: "\(action): \(HTTPFailure.describe(error))")
     }
 
     // MARK: Import
@@ -316,18 +309,17 @@ extension OpenStackDriver {
         while true {
             let token = try await session.token(verb: verb)
             let url = try endpointURL(.image, path: "/v2/images/\(id)/file", query: [], token: token, verb: verb)
-            var request = URLRequest(url: url)
-            request.httpMethod = "PUT"
+            var request = HTTPRequest(url: url, method: "PUT")
             request.setValue(token.value, forHTTPHeaderField: "X-Auth-Token")
             request.setValue("application/octet-stream", forHTTPHeaderField: "Content-Type")
             let data: Data
-            let response: URLResponse
+            let response: HTTPResponse
             do {
-                (data, response) = try await transfers.upload(for: request, fromFile: file)
+                (data, response) = try await transfers.upload(request, file: file)
             } catch {
                 throw transferError(error, verb: verb, action: "PUT \(url.path)")
             }
-            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+            let status = response.statusCode
             if (200..<300).contains(status) { return }
             let failure = OpenStackHTTP.mapError(status: status, data: data, driver: driverName, verb: verb, action: "PUT \(url.path)")
             if failure.code == .authentication && !renewed {

@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// An OpenStack cloud through its REST APIs: Keystone v3 for the token and service catalog, Nova
 /// (compute API microversion `computeMicroversion`) for servers, flavors and limits, Glance v2 for images.
@@ -28,8 +25,9 @@ public final class OpenStackDriver: CloudDriver {
 
     let session: KeystoneSession
     let transport: any HTTPTransport
-    /// Image uploads and downloads stream files, so they use URLSession's file tasks, not `transport`.
-    let transfers: URLSession
+    /// Image uploads and downloads stream files from and to disk, so they go through a transport
+    /// of their own, not `transport` (which reads whole bodies into memory).
+    let transfers: HTTPClientTransport
     let files = LocalImageFiles(driver: "openstack")
 
     /// No `destroy` and no `registerImage` (see the type's comment); image files are converted
@@ -48,14 +46,11 @@ public final class OpenStackDriver: CloudDriver {
                 + "save/restore its suspend/resume.",
         ])
 
-    public init(configuration: Configuration, transport: any HTTPTransport = URLSessionTransport()) {
+    public init(configuration: Configuration, transport: any HTTPTransport = HTTPClientTransport()) {
         self.configuration = configuration
         self.transport = transport
-        let transferConfiguration = URLSessionConfiguration.ephemeral
         // An idle timeout: a transfer of any size runs as long as bytes keep moving.
-        transferConfiguration.timeoutIntervalForRequest = configuration.requestTimeout
-        transferConfiguration.timeoutIntervalForResource = 24 * 3600
-        transfers = URLSession(configuration: transferConfiguration)
+        transfers = HTTPClientTransport(timeout: configuration.requestTimeout)
         session = KeystoneSession(
             driver: "openstack", authURL: configuration.authURL, credentials: configuration.credentials,
             region: configuration.region, interface: configuration.interface, transport: transport, retry: configuration.retry)
@@ -93,22 +88,18 @@ public final class OpenStackDriver: CloudDriver {
     func call(
         _ service: Service, _ method: String, _ path: String, query: [(String, String)] = [], body: Data? = nil,
         verb: Verb, absolute: URL? = nil
-    ) async throws -> (Data, HTTPURLResponse) {
+    ) async throws -> (Data, HTTPResponse) {
         var renewed = false
         while true {
             let token = try await session.token(verb: verb)
             let url = try absolute ?? endpointURL(service, path: path, query: query, token: token, verb: verb)
-            var request = URLRequest(url: url)
-            request.httpMethod = method
+            var request = HTTPRequest(url: url, method: method, body: body ?? Data())
             request.setValue(token.value, forHTTPHeaderField: "X-Auth-Token")
             request.setValue("application/json", forHTTPHeaderField: "Accept")
             if service == .compute {
                 request.setValue("compute \(Self.computeMicroversion)", forHTTPHeaderField: "OpenStack-API-Version")
             }
-            if let body {
-                request.httpBody = body
-                request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-            }
+            if body != nil { request.setValue("application/json", forHTTPHeaderField: "Content-Type") }
             do {
                 return try await OpenStackHTTP.send(
                     request, transport: transport, retry: configuration.retry, driver: driverName, verb: verb,

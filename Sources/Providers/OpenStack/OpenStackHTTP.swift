@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// Requests to OpenStack's REST services: one place for retries and for turning their error bodies
 /// into `ProviderError`s that keep the service's own words.
@@ -11,23 +8,23 @@ enum OpenStackHTTP {
     /// running on the server (`task_state`). A 409 about the server's settled state (`vm_state`) is
     /// final and is not retried. `Retry-After` is honoured up to the policy's longest delay.
     static func send(
-        _ request: URLRequest, transport: any HTTPTransport, retry: RetryPolicy, driver: String, verb: Verb, action: String
-    ) async throws -> (Data, HTTPURLResponse) {
+        _ request: HTTPRequest, transport: any HTTPTransport, retry: RetryPolicy, driver: String, verb: Verb, action: String
+    ) async throws -> (Data, HTTPResponse) {
         var attempt = 0
         while true {
             attempt += 1
             let data: Data
-            let response: HTTPURLResponse
+            let response: HTTPResponse
             do {
                 (data, response) = try await transport.send(request)
-            } catch is CancellationError {
+            } catch let error where HTTPFailure.isCancellation(error) {
                 throw ProviderError(driver: driver, verb: verb, code: .cancelled, message: "\(action) cancelled")
-            } catch let error as URLError where error.code == .cancelled {
-                throw ProviderError(driver: driver, verb: verb, code: .cancelled, message: "\(action) cancelled")
+            } catch let error as HTTPResponseTooLarge {
+                throw ProviderError(driver: driver, verb: verb, code: .backend, message: "\(action): \(error)")
             } catch {
                 throw ProviderError(
                     driver: driver, verb: verb, code: .unavailable,
-                    message: "\(action): cannot reach \(request.url?.absoluteString ?? "?"): \(error.localizedDescription)")
+                    message: "\(action): cannot reach \(request.url.absoluteString): \(HTTPFailure.describe(error))")
             }
             if (200..<300).contains(response.statusCode) { return (data, response) }
             let failure = mapError(status: response.statusCode, data: data, driver: driver, verb: verb, action: action)

@@ -1,9 +1,6 @@
 import Foundation
 import Testing
 @testable import Providers
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// EC2 against a real moto server with signature checking on (see `MotoServer`).
 @Suite("EC2 driver on moto")
@@ -183,13 +180,13 @@ final class ScriptedTransport: HTTPTransport, @unchecked Sendable {
 
     init(_ responses: [(Int, String)]) { self.responses = responses }
 
-    func send(_ request: URLRequest) async throws -> (Data, HTTPURLResponse) {
+    func send(_ request: HTTPRequest) async throws -> (Data, HTTPResponse) {
         let (status, body) = lock.withLock {
             requests += 1
             return responses.count > 1 ? responses.removeFirst() : responses[0]
         }
         #expect(request.value(forHTTPHeaderField: "Authorization")?.hasPrefix("AWS4-HMAC-SHA256 ") == true)
-        return (Data(body.utf8), HTTPURLResponse(url: request.url!, statusCode: status, httpVersion: nil, headerFields: [:])!)
+        return (Data(body.utf8), HTTPResponse(statusCode: status))
     }
 }
 

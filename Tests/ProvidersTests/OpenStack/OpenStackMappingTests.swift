@@ -1,9 +1,6 @@
 import Foundation
 import Testing
 @testable import Providers
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// A Keystone that issues tokens with a one-service catalog, and a compute service that answers from a
 /// script: retries, token renewal and error mapping without a cloud. Everything else about the driver
@@ -13,7 +10,7 @@ final class ScriptedOpenStack: HTTPTransport, @unchecked Sendable {
     private let lock = NSLock()
     private var responses: [(Int, String, [String: String])]
     private var issued = 0
-    private(set) var serviceRequests: [URLRequest] = []
+    private(set) var serviceRequests: [HTTPRequest] = []
     private(set) var tokenRequests = 0
 
     init(_ responses: [(Int, String, [String: String])]) { self.responses = responses }
@@ -21,8 +18,8 @@ final class ScriptedOpenStack: HTTPTransport, @unchecked Sendable {
     static let authURL = URL(string: "http://127.0.0.1:1/identity/v3")!
     static let compute = "http://127.0.0.1:2/compute/v2.1"
 
-    func send(_ request: URLRequest) async throws -> (Data, HTTPURLResponse) {
-        let url = request.url!
+    func send(_ request: HTTPRequest) async throws -> (Data, HTTPResponse) {
+        let url = request.url
         if url.path.hasSuffix("/auth/tokens") {
             let token: String = lock.withLock {
                 issued += 1
@@ -35,13 +32,13 @@ final class ScriptedOpenStack: HTTPTransport, @unchecked Sendable {
                    {"interface": "public", "region_id": "RegionOne", "region": "RegionOne", "url": "\(Self.compute)"},
                    {"interface": "internal", "region_id": "RegionOne", "region": "RegionOne", "url": "http://10.0.0.1:8774/v2.1"}]}]}}
                 """
-            return (Data(body.utf8), HTTPURLResponse(url: url, statusCode: 201, httpVersion: nil, headerFields: ["X-Subject-Token": token])!)
+            return (Data(body.utf8), HTTPResponse(statusCode: 201, headerFields: ["X-Subject-Token": token]))
         }
         let (status, body, headers) = lock.withLock {
             serviceRequests.append(request)
             return responses.count > 1 ? responses.removeFirst() : responses[0]
         }
-        return (Data(body.utf8), HTTPURLResponse(url: url, statusCode: status, httpVersion: nil, headerFields: headers)!)
+        return (Data(body.utf8), HTTPResponse(statusCode: status, headerFields: headers))
     }
 
     static func driver(_ transport: ScriptedOpenStack, attempts: Int = 4) -> OpenStackDriver {
@@ -131,7 +128,7 @@ struct OpenStackMappingTests {
         #expect(once.serviceRequests.map { $0.value(forHTTPHeaderField: "X-Auth-Token") } == ["token-1", "token-2"])
         #expect(once.serviceRequests.allSatisfy { $0.value(forHTTPHeaderField: "OpenStack-API-Version") == "compute 2.60" })
         // The public endpoint of the catalog, not the internal one.
-        #expect(once.serviceRequests.allSatisfy { $0.url!.absoluteString.hasPrefix(ScriptedOpenStack.compute + "/servers/s1") })
+        #expect(once.serviceRequests.allSatisfy { $0.url.absoluteString.hasPrefix(ScriptedOpenStack.compute + "/servers/s1") })
 
         let always = ScriptedOpenStack([(401, #"{"error": {"code": 401, "title": "Unauthorized", "message": "nope"}}"#, [:])])
         let error = await #expect(throws: ProviderError.self) { _ = try await ScriptedOpenStack.driver(always).describe(instance: "s1") }
