@@ -26,4 +26,30 @@ import Testing
             base + FederationCallGate.path,
             headers: ["\(FederationCallGate.serviceHeader): \(String(repeating: "s", count: 300))", "Authorization: Bearer x"]) == 400)
     }
+
+    @Test func answersSeveralRequestsOnOneConnectionAndClosesOneThatStaysSilent() async throws {
+        let (database, directory) = try IntercloudDatabase.temporary(schema: FederationStore.schema)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let gate = try FederationCallGate(host: "127.0.0.1", port: 0, database: database, logger: Logger(label: "test"))
+        let running = Task { try await gate.run() }
+        defer { running.cancel() }
+        let port = try await gate.port()
+        // curl reuses a kept-alive connection for the second URL: one connect for two answers.
+        let url = "http://127.0.0.1:\(port)/other"
+        let answers = try await offPool { try runShellCapturing("curl -s -o /dev/null -o /dev/null -w '%{http_code} %{num_connects}\\n' \(url) \(url)") }
+        #expect(answers.split(separator: "\n").map(String.init) == ["404 1", "404 0"], "\(answers)")
+        // A client that connects and sends nothing is let go after the idle timeout (5 s), not kept.
+        let started = ContinuousClock.now
+        _ = try await offPool { try runShellCapturing("timeout 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/\(port); cat <&3' || true") }
+        let waited = ContinuousClock.now - started
+        #expect(waited >= .seconds(4) && waited < .seconds(15), "\(waited)")
+    }
+}
+
+/// Runs a blocking command on a dispatch queue: the gate's connections are served on the
+/// cooperative pool, which tests running side by side must not fill with waiting threads.
+private func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+    }
 }

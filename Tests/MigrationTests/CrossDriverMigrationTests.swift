@@ -75,7 +75,7 @@ actor MotoEndpoint {
             let pid = getpid()
             try await FileDigest.onBlockingQueue {
                 try runShell("MOTO_SERVER=\(shellQuoted(motoServer)) setsid bash \(script) run \(port) \(pid) >/dev/null 2>&1 &")
-                for _ in 0..<200 where (try? Data(contentsOf: URL(string: "http://127.0.0.1:\(port)/moto-api/")!)) == nil {
+                for _ in 0..<200 where !answersOK("http://127.0.0.1:\(port)/moto-api/") {
                     Thread.sleep(forTimeInterval: 0.1)
                 }
             }

@@ -31,9 +31,8 @@ public final class TestMoto: Sendable {
             // `run PORT PID`: moto stops when this test process exits.
             try runShell(
                 "MOTO_SERVER=\(shellQuoted(server)) setsid bash \(shellQuoted(root.path))/scripts/moto.sh run \(port) \(getpid()) >/dev/null 2>&1 &")
-            let url = URL(string: "http://127.0.0.1:\(port)/moto-api/")!
             for _ in 0..<300 {
-                if (try? Data(contentsOf: url)) != nil { return .success(port) }
+                if answersOK("http://127.0.0.1:\(port)/moto-api/") { return .success(port) }
                 Thread.sleep(forTimeInterval: 0.1)
             }
             throw TestServiceError(message: "moto did not answer on port \(port) within 30 s")

@@ -33,9 +33,8 @@ actor MotoServer {
         var environment = ProcessInfo.processInfo.environment
         environment["MOTO_SERVER"] = motoServer
         try spawnDetached("/bin/bash", [script("moto.sh"), "run", String(port), String(getpid())], environment: environment)
-        let url = URL(string: "http://127.0.0.1:\(port)/moto-api/")!
         for _ in 0..<200 {
-            if (try? Data(contentsOf: url)) != nil {
+            if answersOK("http://127.0.0.1:\(port)/moto-api/") {
                 self.port = port
                 return port
             }
