@@ -18,7 +18,8 @@ let swiftSettings: [SwiftSetting] = [
 /// code, the ~1 MiB of startup code kept ~9 MiB of it resident in every idle broker. Linked with
 /// lld (`--symbol-ordering-file`): gold's `--section-ordering-file` left each listed function
 /// among its own module's code. Functions of dependencies come without a section of their own
-/// (their flags are theirs), so only whole files of theirs move. A stale list only costs memory.
+/// (their flags are theirs), so only whole files of theirs move, and a name that one of their files
+/// also defines is left out of the list (it would move that whole file). A stale list only costs memory.
 /// Release builds on Linux only.
 ///
 /// Also: relative relocations packed (DT_RELR, glibc 2.36, Debian 12): the dynamic loader reads

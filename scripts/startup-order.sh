@@ -26,8 +26,21 @@ idle_broker_toml startup broker@cloud1.test/startup "$port" "$work/prosody/certs
 # Every function of the executable with its link-time address.
 readelf -sW "$binary" | awk '$4 == "FUNC" && $7 != "UND" && $3 > 0 {print $2, $8}' > "$work/functions"
 (cd "$work" && ./first-calls functions "$seconds" order "$binary" serve --config broker.toml 2>/dev/null)
-cp "$work/order" scripts/startup-order.txt
+# Without names that a dependency's code also defines more than once. lld places every section
+# that defines a listed name, and the compiler gives some local functions a copy in each file
+# that needs one (outlined copies and destroys, `__swift_allocate_boxed_opaque_existential_1Tm`,
+# ...). A dependency's file is one section (no per-function sections there), so each such name
+# pulled hundreds of dependency files that a broker never runs (SwiftNIO's, AsyncHTTPClient's)
+# in among its startup code: ~1.6 MiB more resident code. Our own copies are a section each and
+# stay listed when no dependency defines the name.
+ours=" $(ls Sources bench/Sources | tr '\n' ' ') "
+for objects in .build/release/*.build; do
+    module=$(basename "$objects" .build)
+    [[ "$ours" == *" $module "* ]] || find "$objects" -name '*.o' -print0 | xargs -0 -r nm --defined-only 2>/dev/null | awk 'NF >= 3 {print $3}'
+done | sort -u > "$work/dependency-names"
+awk '{print $2}' "$work/functions" | sort | uniq -d | comm -12 - "$work/dependency-names" > "$work/dropped"
+grep -vxFf "$work/dropped" "$work/order" > scripts/startup-order.txt || true
 # SwiftPM does not know the list is an input of the link: remove the executable so that the next
 # release build links it again, in the new order.
 rm -f "$binary"
-echo "scripts/startup-order.txt: $(wc -l < "$work/order") functions; build again to link in this order"
+echo "scripts/startup-order.txt: $(wc -l < scripts/startup-order.txt) functions; build again to link in this order"
