@@ -134,6 +134,7 @@ let package = Package(
             name: "Catalog",
             dependencies: [
                 "CRaptor",
+                "XMLModel",
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: swiftSettings

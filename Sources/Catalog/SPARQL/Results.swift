@@ -1,4 +1,5 @@
 import Foundation
+import XMLModel
 
 // Serialization of query results: SPARQL 1.1 Query Results XML and JSON formats for solutions and
 // booleans; for graphs (CONSTRUCT/DESCRIBE), RDF/XML, N-Triples, or a JSON list of triples.
@@ -68,21 +69,9 @@ extension QueryResult {
     }
 }
 
-func xmlEscape(_ text: String) -> String {
-    if !text.contains(where: { $0 == "<" || $0 == ">" || $0 == "&" || $0 == "\"" || $0 == "'" }) { return text }
-    var out = ""
-    for c in text {
-        switch c {
-        case "<": out += "&lt;"
-        case ">": out += "&gt;"
-        case "&": out += "&amp;"
-        case "\"": out += "&quot;"
-        case "'": out += "&apos;"
-        default: out.append(c)
-        }
-    }
-    return out
-}
+/// XML's five markup characters escaped, by XMLModel's one rule (by Unicode scalar: "&" followed
+/// by a combining mark is one Character, and a Character-wise escape wrote it unescaped).
+func xmlEscape(_ text: String) -> String { XMLEscaping.escape(text) }
 
 private func xmlTerm(_ term: Term) -> String {
     switch term {

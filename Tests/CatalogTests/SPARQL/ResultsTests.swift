@@ -23,6 +23,14 @@ import Testing
         #expect(QueryResult.boolean(true).serializedXML().contains("<boolean>true</boolean>"))
     }
 
+    /// "&" or "<" followed by a combining mark is one Character but still markup: a catalog
+    /// literal with one must come out escaped (and well-formed), not as a raw "&".
+    @Test func markupFollowedByACombiningMarkIsEscaped() throws {
+        let xml = QueryResult.solutions(SolutionTable(variables: ["o"], rows: [[.string("a&\u{301}b<\u{308}")]])).serializedXML()
+        #expect(xml.contains("<literal>a&amp;\u{301}b&lt;\u{308}</literal>"))
+        #expect(XMLParser(data: Data(xml.utf8)).parse())
+    }
+
     @Test func jsonResultsFollowTheFormat() throws {
         let json = try #require(JSONSerialization.jsonObject(with: Data(table.serializedJSON().utf8)) as? [String: Any])
         let vars = (json["head"] as? [String: Any])?["vars"] as? [String]
