@@ -144,6 +144,7 @@ let package = Package(
             dependencies: [
                 "CLibvirt",
                 "Storage",
+                "XMLModel",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -1,8 +1,3 @@
-import Foundation
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
-
 /// Parsing protocol payloads (a handshake message, an envelope, a payload inside one) from text.
 ///
 /// The element a payload parses to: namespaces as in effect (children carry their parent's),
@@ -17,17 +12,26 @@ extension XMLElement {
 
     /// Parses one element (the payload's root). Inputs above `maxBytes` are refused before
     /// parsing. DTDs, entities other than XML's own and processing instructions are refused, so a
-    /// peer has no entity expansion to play with.
+    /// peer has no entity expansion to play with (`XMLReader` says what is accepted).
     public static func parse(_ xml: String, maxBytes: Int = 1 << 20) throws -> XMLElement {
         guard xml.utf8.count <= maxBytes else { throw ParseError(description: "payload larger than \(maxBytes) bytes") }
-        if let element = PayloadParser.parse(xml) { return element }
-        return try parseWithXMLParser(xml)
+        return try XMLReader.parse(Array(xml.utf8), shape: .payload, maxDepth: 16)
+    }
+
+    /// Parses a whole document (a provider's response, a libvirt domain) keeping its text where it
+    /// is: text nodes between child elements, line ends normalised, CDATA as text, comments left
+    /// out. Names are local names with their namespace resolved. Bytes that are not UTF-8 are
+    /// refused, and so is anything above `maxBytes` or nested deeper than `maxDepth`.
+    public static func parseDocument(_ bytes: some Collection<UInt8>, maxBytes: Int = 64 << 20, maxDepth: Int = 256) throws -> XMLElement {
+        guard bytes.count <= maxBytes else { throw ParseError(description: "document larger than \(maxBytes) bytes") }
+        guard let text = String(validating: bytes, as: UTF8.self) else { throw ParseError(description: "document is not UTF-8") }
+        return try XMLReader.parse(Array(text.utf8), shape: .document, maxDepth: maxDepth)
     }
 
     /// An element received some other way (from the XMPP layer) in the form `parse` gives for
     /// its serialized text, without writing and reading the text; nil where `parse` could
-    /// decline it (prefixed or repeated attribute names, more than 16 levels): then parse
-    /// `serialized()` and let the parser decide.
+    /// decline it or name it differently (prefixed or repeated attribute names, more than 16
+    /// levels): then parse `serialized()` and let the parser decide.
     public var payloadForm: XMLElement? { payloadForm(inherited: nil, depth: 1) }
 
     private func payloadForm(inherited: String?, depth: Int) -> XMLElement? {
@@ -53,252 +57,6 @@ extension XMLElement {
         }
         let trimmed = text.trimmingXMLWhitespace()
         return XMLElement(name, namespace: effective, attributes: kept, children: (trimmed.isEmpty ? [] : [.text(trimmed)]) + elements)
-    }
-
-    /// Foundation's parser: the reference for everything `PayloadParser` declines.
-    static func parseWithXMLParser(_ xml: String) throws -> XMLElement {
-        // libxml2 stops quietly after the first root element, so trailing content would pass
-        // unnoticed. Wrapping the document in an element of our own makes everything inside count:
-        // exactly one child element and no text are then required. A leading XML declaration has
-        // to go first (it is only legal at the very start).
-        var body = Substring(xml).drop(while: { $0.isWhitespace })
-        if body.hasPrefix("<?xml") {
-            guard let end = body.range(of: "?>") else { throw ParseError(description: "unterminated XML declaration") }
-            body = body[end.upperBound...]
-        }
-        // No protocol payload has a processing instruction or a DTD, and Foundation's parser
-        // crashes on some (a processing instruction without data dereferences NULL in its
-        // callback: found by the fuzzer). They are refused before the parser sees them.
-        if body.contains("<?") || body.contains("<!DOCTYPE") || body.contains("<!ENTITY") {
-            throw ParseError(description: "processing instructions and document type declarations are not allowed in a payload")
-        }
-        let builder = Builder()
-        let parser = XMLParser(data: Data(("<payload-wrapper>" + body + "</payload-wrapper>").utf8))
-        parser.shouldProcessNamespaces = true
-        parser.shouldResolveExternalEntities = false
-        parser.delegate = builder
-        guard parser.parse(), builder.error == nil, let wrapper = builder.root else {
-            throw ParseError(description: parser.parserError.map { "\($0)" } ?? builder.error ?? "no element")
-        }
-        guard wrapper.elements.count == 1, wrapper.text.isEmpty else {
-            throw ParseError(description: "expected exactly one root element")
-        }
-        return wrapper.elements[0]
-    }
-
-    /// XMLParser delegate building the tree; lives only for one `parse` call on one thread.
-    private final class Builder: NSObject, XMLParserDelegate {
-        struct Open {
-            var element: XMLElement
-            var text = ""
-            var elements: [XMLNode] = []
-        }
-        var stack: [Open] = []
-        var root: XMLElement?
-        var error: String?
-
-        func parser(
-            _ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?,
-            qualifiedName: String?, attributes: [String: String] = [:]
-        ) {
-            guard stack.count < 17 else { error = "nesting too deep"; parser.abortParsing(); return }
-            let namespace = namespaceURI.flatMap { $0.isEmpty ? nil : $0 }
-            // Foundation hands attributes over as a dictionary: their document order is lost here.
-            stack.append(Open(element: XMLElement(elementName, namespace: namespace, attributes: attributes.keys.sorted().map { ($0, attributes[$0]!) })))
-        }
-
-        func parser(_ parser: XMLParser, foundCharacters string: String) {
-            guard !stack.isEmpty else { return }
-            stack[stack.count - 1].text += string
-        }
-
-        func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName: String?) {
-            guard let open = stack.popLast() else { return }
-            var element = open.element
-            let text = open.text.trimmingXMLWhitespace()
-            element.children = (text.isEmpty ? [] : [.text(text)]) + open.elements
-            if stack.isEmpty { root = element } else { stack[stack.count - 1].elements.append(.element(element)) }
-        }
-    }
-}
-
-/// A strict, allocation-light parser for the subset of XML our payloads use: elements with
-/// unprefixed names, attributes in single or double quotes, a default `xmlns`, text, the five
-/// predefined entities and numeric character references.
-///
-/// It exists for speed (an envelope is parsed for every federation request; Foundation's
-/// XMLParser costs ~50 µs per call here, mostly setup). Anything outside the subset — comments,
-/// CDATA, processing instructions other than an XML declaration, DOCTYPE, prefixed names, other
-/// entities — makes it return nil, and `XMLElement.parse` falls back to XMLParser, which then
-/// either parses the document properly or rejects it. So this parser never has to be complete,
-/// only correct for what it accepts.
-struct PayloadParser {
-    private let bytes: [UInt8]
-    private var index = 0
-    private var depth = 0
-
-    private init(_ text: String) { bytes = Array(text.utf8) }
-
-    static func parse(_ text: String) -> XMLElement? {
-        var parser = PayloadParser(text)
-        parser.skipWhitespace()
-        if parser.starts(with: "<?xml") {
-            guard let end = parser.find("?>") else { return nil }
-            parser.index = end + 2
-            parser.skipWhitespace()
-        }
-        guard let root = parser.element(inheritedNamespace: nil) else { return nil }
-        parser.skipWhitespace()
-        return parser.index == parser.bytes.count ? root : nil
-    }
-
-    private mutating func element(inheritedNamespace: String?) -> XMLElement? {
-        depth += 1
-        defer { depth -= 1 }
-        guard depth <= 16, next() == UInt8(ascii: "<"), let name = self.name() else { return nil }
-        var attributes: [(String, String)] = []
-        var namespace = inheritedNamespace
-        while true {
-            let hadSpace = skipWhitespace()
-            guard let byte = peek() else { return nil }
-            if byte == UInt8(ascii: "/") {
-                index += 1
-                guard next() == UInt8(ascii: ">") else { return nil }
-                return finish(name, namespace, inheritedNamespace, attributes, [], "")
-            }
-            if byte == UInt8(ascii: ">") {
-                index += 1
-                break
-            }
-            guard hadSpace, let key = self.name(), next() == UInt8(ascii: "=") else { return nil }
-            guard let quote = next(), quote == UInt8(ascii: "'") || quote == UInt8(ascii: "\""),
-                let value = text(until: quote)
-            else { return nil }
-            index += 1  // closing quote
-            if key == "xmlns" { namespace = value } else {
-                guard !attributes.contains(where: { $0.0 == key }) else { return nil }
-                attributes.append((key, value))
-            }
-        }
-        var children: [XMLNode] = []
-        var content = ""
-        while true {
-            guard let chunk = text(until: UInt8(ascii: "<")) else { return nil }
-            content += chunk
-            if starts(with: "</") {
-                index += 2
-                guard self.name() == name else { return nil }
-                skipWhitespace()
-                guard next() == UInt8(ascii: ">") else { return nil }
-                let trimmed = content.trimmingXMLWhitespace()
-                return finish(name, namespace, inheritedNamespace, attributes, children, trimmed)
-            }
-            guard peek(at: 1).map(isNameStart) == true, let child = element(inheritedNamespace: namespace) else {
-                return nil  // comment, CDATA, PI, or malformed: let XMLParser decide
-            }
-            children.append(.element(child))
-        }
-    }
-
-    private func finish(
-        _ name: String, _ namespace: String?, _ inherited: String?, _ attributes: [(String, String)],
-        _ children: [XMLNode], _ text: String
-    ) -> XMLElement {
-        // Same convention as the XMLParser path: the namespace in effect (an empty declaration
-        // undeclares).
-        let effective = namespace.flatMap { $0.isEmpty ? nil : $0 }
-        return XMLElement(name, namespace: effective, attributes: attributes, children: (text.isEmpty ? [] : [.text(text)]) + children)
-    }
-
-    /// Text up to (not including) `terminator`, with entities decoded; nil on `<` inside an
-    /// attribute value, an unsupported entity, or end of input.
-    private mutating func text(until terminator: UInt8) -> String? {
-        var out: [UInt8] = []
-        while let byte = peek() {
-            if byte == terminator { return String(decoding: out, as: UTF8.self) }
-            if byte == UInt8(ascii: "<") { return nil }
-            if byte == UInt8(ascii: "&") {
-                guard let decoded = entity() else { return nil }
-                out += decoded
-                continue
-            }
-            out.append(byte)
-            index += 1
-        }
-        return nil
-    }
-
-    private mutating func entity() -> [UInt8]? {
-        guard let end = bytes[index...].prefix(12).firstIndex(of: UInt8(ascii: ";")) else { return nil }
-        let body = String(decoding: bytes[(index + 1)..<end], as: UTF8.self)
-        index = end + 1
-        switch body {
-        case "amp": return [UInt8(ascii: "&")]
-        case "lt": return [UInt8(ascii: "<")]
-        case "gt": return [UInt8(ascii: ">")]
-        case "apos": return [UInt8(ascii: "'")]
-        case "quot": return [UInt8(ascii: "\"")]
-        default:
-            let scalarValue: UInt32?
-            if body.hasPrefix("#x") { scalarValue = UInt32(body.dropFirst(2), radix: 16) }
-            else if body.hasPrefix("#") { scalarValue = UInt32(body.dropFirst(), radix: 10) }
-            else { scalarValue = nil }
-            guard let scalarValue, let scalar = Unicode.Scalar(scalarValue) else { return nil }
-            return Array(String(Character(scalar)).utf8)
-        }
-    }
-
-    private mutating func name() -> String? {
-        let start = index
-        guard let first = peek(), isNameStart(first) else { return nil }
-        index += 1
-        while let byte = peek(), isNameStart(byte) || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
-            || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".")
-        {
-            index += 1
-        }
-        // A ':' here means a prefixed name: outside our subset.
-        if peek() == UInt8(ascii: ":") { return nil }
-        return String(decoding: bytes[start..<index], as: UTF8.self)
-    }
-
-    private func isNameStart(_ byte: UInt8) -> Bool {
-        (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
-            || byte == UInt8(ascii: "_")
-    }
-
-    @discardableResult
-    private mutating func skipWhitespace() -> Bool {
-        let start = index
-        while let byte = peek(), byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D { index += 1 }
-        return index > start
-    }
-
-    private func peek(at offset: Int = 0) -> UInt8? {
-        index + offset < bytes.count ? bytes[index + offset] : nil
-    }
-
-    private mutating func next() -> UInt8? {
-        defer { index += 1 }
-        return peek()
-    }
-
-    private func starts(with prefix: StaticString) -> Bool {
-        let count = prefix.utf8CodeUnitCount
-        guard index + count <= bytes.count else { return false }
-        return prefix.withUTF8Buffer { buffer in (0..<count).allSatisfy { bytes[index + $0] == buffer[$0] } }
-    }
-
-    private func find(_ needle: StaticString) -> Int? {
-        let count = needle.utf8CodeUnitCount
-        return needle.withUTF8Buffer { buffer in
-            var position = index
-            while position + count <= bytes.count {
-                if (0..<count).allSatisfy({ bytes[position + $0] == buffer[$0] }) { return position }
-                position += 1
-            }
-            return nil
-        }
     }
 }
 

@@ -29,14 +29,14 @@ extension XMLElement {
         output += name
         if let namespace, namespace != parentNamespace {
             output += " xmlns='"
-            output += XMLEscaping.escape(namespace)
+            output += XMLEscaping.escape(namespace, inAttribute: true)
             output += "'"
         }
         for attribute in attributes where attribute.name != "xmlns" {
             output += " "
             output += attribute.name
             output += "='"
-            output += XMLEscaping.escape(attribute.value)
+            output += XMLEscaping.escape(attribute.value, inAttribute: true)
             output += "'"
         }
         if children.isEmpty {
@@ -56,28 +56,41 @@ extension XMLElement {
     }
 }
 
-/// Both serializers escape the same five characters in text as in attribute values: one rule
-/// for every element, whether it goes into a stanza or into signed payload bytes (whose
-/// documented examples escape quotes in text too).
+/// Both serializers escape by one rule, whether an element goes into a stanza or into signed
+/// payload bytes: the five markup characters in text and attribute values alike (documented
+/// examples escape quotes in text too), and the characters a parser would not give back as they
+/// are: CR anywhere (it reads as LF), tab and LF in an attribute value (they read as spaces).
 public enum XMLEscaping {
     // By Unicode scalar, not by Character: "&" followed by a combining mark is one Character,
     // equal to neither "&" nor anything else here, and would be written unescaped.
-    public static func escape(_ text: String) -> String {
-        guard text.utf8.contains(where: { [UInt8(ascii: "&"), UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "'"), UInt8(ascii: "\"")].contains($0) })
-        else { return text }
+    public static func escape(_ text: String, inAttribute: Bool = false) -> String {
+        guard text.utf8.contains(where: { replacement(for: $0, inAttribute: inAttribute) != nil }) else { return text }
         var result = ""
         result.reserveCapacity(text.utf8.count + 16)
         for scalar in text.unicodeScalars {
-            switch scalar {
-            case "&": result += "&amp;"
-            case "<": result += "&lt;"
-            case ">": result += "&gt;"
-            case "'": result += "&apos;"
-            case "\"": result += "&quot;"
-            default: result.unicodeScalars.append(scalar)
+            if scalar.isASCII, let replacement = replacement(for: UInt8(scalar.value), inAttribute: inAttribute) {
+                result += replacement.description
+            } else {
+                result.unicodeScalars.append(scalar)
             }
         }
         return result
+    }
+
+    /// What an ASCII byte is written as, if not as itself.
+    @inline(__always)
+    static func replacement(for byte: UInt8, inAttribute: Bool) -> StaticString? {
+        switch byte {
+        case UInt8(ascii: "&"): "&amp;"
+        case UInt8(ascii: "<"): "&lt;"
+        case UInt8(ascii: ">"): "&gt;"
+        case UInt8(ascii: "'"): "&apos;"
+        case UInt8(ascii: "\""): "&quot;"
+        case 0x0D: "&#13;"
+        case 0x09 where inAttribute: "&#9;"
+        case 0x0A where inAttribute: "&#10;"
+        default: nil
+        }
     }
 }
 
@@ -96,7 +109,7 @@ extension XMLElement {
         if let namespace, namespace != parentNamespace {
             let declaration: StaticString = " xmlns='"
             buffer.append(contentsOf: UnsafeBufferPointer(start: declaration.utf8Start, count: declaration.utf8CodeUnitCount))
-            XMLEscaping.appendEscaped(namespace, to: &buffer)
+            XMLEscaping.appendEscaped(namespace, to: &buffer, inAttribute: true)
             buffer.append(UInt8(ascii: "'"))
         }
         for attribute in attributes where attribute.name != "xmlns" {
@@ -104,7 +117,7 @@ extension XMLElement {
             XMLEscaping.appendVerbatim(attribute.name, to: &buffer)
             buffer.append(UInt8(ascii: "="))
             buffer.append(UInt8(ascii: "'"))
-            XMLEscaping.appendEscaped(attribute.value, to: &buffer)
+            XMLEscaping.appendEscaped(attribute.value, to: &buffer, inAttribute: true)
             buffer.append(UInt8(ascii: "'"))
         }
         if children.isEmpty {
@@ -127,29 +140,21 @@ extension XMLElement {
 }
 
 extension XMLEscaping {
-    /// Appends `text` as UTF-8, escaping `&`, `<`, `>`, `'` and `"` as `escape` does. Every one of these
-    /// is ASCII, and a UTF-8 multi-byte sequence never contains an ASCII byte, so a byte scan finds
-    /// exactly them. Runs of plain bytes are copied in one piece.
     /// Appends a name as UTF-8 in one copy (appending a `String.UTF8View` goes byte by byte).
     static func appendVerbatim(_ text: String, to buffer: inout [UInt8]) {
         var text = text
         text.withUTF8 { buffer.append(contentsOf: $0) }
     }
 
-    static func appendEscaped(_ text: String, to buffer: inout [UInt8]) {
+    /// Appends `text` as UTF-8, escaped as `escape` does. Every character escaped is ASCII, and a
+    /// UTF-8 multi-byte sequence never contains an ASCII byte, so a byte scan finds exactly them.
+    /// Runs of plain bytes are copied in one piece.
+    static func appendEscaped(_ text: String, to buffer: inout [UInt8], inAttribute: Bool = false) {
         var text = text
         text.withUTF8 { bytes in
             var start = 0
             for index in bytes.indices {
-                let replacement: StaticString
-                switch bytes[index] {
-                case UInt8(ascii: "&"): replacement = "&amp;"
-                case UInt8(ascii: "<"): replacement = "&lt;"
-                case UInt8(ascii: ">"): replacement = "&gt;"
-                case UInt8(ascii: "'"): replacement = "&apos;"
-                case UInt8(ascii: "\""): replacement = "&quot;"
-                default: continue
-                }
+                guard let replacement = replacement(for: bytes[index], inAttribute: inAttribute) else { continue }
                 if start < index { buffer.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<index])) }
                 buffer.append(contentsOf: UnsafeBufferPointer(start: replacement.utf8Start, count: replacement.utf8CodeUnitCount))
                 start = index + 1

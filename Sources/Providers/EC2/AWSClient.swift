@@ -29,7 +29,7 @@ struct AWSClient: Sendable {
     var retry: RetryPolicy
 
     /// A Query API call (`Action=...&Version=...`), returning the parsed response root.
-    func query(_ action: String, version: String, parameters: [(String, String)], verb: Verb) async throws -> XMLElement {
+    func query(_ action: String, version: String, parameters: [(String, String)], verb: Verb) async throws -> XMLTree {
         let pairs = [("Action", action), ("Version", version)] + parameters
         let body = Data(pairs.map { "\(Self.formEncode($0.0))=\(Self.formEncode($0.1))" }.joined(separator: "&").utf8)
         var request = HTTPRequest(url: endpoint, method: "POST", body: body)
@@ -107,15 +107,15 @@ struct AWSClient: Sendable {
         }
     }
 
-    func parse(_ data: Data, verb: Verb, action: String) throws -> XMLElement {
-        do { return try XMLElement.parse(data) } catch {
+    func parse(_ data: Data, verb: Verb, action: String) throws -> XMLTree {
+        do { return try XMLTree.parse(data) } catch {
             throw ProviderError(driver: driver, verb: verb, code: .backend, message: "\(action): \(error)")
         }
     }
 
     /// EC2 (`<Response><Errors><Error>`), IAM (`<ErrorResponse><Error>`) and S3 (`<Error>`) error bodies.
     func mapError(data: Data, status: Int, verb: Verb, action: String) -> ProviderError {
-        let root = try? XMLElement.parse(data)
+        let root = try? XMLTree.parse(data)
         let error = root.flatMap { $0.name == "Error" ? $0 : $0.descendants("Error").first }
         let code = error?.string("Code") ?? "HTTP\(status)"
         let message = error?.string("Message") ?? String(decoding: data.prefix(300), as: UTF8.self)

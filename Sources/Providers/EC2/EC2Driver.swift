@@ -98,7 +98,7 @@ public struct EC2Driver: CloudDriver {
         iam = client("iam", configuration.endpoint)
     }
 
-    func call(_ action: String, _ parameters: [(String, String)] = [], verb: Verb) async throws -> XMLElement {
+    func call(_ action: String, _ parameters: [(String, String)] = [], verb: Verb) async throws -> XMLTree {
         try await ec2.query(action, version: Self.apiVersion, parameters: parameters, verb: verb)
     }
 
@@ -109,7 +109,7 @@ public struct EC2Driver: CloudDriver {
         var parameters: [(String, String)] = []
         for (index, size) in configuration.sizes.enumerated() { parameters.append(("InstanceType.\(index + 1)", size.id)) }
         let root = try await call("DescribeInstanceTypes", parameters, verb: .listSizes)
-        var offered: [String: XMLElement] = [:]
+        var offered: [String: XMLTree] = [:]
         for item in root.items("instanceTypeSet") {
             if let type = item.string("instanceType") { offered[type] = item }
         }
@@ -469,14 +469,14 @@ public struct EC2Driver: CloudDriver {
         }
     }
 
-    static func instance(_ item: XMLElement) -> Instance {
+    static func instance(_ item: XMLTree) -> Instance {
         let raw = item.string("instanceState", "name") ?? "unknown"
         let name = item.items("tagSet").first { $0.string("key") == "Name" }?.string("value")
         var extra: [String: String] = [:]
         for (key, path) in [("availabilityZone", ["placement", "availabilityZone"]), ("keyName", ["keyName"]),
                             ("vpcId", ["vpcId"]), ("subnetId", ["subnetId"]), ("stateCode", ["instanceState", "code"]),
                             ("privateDnsName", ["privateDnsName"]), ("architecture", ["architecture"])] {
-            var element: XMLElement? = item
+            var element: XMLTree? = item
             for part in path { element = element?.child(part) }
             if let text = element?.text.trimmingCharacters(in: .whitespacesAndNewlines), !text.isEmpty { extra[key] = text }
         }
@@ -490,7 +490,7 @@ public struct EC2Driver: CloudDriver {
             extra: extra)
     }
 
-    static func image(_ item: XMLElement) -> Image {
+    static func image(_ item: XMLTree) -> Image {
         var extra: [String: String] = [:]
         for key in ["imageOwnerId", "architecture", "rootDeviceType", "virtualizationType", "description", "imageLocation"] {
             if let value = item.string(key) { extra[key] = value }

@@ -36,7 +36,7 @@ struct S3Storage: Sendable {
     ) async throws -> Uploaded {
         let created = try await client.rest(
             method: "POST", path: "/\(bucket)/\(key)", query: [("uploads", nil)], verb: verb, action: "CreateMultipartUpload")
-        guard let uploadID = try XMLElement.parse(created.0).string("UploadId") else {
+        guard let uploadID = try XMLTree.parse(created.0).string("UploadId") else {
             throw ProviderError(driver: driver, verb: verb, code: .backend, message: "CreateMultipartUpload returned no UploadId")
         }
         do {
@@ -89,7 +89,7 @@ struct S3Storage: Sendable {
                 // Typed explicitly: a POST body without a type may be taken for a form and consumed as one.
                 headers: ["Content-Type": "application/xml"], body: Data(manifest.utf8),
                 verb: verb, action: "CompleteMultipartUpload")
-            return Uploaded(etag: (try? XMLElement.parse(data).string("ETag")) ?? "", bytes: read, sha256: reader.sha256())
+            return Uploaded(etag: (try? XMLTree.parse(data).string("ETag")) ?? "", bytes: read, sha256: reader.sha256())
         } catch {
             _ = try? await client.rest(
                 method: "DELETE", path: "/\(bucket)/\(key)", query: [("uploadId", uploadID)], verb: verb,
@@ -137,7 +137,7 @@ struct S3Storage: Sendable {
         let (data, _) = try await client.rest(
             method: "GET", path: "/\(bucket)", query: [("list-type", "2"), ("prefix", prefix)], verb: verb,
             action: "ListObjectsV2")
-        return try XMLElement.parse(data).children.filter { $0.name == "Contents" }.map {
+        return try XMLTree.parse(data).children.filter { $0.name == "Contents" }.map {
             ($0.string("Key") ?? "", Int64($0.string("Size") ?? "0") ?? 0)
         }
     }
@@ -146,7 +146,7 @@ struct S3Storage: Sendable {
     func listMultipartUploads(bucket: String, verb: Verb) async throws -> [String] {
         let (data, _) = try await client.rest(
             method: "GET", path: "/\(bucket)", query: [("uploads", nil)], verb: verb, action: "ListMultipartUploads")
-        return try XMLElement.parse(data).children.filter { $0.name == "Upload" }.compactMap { $0.string("UploadId") }
+        return try XMLTree.parse(data).children.filter { $0.name == "Upload" }.compactMap { $0.string("UploadId") }
     }
 
     func getObject(bucket: String, key: String, verb: Verb) async throws -> Data {

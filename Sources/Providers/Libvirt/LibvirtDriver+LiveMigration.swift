@@ -89,7 +89,7 @@ extension LibvirtDriver {
     /// What in an arrived domain's XML is not what was prepared: every disk must be a file, and the
     /// one prepared disk; every serial or console log must be the prepared log.
     static func arrivalProblems(xml: String, preparedDisk: String, preparedConsoleLog: String, bootFiles: [String] = []) -> [String] {
-        guard let root = try? XMLElement.parse(Data(xml.utf8)), let devices = root.at("devices") else {
+        guard let root = try? XMLTree.parse(Data(xml.utf8)), let devices = root.at("devices") else {
             return ["unreadable domain XML"]
         }
         var problems: [String] = []

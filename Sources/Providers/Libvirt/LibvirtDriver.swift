@@ -306,7 +306,7 @@ public final class LibvirtDriver: CloudDriver {
 
     static func parseDomain(_ xml: String) -> ParsedDomain {
         var parsed = ParsedDomain()
-        guard let root = try? XMLElement.parse(Data(xml.utf8)) else { return parsed }
+        guard let root = try? XMLTree.parse(Data(xml.utf8)) else { return parsed }
         if let metadata = root.child("metadata")?.children.first(where: { $0.name.hasSuffix("instance") }) {
             parsed.size = metadata.string("size")
             parsed.image = metadata.string("image")
