@@ -20,6 +20,7 @@ import XMLModel
 /// The decoders, by the name scripts/fuzz.sh passes in INTERCLOUD_FUZZ_TARGET.
 enum FuzzTarget: String, CaseIterable {
     case envelope, handshake, announce, negotiation, usage, migration, federation, transfer, policy, template, imageHeader = "image-header"
+    case xml
 
     func run(_ bytes: [UInt8]) {
         let text = String(decoding: bytes, as: UTF8.self)
@@ -50,6 +51,14 @@ enum FuzzTarget: String, CaseIterable {
             _ = try? PolicyLoader.parse(text, file: "fuzz.toml")
         case .template:
             _ = try? TemplateLoader.parse(text, file: "fuzz.toml")
+        case .xml:
+            // The one XML parser in both shapes. The shapes differ only in what they keep of the
+            // text (and the payload's lower depth bound): a payload it accepts, the document
+            // shape accepts too.
+            let document = try? XMLElement.parseDocument(bytes)
+            if (try? XMLElement.parse(text)) != nil, String(validating: bytes, as: UTF8.self) != nil {
+                precondition(document != nil, "accepted as a payload, refused as a document: \(text.debugDescription)")
+            }
         case .imageHeader:
             // As the file's first and last bytes, for every declared format.
             for format in ImageFormat.allCases {
