@@ -35,6 +35,10 @@ struct XMLReader {
     private var textBuffer: [UInt8] = []
 
     private static let xmlNamespace = "http://www.w3.org/XML/1998/namespace"
+    /// Prefixes are looked up by scanning the declarations in scope: bounded, so a document
+    /// declaring thousands cannot make every name cost thousands of comparisons. No protocol
+    /// payload declares any; provider documents (libvirt's metadata) a few.
+    static let maxPrefixesInScope = 64
 
     private init(_ bytes: [UInt8], shape: Shape, maxDepth: Int) {
         self.bytes = bytes
@@ -124,6 +128,9 @@ struct XMLReader {
                 }
                 guard !prefixes[declarationsBefore...].contains(where: { $0.prefix == declared }) else {
                     throw failure("repeated attribute xmlns:\(declared)")
+                }
+                guard prefixes.count < Self.maxPrefixesInScope else {
+                    throw failure("more than \(Self.maxPrefixesInScope) namespace prefixes declared in scope")
                 }
                 prefixes.append((declared, value))
             } else {

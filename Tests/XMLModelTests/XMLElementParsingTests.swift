@@ -128,6 +128,16 @@ import protocol FoundationXML.XMLParserDelegate
         #expect(throws: XMLElement.ParseError.self) { try XMLElement.parseDocument(Array(repeating: UInt8(ascii: " "), count: 65) , maxBytes: 64) }
     }
 
+    /// Prefix declarations are bounded (they are looked up by scanning): 64 in scope parse, one
+    /// more is refused.
+    @Test func prefixDeclarationsAreBounded() throws {
+        func declaring(_ count: Int) -> String {
+            "<a " + (0..<count).map { "xmlns:p\($0)='urn:\($0)'" }.joined(separator: " ") + "><p0:b/></a>"
+        }
+        #expect(try XMLElement.parse(declaring(XMLReader.maxPrefixesInScope)).child(named: "b")?.namespace == "urn:0")
+        #expect(throws: XMLElement.ParseError.self) { try XMLElement.parse(declaring(XMLReader.maxPrefixesInScope + 1)) }
+    }
+
     /// Thousands of attributes on one element (a hostile peer's) are refused as repeated or
     /// accepted, without the quadratic scan a short list uses.
     @Test func manyAttributesStayCheap() throws {
