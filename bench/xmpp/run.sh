@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Broker-to-broker request/response through one private Prosody, side by side in one run with a
 # raw libstrophe pair (replies sent from the stanza callback) and a slixmpp pair. All three use
-# plaintext c2s and no stream management so they compare on equal terms; our brokers are also
+# plaintext c2s and no stream management so they compare on equal terms; the raw pair exchanges the
+# brokers' own stanzas (the ratios' baseline) and, as `raw-libstrophe-ping`, XEP-0199 pings like
+# slixmpp (the baseline before 2026-12-07: less work for the server); our brokers are also
 # measured with the requesting task on the XMPP loop's executor, with XEP-0198 on, and over TLS. Rounds alternate between implementations so machine
 # noise hits all of them alike. Also: connect+auth time and a broker's idle RSS.
 #
@@ -25,7 +27,8 @@ run() {  # NAME COMMAND...
 }
 for round in $(seq 1 "$rounds"); do
     echo "round $round/$rounds" >&2
-    run raw-libstrophe "$work/strophe_pair" 127.0.0.1 "$port" "$A/raw" pw "$B/raw" pw "$sequential" "$pipelined" "$window"
+    run raw-libstrophe "$work/strophe_pair" 127.0.0.1 "$port" "$A/raw" pw "$B/raw" pw "$sequential" "$pipelined" "$window" status
+    run raw-libstrophe-ping "$work/strophe_pair" 127.0.0.1 "$port" "$A/raw" pw "$B/raw" pw "$sequential" "$pipelined" "$window" ping
     run intercloud "$bin/intercloud-bench" xmpp --port "$port" --jid-a "$A" --pass-a pw --jid-b "$B" --pass-b pw --sequential "$sequential" --pipelined "$pipelined" --window "$window"
     run slixmpp python3 bench/xmpp/slixmpp_pair.py 127.0.0.1 "$port" "$A/slix" pw "$B/slix" pw "$((sequential / 2))" "$((pipelined / 4))" "$window"
 done

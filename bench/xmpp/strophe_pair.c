@@ -1,8 +1,17 @@
-/* Baseline for bench-xmpp: a raw libstrophe client pair in one context on one thread.
+/* Baseline for `intercloud-bench xmpp`: a raw libstrophe client pair in one context on one thread.
  * B answers every IQ get from its stanza callback (the fastest libstrophe can do); A measures
  * sequential round trips and pipelined throughput with WINDOW requests in flight.
  *
- *   strophe_pair HOST PORT JID_A PASS_A JID_B PASS_B SEQUENTIAL PIPELINED WINDOW
+ *   strophe_pair HOST PORT JID_A PASS_A JID_B PASS_B SEQUENTIAL PIPELINED WINDOW [EXCHANGE]
+ *
+ * EXCHANGE is what goes over the wire:
+ *   status (default)  the brokers' own exchange, byte for byte in content: A asks
+ *                     <status xmlns='urn:intercloud:presence:0'/>, B answers with the announcement
+ *                     the benchmark's broker B sends (cloud bench-b, region bench, load 0, no
+ *                     fingerprint). Same stanzas, so the server does the same work for both sides
+ *                     of the comparison and the ratio measures the client stacks alone.
+ *   ping              XEP-0199 ping and an empty result: the smallest exchange (the baseline
+ *                     before 2026-12-07; Prosody spends ~25 % less per round trip on it).
  * Prints: "seq_us <v1> <v2> ..." then "pipelined_rps <value>".
  */
 #include <stdio.h>
@@ -16,6 +25,7 @@ static xmpp_conn_t *conn_a, *conn_b;
 static int online = 0, sequential, pipelined, window_size, sent = 0, done = 0, phase = 0;
 static double *latencies, started_at, pipe_start;
 static char jid_b[512];
+static int exchange_status = 1;
 
 static double now_us(void) {
     struct timespec ts;
@@ -29,8 +39,13 @@ static void send_request(void) {
     xmpp_stanza_t *iq = xmpp_iq_new(ctx, "get", id);
     xmpp_stanza_set_to(iq, jid_b);
     xmpp_stanza_t *ping = xmpp_stanza_new(ctx);
-    xmpp_stanza_set_name(ping, "ping");
-    xmpp_stanza_set_ns(ping, "urn:xmpp:ping");
+    if (exchange_status) {
+        xmpp_stanza_set_name(ping, "status");
+        xmpp_stanza_set_ns(ping, "urn:intercloud:presence:0");
+    } else {
+        xmpp_stanza_set_name(ping, "ping");
+        xmpp_stanza_set_ns(ping, "urn:xmpp:ping");
+    }
     xmpp_stanza_add_child_ex(iq, ping, 0);
     xmpp_send(conn_a, iq);
     xmpp_stanza_release(iq);
@@ -42,6 +57,24 @@ static int answer(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata) {
     if (!type || strcmp(type, "get") != 0) return 1;
     xmpp_stanza_t *reply = xmpp_iq_new(ctx, "result", xmpp_stanza_get_id(stanza));
     xmpp_stanza_set_to(reply, xmpp_stanza_get_from(stanza));
+    if (exchange_status) {
+        /* <announce xmlns='urn:intercloud:presence:0' version='0' cloud='bench-b' load='0.0'
+         *  fingerprint=''><region>bench</region></announce>, as broker B answers. */
+        xmpp_stanza_t *announce = xmpp_stanza_new(ctx);
+        xmpp_stanza_set_name(announce, "announce");
+        xmpp_stanza_set_ns(announce, "urn:intercloud:presence:0");
+        xmpp_stanza_set_attribute(announce, "version", "0");
+        xmpp_stanza_set_attribute(announce, "cloud", "bench-b");
+        xmpp_stanza_set_attribute(announce, "load", "0.0");
+        xmpp_stanza_set_attribute(announce, "fingerprint", "");
+        xmpp_stanza_t *region = xmpp_stanza_new(ctx);
+        xmpp_stanza_set_name(region, "region");
+        xmpp_stanza_t *text = xmpp_stanza_new(ctx);
+        xmpp_stanza_set_text(text, "bench");
+        xmpp_stanza_add_child_ex(region, text, 0);
+        xmpp_stanza_add_child_ex(announce, region, 0);
+        xmpp_stanza_add_child_ex(reply, announce, 0);
+    }
     xmpp_send(conn, reply);
     xmpp_stanza_release(reply);
     return 1;
@@ -80,6 +113,10 @@ static int nodelay(xmpp_conn_t *conn, void *sock) { return xmpp_sockopt_cb_keepa
 
 int main(int argc, char **argv) {
     if (argc < 10) { fprintf(stderr, "usage\n"); return 2; }
+    if (argc > 10) {
+        if (strcmp(argv[10], "ping") == 0) exchange_status = 0;
+        else if (strcmp(argv[10], "status") != 0) { fprintf(stderr, "EXCHANGE is status or ping\n"); return 2; }
+    }
     sequential = atoi(argv[7]); pipelined = atoi(argv[8]); window_size = atoi(argv[9]);
     latencies = calloc(sequential, sizeof(double));
     snprintf(jid_b, sizeof jid_b, "%s", argv[5]);
