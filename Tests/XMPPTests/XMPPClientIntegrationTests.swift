@@ -12,11 +12,14 @@ import XMLModel
 
     init() throws { server = try TestProsody.shared() }
 
-    func client(host: String, maxInbound: Int = 512 * 1024, tls: XMPPClientConfiguration.TLSMode? = nil) throws -> XMPPClient {
+    func client(
+        host: String, maxInbound: Int = 512 * 1024, tls: XMPPClientConfiguration.TLSMode? = nil, sendBuffer: Int? = nil
+    ) throws -> XMPPClient {
         let account = try server.freshAccount(prefix: "x", host: host)
         return XMPPClient(configuration: .init(
             jid: try JID(account.jid + "/test"), password: account.password, host: "127.0.0.1", port: server.port,
-            tls: tls ?? .required(caFile: server.caFile), maxInboundStanzaBytes: maxInbound))
+            tls: tls ?? .required(caFile: server.caFile), maxInboundStanzaBytes: maxInbound,
+            socketSendBufferBytes: sendBuffer))
     }
 
     func online(_ clients: XMPPClient...) async throws {
@@ -81,6 +84,32 @@ import XMLModel
         #expect(refusals.withLock { $0.count } == 1)
         // The connection survives and still answers normal requests.
         _ = try await a.iq(.set, to: b.jid, payload: XMLElement("q", namespace: "urn:test:echo:0"))
+        await a.stop()
+        await b.stop()
+    }
+
+    /// A stanza larger than the socket's send buffer leaves in several writes; libstrophe does not
+    /// count a partly written stanza in its queue length, so the loop must still wake when the
+    /// socket can take more instead of sleeping until its poll cap (250 ms per chunk: seconds for
+    /// these stanzas before the fix). Over TLS and plaintext, so both write paths are covered.
+    @Test(arguments: [false, true]) func largeStanzasLeaveWithoutWaitingForThePollCap(tls: Bool) async throws {
+        let a = try client(host: "cloud1.test", tls: tls ? nil : .disabledForTesting, sendBuffer: 4096)
+        let b = try client(host: "cloud1.test", tls: tls ? nil : .disabledForTesting)
+        b.setIQHandler(namespace: "urn:test:size:0", .immediate { request in
+            XMLElement("size", namespace: "urn:test:size:0", text: String(request.payload?.text.utf8.count ?? 0))
+        })
+        try await online(a, b)
+        let payloadBytes = 300 * 1024
+        let big = XMLElement("q", namespace: "urn:test:size:0", text: String(repeating: "x", count: payloadBytes))
+        var slowest: Duration = .zero
+        for _ in 0..<4 {
+            let start = ContinuousClock.now
+            let answer = try await a.iq(.set, to: b.jid, payload: big, timeout: .seconds(30))
+            slowest = max(slowest, ContinuousClock.now - start)
+            #expect(answer.payload?.text == String(payloadBytes))
+        }
+        // ~75 writes of at most a few KiB each per stanza: at the poll cap that is far over a second.
+        #expect(slowest < .seconds(1), "slowest 300 KiB request took \(slowest)")
         await a.stop()
         await b.stop()
     }

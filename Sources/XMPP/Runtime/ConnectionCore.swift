@@ -3,6 +3,10 @@ import Foundation
 import Logging
 import XMLModel
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The loop-thread side of one client connection: owns the `xmpp_conn_t`, runs the lifecycle and
 /// IQ-tracking state machines, and performs their actions.
 final class ConnectionCore: @unchecked Sendable {
@@ -54,7 +58,35 @@ final class ConnectionCore: @unchecked Sendable {
     }
     var wantsWritable: Bool {
         guard let connection else { return false }
-        return xmpp_conn_is_connecting(connection) != 0 || xmpp_conn_send_queue_len(connection) > 0
+        return awaitingWritable || xmpp_conn_is_connecting(connection) != 0 || xmpp_conn_send_queue_len(connection) > 0
+    }
+
+    /// Bytes were queued since the loop last slept.
+    private var sentSinceSleep = false
+    /// The last write stopped because the socket was full: poll for writability until it is not.
+    private var awaitingWritable = false
+
+    /// Called before the loop sleeps; returns whether bytes were queued since it last slept.
+    ///
+    /// libstrophe 0.12's queue length leaves out the stanza it is writing once part of it has
+    /// left (`xmpp_conn_send_queue_len` subtracts a head item marked work-in-progress), so after
+    /// a write that filled the socket, nothing in its API says bytes remain, and the loop would
+    /// sleep until its poll cap with a stanza half sent. The socket says it instead: libstrophe
+    /// writes until the socket refuses more, so a socket that is not writable now had a write
+    /// cut short, and the loop waits for it to become writable. One `poll` of one descriptor,
+    /// only after sends. (If the server drains the socket between the cut-short write and this
+    /// look, the look says writable: the loop's short sleeps after traffic bound that case.)
+    func checkPendingWrite() -> Bool {
+        let sent = sentSinceSleep
+        sentSinceSleep = false
+        guard sent || awaitingWritable else { return false }
+        guard descriptor >= 0, let connection, xmpp_conn_is_connected(connection) != 0 else {
+            awaitingWritable = false
+            return sent
+        }
+        var probe = pollfd(fd: descriptor, events: Int16(POLLOUT), revents: 0)
+        awaitingWritable = poll(&probe, 1, 0) == 0
+        return sent
     }
 
     /// Whether libstrophe may hold bytes to write: our own stanzas are counted in its send queue;
@@ -241,6 +273,7 @@ final class ConnectionCore: @unchecked Sendable {
         sendBuffer.withUnsafeBytes { bytes in
             xmpp_send_raw(connection, bytes.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count)
         }
+        sentSinceSleep = true
         runtime.activity = true
     }
 

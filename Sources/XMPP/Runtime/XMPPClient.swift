@@ -27,12 +27,17 @@ public struct XMPPClientConfiguration: Sendable {
     public var backoff: ConnectionLifecycle<ContinuousClock.Instant>.Backoff
     /// Stanzas larger than this (names + attributes + text) are refused before any handler sees them.
     public var maxInboundStanzaBytes: Int
+    /// The socket's send buffer (`SO_SNDBUF`) in bytes; nil leaves it to the kernel, which grows it
+    /// with the connection's needs. A fixed small buffer bounds the memory a slow server can pin
+    /// per connection, at the price of more partial writes (the tests use it to force them).
+    public var socketSendBufferBytes: Int?
 
     public init(
         jid: JID, password: String, host: String? = nil, port: UInt16? = nil,
         tls: TLSMode, streamManagement: Bool = true,
         backoff: ConnectionLifecycle<ContinuousClock.Instant>.Backoff = .init(),
-        maxInboundStanzaBytes: Int = 512 * 1024
+        maxInboundStanzaBytes: Int = 512 * 1024,
+        socketSendBufferBytes: Int? = nil
     ) {
         self.jid = jid
         self.password = password
@@ -42,6 +47,7 @@ public struct XMPPClientConfiguration: Sendable {
         self.streamManagement = streamManagement
         self.backoff = backoff
         self.maxInboundStanzaBytes = maxInboundStanzaBytes
+        self.socketSendBufferBytes = socketSendBufferBytes
     }
 }
 

@@ -146,6 +146,11 @@ public final class XMPPRuntime: @unchecked Sendable {
                 continue
             }
 
+            // After sends, sleep short for a while too: the fallback if a cut-short write went
+            // unnoticed (see `ConnectionCore.checkPendingWrite`).
+            var sent = false
+            for core in cores.values where core.checkPendingWrite() { sent = true }
+            if sent { shortSleeps = max(shortSleeps, 8) }
             let socketReadable = sleepUntilReady(now: now, cap: shortSleeps > 0 ? .milliseconds(1) : .milliseconds(250))
             if shortSleeps > 0 { shortSleeps -= 1 }
             if socketReadable {
@@ -319,7 +324,12 @@ func stropheSocketOptions(_ connection: OpaquePointer?, _ socket: UnsafeMutableR
     var one: Int32 = 1
     // Request/response latency matters more than segment count: disable Nagle.
     _ = setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-    XMPPRuntime.shared.cores[connection]?.descriptor = descriptor
+    let core = XMPPRuntime.shared.cores[connection]
+    if let bytes = core?.configuration.socketSendBufferBytes {
+        var size = Int32(clamping: bytes)
+        _ = setsockopt(descriptor, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+    }
+    core?.descriptor = descriptor
     return xmpp_sockopt_cb_keepalive(connection, socket)
 }
 
