@@ -112,11 +112,16 @@ struct CutoverCheckTests {
         // The cutover is out (and lost); the destination's copy runs and waits.
         try await waitFor("the source to send cutover") { try sourceJournal.sourceSnapshot("mig-cut")?.phase == .cuttingOver }
         #expect(try destinationJournal.destinationSnapshot("mig-cut")?.phase == .started)
+        // Times from when the copy started, not from the wall clock (see ReservationCheckTests).
+        let startedAt = try #require(try destinationJournal.destinationSnapshot("mig-cut")).phaseEnteredAt
+        let questionsBefore = await fixture.network.statusQuestions
         // Too early: the copy has not waited the interval; the source is not asked.
-        #expect(try await destination.checkWaitsOnSource(now: Date()).isEmpty)
+        #expect(try await destination.checkWaitsOnSource(now: startedAt.addingTimeInterval(0.25)).isEmpty)
+        #expect(await fixture.network.statusQuestions == questionsBefore)
         #expect(try destinationJournal.destinationSnapshot("mig-cut")?.phase == .started)
 
-        let results = try await destination.checkWaitsOnSource(now: Date().addingTimeInterval(1))
+        let results = try await destination.checkWaitsOnSource(now: startedAt.addingTimeInterval(1))
+        #expect(await fixture.network.statusQuestions == questionsBefore + 1)
         #expect(results.map(\.outcome) == [.completed])
         let stored = try #require(try destinationJournal.destinationSnapshot("mig-cut"))
         #expect(stored.phase == .completed)
@@ -186,15 +191,20 @@ struct CutoverCheckTests {
             instanceID: instanceID, to: MigrationFixture.destinationName, agreementID: MigrationFixture.agreementID, migrationID: "mig-wait")
         if let result { #expect(result.outcome.isStalled) }
         #expect(try sourceJournal.sourceSnapshot("mig-wait")?.phase == .rollingBack)
+        // One time base for the checks below, so the gaps between them are what the test says.
+        let base = Date()
+        let questionsBefore = await fixture.network.statusQuestions
         // Asked, the source says it is rolling back: not a decision to follow yet.
-        #expect(try await destination.checkWaitsOnSource(now: Date().addingTimeInterval(1)).isEmpty)
+        #expect(try await destination.checkWaitsOnSource(now: base.addingTimeInterval(1)).isEmpty)
+        #expect(await fixture.network.statusQuestions == questionsBefore + 1)
         #expect(try destinationJournal.destinationSnapshot("mig-wait")?.phase == .started)
         #expect(try destinationJournal.steps("mig-wait", role: .destination).contains { $0.step == "source status" } == false)
-        // Asked only once per interval.
-        #expect(try await destination.checkWaitsOnSource(now: Date().addingTimeInterval(1.2)).isEmpty)
+        // Asked only once per interval (0.5 s): 0.2 s later it is not asked again.
+        #expect(try await destination.checkWaitsOnSource(now: base.addingTimeInterval(1.2)).isEmpty)
+        #expect(await fixture.network.statusQuestions == questionsBefore + 1)
         // Unreachable source: still waiting.
         await fixture.network.disconnect(MigrationFixture.sourceName)
-        #expect(try await destination.checkWaitsOnSource(now: Date().addingTimeInterval(3)).isEmpty)
+        #expect(try await destination.checkWaitsOnSource(now: base.addingTimeInterval(3)).isEmpty)
         #expect(try destinationJournal.destinationSnapshot("mig-wait")?.phase == .started)
 
         // The source comes back with a working link: its abort arrives, both end rolled back.

@@ -81,11 +81,17 @@ struct ReservationCheckTests {
         #expect(try destinationJournal.destinationSnapshot("mig-lost")?.phase == .reserved)
         #expect(try destinationJournal.reservedSizeIDs().count == 1)
 
+        // Times from when the reservation was made, not from the wall clock: however long the
+        // steps above took on a loaded machine, "too early" stays too early.
+        let reservedAt = try #require(try destinationJournal.destinationSnapshot("mig-lost")).phaseEnteredAt
+        let questionsBefore = await fixture.network.statusQuestions
         // Too early: the reservation is younger than the interval, the source is not asked.
-        #expect(try await destination.checkWaitsOnSource(now: Date()).isEmpty)
+        #expect(try await destination.checkWaitsOnSource(now: reservedAt.addingTimeInterval(0.25)).isEmpty)
+        #expect(await fixture.network.statusQuestions == questionsBefore)
         #expect(try destinationJournal.destinationSnapshot("mig-lost")?.phase == .reserved)
         // Later: asked, the source says it rolled back; the reservation is released and journaled.
-        let results = try await destination.checkWaitsOnSource(now: Date().addingTimeInterval(1))
+        let results = try await destination.checkWaitsOnSource(now: reservedAt.addingTimeInterval(1))
+        #expect(await fixture.network.statusQuestions == questionsBefore + 1)
         #expect(results.map(\.outcome) == [.rolledBack(reason: "the source rolled back; its abort did not arrive")])
         #expect(try destinationJournal.destinationSnapshot("mig-lost")?.phase == .rolledBack)
         #expect(try destinationJournal.reservedSizeIDs().isEmpty)
