@@ -65,28 +65,52 @@ final class ConnectionCore: @unchecked Sendable {
     private var sentSinceSleep = false
     /// The last write stopped because the socket was full: poll for writability until it is not.
     private var awaitingWritable = false
+    /// Loop iterations still needed to write queued TLS records (see `checkPendingWrite`).
+    private var tlsRecordWrites = 0
+    /// OpenSSL's largest TLS record payload: with partial writes on (libstrophe sets
+    /// `SSL_MODE_ENABLE_PARTIAL_WRITE`), one `SSL_write` sends at most one record.
+    static let tlsRecordBytes = 16_384
 
-    /// Called before the loop sleeps; returns whether bytes were queued since it last slept.
+    /// What the loop does about a connection's writes before it sleeps.
+    enum PendingWrite {
+        /// Nothing was sent, or all of it left.
+        case none
+        /// Bytes were sent since the loop last slept; none are known to be left.
+        case sent
+        /// libstrophe still holds bytes and the socket can take them: iterate again, do not sleep.
+        case writeAgain
+    }
+
+    /// Called before the loop sleeps.
     ///
-    /// libstrophe 0.12's queue length leaves out the stanza it is writing once part of it has
-    /// left (`xmpp_conn_send_queue_len` subtracts a head item marked work-in-progress), so after
-    /// a write that filled the socket, nothing in its API says bytes remain, and the loop would
-    /// sleep until its poll cap with a stanza half sent. The socket says it instead: libstrophe
-    /// writes until the socket refuses more, so a socket that is not writable now had a write
-    /// cut short, and the loop waits for it to become writable. One `poll` of one descriptor,
-    /// only after sends. (If the server drains the socket between the cut-short write and this
-    /// look, the look says writable: the loop's short sleeps after traffic bound that case.)
-    func checkPendingWrite() -> Bool {
+    /// libstrophe 0.12's queue length leaves out the stanza it is writing once part of it has left
+    /// (`xmpp_conn_send_queue_len` subtracts a head item marked work-in-progress), so after a
+    /// write cut short nothing in its API says bytes remain, and the loop would sleep until its
+    /// poll cap (250 ms) with a stanza half sent. A write is cut short two ways:
+    /// - the socket is full: libstrophe writes until the socket refuses, so a socket that is not
+    ///   writable now had a write cut short; the loop then sleeps until the socket is writable
+    ///   (one `poll` of one descriptor, only after sends);
+    /// - over TLS, each `xmpp_run_once` writes at most one record of a stanza (partial-write
+    ///   mode), however much the socket could take: a stanza of n bytes needs n / 16 KiB
+    ///   iterations, counted when it is queued, which the loop runs before it sleeps.
+    /// If either is missed (the server drains the socket between the short write and this look;
+    /// records smaller than OpenSSL's default), the loop's short sleeps after sends bound the wait.
+    func checkPendingWrite() -> PendingWrite {
         let sent = sentSinceSleep
         sentSinceSleep = false
-        guard sent || awaitingWritable else { return false }
+        guard sent || awaitingWritable || tlsRecordWrites > 0 else { return .none }
         guard descriptor >= 0, let connection, xmpp_conn_is_connected(connection) != 0 else {
             awaitingWritable = false
-            return sent
+            tlsRecordWrites = 0
+            return sent ? .sent : .none
         }
         var probe = pollfd(fd: descriptor, events: Int16(POLLOUT), revents: 0)
         awaitingWritable = poll(&probe, 1, 0) == 0
-        return sent
+        if !awaitingWritable, tlsRecordWrites > 0 {
+            tlsRecordWrites -= 1
+            return .writeAgain
+        }
+        return sent ? .sent : .none
     }
 
     /// Whether libstrophe may hold bytes to write: our own stanzas are counted in its send queue;
@@ -274,6 +298,9 @@ final class ConnectionCore: @unchecked Sendable {
             xmpp_send_raw(connection, bytes.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count)
         }
         sentSinceSleep = true
+        if sendBuffer.count > Self.tlsRecordBytes, isSecured {
+            tlsRecordWrites += (sendBuffer.count + Self.tlsRecordBytes - 1) / Self.tlsRecordBytes
+        }
         runtime.activity = true
     }
 

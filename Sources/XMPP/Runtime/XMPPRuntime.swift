@@ -146,11 +146,19 @@ public final class XMPPRuntime: @unchecked Sendable {
                 continue
             }
 
-            // After sends, sleep short for a while too: the fallback if a cut-short write went
-            // unnoticed (see `ConnectionCore.checkPendingWrite`).
-            var sent = false
-            for core in cores.values where core.checkPendingWrite() { sent = true }
-            if sent { shortSleeps = max(shortSleeps, 8) }
+            // Writes cut short (see `ConnectionCore.checkPendingWrite`): iterate again while
+            // libstrophe holds bytes the socket can take; after sends, sleep short for a while too,
+            // the fallback if a cut-short write went unnoticed.
+            var sent = false, writeAgain = false
+            for core in cores.values {
+                switch core.checkPendingWrite() {
+                case .none: break
+                case .sent: sent = true
+                case .writeAgain: writeAgain = true
+                }
+            }
+            if writeAgain || sent { shortSleeps = max(shortSleeps, 8) }
+            if writeAgain { continue }
             let socketReadable = sleepUntilReady(now: now, cap: shortSleeps > 0 ? .milliseconds(1) : .milliseconds(250))
             if shortSleeps > 0 { shortSleeps -= 1 }
             if socketReadable {
