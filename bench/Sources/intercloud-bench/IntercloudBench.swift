@@ -10,7 +10,7 @@ struct IntercloudBench: AsyncParsableCommand {
         commandName: "intercloud-bench",
         abstract: "Intercloud benchmarks (see bench/RESULTS.md for commands and numbers).",
         subcommands: [
-            XMPPBenchmark.self, TrustBenchmark.self, NegotiationBenchmark.self, MigrationBenchmark.self,
+            XMPPBenchmark.self, XMPPLargeStanzaBenchmark.self, TrustBenchmark.self, NegotiationBenchmark.self, MigrationBenchmark.self,
             HostileBenchmark.self, HostileStranger.self, TransferBenchmark.self, ProvidersBenchmark.self, OpenStackBenchmark.self,
             StorageBenchmark.self,
         ])
