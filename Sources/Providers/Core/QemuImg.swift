@@ -1,4 +1,6 @@
 import Foundation
+import Subprocess
+import SystemPackage
 
 /// Runs `qemu-img` (Debian `qemu-utils`) for disk format conversion.
 ///
@@ -108,53 +110,42 @@ public enum QemuImg {
         }
     }
 
-    /// Runs qemu-img, terminating it if the task is cancelled. `launcher`: a program and its
-    /// arguments to run qemu-img through (prlimit).
+    /// Runs qemu-img, killing it if the task is cancelled. `launcher`: a program and its
+    /// arguments to run qemu-img through (prlimit). Standard error is merged into the output.
+    ///
+    /// Through swift-subprocess rather than Foundation's `Process`: on Linux, `Process.run()` in
+    /// this toolchain reads 256 bytes of every `/proc/self/fd` entry while closing descriptors for
+    /// the child, past the end of glibc's directory buffer, which intermittently kills the whole
+    /// broker with SIGSEGV (swift-corelibs-foundation #5472, seen in a test run here).
+    /// swift-subprocess closes them with `posix_spawn_file_actions_addclosefrom_np` instead.
     @discardableResult
     static func run(_ arguments: [String], launcher: [String] = [], onOutput: (@Sendable (String) -> Void)? = nil) async throws -> String {
         guard isAvailable else {
             throw QemuImgError(arguments: arguments, status: -1, output: "\(executable) not found (install qemu-utils)")
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: launcher.first ?? executable)
-        process.arguments = launcher.isEmpty ? arguments : Array(launcher.dropFirst()) + [executable] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        let collected = OutputBuffer()
-        // A handler call reads and records under `reading`, so the final read below waits for one
-        // still in flight: otherwise bytes it took from the pipe could be recorded after the output
-        // was returned (and `qemu-img info` would seem to have printed nothing).
-        let reading = NSLock()
-        pipe.fileHandleForReading.readabilityHandler = { handle in
-            reading.withLock {
-                let data = handle.availableData
-                guard !data.isEmpty else { return }
-                let text = String(decoding: data, as: UTF8.self)
-                collected.append(text)
+        let program = launcher.first ?? executable
+        let programArguments = launcher.isEmpty ? arguments : Array(launcher.dropFirst()) + [executable] + arguments
+        // A cancelled task kills the child (SIGKILL: it inherits this thread's blocked signal
+        // mask, so it may not see SIGTERM); its output is a temporary file the caller removes.
+        let result = try await Subprocess.run(
+            .path(FilePath(program)), arguments: Arguments(programArguments),
+            input: .none, output: .sequence, error: .combinedWithOutput
+        ) { execution in
+            var collected = ""
+            for try await buffer in execution.standardOutput {
+                let text = buffer.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+                collected += text
                 onOutput?(text)
             }
-        }
-        let status: Int32 = try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
-                process.terminationHandler = { process in continuation.resume(returning: process.terminationStatus) }
-                do { try process.run() } catch {
-                    process.terminationHandler = nil
-                    continuation.resume(throwing: error)
-                }
-            }
-        } onCancel: {
-            // SIGKILL, not terminate(): the child inherits this thread's blocked signal mask, so it may
-            // not see SIGTERM. Its output is a temporary file the caller removes.
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        }
-        pipe.fileHandleForReading.readabilityHandler = nil
-        reading.withLock {
-            if let rest = try? pipe.fileHandleForReading.readToEnd() { collected.append(String(decoding: rest, as: UTF8.self)) }
+            return collected
         }
         try Task.checkCancellation()
-        guard status == 0 else { throw QemuImgError(arguments: arguments, status: status, output: collected.text) }
-        return collected.text
+        let output = result.closureResult
+        guard case .exited(let status) = result.terminationStatus else {
+            throw QemuImgError(arguments: arguments, status: -1, output: "\(result.terminationStatus): " + output)
+        }
+        guard status == 0 else { throw QemuImgError(arguments: arguments, status: status, output: output) }
+        return output
     }
 }
 
@@ -167,15 +158,6 @@ struct QemuImgError: Error, CustomStringConvertible {
     var description: String {
         "qemu-img \(arguments.first ?? "") exited \(status): \(output.trimmingCharacters(in: .whitespacesAndNewlines).suffix(400))"
     }
-}
-
-/// Collects a child's output from the pipe's handler thread.
-/// `@unchecked Sendable`: every access to `storage` holds `lock`.
-final class OutputBuffer: @unchecked Sendable {
-    private let lock = NSLock()
-    private var storage = ""
-    func append(_ text: String) { lock.withLock { storage += text } }
-    var text: String { lock.withLock { storage } }
 }
 
 extension FileManager {
