@@ -65,11 +65,13 @@ final class ConnectionCore: @unchecked Sendable {
     private var sentSinceSleep = false
     /// The last write stopped because the socket was full: poll for writability until it is not.
     private var awaitingWritable = false
-    /// Loop iterations still needed to write queued TLS records (see `checkPendingWrite`).
-    private var tlsRecordWrites = 0
-    /// OpenSSL's largest TLS record payload: with partial writes on (libstrophe sets
-    /// `SSL_MODE_ENABLE_PARTIAL_WRITE`), one `SSL_write` sends at most one record.
-    static let tlsRecordBytes = 16_384
+    /// Loop iterations still owed to a large stanza that may not have left yet (see
+    /// `checkPendingWrite`).
+    private var pendingWriteIterations = 0
+    /// How many bytes of a stanza one loop iteration is sure to move when the socket has room:
+    /// over TLS one record (OpenSSL's largest is 16 KiB), in plaintext at least the smallest send
+    /// buffer the kernel gives (4 KiB and more). A stanza of n bytes is owed n / 4 KiB iterations.
+    static let writeUnitBytes = 4096
 
     /// What the loop does about a connection's writes before it sleeps.
     enum PendingWrite {
@@ -91,23 +93,25 @@ final class ConnectionCore: @unchecked Sendable {
     ///   writable now had a write cut short; the loop then sleeps until the socket is writable
     ///   (one `poll` of one descriptor, only after sends);
     /// - over TLS, each `xmpp_run_once` writes at most one record of a stanza (partial-write
-    ///   mode), however much the socket could take: a stanza of n bytes needs n / 16 KiB
-    ///   iterations, counted when it is queued, which the loop runs before it sleeps.
-    /// If either is missed (the server drains the socket between the short write and this look;
-    /// records smaller than OpenSSL's default), the loop's short sleeps after sends bound the wait.
+    ///   mode), however much the socket could take.
+    /// And the look at the socket can miss a full one: the server may drain it between the short
+    /// write and the look (seen in plaintext over loopback). So a large stanza is also owed
+    /// iterations when it is queued (`writeUnitBytes`), which the loop runs while the socket has
+    /// room, before it sleeps; an iteration with nothing left to write costs a few µs. A small
+    /// stanza cut short unnoticed is caught by the loop's short sleeps after sends.
     func checkPendingWrite() -> PendingWrite {
         let sent = sentSinceSleep
         sentSinceSleep = false
-        guard sent || awaitingWritable || tlsRecordWrites > 0 else { return .none }
+        guard sent || awaitingWritable || pendingWriteIterations > 0 else { return .none }
         guard descriptor >= 0, let connection, xmpp_conn_is_connected(connection) != 0 else {
             awaitingWritable = false
-            tlsRecordWrites = 0
+            pendingWriteIterations = 0
             return sent ? .sent : .none
         }
         var probe = pollfd(fd: descriptor, events: Int16(POLLOUT), revents: 0)
         awaitingWritable = poll(&probe, 1, 0) == 0
-        if !awaitingWritable, tlsRecordWrites > 0 {
-            tlsRecordWrites -= 1
+        if !awaitingWritable, pendingWriteIterations > 0 {
+            pendingWriteIterations -= 1
             return .writeAgain
         }
         return sent ? .sent : .none
@@ -298,8 +302,8 @@ final class ConnectionCore: @unchecked Sendable {
             xmpp_send_raw(connection, bytes.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count)
         }
         sentSinceSleep = true
-        if sendBuffer.count > Self.tlsRecordBytes, isSecured {
-            tlsRecordWrites += (sendBuffer.count + Self.tlsRecordBytes - 1) / Self.tlsRecordBytes
+        if sendBuffer.count > Self.writeUnitBytes {
+            pendingWriteIterations += (sendBuffer.count + Self.writeUnitBytes - 1) / Self.writeUnitBytes
         }
         runtime.activity = true
     }
